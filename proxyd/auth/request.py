@@ -1,0 +1,112 @@
+"""What a login process tells the auth step about one login attempt, and what it gets back.
+
+These two records are the whole contract between the login side (``proxyd.login``)
+and the auth side (``proxyd.auth``).  They hold only plain values, so the auth
+step can later move into a separate auth process without changing either side.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxyd.secret import Secret
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """Addresses and flags of one client connection, as Dovecot's auth request carries them.
+
+    ``remote_ip``/``local_ip`` may have been replaced by what a trusted peer forwarded
+    (IMAP ID ``x-originating-ip``, POP3 XCLIENT, HAProxy); ``real_*`` always hold the
+    socket's own addresses.
+    """
+
+    service: str  # "imap" or "pop3"
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    real_local_ip: str
+    real_local_port: int
+    real_remote_ip: str
+    real_remote_port: int
+    secured: bool  # TLS, trusted network, or same-host connection
+    tls: bool  # the client connection itself is TLS
+    session_id: str
+    trusted: bool = False  # the peer is in login_trusted_networks
+    client_id: str | None = None  # retained IMAP ID arguments (imap_id_retain)
+    forward_fields: Mapping[str, str] = field(default_factory=dict)  # from a trusted upstream proxy
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """One credentials check: the result of a finished SASL exchange.
+
+    ``user`` is the authentication identity (authcid); ``login_user`` is the
+    authorization identity (authzid) when the client asked for a different one.
+    ``password`` is None for lookups without verification (``proxyctl auth test USER``).
+    """
+
+    conn: ConnectionInfo
+    mech: str  # "PLAIN", "LOGIN", ...
+    user: str
+    password: Secret | None
+    login_user: str = ""
+
+
+class AuthStatus(enum.Enum):
+    """Outcome class of an auth attempt, as the login process sees it."""
+
+    OK = "ok"
+    FAIL = "fail"
+    TEMPFAIL = "tempfail"
+
+
+class FailCode(enum.Enum):
+    """Dovecot's auth failure codes (``code=`` in the auth reply), each mapped to a client text."""
+
+    AUTH_FAILED = "auth_failed"  # generic
+    TEMP_FAIL = "temp_fail"
+    AUTHZ_FAIL = "authz_fail"
+    USER_DISABLED = "user_disabled"
+    PASS_EXPIRED = "pass_expired"
+    INVALID_BASE64 = "invalid_base64"
+    MECH_INVALID = "mech_invalid"
+    MECH_SSL_REQUIRED = "mech_ssl_required"
+    LOGIN_DISABLED = "login_disabled"  # nologin
+
+
+@dataclass(frozen=True, slots=True)
+class AuthReply:
+    """The auth step's answer.
+
+    ``user`` is the final user name (passdb ``user=`` rewrites applied).  ``fields``
+    are the passdb extra fields the login side acts on (``proxy``, ``host``, ``port``,
+    ``destuser``, ``pass``, ``nologin``, ``reason``, ...), value-less fields mapped to
+    ``""``.  A ``pass`` field is always a real password to forward: when the passdb gave
+    none and the client used a plaintext mechanism, the auth step adds the client's
+    password, as Dovecot's auth process does.
+    """
+
+    status: AuthStatus
+    user: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    fail_code: FailCode | None = None
+    reason: str | None = None  # passdb reason= or an internal explanation (never a password)
+
+    def __repr__(self) -> str:
+        shown = {k: ("<hidden>" if k in _SECRET_FIELDS else v) for k, v in self.fields.items()}
+        return (
+            f"AuthReply(status={self.status.name}, user={self.user!r}, fields={shown!r}, "
+            f"fail_code={self.fail_code}, reason={self.reason!r})"
+        )
+
+
+_SECRET_FIELDS = frozenset({"pass", "password", "password_noscheme"})
+
+
+def is_secret_field(name: str) -> bool:
+    """True for extra fields whose values must never be printed or logged."""
+    return name.lower() in _SECRET_FIELDS
