@@ -1,0 +1,184 @@
+"""Connecting to a backend and logging in there (Dovecot's ``login-proxy.c``).
+
+One ``proxy_login()`` call covers the whole ``proxy_timeout``: connect, optional
+TLS, the protocol engine's login dialogue, and up to ``login_proxy_max_reconnects``
+retries one second apart for the failure kinds Dovecot retries.  Protocol work
+is the sans-IO backend engine's; this module only moves bytes and keeps time.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import math
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
+from proxyd.login.proxyfields import ProxyTarget
+from proxyd.protocols.backend_events import (
+    BackendFailed,
+    BackendLoggedIn,
+    BackendNeedsTLS,
+    BackendUntagged,
+    ProxyFailure,
+)
+from proxyd.protocols.events import NEED_DATA
+
+_RECONNECT_DELAY = 1.0
+_RECONNECT_MIN_REMAINING = 1.1
+_RETRIED = frozenset(
+    {ProxyFailure.CONNECT, ProxyFailure.REMOTE, ProxyFailure.PROTOCOL, ProxyFailure.AUTH_TEMPFAIL}
+)
+
+
+@dataclass(slots=True)
+class BackendConnected:
+    """A logged-in backend connection, ready for the relay."""
+
+    stream: trio.abc.Stream
+    ip: str
+    client_reply: bytes  # the final reply for the client (its tag, backend capabilities)
+    trailing: bytes  # backend bytes after the reply
+    elapsed: float
+    reconnects: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailure:
+    """Why the backend login did not happen; ``client_reply`` is set when the backend's answer is forwarded."""
+
+    kind: ProxyFailure
+    log_text: str
+    client_reply: bytes | None = None
+
+
+SendToClient = Callable[[bytes], Awaitable[None]]
+
+
+async def resolve_host(target: ProxyTarget) -> str:
+    """The IP to connect to: ``hostip``, ``host`` when it is an IP, else the first DNS answer."""
+    if target.hostip:
+        return target.hostip
+    try:
+        ipaddress.ip_address(target.host)
+    except ValueError:
+        infos = await trio.socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(errno.EHOSTUNREACH, f"{target.host} has no addresses") from None
+        return str(infos[0][4][0])
+    return target.host
+
+
+async def proxy_login(
+    *,
+    spec: ProtocolSpec,
+    target: ProxyTarget,
+    login: BackendLogin,
+    client_engine: LoginServerEngine,
+    tls_context: Callable[[bool], ssl.SSLContext],
+    timeout: float,
+    max_reconnects: int,
+    send_to_client: SendToClient,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> BackendConnected | BackendFailure:
+    """Connect and log in, retrying as Dovecot does; never raises for backend trouble."""
+    started = trio.current_time()
+    deadline = started + timeout
+    reconnects = 0
+    try:
+        with trio.fail_after(max(0.0, deadline - trio.current_time())):
+            ip = await resolve_host(target)
+    except (OSError, trio.TooSlowError) as exc:
+        return BackendFailure(ProxyFailure.INTERNAL, f"DNS lookup of {target.host} failed: {exc}")
+    while True:
+        result = await _attempt(spec, target, ip, login, client_engine, tls_context, deadline, send_to_client)
+        if isinstance(result, BackendConnected):
+            result.elapsed = trio.current_time() - started
+            result.reconnects = reconnects
+            return result
+        remaining = deadline - trio.current_time()
+        if result.kind not in _RETRIED or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
+            elapsed = math.floor(trio.current_time() - started)
+            suffix = f" (after {elapsed} secs" + (f", {reconnects} reconnects)" if reconnects else ")")
+            return BackendFailure(result.kind, result.log_text + suffix, result.client_reply)
+        log.debug("%s - reconnecting (attempt %d)", result.log_text, reconnects + 1)
+        reconnects += 1
+        await trio.sleep(_RECONNECT_DELAY)
+
+
+async def _attempt(
+    spec: ProtocolSpec,
+    target: ProxyTarget,
+    ip: str,
+    login: BackendLogin,
+    client_engine: LoginServerEngine,
+    tls_context: Callable[[bool], ssl.SSLContext],
+    deadline: float,
+    send_to_client: SendToClient,
+) -> BackendConnected | BackendFailure:
+    stream: trio.abc.Stream | None = None
+    engine = spec.new_backend(login, client_engine)
+    connected = False
+    try:
+        with trio.move_on_at(deadline) as scope:
+            stream = await trio.open_tcp_stream(ip, target.port)
+            connected = True
+            if target.ssl:
+                stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
+            while True:
+                event = engine.next_event()
+                out = engine.data_to_send()
+                if out:
+                    await stream.send_all(out)
+                if event is NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    engine.receive_data(data)
+                elif isinstance(event, BackendUntagged):
+                    await send_to_client(event.line)
+                elif isinstance(event, BackendNeedsTLS):
+                    stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
+                    engine.tls_started()
+                elif isinstance(event, BackendLoggedIn):
+                    result = BackendConnected(stream, ip, event.client_reply, engine.trailing_data(), 0.0, 0)
+                    stream = None  # handed over
+                    return result
+                elif isinstance(event, BackendFailed):
+                    return BackendFailure(event.kind, event.log_text, event.client_reply)
+        if scope.cancelled_caught:
+            if not connected:
+                return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")
+            return BackendFailure(ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}")
+        raise AssertionError("unreachable")
+    except _TLSFailure as exc:
+        return BackendFailure(ProxyFailure.INTERNAL, f"TLS handshake with {ip}:{target.port} failed: {exc}")
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        if not connected:
+            return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
+        return BackendFailure(
+            ProxyFailure.CONNECT, f"Disconnected by server: {text} (state={engine.state_name})"
+        )
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+
+class _TLSFailure(Exception):
+    pass
+
+
+async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str) -> trio.SSLStream[trio.abc.Stream]:
+    server_hostname = host if context.check_hostname else None
+    tls = trio.SSLStream(stream, context, server_hostname=server_hostname)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        raise _TLSFailure(str(cause) if cause else "connection lost") from exc
+    return tls

@@ -1,0 +1,461 @@
+"""One client connection from accept to close (Dovecot's ``login-common``, in Trio).
+
+Theory of operation
+-------------------
+``LoginSession.run()`` owns the client stream.  It feeds the protocol's sans-IO
+engine, writes what the engine queues, and acts on the engine's events:
+
+* ``AuthBegin``/``AuthContinue`` run a SASL exchange (``proxyd.protocols.sasl``);
+  the resulting credentials go to the auth step (``Authenticator``), whose reply
+  either fails the attempt (the engine renders Dovecot's text) or names a proxy
+  destination;
+* for a proxy destination ``proxyd.login.backend.proxy_login()`` connects and logs
+  in; only then is anything the client sent after its login command forwarded, so
+  nothing a client sends reaches a backend before it is authenticated;
+* ``StartTLS`` wraps the stream; the bytes already read behind the command are fed
+  to TLS, never to the command parser.
+
+The whole pre-login phase runs under Dovecot's absolute 180 s timeout.  Once the
+backend has accepted the login the session becomes a relay
+(``proxyd.login.relay``), which has no timeout, like Dovecot's detached proxies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import trio
+
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
+from proxyd.config.settings import Settings
+from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
+from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
+from proxyd.login.proxyfields import ProxyFieldError, ProxyTarget, parse_proxy_target
+from proxyd.login.relay import relay
+from proxyd.login.streams import PrefixedStream
+from proxyd.protocols.backend_events import ProxyFailure
+from proxyd.protocols.events import (
+    NEED_DATA,
+    AuthAborted,
+    AuthBegin,
+    AuthContinue,
+    ClientFailure,
+    Close,
+    Event,
+    LoginPolicy,
+    StartTLS,
+    TrustedClientInfo,
+)
+from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed, SaslServer
+from proxyd.secret import Secret
+
+#: Dovecot's MASTER_LOGIN_TIMEOUT_SECS: absolute, armed at connect, never reset
+LOGIN_TIMEOUT: Final = 180.0
+#: the proxy TTL a fresh client starts with (LOGIN_PROXY_TTL)
+PROXY_TTL: Final = 5
+_RECV_SIZE: Final = 4096
+
+_FAIL_CODES: Final = {
+    FailCode.AUTH_FAILED: ClientFailure.AUTH_FAILED,
+    FailCode.TEMP_FAIL: ClientFailure.TEMPFAIL,
+    FailCode.AUTHZ_FAIL: ClientFailure.AUTHZ_FAILED,
+    FailCode.USER_DISABLED: ClientFailure.USER_DISABLED,
+    FailCode.PASS_EXPIRED: ClientFailure.PASS_EXPIRED,
+    FailCode.INVALID_BASE64: ClientFailure.INVALID_BASE64,
+    FailCode.LOGIN_DISABLED: ClientFailure.LOGIN_DISABLED,
+}
+_LOG_REASONS: Final = {
+    ClientFailure.AUTH_FAILED: "auth failed",
+    ClientFailure.TEMPFAIL: "auth service reported temporary failure",
+    ClientFailure.LOGIN_DISABLED: "login disabled",
+    ClientFailure.AUTHZ_FAILED: "authorization failed",
+    ClientFailure.USER_DISABLED: "user disabled",
+    ClientFailure.PASS_EXPIRED: "password expired",
+    ClientFailure.INVALID_BASE64: "sent invalid base64 in response",
+    ClientFailure.PROXY_UNAVAILABLE: "proxy dest auth failed",
+    ClientFailure.PROXY_SERVERBUG: "proxy dest auth failed",
+}
+
+
+class AuthService(Protocol):
+    """The auth step as the login side sees it (in-process now, a socket later)."""
+
+    async def authenticate(self, request: AuthRequest) -> AuthReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoginContext:
+    """Per-configuration state shared by every session; replaced whole on reload."""
+
+    settings: Settings
+    auth: AuthService
+    server_tls: ssl.SSLContext | None
+    backend_tls: Callable[[bool], ssl.SSLContext]
+
+
+class _SessionEnded(Exception):
+    """The client went away or the engine closed the session."""
+
+
+@dataclass(slots=True)
+class _Proxied:
+    backend: BackendConnected
+    target: ProxyTarget
+    user: str
+
+
+class LoginSession:
+    """Serves one client connection."""
+
+    def __init__(
+        self,
+        ctx: LoginContext,
+        spec: ProtocolSpec,
+        stream: trio.abc.Stream,
+        conn: ConnectionInfo,
+        *,
+        implicit_tls: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.stream = stream
+        self.conn = conn
+        self.implicit_tls = implicit_tls
+        self.log = logging.LoggerAdapter(logging.getLogger(spec.service))
+        self.started = trio.current_time()
+        self.user = ""
+        self.mech = ""
+        self.proxy_ttl = PROXY_TTL
+        self.trusted_info_seen = False
+        self.last_failure: ClientFailure | None = None
+        self.engine: LoginServerEngine = spec.new_server(self._policy())
+
+    # ------------------------------------------------------------------ helpers
+    def _policy(self) -> LoginPolicy:
+        s = self.ctx.settings
+        return LoginPolicy(
+            greeting=s.login_greeting,
+            mechanisms=tuple(m.upper() for m in s.auth_mechanisms),
+            ssl=s.ssl,
+            tls_available=self.ctx.server_tls is not None,
+            tls_active=self.conn.tls,
+            secured=self.conn.secured,
+            trusted=self.conn.trusted,
+            disable_plaintext_auth=s.disable_plaintext_auth,
+            imap_capability=s.imap_capability,
+            imap_id_retain=s.imap_id_retain,
+        )
+
+    def log_fields(self) -> str:
+        """Dovecot's ``login_log_format_elements`` (``user=<> method= rip= lip= %c session=<>``)."""
+        parts = [f"user=<{self.user}>"]
+        if self.mech:
+            parts.append(f"method={self.mech}")
+        parts += [f"rip={self.conn.remote_ip}", f"lip={self.conn.local_ip}"]
+        if self.conn.tls:
+            parts.append("TLS")
+        elif self.conn.secured:
+            parts.append("secured")
+        parts.append(f"session=<{self.conn.session_id}>")
+        return ", ".join(parts)
+
+    def _elapsed(self) -> int:
+        return math.floor(trio.current_time() - self.started)
+
+    def _attempts_suffix(self) -> str:
+        attempts = self.engine.auth_attempts
+        if attempts == 0:
+            return f"no auth attempts in {self._elapsed()} secs"
+        reason = _LOG_REASONS.get(self.last_failure or ClientFailure.AUTH_FAILED, "auth failed")
+        return f"{reason}, {attempts} attempts in {self._elapsed()} secs"
+
+    async def _flush(self) -> None:
+        out = self.engine.data_to_send()
+        if out:
+            await self.stream.send_all(out)
+
+    async def _next_event(self) -> Event:
+        """The engine's next event, reading from the client as needed."""
+        while True:
+            event = self.engine.next_event()
+            await self._flush()
+            if event is not NEED_DATA:
+                assert isinstance(event, Event)
+                return event
+            try:
+                data = await self.stream.receive_some(_RECV_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self.engine.receive_data(data)
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        proxied: _Proxied | None = None
+        try:
+            with trio.move_on_after(LOGIN_TIMEOUT) as login_timer:
+                if self.implicit_tls and not await self._handshake():
+                    return
+                proxied = await self._pre_login()
+            if login_timer.cancelled_caught:
+                await self._goodbye_inactive()
+                return
+        except _SessionEnded:
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.log.info("Disconnected (%s): %s", self._attempts_suffix(), self.log_fields())
+            return
+        finally:
+            if proxied is None:
+                await trio.aclose_forcefully(self.stream)
+        assert proxied is not None
+        await self._relay(proxied)
+
+    async def _handshake(self) -> bool:
+        assert isinstance(self.stream, trio.SSLStream)
+        try:
+            await self.stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            self.log.info(
+                "Disconnected: TLS handshaking: %s (%s): %s",
+                cause or "connection lost", self._attempts_suffix(), self.log_fields(),
+            )
+            return False
+        return True
+
+    async def _goodbye_inactive(self) -> None:
+        text = (
+            "Disconnected for inactivity during authentication."
+            if self.engine.state == "AUTHENTICATING"
+            else "Disconnected for inactivity."
+        )
+        with trio.move_on_after(1, shield=True):
+            try:
+                await self.stream.send_all(self.spec.goodbye(text))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        self.log.info("Disconnected: Inactivity (%s): %s", self._attempts_suffix(), self.log_fields())
+
+    async def _pre_login(self) -> _Proxied | None:
+        await self._flush()  # greeting
+        while True:
+            event = await self._next_event()
+            if isinstance(event, AuthBegin):
+                proxied = await self._authenticate(event)
+                if proxied is not None:
+                    return proxied
+            elif isinstance(event, StartTLS):
+                await self._start_tls()
+            elif isinstance(event, TrustedClientInfo):
+                self._apply_trusted_info(event)
+            elif isinstance(event, Close):
+                self._log_close(event.reason)
+                return None
+            # AuthContinue/AuthAborted outside an exchange cannot happen; ignore defensively
+
+    def _log_close(self, reason: str) -> None:
+        self.log.info("%s (%s): %s", reason, self._attempts_suffix(), self.log_fields())
+
+    # ------------------------------------------------------------------ STARTTLS
+    async def _start_tls(self) -> None:
+        assert self.ctx.server_tls is not None
+        # Bytes the client pipelined behind STARTTLS are the start of the TLS stream,
+        # as in Dovecot: plaintext commands there just make the handshake fail.
+        leftover = self.engine.trailing_data()
+        transport: trio.abc.Stream = PrefixedStream(self.stream, leftover) if leftover else self.stream
+        tls = trio.SSLStream(transport, self.ctx.server_tls, server_side=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            self.log.info(
+                "Disconnected: TLS handshaking: %s (%s): %s",
+                cause or "connection lost", self._attempts_suffix(), self.log_fields(),
+            )
+            raise _SessionEnded from exc
+        self.stream = tls
+        self.conn = dataclasses.replace(self.conn, tls=True, secured=True)
+        self.engine.tls_started(self._policy())
+
+    def _apply_trusted_info(self, info: TrustedClientInfo) -> None:
+        changes: dict[str, object] = {}
+        if info.remote_ip is not None:
+            changes["remote_ip"] = info.remote_ip
+        if info.remote_port is not None:
+            changes["remote_port"] = info.remote_port
+        if info.local_ip is not None:
+            changes["local_ip"] = info.local_ip
+        if info.local_port is not None:
+            changes["local_port"] = info.local_port
+        if info.session_id:
+            changes["session_id"] = info.session_id
+        if info.forward_fields:
+            changes["forward_fields"] = dict(info.forward_fields)
+        if info.proxy_ttl is not None:
+            self.proxy_ttl = info.proxy_ttl
+        self.conn = dataclasses.replace(self.conn, **changes)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ auth
+    async def _authenticate(self, begin: AuthBegin) -> _Proxied | None:
+        self.mech = begin.mech
+        sasl = SaslServer.create(begin.mech)
+        step = sasl.start(begin.initial_response)
+        while isinstance(step, Challenge):
+            self.engine.sasl_challenge(step.data)
+            event = await self._next_event()
+            if isinstance(event, AuthContinue):
+                step = sasl.step(event.response)
+            elif isinstance(event, AuthAborted):
+                self.last_failure = None
+                return None
+            elif isinstance(event, Close):
+                self._log_close(event.reason)
+                raise _SessionEnded
+            else:
+                return None
+        if isinstance(step, SaslFailed):
+            self.log.info("%s: %s", step.reason, self.log_fields())
+            self._fail(ClientFailure.AUTH_FAILED)
+            return None
+        assert isinstance(step, Credentials)
+        self.user = step.authzid or step.authcid
+        request = AuthRequest(
+            conn=self.conn,
+            mech=begin.mech,
+            user=step.authcid,
+            password=Secret(step.password),
+            login_user=step.authzid if step.authzid != step.authcid else "",
+        )
+        reply = await self.ctx.auth.authenticate(request)
+        if reply.status is AuthStatus.OK:
+            self.user = reply.user or self.user
+            if "proxy" not in reply.fields:
+                self.log.error(
+                    "passdb reply for %s has no proxy field and proxyd keeps no mail itself: %s",
+                    self.user, self.log_fields(),
+                )
+                self._fail(ClientFailure.PROXY_SERVERBUG)
+                return None
+            self.log.info("Login: %s", self.log_fields())
+            return await self._proxy(reply)
+        if reply.status is AuthStatus.TEMPFAIL:
+            self._fail(ClientFailure.TEMPFAIL)
+        else:
+            failure = _FAIL_CODES.get(reply.fail_code or FailCode.AUTH_FAILED, ClientFailure.AUTH_FAILED)
+            self._fail(failure, reply.reason if failure is ClientFailure.LOGIN_DISABLED else None)
+        return None
+
+    def _fail(self, failure: ClientFailure, reason: str | None = None) -> None:
+        self.last_failure = failure
+        self.engine.auth_failed(failure, reason)
+
+    # ------------------------------------------------------------------ proxy
+    async def _proxy(self, reply: AuthReply) -> _Proxied | None:
+        proxy_log = logging.LoggerAdapter(logging.getLogger(self.spec.service), {})
+        try:
+            target = parse_proxy_target(
+                reply.user or self.user,
+                reply.fields,
+                default_port=self.spec.default_port,
+                default_ssl_port=self.spec.default_ssl_port,
+            )
+        except ProxyFieldError as exc:
+            self.log.error("proxy(%s): %s: %s", self.user, exc, self.log_fields())
+            self._fail(ClientFailure.PROXY_UNAVAILABLE)
+            return None
+        if self.proxy_ttl <= 1:
+            self.log.error(
+                "proxy(%s): TTL reached zero - proxies appear to be looping?: %s", self.user, self.log_fields()
+            )
+            self._fail(ClientFailure.PROXY_SERVERBUG)
+            return None
+        login = BackendLogin(
+            user=target.destuser,
+            password=target.password.reveal(),
+            master_user=target.master_user,
+            mech=target.mech,
+            starttls=target.starttls,
+            tls_active=target.ssl,
+            nopipelining=target.nopipelining,
+            not_trusted=target.not_trusted,
+            session_id=self.conn.session_id,
+            remote_ip=self.conn.remote_ip,
+            remote_port=self.conn.remote_port,
+            local_ip=self.conn.local_ip,
+            local_port=self.conn.local_port,
+            proxy_ttl=self.proxy_ttl - 1,
+            forward_fields=target.forward_fields,
+            client_id=self.conn.client_id,
+        )
+        settings = self.ctx.settings
+        result = await proxy_login(
+            spec=self.spec,
+            target=target,
+            login=login,
+            client_engine=self.engine,
+            tls_context=self.ctx.backend_tls,
+            timeout=target.timeout or settings.login_proxy_timeout,
+            max_reconnects=settings.login_proxy_max_reconnects,
+            send_to_client=self.stream.send_all,
+            log=proxy_log,
+        )
+        if isinstance(result, BackendFailure):
+            self._backend_failed(target, result)
+            return None
+        self.engine.login_succeeded(result.client_reply)
+        await self._flush()
+        extra = f" as user {target.destuser}" if target.destuser != self.user else ""
+        self.log.info(
+            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s): %s",
+            self.user, result.ip, target.port, extra, result.elapsed,
+            f", {result.reconnects} reconnects" if result.reconnects else "",
+            self.log_fields(),
+        )
+        return _Proxied(result, target, self.user)
+
+    def _backend_failed(self, target: ProxyTarget, failure: BackendFailure) -> None:
+        if failure.kind is ProxyFailure.AUTH:
+            self.log.info(
+                "proxy(%s): Login failed to %s:%d: %s: %s",
+                self.user, target.host, target.port, failure.log_text, self.log_fields(),
+            )
+        else:
+            self.log.error(
+                "proxy(%s): Login failed to %s:%d: %s: %s",
+                self.user, target.host, target.port, failure.log_text, self.log_fields(),
+            )
+        if failure.client_reply is not None:
+            self.last_failure = ClientFailure.PROXY_UNAVAILABLE
+            self.engine.auth_backend_reply(failure.client_reply)
+        elif failure.kind in (ProxyFailure.REMOTE_CONFIG, ProxyFailure.INTERNAL_CONFIG):
+            self._fail(ClientFailure.PROXY_SERVERBUG)
+        else:
+            self._fail(ClientFailure.PROXY_UNAVAILABLE)
+
+    async def _relay(self, proxied: _Proxied) -> None:
+        backend = proxied.backend
+        try:
+            stats = await relay(
+                self.stream,
+                backend.stream,
+                client_pending=self.engine.trailing_data(),
+                server_pending=backend.trailing,
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(backend.stream)
+                await trio.aclose_forcefully(self.stream)
+        idle = math.floor(trio.current_time() - stats.last_activity)
+        error = f": {stats.error}" if stats.error else ""
+        self.log.info(
+            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d)): %s",
+            proxied.user, self.conn.remote_ip, stats.closed_by, error, idle,
+            stats.client_to_server, stats.server_to_client, self.log_fields(),
+        )
