@@ -89,6 +89,10 @@ class Settings:
     ssl_key: Secret = field(default_factory=lambda: Secret(""))
     ssl_ca: str = ""
     ssl_min_protocol: str = "TLSv1.2"
+    #: absolute paths of the ``<FILE``s the three PEM values above were read from ("" = not from a file)
+    ssl_cert_path: str = ""
+    ssl_key_path: str = ""
+    ssl_ca_path: str = ""
 
     # login
     disable_plaintext_auth: bool = True

@@ -1,0 +1,117 @@
+"""``proxyd -n``: the settings that differ from the defaults, like ``doveconf -n``.
+
+The output is Dovecot syntax and loads again to the same settings: keys in
+alphabetical order with sections at their key's place, section contents
+sorted too, times and sizes in ``doveconf`` form (``30 secs``).  Secrets are
+never printed: ``ssl_key`` reads ``ssl_key = # hidden, use -P to show it``
+(doveconf's text), and password-like fields inside passdb ``args`` /
+``default_fields`` / ``override_fields`` (``password=``, ``pass=``,
+``dnpass=``) are replaced by ``<hidden>`` unless they are ``%`` templates
+such as ``pass=%w``.  PEM values read with ``<FILE`` are printed as
+``<FILE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Final
+
+from proxyd import __version__
+from proxyd.config import schema
+from proxyd.config.settings import InetListener, PassdbSettings, Settings
+
+HIDDEN: Final = "# hidden, use -P to show it"
+_SECRET_FIELD = re.compile(r"(?:^|(?<=[ \t]))((?:password|pass|dnpass)=)(?!%)\S*")
+_NEEDS_QUOTES = re.compile(r"[#$\"'\\]|^[ \t<]|[ \t]$")
+_PASSDB_FIELDS: Final = (
+    "args", "default_fields", "driver", "name", "override_fields",
+    "result_failure", "result_internalfail", "result_success", "skip",
+)  # fmt: skip
+_MASKED_PASSDB_FIELDS: Final = frozenset({"args", "default_fields", "override_fields"})
+
+
+def quote(value: str) -> str:
+    """``value`` as it must be written so that the parser gives it back unchanged."""
+    if not _NEEDS_QUOTES.search(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mask_secret_fields(text: str) -> str:
+    """Hide ``password=X`` / ``pass=X`` / ``dnpass=X`` values in a ``k=v k2=v2`` string."""
+    return _SECRET_FIELD.sub(r"\1<hidden>", text)
+
+
+def _top_value(settings: Settings, spec: schema.SettingSpec, value: Any) -> str:
+    if spec.secret:
+        return HIDDEN
+    if spec.pem:
+        path: str = getattr(settings, f"{spec.name}_path")
+        return f"<{path}" if path else "# inline PEM, not shown"
+    return quote(spec.format(value))
+
+
+def _block(header: str, lines: list[str]) -> list[str]:
+    return [f"{header} {{", *(f"  {line}" for line in lines), "}"]
+
+
+def _listener_lines(listener: InetListener, default: InetListener) -> list[str]:
+    lines: list[str] = []
+    for name, spec in sorted(schema.INET_LISTENER.items()):
+        if spec.attribute not in InetListener.__dataclass_fields__:
+            continue
+        value = getattr(listener, spec.attribute)
+        if value != getattr(default, spec.attribute):
+            lines.append(f"{name} = {quote(spec.format(value))}")
+    return lines
+
+
+def _passdb_lines(passdb: PassdbSettings) -> list[str]:
+    default = PassdbSettings(driver="")
+    lines: list[str] = []
+    for name in _PASSDB_FIELDS:
+        value: str = getattr(passdb, name)
+        if value == getattr(default, name) and name != "driver":
+            continue
+        if name in _MASKED_PASSDB_FIELDS:
+            value = mask_secret_fields(value)
+        lines.append(f"{name} = {quote(value)}")
+    return lines
+
+
+def dump_non_default(settings: Settings) -> str:
+    """The non-default settings as Dovecot configuration text (ends with a newline)."""
+    defaults = Settings()
+    entries: list[tuple[str, list[str]]] = []
+    for name, spec in schema.TOP.items():
+        value = getattr(settings, spec.attribute)
+        if value != getattr(defaults, spec.attribute):
+            entries.append((name, [f"{name} = {_top_value(settings, spec, value)}"]))
+
+    for service_name in sorted(settings.services):
+        service = settings.services[service_name]
+        default_service = defaults.services.get(service_name)
+        known = (
+            {listener.name: listener for listener in default_service.listeners}
+            if default_service
+            else {}
+        )
+        body: list[str] = []
+        for listener in sorted(service.listeners, key=lambda item: item.name):
+            base = known.get(listener.name) or InetListener(name=listener.name, port=0)
+            lines = _listener_lines(listener, dataclasses.replace(base, location=listener.location))
+            if lines:
+                body.extend(_block(f"inet_listener {listener.name}", lines))
+        if body:
+            entries.append(("service", _block(f"service {service_name}", body)))
+
+    entries.extend(
+        ("passdb", _block("passdb", _passdb_lines(passdb))) for passdb in settings.passdbs
+    )
+
+    entries.sort(key=lambda entry: entry[0])  # stable: passdbs keep their order
+    out = [f"# proxyd {__version__}: {settings.config_path}"]
+    for _, lines in entries:
+        out.extend(lines)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,300 @@
+"""Build the frozen :class:`Settings` from a configuration file.
+
+``load_settings(path)`` parses the file (:mod:`proxyd.config.parser`), checks
+every name against :mod:`proxyd.config.schema`, converts the values, applies
+Dovecot's merge rules and cross-checks, and returns a new ``Settings``.  Every
+problem is a :class:`~proxyd.errors.ConfigError` with ``FILE:LINE``.
+
+Merge rules, as in Dovecot:
+
+* A later ``key = value`` replaces an earlier one.
+* ``service NAME { }`` blocks with the same name are one service;
+  ``inet_listener NAME { }`` blocks with the same name are one listener, and
+  a listener named like a built-in one (``imap`` port 143, ``imaps`` port 993
+  with ``ssl = yes``) changes only the fields it sets.  ``port = 0`` keeps the
+  listener in the table; whoever binds listeners skips it.
+* ``passdb [NAME] { }`` blocks are kept in file order; two with the same
+  name are an error.
+* ``auth_debug = yes`` implies ``auth_verbose = yes`` (Dovecot's
+  ``login_settings_check``).
+
+Cross-checks: ``ssl = yes|required`` (``yes`` is the default) needs both
+``ssl_cert`` and ``ssl_key``; a passdb or userdb needs a ``driver``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Final
+
+from proxyd.config import schema
+from proxyd.config.parser import (
+    ParseOptions,
+    RawSection,
+    RawSetting,
+    RawTree,
+    parse_file,
+    parse_text,
+)
+from proxyd.config.settings import InetListener, PassdbSettings, ServiceSettings, Settings
+from proxyd.config.values import InvalidValue
+from proxyd.errors import ConfigError, Location
+from proxyd.secret import Secret
+
+log = logging.getLogger("proxyd.config")
+
+#: how the main configuration file is parsed
+CONFIG_OPTIONS: Final = ParseOptions(
+    variable_defaults=schema.variable_defaults(),
+    section_names=schema.SECTION_NAMES,
+)
+
+_LISTENER_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(InetListener))
+_PASSDB_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(PassdbSettings))
+
+
+def load_settings(path: str) -> Settings:
+    """Read, check and convert the configuration file ``path`` (and what it includes)."""
+    return settings_from_tree(parse_file(path, CONFIG_OPTIONS))
+
+
+def load_settings_text(text: str, filename: str) -> Settings:
+    """Like :func:`load_settings` for ``text`` given directly, named ``filename``.
+
+    Relative ``!include`` and ``<FILE`` paths start in ``filename``'s directory.
+    """
+    return settings_from_tree(parse_text(text, filename, CONFIG_OPTIONS))
+
+
+def settings_from_tree(tree: RawTree) -> Settings:
+    """Check and convert a parsed configuration into :class:`Settings`."""
+    return _Loader(tree).build()
+
+
+def _parse(spec: schema.SettingSpec, item: RawSetting) -> Any:
+    try:
+        return spec.parse(item.value)
+    except InvalidValue as error:
+        raise ConfigError(item.location, str(error)) from None
+
+
+def _unknown(path: str, key: str) -> str:
+    """Dovecot's wording: ``Unknown setting: service { inet_listener { foo``."""
+    return f"Unknown setting: {path}{key}"
+
+
+class _Loader:
+    def __init__(self, tree: RawTree) -> None:
+        self.tree = tree
+        self.values: dict[str, Any] = {}
+        self.explicit: dict[str, Location] = {}
+        self.listeners: dict[str, dict[str, InetListener]] = {
+            name: {listener.name: listener for listener in service.listeners}
+            for name, service in Settings().services.items()
+        }
+        self.service_locations: dict[str, Location] = {}
+        self.passdbs: list[PassdbSettings] = []
+        self.unnamed_sections = 0
+
+    def build(self) -> Settings:
+        for item in self.tree.items:
+            if isinstance(item, RawSetting):
+                self._top_setting(item)
+            else:
+                self._top_section(item)
+        if self.values.get("auth_debug"):
+            self.values["auth_verbose"] = True
+        self._check_ssl()
+        services = {
+            name: ServiceSettings(
+                name=name,
+                listeners=tuple(listeners.values()),
+                location=self.service_locations.get(name),
+            )
+            for name, listeners in self.listeners.items()
+        }
+        return Settings(
+            config_path=self.tree.path,
+            services=services,
+            passdbs=tuple(self.passdbs),
+            explicit=self.explicit,
+            **self.values,
+        )
+
+    # --- top level ------------------------------------------------------------
+
+    def _top_setting(self, item: RawSetting) -> None:
+        key = item.key
+        spec = schema.TOP.get(key)
+        if spec is not None:
+            value = _parse(spec, item)
+            if spec.pem:
+                self.values[f"{key}_path"] = self._check_pem(spec, item)
+            self.values[spec.attribute] = Secret(value) if spec.secret else value
+            self.explicit[key] = item.location
+        elif key in schema.MAIL_STORE_TOP:
+            log.warning(
+                "%s: setting '%s' only matters to a mail store; proxyd ignores it",
+                item.location,
+                key,
+            )
+        elif key in schema.ROADMAP_TOP or key in schema.DOVECOT_TOP:
+            raise ConfigError(item.location, schema.not_supported(key))
+        else:
+            raise ConfigError(item.location, _unknown("", key))
+
+    @staticmethod
+    def _check_pem(spec: schema.SettingSpec, item: RawSetting) -> str:
+        """Dovecot wants ``ssl_cert = <FILE``; returns the file's absolute path ("" if none)."""
+        what = "private key" if spec.secret else "certificate"
+        if item.source_file is None:
+            if item.value == "":
+                return ""
+            if "-----BEGIN" not in item.value:
+                shown = "FILE" if spec.secret else item.value
+                raise ConfigError(
+                    item.location,
+                    f"{spec.name}: There is no valid PEM {what}. "
+                    f"(You probably forgot '<' from {spec.name}=<{shown})",
+                )
+            return ""
+        if "-----BEGIN" not in item.value:
+            raise ConfigError(
+                item.location, f"{spec.name}: There is no valid PEM {what} in {item.source_file}"
+            )
+        return os.path.abspath(item.source_file)
+
+    def _top_section(self, section: RawSection) -> None:
+        name = section.name
+        if name == "service":
+            self._service(section)
+        elif name == "passdb":
+            self._passdb(section)
+        elif name == "userdb":
+            self._userdb(section)
+        elif name in schema.MAIL_STORE_SECTIONS:
+            log.warning(
+                "%s: section '%s' only matters to a mail store; proxyd ignores it",
+                section.location,
+                name,
+            )
+        elif name in schema.DOVECOT_SECTIONS:
+            raise ConfigError(section.location, f"section '{name}' is not supported yet")
+        else:
+            raise ConfigError(section.location, f"Unknown section: {name}")
+
+    def _check_ssl(self) -> None:
+        ssl = self.values.get("ssl", "yes")
+        if ssl == "no":
+            return
+        for key in ("ssl_cert", "ssl_key"):
+            value = self.values.get(key)
+            if value:
+                continue
+            message = f"ssl enabled, but {key} not set"
+            where = self.explicit.get("ssl")
+            if where is None:
+                # ssl = yes is the default: there is no line to point at
+                raise ConfigError(None, f"{self.tree.path}: {message} (ssl = yes is the default)")
+            raise ConfigError(where, message)
+
+    # --- service { inet_listener { } } -----------------------------------------
+
+    def _service(self, section: RawSection) -> None:
+        name = section.label
+        if name == "":
+            raise ConfigError(section.location, "service is missing name")
+        if name not in schema.IMPLEMENTED_SERVICES:
+            if name in schema.DOVECOT_SERVICES or name in schema.ROADMAP_SERVICES:
+                raise ConfigError(section.location, f"service '{name}' is not supported yet")
+            raise ConfigError(section.location, f"Unknown service: {name}")
+        self.service_locations.setdefault(name, section.location)
+        self.explicit.setdefault(f"service/{name}", section.location)
+        for item in section.items:
+            if isinstance(item, RawSection):
+                if item.name == "inet_listener":
+                    self._listener(name, item)
+                elif item.name in schema.DOVECOT_SERVICE_SECTIONS:
+                    raise ConfigError(item.location, f"section '{item.name}' is not supported yet")
+                else:
+                    raise ConfigError(item.location, f"Unknown section: service {{ {item.name}")
+            elif item.key in schema.SERVICE:
+                raise AssertionError("no service-level setting is implemented yet")
+            elif item.key in schema.ROADMAP_SERVICE or item.key in schema.DOVECOT_SERVICE:
+                raise ConfigError(item.location, schema.not_supported(item.key))
+            else:
+                raise ConfigError(item.location, _unknown("service { ", item.key))
+
+    def _listener(self, service: str, section: RawSection) -> None:
+        name = section.label
+        if name == "":
+            # Dovecot names an unnamed section by a counter
+            name = str(self.unnamed_sections)
+            self.unnamed_sections += 1
+        table = self.listeners[service]
+        current = table.get(name) or InetListener(name=name, port=0)
+        changes: dict[str, Any] = {}
+        for item in section.items:
+            if isinstance(item, RawSection):
+                raise ConfigError(
+                    item.location, f"Unknown section: service {{ inet_listener {{ {item.name}"
+                )
+            spec = schema.INET_LISTENER.get(item.key)
+            if spec is None:
+                if item.key == "name":
+                    raise ConfigError(item.location, schema.not_supported(item.key))
+                raise ConfigError(item.location, _unknown("service { inet_listener { ", item.key))
+            value = _parse(spec, item)
+            if spec.attribute in _LISTENER_FIELDS:
+                changes[spec.attribute] = value
+            self.explicit[f"service/{service}/inet_listener/{name}/{item.key}"] = item.location
+        table[name] = dataclasses.replace(
+            current, location=current.location or section.location, **changes
+        )
+
+    # --- passdb / userdb -----------------------------------------------------------
+
+    def _passdb(self, section: RawSection) -> None:
+        index = len(self.passdbs)
+        fields: dict[str, Any] = {"name": section.label}
+        for item in section.items:
+            if isinstance(item, RawSection):
+                raise ConfigError(item.location, f"Unknown section: passdb {{ {item.name}")
+            spec = schema.PASSDB.get(item.key)
+            if spec is None:
+                if item.key in schema.DOVECOT_PASSDB:
+                    raise ConfigError(item.location, schema.not_supported(item.key))
+                raise ConfigError(item.location, _unknown("passdb { ", item.key))
+            value = _parse(spec, item)
+            if spec.attribute in _PASSDB_FIELDS:
+                fields[spec.attribute] = value
+            self.explicit[f"passdb/{index}/{item.key}"] = item.location
+        name = fields["name"]
+        if name and any(passdb.name == name for passdb in self.passdbs):
+            raise ConfigError(section.location, f"passdb/{name} already exists")
+        if not fields.get("driver"):
+            raise ConfigError(section.location, "passdb is missing driver")
+        self.explicit[f"passdb/{index}"] = section.location
+        self.passdbs.append(
+            PassdbSettings(
+                location=section.location,
+                config_dir=os.path.dirname(section.location.file) or ".",
+                **fields,
+            )
+        )
+
+    @staticmethod
+    def _userdb(section: RawSection) -> None:
+        """Accepted and ignored (a proxy needs no userdb), but still checked for typos."""
+        driver = ""
+        for item in section.items:
+            if isinstance(item, RawSection):
+                raise ConfigError(item.location, f"Unknown section: userdb {{ {item.name}")
+            if item.key not in schema.USERDB_KEYS:
+                raise ConfigError(item.location, _unknown("userdb { ", item.key))
+            if item.key == "driver":
+                driver = item.value
+        if not driver:
+            raise ConfigError(section.location, "userdb is missing driver")

@@ -1,0 +1,458 @@
+"""The table of every setting proxyd knows, and what it does with each.
+
+A name in a configuration file falls into exactly one of these groups:
+
+1. **Implemented** (:data:`TOP`, :data:`INET_LISTENER`, :data:`PASSDB`):
+   parsed with the spec's ``parse`` function into a :class:`Settings` field.
+2. **Roadmap** (:data:`ROADMAP_TOP`, :data:`ROADMAP_SERVICE`, ...): named in
+   the interface contract, to be implemented later.  Using one is an error
+   ``setting 'X' is not supported yet``, never silently ignored.
+3. **Other Dovecot settings** (:data:`DOVECOT_TOP`, ...): real Dovecot 2.3
+   names proxyd has no use for; same error as the roadmap group, so that an
+   administrator learns the setting is understood but not acted on.
+4. **Mail-store allow-list** (:data:`MAIL_STORE_TOP`, :data:`MAIL_STORE_SECTIONS`):
+   settings that only matter to a server that stores mail.  A Dovecot
+   configuration copied from a backend usually has them; they are accepted
+   and ignored **with a warning** on the ``proxyd.config`` logger.  The list is
+   kept short on purpose: ``mail_location``, ``mail_uid``, ``mail_gid``,
+   ``mail_privileged_group``, ``first_valid_uid``, ``last_valid_uid``,
+   ``first_valid_gid``, ``last_valid_gid`` and whole ``namespace`` sections.
+   ``protocol``/``local``/``remote`` filter sections are *not* on it: they
+   change settings, so ignoring them would change behaviour.
+5. **userdb**: ``userdb { ... }`` blocks are accepted and ignored silently (a
+   proxy needs no userdb; the interface contract says so); their keys must
+   still be valid userdb keys (:data:`USERDB_KEYS`).
+6. Anything else: ``Unknown setting: X``.
+
+Defaults are Dovecot 2.3's, except ``protocols`` (``imap``: the only protocol
+implemented so far) and ``base_dir`` (proxyd's own directory).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+from proxyd.config import values as v
+
+
+class Scope(enum.Enum):
+    """Where a setting may appear."""
+
+    TOP = "top level"
+    SERVICE = "service"
+    INET_LISTENER = "inet_listener"
+    PASSDB = "passdb"
+    USERDB = "userdb"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    """One implemented setting."""
+
+    name: str
+    scope: Scope
+    #: value text -> typed value; raises :class:`~proxyd.config.values.InvalidValue`
+    parse: Callable[[str], Any]
+    #: typed value -> text in ``doveconf`` form (for ``proxyd -n``)
+    format: Callable[[Any], str]
+    #: Dovecot's default in ``doveconf`` form (also what ``$name`` gives when unset)
+    default: str
+    #: never printed or logged in clear
+    secret: bool = False
+    #: the value is PEM text that must come from ``name = <FILE``
+    pem: bool = False
+    #: the dataclass field it fills; ``None`` = same as ``name``
+    field: str | None = None
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name
+
+
+# --- value parsers that carry proxyd's "not yet" rules ---------------------
+
+IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap"})
+_LATER_PROTOCOLS: Final = frozenset({"pop3", "lmtp", "submission", "sieve"})
+
+IMPLEMENTED_MECHANISMS: Final = frozenset({"plain", "login"})
+#: SASL mechanisms Dovecot 2.3's auth process knows
+_DOVECOT_MECHANISMS: Final = frozenset(
+    {
+        "anonymous", "apop", "cram-md5", "digest-md5", "external", "gss-spnego", "gssapi",
+        "ntlm", "oauthbearer", "otp", "rpa", "scram-sha-1", "scram-sha-256", "skey",
+        "winbind", "xoauth2",
+    }
+)  # fmt: skip
+
+
+def parse_protocols(value: str) -> tuple[str, ...]:
+    """``protocols``: space separated; ``none`` alone means no protocol at all."""
+    names = value.split()
+    if names == ["none"]:
+        return ()
+    result: list[str] = []
+    for name in names:
+        if name in _LATER_PROTOCOLS:
+            raise v.InvalidValue(f"protocol '{name}' is not supported yet")
+        if name not in IMPLEMENTED_PROTOCOLS:
+            raise v.InvalidValue(f"protocols: Unknown protocol: {name}")
+        if name not in result:  # Debian's "protocols = $protocols imap" can repeat one
+            result.append(name)
+    return tuple(result)
+
+
+def format_protocols(protocols: tuple[str, ...]) -> str:
+    return " ".join(protocols) if protocols else "none"
+
+
+def parse_listen(value: str) -> tuple[str, ...]:
+    addresses = v.parse_addresses(value)
+    if not addresses:
+        raise v.InvalidValue("listen can't be set empty")
+    return addresses
+
+
+def parse_base_dir(value: str) -> str:
+    # Dovecot drops one trailing slash (master_settings_verify)
+    return value[:-1] if len(value) > 1 and value.endswith("/") else value
+
+
+def parse_mechanisms(value: str) -> tuple[str, ...]:
+    """``auth_mechanisms``: space separated, any case; stored in lower case."""
+    names = [name.lower() for name in value.split()]
+    if not names:
+        raise v.InvalidValue("No authentication mechanisms configured")
+    for name in names:
+        if name in _DOVECOT_MECHANISMS:
+            raise v.InvalidValue(f"auth_mechanisms: mechanism '{name}' is not supported yet")
+        if name not in IMPLEMENTED_MECHANISMS:
+            raise v.InvalidValue(f"Unknown authentication mechanism '{name}'")
+    return tuple(dict.fromkeys(names))
+
+
+_SSL_PROTOCOLS: Final = ("ANY", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "LATEST")
+
+
+def parse_ssl_min_protocol(value: str) -> str:
+    """Case-insensitive like Dovecot; returned in its canonical spelling."""
+    for name in _SSL_PROTOCOLS:
+        if name.lower() == value.lower():
+            return name
+    raise v.InvalidValue(f"Unknown ssl_min_protocol setting '{value}'")
+
+
+def _only_no(name: str, value: str) -> bool:
+    """A boolean Dovecot has but proxyd implements only in its default ``no``."""
+    if v.parse_bool(value):
+        raise v.InvalidValue(f"setting '{name} = yes' is not supported yet")
+    return False
+
+
+def _same(value: str) -> str:
+    return value
+
+
+def _parse_str(value: str) -> str:
+    return value
+
+
+def _spec(
+    name: str,
+    scope: Scope,
+    parse: Callable[[str], Any],
+    format: Callable[[Any], str],  # noqa: A002 - the spec's field name
+    default: str,
+    **extra: Any,
+) -> SettingSpec:
+    return SettingSpec(name=name, scope=scope, parse=parse, format=format, default=default, **extra)
+
+
+def _str(name: str, scope: Scope, default: str = "", **extra: Any) -> SettingSpec:
+    return _spec(name, scope, _parse_str, _same, default, **extra)
+
+
+def _bool(name: str, scope: Scope, default: str) -> SettingSpec:
+    return _spec(name, scope, v.parse_bool, v.format_bool, default)
+
+
+_RESULT_ACTIONS: Final = (
+    "return-ok",
+    "return",
+    "return-fail",
+    "continue",
+    "continue-ok",
+    "continue-fail",
+)
+_FAIL_ACTIONS: Final = (
+    "continue",
+    "return",
+    "return-ok",
+    "return-fail",
+    "continue-ok",
+    "continue-fail",
+)
+
+_T = Scope.TOP
+_TOP_SPECS: Final = (
+    _spec("protocols", _T, parse_protocols, format_protocols, "imap"),
+    _spec("listen", _T, parse_listen, v.format_addresses, "*, ::"),
+    _spec("base_dir", _T, parse_base_dir, _same, "/var/run/proxyd"),
+    _str("log_path", _T),
+    _bool("auth_verbose", _T, "no"),
+    _bool("auth_debug", _T, "no"),
+    _spec("ssl", _T, partial(v.parse_enum, allowed=("yes", "no", "required")), _same, "yes"),
+    _str("ssl_cert", _T, pem=True),
+    _str("ssl_key", _T, pem=True, secret=True),
+    _str("ssl_ca", _T, pem=True),
+    _spec("ssl_min_protocol", _T, parse_ssl_min_protocol, _same, "TLSv1.2"),
+    _bool("disable_plaintext_auth", _T, "yes"),
+    _spec("auth_mechanisms", _T, parse_mechanisms, " ".join, "plain"),
+    _spec("auth_failure_delay", _T, v.parse_time, v.format_time, "2 secs"),
+    _str("login_greeting", _T, "Dovecot ready."),
+    _str("imap_capability", _T),
+    _bool("imap_id_retain", _T, "no"),
+    _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
+    _spec(
+        "login_proxy_timeout",
+        _T,
+        partial(v.parse_time, milliseconds=True),
+        partial(v.format_time, milliseconds=True),
+        "30 secs",
+    ),
+    _spec("login_proxy_max_reconnects", _T, v.parse_uint, str, "3"),
+)
+
+_L = Scope.INET_LISTENER
+_LISTENER_SPECS: Final = (
+    _spec("address", _L, v.parse_addresses, v.format_addresses, "", field="addresses"),
+    _spec("port", _L, v.parse_port, str, "0"),
+    _bool("ssl", _L, "no"),
+    _spec("haproxy", _L, partial(_only_no, "haproxy"), v.format_bool, "no"),
+    _spec("reuse_port", _L, partial(_only_no, "reuse_port"), v.format_bool, "no"),
+)
+
+_P = Scope.PASSDB
+_PASSDB_SPECS: Final = (
+    _str("name", _P),
+    _str("driver", _P),
+    _str("args", _P),
+    _str("default_fields", _P),
+    _str("override_fields", _P),
+    _spec(
+        "skip",
+        _P,
+        partial(v.parse_enum, allowed=("never", "authenticated", "unauthenticated")),
+        _same,
+        "never",
+    ),
+    _spec("result_success", _P, partial(v.parse_enum, allowed=_RESULT_ACTIONS), _same, "return-ok"),
+    _spec("result_failure", _P, partial(v.parse_enum, allowed=_FAIL_ACTIONS), _same, "continue"),
+    _spec(
+        "result_internalfail", _P, partial(v.parse_enum, allowed=_FAIL_ACTIONS), _same, "continue"
+    ),
+    # Dovecot passdb booleans proxyd implements only as "no"
+    _spec("master", _P, partial(_only_no, "master"), v.format_bool, "no"),
+    _spec("deny", _P, partial(_only_no, "deny"), v.format_bool, "no"),
+    _spec("pass", _P, partial(_only_no, "pass"), v.format_bool, "no"),
+)
+
+TOP: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _TOP_SPECS}
+INET_LISTENER: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _LISTENER_SPECS}
+PASSDB: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _PASSDB_SPECS}
+#: implemented service-level settings (none yet; listeners are sections)
+SERVICE: Final[Mapping[str, SettingSpec]] = {}
+
+#: services with an implementation
+IMPLEMENTED_SERVICES: Final = frozenset({"imap-login"})
+
+# --- roadmap: in the interface contract, not implemented yet -----------------
+
+#: name -> Dovecot's default in doveconf form (``$name`` expands to it)
+ROADMAP_TOP: Final[Mapping[str, str]] = {
+    "ssl_client_cert": "",
+    "ssl_client_key": "",
+    "auth_cache_size": "0",
+    "auth_cache_ttl": "1 hours",
+    "auth_cache_negative_ttl": "1 hours",
+    "auth_master_user_separator": "",
+    "auth_proxy_self": "",
+    "login_source_ips": "",
+    "login_proxy_max_disconnect_delay": "0",
+    "default_login_user": "dovenull",
+    "default_internal_user": "dovecot",
+    "default_process_limit": "100",
+    "default_client_limit": "1000",
+    "default_vsz_limit": "256 M",
+    "login_access_sockets": "",
+    "haproxy_trusted_networks": "",
+    "ssl_require_crl": "yes",
+    "ssl_client_ca_file": "",
+    "ssl_client_ca_dir": "",
+    "mail_max_userip_connections": "10",
+    "proxyd_local_backend": "",
+}
+ROADMAP_SERVICE: Final = frozenset(
+    {
+        "service_count",
+        "client_limit",
+        "process_limit",
+        "process_min_avail",
+        "vsz_limit",
+        "idle_kill",
+        "user",
+        "chroot",
+    }
+)
+ROADMAP_SERVICES: Final = frozenset({"pop3-login", "submission-login", "managesieve-login"})
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# --- other Dovecot 2.3 names (doveconf -a, Dovecot 2.3.19) --------------------
+
+#: Dovecot defaults of other settings that configurations commonly use as ``$name``
+_OTHER_DEFAULTS: Final[Mapping[str, str]] = {
+    "default_internal_group": "dovecot",
+    "default_idle_kill": "1 mins",
+    "instance_name": "dovecot",
+    "state_dir": "/var/lib/dovecot",
+}
+
+DOVECOT_TOP: Final = _names(
+    """
+    auth_anonymous_username auth_cache_verify_password_with_worker auth_debug_passwords
+    auth_default_realm auth_gssapi_hostname auth_krb5_keytab auth_policy_check_after_auth
+    auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
+    auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
+    auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
+    auth_policy_server_timeout_msecs auth_policy_server_url auth_realms auth_socket_path
+    auth_ssl_require_client_cert auth_ssl_username_from_cert auth_stats auth_use_winbind
+    auth_username_chars auth_username_format auth_username_translation auth_verbose_passwords
+    auth_winbind_helper_path auth_worker_max_count config_cache_size debug_log_path
+    default_idle_kill default_internal_group deliver_log_format dict_db_config
+    director_flush_socket director_mail_servers director_max_parallel_kicks
+    director_max_parallel_moves director_output_buffer_size director_ping_idle_timeout
+    director_ping_max_timeout director_servers director_user_expire director_user_kick_delay
+    director_username_hash dotlock_use_excl doveadm_allowed_commands doveadm_api_key
+    doveadm_http_rawlog_dir doveadm_password doveadm_port doveadm_socket_path doveadm_ssl
+    doveadm_username doveadm_worker_count dsync_alt_char dsync_commit_msgs_interval
+    dsync_features dsync_hashed_headers dsync_remote_cmd haproxy_timeout hostname
+    imap_client_workarounds imap_fetch_failure imap_hibernate_timeout imap_id_log imap_id_send
+    imap_idle_notify_interval imap_literal_minus imap_logout_format imap_max_line_length
+    imap_metadata imap_urlauth_host imap_urlauth_logout_format imap_urlauth_port
+    imapc_cmd_timeout imapc_connection_retry_count imapc_connection_retry_interval
+    imapc_features imapc_host imapc_list_prefix imapc_master_user imapc_max_idle_time
+    imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
+    imapc_ssl imapc_ssl_verify imapc_user import_environment info_log_path instance_name
+    lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
+    lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address lmtp_proxy
+    lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
+    lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
+    log_timestamp login_log_format login_log_format_elements login_plugin_dir login_plugins
+    login_proxy_notify_path login_proxy_rawlog_dir mail_access_groups mail_always_cache_fields
+    mail_attachment_detection_options mail_attachment_dir mail_attachment_fs
+    mail_attachment_hash mail_attachment_min_size mail_attribute_dict mail_cache_fields
+    mail_chroot mail_debug mail_fsync mail_full_filesystem_access mail_home mail_log_prefix
+    mail_max_keyword_length mail_max_lock_timeout mail_never_cache_fields mail_nfs_index
+    mail_nfs_storage mail_plugin_dir mail_plugins mail_prefetch_count mail_save_crlf
+    mail_server_admin mail_server_comment mail_shared_explicit_inbox mail_sort_max_read_count
+    mail_temp_dir mail_temp_scan_interval mail_vsize_bg_after_count mailbox_idle_check_interval
+    mailbox_list_index mailbox_list_index_include_inbox mailbox_list_index_very_dirty_syncs
+    maildir_broken_filename_sizes maildir_copy_with_hardlinks maildir_empty_new
+    maildir_stat_dirs maildir_very_dirty_syncs master_user_separator mbox_dirty_syncs
+    mbox_dotlock_change_timeout mbox_lazy_writes mbox_lock_timeout mbox_md5
+    mbox_min_index_size mbox_read_locks mbox_very_dirty_syncs mbox_write_locks
+    mdbox_preallocate_space mdbox_rotate_interval mdbox_rotate_size mmap_disable
+    old_stats_carbon_interval old_stats_carbon_name old_stats_carbon_server
+    old_stats_command_min_time old_stats_domain_min_time old_stats_ip_min_time
+    old_stats_memory_limit old_stats_session_min_time old_stats_user_min_time
+    pop3_client_workarounds pop3_delete_type pop3_deleted_flag pop3_enable_last
+    pop3_fast_size_lookups pop3_lock_session pop3_logout_format pop3_no_flag_updates
+    pop3_reuse_xuidl pop3_save_uidl pop3_uidl_duplicates pop3_uidl_format pop3c_features
+    pop3c_host pop3c_master_user pop3c_password pop3c_port pop3c_quick_received_date
+    pop3c_rawlog_dir pop3c_ssl pop3c_ssl_verify pop3c_user postmaster_address
+    process_shutdown_filter quota_full_tempfail rawlog_dir recipient_delimiter
+    rejection_reason rejection_subject replication_dsync_parameters
+    replication_full_sync_interval replication_max_conns replicator_host replicator_port
+    sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key ssl_cert_username_field
+    ssl_cipher_list ssl_cipher_suites ssl_client_require_valid_cert ssl_crypto_device
+    ssl_curve_list ssl_dh ssl_key_password ssl_options ssl_prefer_server_ciphers
+    ssl_verify_client_cert state_dir stats_http_rawlog_dir stats_writer_socket_path
+    submission_client_workarounds submission_host submission_logout_format
+    submission_max_mail_size submission_max_recipients submission_relay_command_timeout
+    submission_relay_connect_timeout submission_relay_host submission_relay_master_user
+    submission_relay_max_idle_time submission_relay_password submission_relay_port
+    submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
+    submission_relay_trusted submission_relay_user submission_ssl submission_timeout
+    syslog_facility valid_chroot_dirs verbose_proctitle verbose_ssl version_ignore
+    """
+)
+#: settings of ``service NAME { }`` other than the roadmap ones
+DOVECOT_SERVICE: Final = frozenset(
+    {
+        "name",
+        "protocol",
+        "type",
+        "executable",
+        "group",
+        "privileged_group",
+        "extra_groups",
+        "drop_priv_before_exec",
+    }
+)
+#: sections allowed inside ``service NAME { }``
+DOVECOT_SERVICE_SECTIONS: Final = frozenset({"inet_listener", "unix_listener", "fifo_listener"})
+#: passdb settings Dovecot has and proxyd does not implement
+DOVECOT_PASSDB: Final = frozenset({"mechanisms", "username_filter", "auth_verbose"})
+DOVECOT_SERVICES: Final = _names(
+    """
+    aggregator anvil auth auth-worker config dict dict-async director dns-client doveadm
+    health-check imap imap-hibernate imap-login imap-urlauth imap-urlauth-login
+    imap-urlauth-worker indexer indexer-worker ipc lmtp log managesieve managesieve-login
+    old-stats pop3 pop3-login quota-status replicator stats submission submission-login tcpwrap
+    """
+)
+#: top-level sections Dovecot knows; the ones proxyd handles are dealt with by name in load.py
+DOVECOT_SECTIONS: Final = frozenset(
+    {"service", "passdb", "userdb", "namespace", "plugin", "protocol", "local", "remote",
+     "local_name", "dict", "metric", "event_exporter"}
+)  # fmt: skip
+#: filter sections: they change settings per protocol / address, so they are never ignored
+FILTER_SECTIONS: Final = frozenset({"protocol", "local", "remote", "local_name"})
+
+#: keys a ``userdb { }`` block may hold (Dovecot's auth_userdb_settings)
+USERDB_KEYS: Final = frozenset(
+    {"name", "driver", "args", "default_fields", "override_fields", "skip",
+     "result_success", "result_failure", "result_internalfail", "auth_verbose"}
+)  # fmt: skip
+
+# --- mail-store allow-list ---------------------------------------------------
+
+MAIL_STORE_TOP: Final = frozenset(
+    {"mail_location", "mail_uid", "mail_gid", "mail_privileged_group",
+     "first_valid_uid", "last_valid_uid", "first_valid_gid", "last_valid_gid"}
+)  # fmt: skip
+MAIL_STORE_SECTIONS: Final = frozenset({"namespace"})
+
+
+def not_supported(name: str) -> str:
+    """The error text for a known setting that proxyd does not implement (yet)."""
+    return f"setting '{name}' is not supported yet"
+
+
+def variable_defaults() -> dict[str, str]:
+    """What ``$name`` gives for a top-level setting that the file has not set."""
+    defaults = dict(_OTHER_DEFAULTS)
+    defaults.update(ROADMAP_TOP)
+    defaults.update({name: spec.default for name, spec in TOP.items()})
+    return defaults
+
+
+#: names that are sections: ``$service`` is ``Invalid variable``
+SECTION_NAMES: Final = DOVECOT_SECTIONS
