@@ -1,0 +1,237 @@
+"""``proxyctl``: the administrator's command line (Dovecot's ``doveadm`` for proxyd).
+
+Implemented:
+
+* ``proxyctl pw [-s SCHEME] [-p PASSWORD] [-u USER] [-r ROUNDS]`` prints a hash
+  in Dovecot's ``{SCHEME}...`` form (default SHA512-CRYPT).  Without ``-p`` the
+  password is read from the terminal twice, or one line from a pipe.
+* ``proxyctl [-c FILE] auth test [-x KEY=VALUE] USER [PASSWORD]`` runs the
+  passdb chain of the configuration: a lookup, or a full authentication (no
+  failure delay) when a password is given.  It prints the result line, then
+  ``user=`` and every extra field as ``key=value`` (passwords masked).
+
+``who``, ``kick``, ``reload`` and ``stop`` need the running proxyd and are not
+there yet: they exit 2 with a message.
+
+Exit codes: 0 success, 1 the check or hash failed, 2 usage or configuration error
+(configuration errors are printed as ``FILE:LINE: message``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+import trio
+
+from proxyd.auth import schemes
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, is_secret_field
+from proxyd.config.settings import Settings
+from proxyd.errors import ConfigError
+from proxyd.secret import Secret
+
+DEFAULT_CONFIG: Final = "/etc/proxyd/proxyd.conf"
+DEFAULT_SCHEME: Final = "SHA512-CRYPT"
+_MASK: Final = "<hidden>"
+_AUTH_INFO_KEYS: Final = ("service", "lip", "rip", "lport", "rport", "session", "secured")
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="proxyctl", description="Control and test proxyd.")
+    parser.add_argument(
+        "-c", dest="config", metavar="FILE", default=DEFAULT_CONFIG, help="configuration file"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pw = commands.add_parser("pw", help="generate a password hash")
+    pw.add_argument(
+        "-s", dest="scheme", default=DEFAULT_SCHEME, help="scheme (default %(default)s)"
+    )
+    pw.add_argument("-p", dest="password", help="the password (default: read from stdin)")
+    pw.add_argument("-u", dest="user", default="", help="user name (DIGEST-MD5 needs it)")
+    pw.add_argument("-r", dest="rounds", type=int, default=0, help="rounds (0 = scheme default)")
+    pw.add_argument("-l", dest="list", action="store_true", help="list the known schemes")
+
+    auth = commands.add_parser("auth", help="passdb tests")
+    auth_commands = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
+    test = auth_commands.add_parser("test", help="look a user up, or authenticate with PASSWORD")
+    test.add_argument(
+        "-x",
+        dest="info",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"connection info ({', '.join(_AUTH_INFO_KEYS)})",
+    )
+    test.add_argument("user")
+    test.add_argument("password", nargs="?")
+
+    for name, text in (
+        ("who", "list proxied sessions"),
+        ("kick", "disconnect sessions"),
+        ("reload", "reload the configuration"),
+        ("stop", "stop proxyd"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("args", nargs="*")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one proxyctl command; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "pw":
+            return _pw(args, sys.stdin, sys.stdout)
+        if args.command == "auth":
+            return _auth_test(args, sys.stdout)
+    except _UsageError as exc:
+        print(f"proxyctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    print(f"proxyctl: '{args.command}' is not supported yet", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- pw -----------------------------------------------------------------------------
+
+
+def _read_password(stdin: TextIO) -> str:
+    if stdin.isatty():
+        first = getpass.getpass("Enter new password: ")
+        second = getpass.getpass("Retype new password: ")
+        if first != second:
+            raise _UsageError("Passwords don't match!")
+        return first
+    line = stdin.readline()
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def _pw(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if args.list:
+        print(" ".join(schemes.generatable_schemes()), file=stdout)
+        return EXIT_OK
+    scheme: str = args.scheme
+    base = scheme.partition(".")[0].upper()
+    if not schemes.is_known_scheme(scheme) or base not in schemes.generatable_schemes():
+        raise _UsageError(f"Unknown scheme: {scheme}")
+    if args.rounds < 0:
+        raise _UsageError("rounds must not be negative")
+    password = args.password if args.password is not None else _read_password(stdin)
+    try:
+        hashed = schemes.hash_password(password, scheme, user=args.user, rounds=args.rounds)
+    except schemes.SchemeError as exc:
+        print(f"proxyctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(hashed, file=stdout)
+    return EXIT_OK
+
+
+# -- auth test --------------------------------------------------------------------------
+
+
+def _load_settings(path: str) -> Settings:
+    try:
+        from proxyd.config.load import load_settings
+    except ImportError as exc:
+        raise _UsageError(f"cannot load configuration: {exc}") from None
+    return load_settings(path)
+
+
+def _connection(info: Sequence[str]) -> ConnectionInfo:
+    values: dict[str, str] = {}
+    for item in info:
+        key, sep, value = item.partition("=")
+        if key not in _AUTH_INFO_KEYS:
+            raise _UsageError(f"unknown -x key '{key}' (known: {', '.join(_AUTH_INFO_KEYS)})")
+        values[key] = value if sep else "yes"
+    try:
+        lport = int(values.get("lport", "0"))
+        rport = int(values.get("rport", "0"))
+    except ValueError:
+        raise _UsageError("lport and rport must be numbers") from None
+    lip, rip = values.get("lip", ""), values.get("rip", "")
+    secured = "secured" in values
+    return ConnectionInfo(
+        service=values.get("service", "imap"),
+        local_ip=lip,
+        local_port=lport,
+        remote_ip=rip,
+        remote_port=rport,
+        real_local_ip=lip,
+        real_local_port=lport,
+        real_remote_ip=rip,
+        real_remote_port=rport,
+        secured=secured,
+        tls=False,
+        session_id=values.get("session", ""),
+    )
+
+
+def _auth_test(args: argparse.Namespace, stdout: TextIO) -> int:
+    conn = _connection(args.info)
+    settings = _load_settings(args.config)
+    _setup_logging(settings)
+    password: str | None = args.password
+    request = AuthRequest(
+        conn=conn,
+        mech="PLAIN" if password is not None else "",
+        user=args.user,
+        password=Secret(password) if password is not None else None,
+    )
+    reply = trio.run(_run_auth_test, settings, request)
+    _print_reply(args.user, reply, authenticated=password is not None, out=stdout)
+    return EXIT_OK if reply.status is AuthStatus.OK else EXIT_FAILED
+
+
+async def _run_auth_test(settings: Settings, request: AuthRequest) -> AuthReply:
+    from proxyd.auth.authenticator import open_authenticator
+
+    async with open_authenticator(settings, failure_delay=0) as authenticator:
+        if request.password is None:
+            return await authenticator.lookup(request)
+        return await authenticator.authenticate(request)
+
+
+def _setup_logging(settings: Settings) -> None:
+    level = logging.WARNING
+    if settings.auth_verbose:
+        level = logging.INFO
+    if settings.auth_debug:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("proxyd")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _print_reply(user: str, reply: AuthReply, *, authenticated: bool, out: TextIO) -> None:
+    what = "auth" if authenticated else "lookup"
+    if reply.status is AuthStatus.OK:
+        line = f"passdb: {user} {what} succeeded"
+    else:
+        line = f"passdb: {user} {what} failed"
+        if reply.fail_code is not None:
+            line += f" ({reply.fail_code.value})"
+    print(line, file=out)
+    print(f"user={reply.user}", file=out)
+    for key, value in reply.fields.items():
+        print(f"{key}={_MASK if is_secret_field(key) else value}", file=out)
