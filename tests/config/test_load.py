@@ -1,0 +1,590 @@
+"""load_settings: names, values, merge rules, cross-checks, and every error's FILE:LINE."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from proxyd.config.load import load_settings, load_settings_text
+from proxyd.config.settings import InetListener, PassdbSettings, Settings
+from proxyd.errors import ConfigError, Location
+from proxyd.secret import Secret
+from tests.config.conftest import CERT_PEM, KEY_PEM, Load, Write
+
+NO_SSL = "ssl = no\n"
+
+
+def load_error(load: Load, text: str) -> tuple[int | None, str]:
+    """(line, message) of the ConfigError that loading ``text`` as proxyd.conf raises."""
+    with pytest.raises(ConfigError) as info:
+        load(text)
+    location = info.value.location
+    return (location.line if location else None), info.value.message
+
+
+def test_defaults_are_dovecots(load: Load) -> None:
+    settings = load(NO_SSL)
+    defaults = Settings()
+    assert settings.protocols == ("imap",)
+    assert settings.listen == ("*", "::")
+    assert settings.login_greeting == "Dovecot ready."
+    assert settings.auth_failure_delay == 2.0
+    assert settings.login_proxy_timeout == 30.0
+    assert settings.login_proxy_max_reconnects == 3
+    assert settings.disable_plaintext_auth is True
+    assert settings.auth_mechanisms == ("plain",)
+    assert settings.ssl_min_protocol == "TLSv1.2"
+    assert settings.passdbs == ()
+    assert settings.services == defaults.services
+    assert settings.services["imap-login"].listeners == (
+        InetListener(name="imap", port=143),
+        InetListener(name="imaps", port=993, ssl=True),
+    )
+    for name in (
+        "base_dir",
+        "log_path",
+        "auth_verbose",
+        "auth_debug",
+        "imap_capability",
+        "imap_id_retain",
+    ):
+        assert getattr(settings, name) == getattr(defaults, name)
+
+
+def test_config_path_and_explicit(load: Load, write: Write) -> None:
+    settings = load("# comment\nssl = no\nlogin_greeting = Hi\nlogin_greeting = Hello\n")
+    path = str(write("x", "")).replace("/x", "/proxyd.conf")
+    assert settings.config_path == path
+    assert settings.explicit == {"ssl": Location(path, 2), "login_greeting": Location(path, 4)}
+    assert settings.login_greeting == "Hello"  # the later line wins
+
+
+def test_all_top_level_settings(load: Load, pems: tuple[Path, Path], write: Write) -> None:
+    write("ca.pem", CERT_PEM)
+    settings = load(
+        "protocols = imap\n"
+        "listen = 127.0.0.1, ::1\n"
+        "base_dir = /run/proxyd/\n"
+        "log_path = /var/log/proxyd.log\n"
+        "auth_verbose = yes\n"
+        "ssl = required\n"
+        "ssl_cert = <cert.pem\n"
+        "ssl_key = <key.pem\n"
+        "ssl_ca = <ca.pem\n"
+        "ssl_min_protocol = tlsv1.3\n"
+        "disable_plaintext_auth = no\n"
+        "auth_mechanisms = PLAIN login\n"
+        "auth_failure_delay = 0\n"
+        'login_greeting = "Welcome  to proxyd"\n'
+        "imap_capability = +XFOO\n"
+        "imap_id_retain = yes\n"
+        "login_trusted_networks = 10.0.0.0/8, 192.168.0.1\n"
+        "login_proxy_timeout = 1500ms\n"
+        "login_proxy_max_reconnects = 5\n"
+    )
+    cert, key = pems
+    assert settings.protocols == ("imap",)
+    assert settings.listen == ("127.0.0.1", "::1")
+    assert settings.base_dir == "/run/proxyd"
+    assert settings.log_path == "/var/log/proxyd.log"
+    assert settings.auth_verbose is True
+    assert settings.auth_debug is False
+    assert settings.ssl == "required"
+    assert settings.ssl_cert == CERT_PEM.rstrip("\n")
+    assert settings.ssl_cert_path == str(cert)
+    assert settings.ssl_key == Secret(KEY_PEM.rstrip("\n"))
+    assert settings.ssl_key_path == str(key)
+    assert settings.ssl_ca == CERT_PEM.rstrip("\n")
+    assert settings.ssl_ca_path == str(cert.parent / "ca.pem")
+    assert settings.ssl_min_protocol == "TLSv1.3"
+    assert settings.disable_plaintext_auth is False
+    assert settings.auth_mechanisms == ("plain", "login")
+    assert settings.auth_failure_delay == 0.0
+    assert settings.login_greeting == "Welcome  to proxyd"
+    assert settings.imap_capability == "+XFOO"
+    assert settings.imap_id_retain is True
+    assert settings.login_trusted_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.0.1/32"),
+    )
+    assert settings.login_proxy_timeout == 1.5
+    assert settings.login_proxy_max_reconnects == 5
+
+
+def test_ssl_key_never_in_repr(load: Load, pems: tuple[Path, Path]) -> None:
+    settings = load("ssl_cert = <cert.pem\nssl_key = <key.pem\n")
+    assert "TOPSECRETKEYMATERIAL" not in repr(settings)
+    assert isinstance(settings.ssl_key, Secret)
+
+
+def test_auth_debug_implies_auth_verbose(load: Load) -> None:
+    settings = load(NO_SSL + "auth_debug = yes\n")
+    assert settings.auth_debug is True
+    assert settings.auth_verbose is True
+
+
+def test_load_settings_text(tmp_path: Path) -> None:
+    (tmp_path / "inc.conf").write_text("login_greeting = included\n")
+    name = str(tmp_path / "virtual.conf")
+    settings = load_settings_text("ssl = no\n!include inc.conf\n", name)
+    assert settings.login_greeting == "included"
+    assert settings.config_path == name
+
+
+# --- ssl cross-checks -----------------------------------------------------------
+
+
+def test_ssl_default_yes_needs_cert(load: Load, write: Write) -> None:
+    path = str(write("proxyd.conf", ""))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.location is None
+    assert (
+        str(info.value) == f"{path}: ssl enabled, but ssl_cert not set (ssl = yes is the default)"
+    )
+
+
+def test_ssl_required_needs_key(load: Load, pems: tuple[Path, Path]) -> None:
+    assert load_error(load, "ssl_cert = <cert.pem\nssl = required\n") == (
+        2,
+        "ssl enabled, but ssl_key not set",
+    )
+
+
+def test_ssl_no_needs_nothing(load: Load) -> None:
+    assert load("ssl = no\n").ssl == "no"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("ssl = maybe\n", 1, "Invalid value: maybe"),
+        ("ssl = YES\n", 1, "Invalid value: YES"),
+        (
+            "ssl = no\nssl_cert = /etc/ssl/cert.pem\n",
+            2,
+            "ssl_cert: There is no valid PEM certificate. (You probably forgot '<' from ssl_cert=</etc/ssl/cert.pem)",
+        ),
+        (
+            "ssl = no\nssl_key = /etc/ssl/key.pem\n",
+            2,
+            "ssl_key: There is no valid PEM private key. (You probably forgot '<' from ssl_key=<FILE)",
+        ),
+        ("ssl = no\nssl_min_protocol = TLSv9\n", 2, "Unknown ssl_min_protocol setting 'TLSv9'"),
+    ],
+)
+def test_ssl_value_errors(load: Load, text: str, line: int, message: str) -> None:
+    assert load_error(load, text) == (line, message)
+
+
+def test_pem_file_without_pem(load: Load, write: Write) -> None:
+    notpem = write("notpem.txt", "hello\n")
+    assert load_error(load, "ssl = no\nssl_ca = <notpem.txt\n") == (
+        2,
+        f"ssl_ca: There is no valid PEM certificate in {notpem}",
+    )
+
+
+def test_pem_can_be_reset(load: Load, pems: tuple[Path, Path]) -> None:
+    settings = load("ssl = no\nssl_cert = <cert.pem\nssl_cert =\n")
+    assert settings.ssl_cert == ""
+    assert settings.ssl_cert_path == ""
+
+
+# --- protocols, mechanisms, lists ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("imap", ("imap",)),
+        ('" imap"', ("imap",)),
+        ("none", ()),
+        ("$protocols imap", ("imap",)),
+        ("$protocols", ("imap",)),
+    ],
+)
+def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
+    assert load(f"{NO_SSL}protocols = {value}\n").protocols == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("imap pop3", "protocol 'pop3' is not supported yet"),
+        ("$protocols pop3", "protocol 'pop3' is not supported yet"),
+        ("lmtp", "protocol 'lmtp' is not supported yet"),
+        ("submission", "protocol 'submission' is not supported yet"),
+        ("sieve", "protocol 'sieve' is not supported yet"),
+        ("imap foo", "protocols: Unknown protocol: foo"),
+        ("none imap", "protocols: Unknown protocol: none"),
+    ],
+)
+def test_protocols_errors(load: Load, value: str, message: str) -> None:
+    assert load_error(load, f"{NO_SSL}protocols = {value}\n") == (2, message)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("plain cram-md5", "auth_mechanisms: mechanism 'cram-md5' is not supported yet"),
+        ("SCRAM-SHA-256", "auth_mechanisms: mechanism 'scram-sha-256' is not supported yet"),
+        ("plain bogus", "Unknown authentication mechanism 'bogus'"),
+        ("", "No authentication mechanisms configured"),
+    ],
+)
+def test_auth_mechanisms_errors(load: Load, value: str, message: str) -> None:
+    assert load_error(load, f"{NO_SSL}auth_mechanisms = {value}\n") == (2, message)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen =\n", "listen can't be set empty"),
+        ("listen = 300.1.1.1\n", "Invalid listen address: 300.1.1.1"),
+        ("login_trusted_networks = 10.0.0.0/8 bogus\n", "Invalid network 'bogus'"),
+        (
+            "auth_failure_delay = 3\n",
+            "Time interval '3' is missing units (add e.g. 's' for seconds)",
+        ),
+        ("auth_failure_delay = 300ms\n", "Milliseconds not supported for this setting: 300ms"),
+        ("login_proxy_timeout = soon\n", "Invalid time interval: soon"),
+        ("login_proxy_max_reconnects = -1\n", "Invalid number -1: Number too small"),
+        ("auth_verbose = maybe\n", "Invalid boolean value: maybe (use yes or no)"),
+        ("imap_id_retain = 0\n", "Invalid boolean value: 0 (use yes or no)"),
+    ],
+)
+def test_value_errors_have_location(load: Load, text: str, message: str) -> None:
+    assert load_error(load, NO_SSL + text) == (2, message)
+
+
+def test_variable_with_roadmap_default(load: Load) -> None:
+    settings = load(NO_SSL + "login_greeting = proxy for $default_login_user\n")
+    assert settings.login_greeting == "proxy for dovenull"
+
+
+# --- unknown, not-yet, and allow-listed names ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("foo = bar\n", "Unknown setting: foo"),
+        ("auth_cache_size = 10M\n", "setting 'auth_cache_size' is not supported yet"),
+        ("default_login_user = nobody\n", "setting 'default_login_user' is not supported yet"),
+        ("login_source_ips = 127.0.0.2\n", "setting 'login_source_ips' is not supported yet"),
+        (
+            "haproxy_trusted_networks = 10.0.0.0/8\n",
+            "setting 'haproxy_trusted_networks' is not supported yet",
+        ),
+        (
+            "proxyd_local_backend = 127.0.0.1:143\n",
+            "setting 'proxyd_local_backend' is not supported yet",
+        ),
+        ("ssl_cipher_list = ALL\n", "setting 'ssl_cipher_list' is not supported yet"),
+        ("instance_name = x\n", "setting 'instance_name' is not supported yet"),
+        ("port = 143\n", "Unknown setting: port"),
+        ("protocol imap {\n}\n", "section 'protocol' is not supported yet"),
+        ("local 127.0.0.1 {\n}\n", "section 'local' is not supported yet"),
+        ("remote 10.0.0.0/8 {\n}\n", "section 'remote' is not supported yet"),
+        ("plugin {\n}\n", "section 'plugin' is not supported yet"),
+        ("foo {\n}\n", "Unknown section: foo"),
+    ],
+)
+def test_unknown_and_unsupported(load: Load, text: str, message: str) -> None:
+    assert load_error(load, NO_SSL + text) == (2, message)
+
+
+def test_error_in_included_file_has_its_location(load: Load, write: Write) -> None:
+    inc = write("conf.d/10-auth.conf", "# auth\n\nauth_mechanisms = plain\nauth_cache_ttl = 1h\n")
+    with pytest.raises(ConfigError) as info:
+        load(NO_SSL + "!include conf.d/*.conf\n")
+    assert str(info.value) == f"{inc}:4: setting 'auth_cache_ttl' is not supported yet"
+
+
+def test_mail_store_settings_are_ignored_with_a_warning(
+    load: Load, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="proxyd.config"):
+        settings = load(
+            NO_SSL
+            + "mail_location = maildir:~/Maildir\n"
+            + "mail_privileged_group = mail\n"
+            + "first_valid_uid = 1000\n"
+            + "namespace inbox {\n  inbox = yes\n  mailbox Drafts {\n    special_use = \\Drafts\n  }\n}\n"
+        )
+    assert settings.explicit.keys() == {"ssl"}
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(":2: setting 'mail_location' only matters to a mail store" in m for m in messages)
+    assert any(
+        ":3: setting 'mail_privileged_group' only matters to a mail store" in m for m in messages
+    )
+    assert any(":4: setting 'first_valid_uid' only matters to a mail store" in m for m in messages)
+    assert any(":5: section 'namespace' only matters to a mail store" in m for m in messages)
+
+
+def test_userdb_is_accepted_silently(load: Load, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="proxyd.config"):
+        settings = load(NO_SSL + "userdb {\n  driver = static\n  args = uid=vmail gid=vmail\n}\n")
+    assert settings.passdbs == ()
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("userdb {\n  args = x\n}\n", 2, "userdb is missing driver"),
+        ("userdb {\n  driver = static\n  foo = 1\n}\n", 4, "Unknown setting: userdb { foo"),
+        ("userdb {\n  driver = static\n  x {\n  }\n}\n", 4, "Unknown section: userdb { x"),
+    ],
+)
+def test_userdb_errors(load: Load, text: str, line: int, message: str) -> None:
+    assert load_error(load, NO_SSL + text) == (line, message)
+
+
+# --- services and listeners ------------------------------------------------------
+
+
+def test_listener_merges_with_default_by_name(load: Load) -> None:
+    settings = load(
+        NO_SSL
+        + "service imap-login {\n"
+        + "  inet_listener imap {\n"
+        + "    port = 1143\n"
+        + "    address = 127.0.0.1, ::1\n"
+        + "  }\n"
+        + "  inet_listener imaps {\n"
+        + "    port = 0\n"
+        + "  }\n"
+        + "}\n"
+    )
+    service = settings.service("imap-login")
+    path = settings.config_path
+    assert service.location == Location(path, 2)
+    assert service.listeners == (
+        InetListener(
+            name="imap", port=1143, addresses=("127.0.0.1", "::1"), location=Location(path, 3)
+        ),
+        InetListener(name="imaps", port=0, ssl=True, location=Location(path, 7)),
+    )
+    assert settings.explicit["service/imap-login/inet_listener/imap/port"] == Location(path, 4)
+
+
+def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
+    settings = load(
+        NO_SSL
+        + "service imap-login {\n  inet_listener extra {\n    port = 10143\n  }\n}\n"
+        + "service imap-login {\n  inet_listener extra {\n    ssl = yes\n    haproxy = no\n    reuse_port = no\n  }\n}\n"
+    )
+    listeners = {listener.name: listener for listener in settings.service("imap-login").listeners}
+    assert list(listeners) == ["imap", "imaps", "extra"]
+    assert listeners["extra"] == InetListener(
+        name="extra", port=10143, ssl=True, location=Location(settings.config_path, 3)
+    )
+    assert listeners["imap"] == InetListener(name="imap", port=143)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("service pop3-login {\n}\n", 2, "service 'pop3-login' is not supported yet"),
+        ("service imap {\n}\n", 2, "service 'imap' is not supported yet"),
+        (
+            "service auth {\n  unix_listener auth-userdb {\n  }\n}\n",
+            2,
+            "service 'auth' is not supported yet",
+        ),
+        ("service lmtp {\n}\n", 2, "service 'lmtp' is not supported yet"),
+        ("service nonsense {\n}\n", 2, "Unknown service: nonsense"),
+        ("service {\n}\n", 2, "service is missing name"),
+        (
+            "service imap-login {\n  process_limit = 10\n}\n",
+            3,
+            "setting 'process_limit' is not supported yet",
+        ),
+        (
+            "service imap-login {\n  service_count = 0\n}\n",
+            3,
+            "setting 'service_count' is not supported yet",
+        ),
+        (
+            "service imap-login {\n  executable = x\n}\n",
+            3,
+            "setting 'executable' is not supported yet",
+        ),
+        ("service imap-login {\n  foo = 1\n}\n", 3, "Unknown setting: service { foo"),
+        (
+            "service imap-login {\n  unix_listener x {\n  }\n}\n",
+            3,
+            "section 'unix_listener' is not supported yet",
+        ),
+        ("service imap-login {\n  passdb {\n  }\n}\n", 3, "Unknown section: service { passdb"),
+        (
+            "service imap-login {\n  inet_listener imap {\n    port = 70000\n  }\n}\n",
+            4,
+            "Invalid port number 70000",
+        ),
+        (
+            "service imap-login {\n  inet_listener imap {\n    foo = 1\n  }\n}\n",
+            4,
+            "Unknown setting: service { inet_listener { foo",
+        ),
+        (
+            "service imap-login {\n  inet_listener imap {\n    haproxy = yes\n  }\n}\n",
+            4,
+            "setting 'haproxy = yes' is not supported yet",
+        ),
+        (
+            "service imap-login {\n  inet_listener imap {\n    ssl = sure\n  }\n}\n",
+            4,
+            "Invalid boolean value: sure (use yes or no)",
+        ),
+    ],
+)
+def test_service_errors(load: Load, text: str, line: int, message: str) -> None:
+    assert load_error(load, NO_SSL + text) == (line, message)
+
+
+def test_inet_listener_outside_service(load: Load) -> None:
+    assert load_error(load, NO_SSL + "inet_listener imap {\n}\n") == (
+        2,
+        "Unknown section: inet_listener",
+    )
+
+
+# --- passdbs ----------------------------------------------------------------------
+
+
+def test_passdbs_in_order(load: Load, write: Write) -> None:
+    write(
+        "conf.d/auth-sql.conf.ext",
+        "passdb sql {\n  driver = sql\n  args = dovecot-sql.conf.ext\n}\n",
+    )
+    settings = load(
+        NO_SSL
+        + "passdb {\n"
+        + "  driver = static\n"
+        + "  args = nopassword=y\n"
+        + "  result_success = continue-ok\n"
+        + "  result_failure = return-fail\n"
+        + "  result_internalfail = return\n"
+        + "  skip = authenticated\n"
+        + "  default_fields = proxy=y host=127.0.0.1\n"
+        + "  override_fields = port=143\n"
+        + "  master = no\n"
+        + "  deny = no\n"
+        + "  pass = no\n"
+        + "}\n"
+        + "!include conf.d/auth-sql.conf.ext\n"
+    )
+    path = settings.config_path
+    first, second = settings.passdbs
+    assert first == PassdbSettings(
+        driver="static",
+        args="nopassword=y",
+        name="",
+        result_success="continue-ok",
+        result_failure="return-fail",
+        result_internalfail="return",
+        skip="authenticated",
+        default_fields="proxy=y host=127.0.0.1",
+        override_fields="port=143",
+        location=Location(path, 2),
+        config_dir=os.path.dirname(path),
+    )
+    sql_file = os.path.join(os.path.dirname(path), "conf.d/auth-sql.conf.ext")
+    assert second == PassdbSettings(
+        driver="sql",
+        args="dovecot-sql.conf.ext",
+        name="sql",
+        location=Location(sql_file, 1),
+        config_dir=os.path.dirname(sql_file),
+    )
+    assert settings.explicit["passdb/0/driver"] == Location(path, 3)
+    assert settings.explicit["passdb/1"] == Location(sql_file, 1)
+
+
+def test_passdb_name_setting(load: Load) -> None:
+    settings = load(NO_SSL + "passdb {\n  driver = static\n  name = users\n}\n")
+    assert settings.passdbs[0].name == "users"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("passdb {\n  args = x\n}\n", 2, "passdb is missing driver"),
+        ("passdb {\n  driver =\n}\n", 2, "passdb is missing driver"),
+        ("passdb {\n  driver = static\n  result_success = maybe\n}\n", 4, "Invalid value: maybe"),
+        ("passdb {\n  driver = static\n  skip = found\n}\n", 4, "Invalid value: found"),
+        (
+            "passdb {\n  driver = static\n  master = yes\n}\n",
+            4,
+            "setting 'master = yes' is not supported yet",
+        ),
+        (
+            "passdb {\n  driver = static\n  deny = yes\n}\n",
+            4,
+            "setting 'deny = yes' is not supported yet",
+        ),
+        (
+            "passdb {\n  driver = static\n  pass = yes\n}\n",
+            4,
+            "setting 'pass = yes' is not supported yet",
+        ),
+        (
+            "passdb {\n  driver = static\n  mechanisms = plain\n}\n",
+            4,
+            "setting 'mechanisms' is not supported yet",
+        ),
+        (
+            "passdb {\n  driver = static\n  username_filter = *@x\n}\n",
+            4,
+            "setting 'username_filter' is not supported yet",
+        ),
+        ("passdb {\n  driver = static\n  bogus = 1\n}\n", 4, "Unknown setting: passdb { bogus"),
+        ("passdb {\n  driver = static\n  x {\n  }\n}\n", 4, "Unknown section: passdb { x"),
+        (
+            "passdb a {\n  driver = static\n}\npassdb a {\n  driver = static\n}\n",
+            5,
+            "passdb/a already exists",
+        ),
+    ],
+)
+def test_passdb_errors(load: Load, text: str, line: int, message: str) -> None:
+    assert load_error(load, NO_SSL + text) == (line, message)
+
+
+def test_debian_style_config_loads(load: Load, write: Write, pems: tuple[Path, Path]) -> None:
+    """The shape of a Debian dovecot.conf with conf.d/ and protocols.d/ fragments."""
+    write("protocols.d/imapd.protocol", "protocols = $protocols imap\n")
+    write("conf.d/10-ssl.conf", "ssl = yes\nssl_cert = <../cert.pem\nssl_key = <../key.pem\n")
+    write(
+        "conf.d/10-auth.conf",
+        "disable_plaintext_auth = yes\nauth_mechanisms = plain\n!include auth-static.conf.ext\n",
+    )
+    write(
+        "conf.d/auth-static.conf.ext",
+        "passdb {\n  driver = static\n  args = nopassword=y\n}\nuserdb {\n  driver = static\n  args = uid=x\n}\n",
+    )
+    write(
+        "conf.d/10-master.conf",
+        "service imap-login {\n  inet_listener imap {\n    #port = 143\n  }\n  inet_listener imaps {\n    #port = 993\n    #ssl = yes\n  }\n}\n",
+    )
+    settings = load(
+        "!include_try protocols.d/*.protocol\n"
+        "listen = *, ::\n"
+        "!include conf.d/*.conf\n"
+        "!include_try local.conf\n"
+    )
+    assert settings.protocols == ("imap",)
+    assert settings.ssl == "yes"
+    assert settings.passdbs[0].driver == "static"
+    listeners = settings.service("imap-login").listeners
+    assert [dataclasses.replace(item, location=None) for item in listeners] == list(
+        Settings().service("imap-login").listeners
+    )

@@ -1,0 +1,82 @@
+"""The settings table agrees with itself, with Settings' defaults, and with Dovecot's names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from proxyd.config import schema
+from proxyd.config.settings import InetListener, PassdbSettings, Settings
+from proxyd.secret import Secret
+
+
+@pytest.mark.parametrize("spec", list(schema.TOP.values()), ids=lambda spec: spec.name)
+def test_top_default_text_parses_to_settings_default(spec: schema.SettingSpec) -> None:
+    default = getattr(Settings(), spec.attribute)
+    parsed = spec.parse(spec.default)
+    assert (Secret(parsed) if spec.secret else parsed) == default
+    if not spec.pem and not spec.secret:
+        assert spec.format(default) == spec.default or spec.parse(spec.format(default)) == default
+
+
+@pytest.mark.parametrize("spec", list(schema.PASSDB.values()), ids=lambda spec: spec.name)
+def test_passdb_defaults(spec: schema.SettingSpec) -> None:
+    if spec.attribute in PassdbSettings.__dataclass_fields__ and spec.name != "driver":
+        assert spec.parse(spec.default) == getattr(PassdbSettings(driver="x"), spec.attribute)
+    else:
+        assert spec.parse(spec.default) in ("", False)
+
+
+@pytest.mark.parametrize("spec", list(schema.INET_LISTENER.values()), ids=lambda spec: spec.name)
+def test_listener_defaults(spec: schema.SettingSpec) -> None:
+    blank = InetListener(name="x", port=0)
+    expected = (
+        getattr(blank, spec.attribute)
+        if spec.attribute in InetListener.__dataclass_fields__
+        else False
+    )
+    assert spec.parse(spec.default) == expected
+
+
+def test_every_top_spec_has_a_settings_field() -> None:
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    for spec in schema.TOP.values():
+        assert spec.attribute in fields
+        if spec.pem:
+            assert f"{spec.name}_path" in fields
+
+
+def test_groups_do_not_overlap() -> None:
+    groups = {
+        "implemented": set(schema.TOP),
+        "roadmap": set(schema.ROADMAP_TOP),
+        "dovecot": set(schema.DOVECOT_TOP),
+        "mail store": set(schema.MAIL_STORE_TOP),
+        "sections": set(schema.DOVECOT_SECTIONS),
+    }
+    names = list(groups)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            assert not groups[first] & groups[second], (first, second)
+    assert not schema.ROADMAP_SERVICE & schema.DOVECOT_SERVICE
+    assert not set(schema.PASSDB) & schema.DOVECOT_PASSDB
+
+
+def test_variable_defaults_cover_roadmap_and_implemented() -> None:
+    defaults = schema.variable_defaults()
+    assert defaults["default_login_user"] == "dovenull"
+    assert defaults["default_internal_user"] == "dovecot"
+    assert defaults["protocols"] == "imap"
+    assert defaults["login_proxy_timeout"] == "30 secs"
+    assert set(schema.TOP) <= set(defaults)
+    assert set(schema.ROADMAP_TOP) <= set(defaults)
+
+
+def test_only_ssl_key_is_secret() -> None:
+    assert [spec.name for spec in schema.TOP.values() if spec.secret] == ["ssl_key"]
+    assert {spec.name for spec in schema.TOP.values() if spec.pem} == {
+        "ssl_cert",
+        "ssl_key",
+        "ssl_ca",
+    }
