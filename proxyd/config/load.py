@@ -20,6 +20,12 @@ Merge rules, as in Dovecot:
 
 Cross-checks: ``ssl = yes|required`` (``yes`` is the default) needs both
 ``ssl_cert`` and ``ssl_key``; a passdb or userdb needs a ``driver``.
+
+``Settings.explicit`` maps every applied setting to where it was last set:
+top-level names as is, nested ones as Dovecot-style paths
+(``service/imap-login``, ``service/imap-login/inet_listener/imap/port``,
+``passdb/0``, ``passdb/0/driver`` with the passdb's position).  Allow-listed
+mail-store settings and userdb blocks, which are ignored, are not in it.
 """
 
 from __future__ import annotations
