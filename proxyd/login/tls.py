@@ -22,6 +22,7 @@ _MIN_VERSIONS: Final = {
     "TLSV1.1": ssl.TLSVersion.TLSv1_1,
     "TLSV1.2": ssl.TLSVersion.TLSv1_2,
     "TLSV1.3": ssl.TLSVersion.TLSv1_3,
+    "LATEST": ssl.TLSVersion.TLSv1_3,
 }
 
 
