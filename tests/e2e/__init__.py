@@ -1,0 +1,1 @@
+"""End-to-end tests: a real proxyd process, real Dovecot backends, real clients."""

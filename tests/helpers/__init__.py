@@ -1,0 +1,1 @@
+"""Test helpers: clients, a recording IMAP backend."""
