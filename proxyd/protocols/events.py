@@ -83,6 +83,22 @@ class AuthAborted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AuthRefused(Event):
+    """The engine refused an authentication attempt by itself and already replied.
+
+    Before any ``AuthBegin`` (``during_exchange=False``): plaintext not allowed,
+    SSL/TLS required, unsupported mechanism, invalid base64 in the SASL-IR.
+    During an exchange (``during_exchange=True``): the client's continuation
+    line was not base64; the exchange is over, as after ``AuthAborted``.
+    ``log_text`` is Dovecot's auth_verbose wording (e.g.
+    ``Login failed: Plaintext authentication disabled``).
+    """
+
+    log_text: str
+    during_exchange: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StartTLS(Event):
     """Start TLS now; the engine queued the OK and drops its parser state."""
 
@@ -118,7 +134,7 @@ class ClientFailure(enum.Enum):
     LOGIN_DISABLED = "login_disabled"  # nologin (+ reason)
     AUTHZ_FAILED = "authz_failed"
     USER_DISABLED = "user_disabled"
-    PASS_EXPIRED = "pass_expired"
+    PASS_EXPIRED = "pass_expired"  # noqa: S105 - an enum value, not a password
     INVALID_BASE64 = "invalid_base64"
     PROXY_UNAVAILABLE = "proxy_unavailable"  # backend CONNECT/INTERNAL/REMOTE/PROTOCOL
     PROXY_SERVERBUG = "proxy_serverbug"  # backend REMOTE_CONFIG/INTERNAL_CONFIG, TTL loop

@@ -1,0 +1,177 @@
+"""Dovecot's imap-login reply texts and the helpers that format them.
+
+Every client-visible string of the pre-login IMAP dialogue lives here, so the
+engines (``server.py``, ``backend.py``) and the driver share one spelling.
+The texts are Dovecot 2.3's (``imap-login-client.c``, ``client-authenticate.c``,
+``login-common.h``, ``login-proxy.h``); comments name the Dovecot constant.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Final
+
+from proxyd.protocols.events import ClientFailure, LoginPolicy
+
+#: ``CAPABILITY_BANNER_STRING`` of a default Dovecot 2.3 build.
+CAPABILITY_BANNER: Final = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE"
+
+AUTH_FAILED_MSG: Final = "Authentication failed."  # AUTH_FAILED_MSG
+AUTH_TEMP_FAILED_MSG: Final = "Temporary authentication failure."  # AUTH_TEMP_FAILED_MSG
+AUTH_PLAINTEXT_DISABLED_MSG: Final = (
+    "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+)
+PROXY_FAILURE_MSG: Final = "Account is temporarily unavailable."  # LOGIN_PROXY_FAILURE_MSG
+PLAINTEXT_EXPOSED_NOTICE: Final = (
+    "Plaintext authentication not allowed without SSL/TLS, but your client did it anyway. "
+    "If anyone was listening, the password was exposed."
+)
+SSL_REQUIRED_MSG: Final = "Authentication not allowed until SSL/TLS is enabled."
+MECH_PLAINTEXT_DISABLED_MSG: Final = "Plaintext authentication disabled."
+UNSUPPORTED_MECH_MSG: Final = "Unsupported authentication mechanism."
+AUTH_ABORTED_MSG: Final = "Authentication aborted by client."
+INVALID_BASE64_RESPONSE_MSG: Final = "Invalid base64 in response"
+INVALID_BASE64_INITIAL_MSG: Final = "Invalid base64 data in initial response"
+INVALID_BASE64_CONTINUED_MSG: Final = "Invalid base64 data in continued response"
+LOGIN_DISABLED_MSG: Final = "Login disabled for this user"
+AUTHZ_FAILED_MSG: Final = "Authorization failed"
+AUTH_WAITING_MSG: Final = "Waiting for authentication process to respond.."  # AUTH_SERVER_WAITING_MSG
+BAD_COMMAND_MSG: Final = "Error in IMAP command received by server."
+TOO_MANY_BAD_MSG: Final = "Too many invalid IMAP commands."
+FORGOT_TAG_MSG: Final = (
+    "First parameter in line is IMAP's command tag, not the command name. "
+    "Add that before the command, like: a login user pass"
+)
+INVALID_ID_MSG: Final = "Invalid ID parameters"
+INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
+#: Reply to ``ID`` with Dovecot's default ``imap_id_send = "name *"``.
+ID_REPLY: Final = '("name" "Dovecot")'
+
+
+class Status(enum.Enum):
+    """IMAP response conditions used before login."""
+
+    OK = "OK"
+    NO = "NO"
+    BAD = "BAD"
+    BYE = "BYE"
+
+
+def reply_line(tag: str | None, status: Status, text: str, code: str | None = None) -> bytes:
+    """``<tag> <status> [<code>] <text>\\r\\n``; untagged (``*``) for BYE or a None tag."""
+    prefix = "*" if tag is None or status is Status.BYE else tag
+    middle = f"[{code}] " if code is not None else ""
+    return f"{prefix} {status.value} {middle}{text}\r\n".encode()
+
+
+def capability_string(policy: LoginPolicy) -> str:
+    """Dovecot's ``get_capability()`` for the pre-login CAPABILITY reply and greeting."""
+    configured = policy.imap_capability
+    if configured == "":
+        caps = CAPABILITY_BANNER
+    elif not configured.startswith("+"):
+        caps = configured
+    else:
+        caps = f"{CAPABILITY_BANNER} {configured[1:]}"
+    if configured == "" or configured.startswith("+"):
+        caps += " LITERAL+"
+    if policy.tls_available and not policy.tls_active:
+        caps += " STARTTLS"
+    if login_command_disabled(policy):
+        caps += " LOGINDISABLED"
+    for mech in policy.advertised_mechanisms():
+        caps += f" AUTH={mech}"
+    return caps
+
+
+def login_command_disabled(policy: LoginPolicy) -> bool:
+    """Dovecot's ``is_login_cmd_disabled()``: when LOGINDISABLED is advertised."""
+    if policy.secured:
+        return "PLAIN" not in (mech.upper() for mech in policy.mechanisms)
+    return policy.disable_plaintext_auth or policy.ssl == "required"
+
+
+def greeting(policy: LoginPolicy) -> bytes:
+    """``* OK [CAPABILITY ...] <login_greeting>``."""
+    return f"* OK [CAPABILITY {capability_string(policy)}] {policy.greeting}\r\n".encode()
+
+
+def tempfail_text(hostname: str, now: datetime) -> str:
+    """``Temporary authentication failure. [<host>:<YYYY-mm-dd HH:MM:SS>]``."""
+    return f"{AUTH_TEMP_FAILED_MSG} [{hostname}:{now.strftime('%Y-%m-%d %H:%M:%S')}]"
+
+
+def auth_failure_reply(
+    tag: str | None,
+    failure: ClientFailure,
+    reason: str | None,
+    *,
+    hostname: str,
+    now: datetime,
+) -> bytes:
+    """The tagged reply for a failed login, as ``client_auth_handle_reply()`` + ``imap_client_auth_result()``.
+
+    ``reason`` is the passdb's ``reason=`` (or another failure text); where
+    Dovecot has a default text it is used when ``reason`` is None.
+    """
+    if failure is ClientFailure.AUTH_FAILED or failure is ClientFailure.USER_DISABLED:
+        if reason is None:
+            return reply_line(tag, Status.NO, AUTH_FAILED_MSG, "AUTHENTICATIONFAILED")
+        # AUTHFAILED_REASON: an own resp-code in the reason replaces [ALERT].
+        if reason.startswith("["):
+            return reply_line(tag, Status.NO, reason)
+        return reply_line(tag, Status.NO, reason, "ALERT")
+    if failure is ClientFailure.TEMPFAIL:
+        text = reason if reason is not None else tempfail_text(hostname, now)
+        return reply_line(tag, Status.NO, text, "UNAVAILABLE")
+    if failure is ClientFailure.LOGIN_DISABLED:
+        return reply_line(tag, Status.NO, reason or LOGIN_DISABLED_MSG, "CONTACTADMIN")
+    if failure is ClientFailure.AUTHZ_FAILED:
+        return reply_line(tag, Status.NO, reason or AUTHZ_FAILED_MSG, "AUTHORIZATIONFAILED")
+    if failure is ClientFailure.PASS_EXPIRED:
+        return reply_line(tag, Status.NO, reason or AUTH_FAILED_MSG, "EXPIRED")
+    if failure is ClientFailure.INVALID_BASE64:
+        return reply_line(tag, Status.BAD, reason or INVALID_BASE64_CONTINUED_MSG)
+    if failure is ClientFailure.PROXY_UNAVAILABLE:
+        return reply_line(tag, Status.NO, PROXY_FAILURE_MSG, "UNAVAILABLE")
+    if failure is ClientFailure.PROXY_SERVERBUG:
+        return reply_line(tag, Status.NO, PROXY_FAILURE_MSG, "SERVERBUG")
+    raise ValueError(f"unknown failure {failure!r}")  # pragma: no cover - enum is closed
+
+
+def sanitize(text: bytes, max_bytes: int = 160) -> str:
+    """Dovecot's ``str_sanitize()`` for log texts: control bytes and bad UTF-8 become ``?``,
+    and text longer than ``max_bytes`` is cut, ending in ``...``."""
+    out: list[str] = []
+    size = 0
+    i = 0
+    truncated = False
+    while i < len(text):
+        char, width = _next_utf8(text, i)
+        if size + width > max_bytes:
+            truncated = True
+            break
+        out.append(char)
+        size += len(char.encode())
+        i += width
+    if truncated:
+        while out and size > max_bytes - 3:
+            size -= len(out.pop().encode())
+        out.append("...")
+    return "".join(out)
+
+
+def _next_utf8(text: bytes, start: int) -> tuple[str, int]:
+    first = text[start]
+    if first < 0x20:
+        return "?", 1
+    if first < 0x80:
+        return chr(first), 1
+    width = 2 if 0xC0 <= first < 0xE0 else 3 if 0xE0 <= first < 0xF0 else 4 if first >= 0xF0 else 0
+    if width:
+        try:
+            return text[start : start + width].decode("utf-8"), width
+        except UnicodeDecodeError:
+            pass
+    return "?", 1
