@@ -20,10 +20,11 @@ Exit codes: 0 success, 1 the check or hash failed, 2 usage or configuration erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final, TextIO
 
 import trio
@@ -188,7 +189,6 @@ def _connection(info: Sequence[str]) -> ConnectionInfo:
 def _auth_test(args: argparse.Namespace, stdout: TextIO) -> int:
     conn = _connection(args.info)
     settings = _load_settings(args.config)
-    _setup_logging(settings)
     password: str | None = args.password
     request = AuthRequest(
         conn=conn,
@@ -196,7 +196,8 @@ def _auth_test(args: argparse.Namespace, stdout: TextIO) -> int:
         user=args.user,
         password=Secret(password) if password is not None else None,
     )
-    reply = trio.run(_run_auth_test, settings, request)
+    with _logging_to_stderr(settings):
+        reply = trio.run(_run_auth_test, settings, request)
     _print_reply(args.user, reply, authenticated=password is not None, out=stdout)
     return EXIT_OK if reply.status is AuthStatus.OK else EXIT_FAILED
 
@@ -210,17 +211,35 @@ async def _run_auth_test(settings: Settings, request: AuthRequest) -> AuthReply:
         return await authenticator.authenticate(request)
 
 
-def _setup_logging(settings: Settings) -> None:
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never break the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(settings: Settings) -> Iterator[None]:
+    """Show passdb errors (and auth_verbose/auth_debug lines) on stderr while the test runs."""
     level = logging.WARNING
     if settings.auth_verbose:
         level = logging.INFO
     if settings.auth_debug:
         level = logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("proxyd")
+    old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def _print_reply(user: str, reply: AuthReply, *, authenticated: bool, out: TextIO) -> None:
