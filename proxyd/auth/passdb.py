@@ -38,8 +38,8 @@ class PassdbResult(enum.Enum):
     OK = "ok"
     USER_UNKNOWN = "user_unknown"
     USER_DISABLED = "user_disabled"
-    PASS_EXPIRED = "pass_expired"
-    PASSWORD_MISMATCH = "password_mismatch"
+    PASS_EXPIRED = "pass_expired"  # noqa: S105 - an enum name, not a password
+    PASSWORD_MISMATCH = "password_mismatch"  # noqa: S105 - an enum name, not a password
     SCHEME_NOT_AVAILABLE = "scheme_not_available"
     INTERNAL_FAILURE = "internal_failure"
 

@@ -71,7 +71,7 @@ class FailCode(enum.Enum):
     TEMP_FAIL = "temp_fail"
     AUTHZ_FAIL = "authz_fail"
     USER_DISABLED = "user_disabled"
-    PASS_EXPIRED = "pass_expired"
+    PASS_EXPIRED = "pass_expired"  # noqa: S105 - an enum name, not a password
     INVALID_BASE64 = "invalid_base64"
     MECH_INVALID = "mech_invalid"
     MECH_SSL_REQUIRED = "mech_ssl_required"

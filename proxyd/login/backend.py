@@ -82,14 +82,14 @@ async def proxy_login(
     login: BackendLogin,
     client_engine: LoginServerEngine,
     tls_context: Callable[[bool], ssl.SSLContext],
-    timeout: float,
+    time_budget: float,
     max_reconnects: int,
     send_to_client: SendToClient,
     log: logging.LoggerAdapter[logging.Logger],
 ) -> BackendConnected | BackendFailure:
     """Connect and log in, retrying as Dovecot does; never raises for backend trouble."""
     started = trio.current_time()
-    deadline = started + timeout
+    deadline = started + time_budget
     reconnects = 0
     try:
         with trio.fail_after(max(0.0, deadline - trio.current_time())):

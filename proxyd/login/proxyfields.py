@@ -64,7 +64,7 @@ def _parse_timeout(value: str) -> float:
     if not m:
         raise ProxyFieldError(f"Invalid proxy_timeout value: {value}")
     number, unit = int(m.group(1)), (m.group(2) or "s")
-    if unit.startswith("ms") or unit.startswith("msec"):
+    if unit.startswith(("ms", "msec")):
         return number / 1000
     if unit.startswith("m") and not unit.startswith("ms"):
         return number * 60.0
@@ -120,7 +120,7 @@ def parse_proxy_target(
         ssl=use_ssl,
         starttls=starttls,
         any_cert="any-cert" in (ssl_value, starttls_value),
-        timeout=timeout if timeout else None,
+        timeout=timeout or None,
         nopipelining="proxy_nopipelining" in fields,
         not_trusted="proxy_not_trusted" in fields,
         forward_fields=forward,

@@ -43,7 +43,7 @@ class BoundListener:
 
 def _bind_host(address: str) -> str | None:
     if address == "*":
-        return "0.0.0.0"  # noqa: S104 - Dovecot's "*" means every IPv4 address
+        return "0.0.0.0"
     if address == "::":
         return "::"
     return address

@@ -22,6 +22,7 @@ backend has accepted the login the session becomes a relay
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -237,10 +238,8 @@ class LoginSession:
             else "Disconnected for inactivity."
         )
         with trio.move_on_after(1, shield=True):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.stream.send_all(self.spec.goodbye(text))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
         self.log.info("Disconnected: Inactivity (%s): %s", self._attempts_suffix(), self.log_fields())
 
     async def _pre_login(self) -> _Proxied | None:
@@ -401,7 +400,7 @@ class LoginSession:
             login=login,
             client_engine=self.engine,
             tls_context=self.ctx.backend_tls,
-            timeout=target.timeout or settings.login_proxy_timeout,
+            time_budget=target.timeout or settings.login_proxy_timeout,
             max_reconnects=settings.login_proxy_max_reconnects,
             send_to_client=self.stream.send_all,
             log=proxy_log,
