@@ -11,8 +11,13 @@ itself (CAPABILITY, NOOP, ID, ENABLE, bad commands, the plaintext rules, unknown
 mechanisms) and only surfaces what needs the outside world:
 
 * ``AuthBegin`` / ``AuthContinue``: a SASL exchange the driver runs
-  (``proxyd.protocols.sasl``) and finishes with ``sasl_challenge()``,
-  ``auth_failed()`` or ``login_succeeded()``;
+  (``proxyd.protocols.sasl``) and answers with ``sasl_challenge()``,
+  ``auth_failed()``, ``auth_backend_reply()`` or ``login_succeeded()``;
+  ``AuthAborted`` (the client sent ``*``) and ``AuthRefused`` with
+  ``during_exchange=True`` (a malformed response) end an exchange from the
+  client side, already answered;
+* ``AuthRefused``: the engine refused an attempt by itself (plaintext or
+  SSL rules, unknown mechanism, bad base64); only for logging;
 * ``StartTLS``: the OK is already queued; the driver flushes it, performs the
   handshake (feeding ``trailing_data()`` to TLS as Dovecot does, so plaintext
   pipelined after STARTTLS is never executed) and calls ``tls_started()``;

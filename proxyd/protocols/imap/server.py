@@ -194,7 +194,9 @@ class ImapLoginServer:
         self._events: deque[Event] = deque()
         self._resume = False
         self._max_line = max_line
-        self._parser = ImapParser(self._buf, self._send_literal_continuation, max_line_size=max_line)
+        self._parser = ImapParser(
+            self._buf, self._send_literal_continuation, max_line_size=max_line
+        )
         # client_handle_input() state
         self._cmd_tag: str | None = None
         self._cmd_name: str | None = None
@@ -360,7 +362,9 @@ class ImapLoginServer:
         try:
             self._state = _TRANSITIONS[self._state, trigger]
         except KeyError:
-            raise EngineUsageError(f"{trigger.value} not allowed in state {self._state.value}") from None
+            raise EngineUsageError(
+                f"{trigger.value} not allowed in state {self._state.value}"
+            ) from None
 
     def _reading(self) -> bool:
         if self._state is State.NOT_AUTHENTICATED:
@@ -554,9 +558,7 @@ class ImapLoginServer:
         """Dovecot's ``client_check_plaintext_auth(pass_sent=TRUE)``."""
         if self._policy.plaintext_allowed():
             return True
-        self._out += replies.reply_line(
-            None, Status.BAD, replies.PLAINTEXT_EXPOSED_NOTICE, "ALERT"
-        )
+        self._out += replies.reply_line(None, Status.BAD, replies.PLAINTEXT_EXPOSED_NOTICE, "ALERT")
         self._reply(Status.NO, replies.AUTH_PLAINTEXT_DISABLED_MSG, "PRIVACYREQUIRED")
         self._auth_attempts += 1
         self._events.append(AuthRefused("Login failed: Plaintext authentication disabled"))
@@ -622,7 +624,11 @@ class ImapLoginServer:
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
         if mech is None:
             return self._refuse(Status.NO, replies.UNSUPPORTED_MECH_MSG, "ALERT")
-        if not policy.secured and policy.disable_plaintext_auth and mech.upper() in PLAINTEXT_MECHANISMS:
+        if (
+            not policy.secured
+            and policy.disable_plaintext_auth
+            and mech.upper() in PLAINTEXT_MECHANISMS
+        ):
             return self._refuse(Status.NO, replies.MECH_PLAINTEXT_DISABLED_MSG, "PRIVACYREQUIRED")
         initial: bytes | None
         if login_response is not None:
@@ -677,7 +683,9 @@ class ImapLoginServer:
         if self._id is None:
             if self._client_id_parts is not None:
                 self._client_id_parts = []
-            parser = ImapParser(self._buf, self._send_literal_continuation, max_line_size=self._max_line)
+            parser = ImapParser(
+                self._buf, self._send_literal_continuation, max_line_size=self._max_line
+            )
             self._id = _IdCommand(parser)
             first = True
         else:
