@@ -657,6 +657,7 @@ def test_buffered_input_over_the_limit_waits_while_authenticating():
     """Dovecot does not read while auth runs, so a flood cannot fill the buffer then."""
     s = script()
     s.recv(b"a LOGIN bob secret\r\n" + b"x" * 5000).expect(login_begin(b"bob", b"secret"))
+    assert s.engine.buffered_size == 5000
 
 
 def test_login_succeeded_hands_over_pipelined_bytes():

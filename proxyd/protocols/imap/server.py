@@ -257,6 +257,16 @@ class ImapLoginServer:
         """The client closed its side (reported as ``Close`` once the engine reads again)."""
         return self._eof
 
+    @property
+    def buffered_size(self) -> int:
+        """Client bytes received but not consumed (the driver's cue to stop reading).
+
+        Dovecot stops reading the socket while an auth request or the backend
+        login runs; a driver that keeps reading (to notice a disconnect) should
+        stop once this grows beyond a few kilobytes.
+        """
+        return len(self._buf) + len(self._pending)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; ``b""`` means EOF."""
         if self._state is State.CLOSED:
