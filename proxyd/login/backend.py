@@ -123,6 +123,7 @@ async def _attempt(
     send_to_client: SendToClient,
 ) -> BackendConnected | BackendFailure:
     stream: trio.abc.Stream | None = None
+    started = trio.current_time()
     engine = spec.new_backend(login, client_engine)
     connected = False
     try:
@@ -138,7 +139,7 @@ async def _attempt(
                     await stream.send_all(out)
                 if event is NEED_DATA:
                     data = await stream.receive_some(65536)
-                    engine.receive_data(data)
+                    engine.receive_data(bytes(data))
                 elif isinstance(event, BackendUntagged):
                     await send_to_client(event.line)
                 elif isinstance(event, BackendNeedsTLS):
@@ -149,7 +150,10 @@ async def _attempt(
                     stream = None  # handed over
                     return result
                 elif isinstance(event, BackendFailed):
-                    return BackendFailure(event.kind, event.log_text, event.client_reply)
+                    text = event.log_text
+                    if text.startswith("Disconnected by server"):
+                        text += f" (state={engine.state_name}, duration={math.floor(trio.current_time() - started)}s)"
+                    return BackendFailure(event.kind, text, event.client_reply)
         if scope.cancelled_caught:
             if not connected:
                 return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")

@@ -31,6 +31,7 @@ def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLogin
         master_user=login.master_user,
         mech=login.mech,
         id_pairs=_id_pairs(login),
+        client_id=login.client_id or "",
         client_tag=client.current_tag,
         client_ignores_capability_resp_code=client.client_ignores_capability_resp_code,
         starttls=login.starttls,

@@ -144,4 +144,4 @@ async def _serve_one(item: BoundListener, current_context: Callable[[], LoginCon
             )
             await trio.aclose_forcefully(client)
 
-    await trio.serve_listeners(handler, [item.listener])  # type: ignore[arg-type]
+    await trio.serve_listeners(handler, [item.listener])

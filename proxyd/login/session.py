@@ -53,7 +53,13 @@ from proxyd.protocols.events import (
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed, SaslServer
+from proxyd.protocols.sasl import (
+    Challenge,
+    Credentials,
+    SaslFailed,
+    SaslServer,
+    UnsupportedMechanism,
+)
 from proxyd.secret import Secret
 
 #: Dovecot's MASTER_LOGIN_TIMEOUT_SECS: absolute, armed at connect, never reset
@@ -193,7 +199,7 @@ class LoginSession:
                 data = await self.stream.receive_some(_RECV_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            self.engine.receive_data(data)
+            self.engine.receive_data(bytes(data))
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
@@ -210,13 +216,13 @@ class LoginSession:
         except _SessionEnded:
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.log.info("Disconnected (%s): %s", self._attempts_suffix(), self.log_fields())
+            self._log_close("Connection closed")
             return
         finally:
             if proxied is None:
                 await trio.aclose_forcefully(self.stream)
-        assert proxied is not None
-        await self._relay(proxied)
+        if proxied is not None:
+            await self._relay(proxied)
 
     async def _handshake(self) -> bool:
         assert isinstance(self.stream, trio.SSLStream)
@@ -260,6 +266,9 @@ class LoginSession:
             # AuthContinue/AuthAborted outside an exchange cannot happen; ignore defensively
 
     def _log_close(self, reason: str) -> None:
+        # Dovecot 2.3: "Disconnected: Connection closed (...)", but "Aborted login by logging out (...)"
+        if not reason.startswith("Aborted"):
+            reason = f"Disconnected: {reason}"
         self.log.info("%s (%s): %s", reason, self._attempts_suffix(), self.log_fields())
 
     # ------------------------------------------------------------------ STARTTLS
@@ -304,7 +313,13 @@ class LoginSession:
     # ------------------------------------------------------------------ auth
     async def _authenticate(self, begin: AuthBegin) -> _Proxied | None:
         self.mech = begin.mech
-        sasl = SaslServer.create(begin.mech)
+        try:
+            sasl = SaslServer.create(begin.mech)
+        except UnsupportedMechanism:
+            # configured in auth_mechanisms but without a server implementation
+            self.log.error("Unsupported authentication mechanism %s: %s", begin.mech, self.log_fields())
+            self._fail(ClientFailure.TEMPFAIL)
+            return None
         step = sasl.start(begin.initial_response)
         while isinstance(step, Challenge):
             self.engine.sasl_challenge(step.data)
@@ -325,6 +340,9 @@ class LoginSession:
             return None
         assert isinstance(step, Credentials)
         self.user = step.authzid or step.authcid
+        client_id = getattr(self.engine, "client_id", None)
+        if client_id:
+            self.conn = dataclasses.replace(self.conn, client_id=client_id)
         request = AuthRequest(
             conn=self.conn,
             mech=begin.mech,

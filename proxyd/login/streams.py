@@ -28,7 +28,7 @@ class PrefixedStream(trio.abc.Stream):
             size = len(self._prefix) if max_bytes is None else max_bytes
             data, self._prefix = self._prefix[:size], self._prefix[size:]
             return data
-        return await self._inner.receive_some(max_bytes)
+        return bytes(await self._inner.receive_some(max_bytes))
 
     async def send_eof(self) -> None:
         if isinstance(self._inner, trio.abc.HalfCloseableStream):
