@@ -1,0 +1,73 @@
+"""The post-login relay: zero-copy splice between sockets, a plain pump with any other stream."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+import trio.testing
+
+from proxyd.login.relay import relay
+
+
+async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    a = await trio.open_tcp_stream("127.0.0.1", port)
+    b = await listeners[0].accept()
+    await listeners[0].aclose()
+    assert isinstance(b, trio.SocketStream)
+    return a, b
+
+
+async def _drain(stream: trio.abc.Stream, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await stream.receive_some(1 << 20)
+        assert chunk, "closed early"
+        data += chunk
+    return bytes(data)
+
+
+async def test_splice_relay_moves_bytes_both_ways_and_counts_them() -> None:
+    client_far, client_near = await _tcp_pair()
+    server_near, server_far = await _tcp_pair()
+    upload, download = os.urandom(3_000_000), os.urandom(5_000_000)
+    async with trio.open_nursery() as nursery:
+        stats_box: list[object] = []
+
+        async def run_relay() -> None:
+            stats_box.append(
+                await relay(client_near, server_near, client_pending=b"PIPELINED ", server_pending=b"TRAILING ")
+            )
+
+        nursery.start_soon(run_relay)
+        nursery.start_soon(client_far.send_all, upload)
+        nursery.start_soon(server_far.send_all, download)
+        with trio.fail_after(20):
+            got_down = await _drain(client_far, len(download) + 9)
+            got_up = await _drain(server_far, len(upload) + 10)
+        assert got_down == b"TRAILING " + download
+        assert got_up == b"PIPELINED " + upload
+        await server_far.aclose()  # the backend hangs up: the whole relay ends
+    stats = stats_box[0]
+    assert stats.closed_by == "server"  # type: ignore[attr-defined]
+    assert stats.client_to_server == len(upload) + 10  # type: ignore[attr-defined]
+    assert stats.server_to_client == len(download) + 9  # type: ignore[attr-defined]
+    await client_near.aclose()  # the session closes both sides after the relay
+    await server_near.aclose()
+    assert await client_far.receive_some(10) == b""  # the client sees the close
+    await client_far.aclose()
+
+
+async def test_pump_relay_for_non_socket_streams() -> None:
+    client_far, client_near = trio.testing.memory_stream_pair()
+    server_near, server_far = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay, client_near, server_near)
+        await client_far.send_all(b"a NOOP\r\n")
+        assert await server_far.receive_some(100) == b"a NOOP\r\n"
+        await server_far.send_all(b"a OK\r\n")
+        assert await client_far.receive_some(100) == b"a OK\r\n"
+        await client_far.send_eof()
+    # relay returned on the client's EOF
