@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one command that runs proxyd's whole test suite on a fresh Debian 12
+# machine, as root, from a clone:
+#
+#     scripts/test.sh [PYTEST ARGS...]
+#
+# Installs the Debian packages the tests use (real Dovecot backends, curl,
+# openssl), creates .venv with proxyd and its test tools, then runs
+# `ruff check`, `mypy` and `pytest`.  Idempotent and quick when everything is
+# already installed.  Exits non-zero when any step fails; all three checks
+# run even if an earlier one failed, so one run shows every problem.
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_root
+install_apt_packages
+ensure_venv
+cd "$REPO_ROOT" || exit 1
+
+failed=()
+log "ruff check"
+"$VENV/bin/ruff" check . || failed+=("ruff check")
+log "mypy"
+"$VENV/bin/mypy" || failed+=(mypy)
+log "pytest $*"
+"$VENV/bin/python" -m pytest "$@" || failed+=(pytest)
+
+if [ "${#failed[@]}" -ne 0 ]; then
+    log "FAILED: ${failed[*]}"
+    exit 1
+fi
+log "all checks passed"
