@@ -4,6 +4,8 @@
 # Every step checks first and does nothing when it is already done.
 
 set -euo pipefail
+# Dovecot's unprivileged processes must be able to read what these scripts write
+umask 022
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PROXYD_VENV:-$REPO_ROOT/.venv}"
