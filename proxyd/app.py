@@ -43,19 +43,22 @@ async def run(settings: Settings) -> None:
         current = await _open_context(settings, stack)
         bound = await open_listeners(settings)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(serve, bound, lambda: current)
-                log.info("proxyd %s starting up (%d listeners)", _version(), len(bound))
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        current = await _reload(current, stack)
-                        continue
-                    log.info("Shutting down (signal %s)", signal.Signals(signum).name)
-                    for item in bound:
-                        await item.listener.aclose()
-                    nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
-                    nursery.cancel_scope.cancel()
-                    break
+            async with trio.open_nursery() as sessions:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(serve, bound, lambda: current, sessions)
+                    log.info("proxyd %s starting up (%d listeners)", _version(), len(bound))
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            current = await _reload(current, stack)
+                            continue
+                        log.info("Shutting down (signal %s)", signal.Signals(signum).name)
+                        break
+                    # stop accepting first, then close the sockets nobody waits on any more
+                    accepting.cancel_scope.cancel()
+                for item in bound:
+                    await item.listener.aclose()
+                sessions.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+                sessions.cancel_scope.cancel()
 
 
 async def _reload(current: LoginContext, stack: AsyncExitStack) -> LoginContext:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import trio
@@ -111,37 +112,44 @@ def connection_info(sock_stream: trio.SocketStream, service: str, settings: Sett
     )
 
 
-async def serve(bound: list[BoundListener], current_context: Callable[[], LoginContext],
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Accept on every listener until cancelled; each connection gets the context current at accept time."""
+async def serve(
+    bound: list[BoundListener],
+    current_context: Callable[[], LoginContext],
+    session_nursery: trio.Nursery,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on every listener until cancelled.
+
+    Sessions run in ``session_nursery``, so cancelling the accept loops (shutdown)
+    leaves them running for their grace period.  Each connection gets the context
+    current at accept time.
+    """
     async with trio.open_nursery() as nursery:
         for item in bound:
-            nursery.start_soon(_serve_one, item, current_context)
+            handler = partial(_handle, item, current_context)
+            nursery.start_soon(
+                partial(trio.serve_listeners, handler, [item.listener], handler_nursery=session_nursery)
+            )
         task_status.started()
 
 
-async def _serve_one(item: BoundListener, current_context: Callable[[], LoginContext]) -> None:
-    async def handler(stream: trio.SocketStream) -> None:
-        ctx = current_context()
-        try:
-            conn = connection_info(stream, item.spec.name, ctx.settings, tls=item.config.ssl)
-        except OSError:
-            await trio.aclose_forcefully(stream)  # the client left before we looked
+async def _handle(item: BoundListener, current_context: Callable[[], LoginContext], stream: trio.SocketStream) -> None:
+    ctx = current_context()
+    try:
+        conn = connection_info(stream, item.spec.name, ctx.settings, tls=item.config.ssl)
+    except OSError:
+        await trio.aclose_forcefully(stream)  # the client left before we looked
+        return
+    client: trio.abc.Stream = stream
+    if item.config.ssl:
+        if ctx.server_tls is None:
+            await trio.aclose_forcefully(stream)
             return
-        client: trio.abc.Stream = stream
-        if item.config.ssl:
-            if ctx.server_tls is None:
-                await trio.aclose_forcefully(stream)
-                return
-            client = trio.SSLStream(stream, ctx.server_tls, server_side=True)
-        session = LoginSession(ctx, item.spec, client, conn, implicit_tls=item.config.ssl)
-        try:
-            await session.run()
-        except Exception:
-            # a bug must cost one connection, never the process
-            logging.getLogger(item.spec.service).exception(
-                "Internal error in session: %s", session.log_fields()
-            )
-            await trio.aclose_forcefully(client)
-
-    await trio.serve_listeners(handler, [item.listener])
+        client = trio.SSLStream(stream, ctx.server_tls, server_side=True)
+    session = LoginSession(ctx, item.spec, client, conn, implicit_tls=item.config.ssl)
+    try:
+        await session.run()
+    except Exception:
+        # a bug must cost one connection, never the process
+        logging.getLogger(item.spec.service).exception("Internal error in session: %s", session.log_fields())
+        await trio.aclose_forcefully(client)

@@ -220,7 +220,7 @@ class LoginSession:
             return
         finally:
             if proxied is None:
-                await trio.aclose_forcefully(self.stream)
+                await _close_gracefully(self.stream)
         if proxied is not None:
             await self._relay(proxied)
 
@@ -466,9 +466,8 @@ class LoginSession:
                 server_pending=backend.trailing,
             )
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(backend.stream)
-                await trio.aclose_forcefully(self.stream)
+            await _close_gracefully(backend.stream)
+            await _close_gracefully(self.stream)
         idle = math.floor(trio.current_time() - stats.last_activity)
         error = f": {stats.error}" if stats.error else ""
         self.log.info(
@@ -476,3 +475,12 @@ class LoginSession:
             proxied.user, self.conn.remote_ip, stats.closed_by, error, idle,
             stats.client_to_server, stats.server_to_client, self.log_fields(),
         )
+
+
+async def _close_gracefully(stream: trio.abc.Stream) -> None:
+    """Close with a TLS close_notify where there is TLS, but never wait long for it."""
+    with trio.move_on_after(1, shield=True) as scope:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.aclose()
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
