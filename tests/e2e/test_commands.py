@@ -85,6 +85,26 @@ def test_sigterm_ends_sessions_and_exits_0(proxyd: ProxydRunner, passwd_file: Pa
     assert not running.is_running()
 
 
+@pytest.mark.proxyd_only
+def test_sighup_reloads_config_and_keeps_proxied_sessions(
+    proxyd: ProxydRunner, passwd_file: PasswdWriter
+) -> None:
+    """After SIGHUP new connections see the new settings; a session proxied before keeps working."""
+    config = proxyd.config(passwd_file(()), login_greeting="Before reload.")
+    running = proxyd.start(config)
+    with RawImapClient(running.address(), running.port()) as old:
+        assert old.greeting.endswith("Before reload.")
+        assert old.command("LOGIN alice alicepw").status == "OK"
+        config.set(login_greeting="After reload.")
+        running.config_path.write_text(config.render())
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_for_log(r"configuration reloaded")
+        with RawImapClient(running.address(), running.port()) as new:
+            assert new.greeting.endswith("After reload.")
+        assert old.command("NOOP").status == "OK"
+        assert old.command("LOGOUT").status == "OK"
+
+
 def doveadm_verifies(hashed: str, password: str) -> bool:
     result = subprocess.run(
         [DOVEADM, "-c", "/dev/null", "pw", "-t", hashed, "-p", password],
