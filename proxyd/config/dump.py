@@ -98,6 +98,9 @@ def dump_non_default(settings: Settings) -> str:
             else {}
         )
         body: list[str] = []
+        for key in sorted(service.explicit):
+            spec = schema.SERVICE[key]
+            body.append(f"{key} = {spec.format(getattr(service, spec.attribute))}")
         for listener in sorted(service.listeners, key=lambda item: item.name):
             base = known.get(listener.name) or InetListener(name=listener.name, port=0)
             lines = _listener_lines(listener, dataclasses.replace(base, location=listener.location))

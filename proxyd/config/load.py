@@ -101,6 +101,7 @@ class _Loader:
             for name, service in Settings().services.items()
         }
         self.service_locations: dict[str, Location] = {}
+        self.service_values: dict[str, dict[str, Any]] = {}
         self.passdbs: list[PassdbSettings] = []
         self.unnamed_sections = 0
 
@@ -118,6 +119,8 @@ class _Loader:
                 name=name,
                 listeners=tuple(listeners.values()),
                 location=self.service_locations.get(name),
+                explicit=tuple(self.service_values.get(name, {})),
+                **self.service_values.get(name, {}),
             )
             for name, listeners in self.listeners.items()
         }
@@ -227,7 +230,9 @@ class _Loader:
                 else:
                     raise ConfigError(item.location, f"Unknown section: service {{ {item.name}")
             elif item.key in schema.SERVICE:
-                raise AssertionError("no service-level setting is implemented yet")
+                spec = schema.SERVICE[item.key]
+                self.service_values.setdefault(name, {})[spec.attribute] = _parse(spec, item)
+                self.explicit[f"service/{name}/{item.key}"] = item.location
             elif item.key in schema.ROADMAP_SERVICE or item.key in schema.DOVECOT_SERVICE:
                 raise ConfigError(item.location, schema.not_supported(item.key))
             else:

@@ -224,6 +224,12 @@ _TOP_SPECS: Final = (
         "30 secs",
     ),
     _spec("login_proxy_max_reconnects", _T, v.parse_uint, str, "3"),
+    _str("default_login_user", _T, "dovenull"),
+    _str("default_internal_user", _T, "dovecot"),
+    _spec("default_process_limit", _T, v.parse_uint, str, "100"),
+    _spec("default_client_limit", _T, v.parse_uint, str, "1000"),
+    _spec("default_vsz_limit", _T, v.parse_size, v.format_size, "256 M"),
+    _spec("default_idle_kill", _T, v.parse_time, v.format_time, "1 mins"),
 )
 
 _L = Scope.INET_LISTENER
@@ -263,8 +269,20 @@ _PASSDB_SPECS: Final = (
 TOP: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _TOP_SPECS}
 INET_LISTENER: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _LISTENER_SPECS}
 PASSDB: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _PASSDB_SPECS}
-#: implemented service-level settings (none yet; listeners are sections)
-SERVICE: Final[Mapping[str, SettingSpec]] = {}
+_S = Scope.SERVICE
+_SERVICE_SPECS: Final = (
+    _spec("service_count", _S, v.parse_uint, str, "1"),
+    _spec("client_limit", _S, v.parse_uint, str, "0"),
+    _spec("process_limit", _S, v.parse_uint, str, "0"),
+    _spec("process_min_avail", _S, v.parse_uint, str, "0"),
+    _spec("vsz_limit", _S, v.parse_size, v.format_size, "$default_vsz_limit"),
+    _spec("idle_kill", _S, v.parse_time, v.format_time, "$default_idle_kill"),
+    _str("user", _S, "$default_login_user"),
+    _str("group", _S, ""),
+    _str("chroot", _S, "login"),
+)
+#: implemented service-level settings (listeners are sections)
+SERVICE: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _SERVICE_SPECS}
 
 #: services with an implementation
 IMPLEMENTED_SERVICES: Final = frozenset({"imap-login"})
@@ -282,11 +300,6 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
     "auth_proxy_self": "",
     "login_source_ips": "",
     "login_proxy_max_disconnect_delay": "0",
-    "default_login_user": "dovenull",
-    "default_internal_user": "dovecot",
-    "default_process_limit": "100",
-    "default_client_limit": "1000",
-    "default_vsz_limit": "256 M",
     "login_access_sockets": "",
     "haproxy_trusted_networks": "",
     "ssl_require_crl": "yes",
@@ -297,14 +310,6 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
 }
 ROADMAP_SERVICE: Final = frozenset(
     {
-        "service_count",
-        "client_limit",
-        "process_limit",
-        "process_min_avail",
-        "vsz_limit",
-        "idle_kill",
-        "user",
-        "chroot",
     }
 )
 ROADMAP_SERVICES: Final = frozenset({"pop3-login", "submission-login", "managesieve-login"})
@@ -319,7 +324,6 @@ def _names(text: str) -> frozenset[str]:
 #: Dovecot defaults of other settings that configurations commonly use as ``$name``
 _OTHER_DEFAULTS: Final[Mapping[str, str]] = {
     "default_internal_group": "dovecot",
-    "default_idle_kill": "1 mins",
     "instance_name": "dovecot",
     "state_dir": "/var/lib/dovecot",
 }
@@ -335,7 +339,7 @@ DOVECOT_TOP: Final = _names(
     auth_ssl_require_client_cert auth_ssl_username_from_cert auth_stats auth_use_winbind
     auth_username_chars auth_username_format auth_username_translation auth_verbose_passwords
     auth_winbind_helper_path auth_worker_max_count config_cache_size debug_log_path
-    default_idle_kill default_internal_group deliver_log_format dict_db_config
+    default_internal_group deliver_log_format dict_db_config
     director_flush_socket director_mail_servers director_max_parallel_kicks
     director_max_parallel_moves director_output_buffer_size director_ping_idle_timeout
     director_ping_max_timeout director_servers director_user_expire director_user_kick_delay
@@ -400,7 +404,6 @@ DOVECOT_SERVICE: Final = frozenset(
         "protocol",
         "type",
         "executable",
-        "group",
         "privileged_group",
         "extra_groups",
         "drop_priv_before_exec",

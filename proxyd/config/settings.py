@@ -36,6 +36,18 @@ class ServiceSettings:
     name: str
     listeners: tuple[InetListener, ...] = ()
     location: Location | None = None
+    #: Dovecot's service settings; None / 0 means "the default_* setting"
+    service_count: int = 1
+    client_limit: int = 0
+    process_limit: int = 0
+    process_min_avail: int = 0
+    vsz_limit: int | None = None  # bytes
+    idle_kill: float | None = None  # seconds
+    user: str = "$default_login_user"
+    group: str = ""
+    chroot: str = "login"
+    #: the service settings that appeared in the file (for ``proxyd -n``)
+    explicit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,14 @@ class Settings:
     imap_capability: str = ""
     imap_id_retain: bool = False
 
+    # process model (Dovecot's master settings)
+    default_login_user: str = "dovenull"
+    default_internal_user: str = "dovecot"
+    default_process_limit: int = 100
+    default_client_limit: int = 1000
+    default_vsz_limit: int = 256 * 1024 * 1024
+    default_idle_kill: float = 60.0
+
     services: dict[str, ServiceSettings] = field(default_factory=_default_services)
     passdbs: tuple[PassdbSettings, ...] = ()
 
@@ -113,3 +133,48 @@ class Settings:
 
     def service(self, name: str) -> ServiceSettings:
         return self.services.get(name, ServiceSettings(name=name))
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveService:
+    """A service's limits with the ``default_*`` settings applied (Dovecot's ``service.c``)."""
+
+    name: str
+    service_count: int
+    client_limit: int
+    process_limit: int
+    process_min_avail: int
+    vsz_limit: int  # bytes; 0 = unlimited
+    idle_kill: float
+    user: str
+    group: str
+    chroot: str  # absolute path, "" = none
+
+
+def effective_service(settings: Settings, name: str) -> EffectiveService:
+    """Resolve ``$default_*`` and zero values the way Dovecot's master does."""
+    svc = settings.service(name)
+    client_limit = svc.client_limit or settings.default_client_limit
+    if svc.service_count > 0:
+        # a process never has more clients than it may serve in its lifetime
+        client_limit = min(client_limit, svc.service_count)
+    user = svc.user
+    if user == "$default_login_user":
+        user = settings.default_login_user
+    elif user == "$default_internal_user":
+        user = settings.default_internal_user
+    chroot = svc.chroot
+    if chroot and not chroot.startswith("/"):
+        chroot = f"{settings.base_dir.rstrip('/')}/{chroot}"
+    return EffectiveService(
+        name=name,
+        service_count=svc.service_count,
+        client_limit=client_limit,
+        process_limit=svc.process_limit or settings.default_process_limit,
+        process_min_avail=svc.process_min_avail,
+        vsz_limit=settings.default_vsz_limit if svc.vsz_limit is None else svc.vsz_limit,
+        idle_kill=settings.default_idle_kill if svc.idle_kill is None else svc.idle_kill,
+        user=user,
+        group=svc.group,
+        chroot=chroot,
+    )

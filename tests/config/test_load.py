@@ -276,7 +276,6 @@ def test_variable_with_roadmap_default(load: Load) -> None:
     [
         ("foo = bar\n", "Unknown setting: foo"),
         ("auth_cache_size = 10M\n", "setting 'auth_cache_size' is not supported yet"),
-        ("default_login_user = nobody\n", "setting 'default_login_user' is not supported yet"),
         ("login_source_ips = 127.0.0.2\n", "setting 'login_source_ips' is not supported yet"),
         (
             "haproxy_trusted_networks = 10.0.0.0/8\n",
@@ -403,14 +402,9 @@ def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
         ("service nonsense {\n}\n", 2, "Unknown service: nonsense"),
         ("service {\n}\n", 2, "service is missing name"),
         (
-            "service imap-login {\n  process_limit = 10\n}\n",
+            "service imap-login {\n  process_limit = ten\n}\n",
             3,
-            "setting 'process_limit' is not supported yet",
-        ),
-        (
-            "service imap-login {\n  service_count = 0\n}\n",
-            3,
-            "setting 'service_count' is not supported yet",
+            "Invalid number ten: Not a valid number",
         ),
         (
             "service imap-login {\n  executable = x\n}\n",
