@@ -308,10 +308,8 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
     "mail_max_userip_connections": "10",
     "proxyd_local_backend": "",
 }
-ROADMAP_SERVICE: Final = frozenset(
-    {
-    }
-)
+#: service settings still to come (none now: the process model implements them all)
+ROADMAP_SERVICE: Final[frozenset[str]] = frozenset()
 ROADMAP_SERVICES: Final = frozenset({"pop3-login", "submission-login", "managesieve-login"})
 
 
