@@ -14,18 +14,24 @@ Timing, as in Dovecot's auth process:
 * a success waits until a passdb's ``delay_until`` time, if any.
 
 ``lookup`` never waits.
+
+With ``auth_cache_size`` > 0 the chain shares one auth cache (``cache.py``)
+for as long as the authenticator is open; a reload opens a new authenticator,
+so the cache starts empty again, as Dovecot flushes it on SIGHUP.
+``flush_cache`` is what ``proxyctl auth cache flush [USER]`` will call.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
 from proxyd.auth import registry
+from proxyd.auth.cache import AuthCache, CacheStatistics
 from proxyd.auth.chain import ChainEntry, PassdbChain
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
 from proxyd.config.settings import Settings
@@ -61,6 +67,16 @@ class Authenticator:
         result = await self._chain.lookup(request)
         return result.reply
 
+    def flush_cache(self, users: Iterable[str] | None = None) -> int:
+        """Empty the auth cache, or drop only ``users``' entries; returns how many went (0: no cache)."""
+        cache = self._chain.cache
+        return 0 if cache is None else cache.flush(users)
+
+    def cache_statistics(self) -> CacheStatistics | None:
+        """The auth cache's counters, or None without a cache."""
+        cache = self._chain.cache
+        return None if cache is None else cache.statistics()
+
 
 @asynccontextmanager
 async def open_authenticator(
@@ -82,7 +98,14 @@ async def open_authenticator(
             factory = registry.resolve(passdb_settings)
             passdb = await stack.enter_async_context(factory(passdb_settings))
             entries.append(ChainEntry.build(passdb_settings, passdb))
-        chain = PassdbChain(entries, verbose=settings.auth_verbose, debug=settings.auth_debug)
+        cache = None
+        if settings.auth_cache_size > 0:
+            cache = AuthCache(
+                settings.auth_cache_size, settings.auth_cache_ttl, settings.auth_cache_negative_ttl
+            )
+        chain = PassdbChain(
+            entries, verbose=settings.auth_verbose, debug=settings.auth_debug, cache=cache
+        )
         delay = settings.auth_failure_delay if failure_delay is None else failure_delay
         log.debug("auth: %d passdb(s) opened", len(entries))
         yield Authenticator(chain, failure_delay=delay)

@@ -35,9 +35,22 @@ dropped (proxyd has no userdb); ``passdb_import`` sets a tab-separated list;
 everything else is an extra field for the login process.  NULL values (None)
 are skipped, and any non-NULL value, even ``N`` or ``""``, enables a boolean.
 
+The auth cache (``cache.py``, Dovecot's ``passdb-cache.c``): a passdb whose
+driver has a ``cache_key`` is looked up in the cache first.  A negative entry
+is an unknown user.  A positive entry is verified against the cached password
+(or accepted at once for a ``nopassword`` entry), then its fields are replayed
+through the field rules; ``default_fields``/``override_fields`` are not applied
+again (the cached fields already hold their effect).  A wrong password against
+an entry whose last check succeeded, or that is older than the negative TTL,
+counts as a miss: the password may have changed, so the passdb is asked.
+After a real lookup the result is stored (OK, password mismatch, unknown user,
+unknown scheme; never a temporary failure); a passdb that checks passwords
+itself (LDAP ``auth_bind``) gets a salted hash of the password that worked.  A
+temporary failure falls back to an expired entry when there is one.
+
 Not supported yet: master users (``login_user``, ``master = yes`` passdbs),
-the auth cache, passdb ``mechanisms``/``username_filter``, ``proxy_maybe``
-resolution (DNS, self detection) and ``deny`` passdbs.
+passdb ``mechanisms``/``username_filter``, ``proxy_maybe`` resolution (DNS,
+self detection) and ``deny`` passdbs.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from proxyd.auth import schemes
+from proxyd.auth.cache import AuthCache, CachedPassdb, expand_cache_key, parse_cache_key
 from proxyd.auth.expand import ExpandError, request_variables
 from proxyd.auth.fields import Template
 from proxyd.auth.passdb import Passdb, PassdbReply, PassdbResult, PassdbTempFail, VerifyingPassdb
@@ -70,6 +84,8 @@ log = logging.getLogger("proxyd.auth")
 
 #: the scheme for passwords in default_fields/override_fields (Dovecot's STATIC_PASS_SCHEME)
 STATIC_PASS_SCHEME: Final = "PLAIN"  # noqa: S105 - a scheme name
+#: how the cache keeps a password that a passdb checked itself (Dovecot: SHA1)
+CACHED_PASSWORD_SCHEME: Final = "SSHA256"  # noqa: S105 - a scheme name
 #: delay_until may be at most this far in the future (AUTH_REQUEST_MAX_DELAY_SECS)
 MAX_DELAY_SECS: Final = 300
 
@@ -117,10 +133,16 @@ class ChainEntry:
     passdb: Passdb
     default_fields: Template
     override_fields: Template
+    #: the auth cache key template (``cache.parse_cache_key``); None: never cached
+    cache_key: str | None = None
 
     @classmethod
     def build(cls, settings: PassdbSettings, passdb: Passdb) -> ChainEntry:
-        """Validate the chain settings of ``settings``; raises ``ConfigError`` with its location."""
+        """Validate the chain settings of ``settings``; raises ``ConfigError`` with its location.
+
+        A driver that wants its results cached has a ``cache_key`` attribute:
+        the text (query, filter) whose %-variables its lookup depends on.
+        """
         for name in ("result_success", "result_failure", "result_internalfail"):
             value = getattr(settings, name)
             if value not in _RULES:
@@ -132,7 +154,9 @@ class ChainEntry:
             overrides = Template.parse(settings.override_fields)
         except ValueError as exc:
             raise ConfigError(settings.location, str(exc)) from None
-        return cls(settings, passdb, defaults, overrides)
+        key_text = getattr(passdb, "cache_key", None)
+        cache_key = parse_cache_key(key_text) if isinstance(key_text, str) else None
+        return cls(settings, passdb, defaults, overrides, cache_key)
 
     @property
     def name(self) -> str:
@@ -172,11 +196,22 @@ class PassdbChain:
     """The configured passdbs, in order; one ``run`` per login attempt."""
 
     def __init__(
-        self, entries: Sequence[ChainEntry], *, verbose: bool = False, debug: bool = False
+        self,
+        entries: Sequence[ChainEntry],
+        *,
+        verbose: bool = False,
+        debug: bool = False,
+        cache: AuthCache | None = None,
     ) -> None:
         self._entries = tuple(entries)
         self._verbose = verbose or debug
         self._debug = debug
+        self._cache = cache
+
+    @property
+    def cache(self) -> AuthCache | None:
+        """The auth cache, if ``auth_cache_size`` enabled one."""
+        return self._cache
 
     async def authenticate(self, request: AuthRequest) -> ChainResult:
         """Look the user up and verify ``request.password``."""
@@ -245,7 +280,7 @@ class PassdbChain:
         while True:
             entry = self._entries[index]
             state.entry = entry
-            result = await self._one_passdb(state, entry)
+            result = await self._one_passdb(state, entry, index)
             done, result = self._handle_result(state, entry, result, index)
             if done:
                 break
@@ -267,8 +302,16 @@ class PassdbChain:
             return index
         return None
 
-    async def _one_passdb(self, state: _State, entry: ChainEntry) -> _Result:
+    async def _one_passdb(self, state: _State, entry: ChainEntry, index: int) -> _Result:
         state.passdb_password = None
+        before = dict(state.fields)
+        before_failed = state.failed
+        cache_key = self._cache_key(state, entry, index)
+        if cache_key is not None:
+            cached = await self._from_cache(state, cache_key, use_expired=False)
+            if cached is not None:
+                self._debug_log(state, f"Finished passdb lookup: {cached.value} (cached)")
+                return cached
         self._debug_log(state, "Performing passdb lookup")
         try:
             self._export(state, entry.default_fields, "default_fields")
@@ -287,8 +330,92 @@ class PassdbChain:
         except ExpandError as exc:
             self._error(state, f"Failed to expand override_fields: {exc}")
             result = _Result.INTERNAL_FAILURE
+        if cache_key is not None:
+            if result is _Result.INTERNAL_FAILURE:
+                state.fields = dict(before)
+                state.failed = before_failed
+                state.passdb_password = None
+                fallback = await self._from_cache(state, cache_key, use_expired=True)
+                if fallback is not None:
+                    self._info(state, "Falling back to expired data from cache")
+                    return fallback
+            else:
+                self._save_cache(state, cache_key, result, before)
         self._debug_log(state, f"Finished passdb lookup: {result.value}")
         return result
+
+    # -- the auth cache -----------------------------------------------------------
+
+    def _cache_key(self, state: _State, entry: ChainEntry, index: int) -> str | None:
+        if self._cache is None or entry.cache_key is None:
+            return None
+        variables = request_variables(
+            state.request,
+            user=state.user,
+            original_user=state.original_user,
+            passdb_fields=state.fields,
+        )
+        try:
+            return expand_cache_key(index + 1, entry.cache_key, variables)
+        except ExpandError as exc:
+            self._error(state, f"Failed to expand auth cache key: {exc}")
+            return None
+
+    async def _from_cache(self, state: _State, key: str, *, use_expired: bool) -> _Result | None:
+        """The result from a cache entry, or None when the passdb must be asked."""
+        assert self._cache is not None
+        hit = self._cache.lookup(key)
+        if hit is None or (hit.expired and not use_expired):
+            self._debug_log(state, "cache miss" if hit is None else "cache expired")
+            return None
+        node = hit.node
+        if node.value is None:
+            self._debug_log(state, "cache hit: user unknown")
+            self._info(state, "unknown user (cached)")
+            return _Result.USER_UNKNOWN
+        cached = node.value
+        result = _Result.OK
+        if state.verify_password and not state.skip_password_check:
+            if cached.password is None:
+                self._info(state, "Cached NULL password access")
+            else:
+                checked = await self._check_password(state, cached.password, STATIC_PASS_SCHEME)
+                if checked is _Result.PASSWORD_MISMATCH and (
+                    node.last_success or hit.negative_expired
+                ):
+                    # the password may have been changed: ask the passdb
+                    self._debug_log(state, "cached password mismatch, looking up again")
+                    node.last_success = False
+                    return None
+                if checked not in (_Result.OK, _Result.PASSWORD_MISMATCH):
+                    return None  # a broken cached password: ask the passdb
+                result = checked
+                node.last_success = result is _Result.OK
+        self._debug_log(state, "cache hit")
+        for name, value in cached.fields:
+            self._set_field(state, name, value, STATIC_PASS_SCHEME)
+        return result
+
+    def _save_cache(self, state: _State, key: str, result: _Result, before: dict[str, str]) -> None:
+        assert self._cache is not None
+        if result is _Result.USER_UNKNOWN:
+            self._cache.insert(key, None, last_success=False)
+            return
+        if result not in (_Result.OK, _Result.PASSWORD_MISMATCH, _Result.SCHEME_NOT_AVAILABLE):
+            return  # NEXT, USER_DISABLED, PASS_EXPIRED would come back as a success
+        password = state.passdb_password
+        if "nopassword" in state.fields:
+            password = None
+        elif password is None:
+            typed = state.request.password
+            if result is not _Result.OK or typed is None or not state.verify_password:
+                return  # nothing to check a later password against
+            # the passdb checked the password itself (auth_bind): keep a hash of it
+            password = schemes.hash_password(typed.reveal(), CACHED_PASSWORD_SCHEME)
+        changed = tuple(
+            (name, value) for name, value in state.fields.items() if before.get(name) != value
+        )
+        self._cache.insert(key, CachedPassdb(password, changed), last_success=result is _Result.OK)
 
     async def _query(self, state: _State, entry: ChainEntry) -> _Result:
         request = dataclasses.replace(state.request, user=state.user)
@@ -337,17 +464,20 @@ class PassdbChain:
         if state.passdb_password is None:
             self._info(state, "No password returned (and no nopassword)")
             return _Result.PASSWORD_MISMATCH
+        return await self._check_password(state, state.passdb_password, default_scheme)
+
+    async def _check_password(self, state: _State, stored: str, default_scheme: str) -> _Result:
         password = state.request.password
         assert password is not None
         try:
             matched = await schemes.verify_async(
-                password.reveal(), state.passdb_password, default_scheme, state.original_user
+                password.reveal(), stored, default_scheme, state.original_user
             )
         except schemes.UnknownSchemeError as exc:
             self._error(state, f"Unknown scheme {exc.scheme}")
             return _Result.SCHEME_NOT_AVAILABLE
         except schemes.SchemeError as exc:
-            scheme = schemes.split_scheme(state.passdb_password)[0] or default_scheme
+            scheme = schemes.split_scheme(stored)[0] or default_scheme
             self._error(state, f"Password data is not valid for scheme {scheme}: {exc}")
             return _Result.INTERNAL_FAILURE
         if not matched:

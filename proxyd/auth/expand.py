@@ -61,6 +61,25 @@ _LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrs
 _UPPER: Final = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+#: one-letter variables and the long names they stand for (Dovecot's static table order)
+SHORT_NAMES: Final[Mapping[str, str]] = {
+    "u": "user",
+    "n": "username",
+    "d": "domain",
+    "s": "service",
+    "h": "home",
+    "l": "lip",
+    "r": "rip",
+    "p": "pid",
+    "w": "password",
+    "m": "mech",
+    "c": "secured",
+    "a": "lport",
+    "b": "rport",
+    "k": "cert",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Variables:
     """What a template can refer to.
@@ -153,23 +172,7 @@ def request_variables(
     }
     long_names = dict(values)
     long_names.update({alias: values[target] for alias, target in aliases.items()})
-    short_names = {
-        "u": "user",
-        "n": "username",
-        "d": "domain",
-        "s": "service",
-        "h": "home",
-        "l": "lip",
-        "r": "rip",
-        "p": "pid",
-        "w": "password",
-        "m": "mech",
-        "c": "secured",
-        "a": "lport",
-        "b": "rport",
-        "k": "cert",
-    }
-    short = {key: values[name] for key, name in short_names.items()}
+    short = {key: values[name] for key, name in SHORT_NAMES.items()}
     short["!"] = ""
     return Variables(short=short, long=long_names, passdb_fields=dict(passdb_fields or {}))
 
@@ -369,3 +372,79 @@ def expand(template: str, variables: Variables, escape: EscapeFunc | None = None
 def has_variables(template: str) -> bool:
     """True if ``template`` refers to any variable (``%%`` alone does not count)."""
     return "%" in template.replace("%%", "")
+
+
+@dataclass(frozen=True, slots=True)
+class VariableRef:
+    """Where one variable stands in a template: ``template[start:end]`` is all of it.
+
+    ``name`` is the long name (``user`` for both ``%u`` and ``%{user}``), or the
+    whole ``func:arg`` text of a function such as ``%{passdb:host}``; a one-letter
+    name that is not in the table is kept as that letter.
+    """
+
+    start: int
+    end: int
+    name: str
+
+
+def iter_variables(template: str) -> list[VariableRef]:
+    """Every variable of ``template`` in order; ``%%`` is not one.
+
+    Scans exactly as :func:`expand` does (width/offset, modifiers, ``{long}``),
+    so ``template[ref.start:ref.end]`` expands on its own to the same value.
+    """
+    refs: list[VariableRef] = []
+    pos = 0
+    length = len(template)
+    while pos < length:
+        pct = template.find("%", pos)
+        if pct == -1:
+            break
+        _, pos = _parse_spec(template, pct + 1)
+        count = 0
+        while count < _MAX_MODIFIERS and pos < length and template[pos] in _MODIFIERS:
+            count += 1
+            pos += 1
+        if pos >= length:
+            # a lone '%' (with modifiers) at the end expands to nothing
+            refs.append(VariableRef(pct, length, ""))
+            break
+        char = template[pos]
+        if char == "{" and "}" in template[pos:]:
+            end = _long_name_end(template, pos)
+            refs.append(VariableRef(pct, end + 1, template[pos + 1 : end]))
+            pos = end + 1
+        else:
+            pos += 1
+            if char != "%":
+                refs.append(VariableRef(pct, pos, SHORT_NAMES.get(char, char)))
+    return refs
+
+
+_TAB_ESCAPES: Final = str.maketrans({"\x01": "\x011", "\t": "\x01t", "\r": "\x01r", "\n": "\x01n"})
+
+
+def tab_escape(value: str) -> str:
+    """Dovecot's ``str_tabescape()``: ``\\001``, tab, CR and LF become ``\\001`` + 1/t/r/n."""
+    return value.translate(_TAB_ESCAPES)
+
+
+_TAB_UNESCAPES: Final = {"1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
+
+
+def tab_unescape(value: str) -> str:
+    """The inverse of :func:`tab_escape`."""
+    if "\x01" not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\x01" and i + 1 < len(value):
+            out.append(_TAB_UNESCAPES.get(value[i + 1], value[i + 1]))
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)

@@ -110,6 +110,10 @@ class Settings:
     disable_plaintext_auth: bool = True
     auth_mechanisms: tuple[str, ...] = ("plain",)
     auth_failure_delay: float = 2.0  # seconds
+    #: auth cache: bytes (0 = no cache), positive and negative entry lifetimes in seconds
+    auth_cache_size: int = 0
+    auth_cache_ttl: float = 3600.0
+    auth_cache_negative_ttl: float = 3600.0
     login_greeting: str = "Dovecot ready."
     login_trusted_networks: tuple[IPNetwork, ...] = ()
     login_proxy_timeout: float = 30.0  # seconds
