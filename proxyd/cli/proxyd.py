@@ -1,18 +1,27 @@
-"""``proxyd [-c FILE] [-n]``: run the proxy in the foreground, or print the effective settings."""
+"""``proxyd [-c FILE] [-n]``: run the proxy in the foreground, or print the effective settings.
+
+Start-up order matters (style.md §4.4): load and check the config, bind every
+listener and the auth socket (still root), become a child subreaper, fork the
+zygote with everything imported, and only then start Trio in the master.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 import trio
 
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings
+from proxyd.config.settings import Settings, effective_service
 from proxyd.errors import ConfigError
 from proxyd.log import setup_logging
 
 DEFAULT_CONFIG = "/etc/proxyd/proxyd.conf"
+log = logging.getLogger("proxyd")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
+        _check_users(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -35,11 +45,93 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"{args.config}: cannot open log_path {settings.log_path}: {exc.strerror}", file=sys.stderr)
         return 2
-    from proxyd.app import run
+    return _run(settings)
 
+
+def _check_users(settings: Settings) -> None:
+    """Privilege separation needs real users; a missing one is a config error (only as root)."""
+    if os.geteuid() != 0:
+        return
+    from proxyd.master.listeners import enabled_services
+    from proxyd.master.privileges import PrivilegeError, resolve_identity
+
+    checks = [(settings.default_internal_user, "", "default_internal_user")]
+    for name in enabled_services(settings):
+        svc = effective_service(settings, name)
+        checks.append((svc.user, svc.group, f"service {name} user"))
+    for user, group, what in checks:
+        try:
+            resolve_identity(user, group, "")
+        except PrivilegeError as exc:
+            where = settings.explicit.get(what.split()[0]) if what.startswith("default") else None
+            raise ConfigError(where, f"{what}: {exc}") from None
+
+
+def _run(settings: Settings) -> int:
+    # everything the children need is imported here, before the zygote forks
+    from proxyd.master import children
+    from proxyd.master.children import auth_socket_path, child_main
+    from proxyd.master.listeners import ListenError, bind_all, bind_auth_socket
+    from proxyd.master.main import Master
+    from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
+
+    _preload()
     try:
-        trio.run(run, settings)
-    except OSError as exc:
-        print(f"Fatal: {exc}", file=sys.stderr)
+        os.makedirs(settings.base_dir, exist_ok=True)
+        bound = bind_all(settings)
+        login_gid = _login_gid(settings)
+        auth_sock = bind_auth_socket(auth_socket_path(settings), login_gid)
+    except (ListenError, OSError) as exc:
+        print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
         return 1
+    _build_tls(settings, children.TLS_CACHE)
+    inherited = InheritedSockets(listeners={}, auth=auth_sock)
+    for item in bound:
+        index = settings.service(item.service).listeners.index(item.listener)
+        inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
+    become_subreaper()
+    zygote: ZygoteHandle = start_zygote(
+        settings, inherited, child_main, on_reload=lambda new: _build_tls(new, children.TLS_CACHE)
+    )
+    try:
+        trio.run(Master(settings, zygote, bound).run)
+    finally:
+        os.kill(zygote.pid, 15)
+        os.waitpid(zygote.pid, 0)
     return 0
+
+
+def _login_gid(settings: Settings) -> int | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    from proxyd.master.listeners import enabled_services
+
+    for name in enabled_services(settings):
+        return pwd.getpwnam(effective_service(settings, name).user).pw_gid
+    return None
+
+
+def _build_tls(settings: Settings, cache: dict[str, object]) -> None:
+    from proxyd.login import tls
+
+    cache.clear()
+    server = tls.server_context(settings)
+    if server is not None:
+        cache["server"] = server
+    cache["backend-verify"] = tls.backend_context(settings, verify=True)
+    cache["backend-any"] = tls.backend_context(settings, verify=False)
+
+
+def _preload() -> None:
+    """Modules the chrooted children would otherwise import lazily, where no files exist."""
+    import encodings.idna  # noqa: F401 - TLS server names
+    import json  # noqa: F401
+
+    import passdb_drivers  # noqa: F401
+    from proxyd.auth import authenticator, registry  # noqa: F401
+    from proxyd.login import imap, worker  # noqa: F401
+
+    for name in ("static", "passwd_file"):
+        __import__(f"passdb_drivers.{name}")

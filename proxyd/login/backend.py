@@ -128,7 +128,7 @@ async def _attempt(
     connected = False
     try:
         with trio.move_on_at(deadline) as scope:
-            stream = await trio.open_tcp_stream(ip, target.port)
+            stream = await _connect(ip, target.port)
             connected = True
             if target.ssl:
                 stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
@@ -186,3 +186,15 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
         cause = exc.__cause__
         raise _TLSFailure(str(cause) if cause else "connection lost") from exc
     return tls
+
+
+async def _connect(ip: str, port: int) -> trio.SocketStream:
+    """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

@@ -142,6 +142,24 @@ class LoginSession:
         self.trusted_info_seen = False
         self.last_failure: ClientFailure | None = None
         self.engine: LoginServerEngine = spec.new_server(self._policy())
+        #: "prelogin" until the backend accepted the login, then "proxying"
+        self.phase = "prelogin"
+        self.backend_address = ""
+        #: called when the phase changes (the login process reports it to the master)
+        self.on_phase_change: Callable[[LoginSession], None] | None = None
+        self._scope = trio.CancelScope()
+        self._destroy_text: str | None = None
+        self._destroy_reason = ""
+
+    def destroy(self, log_reason: str, text: str | None = None) -> None:
+        """End the session from outside: a kick, or "Connection queue full" for a pre-login client.
+
+        ``text`` is sent as the protocol's goodbye (only before login: a proxied
+        stream is never written into, so kicked clients just see the close).
+        """
+        self._destroy_reason = log_reason
+        self._destroy_text = text if self.phase == "prelogin" else None
+        self._scope.cancel()
 
     # ------------------------------------------------------------------ helpers
     def _policy(self) -> LoginPolicy:
@@ -203,7 +221,25 @@ class LoginSession:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
-        """Serve the connection until it closes."""
+        """Serve the connection until it closes (or ``destroy()`` is called)."""
+        with self._scope:
+            await self._run()
+        if self._scope.cancelled_caught and self._destroy_reason:
+            if self._destroy_text is not None:
+                with trio.move_on_after(1, shield=True), contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    await self.stream.send_all(self.spec.goodbye(self._destroy_text))
+            if self.phase == "proxying":
+                self.log.info(
+                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s): %s",
+                    self.user, self.conn.remote_ip, self._destroy_reason, self.log_fields(),
+                )
+            else:
+                self._log_close(self._destroy_reason)
+            await _close_gracefully(self.stream)
+
+    async def _run(self) -> None:
         proxied: _Proxied | None = None
         try:
             with trio.move_on_after(LOGIN_TIMEOUT) as login_timer:
@@ -219,9 +255,13 @@ class LoginSession:
             self._log_close("Connection closed")
             return
         finally:
-            if proxied is None:
+            if proxied is None and not self._destroy_reason:
                 await _close_gracefully(self.stream)
         if proxied is not None:
+            self.phase = "proxying"
+            self.backend_address = f"{proxied.backend.ip}:{proxied.target.port}"
+            if self.on_phase_change is not None:
+                self.on_phase_change(self)
             await self._relay(proxied)
 
     async def _handshake(self) -> bool:

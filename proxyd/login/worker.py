@@ -1,0 +1,241 @@
+"""A login process: accepts on its service's listeners and runs ``LoginSession``s.
+
+Started by the zygote (``proxyd.master.zygote``) with the listening sockets
+already open.  It tells the master over its control channel how many clients
+it has and whether it still accepts, so the master can keep Dovecot's
+``process_min_avail`` / ``process_limit`` / ``client_limit`` / ``service_count``
+accounting.  Commands from the master: ``stop`` (finish the sessions, accept no
+more), ``queue-full`` (destroy the oldest pre-login client: Dovecot's answer
+to a full service), ``who`` and ``kick``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+
+from proxyd.auth.service import AuthClient
+from proxyd.config.settings import EffectiveService
+from proxyd.login.protocol import ProtocolSpec
+from proxyd.login.server import connection_info
+from proxyd.login.session import LoginContext, LoginSession
+from proxyd.master.control import ControlChannel, ControlError
+from proxyd.master.listeners import BoundSocket
+
+log = logging.getLogger("proxyd")
+
+_ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+@dataclass(slots=True)
+class _Client:
+    session: LoginSession
+    connected_at: float  # wall clock, comparable across processes
+
+
+class LoginWorker:
+    """The trio side of one login process."""
+
+    def __init__(
+        self,
+        ctx: LoginContext,
+        spec: ProtocolSpec,
+        service: EffectiveService,
+        listeners: list[BoundSocket],
+        control: ControlChannel,
+        auth: AuthClient,
+    ) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.service = service
+        self.listeners = listeners
+        self.control = control
+        self.auth = auth
+        self.clients: dict[int, _Client] = {}
+        self.served = 0
+        #: accepted connections whose session task has not registered yet
+        self.starting = 0
+        self.stopping = False
+        self._changed = trio.Event()
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ accounting
+    def accepting(self) -> bool:
+        if self.stopping:
+            return False
+        if self.service.service_count and self.served >= self.service.service_count:
+            return False
+        return len(self.clients) + self.starting < self.service.client_limit
+
+    def _finished(self) -> bool:
+        """Nothing left to do: no clients and no more accepting, ever."""
+        exhausted = self.stopping or (
+            self.service.service_count > 0 and self.served >= self.service.service_count
+        )
+        return exhausted and not self.clients and not self.starting
+
+    def _notify_change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _status(self) -> dict[str, Any]:
+        prelogin = [c.connected_at for c in self.clients.values() if c.session.phase == "prelogin"]
+        return {
+            "ev": "status",
+            "clients": len(self.clients),
+            "accepting": self.accepting(),
+            "prelogin_since": min(prelogin) if prelogin else None,
+        }
+
+    async def _report(self) -> None:
+        self._notify_change()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.control.send(self._status())
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._control_loop, nursery)
+            nursery.start_soon(self._signals, nursery)
+            for bound in self.listeners:
+                nursery.start_soon(self._accept_loop, bound, nursery)
+            await self._report()
+            while not self._finished():
+                await self._changed.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.stopping = True
+                await self._report()  # with no clients left, run() now returns at once
+                # proxied sessions get a short grace period, like Dovecot's 2 s
+                nursery.cancel_scope.deadline = trio.current_time() + 2
+
+    async def _accept_loop(self, bound: BoundSocket, nursery: trio.Nursery) -> None:
+        sock = bound.sock
+        while True:
+            while not self.accepting():
+                await self._changed.wait()
+            await trio.lowlevel.wait_readable(sock)
+            if not self.accepting():
+                continue
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another process took it
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    log.error("%s: accept() failed: %s", self.spec.service, exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            self.served += 1
+            self.starting += 1
+            nursery.start_soon(self._serve, bound, conn)
+
+    async def _serve(self, bound: BoundSocket, conn: socket.socket) -> None:
+        self.starting -= 1
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        tls = bound.listener.ssl
+        try:
+            info = connection_info(stream, self.spec.name, self.ctx.settings, tls=tls)
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            await self._report()
+            return
+        client: trio.abc.Stream = stream
+        if tls:
+            if self.ctx.server_tls is None:
+                await trio.aclose_forcefully(stream)
+                await self._report()
+                return
+            client = trio.SSLStream(stream, self.ctx.server_tls, server_side=True)
+        session = LoginSession(self.ctx, self.spec, client, info, implicit_tls=tls)
+        self._next_id += 1
+        client_id = self._next_id
+        self.clients[client_id] = _Client(session, time.time())
+        await self._report()
+        try:
+            session.on_phase_change = self._phase_changed
+            await session.run()
+        except Exception:
+            logging.getLogger(self.spec.service).exception("Internal error in session: %s", session.log_fields())
+            await trio.aclose_forcefully(client)
+        finally:
+            del self.clients[client_id]
+            with trio.CancelScope(shield=True):
+                await self._report()
+
+    def _phase_changed(self, _session: LoginSession) -> None:
+        # reported from a task of its own: the session must not wait for the master
+        self._notify_change()
+        if self._nursery_for_reports is not None:
+            self._nursery_for_reports.start_soon(self._report)
+
+    _nursery_for_reports: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ commands
+    async def _control_loop(self, nursery: trio.Nursery) -> None:
+        self._nursery_for_reports = nursery
+        try:
+            while (message := await self.control.receive()) is not None:
+                await self._command(message)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        # the master is gone: finish what we have, take nothing new
+        self.stopping = True
+        self._notify_change()
+
+    async def _command(self, message: dict[str, Any]) -> None:
+        cmd = message.get("cmd")
+        if cmd == "stop":
+            self.stopping = True
+            await self._report()
+        elif cmd == "queue-full":
+            self._destroy_oldest_prelogin()
+        elif cmd == "who":
+            await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": self._who(message)})
+        elif cmd == "kick":
+            count = self._kick(str(message.get("mask", "")))
+            await self.control.send({"ev": "reply", "id": message.get("id"), "count": count})
+
+    def _destroy_oldest_prelogin(self) -> None:
+        prelogin = [c for c in self.clients.values() if c.session.phase == "prelogin"]
+        if prelogin:
+            victim = min(prelogin, key=lambda c: c.connected_at)
+            victim.session.destroy("Connection queue full", "Connection queue full")
+
+    def _matching(self, mask: str) -> list[_Client]:
+        return [
+            c for c in self.clients.values()
+            if c.session.phase == "proxying" and fnmatch.fnmatchcase(c.session.user, mask or "*")
+        ]
+
+    def _who(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        return [
+            {
+                "user": c.session.user,
+                "protocol": self.spec.name,
+                "ip": c.session.conn.remote_ip,
+                "backend": c.session.backend_address,
+                "age": round(now - c.connected_at),
+            }
+            for c in self._matching(str(message.get("mask", "")))
+        ]
+
+    def _kick(self, mask: str) -> int:
+        victims = self._matching(mask)
+        for c in victims:
+            c.session.destroy("Kicked by admin")
+        return len(victims)

@@ -1,0 +1,147 @@
+"""The first code a forked child runs: become a login or an auth process.
+
+Everything that needs root or the file system happens here, before
+``privileges.drop()``: memory limits, the auth socket connection, TLS contexts
+(prebuilt in the zygote), then chroot and the uid switch, then ``trio.run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from functools import partial
+from typing import NoReturn
+
+import trio
+
+from proxyd.auth.authenticator import open_authenticator
+from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
+from proxyd.config.settings import Settings, effective_service
+from proxyd.login.server import PROTOCOLS
+from proxyd.login.session import LoginContext
+from proxyd.login.worker import LoginWorker
+from proxyd.master import privileges
+from proxyd.master.control import ControlChannel
+from proxyd.master.zygote import InheritedSockets
+
+log = logging.getLogger("proxyd")
+
+#: TLS contexts built once in the zygote (reading certificates needs the file system)
+TLS_CACHE: dict[str, object] = {}
+
+
+def auth_socket_path(settings: Settings) -> str:
+    return os.path.join(settings.base_dir, "login", AUTH_SOCKET_NAME)
+
+
+def child_main(
+    settings: Settings, kind: str, service: str, control: socket.socket, inherited: InheritedSockets
+) -> NoReturn:
+    """Entry point of every forked child (called by the zygote's double fork)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    code = 0
+    try:
+        if kind == "auth":
+            _auth_process(settings, control, inherited)
+        else:
+            _login_process(settings, service, control, inherited)
+    except BaseException:
+        log.exception("%s process failed", service or kind)
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
+    for socks in inherited.listeners.values():
+        for sock, _index, _address in socks:
+            if sock.fileno() not in keep:
+                sock.close()
+    if inherited.auth.fileno() not in keep:
+        inherited.auth.close()
+
+
+def _login_process(settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets) -> None:
+    from proxyd.master.listeners import BoundSocket
+
+    eff = effective_service(settings, service)
+    privileges.set_title(service)
+    spec = next(p for p in PROTOCOLS.values() if p.service == service)
+    mine = inherited.listeners.get(service, [])
+    _close_all_but(inherited, {sock.fileno() for sock, _, _ in mine})
+    listeners = [
+        BoundSocket(service, settings.service(service).listeners[index], address, sock)
+        for sock, index, address in mine
+    ]
+    privileges.limit_memory(eff.vsz_limit)
+    # connect to the auth process while its socket path is still reachable
+    path = auth_socket_path(settings)
+    auth_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    auth_sock.connect(path)
+    identity = None
+    if os.geteuid() == 0:
+        chroot = eff.chroot
+        identity = privileges.resolve_identity(eff.user, eff.group, chroot)
+    inside = path
+    if identity is not None and identity.chroot:
+        inside = "/" + os.path.relpath(path, identity.chroot)
+    privileges.drop(identity)
+    ctx = LoginContext(
+        settings=settings,
+        auth=AuthClient(inside),
+        server_tls=TLS_CACHE.get("server"),  # type: ignore[arg-type]
+        backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],  # type: ignore[arg-type,return-value]
+    )
+    trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock)
+
+
+async def _login_main(ctx: LoginContext, spec: object, eff: object, listeners: list, control_sock: socket.socket, auth_sock: socket.socket) -> None:  # type: ignore[type-arg]
+    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    auth = ctx.auth
+    assert isinstance(auth, AuthClient)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(auth.run)
+        auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
+        worker = LoginWorker(ctx, spec, eff, listeners, control, auth)  # type: ignore[arg-type]
+        await worker.run()
+        nursery.cancel_scope.cancel()
+
+
+def _auth_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:
+    privileges.set_title("auth")
+    _close_all_but(inherited, {inherited.auth.fileno()})
+    identity = None
+    if os.geteuid() == 0:
+        identity = privileges.resolve_identity(settings.default_internal_user, "", "")
+    privileges.drop(identity)
+    trio.run(partial(_auth_main, settings, inherited.auth, control))
+
+
+async def _auth_main(settings: Settings, listener: socket.socket, control_sock: socket.socket) -> None:
+    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    async with open_authenticator(settings) as authenticator, trio.open_nursery() as nursery:
+        nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
+        await control.send({"ev": "status", "clients": 0, "accepting": True, "prelogin_since": None})
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(_wait_signal, signals, nursery)
+                inner.start_soon(_wait_master, control, nursery)
+
+
+async def _wait_signal(signals: object, nursery: trio.Nursery) -> None:
+    async for _ in signals:  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
+        return
+
+
+async def _wait_master(control: ControlChannel, nursery: trio.Nursery) -> None:
+    while (message := await control.receive()) is not None:
+        if message.get("cmd") == "stop":
+            break
+    nursery.cancel_scope.cancel()

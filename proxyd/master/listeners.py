@@ -1,0 +1,96 @@
+"""Binding every listener in the master, before any fork or privilege drop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from proxyd.config.settings import InetListener, Settings
+
+log = logging.getLogger("proxyd")
+
+#: login service -> protocol name in ``protocols``
+LOGIN_SERVICES = {"imap": "imap-login", "pop3": "pop3-login"}
+
+
+class ListenError(OSError):
+    """A listener that could not be bound; the message is Dovecot-shaped."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundSocket:
+    """One listening socket: which service and which ``inet_listener`` it belongs to."""
+
+    service: str
+    listener: InetListener
+    address: str
+    sock: socket.socket
+
+
+def enabled_services(settings: Settings) -> Iterator[str]:
+    for proto in settings.protocols:
+        service = LOGIN_SERVICES.get(proto)
+        if service is not None:
+            yield service
+
+
+def bind_all(settings: Settings) -> list[BoundSocket]:
+    """Bind the listeners of every enabled login service (``port = 0`` disables one)."""
+    bound: list[BoundSocket] = []
+    for service in enabled_services(settings):
+        for listener in settings.service(service).listeners:
+            if listener.port == 0:
+                continue
+            for address in listener.addresses or settings.listen:
+                sock = _bind(service, listener.port, address)
+                if sock is not None:
+                    bound.append(BoundSocket(service, listener, address, sock))
+    return bound
+
+
+def _bind(service: str, port: int, address: str) -> socket.socket | None:
+    host = "0.0.0.0" if address == "*" else address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if address == "::" and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            log.warning("%s: IPv6 not available here, skipping listen on [::]", service)
+            return None
+        raise
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(4096)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if address == "::" and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            log.warning("%s: IPv6 not available here, skipping listen on [::]", service)
+            return None
+        raise ListenError(exc.errno, f"service({service}): listen({address}, {port}) failed: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_auth_socket(path: str, login_gid: int | None) -> socket.socket:
+    """The auth process's UNIX socket inside the login chroot directory."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    if login_gid is not None and os.geteuid() == 0:
+        os.chown(directory, 0, login_gid)
+        os.chmod(directory, 0o750)  # noqa: S103 - root and the login group only
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o666)  # noqa: S103 - the directory's mode is what keeps strangers out
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock

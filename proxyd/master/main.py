@@ -1,0 +1,335 @@
+"""The master process: supervises login processes and the auth process; never serves a client.
+
+Theory of operation
+-------------------
+Before Trio starts, ``proxyd.cli.proxyd`` binds every listener and the auth
+socket, makes this process a child subreaper and forks the zygote.  Here, in
+Trio, one ``ServicePool`` per login service keeps Dovecot's accounting:
+
+* a child reports ``status`` messages (clients, accepting, the oldest pre-login
+  client) over its control socketpair;
+* the pool keeps ``max(process_min_avail, 1)`` processes *available* (still
+  accepting) while under ``process_limit`` — one spare is always forked ahead so
+  a new connection never waits for a fork; with ``service_count = 1`` that is
+  Dovecot's high-security mode, with ``service_count = 0`` and ``client_limit``
+  its high-performance mode;
+* at ``process_limit`` with nobody accepting, a waiting connection makes the
+  pool tell the process with the oldest pre-login client to destroy it
+  ("Connection queue full"); proxied sessions are never chosen;
+* processes idle longer than ``idle_kill`` beyond ``process_min_avail`` are
+  told to stop; dead children are reaped through pidfds and replaced.
+
+SIGHUP (or ``proxyctl reload``): re-read the config in the master and the
+zygote, start a new auth process and new login processes, tell the old ones to
+stop accepting; their proxied sessions go on.  SIGTERM: stop everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from proxyd.config.load import load_settings
+from proxyd.config.settings import EffectiveService, Settings, effective_service
+from proxyd.errors import ConfigError
+from proxyd.master.admin import serve_admin
+from proxyd.master.control import ControlChannel, ControlError
+from proxyd.master.listeners import BoundSocket, enabled_services
+from proxyd.master.zygote import ZygoteHandle
+
+log = logging.getLogger("proxyd")
+
+_STOP_TIMEOUT = 5.0
+_QUEUE_FULL_INTERVAL = 0.1
+
+
+@dataclass(slots=True)
+class Child:
+    """One supervised process, as the master sees it."""
+
+    pid: int
+    kind: str  # "login" | "auth"
+    service: str
+    control: ControlChannel
+    generation: int
+    clients: int = 0
+    accepting: bool = False
+    prelogin_since: float | None = None
+    stopping: bool = False
+    started: float = field(default_factory=time.monotonic)
+    idle_since: float = field(default_factory=time.monotonic)
+    replies: dict[int, trio.MemorySendChannel[dict[str, Any]]] = field(default_factory=dict)
+
+
+class Master:
+    """All supervision state; one instance per proxyd."""
+
+    def __init__(self, settings: Settings, zygote: ZygoteHandle, bound: list[BoundSocket]) -> None:
+        self.settings = settings
+        self.zygote = zygote
+        self.bound = bound
+        self.children: dict[int, Child] = {}
+        self.generation = 0
+        self.changed = trio.Event()
+        self.shutting_down = False
+        self._request_id = 0
+        self._nursery: trio.Nursery | None = None
+        self._limit_logged: set[str] = set()
+        self.stop_requested = trio.Event()
+
+    # ------------------------------------------------------------------ helpers
+    def services(self) -> list[EffectiveService]:
+        return [effective_service(self.settings, name) for name in enabled_services(self.settings)]
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def _pool(self, service: str) -> list[Child]:
+        return [c for c in self.children.values() if c.kind == "login" and c.service == service]
+
+    # ------------------------------------------------------------------ spawning
+    async def spawn(self, kind: str, service: str) -> Child | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = await self.zygote.spawn(kind, service, theirs.fileno())
+        except OSError as exc:
+            log.error("service(%s): fork() failed: %s", service or kind, exc)
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        child = Child(pid=pid, kind=kind, service=service, control=control, generation=self.generation)
+        # a fresh login process accepts at once; count it as available until it says otherwise
+        child.accepting = kind == "login"
+        self.children[pid] = child
+        assert self._nursery is not None
+        self._nursery.start_soon(self._watch, child)
+        return child
+
+    async def _watch(self, child: Child) -> None:
+        """Read the child's reports until it exits, then reap it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_reports, child)
+            await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+            nursery.cancel_scope.cancel()
+
+    def _reaped(self, child: Child, status: int) -> None:
+        self.children.pop(child.pid, None)
+        name = child.service or child.kind
+        if os.WIFSIGNALED(status) and not self.shutting_down and os.WTERMSIG(status) != signal.SIGTERM:
+            log.error("service(%s): child %d killed with signal %d", name, child.pid, os.WTERMSIG(status))
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0 and not self.shutting_down:
+            log.error("service(%s): child %d returned error %d", name, child.pid, os.WEXITSTATUS(status))
+        for waiter in child.replies.values():
+            waiter.send_nowait({})
+        self._notify()
+
+    async def _read_reports(self, child: Child) -> None:
+        try:
+            while (message := await child.control.receive()) is not None:
+                ev = message.get("ev")
+                if ev == "status":
+                    child.clients = int(message.get("clients", 0))
+                    child.accepting = bool(message.get("accepting")) and not child.stopping
+                    since = message.get("prelogin_since")
+                    child.prelogin_since = float(since) if since is not None else None
+                    if child.clients:
+                        child.idle_since = time.monotonic()
+                    self._notify()
+                elif ev == "reply":
+                    waiter = child.replies.pop(int(message.get("id", 0)), None)
+                    if waiter is not None:
+                        waiter.send_nowait(message)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+            pass
+
+    async def tell(self, child: Child, message: dict[str, Any]) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await child.control.send(message)
+
+    async def ask(self, child: Child, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a command and wait (bounded) for the child's reply."""
+        self._request_id += 1
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        child.replies[self._request_id] = send
+        await self.tell(child, {**message, "id": self._request_id})
+        with trio.move_on_after(5):
+            return await receive.receive()
+        child.replies.pop(self._request_id, None)
+        return {}
+
+    # ------------------------------------------------------------------ accounting
+    async def maintain(self) -> None:
+        """Keep every pool and the auth process at their targets; runs until shutdown."""
+        while not self.shutting_down:
+            await self._maintain_once()
+            with trio.move_on_after(1):  # idle_kill is checked at least once a second
+                await self.changed.wait()
+
+    async def _maintain_once(self) -> None:
+        auth_running = any(c.kind == "auth" and not c.stopping for c in self.children.values())
+        if not auth_running and await self.spawn("auth", "") is None:
+            await trio.sleep(1)
+        for svc in self.services():
+            pool = [c for c in self._pool(svc.name) if not c.stopping]
+            available = sum(1 for c in pool if c.accepting)
+            want = max(svc.process_min_avail, 1)
+            while available < want and len(self._pool(svc.name)) < svc.process_limit:
+                if await self.spawn("login", svc.name) is None:
+                    await trio.sleep(1)
+                    break
+                available += 1
+            if available == 0 and len(self._pool(svc.name)) >= svc.process_limit:
+                if svc.name not in self._limit_logged:
+                    log.warning(
+                        "service(%s): process_limit (%d) reached, client connections are being dropped",
+                        svc.name, svc.process_limit,
+                    )
+                    self._limit_logged.add(svc.name)
+            else:
+                self._limit_logged.discard(svc.name)
+            await self._idle_kill(svc, pool)
+
+    async def _idle_kill(self, svc: EffectiveService, pool: list[Child]) -> None:
+        if svc.idle_kill <= 0:
+            return
+        idle = [c for c in pool if c.clients == 0 and c.accepting]
+        now = time.monotonic()
+        for child in sorted(idle, key=lambda c: c.idle_since)[: max(0, len(pool) - svc.process_min_avail)]:
+            if len(idle) <= max(svc.process_min_avail, 1):
+                break
+            if now - child.idle_since >= svc.idle_kill:
+                child.stopping = True
+                idle.remove(child)
+                await self.tell(child, {"cmd": "stop"})
+
+    async def queue_full_watch(self, bound: BoundSocket) -> None:
+        """At process_limit with nobody accepting, a waiting client evicts the oldest pre-login one."""
+        while not self.shutting_down:
+            svc = effective_service(self.settings, bound.service)
+            pool = [c for c in self._pool(bound.service) if not c.stopping]
+            full = len(self._pool(bound.service)) >= svc.process_limit and not any(c.accepting for c in pool)
+            if not full:
+                await self.changed.wait()
+                continue
+            with trio.move_on_after(1):
+                await trio.lowlevel.wait_readable(bound.sock)
+                candidates = [c for c in pool if c.prelogin_since is not None]
+                if candidates:
+                    victim = min(candidates, key=lambda c: c.prelogin_since or math.inf)
+                    victim.prelogin_since = None  # one eviction per report
+                    await self.tell(victim, {"cmd": "queue-full"})
+                await trio.sleep(_QUEUE_FULL_INTERVAL)
+
+    # ------------------------------------------------------------------ admin
+    async def who(self, mask: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for child in list(self.children.values()):
+            if child.kind == "login":
+                rows += (await self.ask(child, {"cmd": "who", "mask": mask})).get("sessions", [])
+        return rows
+
+    async def kick(self, mask: str) -> int:
+        total = 0
+        for child in list(self.children.values()):
+            if child.kind == "login":
+                total += int((await self.ask(child, {"cmd": "kick", "mask": mask})).get("count", 0))
+        return total
+
+    async def reload(self) -> str:
+        """SIGHUP: new settings for new logins; proxied sessions keep running."""
+        try:
+            settings = load_settings(self.settings.config_path)
+            await self.zygote.reload()
+        except (ConfigError, OSError) as exc:
+            log.error("SIGHUP: reload failed, keeping the old configuration: %s", exc)
+            return f"reload failed: {exc}"
+        if settings.services != self.settings.services or settings.listen != self.settings.listen:
+            log.warning("SIGHUP: listener changes need a restart; other settings were reloaded")
+        self.settings = settings
+        self.generation += 1
+        old = [c for c in self.children.values() if c.generation < self.generation]
+        for child in old:
+            child.stopping = True
+            child.accepting = False
+            await self.tell(child, {"cmd": "stop"})
+        log.info("SIGHUP received - configuration reloaded")
+        self._notify()
+        return "reloaded"
+
+    async def shutdown(self) -> None:
+        self.shutting_down = True
+        for child in list(self.children.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        with trio.move_on_after(_STOP_TIMEOUT):
+            while self.children:
+                await self.changed.wait()
+        for child in list(self.children.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        with trio.move_on_after(1):
+            while self.children:
+                await self.changed.wait()
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            async with trio.open_nursery() as services:
+                services.start_soon(self.maintain)
+                for bound in self.bound:
+                    services.start_soon(self.queue_full_watch, bound)
+                await services.start(serve_admin, self)
+                log.info("proxyd starting up (%d listeners)", len(self.bound))
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                    async with trio.open_nursery() as waiters:
+                        waiters.start_soon(self._signals, signals, waiters)
+                        await self.stop_requested.wait()
+                        waiters.cancel_scope.cancel()
+                log.info("Shutting down")
+                services.cancel_scope.cancel()
+            await self.shutdown()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self, signals: Any, scope_owner: trio.Nursery) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await self.reload()
+            else:
+                self.stop_requested.set()
+                return
+
+
+async def _wait_exit(pid: int, on_exit: Callable[[int], None]) -> None:
+    """Wait for a child (ours through the subreaper) to exit, without a SIGCHLD handler."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        on_exit(0)
+        return
+    try:
+        while True:
+            try:
+                waited, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+            except ChildProcessError:
+                on_exit(0)
+                return
+            if waited == pid:
+                on_exit(status)
+                return
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,69 @@
+"""What a freshly forked child does to itself before it serves anything.
+
+Resource limits, the process title, chroot and the uid/gid switch happen in
+that order, so that everything which needs the file system or root (TLS
+contexts, the auth socket connection) is done by the caller before ``drop()``.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import resource
+from dataclasses import dataclass
+
+from setproctitle import setproctitle
+
+
+class PrivilegeError(Exception):
+    """A user, group or chroot that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a child becomes: uid/gid resolved at config time, ``chroot`` may be empty."""
+
+    user: str
+    uid: int
+    gid: int
+    chroot: str
+
+
+def resolve_identity(user: str, group: str, chroot: str) -> Identity:
+    """Look the user (and optional group) up; only meaningful when we run as root."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise PrivilegeError(f"User doesn't exist: {user} (create it, e.g. useradd -r -s /usr/sbin/nologin {user})") from None
+    gid = entry.pw_gid
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise PrivilegeError(f"Group doesn't exist: {group}") from None
+    return Identity(user=user, uid=entry.pw_uid, gid=gid, chroot=chroot)
+
+
+def set_title(title: str) -> None:
+    setproctitle(f"proxyd: {title}")
+
+
+def limit_memory(vsz_limit: int) -> None:
+    """Dovecot's ``vsz_limit``: RLIMIT_AS and RLIMIT_DATA (0 = unlimited)."""
+    if vsz_limit <= 0:
+        return
+    for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        resource.setrlimit(limit, (vsz_limit, vsz_limit))
+
+
+def drop(identity: Identity | None) -> None:
+    """chroot and switch to the identity; a no-op when not running as root."""
+    if identity is None or os.geteuid() != 0:
+        return
+    if identity.chroot:
+        os.chroot(identity.chroot)
+        os.chdir("/")
+    os.setgroups([])
+    os.setgid(identity.gid)
+    os.setuid(identity.uid)
