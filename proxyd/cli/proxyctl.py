@@ -79,14 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("user")
     test.add_argument("password", nargs="?")
 
-    for name, text in (
-        ("who", "list proxied sessions"),
-        ("kick", "disconnect sessions"),
-        ("reload", "reload the configuration"),
-        ("stop", "stop proxyd"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("args", nargs="*")
+    who = commands.add_parser("who", help="list proxied sessions")
+    who.add_argument("mask", nargs="?", default="*", help="user mask (* and ? wildcards)")
+    kick = commands.add_parser("kick", help="disconnect the matching users' proxied sessions")
+    kick.add_argument("mask", help="user mask (* and ? wildcards)")
+    commands.add_parser("reload", help="reload the configuration (like SIGHUP)")
+    commands.add_parser("stop", help="stop proxyd (like SIGTERM)")
     return parser
 
 
@@ -101,14 +99,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _pw(args, sys.stdin, sys.stdout)
         if args.command == "auth":
             return _auth_test(args, sys.stdout)
+        return _admin(args, sys.stdout)
     except _UsageError as exc:
         print(f"proxyctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    print(f"proxyctl: '{args.command}' is not supported yet", file=sys.stderr)
-    return EXIT_USAGE
+
+
+def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
+    """who / kick / reload / stop: ask the running proxyd over its admin socket."""
+    from proxyd.config.load import load_settings
+    from proxyd.master.admin import admin_request
+
+    settings = load_settings(args.config)
+    request: dict[str, str] = {"cmd": args.command}
+    if args.command in ("who", "kick"):
+        request["mask"] = args.mask
+    try:
+        reply = admin_request(settings.base_dir, request)
+    except OSError as exc:
+        print(f"proxyctl: proxyd is not running (base_dir {settings.base_dir}): {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not reply.get("ok"):
+        print(f"proxyctl: {reply.get('message', 'failed')}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.command == "who":
+        print(f"{'username':<24} {'proto':<5} {'client':<40} {'backend':<40} age", file=stdout)
+        for row in sorted(reply.get("sessions", []), key=lambda r: (r["user"], r["age"])):
+            print(
+                f"{row['user']:<24} {row['protocol']:<5} {row['ip']:<40} {row['backend']:<40} {row['age']}s",
+                file=stdout,
+            )
+    elif args.command == "kick":
+        print(f"{reply.get('count', 0)} connections kicked", file=stdout)
+    return EXIT_OK
 
 
 # -- pw -----------------------------------------------------------------------------

@@ -192,13 +192,16 @@ def test_auth_test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "absent.conf" in capsys.readouterr().err
 
 
-def test_usage_errors_and_unsupported_commands(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_and_admin_commands_without_proxyd(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([]) == 2
     assert main(["auth"]) == 2
     assert main(["frobnicate"]) == 2
+    assert main(["kick"]) == 2  # the mask is required
     for command in (["who"], ["kick", "alice"], ["reload"], ["stop"]):
-        assert main(command) == 2
-        assert "not supported yet" in capsys.readouterr().err
+        assert main(["-c", str(config), *command]) == 2
+        assert "proxyd is not running" in capsys.readouterr().err
 
 
 def test_console_script_exit_codes(config: Path) -> None:
