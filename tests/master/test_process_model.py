@@ -1,0 +1,215 @@
+"""The service model with real processes: process counts, limits, privileges, admin commands.
+
+Every test runs the real ``proxyd -c FILE`` (master, zygote, auth and login
+processes) in front of a real Dovecot backend, and inspects the process tree
+through /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.dovecot import DovecotBackend
+from tests.fixtures.net import client_address, wait_until
+from tests.fixtures.proxyd import ProxydConfig, ProxydProcess, ProxydRunner
+from tests.helpers.clients import RawImapClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    title: str
+    uid: int
+    root: str
+
+    def limits(self) -> str:
+        return Path(f"/proc/{self.pid}/limits").read_text()
+
+
+def children(master: ProxydProcess, title: str) -> list[Proc]:
+    """The master's children whose process title is ``title``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            root = os.readlink(f"/proc/{entry}/root")
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if int(fields["PPid"]) == master.pid and cmdline == title:
+            found.append(Proc(int(entry), cmdline, int(fields["Uid"].split()[0]), root))
+    return found
+
+
+def static_config(proxyd: ProxydRunner, backend: DovecotBackend, **service: str) -> ProxydConfig:
+    """Everyone is proxied to ``backend`` with the password they typed (no files to read)."""
+    config = proxyd.config(None, imaps=False)
+    config.settings.pop("default_internal_user", None)  # the real drop to Dovecot's "dovecot"
+    config.passdbs.append(
+        {"driver": "static", "args": f"nopassword=y proxy=y host={backend.address} port={backend.imap_port}"}
+    )
+    if service:
+        body = "\n".join(f"  {key} = {value}" for key, value in service.items())
+        config.extra = f"service imap-login {{\n{body}\n}}"
+    return config
+
+
+def wait_count(master: ProxydProcess, title: str, count: int) -> list[Proc]:
+    """Wait until exactly ``count`` such children exist (and stay so for a moment)."""
+    seen: list[list[Proc]] = []
+
+    def settled() -> bool:
+        seen.append(children(master, title))
+        return len(seen) >= 3 and all(len(s) == count for s in seen[-3:])
+
+    wait_until(settled, timeout=10, what=f"{count} x {title}",
+               diagnostics=lambda: f"{children(master, title)}\n{master.log_text()}")
+    return seen[-1]
+
+
+def test_high_security_mode_one_process_per_connection_with_privileges_dropped(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """service_count = 1 (the default): each client gets its own login process, which runs
+    as the login user, chrooted, with vsz_limit; auth runs as default_internal_user."""
+    config = static_config(proxyd, backend_a, vsz_limit="200M")
+    master = proxyd.start(config)
+    [spare] = wait_count(master, "proxyd: imap-login", 1)
+    [auth] = children(master, "proxyd: auth")
+    assert spare.uid == pwd.getpwnam("dovenull").pw_uid
+    assert spare.root == str(Path(config.settings["base_dir"] or "") / "login")
+    assert "Max address space         209715200" in spare.limits()
+    assert auth.uid == pwd.getpwnam("dovecot").pw_uid
+    assert auth.root == "/"
+
+    clients = [RawImapClient(master.address(), master.port(), source_ip=client_address(40 + i)) for i in range(3)]
+    try:
+        procs = wait_count(master, "proxyd: imap-login", 4)  # three busy ones and one spare
+        assert len({p.pid for p in procs}) == 4
+        assert clients[0].command("LOGIN alice alicepw").status == "OK"
+        assert clients[0].command("NOOP").status == "OK"
+    finally:
+        for client in clients:
+            client.close()
+    wait_count(master, "proxyd: imap-login", 1)  # finished processes exit
+
+
+def test_high_performance_mode_spreads_clients_over_few_processes(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """service_count = 0: process_min_avail processes serve many clients each; more
+    processes come only when the others are full (client_limit)."""
+    master = proxyd.start(static_config(proxyd, backend_a, service_count="0", process_min_avail="2", client_limit="4"))
+    wait_count(master, "proxyd: imap-login", 2)
+    clients = [RawImapClient(master.address(), master.port(), source_ip=client_address(50)) for _ in range(10)]
+    try:
+        for client in clients:
+            assert client.greeting.startswith("* OK ")
+        procs = children(master, "proxyd: imap-login")
+        assert 3 <= len(procs) <= 5  # 10 clients at 4 per process, plus one available
+        assert clients[-1].command("LOGIN alice alicepw").status == "OK"
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_process_limit_destroys_the_oldest_prelogin_client_never_a_proxied_one(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """At process_limit the oldest client still logging in gets Dovecot's
+    ``* BYE Connection queue full``; a proxied session is never chosen."""
+    master = proxyd.start(static_config(proxyd, backend_a, process_limit="3"))
+    proxied = RawImapClient(master.address(), master.port(), source_ip=client_address(60))
+    assert proxied.command("LOGIN alice alicepw").status == "OK"
+    oldest = RawImapClient(master.address(), master.port(), source_ip=client_address(61))
+    newer = RawImapClient(master.address(), master.port(), source_ip=client_address(62))
+    try:
+        wait_count(master, "proxyd: imap-login", 3)
+        late = RawImapClient(master.address(), master.port(), source_ip=client_address(63))
+        assert late.greeting.startswith("* OK ")
+        assert oldest.read_until_closed() == ["* BYE Connection queue full"]
+        assert newer.command("NOOP").status == "OK"
+        assert proxied.command("NOOP").status == "OK"
+        late.close()
+    finally:
+        for client in (proxied, oldest, newer):
+            client.close()
+    assert "process_limit (3) reached" in master.log_text()
+    assert "Connection queue full" in master.log_text()
+
+
+def test_who_kick_and_a_killed_login_process(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    """``proxyctl who`` lists proxied sessions, ``kick`` closes them and prints the count;
+    a login process killed with SIGKILL is replaced while the other sessions go on."""
+    master = proxyd.start(static_config(proxyd, backend_a, service_count="0", process_min_avail="2"))
+    alice = RawImapClient(master.address(), master.port(), source_ip=client_address(70))
+    bob = RawImapClient(master.address(), master.port(), source_ip=client_address(71))
+    try:
+        assert alice.command("LOGIN alice alicepw").status == "OK"
+        assert bob.command("LOGIN bob bobpw").status == "OK"
+        who = proxyd.proxyctl("-c", str(master.config_path), "who")
+        assert who.returncode == 0, who.stderr
+        rows = [line.split() for line in who.stdout.splitlines()[1:]]
+        assert sorted(row[0] for row in rows) == ["alice", "bob"]
+        assert all(row[3] == f"{backend_a.address}:{backend_a.imap_port}" for row in rows)
+        assert proxyd.proxyctl("-c", str(master.config_path), "who", "b*").stdout.count("bob") == 1
+
+        kick = proxyd.proxyctl("-c", str(master.config_path), "kick", "alice")
+        assert kick.returncode == 0
+        assert kick.stdout.strip() == "1 connections kicked"
+        alice.read_until_closed()
+        assert bob.command("NOOP").status == "OK"
+
+        bob_port = bob._sock.getsockname()[1]
+        bobs = _owner_of_connection(client_address(71), bob_port)
+        spare = next(p for p in children(master, "proxyd: imap-login") if p.pid != bobs)
+        os.kill(spare.pid, signal.SIGKILL)
+        wait_until(
+            lambda: spare.pid not in {p.pid for p in children(master, "proxyd: imap-login")}
+            and len(children(master, "proxyd: imap-login")) >= 2,
+            timeout=10,
+            what="a replacement login process",
+        )
+        assert f"child {spare.pid} killed with signal 9" in master.log_text()
+        assert bob.command("NOOP").status == "OK"  # bob's process was not touched
+    finally:
+        alice.close()
+        bob.close()
+
+
+def _owner_of_connection(client_ip: str, client_port: int) -> int:
+    """The pid holding the server side of the TCP connection from client_ip:client_port."""
+    import ipaddress
+
+    wanted = f"{int(ipaddress.IPv4Address(client_ip)).to_bytes(4, 'little').hex().upper()}:{client_port:04X}"
+    inode = ""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[2] == wanted:
+            inode = parts[9]
+    assert inode, "connection not found"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == f"socket:[{inode}]":
+                    return int(entry)
+            except OSError:
+                continue
+    raise AssertionError("no process holds the connection")
