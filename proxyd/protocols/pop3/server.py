@@ -1,0 +1,601 @@
+"""Pop3LoginServer: the client-facing pre-login POP3 engine, after Dovecot 2.3's pop3-login.
+
+Theory of operation
+-------------------
+The engine is sans-IO (see ``proxyd.protocols.events`` for the driver loop)
+and reads its input the way Dovecot's ``pop3-login`` does, because that
+decides what a client sees for odd input:
+
+* ``receive_data()`` only queues bytes ("still in the kernel").  Each *read*
+  moves at most as many bytes as fit into a 1026-byte input buffer
+  (:class:`~proxyd.protocols.imap.grammar.InputBuffer`, shared with IMAP), and
+  after each read the commands in the buffer are handled until one needs more
+  input.  A read into a full buffer is ``-ERR Input buffer full, aborting``.
+* A command name is read first (``client_read_cmd_name()``): up to eight
+  characters, upper-cased, ending at SP, LF or NUL (CRs are skipped, a ninth
+  character ends it too and stays for the arguments) and consumed with one SP.
+  The arguments are the rest of the line, read only once the whole line is
+  buffered, and end at the first NUL as a C string would.  So only the part of
+  a line after the command name has to fit into the buffer.
+* ``AUTH`` is read specially (``cmd_auth()``): the mechanism name, then one
+  SASL line of up to 8192 bytes, however many reads that takes.  ``AUTH``
+  without a mechanism lists the mechanisms.  ``AUTH`` neither raises nor resets
+  the bad-command counter; every other known command resets it, an unknown one
+  raises it, and the third in a row ends the session.
+* ``USER``/``PASS`` become SASL ``PLAIN`` with ``\\0user\\0pass``; ``APOP`` is
+  refused (proxyd offers no APOP mechanism, so there is no challenge in the
+  greeting); ``XCLIENT``/``XOIP`` from a trusted peer become
+  :class:`~proxyd.protocols.events.TrustedClientInfo`.
+* Reading stops while the driver owns the session: after ``AuthBegin`` /
+  ``AuthContinue`` (until ``sasl_challenge``, ``auth_failed``,
+  ``auth_backend_reply`` or ``login_succeeded``), after ``StartTLS`` (until
+  ``tls_started``) and for good after ``Close`` or ``login_succeeded``.  When
+  the driver resumes the engine, buffered commands are handled at once.
+* After ``StartTLS`` nothing more is parsed from the plaintext:
+  ``trailing_data()`` returns what the client pipelined, for the driver to feed
+  into the TLS handshake, where it fails harmlessly (what Dovecot does).
+
+The engine keeps no clock: timeouts are the driver's (``close()``), and the
+tempfail timestamp comes from an injectable ``clock``.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+
+from proxyd.protocols.events import (
+    NEED_DATA,
+    PLAINTEXT_MECHANISMS,
+    AuthAborted,
+    AuthBegin,
+    AuthContinue,
+    AuthRefused,
+    ClientFailure,
+    Close,
+    Event,
+    LoginPolicy,
+    StartTLS,
+    TrustedClientInfo,
+    _NeedData,
+)
+from proxyd.protocols.imap.grammar import MAX_INBUF_SIZE, InputBuffer
+from proxyd.protocols.pop3 import replies
+from proxyd.protocols.pop3.replies import Reply
+from proxyd.protocols.pop3.xclient import parse_xclient
+from proxyd.protocols.sasl import decode_base64, encode_base64, is_base64_text
+
+#: Dovecot's ``LOGIN_MAX_AUTH_BUF_SIZE``.
+MAX_AUTH_LINE: Final = 8192
+#: Dovecot's ``CLIENT_MAX_CMD_LEN`` (pop3-login).
+MAX_COMMAND_NAME: Final = 8
+#: Dovecot's ``MAX_MECH_NAME`` (log sanitising).
+_MAX_MECH_NAME: Final = 64
+
+_SP: Final = 0x20
+_CR: Final = 0x0D
+_LF: Final = 0x0A
+_NUL: Final = 0x00
+
+
+class EngineUsageError(RuntimeError):
+    """The driver called an engine method that the current state does not allow."""
+
+
+class State(enum.Enum):
+    """Pre-login session states (the same names as the IMAP engine's)."""
+
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"  # reading commands
+    AUTHENTICATING = "AUTHENTICATING"  # a SASL exchange is running; the driver decides
+    TLS_PENDING = "TLS_PENDING"  # STLS accepted; waiting for tls_started()
+    PROXYING = "PROXYING"  # logged in; the driver relays bytes
+    CLOSED = "CLOSED"
+
+
+class _Trigger(enum.Enum):
+    AUTH_BEGIN = "auth_begin"
+    CHALLENGE = "sasl_challenge"
+    AUTH_END = "auth_end"  # failed, aborted, refused
+    LOGGED_IN = "login_succeeded"
+    STARTTLS = "starttls"
+    TLS_STARTED = "tls_started"
+    CLOSE = "close"
+
+
+_TRANSITIONS: Final[Mapping[tuple[State, _Trigger], State]] = {
+    (State.NOT_AUTHENTICATED, _Trigger.AUTH_BEGIN): State.AUTHENTICATING,
+    (State.NOT_AUTHENTICATED, _Trigger.STARTTLS): State.TLS_PENDING,
+    (State.NOT_AUTHENTICATED, _Trigger.CLOSE): State.CLOSED,
+    (State.AUTHENTICATING, _Trigger.CHALLENGE): State.AUTHENTICATING,
+    (State.AUTHENTICATING, _Trigger.AUTH_END): State.NOT_AUTHENTICATED,
+    (State.AUTHENTICATING, _Trigger.LOGGED_IN): State.PROXYING,
+    (State.AUTHENTICATING, _Trigger.CLOSE): State.CLOSED,
+    (State.TLS_PENDING, _Trigger.TLS_STARTED): State.NOT_AUTHENTICATED,
+    (State.TLS_PENDING, _Trigger.CLOSE): State.CLOSED,
+    (State.PROXYING, _Trigger.CLOSE): State.CLOSED,
+}
+
+
+def _c_string(data: bytes) -> bytes:
+    """What C code sees of ``data``: everything before the first NUL."""
+    return data.split(b"\0", 1)[0]
+
+
+class Pop3LoginServer:
+    """The pre-login POP3 dialogue with one client (Dovecot 2.3 ``pop3-login``).
+
+    The greeting is queued on construction.  ``hostname`` and ``clock`` feed
+    the tempfail text ``[<host>:<YYYY-mm-dd HH:MM:SS>]``.
+    """
+
+    def __init__(
+        self,
+        policy: LoginPolicy,
+        *,
+        max_inbuf: int = MAX_INBUF_SIZE,
+        max_auth_line: int = MAX_AUTH_LINE,
+        hostname: Callable[[], str] = socket.gethostname,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self._policy = policy
+        self._max_auth_line = max_auth_line
+        self._hostname = hostname
+        self._clock = clock
+        self._state = State.NOT_AUTHENTICATED
+        self._buf = InputBuffer(max_inbuf)
+        self._pending = bytearray()
+        self._eof = False
+        self._out = bytearray()
+        self._events: deque[Event] = deque()
+        self._resume = False
+        # pop3_client_input_next_cmd() state
+        self._current_cmd: str | None = None
+        self._bad_counter = 0
+        self._last_user: bytes | None = None
+        # authentication
+        self._auth_attempts = 0
+        self._auth_mech_parsed = False
+        self._auth_mech_raw = b""
+        self._auth_mech_log = ""
+        self._auth_response = bytearray()
+        self._awaiting_response = False
+        self._out += replies.greeting(policy)
+
+    # -- public API ------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The state name: NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
+        return self._state.value
+
+    @property
+    def policy(self) -> LoginPolicy:
+        """The policy in force (replaced by ``tls_started()``)."""
+        return self._policy
+
+    @property
+    def auth_attempts(self) -> int:
+        """Authentication attempts so far, counted as Dovecot counts them."""
+        return self._auth_attempts
+
+    @property
+    def eof_received(self) -> bool:
+        """The client closed its side (reported as ``Close`` once the engine reads again)."""
+        return self._eof
+
+    @property
+    def buffered_size(self) -> int:
+        """Client bytes received but not consumed (the driver's cue to stop reading)."""
+        return len(self._buf) + len(self._pending)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; ``b""`` means EOF."""
+        if self._state is State.CLOSED:
+            return
+        if self._eof:
+            raise EngineUsageError("data after EOF")
+        if data:
+            self._pending += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | _NeedData:
+        """The next event, or ``NEED_DATA`` when nothing can happen without input or the driver."""
+        while not self._events and self._reading():
+            if self._resume:
+                self._resume = False
+            elif not self._pending and not self._eof:
+                break
+            self._on_input()
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Drain the bytes queued for the client."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def trailing_data(self) -> bytes:
+        """Return and forget the client bytes not consumed.
+
+        After ``StartTLS``: what the client pipelined behind STLS (feed it to
+        the TLS handshake).  After ``login_succeeded``: client bytes for the backend.
+        """
+        data = self._buf.take_all() + bytes(self._pending)
+        self._pending.clear()
+        return data
+
+    def sasl_challenge(self, challenge: bytes) -> None:
+        """Send ``+ <base64>``; the client's next line becomes ``AuthContinue`` or ``AuthAborted``."""
+        if self._awaiting_response:
+            raise EngineUsageError("a challenge is already waiting for its response")
+        self._transition(_Trigger.CHALLENGE)
+        self._out += b"+ " + encode_base64(challenge) + b"\r\n"
+        self._auth_response.clear()
+        self._awaiting_response = True
+        self._resume = True
+
+    def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
+        """Answer the running authentication with Dovecot's failure text and read commands again.
+
+        ``reason`` is the passdb's ``reason=`` where Dovecot shows one; leave it
+        None for a plain wrong password and for passdb tempfails (the timestamped text).
+        """
+        reply = replies.auth_failure_reply(
+            failure, reason, hostname=self._hostname(), now=self._clock()
+        )
+        self._end_auth(reply)
+
+    def auth_backend_reply(self, reply: bytes) -> None:
+        """Answer the running authentication with a backend-derived line (``-ERR ...\\r\\n``)."""
+        self._end_auth(reply)
+
+    def login_succeeded(self, reply: bytes) -> None:
+        """Send the backend's ``+OK`` line; the session now belongs to the relay."""
+        self._transition(_Trigger.LOGGED_IN)
+        self._awaiting_response = False
+        self._out += reply
+
+    def tls_started(self, policy: LoginPolicy) -> None:
+        """The STLS handshake succeeded; read commands again under ``policy``."""
+        self._transition(_Trigger.TLS_STARTED)
+        self._policy = policy
+        # The plaintext left over was handed to TLS; reading starts afresh.
+        self._buf.take_all()
+        self._pending.clear()
+        self._current_cmd = None
+        self._auth_mech_parsed = False
+
+    def close(self, text: str | None = None, *, internal_error: bool = False) -> None:
+        """Driver-initiated disconnect: queue ``-ERR text`` (if given) and close.
+
+        For example ``Disconnected for inactivity.``; ``internal_error`` gives
+        the ``-ERR [SYS/TEMP]`` prefix Dovecot uses for internal failures.
+        """
+        if self._state is State.CLOSED:
+            return
+        if text is not None:
+            self._out += replies.reply_line(Reply.TEMPFAIL if internal_error else Reply.ERROR, text)
+        self._transition(_Trigger.CLOSE)
+
+    # -- state handling --------------------------------------------------
+
+    def _transition(self, trigger: _Trigger) -> None:
+        try:
+            self._state = _TRANSITIONS[self._state, trigger]
+        except KeyError:
+            raise EngineUsageError(
+                f"{trigger.value} not allowed in state {self._state.value}"
+            ) from None
+
+    def _reading(self) -> bool:
+        if self._state is State.NOT_AUTHENTICATED:
+            return True
+        return self._state is State.AUTHENTICATING and self._awaiting_response
+
+    def _end_auth(self, reply: bytes) -> None:
+        self._transition(_Trigger.AUTH_END)
+        self._out += reply
+        self._awaiting_response = False
+        self._auth_response.clear()
+        self._resume = True
+
+    def _disconnect(self, reason: str, text: str | None = None) -> None:
+        if text is not None:
+            self._out += replies.reply_line(Reply.ERROR, text)
+        self._transition(_Trigger.CLOSE)
+        self._events.append(Close(reason))
+
+    def _reply(self, kind: Reply, text: str) -> None:
+        self._out += replies.reply_line(kind, text)
+
+    # -- reading ---------------------------------------------------------
+
+    def _on_input(self) -> None:
+        """One input callback: a read (Dovecot's ``client_read()``), then handle what is buffered."""
+        if self._awaiting_response:
+            # client_auth_input(): i_stream_read_more() returns buffered data first.
+            if not len(self._buf):
+                if self._pending:
+                    self._buf.fill_from(self._pending)
+                elif self._eof:
+                    self._disconnect("Connection closed")
+                    return
+                else:
+                    return
+            self._auth_parse_response()
+            return
+        if self._buf.full:
+            self._disconnect("Input buffer full", replies.INPUT_BUFFER_FULL_MSG)
+            return
+        if self._pending:
+            self._buf.fill_from(self._pending)
+        elif self._eof:
+            self._disconnect("Connection closed")
+            return
+        elif not len(self._buf):
+            return
+        while self._state is State.NOT_AUTHENTICATED and self._next_command():
+            pass
+
+    def _read_command_name(self) -> str | None:
+        """Dovecot's ``client_read_cmd_name()``: the upper-cased name, or None for more input."""
+        data = self._buf.peek()
+        name = bytearray()
+        for i, byte in enumerate(data):
+            if byte == _CR:
+                continue
+            if byte in (_SP, _LF, _NUL) or i >= MAX_COMMAND_NAME:
+                self._buf.skip(i + 1 if byte == _SP else i)
+                return name.decode("latin-1")
+            name.append(byte - 0x20 if 0x61 <= byte <= 0x7A else byte)
+        return None
+
+    def _next_line(self) -> bytes | None:
+        """Dovecot's ``i_stream_next_line()``: one buffered line without CRLF, or None."""
+        data = self._buf.peek()
+        end = data.find(b"\n")
+        if end < 0:
+            return None
+        self._buf.skip(end + 1)
+        line = data[:end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return line
+
+    def _next_command(self) -> bool:
+        """Dovecot's ``pop3_client_input_next_cmd()``: True to go on with the next command."""
+        if self._current_cmd is None:
+            name = self._read_command_name()
+            if name is None:
+                return False
+            self._current_cmd = name
+        if self._current_cmd == "AUTH":
+            if self._cmd_auth() <= 0:
+                return False
+            self._current_cmd = None
+            return self._state is State.NOT_AUTHENTICATED
+        line = self._next_line()
+        if line is None:
+            return False
+        command, self._current_cmd = self._current_cmd, None
+        if self._execute(command, _c_string(line)):
+            self._bad_counter = 0
+        else:
+            self._bad_counter += 1
+            if self._bad_counter >= self._policy.max_bad_commands:
+                self._disconnect("Too many bad commands", replies.TOO_MANY_BAD_MSG)
+                return False
+        return self._state is State.NOT_AUTHENTICATED
+
+    # -- commands ----------------------------------------------------------
+
+    def _execute(self, name: str, args: bytes) -> bool:
+        """Dovecot's ``client_command_execute()``: False for an unknown command."""
+        if name == "CAPA":
+            self._out += replies.capability_reply(self._policy)
+        elif name == "USER":
+            self._cmd_user(args)
+        elif name == "PASS":
+            self._cmd_pass(args)
+        elif name == "APOP":
+            self._reply(Reply.ERROR, replies.APOP_NOT_ENABLED_MSG)
+            self._events.append(AuthRefused("APOP failed: APOP not enabled"))
+        elif name == "STLS":
+            self._cmd_stls()
+        elif name == "QUIT":
+            self._reply(Reply.OK, replies.LOGOUT_MSG)
+            self._disconnect("Aborted login by logging out")
+        elif name == "XCLIENT":
+            self._cmd_xclient(args)
+        elif name == "XOIP":
+            # compatibility with Zimbra's patched nginx
+            self._cmd_xclient(b"ADDR=" + args)
+        else:
+            self._reply(Reply.ERROR, replies.UNKNOWN_COMMAND_MSG)
+            return False
+        return True
+
+    def _cmd_stls(self) -> None:
+        if self._policy.tls_active:
+            self._reply(Reply.ERROR, "TLS is already active.")
+        elif not self._policy.tls_available:
+            self._reply(Reply.ERROR, "TLS support isn't enabled.")
+        else:
+            self._reply(Reply.OK, "Begin TLS negotiation now.")
+            self._transition(_Trigger.STARTTLS)
+            self._events.append(StartTLS())
+
+    def _check_plaintext_auth(self) -> bool:
+        """Dovecot's ``client_check_plaintext_auth()`` (POP3 has no status notice to add)."""
+        if self._policy.plaintext_allowed():
+            return True
+        self._reply(Reply.AUTH_ERROR, replies.AUTH_PLAINTEXT_DISABLED_MSG)
+        self._auth_attempts += 1
+        self._events.append(AuthRefused("Login failed: Plaintext authentication disabled"))
+        return False
+
+    def _cmd_user(self, args: bytes) -> None:
+        if not self._check_plaintext_auth():
+            return
+        self._last_user = args
+        self._out += b"+OK\r\n"
+
+    def _cmd_pass(self, args: bytes) -> None:
+        user = self._last_user
+        if user is None:
+            # the client may ignore USER's reply and show only the one to PASS
+            if self._check_plaintext_auth():
+                self._reply(Reply.ERROR, replies.NO_USERNAME_MSG)
+            return
+        self._last_user = None
+        self._auth_begin(b"PLAIN", None, login_response=b"\0" + user + b"\0" + args)
+
+    def _cmd_xclient(self, args: bytes) -> None:
+        if not self._policy.trusted:
+            self._reply(Reply.OK, replies.XCLIENT_UNTRUSTED_MSG)
+            return
+        parsed = parse_xclient(args)
+        if parsed.changed:
+            # Dovecot applies each valid value as it reads it, even when another is invalid.
+            self._events.append(
+                TrustedClientInfo(
+                    remote_ip=parsed.remote_ip,
+                    remote_port=parsed.remote_port,
+                    proxy_ttl=parsed.proxy_ttl,
+                    session_id=parsed.session_id,
+                    forward_fields=parsed.forward_fields or {},
+                )
+            )
+        if parsed.valid:
+            self._reply(Reply.OK, replies.XCLIENT_UPDATED_MSG)
+        else:
+            self._reply(Reply.ERROR, replies.INVALID_PARAMETERS_MSG)
+
+    def _cmd_auth(self) -> int:
+        """Dovecot's ``cmd_auth()``: 1 done, 0 more input or authentication started, -1 gone."""
+        if not self._auth_mech_parsed:
+            data = self._buf.peek()
+            end = next((i for i, byte in enumerate(data) if byte in (_SP, _CR, _LF)), None)
+            if end is None:
+                return 0
+            if end == 0:
+                # old-style SASL discovery (MS Outlook)
+                self._out += replies.mechanism_list(self._policy)
+                self._read_next_line()
+                return 1
+            self._auth_mech_raw = data[:end]
+            self._auth_mech_parsed = True
+            self._buf.skip(end + 1 if data[end] == _SP else end)
+        ret = self._auth_read_line()
+        if ret <= 0:
+            return ret
+        self._auth_mech_parsed = False
+        initial = bytes(self._auth_response) or None
+        self._auth_response.clear()
+        # The command is complete; the exchange itself belongs to the driver now.
+        self._current_cmd = None
+        return self._auth_begin(self._auth_mech_raw, initial)
+
+    def _read_next_line(self) -> None:
+        """Dovecot's ``i_stream_read_next_line()`` with its result ignored: skip a line if it is here."""
+        if self._buf.skip_line():
+            return
+        self._buf.fill_from(self._pending)
+        self._buf.skip_line()
+
+    def _auth_read_line(self) -> int:
+        """Dovecot's ``client_auth_read_line()``: 1 for a full line, 0 for more data, -1 if gone."""
+        data = self._buf.peek()
+        end = data.find(b"\n")
+        found = end >= 0
+        if not found:
+            end = len(data)
+        if len(self._auth_response) + end > self._max_auth_line:
+            self._disconnect("Authentication response too large")
+            return -1
+        self._auth_response += data[:end]
+        self._buf.skip(end + 1 if found else end)
+        if self._auth_response.endswith(b"\r"):
+            del self._auth_response[-1:]
+        return 1 if found else 0
+
+    def _auth_begin(
+        self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
+    ) -> int:
+        """Dovecot's ``client_auth_begin()`` + ``sasl_server_auth_begin()`` up to the auth request.
+
+        Returns 0 when an exchange started (reading stops), 1 when the attempt
+        was answered here.
+        """
+        policy = self._policy
+        if not policy.secured and policy.ssl == "required":
+            self._auth_attempts += 1
+            self._reply(Reply.AUTH_ERROR, replies.SSL_REQUIRED_MSG)
+            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
+            return 1
+        self._auth_attempts += 1
+        wanted = _c_string(mech_raw).upper()
+        self._auth_mech_log = replies.sanitize(wanted, _MAX_MECH_NAME)
+        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
+        if mech is None:
+            return self._refuse(replies.UNSUPPORTED_MECH_MSG)
+        if (
+            not policy.secured
+            and policy.disable_plaintext_auth
+            and mech.upper() in PLAINTEXT_MECHANISMS
+        ):
+            return self._refuse(replies.MECH_PLAINTEXT_DISABLED_MSG)
+        initial: bytes | None
+        if login_response is not None:
+            initial = login_response
+        elif initial_b64 is None:
+            initial = None
+        elif initial_b64 == b"=":
+            initial = b""
+        else:
+            initial = decode_base64(initial_b64)
+            if initial is None:
+                return self._refuse(replies.INVALID_BASE64_INITIAL_MSG)
+        self._transition(_Trigger.AUTH_BEGIN)
+        self._events.append(
+            AuthBegin(mech.upper(), initial, plaintext_login=login_response is not None)
+        )
+        return 0
+
+    def _refuse(self, text: str) -> int:
+        self._reply(Reply.AUTH_ERROR, text)
+        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
+        return 1
+
+    def _auth_parse_response(self) -> None:
+        """A continuation line from the client (Dovecot's ``client_auth_parse_response()``)."""
+        if self._auth_read_line() <= 0:
+            return
+        line = bytes(self._auth_response)
+        self._auth_response.clear()
+        self._awaiting_response = False
+        if line == b"*":
+            self._end_auth(replies.reply_line(Reply.ERROR, replies.AUTH_ABORTED_MSG))
+            self._events.append(AuthAborted())
+            return
+        if not is_base64_text(line):
+            self._refuse_response(replies.INVALID_BASE64_RESPONSE_MSG)
+            return
+        decoded = decode_base64(line)
+        if decoded is None:
+            self._refuse_response(replies.INVALID_BASE64_CONTINUED_MSG)
+            return
+        self._events.append(AuthContinue(decoded))
+
+    def _refuse_response(self, text: str) -> None:
+        self._end_auth(replies.reply_line(Reply.AUTH_ERROR, text))
+        self._events.append(
+            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
+        )

@@ -1,0 +1,294 @@
+"""Property tests: arbitrary input never crashes a POP3 engine and never leaks a password.
+
+``HYPOTHESIS_PROFILE=deep`` (tests/protocols/conftest.py) runs many more examples.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxyd.protocols.backend_events import (
+    BackendEvent,
+    BackendFailed,
+    BackendLoggedIn,
+    BackendNeedsTLS,
+)
+from proxyd.protocols.events import (
+    NEED_DATA,
+    AuthAborted,
+    AuthBegin,
+    AuthContinue,
+    AuthRefused,
+    ClientFailure,
+    Close,
+    LoginPolicy,
+    StartTLS,
+    TrustedClientInfo,
+)
+from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
+from proxyd.protocols.pop3.server import Pop3LoginServer
+
+CLIENT_EVENTS = (
+    AuthBegin,
+    AuthContinue,
+    AuthAborted,
+    AuthRefused,
+    StartTLS,
+    TrustedClientInfo,
+    Close,
+)
+#: "+OK ...", "-ERR ...", "+ <base64>", or one line of a multi-line CAPA / AUTH list
+REPLY_LINE = re.compile(rb"(\+OK( [^\r\n]*)?|-ERR [^\r\n]*|\+ [A-Za-z0-9+/=]*|[A-Z0-9 /-]*|\.)\Z")
+
+policies = st.builds(
+    LoginPolicy,
+    mechanisms=st.sampled_from([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()]),
+    ssl=st.sampled_from(["no", "yes", "required"]),
+    tls_available=st.booleans(),
+    tls_active=st.booleans(),
+    secured=st.booleans(),
+    trusted=st.booleans(),
+    disable_plaintext_auth=st.booleans(),
+)
+
+#: input that looks enough like POP3 to reach deep states, mixed with raw noise
+pop3_pieces = st.sampled_from(
+    [
+        b"USER ",
+        b"PASS ",
+        b"AUTH",
+        b"AUTH ",
+        b"PLAIN",
+        b"LOGIN",
+        b"CAPA",
+        b"STLS",
+        b"QUIT",
+        b"APOP ",
+        b"XCLIENT ",
+        b"XOIP ",
+        b"ADDR=1.2.3.4 ",
+        b"PORT=99 ",
+        b"TTL=x ",
+        b"FORWARD=YT1i ",
+        b"SESSION=abc ",
+        b"NOOP",
+        b"bob",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b" ",
+        b"*",
+        b"=",
+        b"AGJvYgBzZWNyZXQ=",
+        b"\0",
+        b"\xff",
+    ]
+)
+noisy = st.lists(st.one_of(pop3_pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks, start = [], 0
+    for point in points:
+        chunks.append(data[start:point])
+        start = point
+    chunks.append(data[start:])
+    return [chunk for chunk in chunks if chunk]
+
+
+def drive_server(
+    engine: Pop3LoginServer, chunks: list[bytes], answers: list[int], eof: bool
+) -> tuple[bytes, list[Any]]:
+    """Feed chunks; answer driver events with choices from ``answers`` (cycled)."""
+    output = bytearray(engine.data_to_send())
+    events: list[Any] = []
+    choice = iter(answers * 50)
+    for chunk in [*chunks, b""] if eof else chunks:
+        if engine.state == "CLOSED":
+            break
+        engine.receive_data(chunk)
+        while (event := engine.next_event()) is not NEED_DATA:
+            assert isinstance(event, CLIENT_EVENTS), event
+            events.append(event)
+            pick = next(choice, 0)
+            if isinstance(event, (AuthBegin, AuthContinue)):
+                if pick % 4 == 0:
+                    engine.sasl_challenge(b"ch")
+                elif pick % 4 == 1:
+                    engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
+                elif pick % 4 == 2:
+                    engine.auth_backend_reply(b"-ERR [IN-USE] locked\r\n")
+                else:
+                    engine.login_succeeded(b"+OK Logged in.\r\n")
+            elif isinstance(event, StartTLS):
+                engine.trailing_data()
+                engine.tls_started(engine.policy)
+            output += engine.data_to_send()
+        output += engine.data_to_send()
+    return bytes(output), events
+
+
+@given(
+    policies,
+    noisy,
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.lists(st.integers(0, 99), min_size=1),
+    st.booleans(),
+)
+def test_server_survives_anything(policy, data, cuts, answers, eof):
+    engine = Pop3LoginServer(policy, hostname=lambda: "h")
+    output, events = drive_server(engine, chunked(data, cuts), answers, eof)
+    assert engine.state in (
+        "NOT_AUTHENTICATED",
+        "AUTHENTICATING",
+        "TLS_PENDING",
+        "PROXYING",
+        "CLOSED",
+    )
+    assert output.endswith(b"\r\n")
+    for line in output.split(b"\r\n")[:-1]:
+        assert REPLY_LINE.match(line), line
+    closes = [event for event in events if isinstance(event, Close)]
+    assert len(closes) <= 1
+    if closes:
+        assert events[-1] == closes[0]
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(0, 10_000), max_size=6))
+def test_server_survives_raw_bytes(data, cuts):
+    engine = Pop3LoginServer(LoginPolicy(trusted=True), hostname=lambda: "h")
+    drive_server(engine, chunked(data, cuts), [1], eof=True)
+
+
+password_chars = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=20)
+complete_lines = st.lists(
+    st.sampled_from([b"CAPA\r\n", b"NOOP\r\n", b"\r\n", b"AUTH\r\n", b"XCLIENT ADDR=1.2.3.4\r\n"]),
+    max_size=2,
+)
+
+
+@given(
+    policies,
+    password_chars,
+    st.sampled_from(["userpass", "auth-ir", "auth-continue"]),
+    complete_lines,
+    noisy,
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.booleans(),
+)
+def test_password_never_reaches_the_client(policy, password, form, before, after, cuts, eof):
+    secret = ("Pw" + password).encode()
+    encoded = base64.b64encode(b"\0bob\0" + secret)
+    if form == "userpass":
+        login = b"USER bob\r\nPASS " + secret + b"\r\n"
+    elif form == "auth-ir":
+        login = b"AUTH PLAIN " + encoded + b"\r\n"
+    else:
+        login = b"AUTH PLAIN\r\n" + encoded + b"\r\n"
+    data = b"".join(before) + login + after
+    engine = Pop3LoginServer(policy, hostname=lambda: "h")
+    output, events = drive_server(engine, chunked(data, cuts), [0, 1], eof)
+    assert secret not in output
+    assert encoded not in output
+    assert all(secret not in repr(event).encode() for event in events)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"CAPA\r\n",
+                b"NOOP\r\n",
+                b"USER x\r\n",
+                b"APOP a b\r\n",
+                b"AUTH\r\n",
+                b"AUTH FOO\r\n",
+                b"XCLIENT ADDR=1.2.3.4\r\n",
+                b"PASS\r\n",
+                b"\r\n",
+            ]
+        ),
+        max_size=8,
+    ),
+    st.lists(st.integers(0, 10_000), max_size=10),
+)
+def test_chunking_does_not_change_the_replies(lines, cuts):
+    """How the bytes are split across reads makes no difference."""
+    data = b"".join(lines)
+    whole, _ = drive_server(Pop3LoginServer(LoginPolicy()), [data] if data else [], [1], eof=False)
+    split, _ = drive_server(Pop3LoginServer(LoginPolicy()), chunked(data, cuts), [1], eof=False)
+    assert whole == split
+
+
+# -- backend engine ------------------------------------------------------------------------
+
+banners = st.sampled_from([b"+OK [XCLIENT] ready\r\n", b"+OK ready\r\n", b"* OK imap\r\n", b""])
+backend_pieces = st.sampled_from(
+    [
+        b"+OK",
+        b"+OK ",
+        b"-ERR ",
+        b"-ERR [SYS/TEMP] x",
+        b"-ERR [AUTH] x",
+        b"+ ",
+        b"+ VXNlcm5hbWU6",
+        b"+ !!",
+        b"+",
+        b"\r\n",
+        b"\n",
+        b"[XCLIENT]",
+    ]
+)
+backend_noise = st.lists(st.one_of(backend_pieces, st.binary(max_size=30)), max_size=30).map(
+    b"".join
+)
+backend_params = st.builds(
+    Pop3BackendParams,
+    user=st.just("bob"),
+    password=st.just("Pw-hunter2"),
+    master_user=st.sampled_from(["", "master"]),
+    mech=st.sampled_from(["", "PLAIN", "LOGIN", "XOAUTH2"]),
+    starttls=st.booleans(),
+    not_trusted=st.booleans(),
+    remote_ip=st.just("192.0.2.1"),
+    remote_port=st.just(4000),
+    session_id=st.just("s"),
+    forward_fields=st.sampled_from([(), (("k", "v"),)]),
+)
+
+
+@given(
+    backend_params,
+    banners,
+    backend_noise,
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.booleans(),
+)
+def test_backend_survives_anything(params, banner, data, cuts, eof):
+    engine = Pop3BackendLogin(params)
+    finished = False
+    sent = b""
+    for chunk in chunked(banner + data, cuts) + ([b""] if eof else []):
+        engine.receive_data(chunk)
+        while (event := engine.next_event()) is not NEED_DATA:
+            assert isinstance(event, BackendEvent)
+            assert not finished, "no events after the final one"
+            if isinstance(event, BackendNeedsTLS):
+                engine.trailing_data()
+                engine.tls_started()
+            if isinstance(event, (BackendLoggedIn, BackendFailed)):
+                finished = True
+                reply = getattr(event, "client_reply", None) or b""
+                assert b"hunter2" not in reply
+                assert reply == b"" or reply.endswith(b"\r\n")
+                assert "hunter2" not in getattr(event, "log_text", "")
+        sent += engine.data_to_send()
+    # the password goes out at most once, and only in PASS (USER/PASS logins)
+    assert sent.count(b"hunter2") <= 1
+    assert engine.state_name in ("banner", "starttls", "xclient", "login1", "login2")
