@@ -11,7 +11,8 @@ Merge rules, as in Dovecot:
 * ``service NAME { }`` blocks with the same name are one service;
   ``inet_listener NAME { }`` blocks with the same name are one listener, and
   a listener named like a built-in one (``imap`` port 143, ``imaps`` port 993
-  with ``ssl = yes``) changes only the fields it sets.  ``port = 0`` keeps the
+  with ``ssl = yes``, ``pop3`` port 110, ``pop3s`` port 995 with ``ssl = yes``)
+  changes only the fields it sets.  ``port = 0`` keeps the
   listener in the table; whoever binds listeners skips it.
 * ``passdb [NAME] { }`` blocks are kept in file order; two with the same
   name are an error.

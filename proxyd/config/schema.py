@@ -24,8 +24,10 @@ A name in a configuration file falls into exactly one of these groups:
    still be valid userdb keys (:data:`USERDB_KEYS`).
 6. Anything else: ``Unknown setting: X``.
 
-Defaults are Dovecot 2.3's, except ``protocols`` (``imap``: the only protocol
-implemented so far) and ``base_dir`` (proxyd's own directory).
+Defaults are Dovecot 2.3's, except ``protocols`` (``imap``: Dovecot's default
+``imap pop3 lmtp`` would open the POP3 ports of a configuration that never
+asked for them; ``protocols = imap pop3`` enables POP3) and ``base_dir``
+(proxyd's own directory).
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ class SettingSpec:
 
 # --- value parsers that carry proxyd's "not yet" rules ---------------------
 
-IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap"})
-_LATER_PROTOCOLS: Final = frozenset({"pop3", "lmtp", "submission", "sieve"})
+IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap", "pop3"})
+_LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
 
 IMPLEMENTED_MECHANISMS: Final = frozenset({"plain", "login"})
 #: SASL mechanisms Dovecot 2.3's auth process knows
@@ -288,7 +290,7 @@ _SERVICE_SPECS: Final = (
 SERVICE: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _SERVICE_SPECS}
 
 #: services with an implementation
-IMPLEMENTED_SERVICES: Final = frozenset({"imap-login"})
+IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login"})
 
 # --- roadmap: in the interface contract, not implemented yet -----------------
 
@@ -310,7 +312,7 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
 }
 #: service settings still to come (none now: the process model implements them all)
 ROADMAP_SERVICE: Final[frozenset[str]] = frozenset()
-ROADMAP_SERVICES: Final = frozenset({"pop3-login", "submission-login", "managesieve-login"})
+ROADMAP_SERVICES: Final = frozenset({"submission-login", "managesieve-login"})
 
 
 def _names(text: str) -> frozenset[str]:

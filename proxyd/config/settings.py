@@ -80,6 +80,13 @@ def _default_services() -> dict[str, ServiceSettings]:
                 InetListener(name="imaps", port=993, ssl=True),
             ),
         ),
+        "pop3-login": ServiceSettings(
+            name="pop3-login",
+            listeners=(
+                InetListener(name="pop3", port=110),
+                InetListener(name="pop3s", port=995, ssl=True),
+            ),
+        ),
     }
 
 

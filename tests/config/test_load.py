@@ -45,6 +45,10 @@ def test_defaults_are_dovecots(load: Load) -> None:
         InetListener(name="imap", port=143),
         InetListener(name="imaps", port=993, ssl=True),
     )
+    assert settings.services["pop3-login"].listeners == (
+        InetListener(name="pop3", port=110),
+        InetListener(name="pop3s", port=995, ssl=True),
+    )
     for name in (
         "base_dir",
         "log_path",
@@ -207,6 +211,10 @@ def test_pem_can_be_reset(load: Load, pems: tuple[Path, Path]) -> None:
         ("none", ()),
         ("$protocols imap", ("imap",)),
         ("$protocols", ("imap",)),
+        ("imap pop3", ("imap", "pop3")),
+        ("$protocols pop3", ("imap", "pop3")),
+        ("pop3", ("pop3",)),
+        ("pop3 imap pop3", ("pop3", "imap")),
     ],
 )
 def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
@@ -216,8 +224,6 @@ def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("imap pop3", "protocol 'pop3' is not supported yet"),
-        ("$protocols pop3", "protocol 'pop3' is not supported yet"),
         ("lmtp", "protocol 'lmtp' is not supported yet"),
         ("submission", "protocol 'submission' is not supported yet"),
         ("sieve", "protocol 'sieve' is not supported yet"),
@@ -374,6 +380,33 @@ def test_listener_merges_with_default_by_name(load: Load) -> None:
     assert settings.explicit["service/imap-login/inet_listener/imap/port"] == Location(path, 4)
 
 
+def test_pop3_login_service_overrides_the_builtin_listeners(load: Load) -> None:
+    """Dovecot's ``service pop3-login`` with its default ``pop3`` (110) and ``pop3s`` (995, ssl) listeners."""
+    settings = load(
+        NO_SSL
+        + "protocols = imap pop3\n"
+        + "service pop3-login {\n"
+        + "  inet_listener pop3 {\n"
+        + "    port = 1110\n"
+        + "  }\n"
+        + "  inet_listener pop3s {\n"
+        + "    address = 127.0.0.1\n"
+        + "  }\n"
+        + "}\n"
+    )
+    path = settings.config_path
+    assert settings.protocols == ("imap", "pop3")
+    assert settings.service("pop3-login").listeners == (
+        InetListener(name="pop3", port=1110, location=Location(path, 4)),
+        InetListener(
+            name="pop3s", port=995, ssl=True, addresses=("127.0.0.1",), location=Location(path, 7)
+        ),
+    )
+    assert settings.explicit["service/pop3-login/inet_listener/pop3/port"] == Location(path, 5)
+    # the IMAP listeners keep their defaults
+    assert settings.service("imap-login").listeners[0] == InetListener(name="imap", port=143)
+
+
 def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
     settings = load(
         NO_SSL
@@ -391,7 +424,7 @@ def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("service pop3-login {\n}\n", 2, "service 'pop3-login' is not supported yet"),
+        ("service submission-login {\n}\n", 2, "service 'submission-login' is not supported yet"),
         ("service imap {\n}\n", 2, "service 'imap' is not supported yet"),
         (
             "service auth {\n  unix_listener auth-userdb {\n  }\n}\n",
