@@ -6,9 +6,10 @@
 #     scripts/demo.sh stop     # stop everything the demo started
 #     scripts/demo.sh status   # what is running
 #
-# Backends: Dovecot on 127.0.0.2:10143 (alice's mail) and 127.0.0.3:10143
-# (bob's mail).  proxyd: 127.0.0.1:10143 (IMAP + STARTTLS) and 127.0.0.1:10993
-# (IMAPS), routing each user by the passwd-file in demo/users.  All state
+# Backends: Dovecot on 127.0.0.2 (alice's mail) and 127.0.0.3 (bob's mail),
+# IMAP on port 10143 and POP3 on 10110.  proxyd: 127.0.0.1:10143 (IMAP +
+# STARTTLS), :10993 (IMAPS), :10110 (POP3 + STLS) and :10995 (POP3S), routing
+# each user by the passwd-file in demo/users.  All state
 # (certificates, hashes, mail, logs, pid files) lives in $PROXYD_DEMO_DIR,
 # /tmp/proxyd-demo by default.
 
@@ -21,7 +22,11 @@ BACKENDS=("backend-a:127.0.0.2" "backend-b:127.0.0.3")
 PROXY_ADDRESS=127.0.0.1
 IMAP_PORT=10143
 IMAPS_PORT=10993
+POP3_PORT=10110
+POP3S_PORT=10995
 BACKEND_PORT=10143
+BACKEND_POP3_PORT=10110
+PROXY_PORTS=("$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT")
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
@@ -68,7 +73,7 @@ stop_demo() {
 status_demo() {
     local running=0 entry name
     if [ -f "$DEMO_DIR/proxyd/proxyd.pid" ] && pid_alive "$(cat "$DEMO_DIR/proxyd/proxyd.pid")"; then
-        echo "proxyd: running (pid $(cat "$DEMO_DIR/proxyd/proxyd.pid")) on $PROXY_ADDRESS:$IMAP_PORT and :$IMAPS_PORT"
+        echo "proxyd: running (pid $(cat "$DEMO_DIR/proxyd/proxyd.pid")) on $PROXY_ADDRESS ports ${PROXY_PORTS[*]}"
         running=1
     else
         echo "proxyd: stopped"
@@ -76,7 +81,7 @@ status_demo() {
     for entry in "${BACKENDS[@]}"; do
         name=${entry%%:*}
         if [ -f "$DEMO_DIR/$name/run/master.pid" ] && pid_alive "$(cat "$DEMO_DIR/$name/run/master.pid")"; then
-            echo "$name: running on ${entry#*:}:$BACKEND_PORT"
+            echo "$name: running on ${entry#*:}:$BACKEND_PORT (IMAP) and :$BACKEND_POP3_PORT (POP3)"
             running=1
         else
             echo "$name: stopped"
@@ -107,10 +112,11 @@ make_certificates() {
     chmod 600 "$tls/key.pem" "$tls/ca.key"
 }
 
-# The proxy's passwd-file: demo/users with every @HASH:password@ replaced by
-# the output of `proxyctl pw`.
+# The proxy's passwd-files: demo/users with every @HASH:password@ replaced by
+# the output of `proxyctl pw` as users-imap, and the same with the backends'
+# POP3 port as users-pop3 (the passdb reads users-%s).
 make_proxy_users() {
-    local dest="$DEMO_DIR/proxyd/users" line password hash
+    local dest="$DEMO_DIR/proxyd/users-imap" line password hash
     : >"$dest"
     while IFS= read -r line || [ -n "$line" ]; do
         while [[ $line =~ @HASH:([^@]*)@ ]]; do
@@ -120,6 +126,7 @@ make_proxy_users() {
         done
         printf '%s\n' "$line" >>"$dest"
     done <"$REPO_ROOT/demo/users"
+    sed -e "s/ port=$BACKEND_PORT\b/ port=$BACKEND_POP3_PORT/" "$dest" >"$DEMO_DIR/proxyd/users-pop3"
 }
 
 # start_backend NAME ADDRESS: users whose host= is ADDRESS get the same
@@ -132,27 +139,32 @@ start_backend() {
     awk -F: -v host="host=$address" '
         /^[[:space:]]*(#|$)/ { next }
         { n = split($NF, fields, " "); for (i = 1; i <= n; i++) if (fields[i] == host) print $1 ":" $2 }
-    ' "$DEMO_DIR/proxyd/users" >"$dir/users"
+    ' "$DEMO_DIR/proxyd/users-imap" >"$dir/users"
     while IFS=: read -r user _; do
         mkdir -p "$dir/mail/$user/cur" "$dir/mail/$user/new" "$dir/mail/$user/tmp"
         printf '%s\r\n' \
             "From: demo@proxyd.invalid" "To: $user@proxyd.invalid" \
             "Subject: Hello $user, this is $name ($address)" \
             "Date: $(date -R)" "Message-ID: <$name.$user@proxyd-demo>" "" \
-            "This message is stored on $name, the Dovecot at $address:$BACKEND_PORT." \
+            "This message is stored on $name, the Dovecot at $address." \
             >"$dir/mail/$user/new/$(date +%s).M1P$$.$name"
         chown -R nobody:nogroup "$dir/mail/$user"
     done <"$dir/users"
-    if port_open "$address" "$BACKEND_PORT"; then
-        die "$address:$BACKEND_PORT is already in use; stop whatever listens there"
-    fi
-    log "starting Dovecot $name on $address:$BACKEND_PORT"
+    local port
+    for port in "$BACKEND_PORT" "$BACKEND_POP3_PORT"; do
+        if port_open "$address" "$port"; then
+            die "$address:$port is already in use; stop whatever listens there"
+        fi
+    done
+    log "starting Dovecot $name on $address:$BACKEND_PORT (IMAP) and :$BACKEND_POP3_PORT (POP3)"
     # Dovecot daemonizes; its stdio goes to a file so no pipe stays open behind it
     if ! /usr/sbin/dovecot -c "$dir/dovecot.conf" </dev/null >"$dir/startup.log" 2>&1; then
         cat "$dir/startup.log" >&2
         die "Dovecot $name did not start"
     fi
-    wait_for_port "$address" "$BACKEND_PORT" 30 || die "Dovecot $name did not start; see $dir/dovecot.log"
+    for port in "$BACKEND_PORT" "$BACKEND_POP3_PORT"; do
+        wait_for_port "$address" "$port" 30 || die "Dovecot $name did not start; see $dir/dovecot.log"
+    done
 }
 
 start_proxyd() {
@@ -161,17 +173,17 @@ start_proxyd() {
     "$VENV/bin/proxyd" -c "$dir/proxyd.conf" -n >/dev/null \
         || die "proxyd rejected $dir/proxyd.conf (run: $VENV/bin/proxyd -c $dir/proxyd.conf -n)"
     local port
-    for port in "$IMAP_PORT" "$IMAPS_PORT"; do
+    for port in "${PROXY_PORTS[@]}"; do
         if port_open "$PROXY_ADDRESS" "$port"; then
             die "$PROXY_ADDRESS:$port is already in use; stop whatever listens there"
         fi
     done
-    log "starting proxyd on $PROXY_ADDRESS:$IMAP_PORT and $PROXY_ADDRESS:$IMAPS_PORT"
+    log "starting proxyd on $PROXY_ADDRESS ports ${PROXY_PORTS[*]}"
     # a session of its own, so it outlives this script and the terminal
     setsid "$VENV/bin/proxyd" -c "$dir/proxyd.conf" >>"$dir/proxyd.log" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$dir/proxyd.pid"
-    for port in "$IMAP_PORT" "$IMAPS_PORT"; do
+    for port in "${PROXY_PORTS[@]}"; do
         if ! wait_for_port "$PROXY_ADDRESS" "$port" 30 || ! pid_alive "$pid"; then
             tail -n 30 "$dir/proxyd.log" >&2 || true
             die "proxyd did not start; see $dir/proxyd.log"
@@ -179,19 +191,21 @@ start_proxyd() {
     done
 }
 
-# Logs in through proxyd as each user and checks the message came from the
-# right backend.
+# Logs in through proxyd as each user, over IMAP and over POP3, and checks the
+# message came from the right backend.
 self_check() {
-    local ok=1 out
+    local ok=1 out url
     for entry in "alice:alicepw:backend-a" "bob:bobpw:backend-b"; do
         IFS=: read -r user password backend <<<"$entry"
-        out="$(curl -sS --max-time 20 "imap://$PROXY_ADDRESS:$IMAP_PORT/INBOX;UID=1" -u "$user:$password" 2>&1)" || true
-        if grep -q "Subject: Hello $user, this is $backend" <<<"$out"; then
-            log "check: $user logged in through proxyd and read mail from $backend"
-        else
-            log "check FAILED for $user: $out"
-            ok=0
-        fi
+        for url in "imap://$PROXY_ADDRESS:$IMAP_PORT/INBOX;UID=1" "pop3://$PROXY_ADDRESS:$POP3_PORT/1"; do
+            out="$(curl -sS --max-time 20 "$url" -u "$user:$password" 2>&1)" || true
+            if grep -q "Subject: Hello $user, this is $backend" <<<"$out"; then
+                log "check: $user logged in through proxyd (${url%%:*}) and read mail from $backend"
+            else
+                log "check FAILED for $user (${url%%:*}): $out"
+                ok=0
+            fi
+        done
     done
     [ "$ok" -eq 1 ]
 }
@@ -220,8 +234,9 @@ start_demo() {
 
     cat <<EOT
 
-proxyd is running on $PROXY_ADDRESS:$IMAP_PORT (IMAP, STARTTLS) and $PROXY_ADDRESS:$IMAPS_PORT (IMAPS),
-in front of Dovecot backend-a (127.0.0.2:$BACKEND_PORT, alice) and backend-b (127.0.0.3:$BACKEND_PORT, bob).
+proxyd is running on $PROXY_ADDRESS:$IMAP_PORT (IMAP, STARTTLS), $PROXY_ADDRESS:$IMAPS_PORT (IMAPS),
+$PROXY_ADDRESS:$POP3_PORT (POP3, STLS) and $PROXY_ADDRESS:$POP3S_PORT (POP3S), in front of Dovecot
+backend-a (127.0.0.2, alice) and backend-b (127.0.0.3, bob), IMAP on :$BACKEND_PORT, POP3 on :$BACKEND_POP3_PORT.
 
 Try it:
   curl -s 'imap://$PROXY_ADDRESS:$IMAP_PORT/INBOX;UID=1' -u alice:alicepw
@@ -229,10 +244,14 @@ Try it:
   curl -s --ssl-reqd --cacert $DEMO_DIR/tls/ca.pem 'imap://localhost:$IMAP_PORT/INBOX;UID=1' -u bob:bobpw
   curl -s --cacert $DEMO_DIR/tls/ca.pem 'imaps://$PROXY_ADDRESS:$IMAPS_PORT/INBOX;UID=1' -u alice:alicepw
   curl -sS 'imap://$PROXY_ADDRESS:$IMAP_PORT/INBOX' -u alice:wrong; echo "exit \$?"    # 67: login denied
+  curl -s 'pop3://$PROXY_ADDRESS:$POP3_PORT/' -u alice:alicepw                      # LIST
+  curl -s 'pop3://$PROXY_ADDRESS:$POP3_PORT/1' -u bob:bobpw                         # RETR 1
+  curl -s --ssl-reqd --cacert $DEMO_DIR/tls/ca.pem 'pop3://localhost:$POP3_PORT/1' -u alice:alicepw
+  curl -s --cacert $DEMO_DIR/tls/ca.pem 'pop3s://$PROXY_ADDRESS:$POP3S_PORT/1' -u bob:bobpw
   $VENV/bin/proxyctl -c $DEMO_DIR/proxyd/proxyd.conf auth test alice alicepw
   $VENV/bin/proxyd -c $DEMO_DIR/proxyd/proxyd.conf -n
 
-Configuration: $DEMO_DIR/proxyd/proxyd.conf and $DEMO_DIR/proxyd/users (from demo/ in the checkout)
+Configuration: $DEMO_DIR/proxyd/proxyd.conf and $DEMO_DIR/proxyd/users-{imap,pop3} (from demo/ in the checkout)
 Logs:          $DEMO_DIR/proxyd/proxyd.log, $DEMO_DIR/backend-a/dovecot.log, $DEMO_DIR/backend-b/dovecot.log
 Stop:          scripts/demo.sh stop
 EOT
