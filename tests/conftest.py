@@ -23,6 +23,9 @@ pytest_plugins = [
     "tests.fixtures.tls",
     "tests.fixtures.dovecot",
     "tests.fixtures.proxyd",
+    "tests.fixtures.postgres",
+    "tests.fixtures.mariadb",
+    "tests.fixtures.slapd",
 ]
 
 

@@ -396,30 +396,37 @@ def iter_variables(template: str) -> list[VariableRef]:
     """
     refs: list[VariableRef] = []
     pos = 0
-    length = len(template)
-    while pos < length:
+    while True:
         pct = template.find("%", pos)
         if pct == -1:
             break
-        _, pos = _parse_spec(template, pct + 1)
-        count = 0
-        while count < _MAX_MODIFIERS and pos < length and template[pos] in _MODIFIERS:
-            count += 1
-            pos += 1
-        if pos >= length:
-            # a lone '%' (with modifiers) at the end expands to nothing
-            refs.append(VariableRef(pct, length, ""))
-            break
-        char = template[pos]
-        if char == "{" and "}" in template[pos:]:
-            end = _long_name_end(template, pos)
-            refs.append(VariableRef(pct, end + 1, template[pos + 1 : end]))
-            pos = end + 1
-        else:
-            pos += 1
-            if char != "%":
-                refs.append(VariableRef(pct, pos, SHORT_NAMES.get(char, char)))
+        ref = variable_at(template, pct)
+        if ref.name != "%":
+            refs.append(ref)
+        pos = ref.end
     return refs
+
+
+def variable_at(template: str, pos: int) -> VariableRef:
+    """The variable whose ``%`` is at ``template[pos]``.
+
+    ``%%`` (also with a width, ``%5%``) has the name ``%``: it is a literal
+    percent sign, not a variable.  A lone ``%`` (with modifiers) at the end has
+    an empty name: it expands to nothing.
+    """
+    length = len(template)
+    _, end = _parse_spec(template, pos + 1)
+    count = 0
+    while count < _MAX_MODIFIERS and end < length and template[end] in _MODIFIERS:
+        count += 1
+        end += 1
+    if end >= length:
+        return VariableRef(pos, length, "")
+    char = template[end]
+    if char == "{" and "}" in template[end:]:
+        close = _long_name_end(template, end)
+        return VariableRef(pos, close + 1, template[end + 1 : close])
+    return VariableRef(pos, end + 1, SHORT_NAMES.get(char, char))
 
 
 _TAB_ESCAPES: Final = str.maketrans({"\x01": "\x011", "\t": "\x01t", "\r": "\x01r", "\n": "\x01n"})
