@@ -59,6 +59,8 @@ V1_MAX_HEADER_SIZE: Final = 108
 MAX_HEADER_SIZE: Final = V2_MAX_HEADER_SIZE
 
 _V1_MAGIC: Final = b"PROXY"
+#: Dovecot recognises v1 only in a peek of at least 8 bytes
+_V1_MIN_PEEK: Final = 8
 
 _CMD_LOCAL: Final = 0x0
 _CMD_PROXY: Final = 0x1
@@ -220,6 +222,9 @@ class HaproxyParser:
                 "haproxy(v1): Client disconnected: Header line ends in CR without LF"
             )
         size = cr + 2
+        if size < _V1_MIN_PEEK:
+            # "PROXY\r\n": Dovecot only takes 8 or more peeked bytes for v1
+            return HaproxyError("haproxy: Client disconnected: Failed to read valid HAproxy data")
         # C string semantics: Dovecot's t_strsplit() stops at a NUL byte
         line = buf[:cr].split(b"\0", 1)[0]
         return self._v1_fields(line.split(b" "), size)

@@ -151,10 +151,17 @@ def test_v1_needs_crlf_not_a_bare_cr_or_lf():
 @pytest.mark.parametrize(
     ("line", "reason", "details"),
     [
+        # Dovecot takes v1 only from 8 bytes on
+        (b"PROXY\r\n", "haproxy: Client disconnected: Failed to read valid HAproxy data", ()),
         (
-            b"PROXY\r\n",
+            b"PROXY\0\r\n",
             "haproxy(v1): Client disconnected: Field for proxied protocol is missing",
             (),
+        ),
+        (
+            b"PROXY \r\n",
+            "haproxy(v1): Client disconnected: Unknown proxied protocol",
+            (("protocol", "`'"),),
         ),
         (
             b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
