@@ -80,39 +80,51 @@ def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 async def handle_lookup(conn: trio.socket.SocketType, allow_path: str, deny_path: str) -> None:
-    """Serve one lookup on an accepted connection and close it."""
+    """Serve one lookup on an accepted connection and close it.
+
+    A failure inside costs this lookup only (the asker sees no answer, which
+    refuses the client), never the service.
+    """
     received: list[int] = []
     try:
-        with trio.move_on_after(INPUT_TIMEOUT):
-            try:
-                data, ancdata, _flags, _addr = await conn.recvmsg(
-                    MAX_REQUEST, socket.CMSG_SPACE(_FD_SIZE)
-                )
-            except OSError as exc:
-                log.error("fd_read() failed: %s", exc.strerror or exc)
-                return
-            received = _received_fds(ancdata)
-            if not data:
-                log.error("fd_read() failed: %s", "Connection reset by peer")
-                return
-            if not (1 < len(data) < MAX_REQUEST and data.endswith(b"\n")):
-                log.error("Invalid input from client")
-                return
-            daemon = data[:-1].split(b"\0", 1)[0].decode("latin-1")
-            fd = received[0] if received else None
-            decision = await trio.to_thread.run_sync(decide, daemon, fd, allow_path, deny_path)
-            for note in decision.notes:
-                log.warning("%s", note)
-            log.debug(
-                "%s %s: %s", daemon, "allowed" if decision.allowed else "refused", decision.reason
-            )
-            with contextlib.suppress(OSError):
-                await conn.send(b"1\n" if decision.allowed else b"0\n")
+        await _lookup(conn, allow_path, deny_path, received)
+    except Exception:
+        log.exception("Internal error in tcpwrap lookup")
     finally:
         for fd in received:
             with contextlib.suppress(OSError):
                 os.close(fd)
         conn.close()
+
+
+async def _lookup(
+    conn: trio.socket.SocketType, allow_path: str, deny_path: str, received: list[int]
+) -> None:
+    """Read the request, judge, answer; fds that arrived go into ``received`` for closing."""
+    with trio.move_on_after(INPUT_TIMEOUT):
+        try:
+            data, ancdata, _flags, _addr = await conn.recvmsg(
+                MAX_REQUEST, socket.CMSG_SPACE(_FD_SIZE)
+            )
+        except OSError as exc:
+            log.error("fd_read() failed: %s", exc.strerror or exc)
+            return
+        received.extend(_received_fds(ancdata))
+        if not data:
+            log.error("fd_read() failed: %s", "Connection reset by peer")
+            return
+        if not (1 < len(data) < MAX_REQUEST and data.endswith(b"\n")):
+            log.error("Invalid input from client")
+            return
+        daemon = data[:-1].split(b"\0", 1)[0].decode("latin-1")
+        fd = received[0] if received else None
+        decision = await trio.to_thread.run_sync(decide, daemon, fd, allow_path, deny_path)
+        for note in decision.notes:
+            log.warning("%s", note)
+        verdict = "allowed" if decision.allowed else "refused"
+        log.debug("%s %s: %s", daemon, verdict, decision.reason)
+        with contextlib.suppress(OSError):
+            await conn.send(b"1\n" if decision.allowed else b"0\n")
 
 
 async def serve_tcpwrap_socket(

@@ -203,3 +203,22 @@ async def test_socket_file_lifecycle(tmp_path):
     with pytest.raises(OSError):
         await serve_tcpwrap(str(path))
     assert path.read_text() == "not a socket"
+
+
+async def test_an_internal_error_costs_one_lookup_not_the_service(rig, monkeypatch, caplog):
+    calls = []
+    real_decide = tcpwrap.decide
+
+    def flaky_decide(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return real_decide(*args)
+
+    monkeypatch.setattr(tcpwrap, "decide", flaky_decide)
+    client, server, _ = await tcp_pair()
+    with client, server:
+        rig.rules(None, None)
+        assert await rig.ask(b"imap\n", server.fileno()) == b""  # no answer: the asker refuses
+        assert await rig.ask(b"imap\n", server.fileno()) == b"1\n"
+    assert "Internal error in tcpwrap lookup" in caplog.messages
