@@ -7,7 +7,7 @@ arrive; it answers ``NEED_DATA``, a ``ProxyHeader`` or a ``HaproxyError``.
 exception, so a driver cannot be crashed by what a peer sends.
 
 What is accepted follows Dovecot 2.3.21 check by check (the error texts are its
-log texts):
+log texts; tests/login/test_haproxy_dovecot.py compares with a running Dovecot):
 
 * **v1** ``PROXY TCP4|TCP6|UNKNOWN src dst sport dport\\r\\n``.  Fields are split on
   single spaces (two spaces make an empty field, which is an error); addresses
@@ -17,7 +17,8 @@ log texts):
   are decimal 1..65535 (leading zeros allowed).  ``UNKNOWN`` ignores the rest
   of the line and keeps the socket's addresses.  The line including CRLF must
   fit in 108 bytes (``HAPROXY_V1_MAX_HEADER_SIZE``); a CR not followed by LF is
-  rejected.
+  rejected, and so is the 7-byte ``PROXY\\r\\n`` (Dovecot looks for v1 only in
+  8 or more bytes).
 * **v2** the 12-byte signature, version 2, the whole header at most 1500 bytes
   (Dovecot's read buffer).  ``LOCAL`` keeps the socket's addresses and skips
   everything after the 16-byte header, TLVs included.  ``PROXY`` needs the
