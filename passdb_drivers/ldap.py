@@ -460,18 +460,22 @@ class LdapConnector:
         self.label = f"{'ldaps' if use_ssl else 'ldap'}://{host}:{port}"
         self._config = config
         self._limiter = limiter
-        self.server = ldap3.Server(
+        self._address = (host, port, use_ssl)
+
+    def _new_connection(self, user: str | None, password: str | None) -> Any:
+        host, port, use_ssl = self._address
+        # a Server of its own each time: ldap3 remembers failed addresses in it
+        # and would refuse them for minutes after the server is back
+        server = ldap3.Server(
             host,
             port=port,
             use_ssl=use_ssl,
-            tls=config.tls,
+            tls=self._config.tls,
             get_info=ldap3.NONE,
-            connect_timeout=config.connect_timeout,
+            connect_timeout=self._config.connect_timeout,
         )
-
-    def _new_connection(self, user: str | None, password: str | None) -> Any:
         return ldap3.Connection(
-            self.server,
+            server,
             user=user,
             password=password,
             client_strategy=ldap3.SAFE_SYNC,
@@ -485,7 +489,7 @@ class LdapConnector:
 
     def _open(self, connection: Any) -> None:
         connection.open()
-        if self._config.starttls and not self.server.ssl:
+        if self._config.starttls and not self._address[2]:
             connection.start_tls()
 
     def _connect_sync(self) -> _Conn:
@@ -495,12 +499,10 @@ class LdapConnector:
             self._open(connection)
             _, result, _, _ = connection.bind()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                connection.unbind()
+            _unbind(connection)
             raise ConnectError(f"{self.label}: {_describe(exc)}") from None
         if result["result"] != _SUCCESS:
-            with contextlib.suppress(Exception):
-                connection.unbind()
+            _unbind(connection)
             raise ConnectError(
                 f"{self.label}: bind as '{config.dn}' failed: {result['description']}"
             )
@@ -575,8 +577,7 @@ class LdapConnector:
         except Exception as exc:
             raise ConnectError(f"{self.label}: {_describe(exc)}") from None
         finally:
-            with contextlib.suppress(Exception):
-                connection.unbind()
+            _unbind(connection)
         code: int = result["result"]
         if code not in (_SUCCESS, _INVALID_CREDENTIALS):
             raise QueryError(
@@ -603,8 +604,13 @@ class LdapConnector:
 
 
 def _unbind(connection: Any) -> None:
+    """Unbind and make sure the socket is closed, even when the connection is broken."""
     with contextlib.suppress(Exception):
         connection.unbind()
+    sock = getattr(connection, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(Exception):
+            sock.close()
 
 
 def _describe(exc: BaseException) -> str:
