@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("user")
     test.add_argument("password", nargs="?")
+    cache = auth_commands.add_parser("cache", help="the auth cache of the running proxyd")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="SUBCOMMAND", required=True)
+    flush = cache_commands.add_parser("flush", help="forget every cached entry, or USERs' entries")
+    flush.add_argument("users", nargs="*", metavar="USER")
 
     who = commands.add_parser("who", help="list proxied sessions")
     who.add_argument("mask", nargs="?", default="*", help="user mask (* and ? wildcards)")
@@ -97,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "pw":
             return _pw(args, sys.stdin, sys.stdout)
+        if args.command == "auth" and args.auth_command == "cache":
+            # Authenticator.flush_cache() exists; the master's admin socket does not
+            # forward a flush to the auth process yet
+            raise _UsageError("'auth cache flush' is not supported yet")
         if args.command == "auth":
             return _auth_test(args, sys.stdout)
         return _admin(args, sys.stdout)
