@@ -21,4 +21,4 @@ def test_cache_flush_is_not_supported_yet(
 
 def test_cache_needs_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert proxyctl.main(["auth", "cache"]) == proxyctl.EXIT_USAGE
-    assert "flush" in capsys.readouterr().err
+    assert "the following arguments are required: SUBCOMMAND" in capsys.readouterr().err
