@@ -10,7 +10,10 @@ umask 022
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PROXYD_VENV:-$REPO_ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(dovecot-imapd dovecot-pop3d curl openssl ca-certificates python3-venv)
+# postgresql, mariadb-server, slapd and ldap-utils: the sql and ldap passdb
+# tests start private servers from these binaries (the system services stay off)
+APT_PACKAGES=(dovecot-imapd dovecot-pop3d curl openssl ca-certificates python3-venv
+              postgresql mariadb-server slapd ldap-utils)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -42,6 +45,10 @@ install_apt_packages() {
     fi
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # slapd: no default dc=nodomain database in /etc/ldap and /var/lib/ldap
+    if command -v debconf-set-selections >/dev/null; then
+        echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
+    fi
     apt-get -o DPkg::Lock::Timeout=600 update -q
     apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}" </dev/null
     if [ "$created_policy" = yes ]; then
