@@ -81,11 +81,16 @@ def _run(settings: Settings) -> int:
         bound = bind_all(settings)
         login_gid = _login_gid(settings)
         auth_sock = bind_auth_socket(auth_socket_path(settings), login_gid)
+        tcpwrap_sock = (
+            bind_auth_socket(os.path.join(settings.base_dir, "login", "tcpwrap"), login_gid)
+            if "tcpwrap" in settings.login_access_sockets
+            else None
+        )
     except (ListenError, OSError) as exc:
         print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
         return 1
     _build_tls(settings, children.TLS_CACHE)
-    inherited = InheritedSockets(listeners={}, auth=auth_sock)
+    inherited = InheritedSockets(listeners={}, auth=auth_sock, tcpwrap=tcpwrap_sock)
     for item in bound:
         index = settings.service(item.service).listeners.index(item.listener)
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
@@ -94,7 +99,9 @@ def _run(settings: Settings) -> int:
         settings, inherited, child_main, on_reload=lambda new: _build_tls(new, children.TLS_CACHE)
     )
     try:
-        trio.run(Master(settings, zygote, bound).run)
+        master = Master(settings, zygote, bound)
+        master.tcpwrap_bound = tcpwrap_sock is not None
+        trio.run(master.run)
     finally:
         os.kill(zygote.pid, 15)
         os.waitpid(zygote.pid, 0)
@@ -130,8 +137,9 @@ def _preload() -> None:
     import json  # noqa: F401
 
     import passdb_drivers  # noqa: F401
+    from proxyd.access import server  # noqa: F401
     from proxyd.auth import authenticator, registry  # noqa: F401
-    from proxyd.login import imap, worker  # noqa: F401
+    from proxyd.login import access, haproxy, imap, pop3, worker  # noqa: F401
 
     for name in ("static", "passwd_file"):
         __import__(f"passdb_drivers.{name}")

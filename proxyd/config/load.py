@@ -115,9 +115,10 @@ class _Loader:
         if self.values.get("auth_debug"):
             self.values["auth_verbose"] = True
         self._check_ssl()
+        defaults = Settings().services
         services = {
-            name: ServiceSettings(
-                name=name,
+            name: dataclasses.replace(
+                defaults.get(name) or ServiceSettings(name=name),
                 listeners=tuple(listeners.values()),
                 location=self.service_locations.get(name),
                 explicit=tuple(self.service_values.get(name, {})),
@@ -224,6 +225,8 @@ class _Loader:
         self.explicit.setdefault(f"service/{name}", section.location)
         for item in section.items:
             if isinstance(item, RawSection):
+                if item.name == "inet_listener" and name == "tcpwrap":
+                    raise ConfigError(item.location, "service tcpwrap has no inet_listener")
                 if item.name == "inet_listener":
                     self._listener(name, item)
                 elif item.name in schema.DOVECOT_SERVICE_SECTIONS:

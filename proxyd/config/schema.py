@@ -33,11 +33,13 @@ asked for them; ``protocols = imap pop3`` enables POP3) and ``base_dir``
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+from proxyd.config import hosts
 from proxyd.config import values as v
 
 
@@ -158,6 +160,18 @@ def _same(value: str) -> str:
     return value
 
 
+def _existing_file(name: str, value: str) -> str:
+    if value and not os.path.isfile(value):
+        raise v.InvalidValue(f"{name}: {value}: No such file")
+    return value
+
+
+def _existing_dir(name: str, value: str) -> str:
+    if value and not os.path.isdir(value):
+        raise v.InvalidValue(f"{name}: {value}: No such directory")
+    return value
+
+
 def _parse_str(value: str) -> str:
     return value
 
@@ -229,12 +243,29 @@ _TOP_SPECS: Final = (
         "30 secs",
     ),
     _spec("login_proxy_max_reconnects", _T, v.parse_uint, str, "3"),
+    _spec("login_proxy_max_disconnect_delay", _T, v.parse_time, v.format_time, "0"),
+    _spec("login_source_ips", _T, hosts.parse_source_ips, hosts.format_host_list, ""),
+    _spec("auth_proxy_self", _T, hosts.parse_proxy_self, hosts.format_host_list, ""),
+    _str("auth_master_user_separator", _T),
+    _spec(
+        "proxyd_local_backend", _T, hosts.parse_local_backend, hosts.format_local_backend, ""
+    ),
+    _str("ssl_client_cert", _T, pem=True),
+    _str("ssl_client_key", _T, pem=True, secret=True),
+    _spec(
+        "ssl_client_ca_file", _T, partial(_existing_file, "ssl_client_ca_file"), _same, ""
+    ),
+    _spec("ssl_client_ca_dir", _T, partial(_existing_dir, "ssl_client_ca_dir"), _same, ""),
+    _bool("ssl_require_crl", _T, "yes"),
     _str("default_login_user", _T, "dovenull"),
     _str("default_internal_user", _T, "dovecot"),
     _spec("default_process_limit", _T, v.parse_uint, str, "100"),
     _spec("default_client_limit", _T, v.parse_uint, str, "1000"),
     _spec("default_vsz_limit", _T, v.parse_size, v.format_size, "256 M"),
     _spec("default_idle_kill", _T, v.parse_time, v.format_time, "1 mins"),
+    _spec("haproxy_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
+    _spec("haproxy_timeout", _T, v.parse_time, v.format_time, "3 secs"),
+    _spec("login_access_sockets", _T, lambda text: tuple(text.split()), " ".join, ""),
 )
 
 _L = Scope.INET_LISTENER
@@ -242,7 +273,7 @@ _LISTENER_SPECS: Final = (
     _spec("address", _L, v.parse_addresses, v.format_addresses, "", field="addresses"),
     _spec("port", _L, v.parse_port, str, "0"),
     _bool("ssl", _L, "no"),
-    _spec("haproxy", _L, partial(_only_no, "haproxy"), v.format_bool, "no"),
+    _bool("haproxy", _L, "no"),
     _spec("reuse_port", _L, partial(_only_no, "reuse_port"), v.format_bool, "no"),
 )
 
@@ -290,25 +321,13 @@ _SERVICE_SPECS: Final = (
 SERVICE: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _SERVICE_SPECS}
 
 #: services with an implementation
-IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login"})
+IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap"})
 
 # --- roadmap: in the interface contract, not implemented yet -----------------
 
 #: name -> Dovecot's default in doveconf form (``$name`` expands to it)
 ROADMAP_TOP: Final[Mapping[str, str]] = {
-    "ssl_client_cert": "",
-    "ssl_client_key": "",
-    "auth_master_user_separator": "",
-    "auth_proxy_self": "",
-    "login_source_ips": "",
-    "login_proxy_max_disconnect_delay": "0",
-    "login_access_sockets": "",
-    "haproxy_trusted_networks": "",
-    "ssl_require_crl": "yes",
-    "ssl_client_ca_file": "",
-    "ssl_client_ca_dir": "",
     "mail_max_userip_connections": "10",
-    "proxyd_local_backend": "",
 }
 #: service settings still to come (none now: the process model implements them all)
 ROADMAP_SERVICE: Final[frozenset[str]] = frozenset()
@@ -346,7 +365,7 @@ DOVECOT_TOP: Final = _names(
     director_username_hash dotlock_use_excl doveadm_allowed_commands doveadm_api_key
     doveadm_http_rawlog_dir doveadm_password doveadm_port doveadm_socket_path doveadm_ssl
     doveadm_username doveadm_worker_count dsync_alt_char dsync_commit_msgs_interval
-    dsync_features dsync_hashed_headers dsync_remote_cmd haproxy_timeout hostname
+    dsync_features dsync_hashed_headers dsync_remote_cmd hostname
     imap_client_workarounds imap_fetch_failure imap_hibernate_timeout imap_id_log imap_id_send
     imap_idle_notify_interval imap_literal_minus imap_logout_format imap_max_line_length
     imap_metadata imap_urlauth_host imap_urlauth_logout_format imap_urlauth_port

@@ -17,6 +17,22 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
+class HostList:
+    """A list of host names/IPs as written (``text``) and the addresses it resolved to."""
+
+    text: str = ""
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBackend:
+    """``proxyd_local_backend = host:port``: where ``proxy_maybe`` users whose host is this node go."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class InetListener:
     """``inet_listener NAME { address port ssl haproxy }`` inside a service."""
 
@@ -87,6 +103,9 @@ def _default_services() -> dict[str, ServiceSettings]:
                 InetListener(name="pop3s", port=995, ssl=True),
             ),
         ),
+        # the built-in access service for login_access_sockets = tcpwrap; its chroot names
+        # the directory whose etc/hosts.allow and etc/hosts.deny are read
+        "tcpwrap": ServiceSettings(name="tcpwrap", user="$default_internal_user", chroot=""),
     }
 
 
@@ -113,6 +132,17 @@ class Settings:
     ssl_key_path: str = ""
     ssl_ca_path: str = ""
 
+    # TLS towards backends
+    ssl_client_cert: str = ""  # PEM text
+    ssl_client_key: Secret = field(default_factory=lambda: Secret(""))
+    ssl_client_cert_path: str = ""
+    ssl_client_key_path: str = ""
+    #: CAs for verifying backends (file / hashed directory); else ssl_ca, else the system store
+    ssl_client_ca_file: str = ""
+    ssl_client_ca_dir: str = ""
+    #: check backend certificates against the CRLs that come with the CAs (none there: no check)
+    ssl_require_crl: bool = True
+
     # login
     disable_plaintext_auth: bool = True
     auth_mechanisms: tuple[str, ...] = ("plain",)
@@ -125,6 +155,14 @@ class Settings:
     login_trusted_networks: tuple[IPNetwork, ...] = ()
     login_proxy_timeout: float = 30.0  # seconds
     login_proxy_max_reconnects: int = 3
+    #: spread the client disconnects of a dead backend over this many seconds (0 = off)
+    login_proxy_max_disconnect_delay: float = 0.0
+    #: outgoing source addresses, used round robin per login process
+    login_source_ips: HostList = field(default_factory=HostList)
+    #: extra addresses that are this node for proxy_maybe
+    auth_proxy_self: HostList = field(default_factory=HostList)
+    auth_master_user_separator: str = ""
+    proxyd_local_backend: LocalBackend | None = None
     imap_capability: str = ""
     imap_id_retain: bool = False
 
@@ -135,6 +173,10 @@ class Settings:
     default_client_limit: int = 1000
     default_vsz_limit: int = 256 * 1024 * 1024
     default_idle_kill: float = 60.0
+    haproxy_trusted_networks: tuple[IPNetwork, ...] = ()
+    haproxy_timeout: float = 3.0
+    #: UNIX socket names under base_dir/login asked before the greeting ("tcpwrap" is built in)
+    login_access_sockets: tuple[str, ...] = ()
 
     services: dict[str, ServiceSettings] = field(default_factory=_default_services)
     passdbs: tuple[PassdbSettings, ...] = ()

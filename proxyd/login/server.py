@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -16,6 +17,7 @@ from proxyd.config.settings import IPNetwork, Settings
 from proxyd.login.imap import IMAP
 from proxyd.login.pop3 import POP3
 from proxyd.login.protocol import ProtocolSpec
+from proxyd.protocols.haproxy import ProxyHeader
 from proxyd.protocols.sessionid import new_session_id
 
 log = logging.getLogger("proxyd")
@@ -59,4 +61,24 @@ def connection_info(sock_stream: trio.SocketStream, service: str, settings: Sett
         tls=tls,
         trusted=trusted,
         session_id=new_session_id(rip, rport, time.time_ns() // 1000),
+    )
+
+
+def apply_proxy_header(info: ConnectionInfo, header: ProxyHeader, settings: Settings) -> ConnectionInfo:
+    """Addresses from a HAProxy PROXY header; ``real_*`` keep the socket's (spec §8.4).
+
+    Trust is decided on the forwarded client address, and a connection counts as
+    secured only when the proxy said the client used TLS or the client is trusted:
+    the same-host rule does not apply behind a proxy.
+    """
+    remote_ip = _plain_ip(header.remote_ip)
+    trusted = _in_networks(remote_ip, settings.login_trusted_networks)
+    return dataclasses.replace(
+        info,
+        remote_ip=remote_ip,
+        remote_port=header.remote_port,
+        local_ip=_plain_ip(header.local_ip),
+        local_port=header.local_port,
+        trusted=trusted,
+        secured=info.tls or header.ssl or trusted,
     )

@@ -25,8 +25,10 @@ import trio
 
 from proxyd.auth.service import AuthClient
 from proxyd.config.settings import EffectiveService
+from proxyd.login.access import check_access
+from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.server import connection_info
+from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
 from proxyd.master.control import ControlChannel, ControlError
 from proxyd.master.listeners import BoundSocket
@@ -53,6 +55,7 @@ class LoginWorker:
         listeners: list[BoundSocket],
         control: ControlChannel,
         auth: AuthClient,
+        access_dir: str = "",
     ) -> None:
         self.ctx = ctx
         self.spec = spec
@@ -61,6 +64,8 @@ class LoginWorker:
         self.control = control
         self.auth = auth
         self.clients: dict[int, _Client] = {}
+        #: where login_access_sockets live as this process sees them (chroot or not)
+        self.access_dir = access_dir
         self.served = 0
         #: accepted connections whose session task has not registered yet
         self.starting = 0
@@ -147,8 +152,27 @@ class LoginWorker:
         self.starting -= 1
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         tls = bound.listener.ssl
+        settings = self.ctx.settings
         try:
-            info = connection_info(stream, self.spec.name, self.ctx.settings, tls=tls)
+            info = connection_info(stream, self.spec.name, settings, tls=tls)
+            if bound.listener.haproxy:
+                header, _ = await read_proxy_header(
+                    stream, info.real_remote_ip, settings.haproxy_trusted_networks, settings.haproxy_timeout
+                )
+                info = apply_proxy_header(info, header, settings)
+            if settings.login_access_sockets and not await check_access(
+                settings.login_access_sockets, self.spec.name, conn.fileno(),
+                base_dir=self.access_dir, remote_ip=info.remote_ip,
+                log=logging.getLogger(self.spec.service),
+            ):
+                await trio.aclose_forcefully(stream)
+                await self._report()
+                return
+        except HaproxyRejected as exc:
+            logging.getLogger(self.spec.service).log(exc.level, "%s", exc.log_line)
+            await trio.aclose_forcefully(stream)
+            await self._report()
+            return
         except OSError:
             await trio.aclose_forcefully(stream)
             await self._report()

@@ -19,12 +19,14 @@ import trio
 
 from proxyd.auth.authenticator import open_authenticator
 from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
-from proxyd.config.settings import Settings, effective_service
+from proxyd.config.settings import EffectiveService, Settings, effective_service
+from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
 from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
 from proxyd.master.control import ControlChannel
+from proxyd.master.listeners import BoundSocket
 from proxyd.master.zygote import InheritedSockets
 
 log = logging.getLogger("proxyd")
@@ -48,6 +50,8 @@ def child_main(
     try:
         if kind == "auth":
             _auth_process(settings, control, inherited)
+        elif kind == "tcpwrap":
+            _tcpwrap_process(settings, control, inherited)
         else:
             _login_process(settings, service, control, inherited)
     except BaseException:
@@ -65,11 +69,11 @@ def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
                 sock.close()
     if inherited.auth.fileno() not in keep:
         inherited.auth.close()
+    if inherited.tcpwrap is not None and inherited.tcpwrap.fileno() not in keep:
+        inherited.tcpwrap.close()
 
 
 def _login_process(settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets) -> None:
-    from proxyd.master.listeners import BoundSocket
-
     eff = effective_service(settings, service)
     privileges.set_title(service)
     spec = next(p for p in PROTOCOLS.values() if p.service == service)
@@ -89,8 +93,10 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
         chroot = eff.chroot
         identity = privileges.resolve_identity(eff.user, eff.group, chroot)
     inside = path
+    access_dir = os.path.join(settings.base_dir, "login")
     if identity is not None and identity.chroot:
         inside = "/" + os.path.relpath(path, identity.chroot)
+        access_dir = "/" + os.path.relpath(access_dir, identity.chroot)
     privileges.drop(identity)
     ctx = LoginContext(
         settings=settings,
@@ -98,17 +104,25 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
         server_tls=TLS_CACHE.get("server"),  # type: ignore[arg-type]
         backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],  # type: ignore[arg-type,return-value]
     )
-    trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock)
+    trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)
 
 
-async def _login_main(ctx: LoginContext, spec: object, eff: object, listeners: list, control_sock: socket.socket, auth_sock: socket.socket) -> None:  # type: ignore[type-arg]
+async def _login_main(
+    ctx: LoginContext,
+    spec: ProtocolSpec,
+    eff: EffectiveService,
+    listeners: list[BoundSocket],
+    control_sock: socket.socket,
+    auth_sock: socket.socket,
+    access_dir: str,
+) -> None:
     control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
     auth = ctx.auth
     assert isinstance(auth, AuthClient)
     async with trio.open_nursery() as nursery:
         await nursery.start(auth.run)
         auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
-        worker = LoginWorker(ctx, spec, eff, listeners, control, auth)  # type: ignore[arg-type]
+        worker = LoginWorker(ctx, spec, eff, listeners, control, auth, access_dir)
         await worker.run()
         nursery.cancel_scope.cancel()
 
@@ -145,3 +159,31 @@ async def _wait_master(control: ControlChannel, nursery: trio.Nursery) -> None:
         if message.get("cmd") == "stop":
             break
     nursery.cancel_scope.cancel()
+
+
+def _tcpwrap_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:
+    """The built-in ``tcpwrap`` access service (hosts.allow / hosts.deny)."""
+    privileges.set_title("tcpwrap")
+    listener = inherited.tcpwrap
+    assert listener is not None
+    _close_all_but(inherited, {listener.fileno()})
+    svc = settings.service("tcpwrap")
+    root = svc.chroot or "/"
+    identity = None
+    if os.geteuid() == 0:
+        user = settings.default_internal_user if svc.user == "$default_internal_user" else svc.user
+        identity = privileges.resolve_identity(user, svc.group, "")
+    privileges.drop(identity)
+    files = (os.path.join(root, "etc/hosts.allow"), os.path.join(root, "etc/hosts.deny"))
+    trio.run(partial(_tcpwrap_main, listener, control, files))
+
+
+async def _tcpwrap_main(listener: socket.socket, control_sock: socket.socket, files: tuple[str, str]) -> None:
+    from proxyd.access.server import serve_tcpwrap_socket
+
+    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_tcpwrap_socket, trio.socket.from_stdlib_socket(listener), *files)
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            nursery.start_soon(_wait_signal, signals, nursery)
+            await _wait_master(control, nursery)

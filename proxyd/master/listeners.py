@@ -80,7 +80,7 @@ def _bind(service: str, port: int, address: str) -> socket.socket | None:
 
 
 def bind_auth_socket(path: str, login_gid: int | None) -> socket.socket:
-    """The auth process's UNIX socket inside the login chroot directory."""
+    """A service's UNIX socket (auth, tcpwrap) inside the login chroot directory."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     if login_gid is not None and os.geteuid() == 0:

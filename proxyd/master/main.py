@@ -86,10 +86,18 @@ class Master:
         self._nursery: trio.Nursery | None = None
         self._limit_logged: set[str] = set()
         self.stop_requested = trio.Event()
+        self.tcpwrap_bound = False
 
     # ------------------------------------------------------------------ helpers
     def services(self) -> list[EffectiveService]:
         return [effective_service(self.settings, name) for name in enabled_services(self.settings)]
+
+    def support_services(self) -> list[str]:
+        """The non-login processes: auth always, tcpwrap when login_access_sockets names it."""
+        kinds = ["auth"]
+        if "tcpwrap" in self.settings.login_access_sockets and self.tcpwrap_bound:
+            kinds.append("tcpwrap")
+        return kinds
 
     def _notify(self) -> None:
         self.changed.set()
@@ -179,9 +187,10 @@ class Master:
                 await self.changed.wait()
 
     async def _maintain_once(self) -> None:
-        auth_running = any(c.kind == "auth" and not c.stopping for c in self.children.values())
-        if not auth_running and await self.spawn("auth", "") is None:
-            await trio.sleep(1)
+        for kind in self.support_services():
+            running = any(c.kind == kind and not c.stopping for c in self.children.values())
+            if not running and await self.spawn(kind, "") is None:
+                await trio.sleep(1)
         for svc in self.services():
             pool = [c for c in self._pool(svc.name) if not c.stopping]
             available = sum(1 for c in pool if c.accepting)

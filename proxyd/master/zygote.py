@@ -49,6 +49,8 @@ class InheritedSockets:
     #: service name -> listening sockets of that service, with their listener config index
     listeners: dict[str, list[tuple[socket.socket, int, str]]]
     auth: socket.socket
+    #: the built-in tcpwrap access service's socket, when login_access_sockets names it
+    tcpwrap: socket.socket | None = None
 
 
 def become_subreaper() -> None:

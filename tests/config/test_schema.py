@@ -73,10 +73,15 @@ def test_variable_defaults_cover_roadmap_and_implemented() -> None:
     assert set(schema.ROADMAP_TOP) <= set(defaults)
 
 
-def test_only_ssl_key_is_secret() -> None:
-    assert [spec.name for spec in schema.TOP.values() if spec.secret] == ["ssl_key"]
+def test_only_the_private_keys_are_secret() -> None:
+    assert [spec.name for spec in schema.TOP.values() if spec.secret] == [
+        "ssl_key",
+        "ssl_client_key",
+    ]
     assert {spec.name for spec in schema.TOP.values() if spec.pem} == {
         "ssl_cert",
         "ssl_key",
         "ssl_ca",
+        "ssl_client_cert",
+        "ssl_client_key",
     }
