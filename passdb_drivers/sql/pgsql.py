@@ -1,8 +1,8 @@
 """PostgreSQL through asyncpg, on the process's asyncio loop (``passdb_drivers._aio``).
 
 One asyncpg connection per pool slot (``passdb_drivers._pool.HostPool``): a query is a single
-call across the Trio/asyncio bridge, which prepares the statement (asyncpg
-caches it per connection) and fetches the rows.
+call across the Trio/asyncio bridge, which prepares the statement once per
+connection (kept with it) and then only binds and fetches: one round trip.
 
 Parameters are strings.  The server infers each placeholder's type from the
 query; where that is a number or a boolean the string is converted first, as
@@ -20,6 +20,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -107,13 +108,29 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError | OSError | EOFError | _aio.AsyncioCancelledError)
 
 
+@dataclass(slots=True)
+class _PgConn:
+    """An asyncpg connection and the statements prepared on it (by SQL text)."""
+
+    connection: Any
+    statements: dict[str, Any] = field(default_factory=dict)
+
+
+async def _prepare(conn: _PgConn, sql: str) -> Any:
+    statement = conn.statements.get(sql)
+    if statement is None:
+        statement = await conn.connection.prepare(sql)
+        conn.statements[sql] = statement
+    return statement
+
+
 async def _fetch(
-    conn: Any, sql: str, params: tuple[str, ...], fixes: dict[str, str]
+    conn: _PgConn, sql: str, params: tuple[str, ...], fixes: dict[str, str]
 ) -> tuple[str, tuple[str, ...], list[Any]]:
-    """Runs on the asyncio loop: prepare (cached), convert the parameters, fetch."""
+    """Runs on the asyncio loop: prepare (once per connection), convert the parameters, fetch."""
     while True:
         try:
-            statement = await conn.prepare(sql)
+            statement = await _prepare(conn, sql)
         except asyncpg.exceptions.IndeterminateDatatypeError as exc:
             match = _INDETERMINATE.search(str(exc))
             number = match.group(1) if match else ""
@@ -128,7 +145,16 @@ async def _fetch(
         _convert(value, param.name)
         for value, param in zip(params, statement.get_parameters(), strict=True)
     ]
-    rows = await statement.fetch(*args)
+    try:
+        rows = await statement.fetch(*args)
+    except (
+        asyncpg.exceptions.InvalidCachedStatementError,
+        asyncpg.exceptions.OutdatedSchemaCacheError,
+    ):
+        # the table changed under the kept statement: prepare it again, once
+        conn.statements.pop(sql, None)
+        statement = await _prepare(conn, sql)
+        rows = await statement.fetch(*args)
     columns = tuple(attribute.name for attribute in statement.get_attributes())
     return sql, columns, rows
 
@@ -149,10 +175,10 @@ class PgConnector:
             self._settings["application_name"] = server.options["application_name"]
         self._fixes: dict[str, str] = {}
 
-    async def connect(self) -> Any:
+    async def connect(self) -> _PgConn:
         server = self._server
         try:
-            return await self._loop.run(
+            connection = await self._loop.run(
                 asyncpg.connect,
                 host=self._host,
                 port=self._port,
@@ -165,8 +191,9 @@ class PgConnector:
             )
         except Exception as exc:
             raise ConnectError(f"{self.label}: {_describe(exc)}") from None
+        return _PgConn(connection)
 
-    async def query(self, conn: Any, sql: str, params: tuple[str, ...]) -> QueryResult:
+    async def query(self, conn: _PgConn, sql: str, params: tuple[str, ...]) -> QueryResult:
         sql = self._fixes.get(sql, sql)
         try:
             _, columns, rows = await self._loop.run(_fetch, conn, sql, params, self._fixes)
@@ -178,11 +205,11 @@ class PgConnector:
             raise QueryError(f"{self.label}: {_describe(exc)}") from None
         return QueryResult(columns, tuple(tuple(_text(value) for value in row) for row in rows))
 
-    async def close(self, conn: Any) -> None:
-        await self._loop.run(conn.close, timeout=2)
+    async def close(self, conn: _PgConn) -> None:
+        await self._loop.run(conn.connection.close, timeout=2)
 
-    def abort(self, conn: Any) -> None:
-        conn.terminate()
+    def abort(self, conn: _PgConn) -> None:
+        conn.connection.terminate()
 
 
 def _describe(exc: BaseException) -> str:

@@ -200,3 +200,27 @@ async def test_sample_configuration(tmp_path: Path, postgres: PostgresServer) ->
             FailCode.LOGIN_DISABLED,
             "Mailbox is being moved, try again in an hour",
         )
+
+
+async def test_table_changed_under_a_kept_statement(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Statements are prepared once per connection; a changed table prepares them again."""
+    postgres.sql(
+        "DROP TABLE IF EXISTS p_alter; "
+        "CREATE TABLE p_alter (username text PRIMARY KEY, password text, host text); "
+        "GRANT ALL ON p_alter TO dovecot; "
+        "INSERT INTO p_alter VALUES ('p_alt', '{PLAIN}pw', '10.5.5.5')"
+    )
+    path = conf(tmp_path, postgres, "SELECT * FROM p_alter WHERE username = '%u'")
+    async with sql_driver.create(passdb("sql", path)) as db:
+        first = await db.lookup(make_request("p_alt"))
+        assert dict(first.fields)["host"] == "10.5.5.5"
+        postgres.sql("ALTER TABLE p_alter ADD COLUMN port integer DEFAULT 1143")
+        second = await db.lookup(make_request("p_alt"))
+        assert dict(second.fields) == {
+            "username": "p_alt",
+            "password": "{PLAIN}pw",
+            "host": "10.5.5.5",
+            "port": "1143",
+        }
