@@ -265,6 +265,40 @@ def _servers(
     return servers
 
 
+class _Tls(ldap3.Tls):  # type: ignore[misc]
+    """ldap3's TLS settings, with the handshake and the name check left to ``ssl``.
+
+    ldap3 2.9 checks the server name itself with ``ssl.match_hostname()``, which
+    is deprecated (and gone in Python 3.12); here the ``SSLContext`` checks it,
+    IP addresses included.  The wrapped socket is put on the connection before
+    the handshake, so a failed handshake still closes it.
+    """
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(
+            cafile=self.ca_certs_file, capath=self.ca_certs_path, cadata=self.ca_certs_data
+        )
+        if self.certificate_file:
+            context.load_cert_chain(
+                self.certificate_file,
+                keyfile=self.private_key_file,
+                password=self.private_key_password,
+            )
+        context.check_hostname = self.validate == ssl.CERT_REQUIRED
+        context.verify_mode = self.validate
+        if self.ciphers:
+            context.set_ciphers(self.ciphers)
+        wrapped = context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=False,
+            server_hostname=connection.server.host,
+        )
+        connection.socket = wrapped
+        if do_handshake:
+            wrapped.do_handshake()
+
+
 def _tls(values: Mapping[str, tuple[str, Location]]) -> Any:
     def get(key: str) -> str | None:
         found = values.get(key)
@@ -273,7 +307,7 @@ def _tls(values: Mapping[str, tuple[str, Location]]) -> Any:
     require, location = values.get("tls_require_cert", ("demand", Location("", 0)))
     if require.lower() not in _REQUIRE_CERT:
         raise ConfigError(location, f"tls_require_cert: Unknown value: {require}")
-    return ldap3.Tls(
+    return _Tls(
         local_private_key_file=get("tls_key_file"),
         local_certificate_file=get("tls_cert_file"),
         validate=_REQUIRE_CERT[require.lower()],

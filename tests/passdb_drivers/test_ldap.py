@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 import passdb_drivers.ldap as ldap_driver
 from proxyd.auth.passdb import PassdbResult, PassdbTempFail
@@ -15,6 +16,7 @@ from proxyd.errors import ConfigError
 from proxyd.secret import Secret
 from tests.auth.util import make_request
 from tests.fixtures.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, SlapdFactory, SlapdServer
+from tests.fixtures.tls import TlsFiles, issue_tls_files
 from tests.passdb_drivers.util import DEAD_ADDRESS, authenticator, passdb, write_args
 
 # Dovecot 2.3 syntax, as in its documentation's proxy examples
@@ -262,3 +264,47 @@ def test_attrs_syntax() -> None:
         ("", "reason", "%{ldap:description:no reason} for %{ldap:uidNumber}"),
     ]
     assert attributes == ("uid", "userPassword", "mailHost", "uidNumber", "cn", "description")
+
+
+@pytest.fixture(scope="module")
+def tls_slapd(
+    slapd_factory: SlapdFactory, tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SlapdServer, TlsFiles]:
+    """A slapd with a certificate for 127.0.0.1 from the session's CA."""
+    files = issue_tls_files(tls_ca, tmp_path_factory.mktemp("slapd-tls"), "127.0.0.1")
+    server = slapd_factory.create(tls=files)
+    server.add_user("l_tls", "tlspw", host="10.6.6.6")
+    return server, files
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ldaps"])
+async def test_tls_with_a_verified_certificate(
+    tmp_path: Path, tls_slapd: tuple[SlapdServer, TlsFiles], mode: str
+) -> None:
+    server, files = tls_slapd
+    uri = server.uri if mode == "starttls" else server.ldaps_uri
+    extra = ["tls = yes"] if mode == "starttls" else []
+    path = conf(
+        tmp_path, uri, *extra, f"tls_ca_cert_file = {files.ca_pem}", "tls_require_cert = demand"
+    )
+    async with authenticator([passdb("ldap", path)]) as auth:
+        reply = await auth.authenticate(make_request("l_tls", "tlspw"))
+    assert reply.status is AuthStatus.OK
+    assert reply.fields["host"] == "10.6.6.6"
+    # auth_bind binds over TLS too
+    bind = conf(tmp_path, uri, *extra, "auth_bind = yes", f"tls_ca_cert_file = {files.ca_pem}")
+    async with authenticator([passdb("ldap", bind)]) as auth:
+        assert (await auth.authenticate(make_request("l_tls", "tlspw"))).status is AuthStatus.OK
+
+
+async def test_tls_with_an_unknown_ca_is_a_temporary_failure(
+    tmp_path: Path, tls_slapd: tuple[SlapdServer, TlsFiles]
+) -> None:
+    server, _ = tls_slapd
+    other_ca = trustme.CA()
+    ca_file = tmp_path / "other-ca.pem"
+    other_ca.cert_pem.write_to_path(str(ca_file))
+    path = conf(tmp_path, server.uri, "tls = yes", f"tls_ca_cert_file = {ca_file}")
+    async with authenticator([passdb("ldap", path)]) as auth:
+        reply = await auth.authenticate(make_request("l_tls", "tlspw"))
+    assert reply.status is AuthStatus.TEMPFAIL
