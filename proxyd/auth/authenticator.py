@@ -11,7 +11,11 @@ Timing, as in Dovecot's auth process:
   ``auth_failure_delay`` (default 2 s) unless the passdb returned ``nodelay``;
 * a ``nologin`` refusal is not delayed: Dovecot answers it as a success that the
   login process then refuses;
-* a success waits until a passdb's ``delay_until`` time, if any.
+* a success waits until a passdb's ``delay_until`` time, if any;
+* before a request starts, an IP with an auth penalty waits for it
+  (``penalty.py``); failures raise it, except ``nodelay`` ones;
+* a success that proxies goes through ``proxy.py`` (``proxy_maybe``, host
+  names, ``hostip``, the client's password as ``pass``).
 
 ``lookup`` never waits.
 
@@ -33,6 +37,8 @@ import trio
 from proxyd.auth import registry
 from proxyd.auth.cache import AuthCache, CacheStatistics
 from proxyd.auth.chain import ChainEntry, PassdbChain
+from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
+from proxyd.auth.proxy import ProxyFinisher, split_master_user
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
@@ -43,12 +49,31 @@ log = logging.getLogger("proxyd.auth")
 class Authenticator:
     """Checks credentials against the passdb chain."""
 
-    def __init__(self, chain: PassdbChain, *, failure_delay: float = 2.0) -> None:
+    def __init__(
+        self,
+        chain: PassdbChain,
+        *,
+        failure_delay: float = 2.0,
+        proxy: ProxyFinisher | None = None,
+        penalty: AuthPenalty | None = None,
+        master_user_separator: str = "",
+    ) -> None:
         self._chain = chain
         self._failure_delay = max(failure_delay, 0.0)
+        # proxy_maybe/host resolution (proxy.py) and the per-IP penalty (penalty.py)
+        self._proxy = proxy or ProxyFinisher()
+        self._penalty = penalty
+        self._separator = master_user_separator
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
+        request = split_master_user(request, self._separator)
+        ident = penalty_ident(request.conn.remote_ip) if self._penalty else None
+        last_penalty = 0
+        if self._penalty is not None:
+            last_penalty, wait = self._penalty.delay(ident)
+            if wait:
+                await trio.sleep(wait)
         result = await self._chain.authenticate(request)
         reply = result.reply
         if reply.status is AuthStatus.OK:
@@ -56,16 +81,25 @@ class Authenticator:
                 wait = result.delay_until - time.time()
                 if wait > 0:
                     await trio.sleep(wait)
+            reply = await self._proxy.finish(request, reply)
+        if reply.status is AuthStatus.OK or reply.fail_code is FailCode.LOGIN_DISABLED:
+            if self._penalty is not None:
+                self._penalty.succeeded(ident, last_penalty)
             return reply
-        if reply.fail_code is not FailCode.LOGIN_DISABLED and "nodelay" not in reply.fields:
+        if "nodelay" not in reply.fields:
+            if self._penalty is not None:
+                password = None if request.password is None else request.password.reveal()
+                checksum = userpass_checksum(reply.user or request.user, password)
+                self._penalty.failed(ident, last_penalty, checksum)
             # anti brute-force / timing: every failure takes the same time
             await trio.sleep(self._failure_delay)
         return reply
 
     async def lookup(self, request: AuthRequest) -> AuthReply:
         """Run the passdb lookups without checking a password (``proxyctl auth test USER``)."""
+        request = split_master_user(request, self._separator)
         result = await self._chain.lookup(request)
-        return result.reply
+        return await self._proxy.finish(request, result.reply)
 
     def flush_cache(self, users: Iterable[str] | None = None) -> int:
         """Empty the auth cache, or drop only ``users``' entries; returns how many went (0: no cache)."""
@@ -80,12 +114,13 @@ class Authenticator:
 
 @asynccontextmanager
 async def open_authenticator(
-    settings: Settings, *, failure_delay: float | None = None
+    settings: Settings, *, failure_delay: float | None = None, penalty: bool = True
 ) -> AsyncIterator[Authenticator]:
     """Open every passdb of ``settings`` and yield an ``Authenticator`` over them.
 
     ``failure_delay`` overrides ``settings.auth_failure_delay`` (``proxyctl``
-    uses 0).  Raises ``ConfigError`` for an unknown driver, bad driver args, or
+    uses 0); ``penalty=False`` turns the per-IP auth penalty off (``proxyctl``).
+    Raises ``ConfigError`` for an unknown driver, bad driver args, or
     no passdb at all.
     """
     if not settings.passdbs:
@@ -108,4 +143,10 @@ async def open_authenticator(
         )
         delay = settings.auth_failure_delay if failure_delay is None else failure_delay
         log.debug("auth: %d passdb(s) opened", len(entries))
-        yield Authenticator(chain, failure_delay=delay)
+        yield Authenticator(
+            chain,
+            failure_delay=delay,
+            proxy=ProxyFinisher.from_settings(settings),
+            penalty=AuthPenalty() if penalty else None,
+            master_user_separator=settings.auth_master_user_separator,
+        )

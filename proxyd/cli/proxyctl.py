@@ -239,7 +239,7 @@ def _auth_test(args: argparse.Namespace, stdout: TextIO) -> int:
 async def _run_auth_test(settings: Settings, request: AuthRequest) -> AuthReply:
     from proxyd.auth.authenticator import open_authenticator
 
-    async with open_authenticator(settings, failure_delay=0) as authenticator:
+    async with open_authenticator(settings, failure_delay=0, penalty=False) as authenticator:
         if request.password is None:
             return await authenticator.lookup(request)
         return await authenticator.authenticate(request)

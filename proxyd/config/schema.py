@@ -82,7 +82,7 @@ class SettingSpec:
 IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap", "pop3"})
 _LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
 
-IMPLEMENTED_MECHANISMS: Final = frozenset({"plain", "login"})
+IMPLEMENTED_MECHANISMS: Final = frozenset({"plain", "login", "xoauth2", "oauthbearer"})
 #: SASL mechanisms Dovecot 2.3's auth process knows
 _DOVECOT_MECHANISMS: Final = frozenset(
     {

@@ -4,12 +4,20 @@ One ``proxy_login()`` call covers the whole ``proxy_timeout``: connect, optional
 TLS, the protocol engine's login dialogue, and up to ``login_proxy_max_reconnects``
 retries one second apart for the failure kinds Dovecot retries.  Protocol work
 is the sans-IO backend engine's; this module only moves bytes and keeps time.
+
+The login process cannot resolve names (it is chrooted): the auth process
+put the address into ``hostip`` when ``host`` is a name.  Connections are made
+from the passdb's ``source_ip`` or the next of ``login_source_ips``, and are
+counted in the process's :class:`~proxyd.login.proxystate.ProxyState` record
+for the backend (``proxy_host_immediate_failure_after``, disconnect pacing).
+TLS towards the backend sends ``host`` as SNI and, unless ``any-cert``,
+checks the certificate against it; a TLS failure is an INTERNAL failure (no
+reconnect; the client gets a temporary failure).
 """
 
 from __future__ import annotations
 
-import errno
-import ipaddress
+import contextlib
 import logging
 import math
 import socket
@@ -21,6 +29,7 @@ import trio
 
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import ProxyTarget
+from proxyd.login.proxystate import BackendRecord, ProxyState
 from proxyd.protocols.backend_events import (
     BackendFailed,
     BackendLoggedIn,
@@ -31,6 +40,8 @@ from proxyd.protocols.backend_events import (
 from proxyd.protocols.events import NEED_DATA
 
 _RECONNECT_DELAY = 1.0
+#: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _RECONNECT_MIN_REMAINING = 1.1
 _RETRIED = frozenset(
     {ProxyFailure.CONNECT, ProxyFailure.REMOTE, ProxyFailure.PROTOCOL, ProxyFailure.AUTH_TEMPFAIL}
@@ -47,6 +58,9 @@ class BackendConnected:
     trailing: bytes  # backend bytes after the reply
     elapsed: float
     reconnects: int
+    #: the process's record for this backend; the connection counts as proxying there
+    record: BackendRecord | None = None
+    source_ip: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +75,6 @@ class BackendFailure:
 SendToClient = Callable[[bytes], Awaitable[None]]
 
 
-async def resolve_host(target: ProxyTarget) -> str:
-    """The IP to connect to: ``hostip``, ``host`` when it is an IP, else the first DNS answer."""
-    if target.hostip:
-        return target.hostip
-    try:
-        ipaddress.ip_address(target.host)
-    except ValueError:
-        infos = await trio.socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(errno.EHOSTUNREACH, f"{target.host} has no addresses") from None
-        return str(infos[0][4][0])
-    return target.host
-
-
 async def proxy_login(
     *,
     spec: ProtocolSpec,
@@ -86,21 +86,37 @@ async def proxy_login(
     max_reconnects: int,
     send_to_client: SendToClient,
     log: logging.LoggerAdapter[logging.Logger],
+    state: ProxyState | None = None,
+    source_ip: str = "",
 ) -> BackendConnected | BackendFailure:
-    """Connect and log in, retrying as Dovecot does; never raises for backend trouble."""
+    """Connect and log in, retrying as Dovecot does; never raises for backend trouble.
+
+    ``source_ip`` is the address to connect from ("" = the OS's choice);
+    ``state`` is the login process's proxy state (a private one if None).
+    """
     started = trio.current_time()
     deadline = started + time_budget
     reconnects = 0
-    try:
-        with trio.fail_after(max(0.0, deadline - trio.current_time())):
-            ip = await resolve_host(target)
-    except (OSError, trio.TooSlowError) as exc:
-        return BackendFailure(ProxyFailure.INTERNAL, f"DNS lookup of {target.host} failed: {exc}")
+    ip = target.ip
+    state = state if state is not None else ProxyState()
+    record = state.record(ip, target.port)
     while True:
-        result = await _attempt(spec, target, ip, login, client_engine, tls_context, deadline, send_to_client)
+        record.num_waiting_connections += 1
+        try:
+            if state.host_is_down(record, target.host_immediate_failure_after):
+                # the backend has been failing for a while: no reconnects either
+                return BackendFailure(ProxyFailure.CONNECT, "Host is down")
+            result = await _attempt(
+                spec, target, ip, login, client_engine, tls_context, deadline, send_to_client,
+                record, source_ip,
+            )
+        finally:
+            record.num_waiting_connections -= 1
         if isinstance(result, BackendConnected):
             result.elapsed = trio.current_time() - started
             result.reconnects = reconnects
+            result.record = record
+            result.source_ip = source_ip
             return result
         remaining = deadline - trio.current_time()
         if result.kind not in _RETRIED or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
@@ -121,15 +137,23 @@ async def _attempt(
     tls_context: Callable[[bool], ssl.SSLContext],
     deadline: float,
     send_to_client: SendToClient,
+    record: BackendRecord,
+    source_ip: str,
 ) -> BackendConnected | BackendFailure:
     stream: trio.abc.Stream | None = None
     started = trio.current_time()
     engine = spec.new_backend(login, client_engine)
     connected = False
+    handed_over = False
     try:
         with trio.move_on_at(deadline) as scope:
-            stream = await _connect(ip, target.port)
+            try:
+                stream = await _connect(ip, target.port, source_ip)
+            except BaseException:
+                ProxyState.connect_failed(record)
+                raise
             connected = True
+            ProxyState.connected(record)
             if target.ssl:
                 stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
             while True:
@@ -148,6 +172,7 @@ async def _attempt(
                 elif isinstance(event, BackendLoggedIn):
                     result = BackendConnected(stream, ip, event.client_reply, engine.trailing_data(), 0.0, 0)
                     stream = None  # handed over
+                    handed_over = True
                     return result
                 elif isinstance(event, BackendFailed):
                     text = event.log_text
@@ -156,6 +181,7 @@ async def _attempt(
                     return BackendFailure(event.kind, text, event.client_reply)
         if scope.cancelled_caught:
             if not connected:
+                ProxyState.connect_failed(record)
                 return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")
             return BackendFailure(ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}")
         raise AssertionError("unreachable")
@@ -169,6 +195,8 @@ async def _attempt(
             ProxyFailure.CONNECT, f"Disconnected by server: {text} (state={engine.state_name})"
         )
     finally:
+        if connected and not handed_over:
+            ProxyState.disconnected(record)
         if stream is not None:
             await trio.aclose_forcefully(stream)
 
@@ -178,8 +206,9 @@ class _TLSFailure(Exception):
 
 
 async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str) -> trio.SSLStream[trio.abc.Stream]:
-    server_hostname = host if context.check_hostname else None
-    tls = trio.SSLStream(stream, context, server_hostname=server_hostname)
+    # host is the SNI name and, unless any-cert, what the certificate must match
+    # (an IP literal is matched against IP SANs and sent without SNI)
+    tls = trio.SSLStream(stream, context, server_hostname=host)
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
@@ -188,11 +217,16 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
     return tls
 
 
-async def _connect(ip: str, port: int) -> trio.SocketStream:
+async def _connect(ip: str, port: int, source_ip: str = "") -> trio.SocketStream:
     """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
+        if source_ip:
+            # bind-before-connect: the kernel picks the port at connect() time
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            await sock.bind((source_ip, 0))
         await sock.connect((ip, port))
     except BaseException:
         sock.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxyd.login.protocol import BackendLogin, BackendLoginEngine, LoginServerEngine, ProtocolSpec
+from proxyd.login.proxyfields import Referral
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
 from proxyd.protocols.imap.server import ImapLoginServer
 
@@ -45,6 +48,43 @@ def _goodbye(text: str) -> bytes:
     return b"* BYE " + text.encode() + b"\r\n"
 
 
+#: RFC 3986 unreserved and sub-delims (Dovecot's _uri_char_lookup bits 0 and 1)
+_URI_SAFE: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;="
+)
+
+
+def _uri_encode(text: str, allowed: frozenset[int], escape: bytes = b"") -> str:
+    """Dovecot's ``uri_data_encode()``: other bytes (and ``escape``) as lower-case ``%xx``."""
+    return "".join(
+        chr(byte) if byte in allowed and byte not in escape else f"%{byte:02x}"
+        for byte in text.encode("utf-8")
+    )
+
+
+def referral_url(user: str, mech: str, host: str, port: int) -> str:
+    """``imap://<user>;AUTH=<mech>@<host>[:port]/`` as Dovecot's ``imap_url_create()`` writes it."""
+    # userid and auth type are "uchar" data (":" allowed) with ";" and ":" escaped
+    userinfo = _uri_encode(user, _URI_SAFE | {ord(":")}, b";:")
+    if mech:
+        userinfo += ";AUTH=" + _uri_encode(mech, _URI_SAFE | {ord(":")}, b";:")
+    if host.startswith("["):
+        hostpart = host
+    elif ":" in host:
+        hostpart = f"[{host}]"  # an IPv6 address
+    else:
+        hostpart = _uri_encode(host, _URI_SAFE)
+    port_part = f":{port}" if port != 143 else ""
+    return f"imap://{userinfo}@{hostpart}{port_part}/"
+
+
+def _referral(client: LoginServerEngine, referral: Referral, mech: str) -> bytes:
+    """``<tag> NO [REFERRAL imap://...] <reason>`` (Dovecot's ``imap_client_auth_result()``)."""
+    assert isinstance(client, ImapLoginServer)
+    url = referral_url(referral.destuser, mech, referral.host, referral.port)
+    return f"{client.current_tag} NO [REFERRAL {url}] {referral.reason}\r\n".encode()
+
+
 IMAP = ProtocolSpec(
     name="imap",
     service="imap-login",
@@ -53,4 +93,5 @@ IMAP = ProtocolSpec(
     new_server=ImapLoginServer,
     new_backend=_new_backend,
     goodbye=_goodbye,
+    referral=_referral,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proxyd.login.protocol import BackendLogin, BackendLoginEngine, LoginServerEngine, ProtocolSpec
+from proxyd.login.proxyfields import Referral
 from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
 from proxyd.protocols.pop3.server import Pop3LoginServer
 
@@ -29,6 +30,11 @@ def _goodbye(text: str) -> bytes:
     return b"-ERR " + text.encode() + b"\r\n"
 
 
+def _referral(_client: LoginServerEngine, referral: Referral, _mech: str) -> bytes:
+    """POP3 has no referrals: Dovecot answers a ``nologin`` + ``host`` login with ``-ERR <reason>``."""
+    return f"-ERR {referral.reason}\r\n".encode()
+
+
 POP3 = ProtocolSpec(
     name="pop3",
     service="pop3-login",
@@ -37,4 +43,5 @@ POP3 = ProtocolSpec(
     new_server=Pop3LoginServer,
     new_backend=_new_backend,
     goodbye=_goodbye,
+    referral=_referral,
 )

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from proxyd.protocols.events import ClientFailure, Event, LoginPolicy, _NeedData
+
+if TYPE_CHECKING:
+    from proxyd.login.proxyfields import Referral
 
 
 class LoginServerEngine(Protocol):
@@ -86,3 +89,5 @@ class ProtocolSpec:
     new_backend: Callable[[BackendLogin, LoginServerEngine], BackendLoginEngine]
     #: a last line for the client before we close (``* BYE text`` / ``-ERR text``)
     goodbye: Callable[[str], bytes]
+    #: (client engine, referral, client's mechanism) -> the reply to a ``nologin`` + ``host`` login
+    referral: Callable[[LoginServerEngine, Referral, str], bytes] | None = None

@@ -12,12 +12,20 @@ engine, writes what the engine queues, and acts on the engine's events:
 * for a proxy destination ``proxyd.login.backend.proxy_login()`` connects and logs
   in; only then is anything the client sent after its login command forwarded, so
   nothing a client sends reaches a backend before it is authenticated;
+* a ``nologin`` reply that names a ``host`` is a referral (IMAP
+  ``[REFERRAL imap://...]``), Dovecot's ``client_auth_handle_reply()``;
+* a failed XOAUTH2/OAUTHBEARER login first gets Dovecot's JSON error as a
+  final challenge; the failure reply follows the client's answer;
 * ``StartTLS`` wraps the stream; the bytes already read behind the command are fed
   to TLS, never to the command parser.
 
 The whole pre-login phase runs under Dovecot's absolute 180 s timeout.  Once the
 backend has accepted the login the session becomes a relay
 (``proxyd.login.relay``), which has no timeout, like Dovecot's detached proxies.
+
+When the backend side of a relay ends (the backend closed, or an admin kick),
+the client may be kept open a while longer (``login_proxy_max_disconnect_delay``,
+paced by the process's ``ProxyState``); anything it sends meanwhile is dropped.
 """
 
 from __future__ import annotations
@@ -37,7 +45,14 @@ from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionIn
 from proxyd.config.settings import Settings
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
-from proxyd.login.proxyfields import ProxyFieldError, ProxyTarget, parse_proxy_target
+from proxyd.login.proxyfields import (
+    ProxyFieldError,
+    ProxyTarget,
+    is_ourself,
+    parse_proxy_target,
+    parse_referral,
+)
+from proxyd.login.proxystate import ProxyState
 from proxyd.login.relay import relay
 from proxyd.login.streams import PrefixedStream
 from proxyd.protocols.backend_events import ProxyFailure
@@ -54,11 +69,13 @@ from proxyd.protocols.events import (
     TrustedClientInfo,
 )
 from proxyd.protocols.sasl import (
+    OAUTH2_MECHANISMS,
     Challenge,
     Credentials,
     SaslFailed,
     SaslServer,
     UnsupportedMechanism,
+    oauth2_failure_challenge,
 )
 from proxyd.secret import Secret
 
@@ -128,6 +145,7 @@ class LoginSession:
         conn: ConnectionInfo,
         *,
         implicit_tls: bool,
+        proxy_state: ProxyState | None = None,
     ) -> None:
         self.ctx = ctx
         self.spec = spec
@@ -145,6 +163,16 @@ class LoginSession:
         #: "prelogin" until the backend accepted the login, then "proxying"
         self.phase = "prelogin"
         self.backend_address = ""
+        #: the passdb ``host`` of the backend (for ``proxyctl who``), set when proxying starts
+        self.backend_host = ""
+        #: logging in to the backend right now (a kick ends it too, without a message)
+        self.proxy_pending = False
+        #: the login process's proxy state (source IP rotation, backend records)
+        self.proxy_state = proxy_state or ProxyState(
+            source_ips=ctx.settings.login_source_ips.addresses,
+            max_disconnect_delay=ctx.settings.login_proxy_max_disconnect_delay,
+        )
+        self._proxied: _Proxied | None = None
         #: called when the phase changes (the login process reports it to the master)
         self.on_phase_change: Callable[[LoginSession], None] | None = None
         self._scope = trio.CancelScope()
@@ -155,10 +183,11 @@ class LoginSession:
         """End the session from outside: a kick, or "Connection queue full" for a pre-login client.
 
         ``text`` is sent as the protocol's goodbye (only before login: a proxied
-        stream is never written into, so kicked clients just see the close).
+        stream is never written into, so kicked clients just see the close;
+        neither is a session that is logging in to its backend).
         """
         self._destroy_reason = log_reason
-        self._destroy_text = text if self.phase == "prelogin" else None
+        self._destroy_text = text if self.phase == "prelogin" and not self.proxy_pending else None
         self._scope.cancel()
 
     # ------------------------------------------------------------------ helpers
@@ -231,10 +260,14 @@ class LoginSession:
                 ):
                     await self.stream.send_all(self.spec.goodbye(self._destroy_text))
             if self.phase == "proxying":
+                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED)
+                delay = self._disconnect_delay()
                 self.log.info(
-                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s): %s",
-                    self.user, self.conn.remote_ip, self._destroy_reason, self.log_fields(),
+                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
+                    self.user, self.conn.remote_ip, self._destroy_reason,
+                    _delay_text(delay), self.log_fields(),
                 )
+                await self._linger(delay)
             else:
                 self._log_close(self._destroy_reason)
             await _close_gracefully(self.stream)
@@ -376,9 +409,14 @@ class LoginSession:
                 return None
         if isinstance(step, SaslFailed):
             self.log.info("%s: %s", step.reason, self.log_fields())
+            if begin.mech in OAUTH2_MECHANISMS and not await self._oauth2_failure(begin.mech):
+                return None
             self._fail(ClientFailure.AUTH_FAILED)
             return None
         assert isinstance(step, Credentials)
+        return await self._check_credentials(begin, step)
+
+    async def _check_credentials(self, begin: AuthBegin, step: Credentials) -> _Proxied | None:
         self.user = step.authzid or step.authcid
         client_id = getattr(self.engine, "client_id", None)
         if client_id:
@@ -402,6 +440,14 @@ class LoginSession:
                 return None
             self.log.info("Login: %s", self.log_fields())
             return await self._proxy(reply)
+        if reply.fail_code is FailCode.LOGIN_DISABLED and self._referral(reply):
+            return None
+        if (
+            begin.mech in OAUTH2_MECHANISMS
+            and reply.fail_code is not FailCode.LOGIN_DISABLED
+            and not await self._oauth2_failure(begin.mech)
+        ):
+            return None
         if reply.status is AuthStatus.TEMPFAIL:
             self._fail(ClientFailure.TEMPFAIL)
         else:
@@ -409,13 +455,36 @@ class LoginSession:
             self._fail(failure, reply.reason if failure is ClientFailure.LOGIN_DISABLED else None)
         return None
 
+    def _referral(self, reply: AuthReply) -> bool:
+        """``nologin`` with ``host``: refer the client to that server (True when done)."""
+        referral = parse_referral(
+            reply.user or self.user, reply.fields, default_port=self.spec.default_port
+        )
+        if referral is None or self.spec.referral is None:
+            return False
+        self.last_failure = ClientFailure.LOGIN_DISABLED
+        self.engine.auth_backend_reply(self.spec.referral(self.engine, referral, self.mech))
+        return True
+
+    async def _oauth2_failure(self, mech: str) -> bool:
+        """Send Dovecot's JSON error as a last challenge and read the client's answer.
+
+        Returns False when the client aborted meanwhile (the engine has
+        answered already).
+        """
+        self.engine.sasl_challenge(oauth2_failure_challenge(mech))
+        event = await self._next_event()
+        if isinstance(event, Close):
+            self._log_close(event.reason)
+            raise _SessionEnded
+        return isinstance(event, AuthContinue)
+
     def _fail(self, failure: ClientFailure, reason: str | None = None) -> None:
         self.last_failure = failure
         self.engine.auth_failed(failure, reason)
 
     # ------------------------------------------------------------------ proxy
     async def _proxy(self, reply: AuthReply) -> _Proxied | None:
-        proxy_log = logging.LoggerAdapter(logging.getLogger(self.spec.service), {})
         try:
             target = parse_proxy_target(
                 reply.user or self.user,
@@ -425,6 +494,14 @@ class LoginSession:
             )
         except ProxyFieldError as exc:
             self.log.error("proxy(%s): %s: %s", self.user, exc, self.log_fields())
+            self._fail(ClientFailure.PROXY_UNAVAILABLE)
+            return None
+        for warning in target.warnings:
+            self.log.error("proxy(%s): %s: %s", self.user, warning, self.log_fields())
+        if is_ourself(
+            target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port
+        ):
+            self.log.error("proxy(%s): Proxying loops to itself: %s", self.user, self.log_fields())
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
             return None
         if self.proxy_ttl <= 1:
@@ -451,8 +528,36 @@ class LoginSession:
             forward_fields=target.forward_fields,
             client_id=self.conn.client_id,
         )
+        source_ip = self.proxy_state.next_source_ip(target.source_ip)
+        self.backend_host = target.host
+        self.backend_address = f"{target.ip}:{target.port}"
+        self.proxy_pending = True
+        try:
+            result = await self._proxy_login(target, login, source_ip)
+        finally:
+            self.proxy_pending = False
+        if isinstance(result, BackendFailure):
+            self._backend_failed(target, result)
+            return None
+        self.engine.login_succeeded(result.client_reply)
+        await self._flush()
+        extra = f" from {source_ip}" if source_ip else ""
+        extra += f" as user {target.destuser}" if target.destuser != self.user else ""
+        extra += f" (master {target.master_user})" if target.master_user else ""
+        self.log.info(
+            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s): %s",
+            self.user, result.ip, target.port, extra, result.elapsed,
+            f", {result.reconnects} reconnects" if result.reconnects else "",
+            self.log_fields(),
+        )
+        return _Proxied(result, target, self.user)
+
+    async def _proxy_login(
+        self, target: ProxyTarget, login: BackendLogin, source_ip: str
+    ) -> BackendConnected | BackendFailure:
         settings = self.ctx.settings
-        result = await proxy_login(
+        proxy_log = logging.LoggerAdapter(logging.getLogger(self.spec.service), {})
+        return await proxy_login(
             spec=self.spec,
             target=target,
             login=login,
@@ -462,20 +567,9 @@ class LoginSession:
             max_reconnects=settings.login_proxy_max_reconnects,
             send_to_client=self.stream.send_all,
             log=proxy_log,
+            state=self.proxy_state,
+            source_ip=source_ip,
         )
-        if isinstance(result, BackendFailure):
-            self._backend_failed(target, result)
-            return None
-        self.engine.login_succeeded(result.client_reply)
-        await self._flush()
-        extra = f" as user {target.destuser}" if target.destuser != self.user else ""
-        self.log.info(
-            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s): %s",
-            self.user, result.ip, target.port, extra, result.elapsed,
-            f", {result.reconnects} reconnects" if result.reconnects else "",
-            self.log_fields(),
-        )
-        return _Proxied(result, target, self.user)
 
     def _backend_failed(self, target: ProxyTarget, failure: BackendFailure) -> None:
         if failure.kind is ProxyFailure.AUTH:
@@ -498,6 +592,7 @@ class LoginSession:
 
     async def _relay(self, proxied: _Proxied) -> None:
         backend = proxied.backend
+        self._proxied = proxied
         try:
             stats = await relay(
                 self.stream,
@@ -506,15 +601,48 @@ class LoginSession:
                 server_pending=backend.trailing,
             )
         finally:
+            # the server side goes at once; the client's may wait (disconnect delay)
             await _close_gracefully(backend.stream)
-            await _close_gracefully(self.stream)
+            if backend.record is not None:
+                ProxyState.disconnected(backend.record)
+        delay = self._disconnect_delay() if stats.closed_by == "server" else 0.0
         idle = math.floor(trio.current_time() - stats.last_activity)
         error = f": {stats.error}" if stats.error else ""
         self.log.info(
-            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d)): %s",
+            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s: %s",
             proxied.user, self.conn.remote_ip, stats.closed_by, error, idle,
-            stats.client_to_server, stats.server_to_client, self.log_fields(),
+            stats.client_to_server, stats.server_to_client, _delay_text(delay), self.log_fields(),
         )
+        try:
+            await self._linger(delay)
+        finally:
+            await _close_gracefully(self.stream)
+
+    def _disconnect_delay(self) -> float:
+        """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""
+        proxied = self._proxied
+        if proxied is None or proxied.backend.record is None:
+            return 0.0
+        return self.proxy_state.disconnect_delay(proxied.backend.record)
+
+    async def _linger(self, delay: float) -> None:
+        """Keep the client open for ``delay`` seconds, dropping what it sends, unless it leaves first."""
+        if delay <= 0:
+            return
+        assert self._proxied is not None
+        assert self._proxied.backend.record is not None
+        record = self._proxied.backend.record
+        try:
+            with trio.move_on_after(delay):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while await self.stream.receive_some(_RECV_SIZE):
+                        pass
+        finally:
+            ProxyState.delayed_disconnect_done(record)
+
+
+def _delay_text(delay: float) -> str:
+    return f" - disconnecting client in {round(delay * 1000)}ms" if delay > 0 else ""
 
 
 async def _close_gracefully(stream: trio.abc.Stream) -> None:

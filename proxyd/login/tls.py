@@ -56,14 +56,60 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
 def backend_context(settings: Settings, *, verify: bool) -> ssl.SSLContext:
     """The context for TLS towards a backend.
 
-    Verification uses ``ssl_ca`` when set, else the system store, and never demands
-    a CRL (interface.md: proxyd deliberately does better than Dovecot here).
+    Built before the login processes start (they are chrooted and cannot read
+    files).  The certificate is verified against ``ssl_client_ca_file`` /
+    ``ssl_client_ca_dir`` when set, else ``ssl_ca``, else the system store
+    (interface.md: proxyd deliberately does better than Dovecot, which ignores
+    the client CA settings in login processes).  A CRL is never demanded: with
+    ``ssl_require_crl = yes`` the CRLs that come with the CA material are
+    checked, and there is no CRL check when there are none.
+    ``ssl_client_cert``/``ssl_client_key`` are presented when the backend asks.
+    With ``verify=False`` (``any-cert``) nothing is checked.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = _min_version(settings)
-    if settings.ssl_ca:
-        ctx.load_verify_locations(cadata=settings.ssl_ca)
+    has_crl = False
+    if settings.ssl_client_ca_file or settings.ssl_client_ca_dir:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # only the configured CAs, not the system's
+        ctx.minimum_version = _min_version(settings)
+        if settings.ssl_client_ca_file:
+            ctx.load_verify_locations(cafile=settings.ssl_client_ca_file)
+            has_crl = _pem_has_crl(_read_text(settings.ssl_client_ca_file))
+        if settings.ssl_client_ca_dir:
+            ctx.load_verify_locations(capath=settings.ssl_client_ca_dir)
+            has_crl = has_crl or _dir_has_crl(settings.ssl_client_ca_dir)
+    elif settings.ssl_ca:
+        # through a file, so that CRLs in it are loaded too (cadata= takes certificates only)
+        with _pem_file(settings.ssl_ca, "ssl_ca") as path:
+            ctx.load_verify_locations(cafile=path)
+        has_crl = _pem_has_crl(settings.ssl_ca)
+    if settings.ssl_client_cert:
+        # without ssl_client_key the key must be in the certificate file
+        key_text = settings.ssl_client_key.reveal() or settings.ssl_client_cert
+        with (
+            _pem_file(settings.ssl_client_cert, "ssl_client_cert") as cert,
+            _pem_file(key_text, "ssl_client_key") as key,
+        ):
+            ctx.load_cert_chain(cert, key)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    elif has_crl and settings.ssl_require_crl:
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
+
+
+def _pem_has_crl(text: str) -> bool:
+    return "-----BEGIN X509 CRL-----" in text
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as file:
+        return file.read()
+
+
+def _dir_has_crl(path: str) -> bool:
+    """OpenSSL's hashed directories name CRLs ``<hash>.r<n>``."""
+    return any(
+        len(name) > 10 and name[8:10] == ".r" and name[10:].isdigit() for name in os.listdir(path)
+    )

@@ -28,6 +28,7 @@ from proxyd.config.settings import EffectiveService
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
+from proxyd.login.proxystate import ProxyState
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
 from proxyd.master.control import ControlChannel, ControlError
@@ -58,6 +59,12 @@ class LoginWorker:
         access_dir: str = "",
     ) -> None:
         self.ctx = ctx
+        #: per-process proxy state, as in Dovecot: login_source_ips rotation, backend records
+        #: and the disconnect pacing of login_proxy_max_disconnect_delay
+        self.proxy_state = ProxyState(
+            source_ips=ctx.settings.login_source_ips.addresses,
+            max_disconnect_delay=ctx.settings.login_proxy_max_disconnect_delay,
+        )
         self.spec = spec
         self.service = service
         self.listeners = listeners
@@ -184,7 +191,9 @@ class LoginWorker:
                 await self._report()
                 return
             client = trio.SSLStream(stream, self.ctx.server_tls, server_side=True)
-        session = LoginSession(self.ctx, self.spec, client, info, implicit_tls=tls)
+        session = LoginSession(
+            self.ctx, self.spec, client, info, implicit_tls=tls, proxy_state=self.proxy_state
+        )
         self._next_id += 1
         client_id = self._next_id
         self.clients[client_id] = _Client(session, time.time())
@@ -242,7 +251,9 @@ class LoginWorker:
     def _matching(self, mask: str) -> list[_Client]:
         return [
             c for c in self.clients.values()
-            if c.session.phase == "proxying" and fnmatch.fnmatchcase(c.session.user, mask or "*")
+            # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
+            if (c.session.phase == "proxying" or c.session.proxy_pending)
+            and fnmatch.fnmatchcase(c.session.user, mask or "*")
         ]
 
     def _who(self, message: dict[str, Any]) -> list[dict[str, Any]]:

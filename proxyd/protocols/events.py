@@ -180,5 +180,6 @@ class LoginPolicy:
         return tuple(m for m in self.mechanisms if m not in PLAINTEXT_MECHANISMS)
 
 
-#: SASL mechanisms that carry the password in the clear.
-PLAINTEXT_MECHANISMS: Final = frozenset({"PLAIN", "LOGIN"})
+#: SASL mechanisms that carry the password in the clear (Dovecot's MECH_SEC_PLAINTEXT:
+#: an OAuth2 bearer token counts as a password).
+PLAINTEXT_MECHANISMS: Final = frozenset({"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})

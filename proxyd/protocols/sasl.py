@@ -1,4 +1,4 @@
-"""SASL PLAIN and LOGIN, both sides, plus Dovecot's base64 rules.
+"""SASL mechanisms for both sides (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER; EXTERNAL as a client), plus Dovecot's base64 rules.
 
 Theory of operation
 -------------------
@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 #: Mechanisms this module implements on the server side.
-SERVER_MECHANISMS: Final = ("PLAIN", "LOGIN")
-#: Mechanisms this module implements on the client side.
-CLIENT_MECHANISMS: Final = ("PLAIN", "LOGIN")
+SERVER_MECHANISMS: Final = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
+#: Mechanisms this module implements on the client side (Dovecot 2.3's dsasl client has these five).
+CLIENT_MECHANISMS: Final = ("PLAIN", "LOGIN", "EXTERNAL", "XOAUTH2", "OAUTHBEARER")
+#: Server mechanisms whose failure carries a final JSON challenge (Dovecot's mech-oauth2.c)
+OAUTH2_MECHANISMS: Final = ("XOAUTH2", "OAUTHBEARER")
 
 _LOGIN_PROMPT_USER: Final = b"Username:"
 _LOGIN_PROMPT_PASS: Final = b"Password:"
@@ -145,6 +148,10 @@ class SaslServer:
             return _PlainServer()
         if name == "LOGIN":
             return _LoginServer()
+        if name == "XOAUTH2":
+            return _XOAuth2Server()
+        if name == "OAUTHBEARER":
+            return _OAuthBearerServer()
         raise UnsupportedMechanism(f"Unsupported SASL mechanism {mech}")
 
     def start(self, initial_response: bytes | None) -> SaslStep:
@@ -217,6 +224,130 @@ class _LoginServer(SaslServer):
         return Credentials("", self._user, value)
 
 
+def oauth2_failure_challenge(mech: str) -> bytes:
+    """The JSON a failed XOAUTH2/OAUTHBEARER login is answered with before the final NO.
+
+    Dovecot's ``xoauth2_verify_callback()`` / ``oauthbearer_verify_callback()``;
+    the client acknowledges it with any line, then gets the failure reply.
+    """
+    if mech.upper() == "XOAUTH2":
+        return b'{"status":"401","schemes":"bearer","scope":"mail"}'
+    return b'{"status":"invalid_token"}'
+
+
+def _valid_token(token: str) -> bool:
+    """``oauth2_valid_token()``: non-empty, no CR or LF."""
+    return token != "" and "\r" not in token and "\n" not in token
+
+
+def _bearer_token(fields: list[str]) -> str | bool | None:
+    """The ``auth=Bearer <token>`` field: the token, None if absent, False if malformed."""
+    token: str | None = None
+    for item in fields:
+        if item.startswith("auth="):
+            value = item[5:]
+            if value[:7].lower() != "bearer " or not _valid_token(value[7:]):
+                return False
+            token = value[7:]
+    return token
+
+
+class _OAuth2Server(SaslServer):
+    """XOAUTH2 / OAUTHBEARER: the bearer token is checked like a password by the passdb chain."""
+
+    def __init__(self) -> None:
+        self._done = False
+
+    def start(self, initial_response: bytes | None) -> SaslStep:
+        if initial_response is None:
+            return Challenge(b"")  # mech_generic_auth_initial()
+        return self.step(initial_response)
+
+    def step(self, response: bytes) -> SaslStep:
+        if self._done:
+            return SaslFailed("Unexpected continuation")
+        self._done = True
+        text = _utf8(response)
+        if text is None:
+            return SaslFailed("invalid input (not UTF-8)")
+        return self._parse(text.split("\x01"))
+
+    def _parse(self, fields: list[str]) -> SaslStep:
+        raise NotImplementedError
+
+
+class _XOAuth2Server(_OAuth2Server):
+    """``user=<name>^Aauth=Bearer <token>^A^A`` (Dovecot's ``mech_xoauth2_auth_continue()``)."""
+
+    mech = "XOAUTH2"
+
+    def _parse(self, fields: list[str]) -> SaslStep:
+        user: str | None = None
+        for item in fields:
+            if item.startswith("user="):
+                user = item[5:]
+        token = _bearer_token(fields)
+        if token is False:
+            return SaslFailed("Invalid continued data")
+        if not user or not isinstance(token, str):
+            return SaslFailed("Username or token missing")
+        return Credentials("", user, token)
+
+
+class _OAuthBearerServer(_OAuth2Server):
+    """RFC 7628: ``n,a=<name>,^A...^Aauth=Bearer <token>^A^A`` (``mech_oauthbearer_auth_continue()``)."""
+
+    mech = "OAUTHBEARER"
+
+    def _parse(self, fields: list[str]) -> SaslStep:
+        if not fields or fields[0] == "":
+            return SaslFailed("Invalid continued data")
+        user: str | None = None
+        for part in (p for p in fields[0].split(",") if p):
+            kind = part[0]
+            if kind == "f":
+                return SaslFailed("Client requested non-standard mechanism")
+            if kind == "p":
+                return SaslFailed("Client requested and used channel-binding")
+            if kind in "ny":
+                continue
+            if kind == "a":
+                user = _gs2_unescape(part[2:]) if part[1:2] == "=" else None
+                if user is None:
+                    return SaslFailed("Invalid username escaping")
+                continue
+            return SaslFailed("Invalid gs2-header in request")
+        token = _bearer_token(fields)
+        if token is False:
+            return SaslFailed("Invalid continued data")
+        if not user or not isinstance(token, str):
+            return SaslFailed("Missing username or token")
+        return Credentials("", user, token)
+
+
+def _gs2_unescape(text: str) -> str | None:
+    """RFC 5801 ``saslname``: ``=2C`` is ``,`` and ``=3D`` is ``=``; a bare ``,`` or other ``=`` is invalid."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == ",":
+            return None
+        if char == "=":
+            code = text[i + 1 : i + 3]
+            if code == "2C":
+                out.append(",")
+            elif code == "3D":
+                out.append("=")
+            else:
+                return None
+            i += 3
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
 # -- client side ---------------------------------------------------------------
 
 
@@ -236,12 +367,23 @@ class SaslClient:
 
     @staticmethod
     def create(mech: str, *, authzid: str, authcid: str, password: str) -> SaslClient:
-        """PLAIN or LOGIN (case-insensitive); anything else raises :class:`UnsupportedMechanism`."""
+        """One of :data:`CLIENT_MECHANISMS` (case-insensitive); else :class:`UnsupportedMechanism`.
+
+        As in Dovecot's proxies, ``authzid`` is the user to log in as (``destuser``)
+        and ``authcid`` the identity whose ``password`` is given (the master user,
+        or the same user).
+        """
         name = mech.upper()
         if name == "PLAIN":
             return _PlainClient(authzid, authcid, password)
         if name == "LOGIN":
             return _LoginClient(authcid, password)
+        if name == "EXTERNAL":
+            return _ExternalClient(authzid or authcid)
+        if name == "XOAUTH2":
+            return _XOAuth2Client(authcid, password)
+        if name == "OAUTHBEARER":
+            return _OAuthBearerClient(authcid, password)
         raise UnsupportedMechanism(f"Unsupported SASL mechanism {mech}")
 
     def output(self) -> bytes:
@@ -295,3 +437,70 @@ class _LoginClient(SaslClient):
         if self._state == 2:
             raise SaslClientError("Server didn't finish authentication")
         self._state += 1
+
+
+class _ExternalClient(SaslClient):
+    """EXTERNAL: the identity comes from the TLS client certificate; we only name the user."""
+
+    mech = "EXTERNAL"
+
+    def __init__(self, username: str) -> None:
+        self._username = username
+        self._output_sent = False
+
+    def output(self) -> bytes:
+        self._output_sent = True
+        return self._username.encode("utf-8")
+
+    def input(self, challenge: bytes) -> None:
+        if self._output_sent:
+            raise SaslClientError("Server didn't finish authentication")
+        if challenge:
+            raise SaslClientError("Server sent non-empty initial response")
+
+
+class _OAuth2Client(SaslClient):
+    """XOAUTH2 / OAUTHBEARER with the password as the bearer token (``mech-oauthbearer.c``)."""
+
+    def __init__(self, authcid: str, token: str) -> None:
+        self._authcid = authcid
+        self._token = token
+        self._output_sent = False
+
+    def _message(self) -> bytes:
+        raise NotImplementedError
+
+    def output(self) -> bytes:
+        self._output_sent = True
+        return self._message()
+
+    def input(self, challenge: bytes) -> None:
+        if not self._output_sent:
+            if challenge:
+                raise SaslClientError("Server sent non-empty initial response")
+            return
+        if not challenge:
+            return  # an empty response means success follows
+        # the server refused: it sent a JSON error (answered by the final reply)
+        try:
+            status = json.loads(challenge.decode("utf-8")).get("status")
+        except (ValueError, AttributeError):
+            status = None
+        if not isinstance(status, str | int):
+            raise SaslClientError("Error parsing JSON reply: Status value missing")
+        raise SaslClientError(f"Failed to authenticate: {status}")
+
+
+class _XOAuth2Client(_OAuth2Client):
+    mech = "XOAUTH2"
+
+    def _message(self) -> bytes:
+        return f"user={self._authcid}\x01auth=Bearer {self._token}\x01\x01".encode()
+
+
+class _OAuthBearerClient(_OAuth2Client):
+    mech = "OAUTHBEARER"
+
+    def _message(self) -> bytes:
+        # Dovecot's proxies set neither host nor port, and do not escape the name
+        return f"n,a={self._authcid},\x01auth=Bearer {self._token}\x01\x01".encode()

@@ -113,7 +113,7 @@ async def test_open_authenticator_with_static_driver(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     settings = settings_with(
-        PassdbSettings(driver="static", args="password=pw proxy=y host=10.0.0.%Ln"),
+        PassdbSettings(driver="static", args="password=pw proxy=y host=10.0.0.%Ln hostip=10.0.0.7"),
         auth_failure_delay=3.0,
     )
     async with open_authenticator(settings) as auth:
@@ -122,6 +122,7 @@ async def test_open_authenticator_with_static_driver(
         assert reply.fields == {
             "proxy": "",
             "host": "10.0.0.seven",
+            "hostip": "10.0.0.7",
             "original_user": "Seven",
             "pass": "pw",
         }
@@ -138,7 +139,7 @@ async def test_open_authenticator_chain_of_drivers(tmp_path: Path) -> None:
     settings = settings_with(
         PassdbSettings(driver="passwd-file", args="users", config_dir=str(tmp_path)),
         PassdbSettings(
-            driver="static", args="nopassword proxy host=fallback", result_success="return-ok"
+            driver="static", args="nopassword proxy host=fallback hostip=10.0.0.9", result_success="return-ok"
         ),
         auth_failure_delay=0,
     )
@@ -146,7 +147,12 @@ async def test_open_authenticator_chain_of_drivers(tmp_path: Path) -> None:
         alice = await auth.authenticate(make_request("alice", "secret"))
         assert alice.fields == {"host": "10.0.0.1"}
         other = await auth.authenticate(make_request("bob", "whatever"))
-        assert other.fields == {"proxy": "", "host": "fallback", "pass": "whatever"}
+        assert other.fields == {
+            "proxy": "",
+            "host": "fallback",
+            "hostip": "10.0.0.9",
+            "pass": "whatever",
+        }
 
 
 async def test_open_authenticator_unknown_driver() -> None:

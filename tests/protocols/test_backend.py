@@ -228,8 +228,8 @@ def test_plain_challenge_must_be_empty():
 
 
 def test_unsupported_proxy_mech():
-    s = backend(mech="XOAUTH2")
-    s.expect(BackendFailed(ProxyFailure.INTERNAL, "Unsupported SASL mechanism XOAUTH2"))
+    s = backend(mech="SCRAM-SHA-1")
+    s.expect(BackendFailed(ProxyFailure.INTERNAL, "Unsupported SASL mechanism SCRAM-SHA-1"))
     s.recv(BANNER).expect()
 
 

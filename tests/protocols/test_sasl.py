@@ -183,4 +183,4 @@ def test_client_repr_hides_the_password():
 
 def test_unsupported_client_mechanism():
     with pytest.raises(UnsupportedMechanism):
-        SaslClient.create("XOAUTH2", authzid="a", authcid="a", password="b")
+        SaslClient.create("SCRAM-SHA-1", authzid="a", authcid="a", password="b")

@@ -80,7 +80,9 @@ def test_greeting(policy, greeting):
         (OPEN, b"USER\r\nSASL PLAIN LOGIN\r\n.\r\n"),
         # insecure with disable_plaintext_auth: no USER, no plaintext mechanisms
         (INSECURE, b"STLS\r\nSASL\r\n.\r\n"),
-        (replace(INSECURE, mechanisms=("PLAIN", "XOAUTH2")), b"STLS\r\nSASL XOAUTH2\r\n.\r\n"),
+        (replace(INSECURE, mechanisms=("PLAIN", "CRAM-MD5")), b"STLS\r\nSASL CRAM-MD5\r\n.\r\n"),
+        # a bearer token counts as a password (Dovecot's MECH_SEC_PLAINTEXT)
+        (replace(INSECURE, mechanisms=("XOAUTH2", "OAUTHBEARER")), b"STLS\r\nSASL\r\n.\r\n"),
         # after STLS: no STLS line, everything allowed
         (
             replace(INSECURE, tls_active=True, secured=True),
