@@ -128,7 +128,8 @@ async def _fetch(
     conn: _PgConn, sql: str, params: tuple[str, ...], fixes: dict[str, str]
 ) -> tuple[str, tuple[str, ...], list[Any]]:
     """Runs on the asyncio loop: prepare (once per connection), convert the parameters, fetch."""
-    while True:
+    statement = None
+    while statement is None:
         try:
             statement = await _prepare(conn, sql)
         except asyncpg.exceptions.IndeterminateDatatypeError as exc:
@@ -139,8 +140,6 @@ async def _fetch(
                 raise
             fixes[sql] = fixed  # remembered for the next requests
             sql = fixed
-            continue
-        break
     args = [
         _convert(value, param.name)
         for value, param in zip(params, statement.get_parameters(), strict=True)

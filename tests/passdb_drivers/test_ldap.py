@@ -62,11 +62,14 @@ async def test_search_returns_password_and_templated_fields(
         alice = await auth.authenticate(make_request("l_alice", "alicepw"))
         assert alice.status is AuthStatus.OK
         assert alice.fields == {"proxy": "", "host": "127.0.0.2", "port": "1143", "pass": "alicepw"}
-        # no proxyMailHost: the template gives an empty host, no proxyMailPort: no port
-        bob = await auth.authenticate(make_request("l_bob", "bobpw"))
-        assert bob.fields == {"proxy": "", "host": "", "pass": "bobpw"}
         assert (await auth.authenticate(make_request("l_alice", "bobpw"))).status is AuthStatus.FAIL
         assert (await auth.authenticate(make_request("l_nobody", "x"))).status is AuthStatus.FAIL
+    async with ldap_driver.create(passdb("ldap", conf(tmp_path, slapd))) as db:
+        bob = await db.lookup(make_request("l_bob"))
+    # no proxyMailHost: the template gives an empty host; no proxyMailPort: no port field
+    fields = dict(bob.fields)
+    assert fields.pop("password").startswith("{SSHA}")
+    assert fields == {"user": "l_bob", "proxy": "y", "host": ""}
 
 
 @pytest.mark.parametrize(

@@ -74,12 +74,19 @@ async def test_seed_password_forwarding_example(tmp_path: Path, mariadb: Mariadb
 async def test_seed_proxy_maybe_example(tmp_path: Path, mariadb: MariadbServer) -> None:
     """joe@example.com / joepw (MD5-CRYPT, the default MD5 scheme); the user becomes user@domain."""
     path = write_args(tmp_path, SEED_MAYBE.format(connect=mariadb.connect_string()))
+    async with sql_driver.create(passdb("sql", path)) as db:
+        found = await db.lookup(make_request("joe@example.com"))
+    assert dict(found.fields) == {
+        "user": "joe@example.com",
+        "password": "$1$Z9iG5ldI$G1Cb4.aAZ4MEXfx2n/vzk/",
+        "host": "127.0.0.2",
+        "proxy_maybe": "Y",
+    }
     async with authenticator([passdb("sql", path)]) as auth:
         reply = await auth.authenticate(make_request("Joe@Example.com", "joepw"))
         assert reply.status is AuthStatus.OK
         assert reply.user == "joe@example.com"
         assert reply.fields["host"] == "127.0.0.2"
-        assert reply.fields["proxy_maybe"] == "Y"
         wrong = await auth.authenticate(make_request("joe@example.com", "nope"))
         assert wrong.status is AuthStatus.FAIL
         other_domain = await auth.authenticate(make_request("joe@example.org", "joepw"))
