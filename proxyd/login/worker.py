@@ -79,6 +79,7 @@ class LoginWorker:
         self.stopping = False
         self._changed = trio.Event()
         self._next_id = 0
+        self._last_status: tuple[bool, bool, float | None] = (False, False, None)
 
     # ------------------------------------------------------------------ accounting
     def accepting(self) -> bool:
@@ -99,19 +100,31 @@ class LoginWorker:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _status(self) -> dict[str, Any]:
-        prelogin = [c.connected_at for c in self.clients.values() if c.session.phase == "prelogin"]
-        return {
-            "ev": "status",
-            "clients": len(self.clients),
-            "accepting": self.accepting(),
-            "prelogin_since": min(prelogin) if prelogin else None,
-        }
+    def _status(self) -> tuple[bool, bool, float | None]:
+        """What the master's accounting needs: accepting?, idle?, and since when some
+        client has been logging in (kept from the last report while that stays true, so
+        it changes only when this process goes from none to some)."""
+        prelogin = any(c.session.phase == "prelogin" for c in self.clients.values())
+        since = (self._last_status[2] or time.time()) if prelogin else None
+        return (self.accepting(), not self.clients, since)
 
     async def _report(self) -> None:
+        """Tell the master, but only when its view changes: a message for every login
+        would cost more than the login's own work in high-performance mode."""
         self._notify_change()
+        status = self._status()
+        if status == self._last_status:
+            return
+        self._last_status = status
+        accepting, idle, since = status
+        message = {
+            "ev": "status",
+            "clients": 0 if idle else len(self.clients),
+            "accepting": accepting,
+            "prelogin_since": since,
+        }
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.control.send(self._status())
+            await self.control.send(message)
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
