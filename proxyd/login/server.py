@@ -29,6 +29,8 @@ _SKIPPABLE_BIND_ERRORS: Final = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVA
 
 
 def _plain_ip(ip: str) -> str:
+    if ":" not in ip:
+        return ip  # the kernel's dotted quad is already canonical; no parsing per connection
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
@@ -36,6 +38,8 @@ def _plain_ip(ip: str) -> str:
 
 
 def _in_networks(ip: str, networks: Sequence[IPNetwork]) -> bool:
+    if not networks:
+        return False
     addr = ipaddress.ip_address(ip)
     return any(addr.version == net.version and addr in net for net in networks)
 
