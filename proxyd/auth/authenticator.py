@@ -68,7 +68,7 @@ class Authenticator:
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
         request = split_master_user(request, self._separator)
-        ident = penalty_ident(request.conn.remote_ip) if self._penalty else None
+        ident = penalty_ident(request.conn.remote_ip) if self._penalty is not None else None
         last_penalty = 0
         if self._penalty is not None:
             last_penalty, wait = self._penalty.delay(ident)
