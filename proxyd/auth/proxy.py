@@ -21,7 +21,8 @@ connection's local port → ``proxy``; self → every proxy field is dropped (a
 local login in Dovecot).  With ``proxy_always`` a bare ``proxy`` stays (a
 director would pick the host; proxyd has none, so the login fails with
 ``host not given``).  proxyd keeps no mail: without ``proxy_always`` a self
-user goes to ``proxyd_local_backend`` instead (its user name, not ``destuser``);
+user goes to ``proxyd_local_backend`` instead (its user name, not ``destuser``;
+without a port there, the protocol's default port);
 without that setting the login is refused with an error in the log.
 
 Plain ``proxy`` pointing at this node is left alone here; the login process
@@ -180,7 +181,8 @@ class ProxyFinisher:
             return fields
         fields["proxy"] = ""
         fields["host"] = local.host
-        fields["port"] = str(local.port)
+        if local.port:
+            fields["port"] = str(local.port)
         if _parse_ip(local.host) is None:
             addresses = await self._lookup(prefix, local.host, DNS_TIMEOUT)
             if addresses is None:

@@ -13,7 +13,7 @@ the addresses this host can bind to.  ``auth_proxy_self`` is space separated;
 a name that does not resolve is an error (Dovecot's ``auth_proxy_self_ips``
 check).
 
-``proxyd_local_backend = host:port`` is parsed here too (the host is resolved
+``proxyd_local_backend = host[:port]`` is parsed here too (the host is resolved
 at login time in the auth process, like a passdb ``host``).
 """
 
@@ -97,9 +97,19 @@ def format_host_list(value: HostList) -> str:
 
 
 def parse_local_backend(value: str) -> LocalBackend | None:
-    """``proxyd_local_backend = host:port`` (``[v6]:port`` for IPv6); empty = none."""
+    """``proxyd_local_backend = host[:port]`` (``[v6]:port`` for IPv6); empty = none.
+
+    Without a port each protocol uses its default port (143/110, or 993/995 with
+    a passdb ``ssl`` field), so one setting serves IMAP and POP3.
+    """
     if value == "":
         return None
+    if ":" not in value:
+        return LocalBackend(value, 0)
+    try:
+        return LocalBackend(str(ipaddress.IPv6Address(value)), 0)
+    except ValueError:
+        pass
     host, sep, port_text = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -112,7 +122,7 @@ def parse_local_backend(value: str) -> LocalBackend | None:
         return _local_backend(value, host, port_text)
     if not sep or not host or ":" in host:
         raise v.InvalidValue(
-            f"proxyd_local_backend: '{value}' is not host:port (write IPv6 as [addr]:port)"
+            f"proxyd_local_backend: '{value}' is not host[:port] (write IPv6 as [addr]:port)"
         )
     return _local_backend(value, host, port_text)
 
@@ -126,6 +136,8 @@ def _local_backend(value: str, host: str, port_text: str) -> LocalBackend:
 def format_local_backend(value: LocalBackend | None) -> str:
     if value is None:
         return ""
+    if not value.port:
+        return value.host
     host = f"[{value.host}]" if ":" in value.host else value.host
     return f"{host}:{value.port}"
 

@@ -26,10 +26,10 @@ class HostList:
 
 @dataclass(frozen=True, slots=True)
 class LocalBackend:
-    """``proxyd_local_backend = host:port``: where ``proxy_maybe`` users whose host is this node go."""
+    """``proxyd_local_backend = host[:port]``: where ``proxy_maybe`` users whose host is this node go."""
 
     host: str
-    port: int
+    port: int  # 0: the protocol's default port
 
 
 @dataclass(frozen=True, slots=True)

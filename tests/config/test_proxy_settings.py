@@ -84,6 +84,9 @@ def test_auth_proxy_self(load: Load) -> None:
         ("127.0.0.1:10143", LocalBackend("127.0.0.1", 10143)),
         ("mail.example.org:143", LocalBackend("mail.example.org", 143)),
         ("[::1]:993", LocalBackend("::1", 993)),
+        ("127.0.0.1", LocalBackend("127.0.0.1", 0)),
+        ("mail.example.org", LocalBackend("mail.example.org", 0)),
+        ("::1", LocalBackend("::1", 0)),
     ],
 )
 def test_proxyd_local_backend(load: Load, value: str, expected: LocalBackend) -> None:
@@ -95,13 +98,12 @@ def test_proxyd_local_backend(load: Load, value: str, expected: LocalBackend) ->
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (
-            "127.0.0.1",
-            "proxyd_local_backend: '127.0.0.1' is not host:port (write IPv6 as [addr]:port)",
-        ),
         ("127.0.0.1:0", "proxyd_local_backend: Invalid port number in '127.0.0.1:0'"),
         ("127.0.0.1:http", "proxyd_local_backend: Invalid port number in '127.0.0.1:http'"),
-        ("::1:143", "proxyd_local_backend: '::1:143' is not host:port (write IPv6 as [addr]:port)"),
+        (
+            "fe80::1::143",
+            "proxyd_local_backend: 'fe80::1::143' is not host[:port] (write IPv6 as [addr]:port)",
+        ),
         ("[nonsense]:143", "proxyd_local_backend: Invalid IPv6 address in '[nonsense]:143'"),
     ],
 )
