@@ -1,0 +1,142 @@
+"""Shared setup for the proxy-field end-to-end tests (tests/e2e/test_proxy_*.py).
+
+``start(runner, entries, ...)`` runs a proxyd with IMAP and POP3 listeners and
+a passwd-file holding ``entries``; ``login_imap`` / ``login_pop3`` log in with
+line-level clients and return the server's final answer, so tests can assert
+Dovecot's exact texts for both protocols with one parametrised body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tests.e2e.test_pop3 import RawPop3Client
+from tests.fixtures.dovecot import DovecotBackend
+from tests.fixtures.net import PROXYD_ADDRESS, free_ports
+from tests.fixtures.proxyd import (
+    Listener,
+    PasswdEntry,
+    ProxydConfig,
+    ProxydProcess,
+    ProxydRunner,
+    write_passwd_file,
+)
+from tests.helpers.clients import RawImapClient
+
+PROTOCOLS = ("imap", "pop3")
+
+
+def config(
+    runner: ProxydRunner,
+    entries: Sequence[PasswdEntry],
+    *,
+    address: str = PROXYD_ADDRESS,
+    name: str = "users",
+    **settings: str | None,
+) -> ProxydConfig:
+    """A configuration with imap, imaps, pop3 and pop3s listeners on ``address``."""
+    passwd = write_passwd_file(runner.workdir / name, entries)
+    settings.setdefault("protocols", "imap pop3")
+    cfg = runner.config(passwd, address=address, **settings)
+    pop3_port, pop3s_port = free_ports(address, 2)
+    cfg.listeners += [
+        Listener("pop3-login", "pop3", address, pop3_port),
+        Listener("pop3-login", "pop3s", address, pop3s_port, ssl=True),
+    ]
+    return cfg
+
+
+def start(
+    runner: ProxydRunner,
+    entries: Sequence[PasswdEntry],
+    *,
+    extra: str = "",
+    **settings: str | None,
+) -> ProxydProcess:
+    """Start proxyd with ``entries`` and top-level ``settings``; ``extra`` is appended raw."""
+    cfg = config(runner, entries, **settings)
+    cfg.extra = extra
+    return runner.start(cfg)
+
+
+def backend_port(backend: DovecotBackend, protocol: str, *, tls: bool = False) -> int:
+    if protocol == "imap":
+        return backend.imaps_port if tls else backend.imap_port
+    return backend.pop3s_port if tls else backend.pop3_port
+
+
+@dataclass
+class Answer:
+    """What a login attempt ended with."""
+
+    #: IMAP: the tagged line without its tag; POP3: the reply to PASS
+    line: str
+    #: IMAP untagged lines before the tagged one
+    untagged: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.line.startswith(("OK", "+OK"))
+
+
+def login(
+    running: ProxydProcess,
+    protocol: str,
+    user: str,
+    password: str,
+    *,
+    source_ip: str | None = None,
+    then: str | None = None,
+) -> Answer:
+    """Log in with a raw client over ``protocol``; ``then`` is one more command after success.
+
+    For a successful login the answer to ``then`` (if given) is in ``untagged``
+    (IMAP: its untagged lines and tagged line; POP3: its reply line).
+    """
+    started = time.monotonic()
+    if protocol == "imap":
+        with RawImapClient(running.address("imap"), running.port("imap"), source_ip=source_ip) as c:
+            reply = c.command(f'LOGIN "{user}" "{password}"')
+            seconds = time.monotonic() - started
+            extra: tuple[str, ...] = ()
+            if reply.status == "OK" and then:
+                after = c.command(then)
+                extra = (*after.untagged, after.tagged)
+            if reply.status == "OK":
+                c.command("LOGOUT")
+            return Answer(reply.tagged, reply.untagged + extra, seconds)
+    with RawPop3Client(running.address("pop3"), running.port("pop3"), source_ip=source_ip) as p:
+        first = p.command(f"USER {user}")
+        if not first.startswith("+OK"):
+            return Answer(first, (), time.monotonic() - started)
+        line = p.command(f"PASS {password}")
+        seconds = time.monotonic() - started
+        extra = ()
+        if line.startswith("+OK") and then:
+            extra = (p.command(then),)
+        if line.startswith("+OK"):
+            p.command("QUIT")
+        return Answer(line, extra, seconds)
+
+
+def unavailable(protocol: str) -> str:
+    """The client text of a proxy failure (``CONNECT``/``INTERNAL``/... kinds)."""
+    if protocol == "imap":
+        return "NO [UNAVAILABLE] Account is temporarily unavailable."
+    return "-ERR [SYS/TEMP] Account is temporarily unavailable."
+
+
+def serverbug(protocol: str) -> str:
+    """The client text of a ``REMOTE_CONFIG``/``INTERNAL_CONFIG`` failure (TTL, no STARTTLS)."""
+    if protocol == "imap":
+        return "NO [SERVERBUG] Account is temporarily unavailable."
+    return "-ERR Account is temporarily unavailable."
+
+
+def auth_failed(protocol: str) -> str:
+    if protocol == "imap":
+        return "NO [AUTHENTICATIONFAILED] Authentication failed."
+    return "-ERR [AUTH] Authentication failed."
