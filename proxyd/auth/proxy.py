@@ -29,7 +29,9 @@ Plain ``proxy`` pointing at this node is left alone here; the login process
 catches it (``Proxying loops to itself``).
 
 The password the client typed is added as ``pass`` whenever the final reply
-proxies and the passdb gave no ``pass``.
+proxies and the passdb gave no ``pass``.  Fields a trusted proxy in front
+forwarded (IMAP ``x-forward-*``, POP3 ``FORWARD=``) become ``forward_*`` fields,
+so they travel on to the next hop (Dovecot imports them into the request).
 
 :func:`split_master_user` is ``auth_master_user_separator``: ``user*master``
 logs in as ``master`` on behalf of ``user``.
@@ -109,6 +111,10 @@ class ProxyFinisher:
         fields = dict(reply.fields)
         if "proxy" not in fields and "proxy_maybe" not in fields:
             return reply
+        for key, value in request.conn.forward_fields.items():
+            # what a trusted proxy in front forwarded goes on to the next hop, as
+            # Dovecot imports it into the extra fields (a passdb value wins)
+            fields.setdefault(f"forward_{key}", value)
         prefix = f"proxy({reply.user or request.user},{request.conn.remote_ip}): "
         host = fields.get("host", "")
         host_is_self = False
