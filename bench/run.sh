@@ -3,13 +3,15 @@
 # connection and the anchors (Dovecot's high-performance proxy, nginx), on the
 # shared rig in ../shared/bench (or $RIG).  Prints the rig's ratio tables.
 #
-#   bench/run.sh                       # IMAP scenarios, ROUNDS=1 (~8 min)
+#   bench/run.sh                       # IMAP scenarios, ROUNDS=1 (~3 min per round)
 #   ROUNDS=2 bench/run.sh              # less noise
 #   TARGETS="direct dovecot_hp proxyd" SCENARIOS="login_imap" bench/run.sh
 #
+# The committed HEAD is measured (PROXYD_TREE=1: the working tree as it is).
 # The rig's files are not modified: they are copied into a scratch directory with
-# one override appended to targets.sh, so proxyd's config lists only the protocols
-# this checkout supports (the rig's default config also asks for pop3).
+# bench/proxyd-target.sh appended to targets.sh, so proxyd's config lists only the
+# protocols and settings this checkout supports (the rig's config also asks for pop3).
+# Raw data, tables and gzipped logs land in bench/results/<UTC stamp>/ (or $OUT).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
@@ -18,55 +20,46 @@ RIG=${RIG:-$(cd "$SRC/../shared/bench" 2>/dev/null && pwd || true)}
 
 export RUN=${RUN:-/tmp/bench-run}
 [ -x "$RUN/bin/loadgen" ] || "$RIG/setup.sh"
-PROXYD_SRC="$SRC" RUN="$RUN" "$RIG/proxyd-venv.sh"
-
 WORK=$(mktemp -d /tmp/proxyd-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-for f in "$RIG"/*; do ln -s "$f" "$WORK/$(basename "$f")"; done
-rm -f "$WORK/targets.sh" "$WORK/run-all.sh" "$WORK/results"
-cp "$RIG/targets.sh" "$RIG/run-all.sh" "$WORK/"
+# What is measured: by default the committed HEAD (exported with git archive), since
+# other people edit this checkout while it runs; PROXYD_TREE=1 takes the working tree
+# as it is, uncommitted changes included.
+if [ "${PROXYD_TREE:-0}" = 1 ]; then
+  BUILD_SRC=$SRC
+else
+  BUILD_SRC=$WORK/src
+  mkdir -p "$BUILD_SRC"
+  git -C "$SRC" archive HEAD | tar -x -C "$BUILD_SRC"
+fi
+PROXYD_SRC="$BUILD_SRC" RUN="$RUN" "$RIG/proxyd-venv.sh"
+{
+  echo "venv built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $SRC"
+  git -C "$SRC" log -1 --format='HEAD %H %cI %s' 2>/dev/null
+  if [ "${PROXYD_TREE:-0}" = 1 ]; then
+    echo "from the working tree; uncommitted changes to the installed code (git status --short):"
+    git -C "$SRC" status --short -- proxyd passdb_drivers pyproject.toml 2>/dev/null
+  else
+    echo "from HEAD (git archive); uncommitted changes were not installed"
+  fi
+} > "$RUN/proxyd-venv/SOURCE.txt"
+mkdir -p "$WORK/rig"
+for f in "$RIG"/*; do ln -s "$f" "$WORK/rig/$(basename "$f")"; done
+rm -f "$WORK/rig/targets.sh" "$WORK/rig/run-all.sh" "$WORK/rig/results"
+cp "$RIG/targets.sh" "$RIG/run-all.sh" "$WORK/rig/"
 mkdir -p "$HERE/results"
-ln -s "$HERE/results" "$WORK/results"
-cat >> "$WORK/targets.sh" <<'OVERRIDE'
-
-# ---- proxyd checkout override (bench/run.sh): keep the rig's config, but list only
-# the protocols this proxyd accepts, and prefer the high-performance service settings.
-proxyd_prepare() {
-  [ -x "$RUN/proxyd-venv/bin/proxyd" ] || { echo "no proxyd venv" >&2; return 1; }
-  mkdir -p "$RUN/proxyd"
-  local with protos
-  for with in 1 0; do
-    for protos in "imap pop3" "imap"; do
-      # without pop3 the rig's "service pop3-login { ... }" block goes too: proxyd
-      # rejects services it does not implement (Dovecot would just not start it)
-      proxyd_conf "$with" | sed "s/^protocols = .*/protocols = $protos/" |
-        if [ "$protos" = imap ]; then
-          awk '/^service pop3-login \{/ { skip = 1 } !skip { print } skip && /^\}/ { skip = 0 }'
-        else cat; fi > "$RUN/conf/proxyd.conf"
-      "$RUN/proxyd-venv/bin/proxyd" -c "$RUN/conf/proxyd.conf" -n >/dev/null 2>&1 && return 0
-    done
-  done
-  "$RUN/proxyd-venv/bin/proxyd" -c "$RUN/conf/proxyd.conf" -n >&2
-  return 1
-}
-# wait only for the listeners of the protocols the config lists (the rig's version
-# also waits for the POP3 port, which an IMAP-only proxyd never opens)
-t_proxyd_start() {
-  proxyd_prepare || return 1
-  "$RUN/proxyd-venv/bin/proxyd" -c "$RUN/conf/proxyd.conf" >"$RUN/logs/proxyd.log" 2>&1 &
-  echo $! > "$RUN/pids/proxyd.pid"
-  wait_port "$PROXYD_IMAP" || return 1
-  if grep -q '^protocols = .*pop3' "$RUN/conf/proxyd.conf"; then wait_port "$PROXYD_POP3" || return 1; fi
-}
-OVERRIDE
+ln -s "$HERE/results" "$WORK/rig/results"
+cat "$HERE/proxyd-target.sh" >> "$WORK/rig/targets.sh"
 
 export ROUNDS=${ROUNDS:-1}
 export TARGETS=${TARGETS:-direct dovecot_hp nginx proxyd}
 export SCENARIOS=${SCENARIOS:-login_imap noop_imap relay1_imap relay8_imap idle2000_imap}
 export IDLE_KS=${IDLE_KS:-2000}
 export OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+cp "$RUN/proxyd-venv/SOURCE.txt" "$OUT/source.txt"
 rc=0
-"$WORK/run-all.sh" || rc=$?
+"$WORK/rig/run-all.sh" || rc=$?
 # run-all.sh skips a target that fails to start and carries on: say so loudly
 case " $TARGETS " in
   *" proxyd "*)
