@@ -1,6 +1,6 @@
 """Logins per second through proxyd with each passdb driver, the auth cache off and on.
 
-    /tmp/venv/bin/python bench/bench_passdb.py [--seconds 8] [--clients 8] [--users 200]
+    /tmp/venv/bin/python bench/bench_passdb.py [--rounds 3] [--seconds 6] [--clients 8] [--users 200]
 
 Runs as root on the test machine (it uses the test fixtures' private
 PostgreSQL, MariaDB and slapd servers on loopback, from the Debian packages)
@@ -17,7 +17,8 @@ hash does not hide the lookup either; ``ldap-bind`` checks them by binding.
 
 proxyd runs in Dovecot's high-performance mode (``service_count = 0``, two
 login processes) with the passdb in its auth process.  Bounded: each of the
-10 runs lasts ``--seconds``; the load generator has its own wall-clock limit.
+10 cells runs ``--rounds`` times for ``--seconds`` (interleaved; medians are
+reported); the load generator has its own wall-clock limit.
 Results: a Markdown table on stdout and in ``bench/RESULTS-passdb.md``
 (``--out``).
 """
@@ -28,6 +29,7 @@ import argparse
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -275,17 +277,23 @@ def run_case(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=8, help="length of each measured run")
+    parser.add_argument("--seconds", type=int, default=6, help="length of each measured run")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--users", type=int, default=200, help="distinct users")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--out", default=str(REPO / "bench" / "RESULTS-passdb.md"))
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend:
         run_backend(args.backend)
         return 0
-    if not 1 <= args.seconds <= 60 or not 1 <= args.clients <= 64 or not 1 <= args.users <= 2000:
-        parser.error("bounded: 1-60 s, 1-64 clients, 1-2000 users")
+    if not (
+        1 <= args.seconds <= 60
+        and 1 <= args.clients <= 64
+        and 1 <= args.users <= 2000
+        and 1 <= args.rounds <= 5
+    ):
+        parser.error("bounded: 1-60 s, 1-64 clients, 1-2000 users, 1-5 rounds")
     loadgen = os.environ.get("LOADGEN", "/tmp/bench-run/bin/loadgen")  # noqa: S108 - the rig's path
     if not os.access(loadgen, os.X_OK):
         parser.error(f"no load generator at {loadgen}: run ../shared/bench/setup.sh or set LOADGEN")
@@ -298,40 +306,46 @@ def main() -> int:
         [sys.executable, __file__, "--backend", str(backend_port)], start_new_session=True
     )
     factories: list[object] = []
-    rows: list[tuple[str, str, dict[str, str]]] = []
+    runs: dict[tuple[str, str], list[dict[str, str]]] = {}
+    loads: list[float] = []
     try:
         wait_port(backend_port)
         cases, factories = build_cases(work, args.users, backend_port)
-        for case in cases:
-            for cache in (False, True):
-                print(
-                    f"measuring {case.name} cache={'on' if cache else 'off'} ...", file=sys.stderr
-                )
-                rows.append(
-                    (
-                        case.name,
-                        "on" if cache else "off",
-                        run_case(work, loadgen, case, cache, args),
-                    )
-                )
+        # rounds interleave the cells, so that a burst of load elsewhere on the
+        # machine hits one run of each cell rather than every run of one cell
+        for round_number in range(1, args.rounds + 1):
+            for case in cases:
+                for cache in (False, True):
+                    label = "on" if cache else "off"
+                    print(f"round {round_number}: {case.name} cache={label} ...", file=sys.stderr)
+                    loads.append(os.getloadavg()[0])
+                    result = run_case(work, loadgen, case, cache, args)
+                    runs.setdefault((case.name, label), []).append(result)
     finally:
         backend.send_signal(signal.SIGTERM)
         backend.wait(timeout=10)
         for factory in factories:
             factory.close()  # type: ignore[attr-defined]
 
-    base = {cache: float(r["rate"]) for name, cache, r in rows if name == "passwd-file"}
+    def median(key: tuple[str, str], field: str) -> float:
+        return statistics.median(float(r[field]) for r in runs[key])
+
     table = [
-        "| passdb | auth cache | logins/s | vs passwd-file | p50 ms | p99 ms | proxyd CPU ms/login | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| passdb | auth cache | logins/s (median) | min..max | vs passwd-file | p50 ms | p99 ms "
+        "| proxyd CPU ms/login | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, cache, r in rows:
-        rate = float(r["rate"])
+    for (name, cache), results in runs.items():
+        rates = [float(r["rate"]) for r in results]
+        rate = statistics.median(rates)
+        base = median(("passwd-file", "off"), "rate")
+        errors = sum(int(r["errors"]) for r in results)
         table.append(
-            f"| {name} | {cache} | {rate:.0f} | {rate / base[cache]:.2f} | {float(r['p50_ms']):.1f} "
-            f"| {float(r['p99_ms']):.1f} | {float(r['cpu_ms_per_login']):.2f} | {r['errors']} |"
+            f"| {name} | {cache} | {rate:.0f} | {min(rates):.0f}..{max(rates):.0f} "
+            f"| {rate / base:.2f} | {median((name, cache), 'p50_ms'):.1f} "
+            f"| {median((name, cache), 'p99_ms'):.1f} "
+            f"| {median((name, cache), 'cpu_ms_per_login'):.2f} | {errors} |"
         )
-    load = os.getloadavg()
     head = subprocess.run(
         ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
         capture_output=True,
@@ -342,17 +356,22 @@ def main() -> int:
         [
             "# Passdb benchmark: proxied IMAP logins per second",
             "",
-            f"`bench/bench_passdb.py --seconds {args.seconds} --clients {args.clients} --users {args.users}`",
-            f"on {platform.node()} ({os.cpu_count()} cores, load average before the end "
-            f"{load[0]:.2f} / {load[1]:.2f}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"HEAD `{head}`.",
+            f"`bench/bench_passdb.py --rounds {args.rounds} --seconds {args.seconds} "
+            f"--clients {args.clients} --users {args.users}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()} "
+            f"({os.cpu_count()} cores, shared with other work: 1-minute load average "
+            f"{min(loads):.1f}..{max(loads):.1f} at the starts of the runs), "
+            f"code of `{head}` plus the working tree.",
             "",
-            "Each row: the shared rig's load generator (`loadgen -mode login`) for the given "
-            "seconds; one login = connect, greeting, `LOGIN`, passdb lookup and `{SSHA}` check, "
-            "login to a minimal IMAP backend, `LOGOUT`. proxyd in high-performance mode "
-            "(`service_count = 0`, 2 login processes, one auth process). The cache run warms "
-            "every user first. CPU is proxyd's process tree (master, login and auth processes), "
-            "not the database servers'.",
+            "One login = connect, greeting, `LOGIN`, passdb lookup and `{SSHA}` password check, "
+            "login to a minimal IMAP backend (the same for every row), `LOGOUT`; the shared "
+            "rig's load generator (`loadgen -mode login`) runs each cell for the given seconds, "
+            "after a 2 s warm-up (with the cache on, the warm-up has seen every user). proxyd "
+            "runs in high-performance mode (`service_count = 0`, 2 login processes, one auth "
+            "process with the passdb). CPU is proxyd's process tree (master, login and auth "
+            "processes), not the database servers'. `ldap` reads `userPassword`; `ldap-bind` "
+            "checks the password with a bind (`auth_bind = yes`). passwd-file has no cache key, "
+            "so its two rows are the same configuration: their difference shows the noise.",
             "",
             *table,
             "",

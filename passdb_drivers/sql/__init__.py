@@ -51,7 +51,7 @@ from passdb_drivers.sql.query import (
     QueryError,
     compile_query,
 )
-from proxyd.auth.expand import ExpandError, request_variables
+from proxyd.auth.expand import ExpandError, iter_variables, request_variables
 from proxyd.auth.passdb import Passdb, PassdbReply, PassdbResult, PassdbTempFail
 from proxyd.auth.request import AuthRequest
 from proxyd.config.settings import PassdbSettings
@@ -73,6 +73,10 @@ class SqlPassdb:
         self._config = config
         self._query = query
         self._backend = backend
+        # a query that sends the password (%w) must not have it echoed into the log
+        self._sends_password = any(
+            ref.name == "password" for t in query.templates for ref in iter_variables(t)
+        )
 
     @property
     def backend(self) -> Failover[SqlConnector]:
@@ -91,7 +95,10 @@ class SqlPassdb:
             suffix = (
                 "" if self._config.query_location else " (using built-in default password_query)"
             )
-            raise PassdbTempFail(f"Password query failed: {exc}{suffix}") from None
+            text = str(exc)
+            if self._sends_password and request.password is not None and request.password.reveal():
+                text = text.replace(request.password.reveal(), "<hidden>")
+            raise PassdbTempFail(f"Password query failed: {text}{suffix}") from None
         if not result.rows:
             return PassdbReply(PassdbResult.USER_UNKNOWN)
         if not any(column in result.columns for column in _PASSWORD_COLUMNS):

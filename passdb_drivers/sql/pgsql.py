@@ -80,14 +80,14 @@ def _convert(value: str, type_name: str) -> Any:
         if type_name == "numeric":
             return Decimal(value.strip())
     except (ValueError, InvalidOperation):
-        raise QueryError(f'invalid input syntax for type {type_name}: "{value}"') from None
+        raise QueryError(f"invalid input syntax for type {type_name}") from None
     if type_name == "bool":
         lowered = value.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
-        raise QueryError(f'invalid input syntax for type boolean: "{value}"')
+        raise QueryError("invalid input syntax for type boolean")
     return value
 
 

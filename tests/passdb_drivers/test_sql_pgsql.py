@@ -224,3 +224,18 @@ async def test_table_changed_under_a_kept_statement(
             "host": "10.5.5.5",
             "port": "1143",
         }
+
+
+async def test_errors_never_carry_the_password(
+    tmp_path: Path, postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A query that sends %w and fails: the error text names no password."""
+    for query in (
+        "SELECT password FROM proxy_accounts WHERE username = '%u' AND '%w'::date IS NOT NULL",
+        "SELECT password FROM proxy_accounts WHERE username = '%u' AND port = '%w'",
+    ):
+        async with authenticator([passdb("sql", conf(tmp_path, postgres, query))]) as auth:
+            reply = await auth.authenticate(make_request("alice", "Secret-7x"))
+        assert reply.status is AuthStatus.TEMPFAIL
+    assert "Password query failed" in caplog.text
+    assert "Secret-7x" not in caplog.text
