@@ -48,6 +48,11 @@ def setup_logging(log_path: str = "", debug: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(DovecotFormatter())
+    # the format uses none of these; computing them costs a stack walk per record
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -104,32 +104,81 @@ async def _pump_loop(src: trio.abc.Stream, dst: trio.abc.Stream, stats: RelaySta
         _count(stats, name, len(data))
 
 
+class _PipePool:
+    """Kernel pipes for splice, borrowed only while bytes are in flight.
+
+    An idle session holds no pipe: Linux caps the pipe memory of an unprivileged
+    user (pipe-user-pages-soft), and thousands of idle proxied sessions must not
+    use it up, or every new pipe shrinks to one page.
+    """
+
+    def __init__(self, keep: int = 32) -> None:
+        self._free: list[tuple[int, int]] = []
+        self._keep = keep
+
+    def take(self) -> tuple[int, int]:
+        if self._free:
+            return self._free.pop()
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # EPERM past the per-user limit: keep the default size
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        return read_end, write_end
+
+    def give_back(self, pipe: tuple[int, int], *, empty: bool) -> None:
+        if empty and len(self._free) < self._keep:
+            self._free.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+
+_PIPES = _PipePool()
+
+
+def _splice_in(src_fd: int, write_end: int) -> int | None:
+    """Bytes moved from the socket into the pipe; None when there is nothing to read now."""
+    try:
+        return os.splice(src_fd, write_end, _CHUNK, flags=_SPLICE_FLAGS)
+    except BlockingIOError:
+        return None
+
+
+def _splice_out(read_end: int, dst_fd: int, count: int) -> int:
+    """Bytes moved from the pipe to the socket; 0 when the socket cannot take more now."""
+    try:
+        return os.splice(read_end, dst_fd, count, flags=_SPLICE_FLAGS)
+    except BlockingIOError:
+        return 0
+
+
 async def _splice_loop(
     src: trio.socket.SocketType, dst: trio.socket.SocketType, stats: RelayStats, name: str
 ) -> None:
-    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        src_fd, dst_fd = src.fileno(), dst.fileno()
-        while True:
-            try:
-                moved = os.splice(src_fd, write_end, _CHUNK, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(src)
-                continue
-            if moved == 0:
-                with contextlib.suppress(OSError):
-                    dst.shutdown(socket.SHUT_WR)
-                return
-            _count(stats, name, moved)
-            while moved:
-                try:
-                    moved -= os.splice(read_end, dst_fd, moved, flags=_SPLICE_FLAGS)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(dst)
-            # give other sessions a turn when data never stops coming
-            await trio.lowlevel.checkpoint()
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+    src_fd, dst_fd = src.fileno(), dst.fileno()
+    while True:
+        await trio.lowlevel.wait_readable(src)
+        pipe = _PIPES.take()
+        pending = 0
+        try:
+            # drain what is there; a short read means the socket is empty for now
+            while True:
+                moved = _splice_in(src_fd, pipe[1])
+                if moved is None:
+                    break
+                if moved == 0:
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+                    return
+                _count(stats, name, moved)
+                pending = moved
+                while pending:
+                    sent = _splice_out(pipe[0], dst_fd, pending)
+                    pending -= sent
+                    if pending:
+                        await trio.lowlevel.wait_writable(dst)
+                if moved < _CHUNK:
+                    break
+                # data keeps coming: let other sessions run between chunks
+                await trio.lowlevel.checkpoint()
+        finally:
+            _PIPES.give_back(pipe, empty=pending == 0)
