@@ -131,6 +131,8 @@ def parse_mechanisms(value: str) -> tuple[str, ...]:
     if not names:
         raise v.InvalidValue("No authentication mechanisms configured")
     for name in names:
+        if name in IMPLEMENTED_MECHANISMS:
+            continue
         if name in _DOVECOT_MECHANISMS:
             raise v.InvalidValue(f"auth_mechanisms: mechanism '{name}' is not supported yet")
         if name not in IMPLEMENTED_MECHANISMS:
