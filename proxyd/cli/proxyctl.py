@@ -102,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pw":
             return _pw(args, sys.stdin, sys.stdout)
         if args.command == "auth" and args.auth_command == "cache":
-            # Authenticator.flush_cache() exists; the master's admin socket does not
-            # forward a flush to the auth process yet
-            raise _UsageError("'auth cache flush' is not supported yet")
+            return _cache_flush(args, sys.stdout)
         if args.command == "auth":
             return _auth_test(args, sys.stdout)
         return _admin(args, sys.stdout)
@@ -114,6 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+
+
+def _cache_flush(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Ask the running proxyd's auth process to forget cached entries."""
+    from proxyd.config.load import load_settings
+    from proxyd.master.admin import admin_request
+
+    settings = load_settings(args.config)
+    try:
+        reply = admin_request(settings.base_dir, {"cmd": "cache-flush", "users": list(args.users)})
+    except OSError as exc:
+        print(f"proxyctl: proxyd is not running (base_dir {settings.base_dir}): {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not reply.get("ok"):
+        print(f"proxyctl: {reply.get('message', 'failed')}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{reply.get('count', 0)} cache entries flushed", file=stdout)
+    return EXIT_OK
 
 
 def _admin(args: argparse.Namespace, stdout: TextIO) -> int:

@@ -74,6 +74,9 @@ async def _dispatch(master: Master, request: dict[str, Any]) -> dict[str, Any]:
         count = await master.kick(mask)
         log.info("proxyctl kick %s: %d connections kicked", mask, count)
         return {"ok": True, "count": count}
+    if cmd == "cache-flush":
+        users = [str(u) for u in request.get("users") or []]
+        return {"ok": True, "count": await master.flush_cache(users)}
     if cmd == "reload":
         text = await master.reload()
         return {"ok": text == "reloaded", "message": text}

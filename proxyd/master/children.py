@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import trio
 
-from proxyd.auth.authenticator import open_authenticator
+from proxyd.auth.authenticator import Authenticator, open_authenticator
 from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.login.protocol import ProtocolSpec
@@ -145,7 +145,7 @@ async def _auth_main(settings: Settings, listener: socket.socket, control_sock: 
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as inner:
                 inner.start_soon(_wait_signal, signals, nursery)
-                inner.start_soon(_wait_master, control, nursery)
+                inner.start_soon(_wait_master, control, nursery, authenticator)
 
 
 async def _wait_signal(signals: object, nursery: trio.Nursery) -> None:
@@ -154,10 +154,18 @@ async def _wait_signal(signals: object, nursery: trio.Nursery) -> None:
         return
 
 
-async def _wait_master(control: ControlChannel, nursery: trio.Nursery) -> None:
+async def _wait_master(
+    control: ControlChannel, nursery: trio.Nursery, authenticator: Authenticator | None = None
+) -> None:
+    """Commands from the master: ``stop``, and for the auth process ``cache-flush``."""
     while (message := await control.receive()) is not None:
-        if message.get("cmd") == "stop":
+        cmd = message.get("cmd")
+        if cmd == "stop":
             break
+        if cmd == "cache-flush" and authenticator is not None:
+            users = message.get("users") or None
+            count = authenticator.flush_cache(users)
+            await control.send({"ev": "reply", "id": message.get("id"), "count": count})
     nursery.cancel_scope.cancel()
 
 

@@ -257,6 +257,15 @@ class Master:
                 total += int((await self.ask(child, {"cmd": "kick", "mask": mask})).get("count", 0))
         return total
 
+    async def flush_cache(self, users: list[str]) -> int:
+        """``proxyctl auth cache flush``: the auth process owns the cache."""
+        total = 0
+        for child in list(self.children.values()):
+            if child.kind == "auth" and not child.stopping:
+                reply = await self.ask(child, {"cmd": "cache-flush", "users": users})
+                total += int(reply.get("count", 0))
+        return total
+
     async def reload(self) -> str:
         """SIGHUP: new settings for new logins; proxied sessions keep running."""
         try:

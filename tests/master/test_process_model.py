@@ -213,3 +213,30 @@ def _owner_of_connection(client_ip: str, client_port: int) -> int:
             except OSError:
                 continue
     raise AssertionError("no process holds the connection")
+
+
+def test_auth_cache_flush_reaches_the_auth_process(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    """``proxyctl auth cache flush`` goes master -> auth process, which owns the cache."""
+    import sqlite3
+
+    database = proxyd.workdir / "users.sqlite"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE proxy (user TEXT PRIMARY KEY, host TEXT, port INTEGER)")
+        db.execute("INSERT INTO proxy VALUES ('alice', ?, ?)", (backend_a.address, backend_a.imap_port))
+    sql_conf = proxyd.workdir / "dovecot-sql.conf.ext"
+    sql_conf.write_text(
+        f"driver = sqlite\nconnect = {database}\n"
+        "password_query = SELECT NULL AS password, 'Y' AS nopassword, host, port, 'Y' AS proxy "
+        "FROM proxy WHERE user = '%u'\n"
+    )
+    config = proxyd.config(None, imaps=False)  # default_internal_user = root: pytest's tmp is private
+    config.passdbs.append({"driver": "sql", "args": str(sql_conf)})
+    config.set(auth_cache_size="1M")
+    master = proxyd.start(config)
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(90)) as client:
+        assert client.command("LOGIN alice alicepw").status == "OK"
+    first = proxyd.proxyctl("-c", str(master.config_path), "auth", "cache", "flush")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "1 cache entries flushed"
+    again = proxyd.proxyctl("-c", str(master.config_path), "auth", "cache", "flush", "alice")
+    assert again.stdout.strip() == "0 cache entries flushed"

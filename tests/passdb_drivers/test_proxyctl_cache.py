@@ -1,6 +1,12 @@
-"""``proxyctl auth cache flush [USER]``: parsed, and refused until the auth process can be asked."""
+"""``proxyctl auth cache flush [USER]``: argument handling without a running proxyd.
+
+The flush itself, through the master to the auth process, is tested with real
+processes in tests/master/test_process_model.py.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -10,12 +16,14 @@ from proxyd.cli import proxyctl
 @pytest.mark.parametrize(
     "argv", [["auth", "cache", "flush"], ["auth", "cache", "flush", "alice", "bob"]]
 )
-def test_cache_flush_is_not_supported_yet(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_cache_flush_needs_a_running_proxyd(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert proxyctl.main(argv) == proxyctl.EXIT_USAGE
+    config = tmp_path / "proxyd.conf"
+    config.write_text(f"ssl = no\nbase_dir = {tmp_path}/run\npassdb {{\n  driver = static\n  args = nopassword=y\n}}\n")
+    assert proxyctl.main(["-c", str(config), *argv]) == proxyctl.EXIT_USAGE
     captured = capsys.readouterr()
-    assert captured.err == "proxyctl: 'auth cache flush' is not supported yet\n"
+    assert "proxyd is not running" in captured.err
     assert captured.out == ""
 
 
