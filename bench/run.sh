@@ -6,6 +6,8 @@
 #   bench/run.sh                       # IMAP scenarios, ROUNDS=1 (~3 min per round)
 #   ROUNDS=2 bench/run.sh              # less noise
 #   TARGETS="direct dovecot_hp proxyd" SCENARIOS="login_imap" bench/run.sh
+#   TARGETS="direct dovecot_hs dovecot_hp nginx proxyd proxyd_hs" bench/run.sh
+#                                      # proxyd_hs: high-security mode (service_count = 1)
 #
 # The committed HEAD is measured (PROXYD_TREE=1: the working tree as it is).
 # The rig's files are not modified: they are copied into a scratch directory with
@@ -61,12 +63,14 @@ cp "$RUN/proxyd-venv/SOURCE.txt" "$OUT/source.txt"
 rc=0
 "$WORK/rig/run-all.sh" || rc=$?
 # run-all.sh skips a target that fails to start and carries on: say so loudly
-case " $TARGETS " in
-  *" proxyd "*)
-    if ! grep -q ' target=proxyd ' "$OUT/raw.txt" 2>/dev/null; then
-      echo "bench/run.sh: no proxyd measurements in $OUT/raw.txt - proxyd did not start?" >&2
-      echo "  config: $RUN/conf/proxyd.conf  log: $RUN/logs/proxyd.log (gz copy in $OUT/logs)" >&2
-      rc=1
-    fi ;;
-esac
+for t in proxyd proxyd_hs; do
+  case " $TARGETS " in
+    *" $t "*)
+      if ! grep -q " target=$t " "$OUT/raw.txt" 2>/dev/null; then
+        echo "bench/run.sh: no $t measurements in $OUT/raw.txt - $t did not start?" >&2
+        echo "  config: $RUN/conf/proxyd*.conf  log: $RUN/logs/$t.log (gz copy in $OUT/logs)" >&2
+        rc=1
+      fi ;;
+  esac
+done
 exit "$rc"
