@@ -166,8 +166,12 @@ async def _splice_loop(
                 if moved is None:
                     break
                 if moved == 0:
-                    with contextlib.suppress(OSError):
-                        dst.shutdown(socket.SHUT_WR)
+                    if name == "client":
+                        # pass the client's EOF on; a backend's EOF is not passed to
+                        # the client: the session may keep the client open a while
+                        # longer (login_proxy_max_disconnect_delay) before closing it
+                        with contextlib.suppress(OSError):
+                            dst.shutdown(socket.SHUT_WR)
                     return
                 _count(stats, name, moved)
                 pending = moved
