@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from proxyd.protocols.engine import EngineUsageError
 from proxyd.protocols.events import (
     AuthAborted,
     AuthBegin,
@@ -22,7 +23,7 @@ from proxyd.protocols.events import (
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.imap.server import EngineUsageError, ImapLoginServer
+from proxyd.protocols.imap.server import ImapLoginServer
 
 from .script import Script
 

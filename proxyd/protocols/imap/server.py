@@ -29,7 +29,7 @@ command a pipelined byte belongs to) depend on it:
   into the TLS handshake, where it fails harmlessly (what Dovecot does).
 
 States (``state``) and the triggers that move between them are the table
-``_TRANSITIONS`` below; a driver call in the wrong state raises
+``TRANSITIONS`` below; a driver call in the wrong state raises
 :class:`EngineUsageError`.  The engine keeps no clock: timeouts, the auth
 "waiting" notice and idle disconnects are the driver's (``close()``,
 ``auth_waiting_notice()``), and the tempfail timestamp comes from an injectable
@@ -42,13 +42,13 @@ import enum
 import ipaddress
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
-    NEED_DATA,
     PLAINTEXT_MECHANISMS,
     AuthAborted,
     AuthBegin,
@@ -60,7 +60,6 @@ from proxyd.protocols.events import (
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
-    _NeedData,
 )
 from proxyd.protocols.imap import replies
 from proxyd.protocols.imap.grammar import (
@@ -76,7 +75,7 @@ from proxyd.protocols.imap.grammar import (
     quote_quoted,
 )
 from proxyd.protocols.imap.replies import Status
-from proxyd.protocols.sasl import decode_base64, encode_base64, is_base64_text
+from proxyd.protocols.sasl import decode_base64, is_base64_text
 from proxyd.protocols.sessionid import MAX_SESSION_ID_LEN
 
 #: Dovecot's ``LOGIN_MAX_AUTH_BUF_SIZE``.
@@ -86,43 +85,6 @@ MAX_CLIENT_ID_LEN: Final = 256
 #: Dovecot's ``MAX_MECH_NAME`` (log sanitising).
 _MAX_MECH_NAME: Final = 64
 
-
-class EngineUsageError(RuntimeError):
-    """The driver called an engine method that the current state does not allow."""
-
-
-class State(enum.Enum):
-    """Pre-login session states."""
-
-    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"  # reading commands
-    AUTHENTICATING = "AUTHENTICATING"  # a SASL exchange is running; the driver decides
-    TLS_PENDING = "TLS_PENDING"  # STARTTLS accepted; waiting for tls_started()
-    PROXYING = "PROXYING"  # logged in; the driver relays bytes
-    CLOSED = "CLOSED"
-
-
-class _Trigger(enum.Enum):
-    AUTH_BEGIN = "auth_begin"
-    CHALLENGE = "sasl_challenge"
-    AUTH_END = "auth_end"  # failed, aborted, refused
-    LOGGED_IN = "login_succeeded"
-    STARTTLS = "starttls"
-    TLS_STARTED = "tls_started"
-    CLOSE = "close"
-
-
-_TRANSITIONS: Final[Mapping[tuple[State, _Trigger], State]] = {
-    (State.NOT_AUTHENTICATED, _Trigger.AUTH_BEGIN): State.AUTHENTICATING,
-    (State.NOT_AUTHENTICATED, _Trigger.STARTTLS): State.TLS_PENDING,
-    (State.NOT_AUTHENTICATED, _Trigger.CLOSE): State.CLOSED,
-    (State.AUTHENTICATING, _Trigger.CHALLENGE): State.AUTHENTICATING,
-    (State.AUTHENTICATING, _Trigger.AUTH_END): State.NOT_AUTHENTICATED,
-    (State.AUTHENTICATING, _Trigger.LOGGED_IN): State.PROXYING,
-    (State.AUTHENTICATING, _Trigger.CLOSE): State.CLOSED,
-    (State.TLS_PENDING, _Trigger.TLS_STARTED): State.NOT_AUTHENTICATED,
-    (State.TLS_PENDING, _Trigger.CLOSE): State.CLOSED,
-    (State.PROXYING, _Trigger.CLOSE): State.CLOSED,
-}
 
 # Results of command handlers, as in Dovecot (ret values of the cmd_* functions).
 _UNKNOWN: Final = -2  # unknown command
@@ -165,7 +127,7 @@ class _IdCommand:
         )
 
 
-class ImapLoginServer:
+class ImapLoginServer(LoginEngineBase):
     """The pre-login IMAP dialogue with one client (Dovecot 2.3 ``imap-login``).
 
     The greeting is queued on construction.  ``hostname`` and ``clock`` feed
@@ -220,15 +182,6 @@ class ImapLoginServer:
 
     # -- public API ------------------------------------------------------
 
-    @property
-    def state(self) -> str:
-        """The state name: NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
-        return self._state.value
-
-    @property
-    def policy(self) -> LoginPolicy:
-        """The policy in force (replaced by ``tls_started()``)."""
-        return self._policy
 
     @property
     def current_tag(self) -> str:
@@ -240,10 +193,6 @@ class ImapLoginServer:
         """The client sent CAPABILITY before any STARTTLS (Dovecot's flag of that name)."""
         return self._ignores_capability_resp_code
 
-    @property
-    def auth_attempts(self) -> int:
-        """Authentication attempts so far, counted as Dovecot counts them."""
-        return self._auth_attempts
 
     @property
     def client_id(self) -> str | None:
@@ -252,10 +201,6 @@ class ImapLoginServer:
             return None
         return b" ".join(self._client_id_parts).decode("ascii")
 
-    @property
-    def eof_received(self) -> bool:
-        """The client closed its side (reported as ``Close`` once the engine reads again)."""
-        return self._eof
 
     @property
     def buffered_size(self) -> int:
@@ -267,34 +212,6 @@ class ImapLoginServer:
         """
         return len(self._buf) + len(self._pending)
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the client; ``b""`` means EOF."""
-        if self._state is State.CLOSED:
-            return
-        if self._eof:
-            raise EngineUsageError("data after EOF")
-        if data:
-            self._pending += data
-        else:
-            self._eof = True
-
-    def next_event(self) -> Event | _NeedData:
-        """The next event, or ``NEED_DATA`` when nothing can happen without input or the driver."""
-        while not self._events and self._reading():
-            if self._resume:
-                self._resume = False
-            elif not self._pending and not self._eof:
-                break
-            self._on_input()
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
-    def data_to_send(self) -> bytes:
-        """Drain the bytes queued for the client."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
 
     def trailing_data(self) -> bytes:
         """Return and forget the client bytes not consumed.
@@ -306,15 +223,6 @@ class ImapLoginServer:
         self._pending.clear()
         return data
 
-    def sasl_challenge(self, challenge: bytes) -> None:
-        """Send ``+ <base64>``; the client's next line becomes ``AuthContinue`` or ``AuthAborted``."""
-        if self._awaiting_response:
-            raise EngineUsageError("a challenge is already waiting for its response")
-        self._transition(_Trigger.CHALLENGE)
-        self._out += b"+ " + encode_base64(challenge) + b"\r\n"
-        self._auth_response.clear()
-        self._awaiting_response = True
-        self._resume = True
 
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
@@ -334,13 +242,13 @@ class ImapLoginServer:
 
     def login_succeeded(self, reply: bytes) -> None:
         """Send the final login reply; the session now belongs to the relay."""
-        self._transition(_Trigger.LOGGED_IN)
+        self._transition(Trigger.LOGGED_IN)
         self._awaiting_response = False
         self._out += reply
 
     def tls_started(self, policy: LoginPolicy) -> None:
         """The STARTTLS handshake succeeded; read commands again under ``policy``."""
-        self._transition(_Trigger.TLS_STARTED)
+        self._transition(Trigger.TLS_STARTED)
         self._policy = policy
         # The plaintext left over was handed to TLS; the parser starts afresh.
         self._buf.take_all()
@@ -360,7 +268,7 @@ class ImapLoginServer:
             return
         if text is not None:
             self._out += replies.reply_line(None, Status.BYE, text, resp_code)
-        self._transition(_Trigger.CLOSE)
+        self._transition(Trigger.CLOSE)
 
     def auth_waiting_notice(self) -> None:
         """Queue ``* OK Waiting for authentication process to respond..`` (Dovecot, after 30 s)."""
@@ -368,30 +276,11 @@ class ImapLoginServer:
 
     # -- state handling --------------------------------------------------
 
-    def _transition(self, trigger: _Trigger) -> None:
-        try:
-            self._state = _TRANSITIONS[self._state, trigger]
-        except KeyError:
-            raise EngineUsageError(
-                f"{trigger.value} not allowed in state {self._state.value}"
-            ) from None
-
-    def _reading(self) -> bool:
-        if self._state is State.NOT_AUTHENTICATED:
-            return True
-        return self._state is State.AUTHENTICATING and self._awaiting_response
-
-    def _end_auth(self, reply: bytes) -> None:
-        self._transition(_Trigger.AUTH_END)
-        self._out += reply
-        self._awaiting_response = False
-        self._auth_response.clear()
-        self._resume = True
 
     def _disconnect(self, reason: str, bye: str | None = None) -> None:
         if bye is not None:
             self._out += replies.reply_line(None, Status.BYE, bye)
-        self._transition(_Trigger.CLOSE)
+        self._transition(Trigger.CLOSE)
         self._events.append(Close(reason))
 
     def _reply(self, status: Status, text: str, code: str | None = None) -> None:
@@ -550,7 +439,7 @@ class ImapLoginServer:
             self._reply(Status.BAD, "TLS support isn't enabled.")
         else:
             self._reply(Status.OK, "Begin TLS negotiation now.")
-            self._transition(_Trigger.STARTTLS)
+            self._transition(Trigger.STARTTLS)
             self._events.append(StartTLS())
         return _DONE
 
@@ -602,21 +491,6 @@ class ImapLoginServer:
             initial = line
         return self._auth_begin(self._auth_mech_raw, initial), True
 
-    def _auth_read_line(self) -> int:
-        """Dovecot's ``client_auth_read_line()``: 1 for a full line, 0 for more data, -1 if gone."""
-        data = self._buf.peek()
-        end = data.find(b"\n")
-        found = end >= 0
-        if not found:
-            end = len(data)
-        if len(self._auth_response) + end > self._max_auth_line:
-            self._disconnect("Authentication response too large")
-            return -1
-        self._auth_response += data[:end]
-        self._buf.skip(end + 1 if found else end)
-        if self._auth_response.endswith(b"\r"):
-            del self._auth_response[-1:]
-        return 1 if found else 0
 
     def _auth_begin(
         self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
@@ -649,7 +523,7 @@ class ImapLoginServer:
             initial = decode_base64(initial_b64)
             if initial is None:
                 return self._refuse(Status.BAD, replies.INVALID_BASE64_INITIAL_MSG)
-        self._transition(_Trigger.AUTH_BEGIN)
+        self._transition(Trigger.AUTH_BEGIN)
         self._events.append(
             AuthBegin(mech.upper(), initial, plaintext_login=login_response is not None)
         )

@@ -41,15 +41,14 @@ tempfail timestamp comes from an injectable ``clock``.
 
 from __future__ import annotations
 
-import enum
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
+from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
-    NEED_DATA,
     PLAINTEXT_MECHANISMS,
     AuthAborted,
     AuthBegin,
@@ -61,13 +60,12 @@ from proxyd.protocols.events import (
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
-    _NeedData,
 )
 from proxyd.protocols.imap.grammar import MAX_INBUF_SIZE, InputBuffer
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
 from proxyd.protocols.pop3.xclient import parse_xclient
-from proxyd.protocols.sasl import decode_base64, encode_base64, is_base64_text
+from proxyd.protocols.sasl import decode_base64, is_base64_text
 
 #: Dovecot's ``LOGIN_MAX_AUTH_BUF_SIZE``.
 MAX_AUTH_LINE: Final = 8192
@@ -82,50 +80,12 @@ _LF: Final = 0x0A
 _NUL: Final = 0x00
 
 
-class EngineUsageError(RuntimeError):
-    """The driver called an engine method that the current state does not allow."""
-
-
-class State(enum.Enum):
-    """Pre-login session states (the same names as the IMAP engine's)."""
-
-    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"  # reading commands
-    AUTHENTICATING = "AUTHENTICATING"  # a SASL exchange is running; the driver decides
-    TLS_PENDING = "TLS_PENDING"  # STLS accepted; waiting for tls_started()
-    PROXYING = "PROXYING"  # logged in; the driver relays bytes
-    CLOSED = "CLOSED"
-
-
-class _Trigger(enum.Enum):
-    AUTH_BEGIN = "auth_begin"
-    CHALLENGE = "sasl_challenge"
-    AUTH_END = "auth_end"  # failed, aborted, refused
-    LOGGED_IN = "login_succeeded"
-    STARTTLS = "starttls"
-    TLS_STARTED = "tls_started"
-    CLOSE = "close"
-
-
-_TRANSITIONS: Final[Mapping[tuple[State, _Trigger], State]] = {
-    (State.NOT_AUTHENTICATED, _Trigger.AUTH_BEGIN): State.AUTHENTICATING,
-    (State.NOT_AUTHENTICATED, _Trigger.STARTTLS): State.TLS_PENDING,
-    (State.NOT_AUTHENTICATED, _Trigger.CLOSE): State.CLOSED,
-    (State.AUTHENTICATING, _Trigger.CHALLENGE): State.AUTHENTICATING,
-    (State.AUTHENTICATING, _Trigger.AUTH_END): State.NOT_AUTHENTICATED,
-    (State.AUTHENTICATING, _Trigger.LOGGED_IN): State.PROXYING,
-    (State.AUTHENTICATING, _Trigger.CLOSE): State.CLOSED,
-    (State.TLS_PENDING, _Trigger.TLS_STARTED): State.NOT_AUTHENTICATED,
-    (State.TLS_PENDING, _Trigger.CLOSE): State.CLOSED,
-    (State.PROXYING, _Trigger.CLOSE): State.CLOSED,
-}
-
-
 def _c_string(data: bytes) -> bytes:
     """What C code sees of ``data``: everything before the first NUL."""
     return data.split(b"\0", 1)[0]
 
 
-class Pop3LoginServer:
+class Pop3LoginServer(LoginEngineBase):
     """The pre-login POP3 dialogue with one client (Dovecot 2.3 ``pop3-login``).
 
     The greeting is queued on construction.  ``hostname`` and ``clock`` feed
@@ -167,59 +127,12 @@ class Pop3LoginServer:
 
     # -- public API ------------------------------------------------------
 
-    @property
-    def state(self) -> str:
-        """The state name: NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
-        return self._state.value
-
-    @property
-    def policy(self) -> LoginPolicy:
-        """The policy in force (replaced by ``tls_started()``)."""
-        return self._policy
-
-    @property
-    def auth_attempts(self) -> int:
-        """Authentication attempts so far, counted as Dovecot counts them."""
-        return self._auth_attempts
-
-    @property
-    def eof_received(self) -> bool:
-        """The client closed its side (reported as ``Close`` once the engine reads again)."""
-        return self._eof
 
     @property
     def buffered_size(self) -> int:
         """Client bytes received but not consumed (the driver's cue to stop reading)."""
         return len(self._buf) + len(self._pending)
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the client; ``b""`` means EOF."""
-        if self._state is State.CLOSED:
-            return
-        if self._eof:
-            raise EngineUsageError("data after EOF")
-        if data:
-            self._pending += data
-        else:
-            self._eof = True
-
-    def next_event(self) -> Event | _NeedData:
-        """The next event, or ``NEED_DATA`` when nothing can happen without input or the driver."""
-        while not self._events and self._reading():
-            if self._resume:
-                self._resume = False
-            elif not self._pending and not self._eof:
-                break
-            self._on_input()
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
-    def data_to_send(self) -> bytes:
-        """Drain the bytes queued for the client."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
 
     def trailing_data(self) -> bytes:
         """Return and forget the client bytes not consumed.
@@ -231,15 +144,6 @@ class Pop3LoginServer:
         self._pending.clear()
         return data
 
-    def sasl_challenge(self, challenge: bytes) -> None:
-        """Send ``+ <base64>``; the client's next line becomes ``AuthContinue`` or ``AuthAborted``."""
-        if self._awaiting_response:
-            raise EngineUsageError("a challenge is already waiting for its response")
-        self._transition(_Trigger.CHALLENGE)
-        self._out += b"+ " + encode_base64(challenge) + b"\r\n"
-        self._auth_response.clear()
-        self._awaiting_response = True
-        self._resume = True
 
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
@@ -258,13 +162,13 @@ class Pop3LoginServer:
 
     def login_succeeded(self, reply: bytes) -> None:
         """Send the backend's ``+OK`` line; the session now belongs to the relay."""
-        self._transition(_Trigger.LOGGED_IN)
+        self._transition(Trigger.LOGGED_IN)
         self._awaiting_response = False
         self._out += reply
 
     def tls_started(self, policy: LoginPolicy) -> None:
         """The STLS handshake succeeded; read commands again under ``policy``."""
-        self._transition(_Trigger.TLS_STARTED)
+        self._transition(Trigger.TLS_STARTED)
         self._policy = policy
         # The plaintext left over was handed to TLS; reading starts afresh.
         self._buf.take_all()
@@ -282,34 +186,15 @@ class Pop3LoginServer:
             return
         if text is not None:
             self._out += replies.reply_line(Reply.TEMPFAIL if internal_error else Reply.ERROR, text)
-        self._transition(_Trigger.CLOSE)
+        self._transition(Trigger.CLOSE)
 
     # -- state handling --------------------------------------------------
 
-    def _transition(self, trigger: _Trigger) -> None:
-        try:
-            self._state = _TRANSITIONS[self._state, trigger]
-        except KeyError:
-            raise EngineUsageError(
-                f"{trigger.value} not allowed in state {self._state.value}"
-            ) from None
-
-    def _reading(self) -> bool:
-        if self._state is State.NOT_AUTHENTICATED:
-            return True
-        return self._state is State.AUTHENTICATING and self._awaiting_response
-
-    def _end_auth(self, reply: bytes) -> None:
-        self._transition(_Trigger.AUTH_END)
-        self._out += reply
-        self._awaiting_response = False
-        self._auth_response.clear()
-        self._resume = True
 
     def _disconnect(self, reason: str, text: str | None = None) -> None:
         if text is not None:
             self._out += replies.reply_line(Reply.ERROR, text)
-        self._transition(_Trigger.CLOSE)
+        self._transition(Trigger.CLOSE)
         self._events.append(Close(reason))
 
     def _reply(self, kind: Reply, text: str) -> None:
@@ -429,7 +314,7 @@ class Pop3LoginServer:
             self._reply(Reply.ERROR, "TLS support isn't enabled.")
         else:
             self._reply(Reply.OK, "Begin TLS negotiation now.")
-            self._transition(_Trigger.STARTTLS)
+            self._transition(Trigger.STARTTLS)
             self._events.append(StartTLS())
 
     def _check_plaintext_auth(self) -> bool:
@@ -510,21 +395,6 @@ class Pop3LoginServer:
         self._buf.fill_from(self._pending)
         self._buf.skip_line()
 
-    def _auth_read_line(self) -> int:
-        """Dovecot's ``client_auth_read_line()``: 1 for a full line, 0 for more data, -1 if gone."""
-        data = self._buf.peek()
-        end = data.find(b"\n")
-        found = end >= 0
-        if not found:
-            end = len(data)
-        if len(self._auth_response) + end > self._max_auth_line:
-            self._disconnect("Authentication response too large")
-            return -1
-        self._auth_response += data[:end]
-        self._buf.skip(end + 1 if found else end)
-        if self._auth_response.endswith(b"\r"):
-            del self._auth_response[-1:]
-        return 1 if found else 0
 
     def _auth_begin(
         self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
@@ -563,7 +433,7 @@ class Pop3LoginServer:
             initial = decode_base64(initial_b64)
             if initial is None:
                 return self._refuse(replies.INVALID_BASE64_INITIAL_MSG)
-        self._transition(_Trigger.AUTH_BEGIN)
+        self._transition(Trigger.AUTH_BEGIN)
         self._events.append(
             AuthBegin(mech.upper(), initial, plaintext_login=login_response is not None)
         )

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pytest
 
+from proxyd.protocols.engine import EngineUsageError
 from proxyd.protocols.events import (
     AuthAborted,
     AuthBegin,
@@ -24,7 +25,7 @@ from proxyd.protocols.events import (
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.pop3.server import EngineUsageError, Pop3LoginServer
+from proxyd.protocols.pop3.server import Pop3LoginServer
 from tests.protocols.script import Script
 
 OPEN = LoginPolicy(mechanisms=("PLAIN", "LOGIN"), disable_plaintext_auth=False)

@@ -1,0 +1,178 @@
+"""What every client-facing login engine shares: the state table and the driver-facing plumbing.
+
+The IMAP and POP3 engines differ in how they read commands and word replies;
+the way a driver feeds them (``receive_data``/``next_event``/``data_to_send``),
+the pre-login states and the SASL continuation handling are the same, as in
+Dovecot's login-common.  A subclass sets the attributes declared here in its
+``__init__`` and implements ``_on_input`` and ``_disconnect``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from typing import Final
+
+from proxyd.protocols.events import NEED_DATA, Event, LoginPolicy, _NeedData
+from proxyd.protocols.imap.grammar import InputBuffer
+from proxyd.protocols.sasl import encode_base64
+
+
+class EngineUsageError(RuntimeError):
+    """The driver called an engine method that the current state does not allow."""
+
+
+class State(enum.Enum):
+    """Pre-login session states."""
+
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"  # reading commands
+    AUTHENTICATING = "AUTHENTICATING"  # a SASL exchange is running; the driver decides
+    TLS_PENDING = "TLS_PENDING"  # STARTTLS accepted; waiting for tls_started()
+    PROXYING = "PROXYING"  # logged in; the driver relays bytes
+    CLOSED = "CLOSED"
+
+
+class Trigger(enum.Enum):
+    AUTH_BEGIN = "auth_begin"
+    CHALLENGE = "sasl_challenge"
+    AUTH_END = "auth_end"  # failed, aborted, refused
+    LOGGED_IN = "login_succeeded"
+    STARTTLS = "starttls"
+    TLS_STARTED = "tls_started"
+    CLOSE = "close"
+
+
+TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = {
+    (State.NOT_AUTHENTICATED, Trigger.AUTH_BEGIN): State.AUTHENTICATING,
+    (State.NOT_AUTHENTICATED, Trigger.STARTTLS): State.TLS_PENDING,
+    (State.NOT_AUTHENTICATED, Trigger.CLOSE): State.CLOSED,
+    (State.AUTHENTICATING, Trigger.CHALLENGE): State.AUTHENTICATING,
+    (State.AUTHENTICATING, Trigger.AUTH_END): State.NOT_AUTHENTICATED,
+    (State.AUTHENTICATING, Trigger.LOGGED_IN): State.PROXYING,
+    (State.AUTHENTICATING, Trigger.CLOSE): State.CLOSED,
+    (State.TLS_PENDING, Trigger.TLS_STARTED): State.NOT_AUTHENTICATED,
+    (State.TLS_PENDING, Trigger.CLOSE): State.CLOSED,
+    (State.PROXYING, Trigger.CLOSE): State.CLOSED,
+}
+
+
+class LoginEngineBase(ABC):
+    """The shared half of ``ImapLoginServer`` and ``Pop3LoginServer``."""
+
+    _policy: LoginPolicy
+    _state: State
+    _buf: InputBuffer
+    _pending: bytearray
+    _eof: bool
+    _out: bytearray
+    _events: deque[Event]
+    _resume: bool
+    _auth_attempts: int
+    _auth_response: bytearray
+    _awaiting_response: bool
+    _max_auth_line: int
+
+    @abstractmethod
+    def _on_input(self) -> None:
+        """Consume buffered input: parse commands, queue replies and events."""
+
+    @abstractmethod
+    def _disconnect(self, reason: str, text: str | None = None, /) -> None:
+        """Queue the goodbye (if any) and emit ``Close(reason)``."""
+
+    @property
+    def state(self) -> str:
+        """The state name: NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
+        return self._state.value
+
+    @property
+    def policy(self) -> LoginPolicy:
+        """The policy in force (replaced by ``tls_started()``)."""
+        return self._policy
+
+    @property
+    def auth_attempts(self) -> int:
+        """Authentication attempts so far, counted as Dovecot counts them."""
+        return self._auth_attempts
+
+    @property
+    def eof_received(self) -> bool:
+        """The client closed its side (reported as ``Close`` once the engine reads again)."""
+        return self._eof
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; ``b""`` means EOF."""
+        if self._state is State.CLOSED:
+            return
+        if self._eof:
+            raise EngineUsageError("data after EOF")
+        if data:
+            self._pending += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | _NeedData:
+        """The next event, or ``NEED_DATA`` when nothing can happen without input or the driver."""
+        while not self._events and self._reading():
+            if self._resume:
+                self._resume = False
+            elif not self._pending and not self._eof:
+                break
+            self._on_input()
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Drain the bytes queued for the client."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def sasl_challenge(self, challenge: bytes) -> None:
+        """Send ``+ <base64>``; the client's next line becomes ``AuthContinue`` or ``AuthAborted``."""
+        if self._awaiting_response:
+            raise EngineUsageError("a challenge is already waiting for its response")
+        self._transition(Trigger.CHALLENGE)
+        self._out += b"+ " + encode_base64(challenge) + b"\r\n"
+        self._auth_response.clear()
+        self._awaiting_response = True
+        self._resume = True
+
+    def _transition(self, trigger: Trigger) -> None:
+        try:
+            self._state = TRANSITIONS[self._state, trigger]
+        except KeyError:
+            raise EngineUsageError(
+                f"{trigger.value} not allowed in state {self._state.value}"
+            ) from None
+
+    def _reading(self) -> bool:
+        if self._state is State.NOT_AUTHENTICATED:
+            return True
+        return self._state is State.AUTHENTICATING and self._awaiting_response
+
+    def _end_auth(self, reply: bytes) -> None:
+        self._transition(Trigger.AUTH_END)
+        self._out += reply
+        self._awaiting_response = False
+        self._auth_response.clear()
+        self._resume = True
+
+    def _auth_read_line(self) -> int:
+        """Dovecot's ``client_auth_read_line()``: 1 for a full line, 0 for more data, -1 if gone."""
+        data = self._buf.peek()
+        end = data.find(b"\n")
+        found = end >= 0
+        if not found:
+            end = len(data)
+        if len(self._auth_response) + end > self._max_auth_line:
+            self._disconnect("Authentication response too large")
+            return -1
+        self._auth_response += data[:end]
+        self._buf.skip(end + 1 if found else end)
+        if self._auth_response.endswith(b"\r"):
+            del self._auth_response[-1:]
+        return 1 if found else 0
