@@ -10,8 +10,10 @@ Implemented:
   failure delay) when a password is given.  It prints the result line, then
   ``user=`` and every extra field as ``key=value`` (passwords masked).
 
-``who``, ``kick``, ``reload`` and ``stop`` need the running proxyd and are not
-there yet: they exit 2 with a message.
+* ``proxyctl [-c FILE] who [MASK]`` / ``kick MASK`` / ``reload`` / ``stop`` talk to
+  the running proxyd over its admin socket.
+* ``proxyctl [-c FILE] move USER HOST [--delay S] [--spread N] [--wait SECONDS]``
+  moves a user to another backend (``proxyd.cli.move``).
 
 Exit codes: 0 success, 1 the check or hash failed, 2 usage or configuration error
 (configuration errors are printed as ``FILE:LINE: message``).
@@ -31,6 +33,7 @@ import trio
 
 from proxyd.auth import schemes
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, is_secret_field
+from proxyd.cli import move
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.secret import Secret
@@ -87,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("mask", nargs="?", default="*", help="user mask (* and ? wildcards)")
     kick = commands.add_parser("kick", help="disconnect the matching users' proxied sessions")
     kick.add_argument("mask", help="user mask (* and ? wildcards)")
+    move.add_parser(commands)
     commands.add_parser("reload", help="reload the configuration (like SIGHUP)")
     commands.add_parser("stop", help="stop proxyd (like SIGTERM)")
     return parser
@@ -105,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cache_flush(args, sys.stdout)
         if args.command == "auth":
             return _auth_test(args, sys.stdout)
+        if args.command == "move":
+            from proxyd.config.load import load_settings
+
+            return move.run(args, load_settings(args.config), sys.stdout, sys.stderr)
         return _admin(args, sys.stdout)
     except _UsageError as exc:
         print(f"proxyctl: {exc}", file=sys.stderr)

@@ -12,8 +12,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pytest
+
 from tests.e2e.test_pop3 import RawPop3Client
-from tests.fixtures.dovecot import DovecotBackend
+from tests.fixtures.dovecot import DovecotBackend, DovecotFactory
 from tests.fixtures.net import PROXYD_ADDRESS, free_ports
 from tests.fixtures.proxyd import (
     Listener,
@@ -26,6 +28,45 @@ from tests.fixtures.proxyd import (
 from tests.helpers.clients import RawImapClient
 
 PROTOCOLS = ("imap", "pop3")
+
+#: backends that also listen on the default ports 143 and 110 (a port-less
+#: proxyd_local_backend, or a user moved between hosts that share a port)
+LOCAL_ADDRESS = "127.0.0.7"
+MOVE_ADDRESS = "127.0.0.10"
+
+
+def default_port_listeners(address: str) -> str:
+    """Extra Dovecot listeners on ``address``:143 and :110."""
+    return f"""
+service imap-login {{
+  inet_listener imap-default {{
+    address = {address}
+    port = 143
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3-default {{
+    address = {address}
+    port = 110
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def backend_local(dovecot_factory: DovecotFactory) -> DovecotBackend:
+    """Dovecot "backend-local" on 127.0.0.7, also on the default ports."""
+    return dovecot_factory.start(
+        "backend-local", LOCAL_ADDRESS, extra_config=default_port_listeners(LOCAL_ADDRESS)
+    )
+
+
+@pytest.fixture(scope="session")
+def backend_moved(dovecot_factory: DovecotFactory) -> DovecotBackend:
+    """Dovecot "backend-moved" on 127.0.0.10, also on the default ports."""
+    return dovecot_factory.start(
+        "backend-moved", MOVE_ADDRESS, extra_config=default_port_listeners(MOVE_ADDRESS)
+    )
 
 
 def config(

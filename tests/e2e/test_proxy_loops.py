@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.e2e import proxy_support as ps
-from tests.fixtures.dovecot import DovecotBackend, DovecotFactory
+from tests.fixtures.dovecot import DovecotBackend
 from tests.fixtures.net import client_address
 from tests.fixtures.proxyd import PasswdEntry, ProxydRunner, proxy_fields, write_passwd_file
 from tests.helpers.clients import RawImapClient
@@ -22,27 +22,8 @@ from tests.helpers.recording_backend import ImapScript, RecordingImapBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
 
-LOCAL_ADDRESS = "127.0.0.7"
-LOCAL_LISTENERS = f"""
-service imap-login {{
-  inet_listener imap-default {{
-    address = {LOCAL_ADDRESS}
-    port = 143
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3-default {{
-    address = {LOCAL_ADDRESS}
-    port = 110
-  }}
-}}
-"""
-
-
-@pytest.fixture(scope="module")
-def backend_local(dovecot_factory: DovecotFactory) -> DovecotBackend:
-    """A Dovecot on 127.0.0.7, also on the default ports (this node's "local" mail store)."""
-    return dovecot_factory.start("backend-local", LOCAL_ADDRESS, extra_config=LOCAL_LISTENERS)
+LOCAL_ADDRESS = ps.LOCAL_ADDRESS
+backend_local = ps.backend_local  # the fixture
 
 
 def pw(user: str) -> str:
