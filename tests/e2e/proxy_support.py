@@ -8,6 +8,8 @@ Dovecot's exact texts for both protocols with one parametrised body.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,10 +31,30 @@ from tests.helpers.clients import RawImapClient
 
 PROTOCOLS = ("imap", "pop3")
 
-#: backends that also listen on the default ports 143 and 110 (a port-less
-#: proxyd_local_backend, or a user moved between hosts that share a port)
-LOCAL_ADDRESS = "127.0.0.7"
-MOVE_ADDRESS = "127.0.0.10"
+
+def default_port_address(seed: int) -> str:
+    """A loopback address where ports 143 and 110 are free right now.
+
+    Backends on the default ports need an address of their own (other test
+    runs on this machine may hold 143/110 on theirs): 127.77.x.y, from ``seed``
+    and the process id.
+    """
+    base = (os.getpid() * 7 + seed * 101) % 60000
+    for step in range(200):
+        n = (base + step * 13) % 60000
+        address = f"127.77.{n // 250}.{n % 250 + 2}"
+        if all(_bindable(address, port) for port in (143, 110)):
+            return address
+    raise RuntimeError("no loopback address with ports 143 and 110 free")
+
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def default_port_listeners(address: str) -> str:
@@ -55,17 +77,20 @@ service pop3-login {{
 
 @pytest.fixture(scope="session")
 def backend_local(dovecot_factory: DovecotFactory) -> DovecotBackend:
-    """Dovecot "backend-local" on 127.0.0.7, also on the default ports."""
+    """Dovecot "backend-local", also on the default ports 143 and 110 (a port-less
+    proxyd_local_backend, or a user moved between hosts that share a port)."""
+    address = default_port_address(1)
     return dovecot_factory.start(
-        "backend-local", LOCAL_ADDRESS, extra_config=default_port_listeners(LOCAL_ADDRESS)
+        "backend-local", address, extra_config=default_port_listeners(address)
     )
 
 
 @pytest.fixture(scope="session")
 def backend_moved(dovecot_factory: DovecotFactory) -> DovecotBackend:
-    """Dovecot "backend-moved" on 127.0.0.10, also on the default ports."""
+    """Dovecot "backend-moved", also on the default ports."""
+    address = default_port_address(2)
     return dovecot_factory.start(
-        "backend-moved", MOVE_ADDRESS, extra_config=default_port_listeners(MOVE_ADDRESS)
+        "backend-moved", address, extra_config=default_port_listeners(address)
     )
 
 

@@ -1,9 +1,9 @@
 """Loops and "is this host me?": proxy to itself, proxy_maybe, auth_proxy_self, proxy_always,
 proxyd_local_backend, hostip and host names (spec §4, §11 "Chains and loops").
 
-proxyd listens on 127.0.0.1.  ``backend-local`` (127.0.0.7) stands for the
+proxyd listens on 127.0.0.1.  ``backend-local`` (an address of its own) stands for the
 mail store on this node: it listens on the default ports 143 and 110 as well,
-so one port-less ``proxyd_local_backend = 127.0.0.7`` serves IMAP and POP3.
+so one port-less ``proxyd_local_backend = <its address>`` serves IMAP and POP3.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from tests.helpers.recording_backend import ImapScript, RecordingImapBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
 
-LOCAL_ADDRESS = ps.LOCAL_ADDRESS
 backend_local = ps.backend_local  # the fixture
 
 
@@ -106,7 +105,7 @@ def test_proxy_maybe(
         proxyd,
         [],
         auth_proxy_self="127.0.0.77 127.0.0.2",
-        proxyd_local_backend=LOCAL_ADDRESS,
+        proxyd_local_backend=backend_local.address,
     )
     write_maybe(proxyd, maybe_entries, backend_a, protocol)
     running = proxyd.start(cfg)
@@ -117,14 +116,18 @@ def test_proxy_maybe(
     answer = ps.login(running, protocol, "alice", "alicepw", source_ip=source, then=probe)
     assert answer.ok, answer
     default_port = 143 if protocol == "imap" else 110
-    running.wait_for_log(rf"proxy\(alice\): started proxying to {LOCAL_ADDRESS}:{default_port}\b")
+    running.wait_for_log(
+        rf"proxy\(alice\): started proxying to {re.escape(backend_local.address)}:{default_port}\b"
+    )
     backend_local.wait_for_log(
         rf"{protocol}-login: Info: Login: user=<alice>.*rip={re.escape(source)}"
     )
 
     # bob: auth_proxy_self
     assert ps.login(running, protocol, "bob", "bobpw", source_ip=source).ok
-    running.wait_for_log(rf"proxy\(bob\): started proxying to {LOCAL_ADDRESS}:{default_port}\b")
+    running.wait_for_log(
+        rf"proxy\(bob\): started proxying to {re.escape(backend_local.address)}:{default_port}\b"
+    )
 
     # dave: 127.0.0.2 is in auth_proxy_self, but the passdb port is not ours: proxied
     assert ps.login(running, protocol, "dave", "davepw", source_ip=source).ok is False
@@ -134,7 +137,9 @@ def test_proxy_maybe(
     # localuser: host=localhost resolves to 127.0.0.1 in the auth process: self;
     # destuser is dropped with the other proxy fields, so the local login is localuser's
     assert not ps.login(running, protocol, "localuser", "localuserpw", source_ip=source).ok
-    running.wait_for_log(rf"proxy\(localuser\): Login failed to {LOCAL_ADDRESS}:{default_port}")
+    running.wait_for_log(
+        rf"proxy\(localuser\): Login failed to {re.escape(backend_local.address)}:{default_port}"
+    )
 
     # director: proxy_always + self gives a bare "proxy" without host
     answer = ps.login(running, protocol, "director", "directorpw", source_ip=source)

@@ -1,6 +1,6 @@
 """``proxyctl move USER HOST``: the seed's user move in one step, with an SQLite passdb.
 
-backend-local (127.0.0.7) and backend-moved (127.0.0.10) both serve the
+backend-local and backend-moved (on addresses of their own) both serve the
 default ports, as the backends of one cluster would, so moving a user only
 changes the ``host`` column.
 """
