@@ -7,6 +7,7 @@ changes the ``host`` column.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import time
@@ -17,7 +18,9 @@ import pytest
 from tests.e2e import proxy_support as ps
 from tests.e2e.test_pop3 import RawPop3Client
 from tests.fixtures.dovecot import DovecotBackend
+from tests.fixtures.mariadb import MariadbServer
 from tests.fixtures.net import client_address
+from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.proxyd import (
     PasswdEntry,
     ProxydProcess,
@@ -179,3 +182,64 @@ def test_a_query_without_delay_until_cannot_be_moved(proxyd: ProxydRunner) -> No
     assert result.returncode == 1
     assert "the password_query returns no delay_until field" in result.stderr
     assert row(db, "alice") == ("127.0.0.2", None)  # nothing was written
+
+
+# -- PostgreSQL and MariaDB: the sql driver's own connections --------------------------------------
+
+
+def _server_move(
+    proxyd: ProxydRunner, server: PostgresServer | MariadbServer, driver: str, table: str
+) -> None:
+    conf = proxyd.workdir / f"{driver}-sql.conf.ext"
+    proxyd.workdir.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        f"driver = {driver}\nconnect = {server.connect_string()}\n"
+        "default_pass_scheme = PLAIN\n"
+        f"password_query = SELECT username AS user, password, host, delay_until, 'Y' AS proxy "
+        f"FROM {table} WHERE username = '%u'\n"
+    )
+    running = ps.start(proxyd, [], extra=f"passdb {{\n  driver = sql\n  args = {conf}\n}}\n")
+    result = proxyd.proxyctl(
+        "-c",
+        str(running.config_path),
+        "move",
+        "carol",
+        "10.0.0.77",
+        "--delay",
+        "20",
+        "--spread",
+        "3",
+    )
+    assert result.returncode == 0, result
+    assert f"set in one update of {table} ({driver}," in result.stdout
+    assert "0 connections kicked" in result.stdout
+
+
+def test_move_in_postgresql(proxyd: ProxydRunner, postgres: PostgresServer) -> None:
+    table = f"move_accounts_{os.getpid()}"
+    postgres.sql(
+        f"DROP TABLE IF EXISTS {table}; "
+        f"CREATE TABLE {table} (username text PRIMARY KEY, password text, host text, delay_until text); "
+        f"INSERT INTO {table} VALUES ('carol', 'carolpw', '127.0.0.2', NULL); "
+        f"GRANT ALL ON {table} TO dovecot;"
+    )
+    _server_move(proxyd, postgres, "pgsql", table)
+    host, delay = postgres.sql(f"SELECT host, delay_until FROM {table}").strip().split("|")
+    assert host == "10.0.0.77"
+    stamp, _, spread = delay.partition("+")
+    assert spread == "3"
+    assert abs(int(stamp) - (time.time() + 20)) <= 3
+
+
+def test_move_in_mariadb(proxyd: ProxydRunner, mariadb: MariadbServer) -> None:
+    table = f"move_accounts_{os.getpid()}"
+    mariadb.sql(
+        f"DROP TABLE IF EXISTS {table}; "
+        f"CREATE TABLE {table} (username varchar(64) PRIMARY KEY, password varchar(64), "
+        "host varchar(64), delay_until varchar(32)); "
+        f"INSERT INTO {table} VALUES ('carol', 'carolpw', '127.0.0.2', NULL);"
+    )
+    _server_move(proxyd, mariadb, "mysql", table)
+    host, delay = mariadb.sql(f"SELECT host, delay_until FROM {table}").strip().split("\t")
+    assert host == "10.0.0.77"
+    assert delay.endswith("+3")
