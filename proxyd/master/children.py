@@ -133,13 +133,17 @@ def _auth_process(settings: Settings, control: socket.socket, inherited: Inherit
     identity = None
     if os.geteuid() == 0:
         identity = privileges.resolve_identity(settings.default_internal_user, "", "")
-    privileges.drop(identity)
-    trio.run(partial(_auth_main, settings, inherited.auth, control))
+    trio.run(partial(_auth_main, settings, inherited.auth, control, identity))
 
 
-async def _auth_main(settings: Settings, listener: socket.socket, control_sock: socket.socket) -> None:
+async def _auth_main(
+    settings: Settings, listener: socket.socket, control_sock: socket.socket, identity: privileges.Identity | None
+) -> None:
     control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
     async with open_authenticator(settings) as authenticator, trio.open_nursery() as nursery:
+        # the passdbs are open (args files read, as Dovecot's auth preinit does as root);
+        # from here on the process runs as default_internal_user
+        privileges.drop(identity)
         nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
         await control.send({"ev": "status", "clients": 0, "accepting": True, "prelogin_since": None})
         with trio.open_signal_receiver(signal.SIGTERM) as signals:

@@ -86,11 +86,17 @@ def test_high_security_mode_one_process_per_connection_with_privileges_dropped(
     config = static_config(proxyd, backend_a, vsz_limit="200M")
     master = proxyd.start(config)
     [spare] = wait_count(master, "proxyd: imap-login", 1)
+    dovecot_uid = pwd.getpwnam("dovecot").pw_uid
+    # the auth process drops privileges once its passdbs are open
+    wait_until(
+        lambda: [p.uid for p in children(master, "proxyd: auth")] == [dovecot_uid],
+        timeout=10,
+        what="the auth process running as dovecot",
+    )
     [auth] = children(master, "proxyd: auth")
     assert spare.uid == pwd.getpwnam("dovenull").pw_uid
     assert spare.root == str(Path(config.settings["base_dir"] or "") / "login")
     assert "Max address space         209715200" in spare.limits()
-    assert auth.uid == pwd.getpwnam("dovecot").pw_uid
     assert auth.root == "/"
 
     clients = [RawImapClient(master.address(), master.port(), source_ip=client_address(40 + i)) for i in range(3)]
