@@ -1,0 +1,192 @@
+"""docker-compose.yml: valid against the Compose specification, and in step
+with the local twin (scripts/demo.sh) and the shared demo/ configuration.
+
+No Docker engine runs here, so the file is checked with
+``check-jsonschema --builtin-schema vendor.compose-spec`` (the schema ships
+with check-jsonschema: no network) and by cross-checks: the files it mounts
+exist, the proxyd nodes publish the ports demo/proxyd.conf listens on, the
+backend addresses given to the database are the backends' addresses, every
+``$ENV:`` the shared configuration reads is set for both nodes in both forms,
+no password is written into the file, and the shared configuration loads
+(``proxyd -n``, which reads the sql passdb's args too) with the compose
+environment and connect line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+DEMO_SH = REPO_ROOT / "scripts" / "demo.sh"
+PROXYD_CONF = REPO_ROOT / "demo" / "proxyd.conf"
+NODES = ("proxyd-a", "proxyd-b")
+LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES)
+
+
+def _bin(name: str) -> str:
+    """A console script of the running interpreter's environment."""
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install proxyd[test])")
+    return found
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    yaml = pytest.importorskip("ruamel.yaml")
+    loaded: dict[str, Any] = yaml.YAML(typ="safe").load(COMPOSE.read_text())
+    return loaded
+
+
+def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    service: dict[str, Any] = compose["services"][name]
+    return service
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path (relative to the repository) of ./ mounts."""
+    mounts: dict[str, str] = {}
+    for item in service.get("volumes", []):
+        source, target = str(item).split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = source[2:]
+    return mounts
+
+
+def test_valid_against_the_compose_spec() -> None:
+    result = subprocess.run(
+        [_bin("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mounted_files_exist_and_the_dockerfile_too(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for target, source in _bind_mounts(service).items():
+            assert (REPO_ROOT / source).exists(), f"{name}: {source} (for {target}) is missing"
+        build = service.get("build")
+        if build:
+            assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_both_nodes_mount_the_files_the_twin_copies(compose: dict[str, Any]) -> None:
+    script = DEMO_SH.read_text()
+    # the twin's copies, byte for byte
+    assert 'cp "$REPO_ROOT/demo/proxyd.conf" "$REPO_ROOT/demo/dovecot-sql.conf.ext"' in script
+    for node in NODES:
+        mounts = _bind_mounts(_service(compose, node))
+        assert mounts["/etc/proxyd/proxyd.conf"] == "demo/proxyd.conf"
+        assert mounts["/etc/proxyd/dovecot-sql.conf.ext"] == "demo/dovecot-sql.conf.ext"
+        # the form-specific connect line that dovecot-sql.conf.ext includes
+        assert mounts["/etc/proxyd/pgsql-connect.conf.ext"] == "demo/docker/pgsql-connect.conf.ext"
+    assert (
+        "!include pgsql-connect.conf.ext" in (REPO_ROOT / "demo/dovecot-sql.conf.ext").read_text()
+    )
+
+
+def test_nodes_publish_the_configured_ports_on_the_twins_addresses(
+    compose: dict[str, Any],
+) -> None:
+    listener_ports = {int(port) for port in re.findall(r"port = (\d+)", PROXYD_CONF.read_text())}
+    assert listener_ports == {10143, 10993, 10110, 10995}
+    script = DEMO_SH.read_text()
+    twin = dict(re.findall(r'"(proxyd-[ab]):\$NET\.(\d+)"', script))
+    for node in NODES:
+        published = [str(item).split(":") for item in _service(compose, node)["ports"]]
+        assert {int(container) for _, _, container in published} == listener_ports
+        assert all(host == container for _, host, container in published)
+        # the same addresses as the twin with the default PROXYD_DEMO_NET (127.0.0)
+        assert {address for address, _, _ in published} == {f"127.0.0.{twin[node]}"}
+
+
+def test_database_gets_the_backends_addresses(compose: dict[str, Any]) -> None:
+    postgres = _service(compose, "postgres")
+    for letter in ("a", "b"):
+        backend = _service(compose, f"backend-{letter}")
+        address = backend["networks"]["mail"]["ipv4_address"]
+        assert postgres["environment"][f"DEMO_BACKEND_{letter.upper()}"] == address
+        assert backend["environment"]["BACKEND_ADDRESS"] == address
+    init = (REPO_ROOT / "docker/postgres/init-demo.sh").read_text()
+    assert "/sql/pgsql.sql" in init
+    assert "/sql/pgsql-demo-cluster.sql" in init
+    assert _bind_mounts(postgres)["/sql"] == "sql"
+
+
+def test_every_env_variable_of_the_shared_config_is_set_in_both_forms(
+    compose: dict[str, Any],
+) -> None:
+    settings = "\n".join(
+        line for line in PROXYD_CONF.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    wanted = set(re.findall(r"\$ENV:([A-Z_]+)", settings))
+    assert wanted == {"PROXYD_NODE", "PROXYD_LISTEN", "PROXYD_BASE_DIR"}
+    script = DEMO_SH.read_text()
+    for node in NODES:
+        environment = _service(compose, node)["environment"]
+        assert wanted <= set(environment)
+        assert environment["PROXYD_NODE"] == node
+    for name in wanted:
+        assert f'"{name}=' in script, f"scripts/demo.sh does not set {name}"
+
+
+def test_no_passwords_in_the_file(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for key in service.get("environment", {}):
+            if "PASSWORD" in key:
+                assert key.endswith("_FILE"), f"{name}: {key} must name a file, not hold a secret"
+    for secret in compose["secrets"].values():
+        assert set(secret) == {"file"}
+    assert "password=" not in (REPO_ROOT / "demo/docker/pgsql-connect.conf.ext").read_text()
+
+
+def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
+    for name in LONG_RUNNING:
+        assert _service(compose, name)["healthcheck"]["test"], name
+    proxyd = _service(compose, "proxyd-a")
+    assert proxyd["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert proxyd["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+
+
+def test_shared_config_loads_with_the_compose_environment(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """/etc/proxyd as the containers see it, checked by ``proxyd -n``."""
+    etc = tmp_path / "etc"
+    (etc / "tls").mkdir(parents=True)
+    for target, source in _bind_mounts(_service(compose, "proxyd-a")).items():
+        if target.startswith("/etc/proxyd/"):
+            shutil.copy(REPO_ROOT / source, etc / target.removeprefix("/etc/proxyd/"))
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(etc / "tls/key.pem"),
+         "-out", str(etc / "tls/cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    environment = dict(os.environ)
+    environment.update(
+        {key: str(value) for key, value in _service(compose, "proxyd-a")["environment"].items()}
+    )
+    environment["PROXYD_BASE_DIR"] = str(tmp_path / "run")
+    result = subprocess.run(
+        [_bin("proxyd"), "-c", str(etc / "proxyd.conf"), "-n"],
+        capture_output=True, text=True, timeout=60, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "listen = *" in result.stdout
+    assert "login_greeting = proxyd-a ready." in result.stdout
+    assert "driver = sql" in result.stdout
