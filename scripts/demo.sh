@@ -380,7 +380,7 @@ Log in through either proxy; the Subject names the backend that answered:
   curl -s 'imap://$PROXY_A:$IMAP_PORT/INBOX;UID=1' -u bob:bobpw
   curl -s 'pop3://$PROXY_B:$POP3_PORT/1' -u bob:bobpw                         # RETR 1
   curl -s 'pop3://$PROXY_A:$POP3_PORT/' -u alice:alicepw                      # LIST
-  curl -s --ssl-reqd --cacert $DEMO_DIR/tls/ca.pem 'imap://localhost:$IMAP_PORT/INBOX;UID=1' -u bob:bobpw
+  curl -s --ssl-reqd --cacert $DEMO_DIR/tls/ca.pem 'imap://$PROXY_A:$IMAP_PORT/INBOX;UID=1' -u bob:bobpw
   curl -s --cacert $DEMO_DIR/tls/ca.pem 'imaps://$PROXY_B:$IMAPS_PORT/INBOX;UID=1' -u alice:alicepw
   curl -s --cacert $DEMO_DIR/tls/ca.pem 'pop3s://$PROXY_A:$POP3S_PORT/1' -u bob:bobpw
   curl -sS 'imap://$PROXY_A:$IMAP_PORT/INBOX' -u alice:wrong; echo "exit \$?"    # 67: login denied
