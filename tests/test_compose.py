@@ -29,7 +29,7 @@ COMPOSE = REPO_ROOT / "docker-compose.yml"
 DEMO_SH = REPO_ROOT / "scripts" / "demo.sh"
 PROXYD_CONF = REPO_ROOT / "demo" / "proxyd.conf"
 NODES = ("proxyd-a", "proxyd-b")
-LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES)
+LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES, "haproxy")
 
 
 def _bin(name: str) -> str:
@@ -162,13 +162,32 @@ def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> No
     assert proxyd["depends_on"]["certs"]["condition"] == "service_completed_successfully"
 
 
+def test_haproxy_feeds_the_haproxy_listeners_of_proxyd_b(compose: dict[str, Any]) -> None:
+    haproxy = _service(compose, "haproxy")
+    assert haproxy["profiles"] == ["haproxy"]
+    config = (REPO_ROOT / _bind_mounts(haproxy)["/usr/local/etc/haproxy/haproxy.cfg"]).read_text()
+    servers = re.findall(r"server \S+ ([\d.]+):(\d+) send-proxy-v2", config)
+    node_b = _service(compose, "proxyd-b")
+    listeners = (REPO_ROOT / _bind_mounts(node_b)["/etc/proxyd/conf.d/haproxy.conf"]).read_text()
+    haproxy_ports = re.findall(r"port = (\d+)\s+haproxy = yes", listeners)
+    assert sorted(port for _, port in servers) == sorted(haproxy_ports)
+    assert {address for address, _ in servers} == {node_b["networks"]["mail"]["ipv4_address"]}
+    trusted = re.search(r"haproxy_trusted_networks = (\S+)", listeners)
+    assert trusted
+    assert trusted.group(1) == haproxy["networks"]["mail"]["ipv4_address"] + "/32"
+    # proxyd-b lists its volumes itself (YAML merge keys do not merge lists)
+    assert set(_service(compose, "proxyd-a")["volumes"]) < set(node_b["volumes"])
+
+
+@pytest.mark.parametrize("node", NODES)
 def test_shared_config_loads_with_the_compose_environment(
-    compose: dict[str, Any], tmp_path: Path
+    compose: dict[str, Any], tmp_path: Path, node: str
 ) -> None:
     """/etc/proxyd as the containers see it, checked by ``proxyd -n``."""
     etc = tmp_path / "etc"
     (etc / "tls").mkdir(parents=True)
-    for target, source in _bind_mounts(_service(compose, "proxyd-a")).items():
+    (etc / "conf.d").mkdir()
+    for target, source in _bind_mounts(_service(compose, node)).items():
         if target.startswith("/etc/proxyd/"):
             shutil.copy(REPO_ROOT / source, etc / target.removeprefix("/etc/proxyd/"))
     subprocess.run(
@@ -179,7 +198,7 @@ def test_shared_config_loads_with_the_compose_environment(
     )  # fmt: skip
     environment = dict(os.environ)
     environment.update(
-        {key: str(value) for key, value in _service(compose, "proxyd-a")["environment"].items()}
+        {key: str(value) for key, value in _service(compose, node)["environment"].items()}
     )
     environment["PROXYD_BASE_DIR"] = str(tmp_path / "run")
     result = subprocess.run(
@@ -188,5 +207,6 @@ def test_shared_config_loads_with_the_compose_environment(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "listen = *" in result.stdout
-    assert "login_greeting = proxyd-a ready." in result.stdout
+    assert f"login_greeting = {node} ready." in result.stdout
     assert "driver = sql" in result.stdout
+    assert ("haproxy = yes" in result.stdout) == (node == "proxyd-b")
