@@ -109,7 +109,8 @@ backend_spec() {
 stop_demo() {
     # only ever act on pid files inside a directory this script made
     [ -e "$MARKER" ] || return 0
-    local specs=() entry name
+    # proxyd/proxyd.pid: the single proxyd of earlier versions of this demo
+    local specs=("proxyd=$DEMO_DIR/proxyd/proxyd.pid") entry name
     for entry in "${NODES[@]}"; do
         name=${entry%%:*}
         specs+=("$name=$DEMO_DIR/$name/proxyd.pid")
