@@ -1,10 +1,10 @@
 """The demo cluster's local twin (``scripts/demo.sh``) and the README walkthrough.
 
 One twin for the module, started the way the README says (``scripts/demo.sh``)
-but in a directory of its own, on 127.77.0.0/24 instead of 127.0.0.0/24 (so
-that it never meets other tests' servers) and without the install steps
-(``PROXYD_DEMO_NO_INSTALL=1``, the running interpreter's environment as the
-venv).  The tests follow the walkthrough, in order:
+but in a directory of its own, on 127.78.0.0/24 instead of 127.0.0.0/24 (so
+that it never meets other tests' servers, which use 127.0.0.x and 127.77.x.y)
+and without the install steps (``PROXYD_DEMO_NO_INSTALL=1``, the running
+interpreter's environment as the venv).  The tests follow the walkthrough, in order:
 
 1. the curl commands the demo prints log in through either proxy, and the
    Subject names the backend;
@@ -40,7 +40,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SH = REPO_ROOT / "scripts" / "demo.sh"
-NET = "127.77.0"
+NET = "127.78.0"
 PROXY_A = f"{NET}.1"
 PROXY_B = f"{NET}.6"
 BACKEND_A = f"{NET}.2"
