@@ -173,6 +173,9 @@ class LoginSession:
             max_disconnect_delay=ctx.settings.login_proxy_max_disconnect_delay,
         )
         self._proxied: _Proxied | None = None
+        #: the disconnect delay was worked out already (the backend side ended)
+        self._delay_taken = False
+        self._kicked_while_pending = False
         #: called when the phase changes (the login process reports it to the master)
         self.on_phase_change: Callable[[LoginSession], None] | None = None
         self._scope = trio.CancelScope()
@@ -188,6 +191,7 @@ class LoginSession:
         """
         self._destroy_reason = log_reason
         self._destroy_text = text if self.phase == "prelogin" and not self.proxy_pending else None
+        self._kicked_while_pending = self.proxy_pending
         self._scope.cancel()
 
     # ------------------------------------------------------------------ helpers
@@ -260,14 +264,17 @@ class LoginSession:
                 ):
                     await self.stream.send_all(self.spec.goodbye(self._destroy_text))
             if self.phase == "proxying":
-                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED)
-                delay = self._disconnect_delay()
+                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
+                # unless the backend had gone already and the delay is running
+                delay = 0.0 if self._delay_taken else self._disconnect_delay()
                 self.log.info(
                     "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
                     self.user, self.conn.remote_ip, self._destroy_reason,
                     _delay_text(delay), self.log_fields(),
                 )
                 await self._linger(delay)
+            elif self._kicked_while_pending:
+                self._log_close(f"Disconnected by proxy: {self._destroy_reason}")
             else:
                 self._log_close(self._destroy_reason)
             await _close_gracefully(self.stream)
@@ -340,7 +347,7 @@ class LoginSession:
 
     def _log_close(self, reason: str) -> None:
         # Dovecot 2.3: "Disconnected: Connection closed (...)", but "Aborted login by logging out (...)"
-        if not reason.startswith("Aborted"):
+        if not reason.startswith(("Aborted", "Disconnected")):
             reason = f"Disconnected: {reason}"
         self.log.info("%s (%s): %s", reason, self._attempts_suffix(), self.log_fields())
 
@@ -606,6 +613,7 @@ class LoginSession:
             if backend.record is not None:
                 ProxyState.disconnected(backend.record)
         delay = self._disconnect_delay() if stats.closed_by == "server" else 0.0
+        self._delay_taken = True
         idle = math.floor(trio.current_time() - stats.last_activity)
         error = f": {stats.error}" if stats.error else ""
         self.log.info(

@@ -198,6 +198,42 @@ async def test_dead_backend_disconnects_are_spread(
     assert caplog.text.count("- disconnecting client in ") == 3
 
 
+async def test_kick_during_the_disconnect_delay_closes_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The backend went away and the client is being held: a kick now ends the wait."""
+    backend = DroppingBackend()
+    await _start_backend(nursery, backend)
+    auth = FakeAuth(_ok_reply(backend.port))
+    state = ProxyState(max_disconnect_delay=100, rng=random.Random(0))
+    sessions = []
+    clients = []
+    for n in range(4):
+        client, server = trio.testing.memory_stream_pair()
+        session = LoginSession(
+            _ctx(auth), IMAP, server, _conn(), implicit_tls=False, proxy_state=state
+        )
+        nursery.start_soon(session.run)
+        await _read_until(client, b"\r\n")
+        await client.send_all(f"a{n} LOGIN alice {PASSWORD}\r\n".encode())
+        await _read_until(client, f"a{n} OK".encode())
+        sessions.append(session)
+        clients.append(client)
+    backend.drop.set()
+    await trio.sleep(1)  # the first has gone, the others wait for their slots (up to 100 s)
+    held = state.record("127.0.0.1", backend.port).num_delayed_client_disconnects
+    assert held == 3
+    start = trio.current_time()
+    for session in sessions:
+        session.destroy("Kicked by admin")
+    for client in clients[1:]:
+        with trio.fail_after(5):
+            while await client.receive_some(100):
+                pass
+    assert trio.current_time() - start < 1
+    assert state.record("127.0.0.1", backend.port).num_delayed_client_disconnects == 0
+
+
 async def test_kicked_session_closes_without_a_message(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -219,9 +255,10 @@ async def test_kicked_session_closes_without_a_message(
 
 
 async def test_kick_while_logging_in_to_the_backend(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pending proxy (backend slow to answer) is kicked too, without a goodbye line."""
+    caplog.set_level(logging.INFO)
     silent = trio.Event()
 
     async def never_greets(stream: trio.SocketStream) -> None:
@@ -243,6 +280,7 @@ async def test_kick_while_logging_in_to_the_backend(
     with trio.fail_after(5):
         assert await client.receive_some(100) == b""
     silent.set()
+    assert "Disconnected by proxy: Kicked by admin (" in caplog.text
 
 
 async def test_source_ip_is_used_for_the_backend_connection(nursery: trio.Nursery) -> None:
