@@ -100,6 +100,7 @@ def test_delay_until_with_random_spread(proxyd: ProxydRunner, backend_b: Dovecot
 # -- kick ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.proxyd_only
 def test_kick_disconnects_without_a_message(
     proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend
 ) -> None:
