@@ -257,8 +257,11 @@ class LoginWorker:
 
     def _destroy_oldest_prelogin(self) -> None:
         prelogin = [c for c in self.clients.values() if c.session.phase == "prelogin"]
+        # Dovecot's client_destroy_oldest(): the oldest client with nothing in flight
+        # (not waiting for the auth process or a backend), else simply the oldest
+        idle = [c for c in prelogin if c.session.engine.state == "NOT_AUTHENTICATED"]
         if prelogin:
-            victim = min(prelogin, key=lambda c: c.connected_at)
+            victim = min(idle or prelogin, key=lambda c: c.connected_at)
             victim.session.destroy("Connection queue full", "Connection queue full")
 
     def _matching(self, mask: str) -> list[_Client]:
