@@ -35,6 +35,7 @@ import base64
 import binascii
 import json
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
@@ -135,7 +136,7 @@ def _utf8(value: bytes) -> str | None:
         return None
 
 
-class SaslServer:
+class SaslServer(ABC):
     """Server side of one SASL exchange; create with :meth:`create`."""
 
     mech: str = ""
@@ -154,13 +155,13 @@ class SaslServer:
             return _OAuthBearerServer()
         raise UnsupportedMechanism(f"Unsupported SASL mechanism {mech}")
 
+    @abstractmethod
     def start(self, initial_response: bytes | None) -> SaslStep:
         """Begin; ``initial_response`` is the decoded SASL-IR (``b""`` for ``=``) or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def step(self, response: bytes) -> SaslStep:
         """Feed the client's decoded response to the last challenge."""
-        raise NotImplementedError
 
 
 class _PlainServer(SaslServer):
@@ -272,8 +273,8 @@ class _OAuth2Server(SaslServer):
             return SaslFailed("invalid input (not UTF-8)")
         return self._parse(text.split("\x01"))
 
-    def _parse(self, fields: list[str]) -> SaslStep:
-        raise NotImplementedError
+    @abstractmethod
+    def _parse(self, fields: list[str]) -> SaslStep: ...
 
 
 class _XOAuth2Server(_OAuth2Server):
@@ -360,7 +361,7 @@ class SaslClientError(Exception):
     """The server broke the exchange; the message is Dovecot's error text."""
 
 
-class SaslClient:
+class SaslClient(ABC):
     """Client side of one exchange towards a backend (Dovecot's ``dsasl_client``)."""
 
     mech: str = ""
@@ -386,13 +387,13 @@ class SaslClient:
             return _OAuthBearerClient(authcid, password)
         raise UnsupportedMechanism(f"Unsupported SASL mechanism {mech}")
 
+    @abstractmethod
     def output(self) -> bytes:
         """What to send now (the initial response, or the answer to the last challenge)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def input(self, challenge: bytes) -> None:
         """Take the server's decoded challenge; raises :class:`SaslClientError`."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<SaslClient {self.mech}>"
@@ -467,8 +468,8 @@ class _OAuth2Client(SaslClient):
         self._token = token
         self._output_sent = False
 
-    def _message(self) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def _message(self) -> bytes: ...
 
     def output(self) -> bytes:
         self._output_sent = True
