@@ -43,16 +43,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.protocols.backend_engine import BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
-    BackendFailed,
     BackendIgnored,
     BackendLoggedIn,
     BackendNeedsTLS,
     BackendUntagged,
     ProxyFailure,
 )
-from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.imap import replies
 from proxyd.protocols.imap.grammar import InputBuffer, quote_astring, quote_nstring
 from proxyd.protocols.imap.replies import Status
@@ -120,12 +119,6 @@ class _Rcvd(enum.Enum):
     LOGIN = "login"
 
 
-class _Phase(enum.Enum):
-    RUNNING = "running"
-    TLS_PENDING = "tls_pending"
-    DONE = "done"
-
-
 def _has_capability(caps: bytes, name: bytes) -> bool:
     return any(token.lower() == name.lower() for token in caps.split(b" "))
 
@@ -135,7 +128,7 @@ def _cut(data: bytes, stop: bytes) -> bytes:
     return data if index < 0 else data[:index]
 
 
-class ImapBackendLogin:
+class ImapBackendLogin(BackendEngineBase):
     """The IMAP login dialogue with one backend connection."""
 
     def __init__(self, params: ImapBackendParams) -> None:
@@ -145,7 +138,7 @@ class ImapBackendLogin:
         self._eof = False
         self._out = bytearray()
         self._events: deque[BackendEvent] = deque()
-        self._phase = _Phase.RUNNING
+        self._phase = Phase.RUNNING
         self._sent = _Sent(0)
         self._rcvd = _Rcvd.NONE
         self._seen_banner = False
@@ -172,40 +165,11 @@ class ImapBackendLogin:
         """The backend capabilities as last seen (banner or ``* CAPABILITY``)."""
         return None if self._caps is None else self._caps.decode("utf-8", "replace")
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the backend; ``b""`` means EOF."""
-        if data:
-            self._pending += data
-        else:
-            self._eof = True
-
-    def next_event(self) -> BackendEvent | _NeedData:
-        """The next event, or ``NEED_DATA``."""
-        while not self._events and self._phase is _Phase.RUNNING:
-            if self._buf.full:
-                self._fail(ProxyFailure.PROTOCOL, "Too long input line")
-            elif self._pending:
-                self._buf.fill_from(self._pending)
-                self._parse_lines()
-            elif self._eof:
-                self._fail(ProxyFailure.CONNECT, "Disconnected by server: Connection closed")
-            else:
-                break
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
-    def data_to_send(self) -> bytes:
-        """Drain the bytes queued for the backend."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
     def tls_started(self) -> None:
         """The STARTTLS handshake is done; go on with the login."""
-        if self._phase is not _Phase.TLS_PENDING:
+        if self._phase is not Phase.TLS_PENDING:
             raise RuntimeError("tls_started() without BackendNeedsTLS")
-        self._phase = _Phase.RUNNING
+        self._phase = Phase.RUNNING
         # Whatever followed "S OK" in plaintext was handed to TLS.
         self._buf.take_all()
         self._pending.clear()
@@ -219,25 +183,9 @@ class ImapBackendLogin:
 
     # -- internals ---------------------------------------------------------
 
-    def _fail(self, kind: ProxyFailure, log_text: str, client_reply: bytes | None = None) -> None:
-        self._phase = _Phase.DONE
-        self._events.append(BackendFailed(kind, log_text, client_reply))
-
     def _write(self, commands: Iterable[bytes] | None) -> None:
-        if commands is not None and self._phase is not _Phase.DONE:
+        if commands is not None and self._phase is not Phase.DONE:
             self._out += b"".join(commands)
-
-    def _parse_lines(self) -> None:
-        while self._phase is _Phase.RUNNING:
-            data = self._buf.peek()
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self._buf.skip(end + 1)
-            line = data[:end]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            self._parse_line(line)
 
     def _parse_line(self, line: bytes) -> None:
         if not self._seen_banner:
@@ -252,12 +200,12 @@ class ImapBackendLogin:
             if not line.startswith(b"S OK "):
                 self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + replies.sanitize(line[5:]))
             else:
-                self._phase = _Phase.TLS_PENDING
+                self._phase = Phase.TLS_PENDING
                 self._events.append(BackendNeedsTLS())
         elif line.startswith(b"L OK "):
             self._sent &= ~_Sent.LOGIN
             self._rcvd = _Rcvd.LOGIN
-            self._phase = _Phase.DONE
+            self._phase = Phase.DONE
             self._events.append(BackendLoggedIn(self._login_reply(line[5:])))
         elif line.startswith(b"L "):
             self._sent &= ~_Sent.LOGIN

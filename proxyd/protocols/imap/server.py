@@ -182,7 +182,6 @@ class ImapLoginServer(LoginEngineBase):
 
     # -- public API ------------------------------------------------------
 
-
     @property
     def current_tag(self) -> str:
         """Tag of the command being handled (``*`` when there is none)."""
@@ -193,14 +192,12 @@ class ImapLoginServer(LoginEngineBase):
         """The client sent CAPABILITY before any STARTTLS (Dovecot's flag of that name)."""
         return self._ignores_capability_resp_code
 
-
     @property
     def client_id(self) -> str | None:
         """The retained ID pairs (``imap_id_retain``), quoted as Dovecot keeps them, or None."""
         if self._client_id_parts is None:
             return None
         return b" ".join(self._client_id_parts).decode("ascii")
-
 
     @property
     def buffered_size(self) -> int:
@@ -212,7 +209,6 @@ class ImapLoginServer(LoginEngineBase):
         """
         return len(self._buf) + len(self._pending)
 
-
     def trailing_data(self) -> bytes:
         """Return and forget the client bytes not consumed.
 
@@ -222,7 +218,6 @@ class ImapLoginServer(LoginEngineBase):
         data = self._buf.take_all() + bytes(self._pending)
         self._pending.clear()
         return data
-
 
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
@@ -275,7 +270,6 @@ class ImapLoginServer(LoginEngineBase):
         self._out += replies.reply_line(None, Status.OK, replies.AUTH_WAITING_MSG)
 
     # -- state handling --------------------------------------------------
-
 
     def _disconnect(self, reason: str, bye: str | None = None) -> None:
         if bye is not None:
@@ -490,7 +484,6 @@ class ImapLoginServer(LoginEngineBase):
         else:
             initial = line
         return self._auth_begin(self._auth_mech_raw, initial), True
-
 
     def _auth_begin(
         self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None

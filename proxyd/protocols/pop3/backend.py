@@ -39,14 +39,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.protocols.backend_engine import BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
-    BackendFailed,
     BackendLoggedIn,
     BackendNeedsTLS,
     ProxyFailure,
 )
-from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.imap.grammar import InputBuffer
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
@@ -97,13 +96,7 @@ class _State(enum.Enum):
     LOGIN2 = "login2"
 
 
-class _Phase(enum.Enum):
-    RUNNING = "running"
-    TLS_PENDING = "tls_pending"
-    DONE = "done"
-
-
-class Pop3BackendLogin:
+class Pop3BackendLogin(BackendEngineBase):
     """The POP3 login dialogue with one backend connection."""
 
     def __init__(self, params: Pop3BackendParams) -> None:
@@ -113,7 +106,7 @@ class Pop3BackendLogin:
         self._eof = False
         self._out = bytearray()
         self._events: deque[BackendEvent] = deque()
-        self._phase = _Phase.RUNNING
+        self._phase = Phase.RUNNING
         self._state = _State.BANNER
         self._xclient = False
         self._sasl: SaslClient | None = None
@@ -140,40 +133,11 @@ class Pop3BackendLogin:
         """Whether the backend's banner started ``+OK [XCLIENT]``."""
         return self._xclient
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the backend; ``b""`` means EOF."""
-        if data:
-            self._pending += data
-        else:
-            self._eof = True
-
-    def next_event(self) -> BackendEvent | _NeedData:
-        """The next event, or ``NEED_DATA``."""
-        while not self._events and self._phase is _Phase.RUNNING:
-            if self._buf.full:
-                self._fail(ProxyFailure.PROTOCOL, "Too long input line")
-            elif self._pending:
-                self._buf.fill_from(self._pending)
-                self._parse_lines()
-            elif self._eof:
-                self._fail(ProxyFailure.CONNECT, "Disconnected by server: Connection closed")
-            else:
-                break
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
-    def data_to_send(self) -> bytes:
-        """Drain the bytes queued for the backend."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
     def tls_started(self) -> None:
         """The STLS handshake is done; go on with the login."""
-        if self._phase is not _Phase.TLS_PENDING:
+        if self._phase is not Phase.TLS_PENDING:
             raise RuntimeError("tls_started() without BackendNeedsTLS")
-        self._phase = _Phase.RUNNING
+        self._phase = Phase.RUNNING
         # Whatever followed "+OK" in plaintext was handed to TLS.
         self._buf.take_all()
         self._pending.clear()
@@ -186,22 +150,6 @@ class Pop3BackendLogin:
         return data
 
     # -- internals ---------------------------------------------------------
-
-    def _fail(self, kind: ProxyFailure, log_text: str, client_reply: bytes | None = None) -> None:
-        self._phase = _Phase.DONE
-        self._events.append(BackendFailed(kind, log_text, client_reply))
-
-    def _parse_lines(self) -> None:
-        while self._phase is _Phase.RUNNING:
-            data = self._buf.peek()
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self._buf.skip(end + 1)
-            line = data[:end]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            self._parse_line(line)
 
     def _parse_line(self, line: bytes) -> None:
         """Dovecot's ``pop3_proxy_parse_line()``."""
@@ -220,7 +168,7 @@ class Pop3BackendLogin:
             if not line.startswith(b"+OK"):
                 self._fail(ProxyFailure.REMOTE, "STLS failed: " + replies.sanitize(line))
                 return
-            self._phase = _Phase.TLS_PENDING
+            self._phase = Phase.TLS_PENDING
             self._events.append(BackendNeedsTLS())
         elif state is _State.XCLIENT:
             if not line.startswith(b"+OK"):
@@ -236,7 +184,7 @@ class Pop3BackendLogin:
         elif line.startswith(b"+ ") and self._sasl is not None:
             self._continue_sasl(line[2:])
         elif line.startswith(b"+OK"):
-            self._phase = _Phase.DONE
+            self._phase = Phase.DONE
             self._events.append(BackendLoggedIn(line + b"\r\n"))
         else:
             self._login_failed(line)

@@ -127,12 +127,10 @@ class Pop3LoginServer(LoginEngineBase):
 
     # -- public API ------------------------------------------------------
 
-
     @property
     def buffered_size(self) -> int:
         """Client bytes received but not consumed (the driver's cue to stop reading)."""
         return len(self._buf) + len(self._pending)
-
 
     def trailing_data(self) -> bytes:
         """Return and forget the client bytes not consumed.
@@ -143,7 +141,6 @@ class Pop3LoginServer(LoginEngineBase):
         data = self._buf.take_all() + bytes(self._pending)
         self._pending.clear()
         return data
-
 
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
@@ -189,7 +186,6 @@ class Pop3LoginServer(LoginEngineBase):
         self._transition(Trigger.CLOSE)
 
     # -- state handling --------------------------------------------------
-
 
     def _disconnect(self, reason: str, text: str | None = None) -> None:
         if text is not None:
@@ -394,7 +390,6 @@ class Pop3LoginServer(LoginEngineBase):
             return
         self._buf.fill_from(self._pending)
         self._buf.skip_line()
-
 
     def _auth_begin(
         self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
