@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Final
 
 from proxyd.protocols.events import NEED_DATA, Event, LoginPolicy, _NeedData
@@ -61,18 +62,34 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = {
 class LoginEngineBase(ABC):
     """The shared half of ``ImapLoginServer`` and ``Pop3LoginServer``."""
 
-    _policy: LoginPolicy
-    _state: State
-    _buf: InputBuffer
-    _pending: bytearray
-    _eof: bool
-    _out: bytearray
-    _events: deque[Event]
-    _resume: bool
-    _auth_attempts: int
-    _auth_response: bytearray
-    _awaiting_response: bool
-    _max_auth_line: int
+    def __init__(
+        self,
+        policy: LoginPolicy,
+        *,
+        max_inbuf: int,
+        max_auth_line: int,
+        hostname: Callable[[], str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._policy = policy
+        self._max_auth_line = max_auth_line
+        #: feed the tempfail text ``[<host>:<YYYY-mm-dd HH:MM:SS>]``
+        self._hostname = hostname
+        self._clock = clock
+        self._state = State.NOT_AUTHENTICATED
+        self._buf = InputBuffer(max_inbuf)
+        self._pending = bytearray()
+        self._eof = False
+        self._out = bytearray()
+        self._events: deque[Event] = deque()
+        self._resume = False
+        # the SASL exchange
+        self._auth_attempts = 0
+        self._auth_mech_parsed = False
+        self._auth_mech_raw = b""
+        self._auth_mech_log = ""
+        self._auth_response = bytearray()
+        self._awaiting_response = False
 
     @abstractmethod
     def _on_input(self) -> None:

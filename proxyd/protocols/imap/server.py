@@ -41,7 +41,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +55,6 @@ from proxyd.protocols.events import (
     AuthRefused,
     ClientFailure,
     Close,
-    Event,
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
@@ -71,7 +69,6 @@ from proxyd.protocols.imap.grammar import (
     ArgType,
     ImapParseError,
     ImapParser,
-    InputBuffer,
     quote_quoted,
 )
 from proxyd.protocols.imap.replies import Status
@@ -144,17 +141,9 @@ class ImapLoginServer(LoginEngineBase):
         hostname: Callable[[], str] = socket.gethostname,
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
-        self._policy = policy
-        self._max_auth_line = max_auth_line
-        self._hostname = hostname
-        self._clock = clock
-        self._state = State.NOT_AUTHENTICATED
-        self._buf = InputBuffer(max_inbuf)
-        self._pending = bytearray()
-        self._eof = False
-        self._out = bytearray()
-        self._events: deque[Event] = deque()
-        self._resume = False
+        super().__init__(
+            policy, max_inbuf=max_inbuf, max_auth_line=max_auth_line, hostname=hostname, clock=clock
+        )
         self._max_line = max_line
         self._parser = ImapParser(
             self._buf, self._send_literal_continuation, max_line_size=max_line
@@ -165,13 +154,6 @@ class ImapLoginServer(LoginEngineBase):
         self._cmd_finished = False
         self._skip_line = False
         self._bad_counter = 0
-        # authentication
-        self._auth_attempts = 0
-        self._auth_mech_parsed = False
-        self._auth_mech_raw = b""
-        self._auth_mech_log = ""
-        self._auth_response = bytearray()
-        self._awaiting_response = False
         # misc per-connection flags
         self._starttls_done = False
         self._ignores_capability_resp_code = False

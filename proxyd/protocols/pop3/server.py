@@ -42,7 +42,6 @@ tempfail timestamp comes from an injectable ``clock``.
 from __future__ import annotations
 
 import socket
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Final
@@ -56,12 +55,11 @@ from proxyd.protocols.events import (
     AuthRefused,
     ClientFailure,
     Close,
-    Event,
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.imap.grammar import MAX_INBUF_SIZE, InputBuffer
+from proxyd.protocols.imap.grammar import MAX_INBUF_SIZE
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
 from proxyd.protocols.pop3.xclient import parse_xclient
@@ -101,28 +99,13 @@ class Pop3LoginServer(LoginEngineBase):
         hostname: Callable[[], str] = socket.gethostname,
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
-        self._policy = policy
-        self._max_auth_line = max_auth_line
-        self._hostname = hostname
-        self._clock = clock
-        self._state = State.NOT_AUTHENTICATED
-        self._buf = InputBuffer(max_inbuf)
-        self._pending = bytearray()
-        self._eof = False
-        self._out = bytearray()
-        self._events: deque[Event] = deque()
-        self._resume = False
+        super().__init__(
+            policy, max_inbuf=max_inbuf, max_auth_line=max_auth_line, hostname=hostname, clock=clock
+        )
         # pop3_client_input_next_cmd() state
         self._current_cmd: str | None = None
         self._bad_counter = 0
         self._last_user: bytes | None = None
-        # authentication
-        self._auth_attempts = 0
-        self._auth_mech_parsed = False
-        self._auth_mech_raw = b""
-        self._auth_mech_log = ""
-        self._auth_response = bytearray()
-        self._awaiting_response = False
         self._out += replies.greeting(policy)
 
     # -- public API ------------------------------------------------------
