@@ -14,8 +14,7 @@ run on in the server until it ends (``read_timeout`` bounds only the wait).
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
 import asyncmy
@@ -25,12 +24,12 @@ from passdb_drivers import _aio
 from passdb_drivers._pool import (
     ConnectError,
     Failover,
-    HostPool,
     QueryError,
     QueryResult,
     SqlConnector,
 )
 from passdb_drivers.sql.config import ServerConnect, SqlConfig
+from passdb_drivers.sql.hosts import open_failover
 
 DEFAULT_PORT: Final = 3306
 #: client error codes that mean the connection is gone (CR_SERVER_GONE_ERROR, ...)
@@ -148,23 +147,6 @@ async def _connect(**kwargs: Any) -> Any:
     return await asyncmy.connect(**kwargs)
 
 
-@asynccontextmanager
-async def open_backend(config: SqlConfig) -> AsyncIterator[Failover[SqlConnector]]:
+def open_backend(config: SqlConfig) -> AbstractAsyncContextManager[Failover[SqlConnector]]:
     """Host pools for ``config`` on the shared asyncio loop; closed on exit."""
-    server = config.server
-    assert server is not None
-    async with _aio.open_loop() as loop:
-        pools: list[HostPool[SqlConnector]] = [
-            HostPool(
-                MysqlConnector(loop, host, server),
-                maxconns=server.maxconns,
-                connect_timeout=server.connect_timeout,
-                query_timeout=server.query_timeout,
-            )
-            for host in server.hosts
-        ]
-        failover = Failover(pools)
-        try:
-            yield failover
-        finally:
-            await failover.aclose()
+    return open_failover(config, MysqlConnector)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -30,12 +29,12 @@ from passdb_drivers import _aio
 from passdb_drivers._pool import (
     ConnectError,
     Failover,
-    HostPool,
     QueryError,
     QueryResult,
     SqlConnector,
 )
 from passdb_drivers.sql.config import ServerConnect, SqlConfig, session_settings
+from passdb_drivers.sql.hosts import open_failover
 
 log = logging.getLogger("proxyd.auth.sql")
 
@@ -217,23 +216,6 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-@asynccontextmanager
-async def open_backend(config: SqlConfig) -> AsyncIterator[Failover[SqlConnector]]:
+def open_backend(config: SqlConfig) -> AbstractAsyncContextManager[Failover[SqlConnector]]:
     """Host pools for ``config`` on the shared asyncio loop; closed on exit."""
-    server = config.server
-    assert server is not None
-    async with _aio.open_loop() as loop:
-        pools: list[HostPool[SqlConnector]] = [
-            HostPool(
-                PgConnector(loop, host, server),
-                maxconns=server.maxconns,
-                connect_timeout=server.connect_timeout,
-                query_timeout=server.query_timeout,
-            )
-            for host in server.hosts
-        ]
-        failover = Failover(pools)
-        try:
-            yield failover
-        finally:
-            await failover.aclose()
+    return open_failover(config, PgConnector)
