@@ -557,7 +557,8 @@ class LoginSession:
             f", {result.reconnects} reconnects" if result.reconnects else "",
             self.log_fields(),
         )
-        return _Proxied(result, target, self.user)
+        # the session lives on for hours: it keeps where it went, not the password it used
+        return _Proxied(result, dataclasses.replace(target, password=Secret("")), self.user)
 
     async def _proxy_login(
         self, target: ProxyTarget, login: BackendLogin, source_ip: str

@@ -221,7 +221,9 @@ class ImapLoginServer(LoginEngineBase):
         """Send the final login reply; the session now belongs to the relay."""
         self._transition(Trigger.LOGGED_IN)
         self._awaiting_response = False
+        self._auth_response.clear()  # a SASL response may hold the password
         self._out += reply
+        self._parser.reset()  # the parsed LOGIN line (with its password) is not kept for the session
 
     def tls_started(self, policy: LoginPolicy) -> None:
         """The STARTTLS handshake succeeded; read commands again under ``policy``."""

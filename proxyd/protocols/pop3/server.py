@@ -144,6 +144,7 @@ class Pop3LoginServer(LoginEngineBase):
         """Send the backend's ``+OK`` line; the session now belongs to the relay."""
         self._transition(Trigger.LOGGED_IN)
         self._awaiting_response = False
+        self._auth_response.clear()  # a SASL response may hold the password
         self._out += reply
 
     def tls_started(self, policy: LoginPolicy) -> None:
