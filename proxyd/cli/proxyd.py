@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 
 import trio
@@ -122,7 +123,7 @@ def _login_gid(settings: Settings) -> int | None:
     return None
 
 
-def _build_tls(settings: Settings, cache: dict[str, object]) -> None:
+def _build_tls(settings: Settings, cache: dict[str, ssl.SSLContext]) -> None:
     from proxyd.login import tls
 
     cache.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import ipaddress
 import logging
 import time
@@ -25,7 +24,6 @@ log = logging.getLogger("proxyd")
 #: login service name -> protocol plug-in
 PROTOCOLS: Final[dict[str, ProtocolSpec]] = {"imap": IMAP, "pop3": POP3}
 
-_SKIPPABLE_BIND_ERRORS: Final = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL})
 
 
 def _plain_ip(ip: str) -> str:

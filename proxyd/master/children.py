@@ -11,7 +11,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import NoReturn
 
@@ -32,7 +34,7 @@ from proxyd.master.zygote import InheritedSockets
 log = logging.getLogger("proxyd")
 
 #: TLS contexts built once in the zygote (reading certificates needs the file system)
-TLS_CACHE: dict[str, object] = {}
+TLS_CACHE: dict[str, ssl.SSLContext] = {}
 
 
 def auth_socket_path(settings: Settings) -> str:
@@ -101,8 +103,8 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
     ctx = LoginContext(
         settings=settings,
         auth=AuthClient(inside),
-        server_tls=TLS_CACHE.get("server"),  # type: ignore[arg-type]
-        backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],  # type: ignore[arg-type,return-value]
+        server_tls=TLS_CACHE.get("server"),
+        backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],
     )
     trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)
 
@@ -152,8 +154,8 @@ async def _auth_main(
                 inner.start_soon(_wait_master, control, nursery, authenticator)
 
 
-async def _wait_signal(signals: object, nursery: trio.Nursery) -> None:
-    async for _ in signals:  # type: ignore[attr-defined]
+async def _wait_signal(signals: AsyncIterator[int], nursery: trio.Nursery) -> None:
+    async for _ in signals:
         nursery.cancel_scope.cancel()
         return
 
