@@ -50,6 +50,8 @@ from proxyd.master.zygote import ZygoteHandle
 log = logging.getLogger("proxyd")
 
 _STOP_TIMEOUT = 5.0
+#: how long an admin command waits for a child (proxyctl itself waits 30 s)
+_REPLY_TIMEOUT = 15
 _QUEUE_FULL_INTERVAL = 0.1
 
 
@@ -168,15 +170,36 @@ class Master:
             await child.control.send(message)
 
     async def ask(self, child: Child, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a command and wait (bounded) for the child's reply."""
+        """Send a command and wait (bounded) for the child's reply; {} if none came."""
         self._request_id += 1
+        request_id = self._request_id
         send, receive = trio.open_memory_channel[dict[str, Any]](1)
-        child.replies[self._request_id] = send
-        await self.tell(child, {**message, "id": self._request_id})
-        with trio.move_on_after(5):
+        child.replies[request_id] = send
+        await self.tell(child, {**message, "id": request_id})
+        with trio.move_on_after(_REPLY_TIMEOUT):
             return await receive.receive()
-        child.replies.pop(self._request_id, None)
+        child.replies.pop(request_id, None)
+        log.warning(
+            "service(%s): child %d did not answer %r within %d secs",
+            child.service or child.kind, child.pid, message.get("cmd"), _REPLY_TIMEOUT,
+        )
         return {}
+
+    async def ask_all(
+        self, kind: str, message: dict[str, Any], *, live_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """``ask`` every live child of ``kind`` at once: one slow child must not
+        make the others' answers wait (or miss the admin client's deadline)."""
+        replies: list[dict[str, Any]] = []
+
+        async def one(child: Child) -> None:
+            replies.append(await self.ask(child, message))
+
+        async with trio.open_nursery() as nursery:
+            for child in list(self.children.values()):
+                if child.kind == kind and not (live_only and child.stopping):
+                    nursery.start_soon(one, child)
+        return replies
 
     # ------------------------------------------------------------------ accounting
     async def maintain(self) -> None:
@@ -244,27 +267,18 @@ class Master:
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for child in list(self.children.values()):
-            if child.kind == "login":
-                rows += (await self.ask(child, {"cmd": "who", "mask": mask})).get("sessions", [])
-        return rows
+        replies = await self.ask_all("login", {"cmd": "who", "mask": mask})
+        return [row for reply in replies for row in reply.get("sessions", [])]
 
     async def kick(self, mask: str) -> int:
-        total = 0
-        for child in list(self.children.values()):
-            if child.kind == "login":
-                total += int((await self.ask(child, {"cmd": "kick", "mask": mask})).get("count", 0))
-        return total
+        replies = await self.ask_all("login", {"cmd": "kick", "mask": mask})
+        return sum(int(reply.get("count", 0)) for reply in replies)
 
     async def flush_cache(self, users: list[str]) -> int:
         """``proxyctl auth cache flush``: the auth process owns the cache."""
-        total = 0
-        for child in list(self.children.values()):
-            if child.kind == "auth" and not child.stopping:
-                reply = await self.ask(child, {"cmd": "cache-flush", "users": users})
-                total += int(reply.get("count", 0))
-        return total
+        # an old auth process still finishing its requests after a reload is not asked
+        replies = await self.ask_all("auth", {"cmd": "cache-flush", "users": users}, live_only=True)
+        return sum(int(reply.get("count", 0)) for reply in replies)
 
     async def reload(self) -> str:
         """SIGHUP: new settings for new logins; proxied sessions keep running."""
