@@ -35,7 +35,8 @@ import dataclasses
 import logging
 import math
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -45,6 +46,7 @@ from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionIn
 from proxyd.config.settings import Settings
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
+from proxyd.login.proxied import ProxiedConnection, close_gracefully
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     ProxyTarget,
@@ -53,7 +55,6 @@ from proxyd.login.proxyfields import (
     parse_referral,
 )
 from proxyd.login.proxystate import ProxyState
-from proxyd.login.relay import relay
 from proxyd.login.streams import PrefixedStream
 from proxyd.protocols.backend_events import ProxyFailure
 from proxyd.protocols.events import (
@@ -121,6 +122,9 @@ class LoginContext:
     auth: AuthService
     server_tls: ssl.SSLContext | None
     backend_tls: Callable[[bool], ssl.SSLContext]
+    #: hands a plaintext proxied session to the relay process (high-security mode);
+    #: False when it stays here
+    handoff: Callable[[ProxiedConnection], Awaitable[bool]] | None = None
 
 
 class _SessionEnded(Exception):
@@ -172,9 +176,10 @@ class LoginSession:
             source_ips=ctx.settings.login_source_ips.addresses,
             max_disconnect_delay=ctx.settings.login_proxy_max_disconnect_delay,
         )
-        self._proxied: _Proxied | None = None
-        #: the disconnect delay was worked out already (the backend side ended)
-        self._delay_taken = False
+        #: wall clock of the connect, comparable across processes (``proxyctl who``)
+        self.connected_at = time.time()
+        #: the post-login relay, once the backend accepted the login
+        self.relayed: ProxiedConnection | None = None
         self._kicked_while_pending = False
         #: called when the phase changes (the login process reports it to the master)
         self.on_phase_change: Callable[[LoginSession], None] | None = None
@@ -189,6 +194,9 @@ class LoginSession:
         stream is never written into, so kicked clients just see the close;
         neither is a session that is logging in to its backend).
         """
+        if self.relayed is not None:
+            self.relayed.kick(log_reason)
+            return
         self._destroy_reason = log_reason
         self._destroy_text = text if self.phase == "prelogin" and not self.proxy_pending else None
         self._kicked_while_pending = self.proxy_pending
@@ -263,21 +271,11 @@ class LoginSession:
                     trio.BrokenResourceError, trio.ClosedResourceError
                 ):
                     await self.stream.send_all(self.spec.goodbye(self._destroy_text))
-            if self.phase == "proxying":
-                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
-                # unless the backend had gone already and the delay is running
-                delay = 0.0 if self._delay_taken else self._disconnect_delay()
-                self.log.info(
-                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
-                    self.user, self.conn.remote_ip, self._destroy_reason,
-                    _delay_text(delay), self.log_fields(),
-                )
-                await self._linger(delay)
-            elif self._kicked_while_pending:
+            if self._kicked_while_pending:
                 self._log_close(f"Disconnected by proxy: {self._destroy_reason}")
             else:
                 self._log_close(self._destroy_reason)
-            await _close_gracefully(self.stream)
+            await close_gracefully(self.stream)
 
     async def _run(self) -> None:
         proxied: _Proxied | None = None
@@ -296,13 +294,9 @@ class LoginSession:
             return
         finally:
             if proxied is None and not self._destroy_reason:
-                await _close_gracefully(self.stream)
+                await close_gracefully(self.stream)
         if proxied is not None:
-            self.phase = "proxying"
-            self.backend_address = f"{proxied.backend.ip}:{proxied.target.port}"
-            if self.on_phase_change is not None:
-                self.on_phase_change(self)
-            await self._relay(proxied)
+            await self._proxy_after_login(proxied)
 
     async def _handshake(self) -> bool:
         assert isinstance(self.stream, trio.SSLStream)
@@ -598,66 +592,28 @@ class LoginSession:
         else:
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
 
-    async def _relay(self, proxied: _Proxied) -> None:
+    async def _proxy_after_login(self, proxied: _Proxied) -> None:
         backend = proxied.backend
-        self._proxied = proxied
-        try:
-            stats = await relay(
-                self.stream,
-                backend.stream,
-                client_pending=self.engine.trailing_data(),
-                server_pending=backend.trailing,
-            )
-        finally:
-            # the server side goes at once; the client's may wait (disconnect delay)
-            await _close_gracefully(backend.stream)
-            if backend.record is not None:
-                ProxyState.disconnected(backend.record)
-        delay = self._disconnect_delay() if stats.closed_by == "server" else 0.0
-        self._delay_taken = True
-        idle = math.floor(trio.current_time() - stats.last_activity)
-        error = f": {stats.error}" if stats.error else ""
-        self.log.info(
-            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s: %s",
-            proxied.user, self.conn.remote_ip, stats.closed_by, error, idle,
-            stats.client_to_server, stats.server_to_client, _delay_text(delay), self.log_fields(),
+        self.backend_address = f"{backend.ip}:{proxied.target.port}"
+        self.relayed = ProxiedConnection(
+            client=self.stream,
+            backend=backend.stream,
+            client_pending=self.engine.trailing_data(),
+            backend_pending=backend.trailing,
+            user=proxied.user,
+            protocol=self.spec.name,
+            remote_ip=self.conn.remote_ip,
+            backend_address=self.backend_address,
+            log_fields=self.log_fields(),
+            log=self.log,
+            state=self.proxy_state,
+            record=backend.record,
+            connected_at=self.connected_at,
         )
-        try:
-            await self._linger(delay)
-        finally:
-            await _close_gracefully(self.stream)
-
-    def _disconnect_delay(self) -> float:
-        """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""
-        proxied = self._proxied
-        if proxied is None or proxied.backend.record is None:
-            return 0.0
-        return self.proxy_state.disconnect_delay(proxied.backend.record)
-
-    async def _linger(self, delay: float) -> None:
-        """Keep the client open for ``delay`` seconds, dropping what it sends, unless it leaves first."""
-        if delay <= 0:
-            return
-        assert self._proxied is not None
-        assert self._proxied.backend.record is not None
-        record = self._proxied.backend.record
-        try:
-            with trio.move_on_after(delay):
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    while await self.stream.receive_some(_RECV_SIZE):
-                        pass
-        finally:
-            ProxyState.delayed_disconnect_done(record)
-
-
-def _delay_text(delay: float) -> str:
-    return f" - disconnecting client in {round(delay * 1000)}ms" if delay > 0 else ""
-
-
-async def _close_gracefully(stream: trio.abc.Stream) -> None:
-    """Close with a TLS close_notify where there is TLS, but never wait long for it."""
-    with trio.move_on_after(1, shield=True) as scope:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.aclose()
-    if scope.cancelled_caught:
-        await trio.aclose_forcefully(stream)
+        self.phase = "proxying"
+        if self.on_phase_change is not None:
+            self.on_phase_change(self)
+        handoff = self.ctx.handoff
+        if handoff is not None and await handoff(self.relayed):
+            return  # the relay process has it now
+        await self.relayed.run()

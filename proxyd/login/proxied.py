@@ -1,0 +1,148 @@
+"""A logged-in client spliced onto its backend, until either side leaves.
+
+Theory of operation
+-------------------
+``ProxiedConnection`` is the post-login half of a session (Dovecot's detached
+``login_proxy``): it runs the relay (``proxyd.login.relay``), writes the
+``proxy(USER): disconnecting ...`` log line, and when the backend side ended
+first keeps the client open a while (``login_proxy_max_disconnect_delay``, paced
+by the owning process's ``ProxyState``), dropping what it sends.
+
+It is used in two places: inside the login process that did the login (TLS on
+either side, high-performance mode), and in the relay process, which takes over
+plaintext sessions from high-security login processes (``proxyd.login.handoff``)
+so that an idle proxied session does not keep a whole login process alive.
+
+An admin kick (``kick()``) ends it the same way as a backend disconnect, with
+"Disconnected by proxy: REASON" in the log and no message to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from proxyd.login.proxystate import BackendRecord, ProxyState
+from proxyd.login.relay import relay
+
+_RECV_SIZE: Final = 4096
+
+
+@dataclass(slots=True)
+class ProxiedConnection:
+    client: trio.abc.Stream
+    backend: trio.abc.Stream
+    #: the client's bytes pipelined after its login, the backend's after its reply
+    client_pending: bytes
+    backend_pending: bytes
+    user: str
+    protocol: str
+    remote_ip: str
+    #: "ip:port" of the backend, for ``proxyctl who``
+    backend_address: str
+    #: Dovecot's login_log_format_elements of the session, fixed at login
+    log_fields: str
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    state: ProxyState
+    #: the owning process's record of this backend (connection counted as proxying)
+    record: BackendRecord | None
+    #: wall clock of the client's connect, comparable across processes
+    connected_at: float = field(default_factory=time.time)
+    _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _kick_reason: str = ""
+    _delay_taken: bool = False
+
+    def kick(self, reason: str) -> None:
+        """End the session from outside (``proxyctl kick``)."""
+        self._kick_reason = reason
+        self._scope.cancel()
+
+    @property
+    def kicked(self) -> bool:
+        return bool(self._kick_reason)
+
+    def plain_sockets(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType] | None:
+        """Both sides' sockets when neither has TLS (only then can it move to another process)."""
+        if isinstance(self.client, trio.SocketStream) and isinstance(self.backend, trio.SocketStream):
+            return self.client.socket, self.backend.socket
+        return None
+
+    async def run(self) -> None:
+        """Relay until either side closes, log it, linger if the backend went first."""
+        try:
+            with self._scope:
+                await self._relay()
+            if self._scope.cancelled_caught:
+                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
+                # unless the backend had gone already and the delay is running
+                delay = 0.0 if self._delay_taken else self._disconnect_delay()
+                self.log.info(
+                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
+                    self.user, self.remote_ip, self._kick_reason, _delay_text(delay), self.log_fields,
+                )
+                await self._linger(delay)
+        finally:
+            await close_gracefully(self.client)
+
+    async def _relay(self) -> None:
+        try:
+            stats = await relay(
+                self.client,
+                self.backend,
+                client_pending=self.client_pending,
+                server_pending=self.backend_pending,
+            )
+        finally:
+            self.client_pending = self.backend_pending = b""
+            # the server side goes at once; the client's may wait (disconnect delay)
+            await close_gracefully(self.backend)
+            if self.record is not None:
+                ProxyState.disconnected(self.record)
+        delay = self._disconnect_delay() if stats.closed_by == "server" else 0.0
+        self._delay_taken = True
+        idle = math.floor(trio.current_time() - stats.last_activity)
+        error = f": {stats.error}" if stats.error else ""
+        self.log.info(
+            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s: %s",
+            self.user, self.remote_ip, stats.closed_by, error, idle,
+            stats.client_to_server, stats.server_to_client, _delay_text(delay), self.log_fields,
+        )
+        await self._linger(delay)
+
+    def _disconnect_delay(self) -> float:
+        """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""
+        if self.record is None:
+            return 0.0
+        return self.state.disconnect_delay(self.record)
+
+    async def _linger(self, delay: float) -> None:
+        """Keep the client open for ``delay`` seconds, dropping what it sends, unless it leaves first."""
+        if delay <= 0:
+            return
+        assert self.record is not None
+        try:
+            with trio.move_on_after(delay):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while await self.client.receive_some(_RECV_SIZE):
+                        pass
+        finally:
+            ProxyState.delayed_disconnect_done(self.record)
+
+
+def _delay_text(delay: float) -> str:
+    return f" - disconnecting client in {round(delay * 1000)}ms" if delay > 0 else ""
+
+
+async def close_gracefully(stream: trio.abc.Stream) -> None:
+    """Close with a TLS close_notify where there is TLS, but never wait long for it."""
+    with trio.move_on_after(1, shield=True) as scope:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.aclose()
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(stream)
