@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import ssl
 import sys
 
@@ -72,9 +73,10 @@ def _check_users(settings: Settings) -> None:
 
 def _run(settings: Settings) -> int:
     # everything the children need is imported here, before the zygote forks
+    from proxyd.login.handoff import RELAY_SOCKET_NAME
     from proxyd.master import children
     from proxyd.master.children import auth_socket_path, child_main
-    from proxyd.master.listeners import ListenError, bind_all, bind_auth_socket
+    from proxyd.master.listeners import ListenError, bind_all, bind_auth_socket, handoff_services
     from proxyd.master.main import Master
     from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
 
@@ -89,11 +91,18 @@ def _run(settings: Settings) -> int:
             if "tcpwrap" in settings.login_access_sockets
             else None
         )
+        relay_sock = (
+            bind_auth_socket(
+                os.path.join(settings.base_dir, "login", RELAY_SOCKET_NAME), login_gid, socket.SOCK_SEQPACKET
+            )
+            if handoff_services(settings)
+            else None
+        )
     except (ListenError, OSError) as exc:
         print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
         return 1
     _build_tls(settings, children.TLS_CACHE)
-    inherited = InheritedSockets(listeners={}, auth=auth_sock, tcpwrap=tcpwrap_sock)
+    inherited = InheritedSockets(listeners={}, auth=auth_sock, tcpwrap=tcpwrap_sock, relay=relay_sock)
     for item in bound:
         index = settings.service(item.service).listeners.index(item.listener)
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
@@ -104,6 +113,7 @@ def _run(settings: Settings) -> int:
     try:
         master = Master(settings, zygote, bound)
         master.tcpwrap_bound = tcpwrap_sock is not None
+        master.relay_bound = relay_sock is not None
         trio.run(master.run)
     finally:
         os.kill(zygote.pid, 15)

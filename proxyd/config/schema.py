@@ -252,6 +252,7 @@ _TOP_SPECS: Final = (
     _spec(
         "proxyd_local_backend", _T, hosts.parse_local_backend, hosts.format_local_backend, ""
     ),
+    _bool("proxyd_plaintext_handoff", _T, "yes"),
     _str("ssl_client_cert", _T, pem=True),
     _str("ssl_client_key", _T, pem=True, secret=True),
     _spec(

@@ -163,6 +163,9 @@ class Settings:
     auth_proxy_self: HostList = field(default_factory=HostList)
     auth_master_user_separator: str = ""
     proxyd_local_backend: LocalBackend | None = None
+    #: high-security mode: a plaintext session leaves its login process once proxied
+    #: (for the relay process), as Dovecot's login processes end after a local login
+    proxyd_plaintext_handoff: bool = True
     imap_capability: str = ""
     imap_id_retain: bool = False
 

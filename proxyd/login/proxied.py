@@ -73,6 +73,17 @@ class ProxiedConnection:
             return self.client.socket, self.backend.socket
         return None
 
+    async def release(self) -> None:
+        """Drop this process's hold on a session another process has taken over.
+
+        Closing a descriptor that another process still holds sends nothing.
+        """
+        self.client_pending = self.backend_pending = b""
+        await trio.aclose_forcefully(self.backend)
+        await trio.aclose_forcefully(self.client)
+        if self.record is not None:
+            ProxyState.disconnected(self.record)
+
     async def run(self) -> None:
         """Relay until either side closes, log it, linger if the backend went first."""
         try:

@@ -615,5 +615,6 @@ class LoginSession:
             self.on_phase_change(self)
         handoff = self.ctx.handoff
         if handoff is not None and await handoff(self.relayed):
-            return  # the relay process has it now
+            await self.relayed.release()  # the relay process has it now
+            return
         await self.relayed.run()

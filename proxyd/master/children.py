@@ -22,13 +22,15 @@ import trio
 from proxyd.auth.authenticator import Authenticator, open_authenticator
 from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
 from proxyd.config.settings import EffectiveService, Settings, effective_service
+from proxyd.login.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.login.protocol import ProtocolSpec
+from proxyd.login.relayhost import RelayHost
 from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
 from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
 from proxyd.master.control import ControlChannel
-from proxyd.master.listeners import BoundSocket
+from proxyd.master.listeners import BoundSocket, handoff_services
 from proxyd.master.zygote import InheritedSockets
 
 log = logging.getLogger("proxyd")
@@ -54,6 +56,8 @@ def child_main(
             _auth_process(settings, control, inherited)
         elif kind == "tcpwrap":
             _tcpwrap_process(settings, control, inherited)
+        elif kind == "relay":
+            _relay_process(settings, control, inherited)
         else:
             _login_process(settings, service, control, inherited)
     except BaseException:
@@ -73,6 +77,8 @@ def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
         inherited.auth.close()
     if inherited.tcpwrap is not None and inherited.tcpwrap.fileno() not in keep:
         inherited.tcpwrap.close()
+    if inherited.relay is not None and inherited.relay.fileno() not in keep:
+        inherited.relay.close()
 
 
 def _login_process(settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets) -> None:
@@ -94,17 +100,21 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
     if os.geteuid() == 0:
         chroot = eff.chroot
         identity = privileges.resolve_identity(eff.user, eff.group, chroot)
-    inside = path
-    access_dir = os.path.join(settings.base_dir, "login")
+    login_dir = os.path.join(settings.base_dir, "login")
+    relay_path = os.path.join(login_dir, RELAY_SOCKET_NAME)
+    inside, access_dir = path, login_dir
     if identity is not None and identity.chroot:
-        inside = "/" + os.path.relpath(path, identity.chroot)
-        access_dir = "/" + os.path.relpath(access_dir, identity.chroot)
+        inside, access_dir, relay_path = (
+            "/" + os.path.relpath(p, identity.chroot) for p in (path, access_dir, relay_path)
+        )
     privileges.drop(identity)
+    handing_off = inherited.relay is not None and service in handoff_services(settings)
     ctx = LoginContext(
         settings=settings,
         auth=AuthClient(inside),
         server_tls=TLS_CACHE.get("server"),
         backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],
+        handoff=partial(hand_off, relay_path, service) if handing_off else None,
     )
     trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)
 
@@ -173,6 +183,28 @@ async def _wait_master(
             count = authenticator.flush_cache(users)
             await control.send({"ev": "reply", "id": message.get("id"), "count": count})
     nursery.cancel_scope.cancel()
+
+
+def _relay_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:
+    """The relay process: unprivileged and chrooted like the login processes it takes sessions from."""
+    privileges.set_title("relay")
+    listener = inherited.relay
+    assert listener is not None
+    _close_all_but(inherited, {listener.fileno()})
+    services = handoff_services(settings)
+    identity = None
+    if os.geteuid() == 0:
+        eff = effective_service(settings, min(services))
+        identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
+    privileges.drop(identity)
+    trio.run(_relay_main, settings, listener, control, services)
+
+
+async def _relay_main(
+    settings: Settings, listener: socket.socket, control_sock: socket.socket, services: frozenset[str]
+) -> None:
+    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    await RelayHost(settings, listener, control, services).run()
 
 
 def _tcpwrap_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxyd.config.settings import InetListener, Settings
+from proxyd.config.settings import InetListener, Settings, effective_service
 
 log = logging.getLogger("proxyd")
 
@@ -36,6 +36,13 @@ def enabled_services(settings: Settings) -> Iterator[str]:
         service = LOGIN_SERVICES.get(proto)
         if service is not None:
             yield service
+
+
+def handoff_services(settings: Settings) -> frozenset[str]:
+    """The high-security login services whose plaintext sessions go to the relay process."""
+    if not settings.proxyd_plaintext_handoff:
+        return frozenset()
+    return frozenset(s for s in enabled_services(settings) if effective_service(settings, s).service_count == 1)
 
 
 def bind_all(settings: Settings) -> list[BoundSocket]:
@@ -79,8 +86,8 @@ def _bind(service: str, port: int, address: str) -> socket.socket | None:
     return sock
 
 
-def bind_auth_socket(path: str, login_gid: int | None) -> socket.socket:
-    """A service's UNIX socket (auth, tcpwrap) inside the login chroot directory."""
+def bind_auth_socket(path: str, login_gid: int | None, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A service's UNIX socket (auth, tcpwrap, relay) inside the login chroot directory."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     if login_gid is not None and os.geteuid() == 0:
@@ -88,7 +95,7 @@ def bind_auth_socket(path: str, login_gid: int | None) -> socket.socket:
         os.chmod(directory, 0o750)  # noqa: S103 - root and the login group only
     if os.path.exists(path):
         os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, kind)
     sock.bind(path)
     os.chmod(path, 0o666)  # noqa: S103 - the directory's mode is what keeps strangers out
     sock.listen(512)

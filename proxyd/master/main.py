@@ -44,12 +44,14 @@ from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
 from proxyd.master.admin import serve_admin
 from proxyd.master.control import ControlChannel, ControlError
-from proxyd.master.listeners import BoundSocket, enabled_services
+from proxyd.master.listeners import BoundSocket, enabled_services, handoff_services
 from proxyd.master.zygote import ZygoteHandle
 
 log = logging.getLogger("proxyd")
 
 _STOP_TIMEOUT = 5.0
+#: the children that hold proxied sessions (``proxyctl who`` / ``kick``)
+_SESSION_HOLDERS = ("login", "relay")
 #: how long an admin command waits for a child (proxyctl itself waits 30 s)
 _REPLY_TIMEOUT = 15
 _QUEUE_FULL_INTERVAL = 0.1
@@ -89,16 +91,20 @@ class Master:
         self._limit_logged: set[str] = set()
         self.stop_requested = trio.Event()
         self.tcpwrap_bound = False
+        self.relay_bound = False
 
     # ------------------------------------------------------------------ helpers
     def services(self) -> list[EffectiveService]:
         return [effective_service(self.settings, name) for name in enabled_services(self.settings)]
 
     def support_services(self) -> list[str]:
-        """The non-login processes: auth always, tcpwrap when login_access_sockets names it."""
+        """The non-login processes: auth always, tcpwrap when login_access_sockets names it,
+        relay when a high-security login service hands its plaintext sessions off."""
         kinds = ["auth"]
         if "tcpwrap" in self.settings.login_access_sockets and self.tcpwrap_bound:
             kinds.append("tcpwrap")
+        if self.relay_bound and handoff_services(self.settings):
+            kinds.append("relay")
         return kinds
 
     def _notify(self) -> None:
@@ -186,9 +192,9 @@ class Master:
         return {}
 
     async def ask_all(
-        self, kind: str, message: dict[str, Any], *, live_only: bool = False
+        self, kinds: tuple[str, ...], message: dict[str, Any], *, live_only: bool = False
     ) -> list[dict[str, Any]]:
-        """``ask`` every live child of ``kind`` at once: one slow child must not
+        """``ask`` every child of one of ``kinds`` at once: one slow child must not
         make the others' answers wait (or miss the admin client's deadline)."""
         replies: list[dict[str, Any]] = []
 
@@ -197,7 +203,7 @@ class Master:
 
         async with trio.open_nursery() as nursery:
             for child in list(self.children.values()):
-                if child.kind == kind and not (live_only and child.stopping):
+                if child.kind in kinds and not (live_only and child.stopping):
                     nursery.start_soon(one, child)
         return replies
 
@@ -267,17 +273,17 @@ class Master:
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str) -> list[dict[str, Any]]:
-        replies = await self.ask_all("login", {"cmd": "who", "mask": mask})
+        replies = await self.ask_all(_SESSION_HOLDERS, {"cmd": "who", "mask": mask})
         return [row for reply in replies for row in reply.get("sessions", [])]
 
     async def kick(self, mask: str) -> int:
-        replies = await self.ask_all("login", {"cmd": "kick", "mask": mask})
+        replies = await self.ask_all(_SESSION_HOLDERS, {"cmd": "kick", "mask": mask})
         return sum(int(reply.get("count", 0)) for reply in replies)
 
     async def flush_cache(self, users: list[str]) -> int:
         """``proxyctl auth cache flush``: the auth process owns the cache."""
         # an old auth process still finishing its requests after a reload is not asked
-        replies = await self.ask_all("auth", {"cmd": "cache-flush", "users": users}, live_only=True)
+        replies = await self.ask_all(("auth",), {"cmd": "cache-flush", "users": users}, live_only=True)
         return sum(int(reply.get("count", 0)) for reply in replies)
 
     async def reload(self) -> str:

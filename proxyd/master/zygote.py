@@ -51,6 +51,8 @@ class InheritedSockets:
     auth: socket.socket
     #: the built-in tcpwrap access service's socket, when login_access_sockets names it
     tcpwrap: socket.socket | None = None
+    #: the relay process's hand-off socket, when some login service is in high-security mode
+    relay: socket.socket | None = None
 
 
 def become_subreaper() -> None:

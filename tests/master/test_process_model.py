@@ -135,7 +135,10 @@ def test_process_limit_destroys_the_oldest_prelogin_client_never_a_proxied_one(
 ) -> None:
     """At process_limit the oldest client still logging in gets Dovecot's
     ``* BYE Connection queue full``; a proxied session is never chosen."""
-    master = proxyd.start(static_config(proxyd, backend_a, process_limit="3"))
+    config = static_config(proxyd, backend_a, process_limit="3")
+    # Dovecot's way: the proxied session keeps its login process (and its slot)
+    config.set(proxyd_plaintext_handoff="no")
+    master = proxyd.start(config)
     proxied = RawImapClient(master.address(), master.port(), source_ip=client_address(60))
     assert proxied.command("LOGIN alice alicepw").status == "OK"
     oldest = RawImapClient(master.address(), master.port(), source_ip=client_address(61))
@@ -153,6 +156,70 @@ def test_process_limit_destroys_the_oldest_prelogin_client_never_a_proxied_one(
             client.close()
     assert "process_limit (3) reached" in master.log_text()
     assert "Connection queue full" in master.log_text()
+
+
+def test_high_security_plaintext_sessions_move_to_the_relay_process(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """Once proxied, a plaintext session leaves its login process for the relay process
+    (unprivileged, chrooted), which relays it, lists and kicks it; so proxied sessions do
+    not hold process_limit's slots. A STARTTLS session keeps its login process."""
+    config = static_config(proxyd, backend_a, process_limit="2")
+    master = proxyd.start(config)
+    [relay] = wait_count(master, "proxyd: relay", 1)
+    assert relay.uid == pwd.getpwnam("dovenull").pw_uid
+    assert relay.root == str(Path(config.settings["base_dir"] or "") / "login")
+    sessions: list[RawImapClient] = []
+    tls = None
+    try:
+        for number in range(3):  # one after another: three pre-login clients would be too many
+            client = RawImapClient(master.address(), master.port(), source_ip=client_address(80 + number))
+            sessions.append(client)
+            # a command pipelined behind LOGIN goes along with the hand-off
+            client.send_raw(b"a LOGIN alice alicepw\r\nb SELECT INBOX\r\n")
+            assert client.read_reply("a").status == "OK"
+            assert client.read_reply("b").status == "OK"
+            _wait_relayed_by(relay.pid, client, client_address(80 + number))
+        wait_count(master, "proxyd: imap-login", 1)  # only the spare: 3 sessions, process_limit 2
+        tls = RawImapClient(master.address(), master.port(), source_ip=client_address(84))
+        assert tls.starttls(proxyd.tls.client_context()).status == "OK"
+        assert tls.command("LOGIN bob bobpw").status == "OK"
+        assert _owner_of_connection(client_address(84), tls._sock.getsockname()[1]) != relay.pid
+        wait_count(master, "proxyd: imap-login", 2)  # bob's, and a spare again
+
+        who = proxyd.proxyctl("-c", str(master.config_path), "who").stdout
+        assert sorted(line.split()[0] for line in who.splitlines()[1:]) == ["alice"] * 3 + ["bob"]
+        assert sessions[0].command("NOOP").status == "OK"
+        kick = proxyd.proxyctl("-c", str(master.config_path), "kick", "alice")
+        assert kick.stdout.strip() == "3 connections kicked"
+        for client in sessions:
+            assert client.read_until_closed() == []
+        assert tls.command("NOOP").status == "OK"
+    finally:
+        for client in sessions:
+            client.close()
+        if tls is not None:
+            tls.close()
+    master.wait_for_log(
+        r"imap-login: Info: proxy\(alice\): disconnecting 127\.\S+ \(Disconnected by proxy: Kicked by admin\)"
+    )
+
+
+def test_a_killed_relay_process_is_replaced(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    """Its sessions end with it; new logins are relayed by its successor."""
+    master = proxyd.start(static_config(proxyd, backend_a))
+    [relay] = wait_count(master, "proxyd: relay", 1)
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(86)) as client:
+        assert client.command("LOGIN alice alicepw").status == "OK"
+        _wait_relayed_by(relay.pid, client, client_address(86))
+        os.kill(relay.pid, signal.SIGKILL)
+        assert client.is_closed_by_peer()
+    [successor] = wait_count(master, "proxyd: relay", 1)
+    assert successor.pid != relay.pid
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(87)) as client:
+        assert client.command("LOGIN alice alicepw").status == "OK"
+        assert client.command("NOOP").status == "OK"
+        _wait_relayed_by(successor.pid, client, client_address(87))
 
 
 def test_who_kick_and_a_killed_login_process(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
@@ -196,6 +263,13 @@ def test_who_kick_and_a_killed_login_process(proxyd: ProxydRunner, backend_a: Do
 
 def _owner_of_connection(client_ip: str, client_port: int) -> int:
     """The pid holding the server side of the TCP connection from client_ip:client_port."""
+    owners = _owners_of_connection(client_ip, client_port)
+    assert owners, "no process holds the connection"
+    return min(owners)
+
+
+def _owners_of_connection(client_ip: str, client_port: int) -> set[int]:
+    """Every pid holding the server side of the TCP connection from client_ip:client_port."""
     import ipaddress
 
     wanted = f"{int(ipaddress.IPv4Address(client_ip)).to_bytes(4, 'little').hex().upper()}:{client_port:04X}"
@@ -205,6 +279,7 @@ def _owner_of_connection(client_ip: str, client_port: int) -> int:
         if parts[2] == wanted:
             inode = parts[9]
     assert inode, "connection not found"
+    owners: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -215,10 +290,18 @@ def _owner_of_connection(client_ip: str, client_port: int) -> int:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{entry}/fd/{fd}") == f"socket:[{inode}]":
-                    return int(entry)
+                    owners.add(int(entry))
             except OSError:
                 continue
-    raise AssertionError("no process holds the connection")
+    return owners
+
+
+def _wait_relayed_by(pid: int, client: RawImapClient, client_ip: str) -> None:
+    """The session's server side is held by ``pid`` alone (its login process let go)."""
+    port = client._sock.getsockname()[1]
+    wait_until(lambda: _owners_of_connection(client_ip, port) == {pid}, timeout=10,
+               what=f"the connection held by {pid} only",
+               diagnostics=lambda: str(_owners_of_connection(client_ip, port)))
 
 
 def test_auth_cache_flush_reaches_the_auth_process(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:

@@ -1,0 +1,152 @@
+"""Handing a proxied plaintext session from a login process to the relay process.
+
+Theory of operation
+-------------------
+In high-security mode (``service_count = 1``) every connection gets a login
+process of its own, and a Python process costs megabytes even when all it does
+is splice bytes.  Dovecot's login processes end once a user has logged in
+locally; only TLS sessions keep theirs, for the proxying
+(``login-processes.rst``).  proxyd does the same for proxied sessions: when
+neither side has TLS, the login process hands the two sockets to the relay
+process and exits.  Everything that parses what a client sends (pre-login
+commands, SASL, TLS) still happens in a process of its own; the relay process
+only moves bytes, inside the kernel where it can (``os.splice``).
+
+The hand-off is one ``SOCK_SEQPACKET`` message on the relay socket under
+``base_dir/login``: a JSON record (``HandoffRecord``) plus the client and
+backend descriptors as ``SCM_RIGHTS``; the relay process answers ``OK`` (it
+owns the session now) or ``NO`` (full or stopping: the session stays where it
+is).  Once the message is sent the login process never relays itself unless the
+answer is ``NO`` or the relay process is gone, so that no session is ever
+relayed twice.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import json
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import trio
+
+from proxyd.login.proxied import ProxiedConnection
+
+RELAY_SOCKET_NAME: Final = "relay"
+#: the whole record; pending bytes are bounded by the engines' line limits
+MAX_RECORD: Final = 64 * 1024
+ACCEPTED: Final = b"OK"
+REFUSED: Final = b"NO"
+#: how long a login process waits for the relay process's answer
+ANSWER_TIMEOUT: Final = 10.0
+
+
+class HandoffError(ValueError):
+    """A hand-off message that is not one."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRecord:
+    """What the relay process needs besides the two sockets."""
+
+    service: str
+    protocol: str
+    user: str
+    remote_ip: str
+    backend_ip: str
+    backend_port: int
+    log_fields: str
+    connected_at: float
+    client_pending: bytes
+    backend_pending: bytes
+
+    def encode(self) -> bytes:
+        fields: dict[str, Any] = asdict(self)
+        fields["client_pending"] = base64.b64encode(self.client_pending).decode()
+        fields["backend_pending"] = base64.b64encode(self.backend_pending).decode()
+        return json.dumps(fields, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> HandoffRecord:
+        try:
+            fields = json.loads(data)
+            return cls(
+                service=_text(fields["service"]),
+                protocol=_text(fields["protocol"]),
+                user=_text(fields["user"]),
+                remote_ip=_text(fields["remote_ip"]),
+                backend_ip=_text(fields["backend_ip"]),
+                backend_port=int(fields["backend_port"]),
+                log_fields=_text(fields["log_fields"]),
+                connected_at=float(fields["connected_at"]),
+                client_pending=base64.b64decode(fields["client_pending"], validate=True),
+                backend_pending=base64.b64decode(fields["backend_pending"], validate=True),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HandoffError(f"invalid hand-off record: {exc}") from None
+
+    @classmethod
+    def of(cls, conn: ProxiedConnection, service: str) -> HandoffRecord:
+        ip, _, port = conn.backend_address.rpartition(":")
+        return cls(
+            service=service,
+            protocol=conn.protocol,
+            user=conn.user,
+            remote_ip=conn.remote_ip,
+            backend_ip=ip,
+            backend_port=int(port),
+            log_fields=conn.log_fields,
+            connected_at=conn.connected_at,
+            client_pending=conn.client_pending,
+            backend_pending=conn.backend_pending,
+        )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    # it goes into log lines: no line breaks
+    return value.replace("\r", "?").replace("\n", "?")
+
+
+def fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors of an SCM_RIGHTS message."""
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
+async def hand_off(path: str, service: str, conn: ProxiedConnection) -> bool:
+    """Give ``conn`` to the relay process at ``path``; True when it took it.
+
+    On True the caller must only drop its own descriptors (closing them sends
+    nothing: the relay process holds the connections now).
+    """
+    sockets = conn.plain_sockets()
+    if sockets is None or conn.kicked:
+        return False
+    record = HandoffRecord.of(conn, service).encode()
+    if len(record) > MAX_RECORD:
+        return False
+    client, backend = sockets
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with sock:
+        try:
+            await sock.connect(path)
+            fds = array.array("i", [client.fileno(), backend.fileno()])
+            await sock.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+        except OSError:
+            return False  # no relay process (yet): keep the session here
+        # sent: from here on a missing answer must not make two processes relay it
+        with trio.move_on_after(ANSWER_TIMEOUT) as waited:
+            try:
+                answer = await sock.recv(16)
+            except OSError:
+                answer = b""
+        if waited.cancelled_caught:
+            return True  # queued at a stalled relay process: it has the descriptors
+        return answer == ACCEPTED

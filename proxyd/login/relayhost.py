@@ -1,0 +1,212 @@
+"""The relay process: proxied plaintext sessions handed off by high-security login processes.
+
+Theory of operation
+-------------------
+The master binds the relay socket (``base_dir/login/relay``, ``SOCK_SEQPACKET``)
+and starts one relay process, unprivileged and chrooted like the login
+processes.  Each hand-off (``proxyd.login.handoff``) brings a record and the
+client's and backend's sockets; the process answers ``OK`` and runs a
+``ProxiedConnection`` for it, which logs the disconnect exactly as the login
+process would have (under the login service's log name).  Nothing here parses
+what a client sends.
+
+Commands from the master: ``who`` and ``kick`` (these sessions are listed and
+kicked like any proxied session), ``stop`` (take no more, finish the sessions:
+after a reload the new relay process takes the new ones).  Its
+``ProxyState`` paces ``login_proxy_max_disconnect_delay`` over all the
+sessions it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any, Final
+
+import trio
+
+from proxyd.config.settings import Settings
+from proxyd.login.handoff import ACCEPTED, MAX_RECORD, REFUSED, HandoffError, HandoffRecord, fds_of
+from proxyd.login.proxied import ProxiedConnection
+from proxyd.login.proxystate import ProxyState
+from proxyd.master.control import ControlChannel, ControlError
+
+log = logging.getLogger("proxyd")
+
+_GRACE: Final = 2.0
+
+
+class RelayHost:
+    def __init__(
+        self, settings: Settings, listener: socket.socket, control: ControlChannel, services: frozenset[str]
+    ) -> None:
+        self.listener = trio.socket.from_stdlib_socket(listener)
+        self.control = control
+        #: the login services whose sessions may be handed here (their log names)
+        self.services = services
+        self.client_limit = settings.default_client_limit
+        self.state = ProxyState(max_disconnect_delay=settings.login_proxy_max_disconnect_delay)
+        self.sessions: dict[int, ProxiedConnection] = {}
+        self.stopping = False
+        self._next_id = 0
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._control_loop)
+            nursery.start_soon(self._signals, nursery)
+            nursery.start_soon(self._accept_loop, nursery)
+            await self._report()
+            while not (self.stopping and not self.sessions):
+                await self._wait_change()
+            nursery.cancel_scope.cancel()
+
+    async def _wait_change(self) -> None:
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+    async def _report(self) -> None:
+        self._changed.set()
+        message = {"ev": "status", "clients": len(self.sessions), "accepting": not self.stopping,
+                   "prelogin_since": None}
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.control.send(message)
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.stopping = True
+                self._changed.set()
+                nursery.cancel_scope.deadline = trio.current_time() + _GRACE
+
+    # ------------------------------------------------------------------ hand-offs
+    async def _accept_loop(self, nursery: trio.Nursery) -> None:
+        while not self.stopping:
+            try:
+                sock, _ = await self.listener.accept()
+            except OSError as exc:
+                log.error("relay: accept() failed: %s", exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._take, sock, nursery)
+
+    async def _take(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        with sock, trio.move_on_after(10):
+            try:
+                data, ancdata, flags, _ = await sock.recvmsg(MAX_RECORD, socket.CMSG_SPACE(4 * 4))
+            except OSError:
+                return
+            fds = fds_of(ancdata)
+            try:
+                if len(fds) != 2 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise HandoffError("a hand-off needs one record and two sockets")
+                if not all(_is_stream_socket(fd) for fd in fds):
+                    raise HandoffError("a handed-off descriptor is not a stream socket")
+                record = HandoffRecord.decode(data)
+                if record.service not in self.services:
+                    raise HandoffError(f"unknown service {record.service!r}")
+            except HandoffError as exc:
+                log.error("relay: refused a hand-off: %s", exc)
+                for fd in fds:
+                    os.close(fd)
+                return
+            if self.stopping or len(self.sessions) >= self.client_limit:
+                for fd in fds:
+                    os.close(fd)
+                await _answer(sock, REFUSED)
+                return
+            client, backend = (_stream(fd) for fd in fds)
+            self._next_id += 1
+            self.sessions[self._next_id] = self._proxied(record, client, backend)
+            nursery.start_soon(self._serve, self._next_id)
+            await _answer(sock, ACCEPTED)
+
+    def _proxied(self, record: HandoffRecord, client: trio.SocketStream, backend: trio.SocketStream) -> ProxiedConnection:
+        entry = self.state.record(record.backend_ip, record.backend_port)
+        ProxyState.connected(entry)
+        return ProxiedConnection(
+            client=client,
+            backend=backend,
+            client_pending=record.client_pending,
+            backend_pending=record.backend_pending,
+            user=record.user,
+            protocol=record.protocol,
+            remote_ip=record.remote_ip,
+            backend_address=f"{record.backend_ip}:{record.backend_port}",
+            log_fields=record.log_fields,
+            log=logging.getLogger(record.service),
+            state=self.state,
+            record=entry,
+            connected_at=record.connected_at,
+        )
+
+    async def _serve(self, session_id: int) -> None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        await self._report()
+        try:
+            await session.run()
+        except Exception:
+            log.exception("relay: internal error in session of %s", session.user)
+        finally:
+            del self.sessions[session_id]
+            with trio.CancelScope(shield=True):
+                await self._report()
+
+    # ------------------------------------------------------------------ commands
+    async def _control_loop(self) -> None:
+        try:
+            while (message := await self.control.receive()) is not None:
+                await self._command(message)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self.stopping = True  # the master is gone: finish what we have
+        self._changed.set()
+
+    async def _command(self, message: dict[str, Any]) -> None:
+        cmd = message.get("cmd")
+        mask = str(message.get("mask") or "*")
+        if cmd == "stop":
+            self.stopping = True
+            await self._report()
+        elif cmd == "who":
+            now = time.time()
+            rows = [
+                {"user": s.user, "protocol": s.protocol, "ip": s.remote_ip,
+                 "backend": s.backend_address, "age": round(now - s.connected_at)}
+                for s in self._matching(mask)
+            ]
+            await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": rows})
+        elif cmd == "kick":
+            victims = self._matching(mask)
+            for session in victims:
+                session.kick("Kicked by admin")
+            await self.control.send({"ev": "reply", "id": message.get("id"), "count": len(victims)})
+
+    def _matching(self, mask: str) -> list[ProxiedConnection]:
+        return [s for s in self.sessions.values() if not s.kicked and fnmatch.fnmatchcase(s.user, mask)]
+
+
+def _is_stream_socket(fd: int) -> bool:
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    kind = probe.type
+    probe.detach()
+    return kind == socket.SOCK_STREAM
+
+
+def _stream(fd: int) -> trio.SocketStream:
+    return trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
+
+
+async def _answer(sock: trio.socket.SocketType, answer: bytes) -> None:
+    with contextlib.suppress(OSError):
+        await sock.send(answer)
