@@ -57,6 +57,10 @@ class RelayHost:
         self._changed = trio.Event()
 
     async def run(self) -> None:
+        with self.listener:
+            await self._run()
+
+    async def _run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._control_loop)
             nursery.start_soon(self._signals, nursery)

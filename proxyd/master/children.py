@@ -92,6 +92,7 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
         for sock, index, address in mine
     ]
     privileges.limit_memory(eff.vsz_limit)
+    privileges.raise_fd_limit(eff.client_limit)
     # connect to the auth process while its socket path is still reachable
     path = auth_socket_path(settings)
     auth_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -192,6 +193,7 @@ def _relay_process(settings: Settings, control: socket.socket, inherited: Inheri
     assert listener is not None
     _close_all_but(inherited, {listener.fileno()})
     services = handoff_services(settings)
+    privileges.raise_fd_limit(settings.default_client_limit)
     identity = None
     if os.geteuid() == 0:
         eff = effective_service(settings, min(services))

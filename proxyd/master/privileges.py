@@ -57,6 +57,17 @@ def limit_memory(vsz_limit: int) -> None:
         resource.setrlimit(limit, (vsz_limit, vsz_limit))
 
 
+def raise_fd_limit(clients: int) -> None:
+    """Room for ``clients`` proxied sessions (two sockets each, and some spare),
+    as far as the hard limit allows, like Dovecot's master does for its services."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * clients + 64
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def drop(identity: Identity | None) -> None:
     """chroot and switch to the identity; a no-op when not running as root."""
     if identity is None or os.geteuid() != 0:

@@ -1,0 +1,173 @@
+"""The hand-off of a proxied plaintext session to the relay process, over real sockets.
+
+``hand_off()`` (the login process's side) and ``RelayHost`` (the relay process)
+talk over a real ``SOCK_SEQPACKET`` socket; the "client" and "backend" are
+socketpairs, so what the relay moves between them can be checked byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from proxyd.config.settings import Settings
+from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off
+from proxyd.login.proxied import ProxiedConnection
+from proxyd.login.proxystate import ProxyState
+from proxyd.login.relayhost import RelayHost
+from proxyd.master.control import ControlChannel
+
+RECORD = HandoffRecord(
+    service="imap-login",
+    protocol="imap",
+    user="alice",
+    remote_ip="192.0.2.7",
+    backend_ip="127.0.0.2",
+    backend_port=143,
+    log_fields="user=<alice>, method=PLAIN, rip=192.0.2.7, lip=127.0.0.1, session=<x>",
+    connected_at=1700000000.5,
+    client_pending=b"b NOOP\r\n",
+    backend_pending=b"* 1 EXISTS\r\n",
+)
+
+
+def test_record_round_trip() -> None:
+    assert HandoffRecord.decode(RECORD.encode()) == RECORD
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b"{}", b'{"service": 1}', RECORD.encode().replace(b'"user":"alice"', b'"user":null')],
+)
+def test_invalid_records_are_refused(data: bytes) -> None:
+    with pytest.raises(HandoffError):
+        HandoffRecord.decode(data)
+
+
+def test_line_breaks_never_reach_a_log_line() -> None:
+    forged = RECORD.encode().replace(b"user=<alice>", b"user=<alice>\\r\\nFAKE: line")
+    assert "\n" not in HandoffRecord.decode(forged).log_fields
+
+
+def test_fds_of_reads_scm_rights() -> None:
+    payload = (3).to_bytes(4, "little") + (9).to_bytes(4, "little")
+    assert fds_of([(socket.SOL_SOCKET, socket.SCM_RIGHTS, payload)]) == [3, 9]
+    assert fds_of([(socket.SOL_SOCKET, 99, payload)]) == []
+
+
+@dataclass
+class Relay:
+    host: RelayHost
+    path: str
+    control: ControlChannel
+
+    async def ask(self, message: dict[str, object]) -> dict[str, object]:
+        await self.control.send({**message, "id": 1})
+        while True:
+            reply = await self.control.receive()
+            assert reply is not None
+            if reply.get("ev") == "reply":
+                return reply
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    path = str(tmp_path / "relay")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(8)
+    ours, theirs = trio.socket.socketpair()
+    host = RelayHost(
+        Settings(), listener, ControlChannel(trio.SocketStream(theirs)), frozenset({"imap-login"})
+    )
+    with ours, theirs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(host.run)
+            yield Relay(host, path, ControlChannel(trio.SocketStream(ours)))
+            nursery.cancel_scope.cancel()
+
+
+def _proxied(client: trio.socket.SocketType, backend: trio.socket.SocketType) -> ProxiedConnection:
+    return ProxiedConnection(
+        client=trio.SocketStream(client),
+        backend=trio.SocketStream(backend),
+        client_pending=RECORD.client_pending,
+        backend_pending=RECORD.backend_pending,
+        user="alice",
+        protocol="imap",
+        remote_ip=RECORD.remote_ip,
+        backend_address="127.0.0.2:143",
+        log_fields=RECORD.log_fields,
+        log=logging.getLogger("imap-login"),
+        state=ProxyState(),
+        record=None,
+    )
+
+
+async def test_a_handed_off_session_is_relayed_listed_and_kicked(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    conn = _proxied(client_end, backend_end)
+    assert await hand_off(relay.path, "imap-login", conn)
+    await conn.release()  # the login process lets go: nothing is sent by that
+    with trio.fail_after(5):
+        assert await server_end.recv(100) == b"b NOOP\r\n"  # pipelined bytes first
+        assert await user_end.recv(100) == b"* 1 EXISTS\r\n"
+        await user_end.send(b"c NOOP\r\n")
+        assert await server_end.recv(100) == b"c NOOP\r\n"
+        await server_end.send(b"c OK done\r\n")
+        assert await user_end.recv(100) == b"c OK done\r\n"
+
+        who = await relay.ask({"cmd": "who", "mask": "al*"})
+        assert who["sessions"] == [
+            {"user": "alice", "protocol": "imap", "ip": "192.0.2.7", "backend": "127.0.0.2:143",
+             "age": who["sessions"][0]["age"]}  # type: ignore[index]
+        ]
+        assert (await relay.ask({"cmd": "kick", "mask": "alice"}))["count"] == 1
+        assert await user_end.recv(100) == b""  # closed, no message
+        assert await server_end.recv(100) == b""
+    user_end.close()
+    server_end.close()
+    assert "proxy(alice): disconnecting 192.0.2.7 (Disconnected by proxy: Kicked by admin)" in caplog.text
+
+
+async def test_tls_sessions_and_a_missing_relay_stay_in_the_login_process(relay: Relay) -> None:
+    a, b = trio.socket.socketpair()
+    with a, b:
+        conn = _proxied(a, b)
+        assert not await hand_off(relay.path + "-missing", "imap-login", conn)
+        conn.client = trio.StapledStream(trio.testing.MemorySendStream(), trio.testing.MemoryReceiveStream())
+        assert not await hand_off(relay.path, "imap-login", conn)
+    assert relay.host.sessions == {}
+
+
+async def test_garbage_is_refused_and_the_relay_goes_on(relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(5):
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        await sock.connect(relay.path)
+        await sock.send(b"not a record")
+        assert await sock.recv(16) == b""  # no answer, just the close
+        sock.close()
+    assert "refused a hand-off" in caplog.text
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    with user_end, client_end, server_end, backend_end:
+        assert await hand_off(relay.path, "imap-login", _proxied(client_end, backend_end))
+        assert len(relay.host.sessions) == 1
+
+
+async def test_a_full_relay_answers_no(relay: Relay) -> None:
+    relay.host.client_limit = 0
+    a, b = trio.socket.socketpair()
+    with a, b:
+        assert not await hand_off(relay.path, "imap-login", _proxied(a, b))
