@@ -18,13 +18,17 @@ backend descriptors as ``SCM_RIGHTS``; the relay process answers ``OK`` (it
 owns the session now) or ``NO`` (full or stopping: the session stays where it
 is).  Once the message is sent the login process never relays itself unless the
 answer is ``NO`` or the relay process is gone, so that no session is ever
-relayed twice.
+relayed twice.  After ``OK`` the login process sends a last word, ``GO``, or
+``KICK REASON`` when an admin kicked the session while it was being handed over
+(the login process counted that kick, so the relay process carries it out); the
+relay process starts relaying only then (or when the login process is gone).
 """
 
 from __future__ import annotations
 
 import array
 import base64
+import contextlib
 import json
 import socket
 from dataclasses import asdict, dataclass
@@ -39,6 +43,8 @@ RELAY_SOCKET_NAME: Final = "relay"
 MAX_RECORD: Final = 64 * 1024
 ACCEPTED: Final = b"OK"
 REFUSED: Final = b"NO"
+GO: Final = b"GO"
+KICK: Final = b"KICK "
 #: how long a login process waits for the relay process's answer
 ANSWER_TIMEOUT: Final = 10.0
 
@@ -149,4 +155,18 @@ async def hand_off(path: str, service: str, conn: ProxiedConnection) -> bool:
                 answer = b""
         if waited.cancelled_caught:
             return True  # queued at a stalled relay process: it has the descriptors
-        return answer == ACCEPTED
+        if answer != ACCEPTED:
+            return False
+        # no checkpoint between deciding and marking: a later kick goes to the relay process
+        conn.moved = True
+        last_word = KICK + conn.kick_reason.encode() if conn.kicked else GO
+        with contextlib.suppress(OSError):
+            await sock.send(last_word)
+        return True
+
+
+def parse_last_word(data: bytes) -> str | None:
+    """The kick reason in a login process's last word, None for ``GO`` (or nothing)."""
+    if data.startswith(KICK):
+        return _text(data[len(KICK):].decode(errors="replace")) or "Kicked by admin"
+    return None

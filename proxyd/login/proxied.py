@@ -54,6 +54,8 @@ class ProxiedConnection:
     record: BackendRecord | None
     #: wall clock of the client's connect, comparable across processes
     connected_at: float = field(default_factory=time.time)
+    #: handed to the relay process: from here on kicks and ``who`` are its business
+    moved: bool = False
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _kick_reason: str = ""
     _delay_taken: bool = False
@@ -66,6 +68,10 @@ class ProxiedConnection:
     @property
     def kicked(self) -> bool:
         return bool(self._kick_reason)
+
+    @property
+    def kick_reason(self) -> str:
+        return self._kick_reason
 
     def plain_sockets(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType] | None:
         """Both sides' sockets when neither has TLS (only then can it move to another process)."""

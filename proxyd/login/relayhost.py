@@ -31,7 +31,15 @@ from typing import Any, Final
 import trio
 
 from proxyd.config.settings import Settings
-from proxyd.login.handoff import ACCEPTED, MAX_RECORD, REFUSED, HandoffError, HandoffRecord, fds_of
+from proxyd.login.handoff import (
+    ACCEPTED,
+    MAX_RECORD,
+    REFUSED,
+    HandoffError,
+    HandoffRecord,
+    fds_of,
+    parse_last_word,
+)
 from proxyd.login.proxied import ProxiedConnection
 from proxyd.login.proxystate import ProxyState
 from proxyd.master.control import ControlChannel, ControlError
@@ -100,6 +108,7 @@ class RelayHost:
             nursery.start_soon(self._take, sock, nursery)
 
     async def _take(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        session_id = 0
         with sock, trio.move_on_after(10):
             try:
                 data, ancdata, flags, _ = await sock.recvmsg(MAX_RECORD, socket.CMSG_SPACE(4 * 4))
@@ -126,9 +135,22 @@ class RelayHost:
                 return
             client, backend = (_stream(fd) for fd in fds)
             self._next_id += 1
-            self.sessions[self._next_id] = self._proxied(record, client, backend)
-            nursery.start_soon(self._serve, self._next_id)
-            await _answer(sock, ACCEPTED)
+            session_id = self._next_id
+            session = self.sessions[session_id] = self._proxied(record, client, backend)
+            try:
+                await _answer(sock, ACCEPTED)
+                # the login process's last word: GO, or a kick that reached it meanwhile
+                kick = parse_last_word(await sock.recv(256))
+            except OSError:
+                kick = None  # the login process is gone: the session is ours
+            except BaseException:  # cancelled: this process is going away
+                del self.sessions[session_id]
+                await session.release()
+                raise
+            if kick is not None:
+                session.kick(kick)
+        if session_id:  # (also after the 10 s bound: once accepted, the session is ours)
+            nursery.start_soon(self._serve, session_id)
 
     def _proxied(self, record: HandoffRecord, client: trio.SocketStream, backend: trio.SocketStream) -> ProxiedConnection:
         entry = self.state.record(record.backend_ip, record.backend_port)
@@ -153,14 +175,17 @@ class RelayHost:
         session = self.sessions.get(session_id)
         if session is None:
             return
-        await self._report()
         try:
+            await self._report()
             await session.run()
         except Exception:
             log.exception("relay: internal error in session of %s", session.user)
         finally:
             del self.sessions[session_id]
             with trio.CancelScope(shield=True):
+                # closed already unless cancelled before run() got going
+                await trio.aclose_forcefully(session.backend)
+                await trio.aclose_forcefully(session.client)
                 await self._report()
 
     # ------------------------------------------------------------------ commands

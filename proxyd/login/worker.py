@@ -269,6 +269,7 @@ class LoginWorker:
             c for c in self.clients.values()
             # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
             if (c.session.phase == "proxying" or c.session.proxy_pending)
+            and not (c.session.relayed is not None and c.session.relayed.moved)
             and fnmatch.fnmatchcase(c.session.user, mask or "*")
         ]
 

@@ -7,6 +7,7 @@ socketpairs, so what the relay moves between them can be checked byte for byte.
 
 from __future__ import annotations
 
+import array
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import trio
 import trio.testing
 
 from proxyd.config.settings import Settings
-from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off
+from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
 from proxyd.login.proxied import ProxiedConnection
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.relayhost import RelayHost
@@ -171,3 +172,32 @@ async def test_a_full_relay_answers_no(relay: Relay) -> None:
     a, b = trio.socket.socketpair()
     with a, b:
         assert not await hand_off(relay.path, "imap-login", _proxied(a, b))
+
+
+async def test_a_kick_during_the_hand_off_is_carried_out_by_the_relay(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The login process counted the kick; its last word tells the relay process."""
+    caplog.set_level(logging.INFO)
+    user_end, client_end = socket.socketpair()
+    server_end, backend_end = socket.socketpair()
+    with user_end, client_end, server_end, backend_end, trio.fail_after(5):
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with sock:
+            await sock.connect(relay.path)
+            fds = array.array("i", [client_end.fileno(), backend_end.fileno()])
+            await sock.sendmsg([RECORD.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+            assert await sock.recv(16) == b"OK"
+            await sock.send(b"KICK Kicked by admin")
+        client_end.close()
+        backend_end.close()
+        assert await trio.to_thread.run_sync(user_end.recv, 100) == b""  # closed, no message
+    assert "(Disconnected by proxy: Kicked by admin)" in caplog.text
+    assert relay.host.sessions == {}
+
+
+def test_last_words() -> None:
+    assert parse_last_word(b"GO") is None
+    assert parse_last_word(b"") is None
+    assert parse_last_word(b"KICK Kicked by admin") == "Kicked by admin"
+    assert parse_last_word(b"KICK x\r\ny") == "x??y"
