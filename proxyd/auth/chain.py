@@ -247,11 +247,16 @@ class PassdbChain:
     # -- the run ---------------------------------------------------------------
 
     async def _run(self, request: AuthRequest, *, verify_password: bool) -> ChainResult:
+        # what a trusted proxy in front forwarded is in the extra fields from the start,
+        # as Dovecot imports it: %{passdb:forward_NAME} sees it, a passdb may override it
+        forwarded = {f"forward_{key}": value for key, value in request.conn.forward_fields.items()}
         state = _State(
             request=request,
             original_user=request.user,
             user=request.user,
             verify_password=verify_password,
+            fields=dict(forwarded),
+            snapshot=dict(forwarded),
         )
         mech_subsystem = request.mech.lower() or "auth"
         if verify_password and request.password is None:
@@ -418,7 +423,7 @@ class PassdbChain:
         self._cache.insert(key, CachedPassdb(password, changed), last_success=result is _Result.OK)
 
     async def _query(self, state: _State, entry: ChainEntry) -> _Result:
-        request = dataclasses.replace(state.request, user=state.user)
+        request = dataclasses.replace(state.request, user=state.user, passdb_fields=dict(state.fields))
         password = state.request.password
         passdb = entry.passdb
         checks_itself = (

@@ -174,7 +174,9 @@ def request_variables(
     long_names.update({alias: values[target] for alias, target in aliases.items()})
     short = {key: values[name] for key, name in SHORT_NAMES.items()}
     short["!"] = ""
-    return Variables(short=short, long=long_names, passdb_fields=dict(passdb_fields or {}))
+    if passdb_fields is None:
+        passdb_fields = request.passdb_fields
+    return Variables(short=short, long=long_names, passdb_fields=dict(passdb_fields))
 
 
 @dataclass(slots=True)

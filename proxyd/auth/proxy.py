@@ -111,10 +111,6 @@ class ProxyFinisher:
         fields = dict(reply.fields)
         if "proxy" not in fields and "proxy_maybe" not in fields:
             return reply
-        for key, value in request.conn.forward_fields.items():
-            # what a trusted proxy in front forwarded goes on to the next hop, as
-            # Dovecot imports it into the extra fields (a passdb value wins)
-            fields.setdefault(f"forward_{key}", value)
         prefix = f"proxy({reply.user or request.user},{request.conn.remote_ip}): "
         host = fields.get("host", "")
         host_is_self = False

@@ -54,6 +54,9 @@ class AuthRequest:
     user: str
     password: Secret | None
     login_user: str = ""
+    #: the extra fields set so far (by earlier passdbs of the chain, and the ``forward_*``
+    #: fields a trusted proxy in front sent): what ``%{passdb:NAME}`` expands to
+    passdb_fields: Mapping[str, str] = field(default_factory=dict)
 
 
 class AuthStatus(enum.Enum):

@@ -244,12 +244,3 @@ def test_split_master_user() -> None:
     assert (split.user, split.login_user) == ("admin", "bob")
     assert split_master_user(request, "") is request
     assert split_master_user(make_request("bob", "pw"), "*").user == "bob"
-
-
-async def test_forwarded_fields_travel_on_unless_the_passdb_sets_them() -> None:
-    request = make_request("alice", "pw", forward_fields={"tenant": "t1", "plan": "gold"})
-    reply = await ProxyFinisher().finish(
-        request, ok(proxy="", host="192.0.2.5", forward_plan="silver")
-    )
-    assert reply.fields["forward_tenant"] == "t1"
-    assert reply.fields["forward_plan"] == "silver"

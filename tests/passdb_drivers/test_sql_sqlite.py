@@ -88,3 +88,19 @@ async def test_missing_file_is_a_temporary_failure_until_it_appears(tmp_path: Pa
         created.close()
         await trio.sleep(1.1)  # the failed "host" is skipped for a second
         assert (await db.lookup(make_request("alice", "pw"))).result is PassdbResult.OK
+
+
+async def test_a_query_sees_the_fields_of_earlier_passdbs(tmp_path: Path, database: Path) -> None:
+    """``%{passdb:NAME}`` in a query is a bound parameter with the value an earlier
+    passdb of the chain set (here a static one naming the backend to look in)."""
+    static_args = "nopassword backend_host=127.0.0.3"
+    query = (
+        "SELECT NULL AS password, 'Y' AS nopassword, host, 'Y' AS proxy FROM proxy_accounts "
+        "WHERE username = '%u' AND host = '%{passdb:backend_host}'"
+    )
+    chain = [passdb("static", static_args, result_success="continue"), passdb("sql", conf(tmp_path, database, query))]
+    async with authenticator(chain) as auth:
+        bob = await auth.authenticate(make_request("bob", "pw"))
+        alice = await auth.authenticate(make_request("alice", "pw"))
+    assert (bob.status, bob.fields.get("host")) == (AuthStatus.OK, "127.0.0.3")
+    assert alice.status is AuthStatus.FAIL  # alice's row names 127.0.0.2

@@ -83,3 +83,26 @@ def test_empty_key_is_a_config_error() -> None:
     settings = PassdbSettings(driver="static", args="proxy =oops", location=Location("p.conf", 9))
     with pytest.raises(ConfigError, match=r"^p\.conf:9: passdb static: Invalid passdb template"):
         create(settings)
+
+
+async def test_passdb_variables_see_earlier_passdbs_and_forwarded_fields() -> None:
+    """``%{passdb:NAME}`` is what earlier passdbs set, and the ``forward_*`` fields a
+    trusted proxy in front sent (Dovecot imports them as extra fields); a passdb's
+    own ``forward_*`` value wins and everything travels on to the next hop."""
+    first = await open_static("nopassword tenant=acme")
+    second = await open_static(
+        "nopassword proxy=y host=%{passdb:tenant}.backend destuser=%{passdb:forward_origin}-%n "
+        "forward_plan=silver"
+    )
+    chain = make_chain(
+        (first, {"driver": "static", "result_success": "continue"}), (second, {"driver": "static"})
+    )
+    reply = (
+        await chain.authenticate(make_request("bob", "x", forward_fields={"origin": "eu", "plan": "gold"}))
+    ).reply
+    assert reply.status is AuthStatus.OK
+    fields = dict(reply.fields)
+    assert fields["host"] == "acme.backend"
+    assert fields["destuser"] == "eu-bob"
+    assert fields["forward_origin"] == "eu"
+    assert fields["forward_plan"] == "silver"
