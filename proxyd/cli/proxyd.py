@@ -8,6 +8,7 @@ zygote with everything imported, and only then start Trio in the master.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -116,9 +117,11 @@ def _run(settings: Settings) -> int:
         master.relay_bound = relay_sock is not None
         trio.run(master.run)
     finally:
-        os.kill(zygote.pid, 15)
-        os.waitpid(zygote.pid, 0)
-    return 0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zygote.pid, 15)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(zygote.pid, 0)
+    return 1 if master.failed else 0
 
 
 def _login_gid(settings: Settings) -> int | None:

@@ -46,7 +46,7 @@ def auth_socket_path(settings: Settings) -> str:
 def child_main(
     settings: Settings, kind: str, service: str, control: socket.socket, inherited: InheritedSockets
 ) -> NoReturn:
-    """Entry point of every forked child (called by the zygote's double fork)."""
+    """Entry point of every forked child (called in the zygote's fork)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -17,7 +17,8 @@ Trio, one ``ServicePool`` per login service keeps Dovecot's accounting:
   pool tell the process with the oldest pre-login client to destroy it
   ("Connection queue full"); proxied sessions are never chosen;
 * processes idle longer than ``idle_kill`` beyond ``process_min_avail`` are
-  told to stop; dead children are reaped through pidfds and replaced.
+  told to stop; dead children (reaped by the zygote, which reports their exit
+  status) are replaced.
 
 SIGHUP (or ``proxyctl reload``): re-read the config in the master and the
 zygote, start a new auth process and new login processes, tell the old ones to
@@ -92,6 +93,8 @@ class Master:
         self.stop_requested = trio.Event()
         self.tcpwrap_bound = False
         self.relay_bound = False
+        #: stopped because of an error (the exit status says so)
+        self.failed = False
 
     # ------------------------------------------------------------------ helpers
     def services(self) -> list[EffectiveService]:
@@ -138,7 +141,11 @@ class Master:
         """Read the child's reports until it exits, then reap it."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_reports, child)
-            await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+            status = await self.zygote.wait_exit(child.pid)
+            if status is None:  # the zygote died first: its orphans are ours (subreaper)
+                await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+            else:
+                self._reaped(child, status)
             nursery.cancel_scope.cancel()
 
     def _reaped(self, child: Child, status: int) -> None:
@@ -326,6 +333,8 @@ class Master:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.zygote.run)
+            nursery.start_soon(self._watch_zygote)
             async with trio.open_nursery() as services:
                 services.start_soon(self.maintain)
                 for bound in self.bound:
@@ -342,6 +351,14 @@ class Master:
             await self.shutdown()
             nursery.cancel_scope.cancel()
 
+    async def _watch_zygote(self) -> None:
+        """Without the zygote no process can be started: stop, as Dovecot's master would."""
+        await self.zygote.dead.wait()
+        if not self.shutting_down:
+            log.error("zygote (pid %d) died: no new processes can be started, shutting down", self.zygote.pid)
+            self.failed = True
+            self.stop_requested.set()
+
     async def _signals(self, signals: Any, scope_owner: trio.Nursery) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
@@ -352,7 +369,7 @@ class Master:
 
 
 async def _wait_exit(pid: int, on_exit: Callable[[int], None]) -> None:
-    """Wait for a child (ours through the subreaper) to exit, without a SIGCHLD handler."""
+    """Wait for an orphan (ours through the subreaper) to exit, without a SIGCHLD handler."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

@@ -4,23 +4,28 @@ Trio must not be running in a process that forks (style.md §4.4), and a fresh
 interpreter per login process would cost tens of milliseconds.  So before the
 master starts Trio it forks this zygote, which has every module imported and
 its heap frozen (``gc.freeze()``), and asks it over a socketpair for each new
-child.  The zygote double-forks: the grandchild is orphaned at once and, since
-the master is a child subreaper, becomes the master's own child — ``ps`` shows
-login processes under the master, and the master reaps them through pidfds.
+child.  The zygote forks once per child and reaps its children itself: each
+exit goes to the master as an ``exit`` event with the wait status, so the
+master supervises processes it did not fork (``ps --forest`` shows them under
+the zygote).  Should the zygote die, the master is a child subreaper and
+inherits the orphans.
 
-Requests: ``{"op": "spawn", "kind": "login"|"auth", "service": NAME}`` with the
-child's control socket attached (SCM_RIGHTS); reply ``{"pid": N}``.
-``{"op": "reload", "settings": ...}`` is not needed: the master sends the
-config path and the zygote re-reads it (``{"op": "reload"}``).
+Requests: ``{"op": "spawn", "kind": "login"|"auth"|..., "service": NAME}`` with
+the child's control socket attached (SCM_RIGHTS); reply ``{"pid": N}``.
+``{"op": "reload"}``: the zygote re-reads the configuration; reply ``{"ok":
+true}`` or ``{"error": TEXT}``.  Events, at any time: ``{"ev": "exit", "pid": N,
+"status": WAITSTATUS}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -63,25 +68,60 @@ def become_subreaper() -> None:
 
 
 class ZygoteHandle:
-    """The master's end: ask for children, one request at a time."""
+    """The master's end: ask for children (one request at a time), learn of their exits.
+
+    ``run()`` must be running (in the master's nursery): it reads everything the
+    zygote sends and routes replies to the pending request, exits to ``wait_exit``.
+    """
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.pid = pid
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._lock = trio.Lock()
+        self._replies_in, self._replies = trio.open_memory_channel[dict[str, Any]](1)
+        #: exit statuses not yet collected, and the waiters for them
+        self._statuses: dict[int, int] = {}
+        self._exit_waiters: dict[int, trio.Event] = {}
+        self.dead = trio.Event()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while data := await self._sock.recv(65536):
+                message: dict[str, Any] = json.loads(data)
+                if message.get("ev") == "exit":
+                    pid = int(message["pid"])
+                    self._statuses[pid] = int(message["status"])
+                    if (waiter := self._exit_waiters.pop(pid, None)) is not None:
+                        waiter.set()
+                else:
+                    await self._replies_in.send(message)
+        except OSError:
+            pass
+        finally:
+            self.dead.set()
+            await self._replies_in.aclose()
+            for waiter in self._exit_waiters.values():
+                waiter.set()
+
+    async def wait_exit(self, pid: int) -> int | None:
+        """The wait status of child ``pid`` once it has exited; None if the zygote died first."""
+        if pid not in self._statuses and not self.dead.is_set():
+            waiter = self._exit_waiters.setdefault(pid, trio.Event())
+            await waiter.wait()
+        return self._statuses.pop(pid, None)
 
     async def _request(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         async with self._lock:
             data = json.dumps(request).encode()
-            if fds:
-                await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
-            else:
-                await self._sock.send(data)
-            reply = await self._sock.recv(4096)
-        if not reply:
-            raise OSError("zygote died")
-        result: dict[str, Any] = json.loads(reply)
-        return result
+            try:
+                if fds:
+                    await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
+                else:
+                    await self._sock.send(data)
+                return await self._replies.receive()
+            except (OSError, trio.EndOfChannel, trio.ClosedResourceError):
+                raise OSError("zygote died") from None
 
     async def spawn(self, kind: str, service: str, control_fd: int) -> int:
         reply = await self._request({"op": "spawn", "kind": kind, "service": service}, [control_fd])
@@ -131,9 +171,20 @@ def _zygote_loop(
     from setproctitle import setproctitle
 
     setproctitle("proxyd: zygote")
+    # SIGCHLD wakes the loop through a pipe; the handler itself does nothing
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     gc.collect()
     gc.freeze()  # children share these pages instead of copying them on the first GC
     while True:
+        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+            _report_exits(sock)
+        if sock.fileno() not in readable:
+            continue
         try:
             data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
         except InterruptedError:
@@ -156,7 +207,7 @@ def _zygote_loop(
             sock.send(b'{"ok": true}')
             continue
         try:
-            pid = _double_fork(settings, request, fds, inherited, sock, child_main)
+            pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main)
             sock.send(json.dumps({"pid": pid}).encode())
         except OSError as exc:
             sock.send(json.dumps({"error": str(exc)}).encode())
@@ -165,34 +216,37 @@ def _zygote_loop(
                 os.close(fd)
 
 
-def _double_fork(
+def _report_exits(sock: socket.socket) -> None:
+    """Reap every child that has exited and tell the master."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        sock.send(json.dumps({"ev": "exit", "pid": pid, "status": status}).encode())
+
+
+def _fork(
     settings: Settings,
     request: dict[str, Any],
     fds: list[int],
     inherited: InheritedSockets,
     zygote_sock: socket.socket,
+    wake_pipe: tuple[int, int],
     child_main: ChildMain,
 ) -> int:
-    read_end, write_end = os.pipe()
-    first = os.fork()
-    if first == 0:
-        os.close(read_end)
+    pid = os.fork()
+    if pid == 0:
         try:
-            second = os.fork()
-            if second == 0:
-                os.close(write_end)
-                zygote_sock.close()
-                control = socket.socket(fileno=fds[0])
-                child_main(settings, str(request["kind"]), str(request.get("service", "")), control, inherited)
-            os.write(write_end, str(second).encode())
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in wake_pipe:
+                os.close(fd)
+            zygote_sock.close()
+            control = socket.socket(fileno=fds[0])
+            child_main(settings, str(request["kind"]), str(request.get("service", "")), control, inherited)
         finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        data = os.read(read_end, 32)
-    finally:
-        os.close(read_end)
-        os.waitpid(first, 0)
-    if not data:
-        raise OSError("fork failed")
-    return int(data)
+            os._exit(1)  # child_main never returns
+    return pid

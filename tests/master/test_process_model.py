@@ -35,7 +35,12 @@ class Proc:
 
 
 def children(master: ProxydProcess, title: str) -> list[Proc]:
-    """The master's children whose process title is ``title``."""
+    """The master's processes (its zygote, and the zygote's children) titled ``title``."""
+    parents = {master.pid} | {p.pid for p in _processes(master.pid, "proxyd: zygote")}
+    return [p for parent in sorted(parents) for p in _processes(parent, title)]
+
+
+def _processes(parent: int, title: str) -> list[Proc]:
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -47,7 +52,7 @@ def children(master: ProxydProcess, title: str) -> list[Proc]:
         except OSError:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if int(fields["PPid"]) == master.pid and cmdline == title:
+        if int(fields["PPid"]) == parent and cmdline == title:
             found.append(Proc(int(entry), cmdline, int(fields["Uid"].split()[0]), root))
     return found
 
@@ -220,6 +225,25 @@ def test_a_killed_relay_process_is_replaced(proxyd: ProxydRunner, backend_a: Dov
         assert client.command("LOGIN alice alicepw").status == "OK"
         assert client.command("NOOP").status == "OK"
         _wait_relayed_by(successor.pid, client, client_address(87))
+
+
+def test_the_zygote_forks_and_reaps_and_its_death_stops_the_master(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """Children are forked once, by the zygote, which reports their exits; without a
+    zygote nothing can be started, so the master stops (and says why)."""
+    master = proxyd.start(static_config(proxyd, backend_a))
+    [spare] = wait_count(master, "proxyd: imap-login", 1)
+    [zygote] = _processes(master.pid, "proxyd: zygote")
+    assert {p.pid for p in _processes(zygote.pid, "proxyd: imap-login")} == {spare.pid}
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(88)) as client:
+        assert client.command("LOGIN alice alicepw").status == "OK"
+    wait_until(lambda: spare.pid not in {p.pid for p in children(master, "proxyd: imap-login")},
+               timeout=10, what="the used login process reaped")
+    os.kill(zygote.pid, signal.SIGKILL)
+    master.exit_code = master.process.wait(timeout=15)
+    assert master.exit_code == 1
+    assert f"zygote (pid {zygote.pid}) died" in master.log_text()
 
 
 def test_who_kick_and_a_killed_login_process(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
