@@ -16,12 +16,12 @@ The hand-off is one ``SOCK_SEQPACKET`` message on the relay socket under
 ``base_dir/login``: a JSON record (``HandoffRecord``) plus the client and
 backend descriptors as ``SCM_RIGHTS``; the relay process answers ``OK`` (it
 owns the session now) or ``NO`` (full or stopping: the session stays where it
-is).  Once the message is sent the login process never relays itself unless the
-answer is ``NO`` or the relay process is gone, so that no session is ever
-relayed twice.  After ``OK`` the login process sends a last word, ``GO``, or
-``KICK REASON`` when an admin kicked the session while it was being handed over
-(the login process counted that kick, so the relay process carries it out); the
-relay process starts relaying only then (or when the login process is gone).
+is).  After ``OK`` the login process sends a last word, ``GO``, or ``KICK
+REASON`` when an admin kicked the session while it was being handed over (the
+login process counted that kick, so the relay process carries it out).  The
+session moves only when both have spoken: without an answer in time the login
+process keeps the session, and without a last word the relay process drops its
+copies, so no session is ever relayed twice.
 """
 
 from __future__ import annotations
@@ -147,16 +147,11 @@ async def hand_off(path: str, service: str, conn: ProxiedConnection) -> bool:
             await sock.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
         except OSError:
             return False  # no relay process (yet): keep the session here
-        # sent: from here on a missing answer must not make two processes relay it
-        with trio.move_on_after(ANSWER_TIMEOUT) as waited:
-            try:
-                answer = await sock.recv(16)
-            except OSError:
-                answer = b""
-        if waited.cancelled_caught:
-            return True  # queued at a stalled relay process: it has the descriptors
+        answer = b""
+        with trio.move_on_after(ANSWER_TIMEOUT), contextlib.suppress(OSError):
+            answer = await sock.recv(16)
         if answer != ACCEPTED:
-            return False
+            return False  # refused, gone or stalled: it will not relay without our last word
         # no checkpoint between deciding and marking: a later kick goes to the relay process
         conn.moved = True
         last_word = KICK + conn.kick_reason.encode() if conn.kicked else GO
@@ -165,8 +160,8 @@ async def hand_off(path: str, service: str, conn: ProxiedConnection) -> bool:
         return True
 
 
-def parse_last_word(data: bytes) -> str | None:
-    """The kick reason in a login process's last word, None for ``GO`` (or nothing)."""
+def parse_last_word(data: bytes) -> tuple[bool, str]:
+    """(take the session?, kick reason or "") from a login process's last word."""
     if data.startswith(KICK):
-        return _text(data[len(KICK):].decode(errors="replace")) or "Kicked by admin"
-    return None
+        return True, _text(data[len(KICK):].decode(errors="replace")) or "Kicked by admin"
+    return data == GO, ""

@@ -61,6 +61,9 @@ class RelayHost:
         self.state = ProxyState(max_disconnect_delay=settings.login_proxy_max_disconnect_delay)
         self.sessions: dict[int, ProxiedConnection] = {}
         self.stopping = False
+        #: the accept loop's scope: a stopping relay process takes no more hand-offs
+        #: (its successor after a reload shares the socket and must get them all)
+        self._accepting = trio.CancelScope()
         self._next_id = 0
         self._changed = trio.Event()
 
@@ -92,12 +95,20 @@ class RelayHost:
     async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
-                self.stopping = True
-                self._changed.set()
+                self._stop()
                 nursery.cancel_scope.deadline = trio.current_time() + _GRACE
 
     # ------------------------------------------------------------------ hand-offs
+    def _stop(self) -> None:
+        self.stopping = True
+        self._accepting.cancel()
+        self._changed.set()
+
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
+        with self._accepting:
+            await self._accept_forever(nursery)
+
+    async def _accept_forever(self, nursery: trio.Nursery) -> None:
         while not self.stopping:
             try:
                 sock, _ = await self.listener.accept()
@@ -108,7 +119,7 @@ class RelayHost:
             nursery.start_soon(self._take, sock, nursery)
 
     async def _take(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
-        session_id = 0
+        session_id, taken = 0, False
         with sock, trio.move_on_after(10):
             try:
                 data, ancdata, flags, _ = await sock.recvmsg(MAX_RECORD, socket.CMSG_SPACE(4 * 4))
@@ -140,16 +151,15 @@ class RelayHost:
             try:
                 await _answer(sock, ACCEPTED)
                 # the login process's last word: GO, or a kick that reached it meanwhile
-                kick = parse_last_word(await sock.recv(256))
-            except OSError:
-                kick = None  # the login process is gone: the session is ours
-            except BaseException:  # cancelled: this process is going away
-                del self.sessions[session_id]
-                await session.release()
-                raise
-            if kick is not None:
-                session.kick(kick)
-        if session_id:  # (also after the 10 s bound: once accepted, the session is ours)
+                with contextlib.suppress(OSError):
+                    taken, kick = parse_last_word(await sock.recv(256))
+                    if kick:
+                        session.kick(kick)
+            finally:
+                if not taken:  # the login process kept it (or died), or we are going away
+                    del self.sessions[session_id]
+                    await session.release()
+        if taken:
             nursery.start_soon(self._serve, session_id)
 
     def _proxied(self, record: HandoffRecord, client: trio.SocketStream, backend: trio.SocketStream) -> ProxiedConnection:
@@ -195,14 +205,13 @@ class RelayHost:
                 await self._command(message)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        self.stopping = True  # the master is gone: finish what we have
-        self._changed.set()
+        self._stop()  # the master is gone: finish what we have
 
     async def _command(self, message: dict[str, Any]) -> None:
         cmd = message.get("cmd")
         mask = str(message.get("mask") or "*")
         if cmd == "stop":
-            self.stopping = True
+            self._stop()
             await self._report()
         elif cmd == "who":
             now = time.time()

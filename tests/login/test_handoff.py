@@ -197,7 +197,40 @@ async def test_a_kick_during_the_hand_off_is_carried_out_by_the_relay(
 
 
 def test_last_words() -> None:
-    assert parse_last_word(b"GO") is None
-    assert parse_last_word(b"") is None
-    assert parse_last_word(b"KICK Kicked by admin") == "Kicked by admin"
-    assert parse_last_word(b"KICK x\r\ny") == "x??y"
+    assert parse_last_word(b"GO") == (True, "")
+    assert parse_last_word(b"") == (False, "")  # the login process kept the session
+    assert parse_last_word(b"KICK Kicked by admin") == (True, "Kicked by admin")
+    assert parse_last_word(b"KICK x\r\ny") == (True, "x??y")
+
+
+async def test_without_a_last_word_the_relay_drops_its_copies(relay: Relay) -> None:
+    """A login process that got no answer in time keeps relaying; when the relay's
+    late OK finds no GO, it must not relay the same sockets too."""
+    user_end, client_end = socket.socketpair()
+    server_end, backend_end = socket.socketpair()
+    with user_end, client_end, server_end, backend_end, trio.fail_after(5):
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with sock:
+            await sock.connect(relay.path)
+            fds = array.array("i", [client_end.fileno(), backend_end.fileno()])
+            await sock.sendmsg([RECORD.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+            assert await sock.recv(16) == b"OK"
+        while relay.host.sessions:
+            await trio.sleep(0.01)
+        # nothing was sent on the session (no pending bytes went out, no close)
+        server_end.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server_end.recv(100)
+
+
+async def test_a_stopping_relay_takes_no_more(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a reload the old relay process shares the socket with its successor:
+    once told to stop it must leave every new hand-off to the successor."""
+    monkeypatch.setattr("proxyd.login.handoff.ANSWER_TIMEOUT", 0.5)
+    await relay.control.send({"cmd": "stop"})
+    while not relay.host.stopping:
+        await trio.sleep(0.01)
+    a, b = trio.socket.socketpair()
+    with a, b:
+        assert not await hand_off(relay.path, "imap-login", _proxied(a, b))
+    assert relay.host.sessions == {}
