@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,23 @@ class BoundSocket:
     listener: InetListener
     address: str
     sock: socket.socket
+
+
+def waiting_connections(sock: socket.socket) -> int:
+    """How many connections wait in a listening TCP socket's accept queue.
+
+    Linux reports it for a listener as ``tcpi_unacked`` in ``TCP_INFO``; 0 where
+    it cannot be read.
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_UNACKED + 4)
+    except OSError:
+        return 0
+    return int.from_bytes(info[_TCP_INFO_UNACKED : _TCP_INFO_UNACKED + 4], sys.byteorder)
+
+
+#: offset of tcpi_unacked in struct tcp_info (8 one-byte fields, then rto, ato, snd_mss, rcv_mss)
+_TCP_INFO_UNACKED = 24
 
 
 def enabled_services(settings: Settings) -> Iterator[str]:

@@ -45,7 +45,12 @@ from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
 from proxyd.master.admin import serve_admin
 from proxyd.master.control import ControlChannel, ControlError
-from proxyd.master.listeners import BoundSocket, enabled_services, handoff_services
+from proxyd.master.listeners import (
+    BoundSocket,
+    enabled_services,
+    handoff_services,
+    waiting_connections,
+)
 from proxyd.master.zygote import ZygoteHandle
 
 log = logging.getLogger("proxyd")
@@ -231,6 +236,10 @@ class Master:
             pool = [c for c in self._pool(svc.name) if not c.stopping]
             available = sum(1 for c in pool if c.accepting)
             want = max(svc.process_min_avail, 1)
+            if svc.service_count == 1:
+                # one client per process: a burst waiting in the accept queue gets its
+                # processes forked at once, not one after the other as each is taken
+                want += sum(waiting_connections(b.sock) for b in self.bound if b.service == svc.name)
             while available < want and len(self._pool(svc.name)) < svc.process_limit:
                 if await self.spawn("login", svc.name) is None:
                     await trio.sleep(1)

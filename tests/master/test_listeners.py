@@ -90,3 +90,38 @@ def test_tcpwrap_access_service_refuses_before_the_greeting(
         assert allowed.greeting.startswith("* OK ")
         assert allowed.command("LOGIN alice alicepw").status == "OK"
     master.wait_for_log(rf"access\(tcpwrap\): Client refused \(rip={denied}\)")
+
+
+def test_waiting_connections_reads_the_accept_queue() -> None:
+    """What the master reads to fork a burst's processes at once in high-security mode."""
+    from proxyd.master.listeners import waiting_connections
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        assert waiting_connections(listener) == 0
+        clients = [socket.create_connection(listener.getsockname(), 5) for _ in range(3)]
+        try:
+            assert waiting_connections(listener) == 3
+            listener.accept()[0].close()
+            assert waiting_connections(listener) == 2
+        finally:
+            for client in clients:
+                client.close()
+    with socket.socket(socket.AF_UNIX) as unix:
+        assert waiting_connections(unix) == 0  # not TCP: nothing to read
+
+
+def test_a_burst_gets_its_login_processes_at_once(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    """Eight clients connecting together in high-security mode all get a greeting."""
+    master = proxyd.start(static_config(proxyd, backend_a))
+    sockets = [
+        socket.create_connection((master.address(), master.port()), 10, source_address=(client_address(95), 0))
+        for _ in range(8)
+    ]
+    try:
+        for sock in sockets:
+            assert sock.recv(4096).startswith(b"* OK ")
+    finally:
+        for sock in sockets:
+            sock.close()
