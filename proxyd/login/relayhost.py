@@ -87,8 +87,7 @@ class RelayHost:
 
     async def _report(self) -> None:
         self._changed.set()
-        message = {"ev": "status", "clients": len(self.sessions), "accepting": not self.stopping,
-                   "prelogin_since": None}
+        message = {"ev": "status", "clients": len(self.sessions), "accepting": not self.stopping}
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 

@@ -611,8 +611,6 @@ class LoginSession:
             connected_at=self.connected_at,
         )
         self.phase = "proxying"
-        if self.on_phase_change is not None:
-            self.on_phase_change(self)
         handoff = self.ctx.handoff
         if handoff is not None and await handoff(self.relayed):
             await self.relayed.release()  # the relay process has it now

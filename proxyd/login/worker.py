@@ -79,7 +79,7 @@ class LoginWorker:
         self.stopping = False
         self._changed = trio.Event()
         self._next_id = 0
-        self._last_status: tuple[bool, bool, float | None] = (False, False, None)
+        self._last_status: tuple[bool, bool] = (False, False)
 
     # ------------------------------------------------------------------ accounting
     def accepting(self) -> bool:
@@ -100,13 +100,10 @@ class LoginWorker:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _status(self) -> tuple[bool, bool, float | None]:
-        """What the master's accounting needs: accepting?, idle?, and since when some
-        client has been logging in (kept from the last report while that stays true, so
-        it changes only when this process goes from none to some)."""
-        prelogin = any(c.session.phase == "prelogin" for c in self.clients.values())
-        since = (self._last_status[2] or time.time()) if prelogin else None
-        return (self.accepting(), not self.clients, since)
+    def _status(self) -> tuple[bool, bool]:
+        """What the master's accounting needs: accepting?, idle?  (Which process has the
+        oldest client still logging in it asks only when a service is full.)"""
+        return (self.accepting(), not self.clients)
 
     async def _report(self) -> None:
         """Tell the master, but only when its view changes: a message for every login
@@ -116,20 +113,15 @@ class LoginWorker:
         if status == self._last_status:
             return
         self._last_status = status
-        accepting, idle, since = status
-        message = {
-            "ev": "status",
-            "clients": 0 if idle else len(self.clients),
-            "accepting": accepting,
-            "prelogin_since": since,
-        }
+        accepting, idle = status
+        message = {"ev": "status", "clients": 0 if idle else len(self.clients), "accepting": accepting}
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._control_loop, nursery)
+            nursery.start_soon(self._control_loop)
             nursery.start_soon(self._signals, nursery)
             for bound in self.listeners:
                 nursery.start_soon(self._accept_loop, bound, nursery)
@@ -212,7 +204,6 @@ class LoginWorker:
         self.clients[client_id] = _Client(session, time.time())
         await self._report()
         try:
-            session.on_phase_change = self._phase_changed
             await session.run()
         except Exception:
             logging.getLogger(self.spec.service).exception("Internal error in session: %s", session.log_fields())
@@ -222,17 +213,8 @@ class LoginWorker:
             with trio.CancelScope(shield=True):
                 await self._report()
 
-    def _phase_changed(self, _session: LoginSession) -> None:
-        # reported from a task of its own: the session must not wait for the master
-        self._notify_change()
-        if self._nursery_for_reports is not None:
-            self._nursery_for_reports.start_soon(self._report)
-
-    _nursery_for_reports: trio.Nursery | None = None
-
     # ------------------------------------------------------------------ commands
-    async def _control_loop(self, nursery: trio.Nursery) -> None:
-        self._nursery_for_reports = nursery
+    async def _control_loop(self) -> None:
         try:
             while (message := await self.control.receive()) is not None:
                 await self._command(message)
@@ -251,9 +233,15 @@ class LoginWorker:
             self._destroy_oldest_prelogin()
         elif cmd == "who":
             await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": self._who(message)})
+        elif cmd == "oldest-prelogin":
+            await self.control.send({"ev": "reply", "id": message.get("id"), "since": self._oldest_prelogin()})
         elif cmd == "kick":
             count = self._kick(str(message.get("mask", "")))
             await self.control.send({"ev": "reply", "id": message.get("id"), "count": count})
+
+    def _oldest_prelogin(self) -> float | None:
+        """When the longest-waiting client still logging in here connected (None: none is)."""
+        return min((c.connected_at for c in self.clients.values() if c.session.phase == "prelogin"), default=None)
 
     def _destroy_oldest_prelogin(self) -> None:
         prelogin = [c for c in self.clients.values() if c.session.phase == "prelogin"]

@@ -158,7 +158,7 @@ async def _auth_main(
         # from here on the process runs as default_internal_user
         privileges.drop(identity)
         nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
-        await control.send({"ev": "status", "clients": 0, "accepting": True, "prelogin_since": None})
+        await control.send({"ev": "status", "clients": 0, "accepting": True})
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as inner:
                 inner.start_soon(_wait_signal, signals, nursery)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -74,7 +73,6 @@ class Child:
     generation: int
     clients: int = 0
     accepting: bool = False
-    prelogin_since: float | None = None
     stopping: bool = False
     started: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
@@ -171,8 +169,6 @@ class Master:
                 if ev == "status":
                     child.clients = int(message.get("clients", 0))
                     child.accepting = bool(message.get("accepting")) and not child.stopping
-                    since = message.get("prelogin_since")
-                    child.prelogin_since = float(since) if since is not None else None
                     if child.clients:
                         child.idle_since = time.monotonic()
                     self._notify()
@@ -280,12 +276,26 @@ class Master:
                 continue
             with trio.move_on_after(1):
                 await trio.lowlevel.wait_readable(bound.sock)
-                candidates = [c for c in pool if c.prelogin_since is not None]
-                if candidates:
-                    victim = min(candidates, key=lambda c: c.prelogin_since or math.inf)
-                    victim.prelogin_since = None  # one eviction per report
+                victim = await self._oldest_prelogin(pool)
+                if victim is not None:
                     await self.tell(victim, {"cmd": "queue-full"})
                 await trio.sleep(_QUEUE_FULL_INTERVAL)
+
+    async def _oldest_prelogin(self, pool: list[Child]) -> Child | None:
+        """The process whose longest-waiting pre-login client came first (asked only now:
+        reporting it on every login would cost more than the login itself)."""
+        oldest: tuple[float, Child] | None = None
+
+        async def ask(child: Child) -> None:
+            nonlocal oldest
+            since = (await self.ask(child, {"cmd": "oldest-prelogin"})).get("since")
+            if since is not None and (oldest is None or float(since) < oldest[0]):
+                oldest = (float(since), child)
+
+        async with trio.open_nursery() as nursery:
+            for child in pool:
+                nursery.start_soon(ask, child)
+        return oldest[1] if oldest is not None else None
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str) -> list[dict[str, Any]]:
