@@ -85,7 +85,7 @@ async def proxy_login(
     time_budget: float,
     max_reconnects: int,
     send_to_client: SendToClient,
-    log: logging.LoggerAdapter[logging.Logger],
+    log: logging.Logger,
     state: ProxyState | None = None,
     source_ip: str = "",
 ) -> BackendConnected | BackendFailure:

@@ -156,7 +156,7 @@ class LoginSession:
         self.stream = stream
         self.conn = conn
         self.implicit_tls = implicit_tls
-        self.log = logging.LoggerAdapter(logging.getLogger(spec.service))
+        self.log = logging.getLogger(spec.service)
         self.started = trio.current_time()
         self.user = ""
         self.mech = ""
@@ -558,7 +558,6 @@ class LoginSession:
         self, target: ProxyTarget, login: BackendLogin, source_ip: str
     ) -> BackendConnected | BackendFailure:
         settings = self.ctx.settings
-        proxy_log = logging.LoggerAdapter(logging.getLogger(self.spec.service), {})
         return await proxy_login(
             spec=self.spec,
             target=target,
@@ -568,7 +567,7 @@ class LoginSession:
             time_budget=target.timeout or settings.login_proxy_timeout,
             max_reconnects=settings.login_proxy_max_reconnects,
             send_to_client=self.stream.send_all,
-            log=proxy_log,
+            log=self.log,
             state=self.proxy_state,
             source_ip=source_ip,
         )

@@ -210,8 +210,11 @@ class LoginWorker:
             await trio.aclose_forcefully(client)
         finally:
             del self.clients[client_id]
-            with trio.CancelScope(shield=True):
-                await self._report()
+            if self._status() != self._last_status:
+                with trio.CancelScope(shield=True):
+                    await self._report()
+            else:
+                self._notify_change()
 
     # ------------------------------------------------------------------ commands
     async def _control_loop(self) -> None:

@@ -31,6 +31,7 @@ list, so a list argument is returned as ``Arg(ArgType.LIST)`` without items.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -519,6 +520,8 @@ class ImapParser:
 
 #: Dovecot switches from a quoted string to a literal after this many escapes.
 _QUOTED_MAX_ESCAPES: Final = 4
+#: bytes a quoted string cannot carry (a literal is sent instead)
+_NOT_QUOTABLE: Final = re.compile(rb"[\r\n\x00\x80-\xff]")
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -532,14 +535,8 @@ def quote_string(value: str | bytes) -> bytes:
     (Dovecot sends the literal without waiting for the server's ``+``; so do we.)
     """
     raw = _as_bytes(value)
-    escapes = 0
-    for byte in raw:
-        if byte in (_DQUOTE, _BACKSLASH):
-            escapes += 1
-            if escapes > _QUOTED_MAX_ESCAPES:
-                return _literal(raw)
-        elif byte in (_CR, _LF, 0) or byte >= 0x80:
-            return _literal(raw)
+    if _NOT_QUOTABLE.search(raw) or raw.count(b'"') + raw.count(b"\\") > _QUOTED_MAX_ESCAPES:
+        return _literal(raw)
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
