@@ -79,7 +79,8 @@ class LoginWorker:
         self.stopping = False
         self._changed = trio.Event()
         self._next_id = 0
-        self._last_status: tuple[bool, bool] = (False, False)
+        #: what the master assumes of a new process: accepting, no clients
+        self._last_status: tuple[bool, bool] = (True, True)
 
     # ------------------------------------------------------------------ accounting
     def accepting(self) -> bool:
@@ -210,7 +211,8 @@ class LoginWorker:
             await trio.aclose_forcefully(client)
         finally:
             del self.clients[client_id]
-            if self._status() != self._last_status:
+            # a process that is done exits now: its exit tells the master enough
+            if self._status() != self._last_status and not self._finished():
                 with trio.CancelScope(shield=True):
                     await self._report()
             else:
