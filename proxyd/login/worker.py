@@ -18,6 +18,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -57,8 +58,11 @@ class LoginWorker:
         control: ControlChannel,
         auth: AuthClient,
         access_dir: str = "",
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
+        #: called once nothing is left to do (the process can end without unwinding)
+        self.on_finished = on_finished
         #: per-process proxy state, as in Dovecot: login_source_ips rotation, backend records
         #: and the disconnect pacing of login_proxy_max_disconnect_delay
         self.proxy_state = ProxyState(
@@ -129,6 +133,8 @@ class LoginWorker:
             await self._report()
             while not self._finished():
                 await self._changed.wait()
+            if self.on_finished is not None:
+                self.on_finished()
             nursery.cancel_scope.cancel()
 
     async def _signals(self, nursery: trio.Nursery) -> None:

@@ -135,9 +135,17 @@ async def _login_main(
     async with trio.open_nursery() as nursery:
         await nursery.start(auth.run)
         auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
-        worker = LoginWorker(ctx, spec, eff, listeners, control, auth, access_dir)
+        worker = LoginWorker(ctx, spec, eff, listeners, control, auth, access_dir, on_finished=_exit_now)
         await worker.run()
         nursery.cancel_scope.cancel()
+
+
+def _exit_now() -> NoReturn:
+    """A finished login process has nothing left to close or say: end it without
+    unwinding Trio (in high-security mode that teardown is a good part of a login's cost)."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _auth_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:
