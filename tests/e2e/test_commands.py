@@ -110,6 +110,12 @@ def test_sighup_reloads_config_and_keeps_proxied_sessions(
                 break
             time.sleep(0.1)
         assert greetings[-1].endswith("After reload."), greetings
+        # a session proxied after the reload is relayed too (in high-security mode by the
+        # new relay process: the old one takes no more hand-offs), and both go on
+        with RawImapClient(running.address(), running.port()) as new:
+            assert new.command("LOGIN alice alicepw").status == "OK"
+            assert new.command("NOOP").status == "OK"
+            assert old.command("NOOP").status == "OK"
         assert old.command("NOOP").status == "OK"
         assert old.command("LOGOUT").status == "OK"
 
