@@ -4,7 +4,7 @@ The IMAP and POP3 engines differ in how they read commands and word replies;
 the way a driver feeds them (``receive_data``/``next_event``/``data_to_send``),
 the pre-login states and the SASL continuation handling are the same, as in
 Dovecot's login-common.  A subclass sets the attributes declared here in its
-``__init__`` and implements ``_on_input`` and ``_disconnect``.
+``__init__`` and implements ``_handle_input`` (one command) and ``_disconnect``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from typing import Final
 from proxyd.protocols.events import NEED_DATA, Event, LoginPolicy, _NeedData
 from proxyd.protocols.imap.grammar import InputBuffer
 from proxyd.protocols.sasl import encode_base64
+
+#: Dovecot's reply when a client's line does not fit the input buffer
+INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
 
 
 class EngineUsageError(RuntimeError):
@@ -92,12 +95,61 @@ class LoginEngineBase(ABC):
         self._awaiting_response = False
 
     @abstractmethod
-    def _on_input(self) -> None:
-        """Consume buffered input: parse commands, queue replies and events."""
+    def _handle_input(self) -> bool:
+        """Handle the next buffered command (Dovecot's ``client_handle_input()`` /
+        ``pop3_client_input_next_cmd()``): True to go on with the next one."""
+
+    @abstractmethod
+    def _auth_parse_response(self) -> None:
+        """A SASL continuation line from the client."""
 
     @abstractmethod
     def _disconnect(self, reason: str, text: str | None = None, /) -> None:
         """Queue the goodbye (if any) and emit ``Close(reason)``."""
+
+    def _on_input(self) -> None:
+        """One input callback: a read (Dovecot's ``client_read()``), then handle what is buffered."""
+        if self._awaiting_response:
+            # client_auth_input(): i_stream_read_more() returns buffered data first.
+            if not len(self._buf):
+                if self._pending:
+                    self._buf.fill_from(self._pending)
+                elif self._eof:
+                    self._disconnect("Connection closed")
+                    return
+                else:
+                    return
+            self._auth_parse_response()
+            return
+        if self._buf.full:
+            self._disconnect("Input buffer full", INPUT_BUFFER_FULL_MSG)
+            return
+        if self._pending:
+            self._buf.fill_from(self._pending)
+        elif self._eof:
+            self._disconnect("Connection closed")
+            return
+        elif not len(self._buf):
+            return
+        while self._state is State.NOT_AUTHENTICATED and self._handle_input():
+            pass
+
+    def login_succeeded(self, reply: bytes) -> None:
+        """Send the final login reply (the backend's, adapted); the session now belongs to the relay."""
+        self._transition(Trigger.LOGGED_IN)
+        self._awaiting_response = False
+        self._auth_response.clear()  # a SASL response may hold the password
+        self._out += reply
+
+    def trailing_data(self) -> bytes:
+        """Return and forget the client bytes not consumed.
+
+        After ``StartTLS``: what the client pipelined behind STARTTLS/STLS (feed it to
+        the TLS handshake).  After ``login_succeeded``: client bytes for the backend.
+        """
+        data = self._buf.take_all() + bytes(self._pending)
+        self._pending.clear()
+        return data
 
     @property
     def state(self) -> str:

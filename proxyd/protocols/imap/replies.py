@@ -46,7 +46,6 @@ FORGOT_TAG_MSG: Final = (
     "Add that before the command, like: a login user pass"
 )
 INVALID_ID_MSG: Final = "Invalid ID parameters"
-INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
 #: Reply to ``ID`` with Dovecot's default ``imap_id_send = "name *"``.
 ID_REPLY: Final = '("name" "Dovecot")'
 

@@ -191,16 +191,6 @@ class ImapLoginServer(LoginEngineBase):
         """
         return len(self._buf) + len(self._pending)
 
-    def trailing_data(self) -> bytes:
-        """Return and forget the client bytes not consumed.
-
-        After ``StartTLS``: what the client pipelined behind STARTTLS (feed it to
-        the TLS handshake).  After ``login_succeeded``: client bytes for the backend.
-        """
-        data = self._buf.take_all() + bytes(self._pending)
-        self._pending.clear()
-        return data
-
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
 
@@ -218,12 +208,8 @@ class ImapLoginServer(LoginEngineBase):
         self._end_auth(reply)
 
     def login_succeeded(self, reply: bytes) -> None:
-        """Send the final login reply; the session now belongs to the relay."""
-        self._transition(Trigger.LOGGED_IN)
-        self._awaiting_response = False
-        self._auth_response.clear()  # a SASL response may hold the password
-        self._out += reply
-        self._parser.reset()  # the parsed LOGIN line (with its password) is not kept for the session
+        super().login_succeeded(reply)
+        self._parser.reset()
 
     def tls_started(self, policy: LoginPolicy) -> None:
         """The STARTTLS handshake succeeded; read commands again under ``policy``."""
@@ -268,33 +254,6 @@ class ImapLoginServer(LoginEngineBase):
         self._out += b"+ OK\r\n"
 
     # -- reading ---------------------------------------------------------
-
-    def _on_input(self) -> None:
-        """One input callback: a read (Dovecot's ``client_read()``), then handle what is buffered."""
-        if self._awaiting_response:
-            # client_auth_input(): i_stream_read_more() returns buffered data first.
-            if not len(self._buf):
-                if self._pending:
-                    self._buf.fill_from(self._pending)
-                elif self._eof:
-                    self._disconnect("Connection closed")
-                    return
-                else:
-                    return
-            self._auth_parse_response()
-            return
-        if self._buf.full:
-            self._disconnect("Input buffer full", replies.INPUT_BUFFER_FULL_MSG)
-            return
-        if self._pending:
-            self._buf.fill_from(self._pending)
-        elif self._eof:
-            self._disconnect("Connection closed")
-            return
-        elif not len(self._buf):
-            return
-        while self._state is State.NOT_AUTHENTICATED and self._handle_input():
-            pass
 
     def _handle_input(self) -> bool:
         """Dovecot's ``client_handle_input()``: True to go on with the next command."""

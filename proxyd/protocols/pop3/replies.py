@@ -43,7 +43,6 @@ XCLIENT_UPDATED_MSG: Final = "Updated"
 XCLIENT_UNTRUSTED_MSG: Final = "You are not from trusted IP - ignoring"
 INVALID_PARAMETERS_MSG: Final = "Invalid parameters"
 AUTH_ABORTED_MSG: Final = "Authentication aborted by client."
-INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
 
 
 class Reply(enum.Enum):
@@ -125,7 +124,6 @@ __all__ = [
     "AUTH_FAILED_MSG",
     "AUTH_PLAINTEXT_DISABLED_MSG",
     "CAPABILITY_LINES",
-    "INPUT_BUFFER_FULL_MSG",
     "INVALID_BASE64_CONTINUED_MSG",
     "INVALID_BASE64_INITIAL_MSG",
     "INVALID_BASE64_RESPONSE_MSG",

@@ -115,16 +115,6 @@ class Pop3LoginServer(LoginEngineBase):
         """Client bytes received but not consumed (the driver's cue to stop reading)."""
         return len(self._buf) + len(self._pending)
 
-    def trailing_data(self) -> bytes:
-        """Return and forget the client bytes not consumed.
-
-        After ``StartTLS``: what the client pipelined behind STLS (feed it to
-        the TLS handshake).  After ``login_succeeded``: client bytes for the backend.
-        """
-        data = self._buf.take_all() + bytes(self._pending)
-        self._pending.clear()
-        return data
-
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
 
@@ -139,13 +129,6 @@ class Pop3LoginServer(LoginEngineBase):
     def auth_backend_reply(self, reply: bytes) -> None:
         """Answer the running authentication with a backend-derived line (``-ERR ...\\r\\n``)."""
         self._end_auth(reply)
-
-    def login_succeeded(self, reply: bytes) -> None:
-        """Send the backend's ``+OK`` line; the session now belongs to the relay."""
-        self._transition(Trigger.LOGGED_IN)
-        self._awaiting_response = False
-        self._auth_response.clear()  # a SASL response may hold the password
-        self._out += reply
 
     def tls_started(self, policy: LoginPolicy) -> None:
         """The STLS handshake succeeded; read commands again under ``policy``."""
@@ -182,33 +165,6 @@ class Pop3LoginServer(LoginEngineBase):
 
     # -- reading ---------------------------------------------------------
 
-    def _on_input(self) -> None:
-        """One input callback: a read (Dovecot's ``client_read()``), then handle what is buffered."""
-        if self._awaiting_response:
-            # client_auth_input(): i_stream_read_more() returns buffered data first.
-            if not len(self._buf):
-                if self._pending:
-                    self._buf.fill_from(self._pending)
-                elif self._eof:
-                    self._disconnect("Connection closed")
-                    return
-                else:
-                    return
-            self._auth_parse_response()
-            return
-        if self._buf.full:
-            self._disconnect("Input buffer full", replies.INPUT_BUFFER_FULL_MSG)
-            return
-        if self._pending:
-            self._buf.fill_from(self._pending)
-        elif self._eof:
-            self._disconnect("Connection closed")
-            return
-        elif not len(self._buf):
-            return
-        while self._state is State.NOT_AUTHENTICATED and self._next_command():
-            pass
-
     def _read_command_name(self) -> str | None:
         """Dovecot's ``client_read_cmd_name()``: the upper-cased name, or None for more input."""
         data = self._buf.peek()
@@ -234,7 +190,7 @@ class Pop3LoginServer(LoginEngineBase):
             line = line[:-1]
         return line
 
-    def _next_command(self) -> bool:
+    def _handle_input(self) -> bool:
         """Dovecot's ``pop3_client_input_next_cmd()``: True to go on with the next command."""
         if self._current_cmd is None:
             name = self._read_command_name()
