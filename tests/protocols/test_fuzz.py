@@ -22,15 +22,10 @@ from proxyd.protocols.backend_events import (
 )
 from proxyd.protocols.events import (
     NEED_DATA,
-    AuthAborted,
     AuthBegin,
-    AuthContinue,
-    AuthRefused,
     ClientFailure,
     Close,
     LoginPolicy,
-    StartTLS,
-    TrustedClientInfo,
 )
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
 from proxyd.protocols.imap.grammar import ArgType, ImapParser, InputBuffer, quote_string
@@ -43,17 +38,10 @@ from proxyd.protocols.sasl import (
     decode_base64,
     encode_base64,
 )
+from tests.protocols import fuzzing
+from tests.protocols.fuzzing import chunked
 
 REPLY_LINE = re.compile(rb"(\*|\+|[^ \r\n]+) [^\r\n]*\Z")
-CLIENT_EVENTS = (
-    AuthBegin,
-    AuthContinue,
-    AuthAborted,
-    AuthRefused,
-    StartTLS,
-    TrustedClientInfo,
-    Close,
-)
 
 policies = st.builds(
     LoginPolicy,
@@ -106,44 +94,20 @@ imap_pieces = st.sampled_from(
 noisy = st.lists(st.one_of(imap_pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
 
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks, start = [], 0
-    for point in points:
-        chunks.append(data[start:point])
-        start = point
-    chunks.append(data[start:])
-    return [chunk for chunk in chunks if chunk]
-
-
 def drive_server(
     engine: ImapLoginServer, chunks: list[bytes], answers: list[int], eof: bool
 ) -> tuple[bytes, list[Any]]:
-    """Feed chunks; answer driver events with choices from ``answers`` (cycled)."""
-    output = bytearray(engine.data_to_send())
-    events: list[Any] = []
-    choice = iter(answers * 50)
-    for chunk in [*chunks, b""] if eof else chunks:
-        if engine.state == "CLOSED":
-            break
-        engine.receive_data(chunk)
-        while (event := engine.next_event()) is not NEED_DATA:
-            assert isinstance(event, CLIENT_EVENTS), event
-            events.append(event)
-            pick = next(choice, 0)
-            if isinstance(event, (AuthBegin, AuthContinue)):
-                if pick % 3 == 0:
-                    engine.sasl_challenge(b"ch")
-                elif pick % 3 == 1:
-                    engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
-                else:
-                    engine.login_succeeded(b"a OK done\r\n")
-            elif isinstance(event, StartTLS):
-                engine.trailing_data()
-                engine.tls_started(engine.policy)
-            output += engine.data_to_send()
-        output += engine.data_to_send()
-    return bytes(output), events
+    """Feed chunks; answer an auth step with a challenge, a failure or a success."""
+
+    def answer(pick: int) -> None:
+        if pick % 3 == 0:
+            engine.sasl_challenge(b"ch")
+        elif pick % 3 == 1:
+            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
+        else:
+            engine.login_succeeded(b"a OK done\r\n")
+
+    return fuzzing.drive_server(engine, chunks, answers, eof, answer)
 
 
 @given(

@@ -20,28 +20,15 @@ from proxyd.protocols.backend_events import (
 )
 from proxyd.protocols.events import (
     NEED_DATA,
-    AuthAborted,
-    AuthBegin,
-    AuthContinue,
-    AuthRefused,
     ClientFailure,
     Close,
     LoginPolicy,
-    StartTLS,
-    TrustedClientInfo,
 )
 from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
 from proxyd.protocols.pop3.server import Pop3LoginServer
+from tests.protocols import fuzzing
+from tests.protocols.fuzzing import chunked
 
-CLIENT_EVENTS = (
-    AuthBegin,
-    AuthContinue,
-    AuthAborted,
-    AuthRefused,
-    StartTLS,
-    TrustedClientInfo,
-    Close,
-)
 #: "+OK ...", "-ERR ...", "+ <base64>", or one line of a multi-line CAPA / AUTH list
 REPLY_LINE = re.compile(rb"(\+OK( [^\r\n]*)?|-ERR [^\r\n]*|\+ [A-Za-z0-9+/=]*|[A-Z0-9 /-]*|\.)\Z")
 
@@ -92,46 +79,22 @@ pop3_pieces = st.sampled_from(
 noisy = st.lists(st.one_of(pop3_pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
 
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks, start = [], 0
-    for point in points:
-        chunks.append(data[start:point])
-        start = point
-    chunks.append(data[start:])
-    return [chunk for chunk in chunks if chunk]
-
-
 def drive_server(
     engine: Pop3LoginServer, chunks: list[bytes], answers: list[int], eof: bool
 ) -> tuple[bytes, list[Any]]:
-    """Feed chunks; answer driver events with choices from ``answers`` (cycled)."""
-    output = bytearray(engine.data_to_send())
-    events: list[Any] = []
-    choice = iter(answers * 50)
-    for chunk in [*chunks, b""] if eof else chunks:
-        if engine.state == "CLOSED":
-            break
-        engine.receive_data(chunk)
-        while (event := engine.next_event()) is not NEED_DATA:
-            assert isinstance(event, CLIENT_EVENTS), event
-            events.append(event)
-            pick = next(choice, 0)
-            if isinstance(event, (AuthBegin, AuthContinue)):
-                if pick % 4 == 0:
-                    engine.sasl_challenge(b"ch")
-                elif pick % 4 == 1:
-                    engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
-                elif pick % 4 == 2:
-                    engine.auth_backend_reply(b"-ERR [IN-USE] locked\r\n")
-                else:
-                    engine.login_succeeded(b"+OK Logged in.\r\n")
-            elif isinstance(event, StartTLS):
-                engine.trailing_data()
-                engine.tls_started(engine.policy)
-            output += engine.data_to_send()
-        output += engine.data_to_send()
-    return bytes(output), events
+    """Feed chunks; answer an auth step with a challenge, a failure, a backend's -ERR or a success."""
+
+    def answer(pick: int) -> None:
+        if pick % 4 == 0:
+            engine.sasl_challenge(b"ch")
+        elif pick % 4 == 1:
+            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
+        elif pick % 4 == 2:
+            engine.auth_backend_reply(b"-ERR [IN-USE] locked\r\n")
+        else:
+            engine.login_succeeded(b"+OK Logged in.\r\n")
+
+    return fuzzing.drive_server(engine, chunks, answers, eof, answer)
 
 
 @given(
