@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 The master binds the relay socket (``base_dir/login/relay``, ``SOCK_SEQPACKET``)
-and starts one relay process, unprivileged and chrooted like the login
-processes.  Each hand-off (``proxyd.login.handoff``) brings a record and the
+and starts a few relay processes (one per CPU, at most four) that accept on it,
+unprivileged and chrooted like the login processes.  Each hand-off (``proxyd.login.handoff``) brings a record and the
 client's and backend's sockets; the process answers ``OK`` and runs a
 ``ProxiedConnection`` for it, which logs the disconnect exactly as the login
 process would have (under the login service's log name).  Nothing here parses
@@ -12,9 +12,9 @@ what a client sends.
 
 Commands from the master: ``who`` and ``kick`` (these sessions are listed and
 kicked like any proxied session), ``stop`` (take no more, finish the sessions:
-after a reload the new relay process takes the new ones).  Its
-``ProxyState`` paces ``login_proxy_max_disconnect_delay`` over all the
-sessions it holds.
+after a reload the new relay processes take the new ones).  Each process's
+``ProxyState`` paces ``login_proxy_max_disconnect_delay`` over the sessions it
+holds, as each of Dovecot's login processes does.
 """
 
 from __future__ import annotations

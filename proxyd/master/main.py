@@ -55,6 +55,8 @@ from proxyd.master.zygote import ZygoteHandle
 log = logging.getLogger("proxyd")
 
 _STOP_TIMEOUT = 5.0
+#: relay processes in high-security mode (see ``support_services``)
+RELAY_PROCESSES = min(4, os.cpu_count() or 1)
 #: the children that hold proxied sessions (``proxyctl who`` / ``kick``)
 _SESSION_HOLDERS = ("login", "relay")
 #: how long an admin command waits for a child (proxyctl itself waits 30 s)
@@ -103,14 +105,17 @@ class Master:
     def services(self) -> list[EffectiveService]:
         return [effective_service(self.settings, name) for name in enabled_services(self.settings)]
 
-    def support_services(self) -> list[str]:
-        """The non-login processes: auth always, tcpwrap when login_access_sockets names it,
-        relay when a high-security login service hands its plaintext sessions off."""
-        kinds = ["auth"]
+    def support_services(self) -> dict[str, int]:
+        """The non-login processes and how many of each: one auth process, one tcpwrap
+        process when login_access_sockets names it, and when a high-security login service
+        hands its plaintext sessions off, a relay process per CPU (at most four): they
+        share the relay socket, spread the relaying over the cores, and one that dies
+        takes only its share of the sessions with it."""
+        kinds = {"auth": 1}
         if "tcpwrap" in self.settings.login_access_sockets and self.tcpwrap_bound:
-            kinds.append("tcpwrap")
+            kinds["tcpwrap"] = 1
         if self.relay_bound and handoff_services(self.settings):
-            kinds.append("relay")
+            kinds["relay"] = RELAY_PROCESSES
         return kinds
 
     def _notify(self) -> None:
@@ -224,10 +229,12 @@ class Master:
                 await self.changed.wait()
 
     async def _maintain_once(self) -> None:
-        for kind in self.support_services():
-            running = any(c.kind == kind and not c.stopping for c in self.children.values())
-            if not running and await self.spawn(kind, "") is None:
-                await trio.sleep(1)
+        for kind, wanted in self.support_services().items():
+            running = sum(1 for c in self.children.values() if c.kind == kind and not c.stopping)
+            for _ in range(wanted - running):
+                if await self.spawn(kind, "") is None:
+                    await trio.sleep(1)
+                    break
         for svc in self.services():
             pool = [c for c in self._pool(svc.name) if not c.stopping]
             available = sum(1 for c in pool if c.accepting)
