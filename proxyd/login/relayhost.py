@@ -181,21 +181,19 @@ class RelayHost:
         )
 
     async def _serve(self, session_id: int) -> None:
-        session = self.sessions.get(session_id)
-        if session is None:
-            return
+        # (no status report per session: the master counts relay processes, not their clients)
+        session = self.sessions[session_id]
         try:
-            await self._report()
             await session.run()
         except Exception:
             log.exception("relay: internal error in session of %s", session.user)
         finally:
             del self.sessions[session_id]
+            self._changed.set()
             with trio.CancelScope(shield=True):
                 # closed already unless cancelled before run() got going
                 await trio.aclose_forcefully(session.backend)
                 await trio.aclose_forcefully(session.client)
-                await self._report()
 
     # ------------------------------------------------------------------ commands
     async def _control_loop(self) -> None:
