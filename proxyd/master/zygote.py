@@ -10,11 +10,12 @@ master supervises processes it did not fork (``ps --forest`` shows them under
 the zygote).  Should the zygote die, the master is a child subreaper and
 inherits the orphans.
 
-Requests: ``{"op": "spawn", "kind": "login"|"auth"|..., "service": NAME}`` with
-the child's control socket attached (SCM_RIGHTS); reply ``{"pid": N}``.
-``{"op": "reload"}``: the zygote re-reads the configuration; reply ``{"ok":
-true}`` or ``{"error": TEXT}``.  Events, at any time: ``{"ev": "exit", "pid": N,
-"status": WAITSTATUS}``.
+Requests: ``{"op": "spawn", "kind": "login"|"auth"|..., "service": NAME, "seq": N}``
+with the child's control socket attached (SCM_RIGHTS); reply ``{"pid": PID, "seq": N}``.
+``{"op": "reload", "seq": N}``: the zygote re-reads the configuration; reply ``{"ok":
+true, "seq": N}`` or ``{"error": TEXT, "seq": N}``.  ``seq`` pairs a reply with its
+request, so a late reply to a cancelled request is never taken for the next one's.
+Events, at any time: ``{"ev": "exit", "pid": N, "status": WAITSTATUS}``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class ZygoteHandle:
         self.pid = pid
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._lock = trio.Lock()
+        self._seq = 0
         self._replies_in, self._replies = trio.open_memory_channel[dict[str, Any]](1)
         #: exit statuses not yet collected, and the waiters for them
         self._statuses: dict[int, int] = {}
@@ -104,6 +106,9 @@ class ZygoteHandle:
             for waiter in self._exit_waiters.values():
                 waiter.set()
 
+    def close(self) -> None:
+        self._sock.close()
+
     async def wait_exit(self, pid: int) -> int | None:
         """The wait status of child ``pid`` once it has exited; None if the zygote died first."""
         if pid not in self._statuses and not self.dead.is_set():
@@ -113,13 +118,18 @@ class ZygoteHandle:
 
     async def _request(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         async with self._lock:
-            data = json.dumps(request).encode()
+            self._seq += 1
+            data = json.dumps({**request, "seq": self._seq}).encode()
             try:
                 if fds:
                     await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
                 else:
                     await self._sock.send(data)
-                return await self._replies.receive()
+                while True:
+                    reply = await self._replies.receive()
+                    # a reply to a request whose caller was cancelled meanwhile is dropped
+                    if reply.pop("seq", None) == self._seq:
+                        return reply
             except (OSError, trio.EndOfChannel, trio.ClosedResourceError):
                 raise OSError("zygote died") from None
 
@@ -196,21 +206,22 @@ def _zygote_loop(
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.extend(int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, len(payload) - len(payload) % 4, 4))
         request = json.loads(data)
+        seq = request.get("seq")
         if request.get("op") == "reload":
             try:
                 settings = load_settings(settings.config_path)
                 if on_reload is not None:
                     on_reload(settings)
             except (ConfigError, OSError, ValueError) as exc:
-                sock.send(json.dumps({"error": str(exc)}).encode())
+                sock.send(json.dumps({"error": str(exc), "seq": seq}).encode())
                 continue
-            sock.send(b'{"ok": true}')
+            sock.send(json.dumps({"ok": True, "seq": seq}).encode())
             continue
         try:
             pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main)
-            sock.send(json.dumps({"pid": pid}).encode())
+            sock.send(json.dumps({"pid": pid, "seq": seq}).encode())
         except OSError as exc:
-            sock.send(json.dumps({"error": str(exc)}).encode())
+            sock.send(json.dumps({"error": str(exc), "seq": seq}).encode())
         finally:
             for fd in fds:
                 os.close(fd)
