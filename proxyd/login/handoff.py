@@ -95,14 +95,13 @@ class HandoffRecord:
 
     @classmethod
     def of(cls, conn: ProxiedConnection, service: str) -> HandoffRecord:
-        ip, _, port = conn.backend_address.rpartition(":")
         return cls(
             service=service,
             protocol=conn.protocol,
             user=conn.user,
             remote_ip=conn.remote_ip,
-            backend_ip=ip,
-            backend_port=int(port),
+            backend_ip=conn.backend_ip,
+            backend_port=conn.backend_port,
             log_fields=conn.log_fields,
             connected_at=conn.connected_at,
             client_pending=conn.client_pending,

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -44,8 +44,8 @@ class ProxiedConnection:
     user: str
     protocol: str
     remote_ip: str
-    #: "ip:port" of the backend, for ``proxyctl who``
-    backend_address: str
+    backend_ip: str
+    backend_port: int
     #: Dovecot's login_log_format_elements of the session, fixed at login
     log_fields: str
     log: logging.Logger
@@ -64,6 +64,10 @@ class ProxiedConnection:
         """End the session from outside (``proxyctl kick``)."""
         self._kick_reason = reason
         self._scope.cancel()
+
+    @property
+    def backend_address(self) -> str:
+        return f"{self.backend_ip}:{self.backend_port}"
 
     @property
     def kicked(self) -> bool:
@@ -150,6 +154,11 @@ class ProxiedConnection:
                         pass
         finally:
             ProxyState.delayed_disconnect_done(self.record)
+
+
+def who_row(user: str, protocol: str, ip: str, backend: str, connected_at: float, now: float) -> dict[str, Any]:
+    """One session as ``proxyctl who`` gets it from any process that holds sessions."""
+    return {"user": user, "protocol": protocol, "ip": ip, "backend": backend, "age": round(now - connected_at)}
 
 
 def _delay_text(delay: float) -> str:

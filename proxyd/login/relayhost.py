@@ -40,7 +40,7 @@ from proxyd.login.handoff import (
     fds_of,
     parse_last_word,
 )
-from proxyd.login.proxied import ProxiedConnection
+from proxyd.login.proxied import ProxiedConnection, who_row
 from proxyd.login.proxystate import ProxyState
 from proxyd.master.control import ControlChannel, ControlError
 
@@ -172,7 +172,8 @@ class RelayHost:
             user=record.user,
             protocol=record.protocol,
             remote_ip=record.remote_ip,
-            backend_address=f"{record.backend_ip}:{record.backend_port}",
+            backend_ip=record.backend_ip,
+            backend_port=record.backend_port,
             log_fields=record.log_fields,
             log=logging.getLogger(record.service),
             state=self.state,
@@ -213,8 +214,7 @@ class RelayHost:
         elif cmd == "who":
             now = time.time()
             rows = [
-                {"user": s.user, "protocol": s.protocol, "ip": s.remote_ip,
-                 "backend": s.backend_address, "age": round(now - s.connected_at)}
+                who_row(s.user, s.protocol, s.remote_ip, s.backend_address, s.connected_at, now)
                 for s in self._matching(mask)
             ]
             await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": rows})

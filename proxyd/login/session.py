@@ -164,8 +164,6 @@ class LoginSession:
         self.trusted_info_seen = False
         self.last_failure: ClientFailure | None = None
         self.engine: LoginServerEngine = spec.new_server(self._policy())
-        #: "prelogin" until the backend accepted the login, then "proxying"
-        self.phase = "prelogin"
         self.backend_address = ""
         #: the passdb ``host`` of the backend (for ``proxyctl who``), set when proxying starts
         self.backend_host = ""
@@ -186,6 +184,11 @@ class LoginSession:
         self._scope = trio.CancelScope()
         self._destroy_text: str | None = None
         self._destroy_reason = ""
+
+    @property
+    def phase(self) -> str:
+        """"prelogin" until the backend accepted the login, then "proxying"."""
+        return "prelogin" if self.relayed is None else "proxying"
 
     def destroy(self, log_reason: str, text: str | None = None) -> None:
         """End the session from outside: a kick, or "Connection queue full" for a pre-login client.
@@ -602,14 +605,14 @@ class LoginSession:
             user=proxied.user,
             protocol=self.spec.name,
             remote_ip=self.conn.remote_ip,
-            backend_address=self.backend_address,
+            backend_ip=backend.ip,
+            backend_port=proxied.target.port,
             log_fields=self.log_fields(),
             log=self.log,
             state=self.proxy_state,
             record=backend.record,
             connected_at=self.connected_at,
         )
-        self.phase = "proxying"
         handoff = self.ctx.handoff
         if handoff is not None and await handoff(self.relayed):
             await self.relayed.release()  # the relay process has it now

@@ -19,7 +19,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import trio
@@ -29,6 +28,7 @@ from proxyd.config.settings import EffectiveService
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
+from proxyd.login.proxied import who_row
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
@@ -39,11 +39,6 @@ log = logging.getLogger("proxyd")
 
 _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
-
-@dataclass(slots=True)
-class _Client:
-    session: LoginSession
-    connected_at: float  # wall clock, comparable across processes
 
 
 class LoginWorker:
@@ -74,7 +69,7 @@ class LoginWorker:
         self.listeners = listeners
         self.control = control
         self.auth = auth
-        self.clients: dict[int, _Client] = {}
+        self.clients: dict[int, LoginSession] = {}
         #: where login_access_sockets live as this process sees them (chroot or not)
         self.access_dir = access_dir
         self.served = 0
@@ -110,16 +105,22 @@ class LoginWorker:
         oldest client still logging in it asks only when a service is full.)"""
         return (self.accepting(), not self.clients)
 
-    async def _report(self) -> None:
-        """Tell the master, but only when its view changes: a message for every login
-        would cost more than the login's own work in high-performance mode."""
+    def _status_message(self) -> dict[str, Any] | None:
+        """Wake our own waiters; the status message for the master if its view changed
+        (a message for every login would cost more than the login itself)."""
         self._notify_change()
         status = self._status()
         if status == self._last_status:
-            return
+            return None
         self._last_status = status
         accepting, idle = status
-        message = {"ev": "status", "clients": 0 if idle else len(self.clients), "accepting": accepting}
+        return {"ev": "status", "clients": 0 if idle else len(self.clients), "accepting": accepting}
+
+    async def _report(self) -> None:
+        if (message := self._status_message()) is not None:
+            await self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 
@@ -208,7 +209,7 @@ class LoginWorker:
         )
         self._next_id += 1
         client_id = self._next_id
-        self.clients[client_id] = _Client(session, time.time())
+        self.clients[client_id] = session
         await self._report()
         try:
             await session.run()
@@ -218,11 +219,9 @@ class LoginWorker:
         finally:
             del self.clients[client_id]
             # a process that is done exits now: its exit tells the master enough
-            if self._status() != self._last_status and not self._finished():
+            if (message := self._status_message()) is not None and not self._finished():
                 with trio.CancelScope(shield=True):
-                    await self._report()
-            else:
-                self._notify_change()
+                    await self._send(message)
 
     # ------------------------------------------------------------------ commands
     async def _control_loop(self) -> None:
@@ -252,41 +251,35 @@ class LoginWorker:
 
     def _oldest_prelogin(self) -> float | None:
         """When the longest-waiting client still logging in here connected (None: none is)."""
-        return min((c.connected_at for c in self.clients.values() if c.session.phase == "prelogin"), default=None)
+        return min((s.connected_at for s in self.clients.values() if s.phase == "prelogin"), default=None)
 
     def _destroy_oldest_prelogin(self) -> None:
-        prelogin = [c for c in self.clients.values() if c.session.phase == "prelogin"]
+        prelogin = [s for s in self.clients.values() if s.phase == "prelogin"]
         # Dovecot's client_destroy_oldest(): the oldest client with nothing in flight
         # (not waiting for the auth process or a backend), else simply the oldest
-        idle = [c for c in prelogin if c.session.engine.state == "NOT_AUTHENTICATED"]
+        idle = [s for s in prelogin if s.engine.state == "NOT_AUTHENTICATED"]
         if prelogin:
-            victim = min(idle or prelogin, key=lambda c: c.connected_at)
-            victim.session.destroy("Connection queue full", "Connection queue full")
+            victim = min(idle or prelogin, key=lambda s: s.connected_at)
+            victim.destroy("Connection queue full", "Connection queue full")
 
-    def _matching(self, mask: str) -> list[_Client]:
+    def _matching(self, mask: str) -> list[LoginSession]:
         return [
-            c for c in self.clients.values()
+            s for s in self.clients.values()
             # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
-            if (c.session.phase == "proxying" or c.session.proxy_pending)
-            and not (c.session.relayed is not None and c.session.relayed.moved)
-            and fnmatch.fnmatchcase(c.session.user, mask or "*")
+            if (s.phase == "proxying" or s.proxy_pending)
+            and not (s.relayed is not None and s.relayed.moved)
+            and fnmatch.fnmatchcase(s.user, mask or "*")
         ]
 
     def _who(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         now = time.time()
         return [
-            {
-                "user": c.session.user,
-                "protocol": self.spec.name,
-                "ip": c.session.conn.remote_ip,
-                "backend": c.session.backend_address,
-                "age": round(now - c.connected_at),
-            }
-            for c in self._matching(str(message.get("mask", "")))
+            who_row(s.user, self.spec.name, s.conn.remote_ip, s.backend_address, s.connected_at, now)
+            for s in self._matching(str(message.get("mask", "")))
         ]
 
     def _kick(self, mask: str) -> int:
         victims = self._matching(mask)
-        for c in victims:
-            c.session.destroy("Kicked by admin")
+        for session in victims:
+            session.destroy("Kicked by admin")
         return len(victims)

@@ -206,19 +206,19 @@ class Master:
 
     async def ask_all(
         self, kinds: tuple[str, ...], message: dict[str, Any], *, live_only: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[Child, dict[str, Any]]]:
         """``ask`` every child of one of ``kinds`` at once: one slow child must not
         make the others' answers wait (or miss the admin client's deadline)."""
-        replies: list[dict[str, Any]] = []
+        answers: list[tuple[Child, dict[str, Any]]] = []
 
         async def one(child: Child) -> None:
-            replies.append(await self.ask(child, message))
+            answers.append((child, await self.ask(child, message)))
 
         async with trio.open_nursery() as nursery:
             for child in list(self.children.values()):
                 if child.kind in kinds and not (live_only and child.stopping):
                     nursery.start_soon(one, child)
-        return replies
+        return answers
 
     # ------------------------------------------------------------------ accounting
     async def maintain(self) -> None:
@@ -283,41 +283,33 @@ class Master:
                 continue
             with trio.move_on_after(1):
                 await trio.lowlevel.wait_readable(bound.sock)
-                victim = await self._oldest_prelogin(pool)
+                victim = await self._oldest_prelogin(bound.service)
                 if victim is not None:
                     await self.tell(victim, {"cmd": "queue-full"})
                 await trio.sleep(_QUEUE_FULL_INTERVAL)
 
-    async def _oldest_prelogin(self, pool: list[Child]) -> Child | None:
+    async def _oldest_prelogin(self, service: str) -> Child | None:
         """The process whose longest-waiting pre-login client came first (asked only now:
         reporting it on every login would cost more than the login itself)."""
-        oldest: tuple[float, Child] | None = None
-
-        async def ask(child: Child) -> None:
-            nonlocal oldest
-            since = (await self.ask(child, {"cmd": "oldest-prelogin"})).get("since")
-            if since is not None and (oldest is None or float(since) < oldest[0]):
-                oldest = (float(since), child)
-
-        async with trio.open_nursery() as nursery:
-            for child in pool:
-                nursery.start_soon(ask, child)
-        return oldest[1] if oldest is not None else None
+        answers = await self.ask_all(("login",), {"cmd": "oldest-prelogin"}, live_only=True)
+        waiting = [(float(reply["since"]), child) for child, reply in answers
+                   if child.service == service and reply.get("since") is not None]
+        return min(waiting, key=lambda pair: pair[0])[1] if waiting else None
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str) -> list[dict[str, Any]]:
-        replies = await self.ask_all(_SESSION_HOLDERS, {"cmd": "who", "mask": mask})
-        return [row for reply in replies for row in reply.get("sessions", [])]
+        answers = await self.ask_all(_SESSION_HOLDERS, {"cmd": "who", "mask": mask})
+        return [row for _, reply in answers for row in reply.get("sessions", [])]
 
     async def kick(self, mask: str) -> int:
-        replies = await self.ask_all(_SESSION_HOLDERS, {"cmd": "kick", "mask": mask})
-        return sum(int(reply.get("count", 0)) for reply in replies)
+        answers = await self.ask_all(_SESSION_HOLDERS, {"cmd": "kick", "mask": mask})
+        return sum(int(reply.get("count", 0)) for _, reply in answers)
 
     async def flush_cache(self, users: list[str]) -> int:
         """``proxyctl auth cache flush``: the auth process owns the cache."""
         # an old auth process still finishing its requests after a reload is not asked
-        replies = await self.ask_all(("auth",), {"cmd": "cache-flush", "users": users}, live_only=True)
-        return sum(int(reply.get("count", 0)) for reply in replies)
+        answers = await self.ask_all(("auth",), {"cmd": "cache-flush", "users": users}, live_only=True)
+        return sum(int(reply.get("count", 0)) for _, reply in answers)
 
     async def reload(self) -> str:
         """SIGHUP: new settings for new logins; proxied sessions keep running."""

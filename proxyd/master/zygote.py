@@ -20,6 +20,7 @@ Events, at any time: ``{"ev": "exit", "pid": N, "status": WAITSTATUS}``.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import gc
@@ -29,7 +30,6 @@ import os
 import select
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -122,7 +122,7 @@ class ZygoteHandle:
             data = json.dumps({**request, "seq": self._seq}).encode()
             try:
                 if fds:
-                    await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
+                    await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
                 else:
                     await self._sock.send(data)
                 while True:
@@ -143,10 +143,6 @@ class ZygoteHandle:
         reply = await self._request({"op": "reload"}, [])
         if "error" in reply:
             raise ConfigError(None, str(reply["error"]))
-
-
-def _fd_array(fds: list[int]) -> ctypes.Array[ctypes.c_int]:
-    return (ctypes.c_int * len(fds))(*fds)
 
 
 def start_zygote(
@@ -196,15 +192,11 @@ def _zygote_loop(
         if sock.fileno() not in readable:
             continue
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+            data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 16)
         except InterruptedError:
             continue
         if not data:
             return  # the master is gone
-        fds: list[int] = []
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.extend(int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, len(payload) - len(payload) % 4, 4))
         request = json.loads(data)
         seq = request.get("seq")
         if request.get("op") == "reload":

@@ -10,10 +10,14 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import Final
 
 from proxyd.protocols.backend_events import BackendEvent, BackendFailed, ProxyFailure
 from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.imap.grammar import InputBuffer
+
+#: Dovecot's ``MAX_PROXY_INPUT_SIZE``: the longest backend line before a login
+MAX_PROXY_INPUT: Final = 4096
 
 
 class Phase(enum.Enum):

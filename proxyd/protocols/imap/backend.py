@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from proxyd.protocols.backend_engine import BackendEngineBase, Phase
+from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
     BackendIgnored,
@@ -62,9 +62,6 @@ from proxyd.protocols.sasl import (
     decode_base64,
     encode_base64,
 )
-
-#: Dovecot's ``MAX_PROXY_INPUT_SIZE``.
-MAX_PROXY_INPUT: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from proxyd.protocols.backend_engine import BackendEngineBase, Phase
+from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
     BackendLoggedIn,
@@ -58,8 +58,6 @@ from proxyd.protocols.sasl import (
     encode_base64,
 )
 
-#: Dovecot's ``MAX_PROXY_INPUT_SIZE``.
-MAX_PROXY_INPUT: Final = 4096
 #: bytes that would end or split a POP3 command line
 _LINE_BREAKERS: Final = frozenset("\r\n\0")
 
