@@ -12,7 +12,8 @@ VENV="${PROXYD_VENV:-$REPO_ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 # postgresql, mariadb-server, slapd and ldap-utils: the sql and ldap passdb
 # tests start private servers from these binaries (the system services stay off)
-APT_PACKAGES=(dovecot-imapd dovecot-pop3d curl openssl ca-certificates python3-venv
+APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
+              dovecot-submissiond dovecot-lmtpd curl openssl ca-certificates python3-venv
               postgresql mariadb-server slapd ldap-utils)
 
 log() { printf '==> %s\n' "$*" >&2; }
