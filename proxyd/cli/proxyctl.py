@@ -10,8 +10,8 @@ Implemented:
   failure delay) when a password is given.  It prints the result line, then
   ``user=`` and every extra field as ``key=value`` (passwords masked).
 
-* ``proxyctl [-c FILE] who [MASK]`` / ``kick MASK`` / ``reload`` / ``stop`` talk to
-  the running proxyd over its admin socket.
+* ``proxyctl [-c FILE] who [MASK]`` / ``kick MASK`` / ``kick --host HOST [MASK]`` /
+  ``reload`` / ``stop`` talk to the running proxyd over its admin socket.
 * ``proxyctl [-c FILE] move USER HOST [--delay S] [--spread N] [--wait SECONDS]``
   moves a user to another backend (``proxyd.cli.move``).
 
@@ -88,8 +88,18 @@ def _parser() -> argparse.ArgumentParser:
 
     who = commands.add_parser("who", help="list proxied sessions")
     who.add_argument("mask", nargs="?", default="*", help="user mask (* and ? wildcards)")
-    kick = commands.add_parser("kick", help="disconnect the matching users' proxied sessions")
-    kick.add_argument("mask", help="user mask (* and ? wildcards)")
+    # -h is Dovecot's ``doveadm proxy kick -h HOST``; help stays as --help
+    kick = commands.add_parser(
+        "kick",
+        help="disconnect the matching users' proxied sessions (or those to one backend)",
+        add_help=False,
+    )
+    kick.add_argument("--help", action="help", help="show this help message and exit")
+    kick.add_argument(
+        "--host", "-h", dest="host", metavar="HOST",
+        help="only sessions proxied to this backend (its IP, or host as the passdb names it)",
+    )
+    kick.add_argument("mask", nargs="?", help="user mask (* and ? wildcards; with --host default *)")
     move.add_parser(commands)
     commands.add_parser("reload", help="reload the configuration (like SIGHUP)")
     commands.add_parser("stop", help="stop proxyd (like SIGTERM)")
@@ -145,10 +155,16 @@ def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
     from proxyd.config.load import load_settings
     from proxyd.master.admin import admin_request
 
-    settings = load_settings(args.config)
     request: dict[str, str] = {"cmd": args.command}
-    if args.command in ("who", "kick"):
+    if args.command == "who":
         request["mask"] = args.mask
+    if args.command == "kick":
+        if args.mask is None and args.host is None:
+            raise _UsageError("kick: a user mask or --host HOST is needed")
+        request["mask"] = args.mask or "*"
+        if args.host is not None:
+            request["host"] = args.host
+    settings = load_settings(args.config)
     try:
         reply = admin_request(settings.base_dir, request)
     except OSError as exc:

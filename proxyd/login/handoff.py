@@ -67,6 +67,7 @@ class HandoffRecord:
     connected_at: float
     client_pending: bytes
     backend_pending: bytes
+    backend_host: str = ""
 
     def encode(self) -> bytes:
         fields: dict[str, Any] = asdict(self)
@@ -89,6 +90,7 @@ class HandoffRecord:
                 connected_at=float(fields["connected_at"]),
                 client_pending=base64.b64decode(fields["client_pending"], validate=True),
                 backend_pending=base64.b64decode(fields["backend_pending"], validate=True),
+                backend_host=_text(fields.get("backend_host", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise HandoffError(f"invalid hand-off record: {exc}") from None
@@ -106,6 +108,7 @@ class HandoffRecord:
             connected_at=conn.connected_at,
             client_pending=conn.client_pending,
             backend_pending=conn.backend_pending,
+            backend_host=conn.backend_host,
         )
 
 

@@ -20,6 +20,7 @@ An admin kick (``kick()``) ends it the same way as a backend disconnect, with
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import math
 import time
@@ -54,6 +55,8 @@ class ProxiedConnection:
     record: BackendRecord | None
     #: wall clock of the client's connect, comparable across processes
     connected_at: float = field(default_factory=time.time)
+    #: the backend as the passdb named it (``host``), for ``kick --host`` by name
+    backend_host: str = ""
     #: handed to the relay process: from here on kicks and ``who`` are its business
     moved: bool = False
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -68,6 +71,10 @@ class ProxiedConnection:
     @property
     def backend_address(self) -> str:
         return f"{self.backend_ip}:{self.backend_port}"
+
+    def matches(self, mask: str, host: str | None = None) -> bool:
+        """``who``/``kick`` selection: see ``session_matches``."""
+        return session_matches(self.user, self.backend_ip, self.backend_host, mask, host)
 
     @property
     def kicked(self) -> bool:
@@ -154,6 +161,14 @@ class ProxiedConnection:
                         pass
         finally:
             ProxyState.delayed_disconnect_done(self.record)
+
+
+def session_matches(user: str, backend_ip: str, backend_host: str, mask: str, host: str | None) -> bool:
+    """A user mask (``*`` and ``?``) and, for ``kick --host`` (Dovecot's KICK-HOST), the
+    backend: its IP or the ``host`` the passdb gave."""
+    if host is not None and (not host or host not in (backend_ip, backend_host)):
+        return False
+    return fnmatch.fnmatchcase(user, mask or "*")
 
 
 def who_row(user: str, protocol: str, ip: str, backend: str, connected_at: float, now: float) -> dict[str, Any]:

@@ -20,7 +20,6 @@ holds, as each of Dovecot's login processes does.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import os
 import signal
@@ -179,6 +178,7 @@ class RelayHost:
             state=self.state,
             record=entry,
             connected_at=record.connected_at,
+            backend_host=record.backend_host,
         )
 
     async def _serve(self, session_id: int) -> None:
@@ -208,6 +208,7 @@ class RelayHost:
     async def _command(self, message: dict[str, Any]) -> None:
         cmd = message.get("cmd")
         mask = str(message.get("mask") or "*")
+        host = message.get("host")
         if cmd == "stop":
             self._stop()
             await self._report()
@@ -219,13 +220,13 @@ class RelayHost:
             ]
             await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": rows})
         elif cmd == "kick":
-            victims = self._matching(mask)
+            victims = self._matching(mask, None if host is None else str(host))
             for session in victims:
                 session.kick("Kicked by admin")
             await self.control.send({"ev": "reply", "id": message.get("id"), "count": len(victims)})
 
-    def _matching(self, mask: str) -> list[ProxiedConnection]:
-        return [s for s in self.sessions.values() if not s.kicked and fnmatch.fnmatchcase(s.user, mask)]
+    def _matching(self, mask: str, host: str | None = None) -> list[ProxiedConnection]:
+        return [s for s in self.sessions.values() if not s.kicked and s.matches(mask, host)]
 
 
 def _is_stream_socket(fd: int) -> bool:

@@ -612,6 +612,7 @@ class LoginSession:
             state=self.proxy_state,
             record=backend.record,
             connected_at=self.connected_at,
+            backend_host=proxied.target.host,
         )
         handoff = self.ctx.handoff
         if handoff is not None and await handoff(self.relayed):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import logging
 import signal
 import socket
@@ -28,7 +27,7 @@ from proxyd.config.settings import EffectiveService
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.proxied import who_row
+from proxyd.login.proxied import session_matches, who_row
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
@@ -246,7 +245,8 @@ class LoginWorker:
         elif cmd == "oldest-prelogin":
             await self.control.send({"ev": "reply", "id": message.get("id"), "since": self._oldest_prelogin()})
         elif cmd == "kick":
-            count = self._kick(str(message.get("mask", "")))
+            host = message.get("host")
+            count = self._kick(str(message.get("mask", "")), None if host is None else str(host))
             await self.control.send({"ev": "reply", "id": message.get("id"), "count": count})
 
     def _oldest_prelogin(self) -> float | None:
@@ -262,13 +262,13 @@ class LoginWorker:
             victim = min(idle or prelogin, key=lambda s: s.connected_at)
             victim.destroy("Connection queue full", "Connection queue full")
 
-    def _matching(self, mask: str) -> list[LoginSession]:
+    def _matching(self, mask: str, host: str | None = None) -> list[LoginSession]:
         return [
             s for s in self.clients.values()
             # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
             if (s.phase == "proxying" or s.proxy_pending)
             and not (s.relayed is not None and s.relayed.moved)
-            and fnmatch.fnmatchcase(s.user, mask or "*")
+            and session_matches(s.user, s.backend_address.rpartition(":")[0], s.backend_host, mask, host)
         ]
 
     def _who(self, message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -278,8 +278,8 @@ class LoginWorker:
             for s in self._matching(str(message.get("mask", "")))
         ]
 
-    def _kick(self, mask: str) -> int:
-        victims = self._matching(mask)
+    def _kick(self, mask: str, host: str | None = None) -> int:
+        victims = self._matching(mask, host)
         for session in victims:
             session.destroy("Kicked by admin")
         return len(victims)

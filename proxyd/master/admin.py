@@ -71,8 +71,11 @@ async def _dispatch(master: Master, request: dict[str, Any]) -> dict[str, Any]:
     if cmd == "who":
         return {"ok": True, "sessions": await master.who(mask)}
     if cmd == "kick":
-        count = await master.kick(mask)
-        log.info("proxyctl kick %s: %d connections kicked", mask, count)
+        host = request.get("host")
+        host = None if host is None else str(host)
+        count = await master.kick(mask, host)
+        target = mask if host is None else f"-h {host} {mask}"
+        log.info("proxyctl kick %s: %d connections kicked", target, count)
         return {"ok": True, "count": count}
     if cmd == "cache-flush":
         users = [str(u) for u in request.get("users") or []]

@@ -301,8 +301,12 @@ class Master:
         answers = await self.ask_all(_SESSION_HOLDERS, {"cmd": "who", "mask": mask})
         return [row for _, reply in answers for row in reply.get("sessions", [])]
 
-    async def kick(self, mask: str) -> int:
-        answers = await self.ask_all(_SESSION_HOLDERS, {"cmd": "kick", "mask": mask})
+    async def kick(self, mask: str, host: str | None = None) -> int:
+        """End the matching sessions; with ``host`` only those proxied to that backend."""
+        message: dict[str, Any] = {"cmd": "kick", "mask": mask}
+        if host is not None:
+            message["host"] = host
+        answers = await self.ask_all(_SESSION_HOLDERS, message)
         return sum(int(reply.get("count", 0)) for _, reply in answers)
 
     async def flush_cache(self, users: list[str]) -> int:

@@ -138,6 +138,64 @@ def test_kick_disconnects_without_a_message(
     )
 
 
+@pytest.mark.proxyd_only
+@pytest.mark.parametrize("mode", ["high-security", "high-performance"])
+def test_kick_by_backend_host(
+    proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend, mode: str
+) -> None:
+    """``kick --host HOST [MASK]`` (Dovecot's ``doveadm proxy kick -h HOST``) ends the
+    sessions proxied to one backend, only the matching users' when a mask is given;
+    in high-security mode the relay process holds them, in high-performance mode the
+    login process."""
+    a_fields = proxy_fields(backend_a.address, backend_a.imap_port)
+    entries = [
+        PasswdEntry("alice", "{PLAIN}alicepw", a_fields),
+        PasswdEntry("carol", "{PLAIN}carolpw", {**a_fields, "destuser": "dave"}),
+        PasswdEntry("bob", "{PLAIN}bobpw", proxy_fields(backend_b.address, backend_b.imap_port)),
+    ]
+    running = ps.start(proxyd, entries, extra=HIGH_PERFORMANCE if mode == "high-performance" else "")
+    config = str(running.config_path)
+    source = client_address(97)
+    clients = {
+        user: RawImapClient(running.address(), running.port(), source_ip=source)
+        for user in ("alice", "carol", "bob")
+    }
+    try:
+        for user, client in clients.items():
+            assert client.command(f"LOGIN {user} {user}pw").status == "OK"
+        # the mask narrows it down to carol, then the host alone takes alice
+        kick = proxyd.proxyctl("-c", config, "kick", "--host", backend_a.address, "c*")
+        assert (kick.returncode, kick.stdout.strip()) == (0, "1 connections kicked"), kick.stderr
+        assert clients["carol"].read_until_closed() == []
+        assert clients["alice"].command("NOOP").status == "OK"
+        kick = proxyd.proxyctl("-c", config, "kick", "-h", backend_a.address)
+        assert kick.stdout.strip() == "1 connections kicked"
+        assert clients["alice"].read_until_closed() == []
+        assert clients["bob"].command("NOOP").status == "OK"
+        # a backend nobody is on, then bob's
+        assert proxyd.proxyctl("-c", config, "kick", "-h", "127.0.0.254").stdout.strip() == (
+            "0 connections kicked"
+        )
+        assert clients["bob"].command("NOOP").status == "OK"
+        assert proxyd.proxyctl("-c", config, "kick", "-h", backend_b.address, "*").stdout.strip() == (
+            "1 connections kicked"
+        )
+        assert clients["bob"].is_closed_by_peer()
+    finally:
+        for client in clients.values():
+            client.close()
+    running.wait_for_log(rf"proxyctl kick -h {re.escape(backend_a.address)} c\*: 1 connections kicked")
+
+
+@pytest.mark.proxyd_only
+def test_kick_needs_a_mask_or_a_host(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    alice = PasswdEntry("alice", "{PLAIN}alicepw", proxy_fields(backend_a.address, backend_a.imap_port))
+    running = ps.start(proxyd, [alice])
+    result = proxyd.proxyctl("-c", str(running.config_path), "kick")
+    assert result.returncode == 2
+    assert "a user mask or --host HOST is needed" in result.stderr
+
+
 # -- a dead backend: disconnects are spread ---------------------------------------------------------
 
 

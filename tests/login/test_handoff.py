@@ -20,7 +20,7 @@ import trio.testing
 
 from proxyd.config.settings import Settings
 from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
-from proxyd.login.proxied import ProxiedConnection
+from proxyd.login.proxied import ProxiedConnection, session_matches
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.relayhost import RelayHost
 from proxyd.master.control import ControlChannel
@@ -36,6 +36,7 @@ RECORD = HandoffRecord(
     connected_at=1700000000.5,
     client_pending=b"b NOOP\r\n",
     backend_pending=b"* 1 EXISTS\r\n",
+    backend_host="mail-a.example.test",
 )
 
 
@@ -235,3 +236,16 @@ async def test_a_stopping_relay_takes_no_more(relay: Relay, monkeypatch: pytest.
     with a, b:
         assert not await hand_off(relay.path, "imap-login", _proxied(a, b))
     assert relay.host.sessions == {}
+
+
+def test_kick_selection_by_user_mask_and_backend() -> None:
+    """``kick --host``: the backend's IP or the passdb's host name, and the user mask."""
+    def match(mask: str, host: str | None) -> bool:
+        return session_matches("alice", "127.0.0.2", "mail-a.example.test", mask, host)
+
+    assert match("*", None)
+    assert match("a*", "127.0.0.2")
+    assert match("", "mail-a.example.test")
+    assert not match("b*", "127.0.0.2")
+    assert not match("*", "127.0.0.3")
+    assert not match("*", "")
