@@ -1,7 +1,7 @@
 """Connections per host, failover between hosts, and the deadlines of every request.
 
 The database-specific modules (``sql/pgsql.py``, ``sql/mysql.py``,
-``sql/sqlite.py`` and ``ldap.py``) implement :class:`Connector`: open one
+``sql/sqlite.py`` and ``ldap/connection.py``) implement :class:`Connector`: open one
 connection, close it, drop it; plus their own request methods (an SQL query,
 an LDAP search).  Everything else is here, in Trio, the same for all of them:
 

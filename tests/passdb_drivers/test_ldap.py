@@ -10,6 +10,7 @@ import trio
 import trustme
 
 import passdb_drivers.ldap as ldap_driver
+import passdb_drivers.ldap.config as ldap_config
 from proxyd.auth.passdb import PassdbResult, PassdbTempFail
 from proxyd.auth.request import AuthStatus, FailCode
 from proxyd.errors import ConfigError
@@ -179,8 +180,8 @@ async def test_server_down_then_back(tmp_path: Path, private_slapd: SlapdServer)
 async def test_hanging_server_is_cut_by_the_timeouts(
     tmp_path: Path, private_slapd: SlapdServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ldap_driver, "CONNECT_TIMEOUT", 1)
-    monkeypatch.setattr(ldap_driver, "RECEIVE_TIMEOUT", 1)
+    monkeypatch.setattr(ldap_config, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(ldap_config, "RECEIVE_TIMEOUT", 1)
     server = private_slapd
     async with authenticator([passdb("ldap", conf(tmp_path, server))]) as auth:
         assert (await auth.authenticate(make_request("l_carol", "carolpw"))).status is AuthStatus.OK
