@@ -23,7 +23,7 @@ Theory of operation:
 * ``auth_cache_size`` bounds the memory: every entry costs its key, its
   serialised value and a fixed overhead, as Dovecot counts it; the least
   recently used entries go first.
-* The "password changed" rule is in the chain (``chain.py``): a wrong password
+* The "password changed" rule is in the chain (``chain/cached.py``): a wrong password
   against an entry whose last check succeeded, or whose age passed the negative
   TTL, is treated as a miss and looked up again.
 
