@@ -117,4 +117,14 @@ def dump_non_default(settings: Settings) -> str:
     out = [f"# proxyd {__version__}: {settings.config_path}"]
     for _, lines in entries:
         out.extend(lines)
+    out.extend(_unused_lines(settings))
     return "\n".join(out) + "\n"
+
+
+def _unused_lines(settings: Settings) -> list[str]:
+    """Settings and sections of services a proxy does not run, as comments (the output still loads)."""
+    if not settings.unused:
+        return []
+    lines = ["# Not used by a proxy (services proxyd does not run; accepted, never applied):"]
+    lines += [f"#   {item.location}: {item.what}" for item in settings.unused]
+    return lines

@@ -32,6 +32,7 @@ mail-store settings and userdb blocks, which are ignored, are not in it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 from typing import Any, Final
@@ -45,7 +46,15 @@ from proxyd.config.parser import (
     parse_file,
     parse_text,
 )
-from proxyd.config.settings import InetListener, PassdbSettings, ServiceSettings, Settings
+from proxyd.config.settings import (
+    FilterBlock,
+    InetListener,
+    IPNetwork,
+    PassdbSettings,
+    ServiceSettings,
+    Settings,
+    UnusedItem,
+)
 from proxyd.config.values import InvalidValue
 from proxyd.errors import ConfigError, Location
 from proxyd.secret import Secret
@@ -87,6 +96,10 @@ def _parse(spec: schema.SettingSpec, item: RawSetting) -> Any:
         raise ConfigError(item.location, str(error)) from None
 
 
+def _subnet(inner: IPNetwork, outer: IPNetwork) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
 def _unknown(path: str, key: str) -> str:
     """Dovecot's wording: ``Unknown setting: service { inet_listener { foo``."""
     return f"Unknown setting: {path}{key}"
@@ -105,6 +118,8 @@ class _Loader:
         self.service_values: dict[str, dict[str, Any]] = {}
         self.passdbs: list[PassdbSettings] = []
         self.unnamed_sections = 0
+        self.filters: list[FilterBlock] = []
+        self.unused: list[UnusedItem] = []
 
     def build(self) -> Settings:
         for item in self.tree.items:
@@ -114,7 +129,12 @@ class _Loader:
                 self._top_section(item)
         if self.values.get("auth_debug"):
             self.values["auth_verbose"] = True
+        self._check_protocols()
         self._check_ssl()
+        if self.filters:
+            first = self.filters[0]
+            key, where = first.keys[0]
+            raise ConfigError(where, schema.not_supported(f"{key}' inside a '{first.location}"))
         defaults = Settings().services
         services = {
             name: dataclasses.replace(
@@ -130,6 +150,8 @@ class _Loader:
             config_path=self.tree.path,
             services=services,
             passdbs=tuple(self.passdbs),
+            filters=tuple(self.filters),
+            unused=tuple(self.unused),
             explicit=self.explicit,
             **self.values,
         )
@@ -145,12 +167,8 @@ class _Loader:
                 self.values[f"{key}_path"] = self._check_pem(spec, item)
             self.values[spec.attribute] = Secret(value) if spec.secret else value
             self.explicit[key] = item.location
-        elif key in schema.MAIL_STORE_TOP:
-            log.warning(
-                "%s: setting '%s' only matters to a mail store; proxyd ignores it",
-                item.location,
-                key,
-            )
+        elif key in schema.UNUSED_TOP:
+            self.unused.append(UnusedItem(item.location, key))
         elif key in schema.ROADMAP_TOP or key in schema.DOVECOT_TOP:
             raise ConfigError(item.location, schema.not_supported(key))
         else:
@@ -185,16 +203,29 @@ class _Loader:
             self._passdb(section)
         elif name == "userdb":
             self._userdb(section)
-        elif name in schema.MAIL_STORE_SECTIONS:
-            log.warning(
-                "%s: section '%s' only matters to a mail store; proxyd ignores it",
-                section.location,
-                name,
-            )
+            self._unused_section(section)
+        elif name in schema.UNUSED_SECTIONS:
+            self._unused_section(section)
+        elif name in ("protocol", "local", "remote"):
+            self._filter(section, FilterBlock(location=section.location))
         elif name in schema.DOVECOT_SECTIONS:
             raise ConfigError(section.location, f"section '{name}' is not supported yet")
         else:
             raise ConfigError(section.location, f"Unknown section: {name}")
+
+    def _unused_section(self, section: RawSection, parent: str = "") -> None:
+        label = f" {section.label}" if section.label else ""
+        what = f"{section.name}{label} {{ }}"
+        if parent:
+            what = f"{parent} {{ {what} }}"
+        self.unused.append(UnusedItem(section.location, what))
+
+    def _check_protocols(self) -> None:
+        protocols = self.values.get("protocols", ())
+        try:
+            schema.check_protocols(protocols)
+        except InvalidValue as error:
+            raise ConfigError(self.explicit.get("protocols"), str(error)) from None
 
     def _check_ssl(self) -> None:
         ssl = self.values.get("ssl", "yes")
@@ -217,9 +248,14 @@ class _Loader:
         name = section.label
         if name == "":
             raise ConfigError(section.location, "service is missing name")
+        if name == schema.AUTH_SERVICE:
+            self._auth_service(section)
+            return
         if name not in schema.IMPLEMENTED_SERVICES:
             if name in schema.DOVECOT_SERVICES or name in schema.ROADMAP_SERVICES:
-                raise ConfigError(section.location, f"service '{name}' is not supported yet")
+                # a service a proxy does not run: its whole block is listed, not applied
+                self._unused_section(section)
+                return
             raise ConfigError(section.location, f"Unknown service: {name}")
         self.service_locations.setdefault(name, section.location)
         self.explicit.setdefault(f"service/{name}", section.location)
@@ -241,6 +277,110 @@ class _Loader:
                 raise ConfigError(item.location, schema.not_supported(item.key))
             else:
                 raise ConfigError(item.location, _unknown("service { ", item.key))
+
+    def _auth_service(self, section: RawSection) -> None:
+        """proxyd's auth process: listeners of sockets it does not create are listed."""
+        for item in section.items:
+            if isinstance(item, RawSection):
+                if item.name in ("unix_listener", "fifo_listener"):
+                    self._unused_section(item, parent="service auth")
+                else:
+                    raise ConfigError(item.location, f"Unknown section: service {{ {item.name}")
+            elif item.key in schema.SERVICE or item.key in schema.DOVECOT_SERVICE:
+                raise ConfigError(item.location, schema.not_supported(f"service auth {{ {item.key}"))
+            else:
+                raise ConfigError(item.location, _unknown("service { ", item.key))
+
+    # --- protocol / local / remote ---------------------------------------------
+
+    def _filter(self, section: RawSection, parent: FilterBlock) -> None:
+        """A filter block, with Dovecot's nesting rules (config-parser.c)."""
+        name, value, where = section.name, section.label, section.location
+        block = dataclasses.replace(parent, location=where, values=(), keys=())
+        if name == "protocol":
+            if parent.protocol:
+                raise ConfigError(where, "Nested protocol { protocol { .. } } block not allowed")
+            if value.lstrip("!") not in schema.IMPLEMENTED_PROTOCOLS and not value.startswith("!"):
+                # a protocol proxyd does not serve (lda, lmtp, doveadm, ...): never matches
+                self._unused_section(section)
+                return
+            block = dataclasses.replace(block, protocol=value)
+        elif name == "local":
+            if parent.remote is not None:
+                raise ConfigError(
+                    where, "remote { local { .. } } not allowed (use local { remote { .. } } instead)"
+                )
+            if parent.protocol:
+                raise ConfigError(
+                    where,
+                    "protocol { local { .. } } not allowed (use local { protocol { .. } } instead)",
+                )
+            network = self._filter_net(value, where)
+            if parent.local is not None and not _subnet(network, parent.local):
+                raise ConfigError(
+                    where, "local net1 { local net2 { .. } } requires net2 to be inside net1"
+                )
+            block = dataclasses.replace(block, local=network, local_text=value)
+        else:
+            if parent.protocol:
+                raise ConfigError(
+                    where,
+                    "protocol { remote { .. } } not allowed (use remote { protocol { .. } } instead)",
+                )
+            network = self._filter_net(value, where)
+            if parent.remote is not None and not _subnet(network, parent.remote):
+                raise ConfigError(
+                    where, "remote net1 { remote net2 { .. } } requires net2 to be inside net1"
+                )
+            block = dataclasses.replace(block, remote=network, remote_text=value)
+        values: dict[str, Any] = {}
+        keys: dict[str, Location] = {}
+        for item in section.items:
+            if isinstance(item, RawSection):
+                if item.name in ("protocol", "local", "remote"):
+                    self._filter(item, block)
+                elif item.name in schema.UNUSED_SECTIONS:
+                    self._unused_section(item, parent=f"{name} {value}")
+                elif item.name in schema.DOVECOT_SECTIONS:
+                    raise ConfigError(
+                        item.location, f"section '{item.name}' inside '{name}' is not supported yet"
+                    )
+                else:
+                    raise ConfigError(item.location, f"Unknown section: {item.name}")
+                continue
+            key = item.key
+            spec = schema.TOP.get(key)
+            if key in schema.UNUSED_TOP:
+                self.unused.append(UnusedItem(item.location, f"{name} {value} {{ {key} }}"))
+            elif spec is None:
+                self._top_setting(item)  # raises: not supported yet, or unknown
+            elif key in schema.FILTER_LOGIN or (
+                key in schema.FILTER_AUTH and block.local is None and block.remote is None
+            ):
+                parsed = _parse(spec, item)
+                if spec.pem:
+                    values[f"{key}_path"] = self._check_pem(spec, item)
+                values[spec.attribute] = Secret(parsed) if spec.secret else parsed
+                keys[key] = item.location
+            else:
+                raise ConfigError(
+                    item.location, f"setting '{key}' can't be set inside a '{name}' block"
+                )
+        if values:
+            self.filters.append(
+                dataclasses.replace(block, values=tuple(values.items()), keys=tuple(keys.items()))
+            )
+
+    @staticmethod
+    def _filter_net(value: str, where: Location) -> IPNetwork:
+        """``IP[/bits]`` (Dovecot also resolves host names here; proxyd does not yet)."""
+        try:
+            return ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+        if "/" in value:
+            raise ConfigError(where, f"Invalid network mask: {value.split('/', 1)[1]}")
+        raise ConfigError(where, f"{value}: host names in filters are not supported yet")
 
     def _listener(self, service: str, section: RawSection) -> None:
         name = section.label

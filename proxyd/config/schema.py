@@ -7,22 +7,21 @@ A name in a configuration file falls into exactly one of these groups:
 2. **Roadmap** (:data:`ROADMAP_TOP`, :data:`ROADMAP_SERVICE`, ...): named in
    the interface contract, to be implemented later.  Using one is an error
    ``setting 'X' is not supported yet``, never silently ignored.
-3. **Other Dovecot settings** (:data:`DOVECOT_TOP`, ...): real Dovecot 2.3
-   names proxyd has no use for; same error as the roadmap group, so that an
-   administrator learns the setting is understood but not acted on.
-4. **Mail-store allow-list** (:data:`MAIL_STORE_TOP`, :data:`MAIL_STORE_SECTIONS`):
-   settings that only matter to a server that stores mail.  A Dovecot
-   configuration copied from a backend usually has them; they are accepted
-   and ignored **with a warning** on the ``proxyd.config`` logger.  The list is
-   kept short on purpose: ``mail_location``, ``mail_uid``, ``mail_gid``,
-   ``mail_privileged_group``, ``first_valid_uid``, ``last_valid_uid``,
-   ``first_valid_gid``, ``last_valid_gid`` and whole ``namespace`` sections.
-   ``protocol``/``local``/``remote`` filter sections are *not* on it: they
-   change settings, so ignoring them would change behaviour.
-5. **userdb**: ``userdb { ... }`` blocks are accepted and ignored silently (a
-   proxy needs no userdb; the interface contract says so); their keys must
-   still be valid userdb keys (:data:`USERDB_KEYS`).
-6. Anything else: ``Unknown setting: X``.
+3. **Honoured by Dovecot's login, auth or master processes**
+   (:data:`HONOURED_TOP`) but not implemented yet: the same error.
+4. **Unused by a proxy** (:data:`UNUSED_TOP`, :data:`UNUSED_SECTIONS`, services
+   proxyd does not run, ``protocol`` blocks of protocols it does not serve,
+   ``userdb``): settings of mail storage, delivery and the other processes of
+   a Dovecot server.  They are accepted so that a Dovecot tree loads as it is,
+   kept in ``Settings.unused`` with ``FILE:LINE``, listed by ``proxyd -n``
+   under one heading, and never applied.  A ``userdb { }`` is still checked
+   for typos (:data:`USERDB_KEYS`).
+5. Anything else: ``Unknown setting: X``.
+
+Settings in ``protocol``/``local``/``remote`` blocks: those in
+:data:`FILTER_LOGIN` and :data:`FILTER_AUTH` are applied per connection
+(:mod:`proxyd.config.filters`); unused ones are listed as above; any other
+implemented setting there is an error (proxyd reads it once per process).
 
 Defaults are Dovecot 2.3's, except ``protocols`` (``imap``: Dovecot's default
 ``imap pop3 lmtp`` would open the POP3 ports of a configuration that never
@@ -100,13 +99,20 @@ def parse_protocols(value: str) -> tuple[str, ...]:
         return ()
     result: list[str] = []
     for name in names:
-        if name in _LATER_PROTOCOLS:
-            raise v.InvalidValue(f"protocol '{name}' is not supported yet")
-        if name not in IMPLEMENTED_PROTOCOLS:
+        # protocols still to come are refused only in the final value (check_protocols):
+        # Debian's protocols.d files add them one "$protocols NAME" at a time
+        if name not in IMPLEMENTED_PROTOCOLS and name not in _LATER_PROTOCOLS:
             raise v.InvalidValue(f"protocols: Unknown protocol: {name}")
         if name not in result:  # Debian's "protocols = $protocols imap" can repeat one
             result.append(name)
     return tuple(result)
+
+
+def check_protocols(protocols: tuple[str, ...]) -> None:
+    """The final ``protocols`` value names only protocols proxyd serves."""
+    for name in protocols:
+        if name not in IMPLEMENTED_PROTOCOLS:
+            raise v.InvalidValue(f"protocol '{name}' is not supported yet")
 
 
 def format_protocols(protocols: tuple[str, ...]) -> str:
@@ -227,6 +233,7 @@ _TOP_SPECS: Final = (
     _str("ssl_key", _T, pem=True, secret=True),
     _str("ssl_ca", _T, pem=True),
     _spec("ssl_min_protocol", _T, parse_ssl_min_protocol, _same, "TLSv1.2"),
+    _str("ssl_dh", _T, pem=True),
     _bool("disable_plaintext_auth", _T, "yes"),
     _spec("auth_mechanisms", _T, parse_mechanisms, " ".join, "plain"),
     _spec("auth_failure_delay", _T, v.parse_time, v.format_time, "2 secs"),
@@ -334,6 +341,7 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
 }
 #: service settings still to come (none now: the process model implements them all)
 ROADMAP_SERVICE: Final[frozenset[str]] = frozenset()
+#: login services of protocols still to come; until then a proxy does not run them
 ROADMAP_SERVICES: Final = frozenset({"submission-login", "managesieve-login"})
 
 
@@ -408,7 +416,7 @@ DOVECOT_TOP: Final = _names(
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
     sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key ssl_cert_username_field
     ssl_cipher_list ssl_cipher_suites ssl_client_require_valid_cert ssl_crypto_device
-    ssl_curve_list ssl_dh ssl_key_password ssl_options ssl_prefer_server_ciphers
+    ssl_curve_list ssl_key_password ssl_options ssl_prefer_server_ciphers
     ssl_verify_client_cert state_dir stats_http_rawlog_dir stats_writer_socket_path
     submission_client_workarounds submission_host submission_logout_format
     submission_max_mail_size submission_max_recipients submission_relay_command_timeout
@@ -419,6 +427,44 @@ DOVECOT_TOP: Final = _names(
     syslog_facility valid_chroot_dirs verbose_proctitle verbose_ssl version_ignore
     """
 )
+#: Dovecot settings that its login, auth or master processes read (login-settings.c,
+#: master-service-settings.c, master-service-ssl-settings.c, auth-settings.c,
+#: master-settings.c, imap-login-settings.c) and the doveadm server's: proxyd must
+#: implement each, so the ones it does not implement yet are errors
+HONOURED_TOP: Final = _names(
+    """
+    login_log_format_elements login_log_format login_proxy_notify_path login_plugin_dir
+    login_plugins login_proxy_rawlog_dir director_username_hash auth_ssl_require_client_cert
+    auth_ssl_username_from_cert verbose_proctitle
+    state_dir instance_name info_log_path debug_log_path log_timestamp log_debug
+    log_core_filter process_shutdown_filter syslog_facility import_environment
+    stats_writer_socket_path config_cache_size version_ignore shutdown_clients
+    ssl_cipher_list ssl_cipher_suites ssl_curve_list ssl_cert_username_field ssl_crypto_device
+    ssl_verify_client_cert ssl_client_require_valid_cert verbose_ssl ssl_prefer_server_ciphers
+    ssl_options ssl_alt_cert ssl_alt_key ssl_key_password
+    auth_realms auth_default_realm auth_cache_verify_password_with_worker auth_username_chars
+    auth_username_translation auth_username_format auth_anonymous_username auth_krb5_keytab
+    auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
+    auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
+    auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
+    auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
+    auth_policy_server_timeout_msecs auth_policy_server_url auth_stats auth_debug_passwords
+    auth_verbose_passwords auth_use_winbind auth_worker_max_count
+    libexec_dir default_internal_group
+    imap_id_send imap_id_log imap_literal_minus
+    doveadm_allowed_commands doveadm_api_key doveadm_http_rawlog_dir doveadm_password
+    doveadm_port doveadm_socket_path doveadm_ssl doveadm_username doveadm_worker_count
+    """
+)
+
+#: the other Dovecot settings belong to services a proxy does not run (mail storage,
+#: delivery, the imap/pop3/submission mail processes, director, replication, ...):
+#: accepted so that a Dovecot tree loads, listed by ``proxyd -n``, never applied
+UNUSED_TOP: Final = (DOVECOT_TOP - HONOURED_TOP) | frozenset(
+    {"mail_location", "mail_uid", "mail_gid", "mail_privileged_group",
+     "first_valid_uid", "last_valid_uid", "first_valid_gid", "last_valid_gid"}
+)  # fmt: skip
+
 #: settings of ``service NAME { }`` other than the roadmap ones
 DOVECOT_SERVICE: Final = frozenset(
     {
@@ -443,6 +489,10 @@ DOVECOT_SERVICES: Final = _names(
     old-stats pop3 pop3-login quota-status replicator stats submission submission-login tcpwrap
     """
 )
+#: services proxyd runs besides the login services: its auth process
+AUTH_SERVICE: Final = "auth"
+#: top-level sections of processes a proxy does not run: accepted, listed, never applied
+UNUSED_SECTIONS: Final = frozenset({"namespace", "plugin", "dict", "metric", "event_exporter"})
 #: top-level sections Dovecot knows; the ones proxyd handles are dealt with by name in load.py
 DOVECOT_SECTIONS: Final = frozenset(
     {"service", "passdb", "userdb", "namespace", "plugin", "protocol", "local", "remote",
@@ -450,20 +500,22 @@ DOVECOT_SECTIONS: Final = frozenset(
 )  # fmt: skip
 #: filter sections: they change settings per protocol / address, so they are never ignored
 FILTER_SECTIONS: Final = frozenset({"protocol", "local", "remote", "local_name"})
+#: settings a ``protocol``/``local``/``remote`` block may change: what a login process
+#: resolves per connection, and the auth process per protocol (FILTER_AUTH; Dovecot's
+#: auth process reads its settings per protocol only, so these are refused in
+#: ``local``/``remote`` blocks)
+FILTER_LOGIN: Final = frozenset(
+    {"login_greeting", "disable_plaintext_auth", "ssl", "ssl_cert", "ssl_key", "ssl_ca",
+     "ssl_min_protocol", "login_trusted_networks", "imap_capability", "imap_id_retain",
+     "login_proxy_timeout", "login_proxy_max_reconnects"}
+)  # fmt: skip
+FILTER_AUTH: Final = frozenset({"auth_mechanisms"})
 
 #: keys a ``userdb { }`` block may hold (Dovecot's auth_userdb_settings)
 USERDB_KEYS: Final = frozenset(
     {"name", "driver", "args", "default_fields", "override_fields", "skip",
      "result_success", "result_failure", "result_internalfail", "auth_verbose"}
 )  # fmt: skip
-
-# --- mail-store allow-list ---------------------------------------------------
-
-MAIL_STORE_TOP: Final = frozenset(
-    {"mail_location", "mail_uid", "mail_gid", "mail_privileged_group",
-     "first_valid_uid", "last_valid_uid", "first_valid_gid", "last_valid_gid"}
-)  # fmt: skip
-MAIL_STORE_SECTIONS: Final = frozenset({"namespace"})
 
 
 def not_supported(name: str) -> str:
@@ -476,6 +528,9 @@ def variable_defaults() -> dict[str, str]:
     defaults = dict(_OTHER_DEFAULTS)
     defaults.update(ROADMAP_TOP)
     defaults.update({name: spec.default for name, spec in TOP.items()})
+    # Debian's default (and what its protocols.d files build on): "$protocols imap"
+    # in a file with only imapd.protocol gives "imap", not proxyd's default plus imap
+    defaults["protocols"] = ""
     return defaults
 
 

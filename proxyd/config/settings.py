@@ -14,6 +14,7 @@ from proxyd.errors import Location
 from proxyd.secret import Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,65 @@ class PassdbSettings:
     config_dir: str = "."
 
 
+@dataclass(frozen=True, slots=True)
+class UnusedItem:
+    """A setting or section of a service a proxy does not run: accepted, listed by ``-n``, never applied."""
+
+    location: Location
+    #: what it is, in configuration words: ``mail_location``, ``service imap { }``
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class FilterBlock:
+    """One ``local``/``remote``/``protocol`` block (nested ones carry their parents' parts).
+
+    ``values`` maps :class:`Settings` field names to typed values; ``keys``
+    maps the setting names as written to where they were set.
+    """
+
+    location: Location
+    #: "" = any protocol; "!NAME" = any but NAME
+    protocol: str = ""
+    local: IPNetwork | None = None
+    remote: IPNetwork | None = None
+    #: as written (``local 10.0.0.1 {``), for ``proxyd -n``
+    local_text: str = ""
+    remote_text: str = ""
+    values: tuple[tuple[str, object], ...] = ()
+    keys: tuple[tuple[str, Location], ...] = ()
+
+    def matches(self, protocol: str, local_ip: IPAddress | None, remote_ip: IPAddress | None) -> bool:
+        """Dovecot's ``config_filter_match``."""
+        if self.protocol:
+            if self.protocol.startswith("!"):
+                if protocol == self.protocol[1:]:
+                    return False
+            elif protocol != self.protocol:
+                return False
+        if self.local is not None and (local_ip is None or not _in_network(local_ip, self.local)):
+            return False
+        return self.remote is None or (remote_ip is not None and _in_network(remote_ip, self.remote))
+
+    @property
+    def precedence(self) -> tuple[int, int, int]:
+        """Dovecot's order: more local bits first, then more remote bits, then a protocol."""
+        return (
+            self.local.prefixlen if self.local is not None else -1,
+            self.remote.prefixlen if self.remote is not None else -1,
+            1 if self.protocol else 0,
+        )
+
+
+def _in_network(address: IPAddress, network: IPNetwork) -> bool:
+    if address.version != network.version:
+        # an IPv4-mapped client address still matches an IPv4 network
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped in network
+        return False
+    return address in network
+
+
 def _default_services() -> dict[str, ServiceSettings]:
     return {
         "imap-login": ServiceSettings(
@@ -127,10 +187,13 @@ class Settings:
     ssl_key: Secret = field(default_factory=lambda: Secret(""))
     ssl_ca: str = ""
     ssl_min_protocol: str = "TLSv1.2"
-    #: absolute paths of the ``<FILE``s the three PEM values above were read from ("" = not from a file)
+    #: DH parameters (PEM) for DHE cipher suites
+    ssl_dh: str = ""
+    #: absolute paths of the ``<FILE``s the PEM values above were read from ("" = not from a file)
     ssl_cert_path: str = ""
     ssl_key_path: str = ""
     ssl_ca_path: str = ""
+    ssl_dh_path: str = ""
 
     # TLS towards backends
     ssl_client_cert: str = ""  # PEM text
@@ -183,6 +246,11 @@ class Settings:
 
     services: dict[str, ServiceSettings] = field(default_factory=_default_services)
     passdbs: tuple[PassdbSettings, ...] = ()
+
+    #: ``protocol``/``local``/``remote`` blocks in file order (see :mod:`proxyd.config.filters`)
+    filters: tuple[FilterBlock, ...] = ()
+    #: settings and sections of services a proxy does not run, in file order
+    unused: tuple[UnusedItem, ...] = ()
 
     #: settings given explicitly in the file: name -> where (for ``proxyd -n``)
     explicit: dict[str, Location] = field(default_factory=dict)

@@ -48,6 +48,9 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     ctx.minimum_version = _min_version(settings)
     with _pem_file(settings.ssl_cert, "ssl_cert") as cert, _pem_file(settings.ssl_key.reveal(), "ssl_key") as key:
         ctx.load_cert_chain(cert, key)
+    if settings.ssl_dh:
+        with _pem_file(settings.ssl_dh, "ssl_dh") as dh:
+            ctx.load_dh_params(dh)
     # clients are not asked for certificates (auth_ssl_require_client_cert comes later)
     ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -210,9 +210,10 @@ def test_pem_can_be_reset(load: Load, pems: tuple[Path, Path]) -> None:
         ('" imap"', ("imap",)),
         ("none", ()),
         ("$protocols imap", ("imap",)),
-        ("$protocols", ("imap",)),
+        # $protocols starts empty, as in Debian (its protocols.d files build the list)
+        ("$protocols", ()),
         ("imap pop3", ("imap", "pop3")),
-        ("$protocols pop3", ("imap", "pop3")),
+        ("$protocols pop3", ("pop3",)),
         ("pop3", ("pop3",)),
         ("pop3 imap pop3", ("pop3", "imap")),
     ],
@@ -233,6 +234,16 @@ def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
 )
 def test_protocols_errors(load: Load, value: str, message: str) -> None:
     assert load_error(load, f"{NO_SSL}protocols = {value}\n") == (2, message)
+
+
+def test_protocols_judged_on_the_final_value(load: Load) -> None:
+    """Debian's protocols.d: a protocol still to come may pass through ``$protocols``."""
+    text = "protocols = $protocols imap lmtp\nprotocols = imap pop3\n"
+    assert load(NO_SSL + text).protocols == ("imap", "pop3")
+    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols lmtp\n") == (
+        3,
+        "protocol 'lmtp' is not supported yet",
+    )
 
 
 @pytest.mark.parametrize(
@@ -287,11 +298,8 @@ def test_variable_with_roadmap_default(load: Load) -> None:
         ),
         ("ssl_cipher_list = ALL\n", "setting 'ssl_cipher_list' is not supported yet"),
         ("instance_name = x\n", "setting 'instance_name' is not supported yet"),
+        ("local_name mail.example.com {\n}\n", "section 'local_name' is not supported yet"),
         ("port = 143\n", "Unknown setting: port"),
-        ("protocol imap {\n}\n", "section 'protocol' is not supported yet"),
-        ("local 127.0.0.1 {\n}\n", "section 'local' is not supported yet"),
-        ("remote 10.0.0.0/8 {\n}\n", "section 'remote' is not supported yet"),
-        ("plugin {\n}\n", "section 'plugin' is not supported yet"),
         ("foo {\n}\n", "Unknown section: foo"),
     ],
 )
@@ -306,25 +314,41 @@ def test_error_in_included_file_has_its_location(load: Load, write: Write) -> No
     assert str(info.value) == f"{inc}:4: setting 'imap_id_log' is not supported yet"
 
 
-def test_mail_store_settings_are_ignored_with_a_warning(
-    load: Load, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="proxyd.config"):
-        settings = load(
-            NO_SSL
-            + "mail_location = maildir:~/Maildir\n"
-            + "mail_privileged_group = mail\n"
-            + "first_valid_uid = 1000\n"
-            + "namespace inbox {\n  inbox = yes\n  mailbox Drafts {\n    special_use = \\Drafts\n  }\n}\n"
-        )
-    assert settings.explicit.keys() == {"ssl"}
-    messages = [record.getMessage() for record in caplog.records]
-    assert any(":2: setting 'mail_location' only matters to a mail store" in m for m in messages)
-    assert any(
-        ":3: setting 'mail_privileged_group' only matters to a mail store" in m for m in messages
+def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> None:
+    settings = load(
+        NO_SSL
+        + "mail_location = maildir:~/Maildir\n"
+        + "mail_privileged_group = mail\n"
+        + "first_valid_uid = 1000\n"
+        + "namespace inbox {\n  inbox = yes\n  mailbox Drafts {\n    special_use = \\Drafts\n  }\n}\n"
+        + "plugin {\n  quota = maildir\n}\n"
+        + "dict {\n}\n"
+        + "service imap {\n  process_limit = 1024\n}\n"
+        + "service lmtp {\n  unix_listener lmtp {\n  }\n}\n"
+        + "service submission-login {\n}\n"
+        + "service auth {\n  unix_listener auth-userdb {\n    mode = 0666\n  }\n}\n"
+        + "protocol lda {\n  mail_plugins = sieve\n}\n"
+        + "protocol !indexer-worker {\n  mail_vsize_bg_after_count = 0\n}\n"
+        + "protocol imap {\n}\n"
+        + "local 127.0.0.1 {\n}\n"
+        + "remote 10.0.0.0/8 {\n}\n"
     )
-    assert any(":4: setting 'first_valid_uid' only matters to a mail store" in m for m in messages)
-    assert any(":5: section 'namespace' only matters to a mail store" in m for m in messages)
+    assert settings.explicit.keys() == {"ssl"}
+    assert settings.filters == ()
+    assert [(item.location.line, item.what) for item in settings.unused] == [
+        (2, "mail_location"),
+        (3, "mail_privileged_group"),
+        (4, "first_valid_uid"),
+        (5, "namespace inbox { }"),
+        (11, "plugin { }"),
+        (14, "dict { }"),
+        (16, "service imap { }"),
+        (19, "service lmtp { }"),
+        (23, "service submission-login { }"),
+        (26, "service auth { unix_listener auth-userdb { } }"),
+        (30, "protocol lda { }"),
+        (34, "protocol !indexer-worker { mail_vsize_bg_after_count }"),
+    ]
 
 
 def test_userdb_is_accepted_silently(load: Load, caplog: pytest.LogCaptureFixture) -> None:
@@ -418,15 +442,13 @@ def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("service submission-login {\n}\n", 2, "service 'submission-login' is not supported yet"),
-        ("service imap {\n}\n", 2, "service 'imap' is not supported yet"),
-        (
-            "service auth {\n  unix_listener auth-userdb {\n  }\n}\n",
-            2,
-            "service 'auth' is not supported yet",
-        ),
-        ("service lmtp {\n}\n", 2, "service 'lmtp' is not supported yet"),
         ("service nonsense {\n}\n", 2, "Unknown service: nonsense"),
+        ("service auth {\n  user = root\n}\n", 3, "setting 'service auth { user' is not supported yet"),
+        (
+            "service auth {\n  inet_listener x {\n  }\n}\n",
+            3,
+            "Unknown section: service { inet_listener",
+        ),
         ("service {\n}\n", 2, "service is missing name"),
         (
             "service imap-login {\n  process_limit = ten\n}\n",

@@ -51,8 +51,8 @@ def test_groups_do_not_overlap() -> None:
     groups = {
         "implemented": set(schema.TOP),
         "roadmap": set(schema.ROADMAP_TOP),
-        "dovecot": set(schema.DOVECOT_TOP),
-        "mail store": set(schema.MAIL_STORE_TOP),
+        "honoured": set(schema.HONOURED_TOP),
+        "unused": set(schema.UNUSED_TOP),
         "sections": set(schema.DOVECOT_SECTIONS),
     }
     names = list(groups)
@@ -61,13 +61,16 @@ def test_groups_do_not_overlap() -> None:
             assert not groups[first] & groups[second], (first, second)
     assert not schema.ROADMAP_SERVICE & schema.DOVECOT_SERVICE
     assert not set(schema.PASSDB) & schema.DOVECOT_PASSDB
+    # every Dovecot name is either honoured by a process proxyd has, or unused by a proxy
+    assert schema.DOVECOT_TOP <= schema.HONOURED_TOP | schema.UNUSED_TOP
+    assert schema.HONOURED_TOP <= schema.DOVECOT_TOP
 
 
 def test_variable_defaults_cover_roadmap_and_implemented() -> None:
     defaults = schema.variable_defaults()
     assert defaults["default_login_user"] == "dovenull"
     assert defaults["default_internal_user"] == "dovecot"
-    assert defaults["protocols"] == "imap"
+    assert defaults["protocols"] == ""  # Debian's: protocols.d files build on it
     assert defaults["login_proxy_timeout"] == "30 secs"
     assert set(schema.TOP) <= set(defaults)
     assert set(schema.ROADMAP_TOP) <= set(defaults)
@@ -79,6 +82,7 @@ def test_only_the_private_keys_are_secret() -> None:
         "ssl_client_key",
     ]
     assert {spec.name for spec in schema.TOP.values() if spec.pem} == {
+        "ssl_dh",
         "ssl_cert",
         "ssl_key",
         "ssl_ca",
