@@ -27,21 +27,26 @@ so the cache starts empty again, as Dovecot flushes it on SIGHUP.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final
 
 import trio
 
-from proxyd.auth import registry
+from proxyd.auth import mechanisms, registry
 from proxyd.auth.cache import AuthCache, CacheStatistics
-from proxyd.auth.chain import ChainEntry, PassdbChain
+from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
+from proxyd.auth.mechanisms import NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
 from proxyd.auth.proxy import ProxyFinisher, split_master_user
-from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
+from proxyd.auth.username import sanitize_for_log
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
+from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed
 
 log = logging.getLogger("proxyd.auth")
 
@@ -57,6 +62,7 @@ class Authenticator:
         proxy: ProxyFinisher | None = None,
         penalty: AuthPenalty | None = None,
         master_user_separator: str = "",
+        verbose: bool = False,
     ) -> None:
         self._chain = chain
         self._failure_delay = max(failure_delay, 0.0)
@@ -64,17 +70,29 @@ class Authenticator:
         self._proxy = proxy or ProxyFinisher()
         self._penalty = penalty
         self._separator = master_user_separator
+        self._verbose = verbose
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
         request = split_master_user(request, self._separator)
+        ident, last_penalty = await self._penalty_wait(request)
+        result = await self._chain.authenticate(request)
+        return await self._finish(request, result, ident, last_penalty)
+
+    async def _penalty_wait(self, request: AuthRequest) -> tuple[str | None, int]:
+        """Wait out the client IP's auth penalty; ``(ident, penalty)`` for ``_finish``."""
         ident = penalty_ident(request.conn.remote_ip) if self._penalty is not None else None
         last_penalty = 0
         if self._penalty is not None:
             last_penalty, wait = self._penalty.delay(ident)
             if wait:
                 await trio.sleep(wait)
-        result = await self._chain.authenticate(request)
+        return ident, last_penalty
+
+    async def _finish(
+        self, request: AuthRequest, result: ChainResult, ident: str | None, last_penalty: int
+    ) -> AuthReply:
+        """Success: wait for ``delay_until`` and resolve proxying; failure: penalty and delay."""
         reply = result.reply
         if reply.status is AuthStatus.OK:
             if result.delay_until is not None:
@@ -95,6 +113,59 @@ class Authenticator:
             await trio.sleep(self._failure_delay)
         return reply
 
+    async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply:
+        """Run one exchange of a mechanism that lives here (``mechanisms.AUTH_MECHANISMS``).
+
+        ``io`` relays the challenges to the client.  Like ``authenticate``, a
+        failure comes back after the failure delay.  An abort by the client
+        ends the exchange with a failure nobody waits for.
+        """
+        request = AuthRequest(conn=start.conn, mech=start.mech, user="", password=None)
+        try:
+            mech = mechanisms.create(start.mech)
+        except KeyError:
+            log.error("Unsupported authentication mechanism %s", sanitize_for_log(start.mech))
+            return AuthReply(status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL)
+        ident, last_penalty = await self._penalty_wait(request)
+        result: ChainResult | None = None
+        step = mech.start(start.initial_response)
+        while True:
+            if isinstance(step, Challenge):
+                response = await io.challenge(step.data)
+                if response is None:
+                    return _ABORTED
+                step = mech.step(response)
+            elif isinstance(step, NeedCredentials):
+                request = split_master_user(
+                    dataclasses.replace(
+                        request,
+                        user=step.authcid,
+                        login_user=step.authzid if step.authzid != step.authcid else "",
+                    ),
+                    self._separator,
+                )
+                result = await self._chain.lookup_credentials(request, step.scheme, step.scheme_user)
+                if result.credentials is None:
+                    return await self._finish(request, result, ident, last_penalty)
+                step = mech.credentials(result.credentials)
+            elif isinstance(step, Success):
+                assert result is not None
+                if step.final is not None and await io.challenge(step.final) is None:
+                    return _ABORTED
+                return await self._finish(request, result, ident, last_penalty)
+            elif isinstance(step, SaslFailed):
+                if self._verbose:
+                    log.info("%s: %s", _mech_prefix(request, result), step.reason)
+                failed = AuthReply(
+                    status=AuthStatus.FAIL,
+                    user=result.reply.user if result is not None else request.user,
+                    fail_code=FailCode.AUTH_FAILED,
+                )
+                return await self._finish(request, ChainResult(failed), ident, last_penalty)
+            else:
+                assert isinstance(step, Credentials)  # pragma: no cover - no such mechanism here yet
+                raise AssertionError("plaintext mechanisms run in the login process")
+
     async def lookup(self, request: AuthRequest) -> AuthReply:
         """Run the passdb lookups without checking a password (``proxyctl auth test USER``)."""
         request = split_master_user(request, self._separator)
@@ -110,6 +181,21 @@ class Authenticator:
         """The auth cache's counters, or None without a cache."""
         cache = self._chain.cache
         return None if cache is None else cache.statistics()
+
+
+#: what an exchange the client aborted ends with (the login process has answered already)
+_ABORTED: Final = AuthReply(status=AuthStatus.FAIL, user="", fail_code=FailCode.AUTH_FAILED, reason="aborted")
+
+
+def _mech_prefix(request: AuthRequest, result: ChainResult | None) -> str:
+    """Dovecot's mechanism log prefix: ``cram-md5(user,ip,<session>)``."""
+    user = result.reply.user if result is not None and result.reply.user else request.user
+    parts = [sanitize_for_log(user) if user else "?"]
+    if request.conn.remote_ip:
+        parts.append(request.conn.remote_ip)
+    if request.conn.session_id:
+        parts.append(f"<{request.conn.session_id}>")
+    return f"{request.mech.lower()}({','.join(parts)})"
 
 
 @asynccontextmanager
@@ -149,4 +235,5 @@ async def open_authenticator(
             proxy=ProxyFinisher.from_settings(settings),
             penalty=AuthPenalty() if penalty else None,
             master_user_separator=settings.auth_master_user_separator,
+            verbose=settings.auth_verbose or settings.auth_debug,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from proxyd.secret import Secret
 
@@ -57,6 +58,26 @@ class AuthRequest:
     #: the extra fields set so far (by earlier passdbs of the chain, and the ``forward_*``
     #: fields a trusted proxy in front sent): what ``%{passdb:NAME}`` expands to
     passdb_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SaslStart:
+    """The start of an exchange that runs in the auth process (Dovecot's ``AUTH`` line).
+
+    ``initial_response`` is the decoded SASL-IR (``b""`` for ``=``) or None.
+    """
+
+    conn: ConnectionInfo
+    mech: str
+    initial_response: bytes | None = field(default=None, repr=False)
+
+
+class SaslIO(Protocol):
+    """How the auth side reaches the client during an exchange (Dovecot's ``CONT`` lines)."""
+
+    async def challenge(self, data: bytes) -> bytes | None:
+        """Send ``data`` to the client; its decoded answer, or None when it aborted."""
+        ...
 
 
 class AuthStatus(enum.Enum):

@@ -46,9 +46,11 @@ from proxyd.auth import crypt_ffi
 from proxyd.errors import ProxydError
 
 __all__ = [
+    "CredentialsUnavailableError",
     "InvalidPasswordDataError",
     "SchemeError",
     "UnknownSchemeError",
+    "credentials",
     "generatable_schemes",
     "hash_password",
     "is_known_scheme",
@@ -69,6 +71,10 @@ class UnknownSchemeError(SchemeError):
     def __init__(self, scheme: str) -> None:
         super().__init__(f"Unknown scheme {scheme}")
         self.scheme = scheme
+
+
+class CredentialsUnavailableError(SchemeError):
+    """The stored password cannot give the credentials a mechanism needs (Dovecot's text)."""
 
 
 class InvalidPasswordDataError(SchemeError):
@@ -323,10 +329,12 @@ _MD5_S: Final = (7, 12, 17, 22) * 4 + (5, 9, 14, 20) * 4 + (4, 11, 16, 23) * 4 +
 _MD5_K: Final = tuple(int(abs(math.sin(i + 1)) * 2**32) & 0xFFFFFFFF for i in range(64))
 
 
-def _md5_compress(block: bytes) -> tuple[int, int, int, int]:
-    """MD5's compression function on one 64-byte block from the initial state."""
+def _md5_compress(
+    block: bytes, state: tuple[int, int, int, int] = _MD5_INIT
+) -> tuple[int, int, int, int]:
+    """MD5's compression function on one 64-byte block from ``state``."""
     x = struct.unpack("<16I", block)
-    a, b, c, d = _MD5_INIT
+    a, b, c, d = state
     for i in range(64):
         if i < 16:
             f, g = (b & c) | (~b & d), i
@@ -340,11 +348,27 @@ def _md5_compress(block: bytes) -> tuple[int, int, int, int]:
         a, d, c = d, c, b
         b = (b + ((f << _MD5_S[i]) | (f >> (32 - _MD5_S[i])))) & 0xFFFFFFFF
     return (
-        (a + _MD5_INIT[0]) & 0xFFFFFFFF,
-        (b + _MD5_INIT[1]) & 0xFFFFFFFF,
-        (c + _MD5_INIT[2]) & 0xFFFFFFFF,
-        (d + _MD5_INIT[3]) & 0xFFFFFFFF,
+        (a + state[0]) & 0xFFFFFFFF,
+        (b + state[1]) & 0xFFFFFFFF,
+        (c + state[2]) & 0xFFFFFFFF,
+        (d + state[3]) & 0xFFFFFFFF,
     )
+
+
+def _md5_resume(state: tuple[int, int, int, int], data: bytes) -> bytes:
+    """MD5 of one 64-byte block (already folded into ``state``) followed by ``data``."""
+    length = 64 + len(data)
+    padded = data + b"\x80" + b"\0" * ((55 - len(data)) % 64) + struct.pack("<Q", length * 8)
+    for offset in range(0, len(padded), 64):
+        state = _md5_compress(padded[offset : offset + 64], state)
+    return struct.pack("<4I", *state)
+
+
+def cram_md5_digest(context: bytes, challenge: bytes) -> bytes:
+    """HMAC-MD5 of ``challenge`` from stored ``{CRAM-MD5}`` credentials (Dovecot's ``hmac_md5_set_cram_context``)."""
+    w = struct.unpack("<8I", context)
+    outer, inner = (w[0], w[1], w[2], w[3]), (w[4], w[5], w[6], w[7])
+    return _md5_resume(outer, _md5_resume(inner, challenge))
 
 
 def _cram_md5_generate(plaintext: bytes, _user: str, _rounds: int) -> bytes:
@@ -643,6 +667,37 @@ def verify(password: str, stored: str, default_scheme: str, user: str) -> bool:
     return hmac.compare_digest(scheme.generate(plaintext, user, 0), raw)
 
 
+#: schemes that are the same as another (Dovecot's ``password_scheme_is_alias()``)
+_ALIASES: Final = {"CLEAR": "PLAIN", "CLEARTEXT": "PLAIN", "HMAC-MD5": "CRAM-MD5", "SHA1": "SHA"}
+
+
+def _canonical(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+def credentials(stored: str, default_scheme: str, wanted: str, user: str) -> bytes:
+    """The raw credentials in scheme ``wanted`` from a stored password (``passdb_get_credentials()``).
+
+    A password stored in ``wanted`` (or an alias) gives its decoded data; a
+    plaintext one is hashed into ``wanted`` (``user`` for DIGEST-MD5); any
+    other raises ``CredentialsUnavailableError`` with Dovecot's log text.
+    Also raises ``UnknownSchemeError`` / ``InvalidPasswordDataError`` as ``verify``.
+    """
+    scheme_name, data = split_scheme(stored)
+    if scheme_name is None:
+        scheme_name = default_scheme
+    scheme, encoding, explicit = _lookup(scheme_name)
+    raw = _decode(data, scheme, encoding, guess=not explicit)
+    target, _encoding, _explicit = _lookup(wanted)
+    if _canonical(scheme.name) == _canonical(target.name):
+        return raw
+    if _canonical(scheme.name) != "PLAIN" or target.generate is None:
+        raise CredentialsUnavailableError(
+            f"Requested {wanted} scheme, but we have only {scheme_name}"
+        )
+    return target.generate(raw, user, 0)
+
+
 _LIMITER: Final[trio.lowlevel.RunVar[trio.CapacityLimiter]] = trio.lowlevel.RunVar(
     "schemes_limiter"
 )
@@ -661,6 +716,13 @@ async def verify_async(password: str, stored: str, default_scheme: str, user: st
     """``verify`` in a worker thread, at most one thread per CPU at a time."""
     return await trio.to_thread.run_sync(
         verify, password, stored, default_scheme, user, limiter=_limiter()
+    )
+
+
+async def credentials_async(stored: str, default_scheme: str, wanted: str, user: str) -> bytes:
+    """``credentials`` in a worker thread (SCRAM credentials from a plaintext password cost PBKDF2)."""
+    return await trio.to_thread.run_sync(
+        credentials, stored, default_scheme, wanted, user, limiter=_limiter()
     )
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
-from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
+from proxyd.auth.request import (
+    AuthReply,
+    AuthRequest,
+    AuthStatus,
+    ConnectionInfo,
+    FailCode,
+    SaslStart,
+)
 from proxyd.secret import Secret
 
 _CONN_FIELDS = (
@@ -13,11 +22,54 @@ _CONN_FIELDS = (
 )
 
 
-def request_to_wire(request: AuthRequest) -> dict[str, Any]:
-    conn = {name: getattr(request.conn, name) for name in _CONN_FIELDS}
-    conn["forward_fields"] = dict(request.conn.forward_fields)
+def _conn_to_wire(info: ConnectionInfo) -> dict[str, Any]:
+    conn = {name: getattr(info, name) for name in _CONN_FIELDS}
+    conn["forward_fields"] = dict(info.forward_fields)
+    return conn
+
+
+def _conn_from_wire(data: dict[str, Any]) -> ConnectionInfo:
+    conn = dict(data)
+    conn["forward_fields"] = dict(conn.get("forward_fields") or {})
+    return ConnectionInfo(**conn)
+
+
+def bytes_to_wire(data: bytes) -> str:
+    """SASL data travels base64-encoded, as on Dovecot's auth-client protocol."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def bytes_from_wire(text: Any) -> bytes:
+    """Raises ValueError for anything but base64 text."""
+    if not isinstance(text, str):
+        raise ValueError("SASL data is not a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("SASL data is not base64") from exc
+
+
+def sasl_start_to_wire(start: SaslStart) -> dict[str, Any]:
+    initial = start.initial_response
     return {
-        "conn": conn,
+        "conn": _conn_to_wire(start.conn),
+        "mech": start.mech,
+        "initial": None if initial is None else bytes_to_wire(initial),
+    }
+
+
+def sasl_start_from_wire(data: dict[str, Any]) -> SaslStart:
+    initial = data.get("initial")
+    return SaslStart(
+        conn=_conn_from_wire(data["conn"]),
+        mech=str(data["mech"]),
+        initial_response=None if initial is None else bytes_from_wire(initial),
+    )
+
+
+def request_to_wire(request: AuthRequest) -> dict[str, Any]:
+    return {
+        "conn": _conn_to_wire(request.conn),
         "mech": request.mech,
         "user": request.user,
         "password": None if request.password is None else request.password.reveal(),
@@ -26,11 +78,9 @@ def request_to_wire(request: AuthRequest) -> dict[str, Any]:
 
 
 def request_from_wire(data: dict[str, Any]) -> AuthRequest:
-    conn = dict(data["conn"])
-    conn["forward_fields"] = dict(conn.get("forward_fields") or {})
     password = data.get("password")
     return AuthRequest(
-        conn=ConnectionInfo(**conn),
+        conn=_conn_from_wire(data["conn"]),
         mech=str(data["mech"]),
         user=str(data["user"]),
         password=None if password is None else Secret(str(password)),

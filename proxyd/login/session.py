@@ -6,7 +6,10 @@ Theory of operation
 engine, writes what the engine queues, and acts on the engine's events:
 
 * ``AuthBegin``/``AuthContinue`` run a SASL exchange (``proxyd.protocols.sasl``);
-  the resulting credentials go to the auth step (``Authenticator``), whose reply
+  the resulting credentials go to the auth step (``Authenticator``); the
+  mechanisms that need the stored credentials (CRAM-MD5, DIGEST-MD5, SCRAM) run
+  in the auth process instead, the session only relaying challenges and
+  answers (``_ClientSaslIO``).  The reply
   either fails the attempt (the engine renders Dovecot's text) or names a proxy
   destination;
 * for a proxy destination ``proxyd.login.backend.proxy_login()`` connects and logs
@@ -42,7 +45,16 @@ from typing import Final, Protocol
 
 import trio
 
-from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
+from proxyd.auth.mechanisms import AUTH_MECHANISMS
+from proxyd.auth.request import (
+    AuthReply,
+    AuthRequest,
+    AuthStatus,
+    ConnectionInfo,
+    FailCode,
+    SaslIO,
+    SaslStart,
+)
 from proxyd.config.settings import Settings
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
@@ -113,6 +125,8 @@ class AuthService(Protocol):
 
     async def authenticate(self, request: AuthRequest) -> AuthReply: ...
 
+    async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LoginContext:
@@ -136,6 +150,27 @@ class _Proxied:
     backend: BackendConnected
     target: ProxyTarget
     user: str
+
+
+class _ClientSaslIO:
+    """``SaslIO`` for an exchange in the auth process: each challenge goes to the client."""
+
+    def __init__(self, session: LoginSession) -> None:
+        self._session = session
+        #: the client ended the exchange (``*`` or a bad line); the engine has answered it
+        self.aborted = False
+
+    async def challenge(self, data: bytes) -> bytes | None:
+        session = self._session
+        session.engine.sasl_challenge(data)
+        event = await session._next_event()
+        if isinstance(event, AuthContinue):
+            return event.response
+        if isinstance(event, Close):
+            session._log_close(event.reason)
+            raise _SessionEnded
+        self.aborted = True
+        return None
 
 
 class LoginSession:
@@ -390,6 +425,8 @@ class LoginSession:
     # ------------------------------------------------------------------ auth
     async def _authenticate(self, begin: AuthBegin) -> _Proxied | None:
         self.mech = begin.mech
+        if begin.mech in AUTH_MECHANISMS:
+            return await self._authenticate_in_auth(begin)
         try:
             sasl = SaslServer.create(begin.mech)
         except UnsupportedMechanism:
@@ -420,11 +457,26 @@ class LoginSession:
         assert isinstance(step, Credentials)
         return await self._check_credentials(begin, step)
 
-    async def _check_credentials(self, begin: AuthBegin, step: Credentials) -> _Proxied | None:
-        self.user = step.authzid or step.authcid
+    async def _authenticate_in_auth(self, begin: AuthBegin) -> _Proxied | None:
+        """Relay an exchange that runs in the auth process, then act on its reply."""
+        self._take_client_id()
+        io = _ClientSaslIO(self)
+        start = SaslStart(conn=self.conn, mech=begin.mech, initial_response=begin.initial_response)
+        reply = await self.ctx.auth.sasl(start, io)
+        if io.aborted:
+            self.last_failure = None
+            return None
+        self.user = reply.user or self.user
+        return await self._handle_reply(begin, reply)
+
+    def _take_client_id(self) -> None:
         client_id = getattr(self.engine, "client_id", None)
         if client_id:
             self.conn = dataclasses.replace(self.conn, client_id=client_id)
+
+    async def _check_credentials(self, begin: AuthBegin, step: Credentials) -> _Proxied | None:
+        self.user = step.authzid or step.authcid
+        self._take_client_id()
         request = AuthRequest(
             conn=self.conn,
             mech=begin.mech,
@@ -433,6 +485,9 @@ class LoginSession:
             login_user=step.authzid if step.authzid != step.authcid else "",
         )
         reply = await self.ctx.auth.authenticate(request)
+        return await self._handle_reply(begin, reply)
+
+    async def _handle_reply(self, begin: AuthBegin, reply: AuthReply) -> _Proxied | None:
         if reply.status is AuthStatus.OK:
             self.user = reply.user or self.user
             if "proxy" not in reply.fields:

@@ -77,6 +77,12 @@ class Attempt:
     delay_until: float | None = None
     #: the log prefix name of the passdb being run (None before the first)
     passdb_name: str | None = None
+    seen_user_unknown: bool = False
+    #: a credentials lookup (non-plaintext mechanisms): the scheme wanted, the
+    #: name a plaintext password is hashed with, and what was found
+    wanted_scheme: str | None = None
+    scheme_user: str = ""
+    credentials: bytes | None = dataclasses.field(default=None, repr=False)
 
     # -- logging -------------------------------------------------------------
 
@@ -121,6 +127,25 @@ class Attempt:
         if not matched:
             self.info("Password mismatch")
             return Result.PASSWORD_MISMATCH
+        return Result.OK
+
+    async def get_credentials(self, stored: str, default_scheme: str) -> Result:
+        """``passdb_get_credentials()``: ``stored`` as credentials in the wanted scheme."""
+        assert self.wanted_scheme is not None
+        try:
+            self.credentials = await schemes.credentials_async(
+                stored, default_scheme, self.wanted_scheme, self.scheme_user
+            )
+        except schemes.UnknownSchemeError as exc:
+            self.error(f"Unknown scheme {exc.scheme}")
+            return Result.SCHEME_NOT_AVAILABLE
+        except schemes.CredentialsUnavailableError as exc:
+            self.info(str(exc))
+            return Result.SCHEME_NOT_AVAILABLE
+        except schemes.SchemeError as exc:
+            scheme = schemes.split_scheme(stored)[0] or default_scheme
+            self.error(f"Password data is not valid for scheme {scheme}: {exc}")
+            return Result.SCHEME_NOT_AVAILABLE
         return Result.OK
 
     # -- the field rules --------------------------------------------------------

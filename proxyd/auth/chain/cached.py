@@ -63,6 +63,8 @@ class ChainCache:
         if attempt.verify_password and not attempt.skip_password_check:
             if cached.password is None:
                 attempt.info("Cached NULL password access")
+            elif attempt.wanted_scheme is not None:
+                result = await attempt.get_credentials(cached.password, STATIC_PASS_SCHEME)
             else:
                 checked = await attempt.check_password(cached.password, STATIC_PASS_SCHEME)
                 if checked is Result.PASSWORD_MISMATCH and (

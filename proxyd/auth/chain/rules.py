@@ -40,6 +40,8 @@ def apply_result_rules(
         if result is Result.OK:
             result = Result.USER_UNKNOWN
         attempt.failed = False
+    if result is Result.USER_UNKNOWN:
+        attempt.seen_user_unknown = True
     if result is Result.USER_DISABLED:
         return True, result
     if result is Result.PASS_EXPIRED:

@@ -96,6 +96,8 @@ class ChainResult:
 
     reply: AuthReply
     delay_until: float | None = None  # wall-clock seconds since the epoch
+    #: the raw credentials a ``lookup_credentials`` run found (None otherwise)
+    credentials: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 class PassdbChain:
@@ -127,7 +129,26 @@ class PassdbChain:
         """Look the user up without checking any password."""
         return await self._run(request, verify_password=False)
 
-    async def _run(self, request: AuthRequest, *, verify_password: bool) -> ChainResult:
+    async def lookup_credentials(
+        self, request: AuthRequest, scheme: str, scheme_user: str
+    ) -> ChainResult:
+        """Look the user up for its credentials in ``scheme`` (``auth_request_lookup_credentials()``).
+
+        The passdb rules run as for a password check, with "the password
+        matched" replaced by "the stored password gives credentials in
+        ``scheme``" (``scheme_user`` is the name a plaintext password is
+        hashed with); the mechanism then checks the client's proof against
+        ``ChainResult.credentials``.
+        """
+        return await self._run(request, verify_password=True, wanted=(scheme, scheme_user))
+
+    async def _run(
+        self,
+        request: AuthRequest,
+        *,
+        verify_password: bool,
+        wanted: tuple[str, str] | None = None,
+    ) -> ChainResult:
         # what a trusted proxy in front forwarded is in the extra fields from the start,
         # as Dovecot imports it: %{passdb:forward_NAME} sees it, a passdb may override it
         forwarded = {f"forward_{key}": value for key, value in request.conn.forward_fields.items()}
@@ -141,8 +162,10 @@ class PassdbChain:
             fields=dict(forwarded),
             snapshot=dict(forwarded),
         )
+        if wanted is not None:
+            attempt.wanted_scheme, attempt.scheme_user = wanted
         mech_subsystem = request.mech.lower() or "auth"
-        if verify_password and request.password is None:
+        if verify_password and request.password is None and wanted is None:
             attempt.error("No password given for authentication")
             return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
         try:
@@ -178,9 +201,18 @@ class PassdbChain:
             assert next_index is not None  # the rules only continue when there is one
             index = next_index
 
+        if (
+            result is Result.SCHEME_NOT_AVAILABLE
+            and wanted is not None
+            and attempt.seen_user_unknown
+        ):
+            # one of the passdbs accepted the scheme, but the user was unknown there
+            result = Result.USER_UNKNOWN
         reply = build_reply(attempt, result)
-        delay = attempt.delay_until if reply.status is AuthStatus.OK else None
-        return ChainResult(reply, delay)
+        ok = reply.status is AuthStatus.OK
+        return ChainResult(
+            reply, attempt.delay_until if ok else None, attempt.credentials if ok else None
+        )
 
     def _has_next(self, attempt: Attempt, index: int) -> bool:
         return self._next_index(attempt, index + 1) is not None
@@ -283,6 +315,13 @@ class PassdbChain:
     async def _verify(self, attempt: Attempt, default_scheme: str) -> Result:
         if attempt.skip_password_check:
             return Result.OK
+        if attempt.wanted_scheme is not None:
+            if "nopassword" in attempt.fields or attempt.passdb_password is None:
+                attempt.info(
+                    f"Requested {attempt.wanted_scheme} scheme, but we have a NULL password"
+                )
+                return Result.SCHEME_NOT_AVAILABLE
+            return await attempt.get_credentials(attempt.passdb_password, default_scheme)
         if "nopassword" in attempt.fields:
             attempt.debug_log("Allowing any password")
             return Result.OK

@@ -1,0 +1,57 @@
+"""The steps a mechanism returns, and the mechanism interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
+
+from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed
+
+#: Dovecot's AUTH_LOG_MSG_PASSWORD_MISMATCH
+PASSWORD_MISMATCH = "Password mismatch"  # noqa: S105 - a log text
+
+
+@dataclass(frozen=True, slots=True)
+class NeedCredentials:
+    """Look the user up and hand back its credentials in ``scheme``.
+
+    ``authcid`` is the user whose credentials are wanted, ``authzid`` the user
+    to log in as ("" for the same one).  ``scheme_user`` is the name a
+    plaintext password is hashed with (DIGEST-MD5's ``user@realm``).
+    """
+
+    authcid: str
+    authzid: str
+    scheme: str
+    scheme_user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """The client proved it knows the password; ``final`` is data it must still see."""
+
+    final: bytes | None = None
+
+
+Step: TypeAlias = Challenge | NeedCredentials | Credentials | Success | SaslFailed
+
+
+class Mechanism(ABC):
+    """Server side of one exchange."""
+
+    name: ClassVar[str]
+
+    def start(self, initial_response: bytes | None) -> Step:
+        """``mech_generic_auth_initial()``: an empty challenge without SASL-IR."""
+        if initial_response is None:
+            return Challenge(b"")
+        return self.step(initial_response)
+
+    @abstractmethod
+    def step(self, response: bytes) -> Step:
+        """The client's decoded answer to the last challenge."""
+
+    def credentials(self, raw: bytes) -> Step:
+        """The raw credentials asked for with ``NeedCredentials``."""
+        return SaslFailed("invalid credentials length")  # pragma: no cover - only asked by those that ask
