@@ -22,7 +22,7 @@ Timing, as in Dovecot's auth process:
 With ``auth_cache_size`` > 0 the chain shares one auth cache (``cache.py``)
 for as long as the authenticator is open; a reload opens a new authenticator,
 so the cache starts empty again, as Dovecot flushes it on SIGHUP.
-``flush_cache`` is what ``proxyctl auth cache flush [USER]`` will call.
+``flush_cache`` is what ``proxyctl auth cache flush [USER]`` calls.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from proxyd.auth.wire import (
     sasl_start_from_wire,
     sasl_start_to_wire,
 )
-from proxyd.master.control import ControlChannel, ControlError
+from proxyd.ipc.channel import ControlChannel, ControlError
 
 log = logging.getLogger("proxyd.auth")
 

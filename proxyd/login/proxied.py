@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import trio
 
@@ -169,11 +169,6 @@ def session_matches(user: str, backend_ip: str, backend_host: str, mask: str, ho
     if host is not None and (not host or host not in (backend_ip, backend_host)):
         return False
     return fnmatch.fnmatchcase(user, mask or "*")
-
-
-def who_row(user: str, protocol: str, ip: str, backend: str, connected_at: float, now: float) -> dict[str, Any]:
-    """One session as ``proxyctl who`` gets it from any process that holds sessions."""
-    return {"user": user, "protocol": protocol, "ip": ip, "backend": backend, "age": round(now - connected_at)}
 
 
 def _delay_text(delay: float) -> str:

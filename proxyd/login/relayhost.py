@@ -25,11 +25,26 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Final
+from typing import Final, assert_never
 
 import trio
 
 from proxyd.config.settings import Settings
+from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.messages import (
+    CacheFlush,
+    Command,
+    CountReply,
+    Kick,
+    OldestPrelogin,
+    QueueFull,
+    Report,
+    Status,
+    Stop,
+    Who,
+    WhoReply,
+    WhoRow,
+)
 from proxyd.login.handoff import (
     ACCEPTED,
     MAX_RECORD,
@@ -39,9 +54,8 @@ from proxyd.login.handoff import (
     fds_of,
     parse_last_word,
 )
-from proxyd.login.proxied import ProxiedConnection, who_row
+from proxyd.login.proxied import ProxiedConnection
 from proxyd.login.proxystate import ProxyState
-from proxyd.master.control import ControlChannel, ControlError
 
 log = logging.getLogger("proxyd")
 
@@ -50,7 +64,7 @@ _GRACE: Final = 2.0
 
 class RelayHost:
     def __init__(
-        self, settings: Settings, listener: socket.socket, control: ControlChannel, services: frozenset[str]
+        self, settings: Settings, listener: socket.socket, control: Channel[Report, Command], services: frozenset[str]
     ) -> None:
         self.listener = trio.socket.from_stdlib_socket(listener)
         self.control = control
@@ -86,7 +100,7 @@ class RelayHost:
 
     async def _report(self) -> None:
         self._changed.set()
-        message = {"ev": "status", "clients": len(self.sessions), "accepting": not self.stopping}
+        message = Status(clients=len(self.sessions), accepting=not self.stopping)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 
@@ -205,25 +219,27 @@ class RelayHost:
             pass
         self._stop()  # the master is gone: finish what we have
 
-    async def _command(self, message: dict[str, Any]) -> None:
-        cmd = message.get("cmd")
-        mask = str(message.get("mask") or "*")
-        host = message.get("host")
-        if cmd == "stop":
-            self._stop()
-            await self._report()
-        elif cmd == "who":
-            now = time.time()
-            rows = [
-                who_row(s.user, s.protocol, s.remote_ip, s.backend_address, s.connected_at, now)
-                for s in self._matching(mask)
-            ]
-            await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": rows})
-        elif cmd == "kick":
-            victims = self._matching(mask, None if host is None else str(host))
-            for session in victims:
-                session.kick("Kicked by admin")
-            await self.control.send({"ev": "reply", "id": message.get("id"), "count": len(victims)})
+    async def _command(self, message: Command) -> None:
+        match message:
+            case Stop():
+                self._stop()
+                await self._report()
+            case Who():
+                now = time.time()
+                rows = tuple(
+                    WhoRow.of(s.user, s.protocol, s.remote_ip, s.backend_address, s.connected_at, now)
+                    for s in self._matching(message.mask or "*")
+                )
+                await self.control.send(WhoReply(message.id, rows))
+            case Kick():
+                victims = self._matching(message.mask or "*", message.host)
+                for session in victims:
+                    session.kick("Kicked by admin")
+                await self.control.send(CountReply(message.id, len(victims)))
+            case QueueFull() | OldestPrelogin() | CacheFlush():
+                pass  # for login and auth processes
+            case _:
+                assert_never(message)
 
     def _matching(self, mask: str, host: str | None = None) -> list[ProxiedConnection]:
         return [s for s in self.sessions.values() if not s.kicked and s.matches(mask, host)]

@@ -18,21 +18,36 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final, assert_never
 
 import trio
 
 from proxyd.auth.service import AuthClient
 from proxyd.config.settings import EffectiveService
+from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.inherited import BoundSocket
+from proxyd.ipc.messages import (
+    CacheFlush,
+    Command,
+    CountReply,
+    Kick,
+    OldestPrelogin,
+    OldestPreloginReply,
+    QueueFull,
+    Report,
+    Status,
+    Stop,
+    Who,
+    WhoReply,
+    WhoRow,
+)
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.proxied import session_matches, who_row
+from proxyd.login.proxied import session_matches
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
-from proxyd.master.control import ControlChannel, ControlError
-from proxyd.master.listeners import BoundSocket
 
 log = logging.getLogger("proxyd")
 
@@ -49,7 +64,7 @@ class LoginWorker:
         spec: ProtocolSpec,
         service: EffectiveService,
         listeners: list[BoundSocket],
-        control: ControlChannel,
+        control: Channel[Report, Command],
         auth: AuthClient,
         access_dir: str = "",
         on_finished: Callable[[], None] | None = None,
@@ -104,7 +119,7 @@ class LoginWorker:
         oldest client still logging in it asks only when a service is full.)"""
         return (self.accepting(), not self.clients)
 
-    def _status_message(self) -> dict[str, Any] | None:
+    def _status_message(self) -> Status | None:
         """Wake our own waiters; the status message for the master if its view changed
         (a message for every login would cost more than the login itself)."""
         self._notify_change()
@@ -113,13 +128,13 @@ class LoginWorker:
             return None
         self._last_status = status
         accepting, idle = status
-        return {"ev": "status", "clients": 0 if idle else len(self.clients), "accepting": accepting}
+        return Status(clients=0 if idle else len(self.clients), accepting=accepting)
 
     async def _report(self) -> None:
         if (message := self._status_message()) is not None:
             await self._send(message)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: Report) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 
@@ -233,21 +248,23 @@ class LoginWorker:
         self.stopping = True
         self._notify_change()
 
-    async def _command(self, message: dict[str, Any]) -> None:
-        cmd = message.get("cmd")
-        if cmd == "stop":
-            self.stopping = True
-            await self._report()
-        elif cmd == "queue-full":
-            self._destroy_oldest_prelogin()
-        elif cmd == "who":
-            await self.control.send({"ev": "reply", "id": message.get("id"), "sessions": self._who(message)})
-        elif cmd == "oldest-prelogin":
-            await self.control.send({"ev": "reply", "id": message.get("id"), "since": self._oldest_prelogin()})
-        elif cmd == "kick":
-            host = message.get("host")
-            count = self._kick(str(message.get("mask", "")), None if host is None else str(host))
-            await self.control.send({"ev": "reply", "id": message.get("id"), "count": count})
+    async def _command(self, message: Command) -> None:
+        match message:
+            case Stop():
+                self.stopping = True
+                await self._report()
+            case QueueFull():
+                self._destroy_oldest_prelogin()
+            case Who():
+                await self.control.send(WhoReply(message.id, self._who(message.mask)))
+            case OldestPrelogin():
+                await self.control.send(OldestPreloginReply(message.id, self._oldest_prelogin()))
+            case Kick():
+                await self.control.send(CountReply(message.id, self._kick(message.mask, message.host)))
+            case CacheFlush():
+                pass  # the auth process's
+            case _:
+                assert_never(message)
 
     def _oldest_prelogin(self) -> float | None:
         """When the longest-waiting client still logging in here connected (None: none is)."""
@@ -271,12 +288,12 @@ class LoginWorker:
             and session_matches(s.user, s.backend_address.rpartition(":")[0], s.backend_host, mask, host)
         ]
 
-    def _who(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+    def _who(self, mask: str) -> tuple[WhoRow, ...]:
         now = time.time()
-        return [
-            who_row(s.user, self.spec.name, s.conn.remote_ip, s.backend_address, s.connected_at, now)
-            for s in self._matching(str(message.get("mask", "")))
-        ]
+        return tuple(
+            WhoRow.of(s.user, self.spec.name, s.conn.remote_ip, s.backend_address, s.connected_at, now)
+            for s in self._matching(mask)
+        )
 
     def _kick(self, mask: str, host: str | None = None) -> int:
         victims = self._matching(mask, host)

@@ -13,14 +13,25 @@ import logging
 import os
 import socket
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 
-from proxyd.master.control import ControlChannel, ControlError
+from proxyd.config.settings import Settings
+from proxyd.ipc.channel import ControlChannel, ControlError
+from proxyd.ipc.messages import WhoRow
 
-if TYPE_CHECKING:
-    from proxyd.master.main import Master
+
+class Master(Protocol):
+    """What the admin socket asks of the master (``proxyd.master.main.Master``)."""
+
+    settings: Settings
+    stop_requested: trio.Event
+
+    async def who(self, mask: str) -> list[WhoRow]: ...
+    async def kick(self, mask: str, host: str | None = None) -> int: ...
+    async def flush_cache(self, users: list[str]) -> int: ...
+    async def reload(self) -> str: ...
 
 log = logging.getLogger("proxyd")
 
@@ -69,7 +80,7 @@ async def _dispatch(master: Master, request: dict[str, Any]) -> dict[str, Any]:
     cmd = request.get("cmd")
     mask = str(request.get("mask") or "*")
     if cmd == "who":
-        return {"ok": True, "sessions": await master.who(mask)}
+        return {"ok": True, "sessions": [row.wire() for row in await master.who(mask)]}
     if cmd == "kick":
         host = request.get("host")
         host = None if host is None else str(host)

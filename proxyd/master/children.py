@@ -15,13 +15,28 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, assert_never
 
 import trio
 
 from proxyd.auth.authenticator import Authenticator, open_authenticator
 from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
 from proxyd.config.settings import EffectiveService, Settings, effective_service
+from proxyd.ipc.channel import Channel
+from proxyd.ipc.inherited import BoundSocket
+from proxyd.ipc.messages import (
+    CacheFlush,
+    Command,
+    CountReply,
+    Kick,
+    OldestPrelogin,
+    QueueFull,
+    Report,
+    Status,
+    Stop,
+    Who,
+    read_command,
+)
 from proxyd.login.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.relayhost import RelayHost
@@ -29,8 +44,7 @@ from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
 from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
-from proxyd.master.control import ControlChannel
-from proxyd.master.listeners import BoundSocket, handoff_services
+from proxyd.master.listeners import handoff_services
 from proxyd.master.zygote import InheritedSockets
 
 log = logging.getLogger("proxyd")
@@ -66,6 +80,11 @@ def child_main(
     finally:
         sys.stderr.flush()
         os._exit(code)
+
+
+def _control(sock: socket.socket) -> Channel[Report, Command]:
+    """A child's end of its control socketpair with the master."""
+    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), read_command)
 
 
 def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
@@ -129,7 +148,7 @@ async def _login_main(
     auth_sock: socket.socket,
     access_dir: str,
 ) -> None:
-    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    control = _control(control_sock)
     auth = ctx.auth
     assert isinstance(auth, AuthClient)
     async with trio.open_nursery() as nursery:
@@ -160,13 +179,13 @@ def _auth_process(settings: Settings, control: socket.socket, inherited: Inherit
 async def _auth_main(
     settings: Settings, listener: socket.socket, control_sock: socket.socket, identity: privileges.Identity | None
 ) -> None:
-    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    control = _control(control_sock)
     async with open_authenticator(settings) as authenticator, trio.open_nursery() as nursery:
         # the passdbs are open (args files read, as Dovecot's auth preinit does as root);
         # from here on the process runs as default_internal_user
         privileges.drop(identity)
         nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
-        await control.send({"ev": "status", "clients": 0, "accepting": True})
+        await control.send(Status(clients=0, accepting=True))
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as inner:
                 inner.start_soon(_wait_signal, signals, nursery)
@@ -180,17 +199,20 @@ async def _wait_signal(signals: AsyncIterator[int], nursery: trio.Nursery) -> No
 
 
 async def _wait_master(
-    control: ControlChannel, nursery: trio.Nursery, authenticator: Authenticator | None = None
+    control: Channel[Report, Command], nursery: trio.Nursery, authenticator: Authenticator | None = None
 ) -> None:
-    """Commands from the master: ``stop``, and for the auth process ``cache-flush``."""
+    """Commands from the master: ``Stop``, and for the auth process ``CacheFlush``."""
     while (message := await control.receive()) is not None:
-        cmd = message.get("cmd")
-        if cmd == "stop":
-            break
-        if cmd == "cache-flush" and authenticator is not None:
-            users = message.get("users") or None
-            count = authenticator.flush_cache(users)
-            await control.send({"ev": "reply", "id": message.get("id"), "count": count})
+        match message:
+            case Stop():
+                break
+            case CacheFlush() if authenticator is not None:
+                count = authenticator.flush_cache(list(message.users) or None)
+                await control.send(CountReply(message.id, count))
+            case CacheFlush() | QueueFull() | OldestPrelogin() | Who() | Kick():
+                pass  # for other processes
+            case _:
+                assert_never(message)
     nursery.cancel_scope.cancel()
 
 
@@ -213,7 +235,7 @@ def _relay_process(settings: Settings, control: socket.socket, inherited: Inheri
 async def _relay_main(
     settings: Settings, listener: socket.socket, control_sock: socket.socket, services: frozenset[str]
 ) -> None:
-    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    control = _control(control_sock)
     await RelayHost(settings, listener, control, services).run()
 
 
@@ -237,7 +259,7 @@ def _tcpwrap_process(settings: Settings, control: socket.socket, inherited: Inhe
 async def _tcpwrap_main(listener: socket.socket, control_sock: socket.socket, files: tuple[str, str]) -> None:
     from proxyd.access.server import serve_tcpwrap_socket
 
-    control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control_sock)))
+    control = _control(control_sock)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_tcpwrap_socket, trio.socket.from_stdlib_socket(listener), *files)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:

@@ -8,9 +8,9 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from proxyd.config.settings import InetListener, Settings, effective_service
+from proxyd.config.settings import Settings, effective_service
+from proxyd.ipc.inherited import BoundSocket
 
 log = logging.getLogger("proxyd")
 
@@ -20,16 +20,6 @@ LOGIN_SERVICES = {"imap": "imap-login", "pop3": "pop3-login"}
 
 class ListenError(OSError):
     """A listener that could not be bound; the message is Dovecot-shaped."""
-
-
-@dataclass(frozen=True, slots=True)
-class BoundSocket:
-    """One listening socket: which service and which ``inet_listener`` it belongs to."""
-
-    service: str
-    listener: InetListener
-    address: str
-    sock: socket.socket
 
 
 def waiting_connections(sock: socket.socket) -> int:

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Before Trio starts, ``proxyd.cli.proxyd`` binds every listener and the auth
 socket, makes this process a child subreaper and forks the zygote.  Here, in
-Trio, one ``ServicePool`` per login service keeps Dovecot's accounting:
+Trio, ``Master`` keeps Dovecot's accounting for each login service:
 
 * a child reports ``status`` messages (clients, accepting, the oldest pre-login
   client) over its control socketpair;
@@ -28,6 +28,7 @@ stop accepting; their proxied sessions go on.  SIGTERM: stop everything.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -35,17 +36,35 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import trio
 
 from proxyd.config.load import load_settings
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
+from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.inherited import BoundSocket
+from proxyd.ipc.messages import (
+    CacheFlush,
+    Command,
+    CountReply,
+    Kick,
+    OldestPrelogin,
+    OldestPreloginReply,
+    Question,
+    QueueFull,
+    Reply,
+    Report,
+    Status,
+    Stop,
+    Who,
+    WhoReply,
+    WhoRow,
+    read_report,
+)
 from proxyd.master.admin import serve_admin
-from proxyd.master.control import ControlChannel, ControlError
 from proxyd.master.listeners import (
-    BoundSocket,
     enabled_services,
     handoff_services,
     waiting_connections,
@@ -71,14 +90,14 @@ class Child:
     pid: int
     kind: str  # "login" | "auth"
     service: str
-    control: ControlChannel
+    control: Channel[Command, Report]
     generation: int
     clients: int = 0
     accepting: bool = False
     stopping: bool = False
     started: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
-    replies: dict[int, trio.MemorySendChannel[dict[str, Any]]] = field(default_factory=dict)
+    replies: dict[int, trio.MemorySendChannel[Reply | None]] = field(default_factory=dict)
 
 
 class Master:
@@ -136,7 +155,9 @@ class Master:
             return None
         finally:
             theirs.close()
-        control = ControlChannel(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        control = Channel[Command, Report](
+            trio.SocketStream(trio.socket.from_stdlib_socket(ours)), read_report
+        )
         child = Child(pid=pid, kind=kind, service=service, control=control, generation=self.generation)
         # a fresh login process accepts at once; count it as available until it says otherwise
         child.accepting = kind == "login"
@@ -164,55 +185,58 @@ class Master:
         elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0 and not self.shutting_down:
             log.error("service(%s): child %d returned error %d", name, child.pid, os.WEXITSTATUS(status))
         for waiter in child.replies.values():
-            waiter.send_nowait({})
+            waiter.send_nowait(None)
         self._notify()
 
     async def _read_reports(self, child: Child) -> None:
         try:
             while (message := await child.control.receive()) is not None:
-                ev = message.get("ev")
-                if ev == "status":
-                    child.clients = int(message.get("clients", 0))
-                    child.accepting = bool(message.get("accepting")) and not child.stopping
-                    if child.clients:
-                        child.idle_since = time.monotonic()
-                    self._notify()
-                elif ev == "reply":
-                    waiter = child.replies.pop(int(message.get("id", 0)), None)
-                    if waiter is not None:
-                        waiter.send_nowait(message)
-        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+                match message:
+                    case Status(clients=clients, accepting=accepting):
+                        child.clients = clients
+                        child.accepting = accepting and not child.stopping
+                        if child.clients:
+                            child.idle_since = time.monotonic()
+                        self._notify()
+                    case WhoReply() | CountReply() | OldestPreloginReply():
+                        waiter = child.replies.pop(message.id, None)
+                        if waiter is not None:
+                            waiter.send_nowait(message)
+                    case _:
+                        assert_never(message)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async def tell(self, child: Child, message: dict[str, Any]) -> None:
+    async def tell(self, child: Child, message: Command) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await child.control.send(message)
 
-    async def ask(self, child: Child, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a command and wait (bounded) for the child's reply; {} if none came."""
+    async def ask(self, child: Child, message: Question) -> Reply | None:
+        """Send a command and wait (bounded) for the child's reply; None if none came."""
         self._request_id += 1
         request_id = self._request_id
-        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        send, receive = trio.open_memory_channel[Reply | None](1)
         child.replies[request_id] = send
-        await self.tell(child, {**message, "id": request_id})
+        await self.tell(child, dataclasses.replace(message, id=request_id))
         with trio.move_on_after(_REPLY_TIMEOUT):
             return await receive.receive()
         child.replies.pop(request_id, None)
         log.warning(
             "service(%s): child %d did not answer %r within %d secs",
-            child.service or child.kind, child.pid, message.get("cmd"), _REPLY_TIMEOUT,
+            child.service or child.kind, child.pid, message.TAG, _REPLY_TIMEOUT,
         )
-        return {}
+        return None
 
     async def ask_all(
-        self, kinds: tuple[str, ...], message: dict[str, Any], *, live_only: bool = False
-    ) -> list[tuple[Child, dict[str, Any]]]:
+        self, kinds: tuple[str, ...], message: Question, *, live_only: bool = False
+    ) -> list[tuple[Child, Reply]]:
         """``ask`` every child of one of ``kinds`` at once: one slow child must not
         make the others' answers wait (or miss the admin client's deadline)."""
-        answers: list[tuple[Child, dict[str, Any]]] = []
+        answers: list[tuple[Child, Reply]] = []
 
         async def one(child: Child) -> None:
-            answers.append((child, await self.ask(child, message)))
+            if (reply := await self.ask(child, message)) is not None:
+                answers.append((child, reply))
 
         async with trio.open_nursery() as nursery:
             for child in list(self.children.values()):
@@ -270,7 +294,7 @@ class Master:
             if now - child.idle_since >= svc.idle_kill:
                 child.stopping = True
                 idle.remove(child)
-                await self.tell(child, {"cmd": "stop"})
+                await self.tell(child, Stop())
 
     async def queue_full_watch(self, bound: BoundSocket) -> None:
         """At process_limit with nobody accepting, a waiting client evicts the oldest pre-login one."""
@@ -285,35 +309,33 @@ class Master:
                 await trio.lowlevel.wait_readable(bound.sock)
                 victim = await self._oldest_prelogin(bound.service)
                 if victim is not None:
-                    await self.tell(victim, {"cmd": "queue-full"})
+                    await self.tell(victim, QueueFull())
                 await trio.sleep(_QUEUE_FULL_INTERVAL)
 
     async def _oldest_prelogin(self, service: str) -> Child | None:
         """The process whose longest-waiting pre-login client came first (asked only now:
         reporting it on every login would cost more than the login itself)."""
-        answers = await self.ask_all(("login",), {"cmd": "oldest-prelogin"}, live_only=True)
-        waiting = [(float(reply["since"]), child) for child, reply in answers
-                   if child.service == service and reply.get("since") is not None]
+        answers = await self.ask_all(("login",), OldestPrelogin(), live_only=True)
+        waiting = [(reply.since, child) for child, reply in answers
+                   if child.service == service
+                   and isinstance(reply, OldestPreloginReply) and reply.since is not None]
         return min(waiting, key=lambda pair: pair[0])[1] if waiting else None
 
     # ------------------------------------------------------------------ admin
-    async def who(self, mask: str) -> list[dict[str, Any]]:
-        answers = await self.ask_all(_SESSION_HOLDERS, {"cmd": "who", "mask": mask})
-        return [row for _, reply in answers for row in reply.get("sessions", [])]
+    async def who(self, mask: str) -> list[WhoRow]:
+        answers = await self.ask_all(_SESSION_HOLDERS, Who(mask))
+        return [row for _, reply in answers if isinstance(reply, WhoReply) for row in reply.sessions]
 
     async def kick(self, mask: str, host: str | None = None) -> int:
         """End the matching sessions; with ``host`` only those proxied to that backend."""
-        message: dict[str, Any] = {"cmd": "kick", "mask": mask}
-        if host is not None:
-            message["host"] = host
-        answers = await self.ask_all(_SESSION_HOLDERS, message)
-        return sum(int(reply.get("count", 0)) for _, reply in answers)
+        answers = await self.ask_all(_SESSION_HOLDERS, Kick(mask, host))
+        return _count(answers)
 
     async def flush_cache(self, users: list[str]) -> int:
         """``proxyctl auth cache flush``: the auth process owns the cache."""
         # an old auth process still finishing its requests after a reload is not asked
-        answers = await self.ask_all(("auth",), {"cmd": "cache-flush", "users": users}, live_only=True)
-        return sum(int(reply.get("count", 0)) for _, reply in answers)
+        answers = await self.ask_all(("auth",), CacheFlush(tuple(users)), live_only=True)
+        return _count(answers)
 
     async def reload(self) -> str:
         """SIGHUP: new settings for new logins; proxied sessions keep running."""
@@ -331,7 +353,7 @@ class Master:
         for child in old:
             child.stopping = True
             child.accepting = False
-            await self.tell(child, {"cmd": "stop"})
+            await self.tell(child, Stop())
         log.info("SIGHUP received - configuration reloaded")
         self._notify()
         return "reloaded"
@@ -388,6 +410,10 @@ class Master:
             else:
                 self.stop_requested.set()
                 return
+
+
+def _count(answers: list[tuple[Child, Reply]]) -> int:
+    return sum(reply.count for _, reply in answers if isinstance(reply, CountReply))
 
 
 async def _wait_exit(pid: int, on_exit: Callable[[int], None]) -> None:

@@ -19,11 +19,26 @@ import trio
 import trio.testing
 
 from proxyd.config.settings import Settings
+from proxyd.ipc.channel import Channel
+from proxyd.ipc.messages import (
+    Command,
+    CountReply,
+    Kick,
+    Question,
+    Reply,
+    Report,
+    Status,
+    Stop,
+    Who,
+    WhoReply,
+    WhoRow,
+    read_command,
+    read_report,
+)
 from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
 from proxyd.login.proxied import ProxiedConnection, session_matches
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.relayhost import RelayHost
-from proxyd.master.control import ControlChannel
 
 RECORD = HandoffRecord(
     service="imap-login",
@@ -68,14 +83,15 @@ def test_fds_of_reads_scm_rights() -> None:
 class Relay:
     host: RelayHost
     path: str
-    control: ControlChannel
+    control: Channel[Command, Report]
 
-    async def ask(self, message: dict[str, object]) -> dict[str, object]:
-        await self.control.send({**message, "id": 1})
+    async def ask(self, message: Question) -> Reply:
+        await self.control.send(message)
         while True:
             reply = await self.control.receive()
             assert reply is not None
-            if reply.get("ev") == "reply":
+            if not isinstance(reply, Status):
+                assert reply.id == message.id
                 return reply
 
 
@@ -87,12 +103,12 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     listener.listen(8)
     ours, theirs = trio.socket.socketpair()
     host = RelayHost(
-        Settings(), listener, ControlChannel(trio.SocketStream(theirs)), frozenset({"imap-login"})
+        Settings(), listener, Channel(trio.SocketStream(theirs), read_command), frozenset({"imap-login"})
     )
     with ours, theirs:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(host.run)
-            yield Relay(host, path, ControlChannel(trio.SocketStream(ours)))
+            yield Relay(host, path, Channel(trio.SocketStream(ours), read_report))
             nursery.cancel_scope.cancel()
 
 
@@ -131,12 +147,12 @@ async def test_a_handed_off_session_is_relayed_listed_and_kicked(
         await server_end.send(b"c OK done\r\n")
         assert await user_end.recv(100) == b"c OK done\r\n"
 
-        who = await relay.ask({"cmd": "who", "mask": "al*"})
-        assert who["sessions"] == [
-            {"user": "alice", "protocol": "imap", "ip": "192.0.2.7", "backend": "127.0.0.2:143",
-             "age": who["sessions"][0]["age"]}  # type: ignore[index]
-        ]
-        assert (await relay.ask({"cmd": "kick", "mask": "alice"}))["count"] == 1
+        who = await relay.ask(Who("al*", id=1))
+        assert isinstance(who, WhoReply)
+        assert who.sessions == (
+            WhoRow("alice", "imap", "192.0.2.7", "127.0.0.2:143", who.sessions[0].age),
+        )
+        assert await relay.ask(Kick("alice", id=2)) == CountReply(2, 1)
         assert await user_end.recv(100) == b""  # closed, no message
         assert await server_end.recv(100) == b""
     user_end.close()
@@ -229,7 +245,7 @@ async def test_a_stopping_relay_takes_no_more(relay: Relay, monkeypatch: pytest.
     """After a reload the old relay process shares the socket with its successor:
     once told to stop it must leave every new hand-off to the successor."""
     monkeypatch.setattr("proxyd.login.handoff.ANSWER_TIMEOUT", 0.5)
-    await relay.control.send({"cmd": "stop"})
+    await relay.control.send(Stop())
     while not relay.host.stopping:
         await trio.sleep(0.01)
     a, b = trio.socket.socketpair()

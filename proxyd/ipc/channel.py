@@ -1,17 +1,20 @@
-"""Messages between the master and its children: newline-delimited JSON.
+"""The framing of proxyd's control sockets: one JSON object per line.
 
 The codec is sans-IO (``encode`` / ``MessageDecoder``) so it is testable without
-processes; ``ControlChannel`` is the thin trio wrapper used on both sides.
-Messages are small dicts; nothing here ever carries a password except the auth
-wire requests, which never go through a log.
+processes; ``Channel`` is the thin trio wrapper used on both ends.  A channel
+sends records of one set and reads records of another: ``Channel[Out, In]``
+takes the function that turns a decoded line into an ``In`` record
+(``messages.read_command``, ``messages.read_report``, ...), which raises
+``ControlError`` for a line that is no such record.  Nothing here ever carries a
+password except the auth socket's requests, which never go through a log.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -22,13 +25,23 @@ class ControlError(Exception):
     """The peer sent something that is not a message."""
 
 
+class Record(Protocol):
+    """A message record: it knows its JSON form."""
+
+    def wire(self) -> Mapping[str, Any]: ...
+
+
+Out = TypeVar("Out", bound=Record, contravariant=True)
+In = TypeVar("In", covariant=True)
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message as one line."""
+    """One JSON object as one line."""
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 class MessageDecoder:
-    """Bytes in, complete messages out."""
+    """Bytes in, complete JSON objects out."""
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self._buffer = bytearray()
@@ -55,7 +68,11 @@ class MessageDecoder:
 
 
 class ControlChannel:
-    """A message channel over a stream; ``receive()`` returns None at EOF."""
+    """JSON objects over a stream; ``receive()`` returns None at EOF.
+
+    The auth socket's requests and replies (``proxyd.auth.wire``) use it as is;
+    everything else goes through a typed ``Channel``.
+    """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -77,3 +94,26 @@ class ControlChannel:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class Channel(Generic[Out, In]):
+    """Records over a stream: ``Out`` records sent, ``In`` records received."""
+
+    def __init__(self, stream: trio.abc.Stream, read: Callable[[dict[str, Any]], In]) -> None:
+        self._objects = ControlChannel(stream)
+        self._read = read
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        return self._objects.stream
+
+    async def send(self, message: Out) -> None:
+        await self._objects.send(message.wire())
+
+    async def receive(self) -> In | None:
+        """The next record, None at EOF; raises ``ControlError`` for one that is not an ``In``."""
+        data = await self._objects.receive()
+        return None if data is None else self._read(data)
+
+    async def aclose(self) -> None:
+        await self._objects.aclose()

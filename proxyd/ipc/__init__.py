@@ -1,0 +1,16 @@
+"""What crosses between proxyd's processes, below every process that uses it.
+
+The processes (README, "Processes"): the master supervises; the zygote forks
+its children; login processes run the pre-login sessions (``proxyd.login``);
+relay processes hold the sessions handed off by high-security login
+processes; the auth process owns the passdbs (``proxyd.auth``); the tcpwrap
+process answers ``login_access_sockets``.
+
+* ``messages.py``: every message between the master and its children (and
+  between ``proxyctl`` and the master) as a frozen record, with its encoding;
+* ``channel.py``: the newline-delimited JSON framing and the trio channel that
+  carries the records;
+* the auth socket's requests and replies are in ``proxyd.auth.wire``, the
+  hand-off records in ``proxyd.login.handoff``, the zygote's in
+  ``proxyd.master.zygote``.
+"""

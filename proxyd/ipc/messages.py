@@ -1,0 +1,273 @@
+"""Every message between the master and its children, as frozen records.
+
+Commands go from the master to a child over the child's control socketpair
+(``Channel[Command, Report]`` in the master, ``Channel[Report, Command]`` in
+the child); reports go back:
+
+============================  =================  ==============================
+command                       who gets it        report
+============================  =================  ==============================
+``Stop``                      every child        none; the child stops accepting
+                                                 and finishes its sessions
+``QueueFull``                 login              none; the oldest pre-login
+                                                 client is destroyed
+``OldestPrelogin``            login              ``OldestPreloginReply``
+``Who``                       login, relay       ``WhoReply``
+``Kick``                      login, relay       ``CountReply``
+``CacheFlush``                auth               ``CountReply``
+(unasked)                     from any child     ``Status``
+============================  =================  ==============================
+
+A command that wants a reply carries an ``id`` the reply repeats.  Each record
+has ``wire()`` (its JSON object) and is read back by ``read_command`` /
+``read_report``, which raise ``ControlError`` for anything else; the JSON is
+small and flat, so encoding costs no more than the dicts it replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias
+
+from proxyd.ipc.channel import ControlError
+
+# -- commands (master -> child) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Accept no more clients; finish the sessions held, then exit."""
+
+    TAG: ClassVar[str] = "stop"
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFull:
+    """The service is full: destroy the oldest pre-login client (Dovecot's answer)."""
+
+    TAG: ClassVar[str] = "queue-full"
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG}
+
+
+@dataclass(frozen=True, slots=True)
+class OldestPrelogin:
+    """When did the longest-waiting client still logging in here connect?"""
+
+    TAG: ClassVar[str] = "oldest-prelogin"
+    id: int = 0
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """The proxied sessions of users matching ``mask`` (``proxyctl who``)."""
+
+    TAG: ClassVar[str] = "who"
+    mask: str = "*"
+    id: int = 0
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "id": self.id, "mask": self.mask}
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """End the proxied sessions of users matching ``mask``; with ``host`` only
+    those proxied to that backend (``proxyctl kick``)."""
+
+    TAG: ClassVar[str] = "kick"
+    mask: str = "*"
+    host: str | None = None
+    id: int = 0
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "id": self.id, "mask": self.mask, "host": self.host}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlush:
+    """Forget auth cache entries: of ``users``, or all of them when empty."""
+
+    TAG: ClassVar[str] = "cache-flush"
+    users: tuple[str, ...] = ()
+    id: int = 0
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "id": self.id, "users": list(self.users)}
+
+
+Command: TypeAlias = Stop | QueueFull | OldestPrelogin | Who | Kick | CacheFlush
+#: the commands that want a reply
+Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush
+
+
+# -- reports (child -> master) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the master's accounting needs: clients held, and whether it still accepts."""
+
+    TAG: ClassVar[str] = "status"
+    clients: int
+    accepting: bool
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "clients": self.clients, "accepting": self.accepting}
+
+
+@dataclass(frozen=True, slots=True)
+class WhoRow:
+    """One proxied session as ``proxyctl who`` shows it."""
+
+    user: str
+    protocol: str
+    ip: str
+    backend: str
+    #: seconds since the client connected
+    age: int
+
+    @classmethod
+    def of(
+        cls, user: str, protocol: str, ip: str, backend: str, connected_at: float, now: float
+    ) -> WhoRow:
+        return cls(user, protocol, ip, backend, round(now - connected_at))
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "protocol": self.protocol,
+            "ip": self.ip,
+            "backend": self.backend,
+            "age": self.age,
+        }
+
+    @classmethod
+    def read(cls, data: Any) -> WhoRow:
+        if not isinstance(data, dict):
+            raise ControlError("who row is not an object")
+        return cls(
+            user=_str(data, "user"),
+            protocol=_str(data, "protocol"),
+            ip=_str(data, "ip"),
+            backend=_str(data, "backend"),
+            age=_int(data, "age"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WhoReply:
+    """The answer to ``Who``."""
+
+    TAG: ClassVar[str] = "who"
+    id: int
+    sessions: tuple[WhoRow, ...]
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "id": self.id, "sessions": [row.wire() for row in self.sessions]}
+
+
+@dataclass(frozen=True, slots=True)
+class CountReply:
+    """The answer to ``Kick`` and ``CacheFlush``: how many sessions or entries."""
+
+    TAG: ClassVar[str] = "count"
+    id: int
+    count: int
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "id": self.id, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class OldestPreloginReply:
+    """The answer to ``OldestPrelogin``: a ``time.monotonic()`` stamp, None when no client
+    is logging in."""
+
+    TAG: ClassVar[str] = "oldest-prelogin"
+    id: int
+    since: float | None
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "id": self.id, "since": self.since}
+
+
+Reply: TypeAlias = WhoReply | CountReply | OldestPreloginReply
+Report: TypeAlias = Status | Reply
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ControlError(f"{key}: not a string")
+    return value
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else _str(data, key)
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ControlError(f"{key}: not an integer")
+    return value
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise ControlError(f"{key}: not a list")
+    return value
+
+
+def read_command(data: dict[str, Any]) -> Command:
+    """The command a decoded line holds; raises ``ControlError``."""
+    match data.get("cmd"):
+        case Stop.TAG:
+            return Stop()
+        case QueueFull.TAG:
+            return QueueFull()
+        case OldestPrelogin.TAG:
+            return OldestPrelogin(id=_int(data, "id"))
+        case Who.TAG:
+            return Who(mask=_str(data, "mask"), id=_int(data, "id"))
+        case Kick.TAG:
+            return Kick(mask=_str(data, "mask"), host=_opt_str(data, "host"), id=_int(data, "id"))
+        case CacheFlush.TAG:
+            users = tuple(str(user) for user in _list(data, "users"))
+            return CacheFlush(users=users, id=_int(data, "id"))
+    raise ControlError(f"unknown command {str(data.get('cmd'))[:40]!r}")
+
+
+def read_report(data: dict[str, Any]) -> Report:
+    """The report a decoded line holds; raises ``ControlError``."""
+    match data.get("ev"):
+        case Status.TAG:
+            accepting = data.get("accepting")
+            if not isinstance(accepting, bool):
+                raise ControlError("accepting: not a boolean")
+            return Status(clients=_int(data, "clients"), accepting=accepting)
+        case WhoReply.TAG:
+            rows = tuple(WhoRow.read(row) for row in _list(data, "sessions"))
+            return WhoReply(id=_int(data, "id"), sessions=rows)
+        case CountReply.TAG:
+            return CountReply(id=_int(data, "id"), count=_int(data, "count"))
+        case OldestPreloginReply.TAG:
+            since = data.get("since")
+            if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
+                raise ControlError("since: not a number")
+            return OldestPreloginReply(id=_int(data, "id"), since=since)
+    raise ControlError(f"unknown report {str(data.get('ev'))[:40]!r}")
