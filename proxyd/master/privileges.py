@@ -28,6 +28,8 @@ class Identity:
     uid: int
     gid: int
     chroot: str
+    #: the user's home directory (from the passwd entry)
+    home: str = "/"
 
 
 def resolve_identity(user: str, group: str, chroot: str) -> Identity:
@@ -42,7 +44,7 @@ def resolve_identity(user: str, group: str, chroot: str) -> Identity:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
             raise PrivilegeError(f"Group doesn't exist: {group}") from None
-    return Identity(user=user, uid=entry.pw_uid, gid=gid, chroot=chroot)
+    return Identity(user=user, uid=entry.pw_uid, gid=gid, chroot=chroot, home=entry.pw_dir)
 
 
 def set_title(title: str) -> None:
@@ -78,3 +80,13 @@ def drop(identity: Identity | None) -> None:
     os.setgroups([])
     os.setgid(identity.gid)
     os.setuid(identity.uid)
+    _become_environment(identity)
+
+
+def _become_environment(identity: Identity) -> None:
+    """HOME, USER and LOGNAME of the user we became, as Dovecot's processes have them:
+    root's HOME (often mode 0700) is unreadable now, and libraries that look there
+    for per-user files (asyncpg's ~/.postgresql/postgresql.key) would fail on it.
+    A chrooted process's home is the chroot's root."""
+    os.environ["HOME"] = "/" if identity.chroot else identity.home
+    os.environ["USER"] = os.environ["LOGNAME"] = identity.user
