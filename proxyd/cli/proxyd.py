@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import ssl
 import sys
 
 import trio
@@ -74,9 +73,8 @@ def _check_users(settings: Settings) -> None:
 
 def _run(settings: Settings) -> int:
     # everything the children need is imported here, before the zygote forks
+    from proxyd.children import ChildEntry, auth_socket_path
     from proxyd.login.handoff import RELAY_SOCKET_NAME
-    from proxyd.master import children
-    from proxyd.master.children import auth_socket_path, child_main
     from proxyd.master.listeners import ListenError, bind_all, bind_auth_socket, handoff_services
     from proxyd.master.main import Master
     from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
@@ -102,15 +100,13 @@ def _run(settings: Settings) -> int:
     except (ListenError, OSError) as exc:
         print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
         return 1
-    _build_tls(settings, children.TLS_CACHE)
+    child_main = ChildEntry(settings)
     inherited = InheritedSockets(listeners={}, auth=auth_sock, tcpwrap=tcpwrap_sock, relay=relay_sock)
     for item in bound:
         index = settings.service(item.service).listeners.index(item.listener)
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
     become_subreaper()
-    zygote: ZygoteHandle = start_zygote(
-        settings, inherited, child_main, on_reload=lambda new: _build_tls(new, children.TLS_CACHE)
-    )
+    zygote: ZygoteHandle = start_zygote(settings, inherited, child_main, on_reload=child_main.reload)
     try:
         master = Master(settings, zygote, bound)
         master.tcpwrap_bound = tcpwrap_sock is not None
@@ -134,17 +130,6 @@ def _login_gid(settings: Settings) -> int | None:
     for name in enabled_services(settings):
         return pwd.getpwnam(effective_service(settings, name).user).pw_gid
     return None
-
-
-def _build_tls(settings: Settings, cache: dict[str, ssl.SSLContext]) -> None:
-    from proxyd.login import tls
-
-    cache.clear()
-    server = tls.server_context(settings)
-    if server is not None:
-        cache["server"] = server
-    cache["backend-verify"] = tls.backend_context(settings, verify=True)
-    cache["backend-any"] = tls.backend_context(settings, verify=False)
 
 
 def _preload() -> None:

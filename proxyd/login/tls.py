@@ -11,6 +11,7 @@ import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
 from proxyd.config.settings import Settings
@@ -116,3 +117,24 @@ def _dir_has_crl(path: str) -> bool:
     return any(
         len(name) > 10 and name[8:10] == ".r" and name[10:].isdigit() for name in os.listdir(path)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsContexts:
+    """The contexts a login process uses, built before the fork (certificates are files)."""
+
+    server: ssl.SSLContext | None
+    backend_verify: ssl.SSLContext
+    backend_any: ssl.SSLContext
+
+    @classmethod
+    def build(cls, settings: Settings) -> TlsContexts:
+        return cls(
+            server=server_context(settings),
+            backend_verify=backend_context(settings, verify=True),
+            backend_any=backend_context(settings, verify=False),
+        )
+
+    def backend(self, verify: bool) -> ssl.SSLContext:
+        """The context towards a backend (``ssl=yes`` verifies, ``ssl=any-cert`` does not)."""
+        return self.backend_verify if verify else self.backend_any

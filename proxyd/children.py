@@ -1,4 +1,9 @@
-"""The first code a forked child runs: become a login or an auth process.
+"""The first code a forked child runs: become a login, relay, auth or tcpwrap process.
+
+The composition root of the child processes: the one module that knows every
+kind of child (``proxyd.login``, ``proxyd.auth``, ``proxyd.access``); the
+master only asks the zygote for "a child of kind K" and talks to it through
+``proxyd.ipc``.
 
 Everything that needs root or the file system happens here, before
 ``privileges.drop()``: memory limits, the auth socket connection, TLS contexts
@@ -11,7 +16,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -42,6 +46,7 @@ from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.relayhost import RelayHost
 from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
+from proxyd.login.tls import TlsContexts
 from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
 from proxyd.master.listeners import handoff_services
@@ -49,18 +54,38 @@ from proxyd.master.zygote import InheritedSockets
 
 log = logging.getLogger("proxyd")
 
-#: TLS contexts built once in the zygote (reading certificates needs the file system)
-TLS_CACHE: dict[str, ssl.SSLContext] = {}
-
-
 def auth_socket_path(settings: Settings) -> str:
     return os.path.join(settings.base_dir, "login", AUTH_SOCKET_NAME)
 
 
-def child_main(
-    settings: Settings, kind: str, service: str, control: socket.socket, inherited: InheritedSockets
+class ChildEntry:
+    """The entry point of every forked child (called in the zygote's fork).
+
+    It holds what the children need that is built before the fork: the TLS
+    contexts (reading certificates needs the file system a chrooted child has
+    not).  The zygote calls ``reload`` when it re-reads the configuration.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.tls = TlsContexts.build(settings)
+
+    def reload(self, settings: Settings) -> None:
+        self.tls = TlsContexts.build(settings)
+
+    def __call__(
+        self, settings: Settings, kind: str, service: str, control: socket.socket, inherited: InheritedSockets
+    ) -> NoReturn:
+        _child_main(settings, kind, service, control, inherited, self.tls)
+
+
+def _child_main(
+    settings: Settings,
+    kind: str,
+    service: str,
+    control: socket.socket,
+    inherited: InheritedSockets,
+    tls: TlsContexts,
 ) -> NoReturn:
-    """Entry point of every forked child (called in the zygote's fork)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -73,7 +98,7 @@ def child_main(
         elif kind == "relay":
             _relay_process(settings, control, inherited)
         else:
-            _login_process(settings, service, control, inherited)
+            _login_process(settings, service, control, inherited, tls)
     except BaseException:
         log.exception("%s process failed", service or kind)
         code = 1
@@ -100,7 +125,9 @@ def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
         inherited.relay.close()
 
 
-def _login_process(settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets) -> None:
+def _login_process(
+    settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets, tls: TlsContexts
+) -> None:
     eff = effective_service(settings, service)
     privileges.set_title(service)
     spec = next(p for p in PROTOCOLS.values() if p.service == service)
@@ -132,8 +159,8 @@ def _login_process(settings: Settings, service: str, control: socket.socket, inh
     ctx = LoginContext(
         settings=settings,
         auth=AuthClient(inside),
-        server_tls=TLS_CACHE.get("server"),
-        backend_tls=lambda verify: TLS_CACHE["backend-verify" if verify else "backend-any"],
+        server_tls=tls.server,
+        backend_tls=tls.backend,
         handoff=partial(hand_off, relay_path, service) if handing_off else None,
     )
     trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)
