@@ -7,17 +7,24 @@ The exchange runs in proxyd's auth process against hashes made by Debian's
 
 from __future__ import annotations
 
+import base64
+import socket
+import subprocess
+
 import pytest
+from puresasl.client import SASLClient
 
 from tests.fixtures.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotBackend, dovecot_hash
+from tests.fixtures.net import PROXYD_ADDRESS, PROXYD_OTHER_ADDRESS, free_port
 from tests.fixtures.proxyd import (
+    Listener,
     PasswdEntry,
     ProxydProcess,
     ProxydRunner,
     proxy_fields,
     write_passwd_file,
 )
-from tests.helpers.clients import IMAP4, fetch_subjects
+from tests.helpers.clients import IMAP4, curl, fetch_subjects
 from tests.helpers.scram_client import ScramClient
 
 pytestmark = pytest.mark.e2e
@@ -132,3 +139,141 @@ def test_scheme_that_cannot_serve_the_mechanism(sasl_proxyd: ProxydProcess) -> N
     ):
         client.login_cram_md5("bob", "bobpw")
     sasl_proxyd.wait_for_log(r"Requested CRAM-MD5 scheme, but we have only SCRAM-SHA-256")
+
+
+def _doveadm_hash(password: str, scheme: str, user: str) -> str:
+    """``doveadm pw -u USER``: DIGEST-MD5 hashes include the user name."""
+    result = subprocess.run(
+        ["doveadm", "-c", "/dev/null", "pw", "-s", scheme, "-u", user, "-p", password],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def both_proxyd(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> tuple[ProxydProcess, ProxydProcess]:
+    """(IMAP, POP3) proxyds; carol has a {DIGEST-MD5} hash and logs in to backend-a as dave."""
+    processes = []
+    for protocol, port in (("imap", backend_a.imap_port), ("pop3", backend_a.pop3_port)):
+        fields = proxy_fields(
+            backend_a.address, port, master=MASTER_USER, destuser="dave",
+            **{"pass": MASTER_PASSWORD},
+        )  # fmt: skip
+        entries = [
+            PasswdEntry("carol", _doveadm_hash("carolpw", "DIGEST-MD5", "carol"), fields),
+            PasswdEntry("erin", dovecot_hash("erinpw", "CRAM-MD5"), fields),
+        ]
+        path = write_passwd_file(proxyd.workdir / f"{protocol}-users", entries)
+        # clients connect from 127.0.0.1 to 127.0.0.5: not secured, so no plaintext auth
+        config = proxyd.config(
+            path,
+            address=PROXYD_OTHER_ADDRESS,
+            auth_mechanisms=MECHS,
+            protocols="imap pop3" if protocol == "pop3" else "imap",
+            disable_plaintext_auth="yes",
+            auth_verbose="yes",
+        )
+        if protocol == "pop3":
+            port = free_port(PROXYD_OTHER_ADDRESS)
+            config.listeners = [
+                Listener("imap-login", "imap", PROXYD_OTHER_ADDRESS, 0),
+                Listener("imap-login", "imaps", PROXYD_OTHER_ADDRESS, 0, ssl=True),
+                Listener("pop3-login", "pop3", PROXYD_OTHER_ADDRESS, port),
+                Listener("pop3-login", "pop3s", PROXYD_OTHER_ADDRESS, 0, ssl=True),
+            ]
+        processes.append(proxyd.start(config))
+    return processes[0], processes[1]
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_curl_cram_md5(
+    both_proxyd: tuple[ProxydProcess, ProxydProcess], backend_a: DovecotBackend, protocol: str
+) -> None:
+    """curl's own CRAM-MD5 client, IMAP and POP3, on a connection where plaintext
+    mechanisms are refused, reaches dave's mailbox on backend-a."""
+    proxy = both_proxyd[0] if protocol == "imap" else both_proxyd[1]
+    path = "INBOX;UID=1" if protocol == "imap" else "1"
+    url = f"{protocol}://{proxy.address(protocol)}:{proxy.port(protocol)}/{path}"
+    result = curl([url, "-u", "erin:erinpw", "--login-options", "AUTH=CRAM-MD5"])
+    assert result.returncode == 0, result.stderr
+    assert backend_a.subject_for("dave") in result.stdout
+    proxy.wait_for_log(r"Login: user=<erin>, method=CRAM-MD5")
+    wrong = curl([url, "-u", "erin:wrong", "--login-options", "AUTH=CRAM-MD5"])
+    assert wrong.returncode == 67, wrong.stderr  # login denied
+
+
+def _digest_client(proxy: ProxydProcess, service: str, password: str) -> SASLClient:
+    return SASLClient(
+        proxy.address(), service, mechanism="DIGEST-MD5", username="carol", password=password
+    )
+
+
+def test_digest_md5_imap(
+    both_proxyd: tuple[ProxydProcess, ProxydProcess], backend_a: DovecotBackend
+) -> None:
+    """pure-sasl's RFC 2831 client against a {DIGEST-MD5} hash from ``doveadm pw -u``;
+    the client checks the server's rspauth."""
+    proxy = both_proxyd[0]
+    sasl = _digest_client(proxy, "imap", "carolpw")
+    with IMAP4(proxy.address(), proxy.port()) as client:
+        typ, _ = client.authenticate("DIGEST-MD5", lambda challenge: sasl.process(challenge) or b"")
+        assert typ == "OK"
+        assert sasl.complete  # rspauth verified
+        assert fetch_subjects(client) == [backend_a.subject_for("dave")]
+        client.logout()
+    wrong = _digest_client(proxy, "imap", "wrong")
+    with (
+        IMAP4(proxy.address(), proxy.port()) as client,
+        pytest.raises(IMAP4.error, match="Authentication failed"),
+    ):
+        client.authenticate("DIGEST-MD5", lambda challenge: wrong.process(challenge) or b"")
+    proxy.wait_for_log(r"digest-md5\(carol,[^)]*\): Password mismatch")
+
+
+def test_digest_md5_pop3(
+    both_proxyd: tuple[ProxydProcess, ProxydProcess], backend_a: DovecotBackend
+) -> None:
+    pop3 = both_proxyd[1]
+    sasl = _digest_client(pop3, "pop", "carolpw")  # digest-uri pop/127.0.0.5
+    with socket.create_connection((pop3.address("pop3"), pop3.port("pop3")), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        stream.readline()
+        stream.write(b"AUTH DIGEST-MD5\r\n")
+        stream.flush()
+        while (line := stream.readline().rstrip(b"\r\n")).startswith(b"+ "):
+            answer = sasl.process(base64.b64decode(line[2:])) or b""
+            stream.write(base64.b64encode(answer) + b"\r\n")
+            stream.flush()
+        assert line.startswith(b"+OK"), line
+        assert sasl.complete
+        stream.write(b"RETR 1\r\n")
+        stream.flush()
+        message = b"".join(iter(lambda: stream.readline(), b".\r\n")).decode()
+        assert backend_a.subject_for("dave") in message
+
+
+def test_pop3_capa_sasl_lists_non_plaintext_mechanisms_before_tls(
+    both_proxyd: tuple[ProxydProcess, ProxydProcess],
+) -> None:
+    """disable_plaintext_auth = yes on an insecure connection: only the mechanisms that do not
+    expose the password are offered, and they work."""
+    pop3 = both_proxyd[1]
+    with socket.create_connection(
+        (pop3.address("pop3"), pop3.port("pop3")), timeout=10, source_address=(PROXYD_ADDRESS, 0)
+    ) as sock:
+        stream = sock.makefile("rwb")
+        stream.readline()
+        stream.write(b"CAPA\r\n")
+        stream.flush()
+        lines = []
+        while (line := stream.readline().rstrip(b"\r\n")) != b".":
+            lines.append(line.decode())
+        assert "SASL CRAM-MD5 DIGEST-MD5 SCRAM-SHA-1 SCRAM-SHA-256" in lines, lines
+        stream.write(b"AUTH\r\n")
+        stream.flush()
+        listed = []
+        while (line := stream.readline().rstrip(b"\r\n")) != b".":
+            listed.append(line.decode())
+        assert listed[1:] == ["CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"], listed
