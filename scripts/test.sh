@@ -6,8 +6,9 @@
 #
 # Installs the Debian packages the tests use (real Dovecot backends, curl,
 # openssl), creates .venv with proxyd and its test tools, then runs
-# `ruff check`, `mypy` and `pytest`.  Idempotent and quick when everything is
-# already installed.  Exits non-zero when any step fails; all three checks
+# `ruff check`, `mypy`, `lint-imports` (the layer contracts in pyproject.toml)
+# and `pytest`.  Idempotent and quick when everything is
+# already installed.  Exits non-zero when any step fails; all four checks
 # run even if an earlier one failed, so one run shows every problem.
 
 # shellcheck source=scripts/lib.sh
@@ -23,6 +24,8 @@ log "ruff check"
 "$VENV/bin/ruff" check . || failed+=("ruff check")
 log "mypy"
 "$VENV/bin/mypy" || failed+=(mypy)
+log "lint-imports"
+"$VENV/bin/lint-imports" || failed+=(lint-imports)
 log "pytest $*"
 "$VENV/bin/python" -m pytest "$@" || failed+=(pytest)
 
