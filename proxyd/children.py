@@ -25,6 +25,7 @@ import trio
 
 from proxyd.auth.authenticator import Authenticator, open_authenticator
 from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
+from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import BoundSocket
@@ -161,6 +162,8 @@ def _login_process(
         auth=AuthClient(inside),
         server_tls=tls.server,
         backend_tls=tls.backend,
+        resolver=FilterResolver(settings) if settings.filters else None,
+        server_tls_by_key=tls.server_by_key,
         handoff=partial(hand_off, relay_path, service) if handing_off else None,
     )
     trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)

@@ -37,7 +37,7 @@ import logging
 import os
 from typing import Any, Final
 
-from proxyd.config import schema
+from proxyd.config import filters, schema
 from proxyd.config.parser import (
     ParseOptions,
     RawSection,
@@ -131,10 +131,7 @@ class _Loader:
             self.values["auth_verbose"] = True
         self._check_protocols()
         self._check_ssl()
-        if self.filters:
-            first = self.filters[0]
-            key, where = first.keys[0]
-            raise ConfigError(where, schema.not_supported(f"{key}' inside a '{first.location}"))
+        self._check_filters()
         defaults = Settings().services
         services = {
             name: dataclasses.replace(
@@ -226,6 +223,19 @@ class _Loader:
             schema.check_protocols(protocols)
         except InvalidValue as error:
             raise ConfigError(self.explicit.get("protocols"), str(error)) from None
+
+    def _check_filters(self) -> None:
+        """Login processes get a TLS context ready for each combination of TLS blocks."""
+        tls_blocks = [
+            block
+            for block in self.filters
+            if any(attribute in filters.TLS_FIELDS for attribute, _ in block.values)
+        ]
+        if len(tls_blocks) > filters.MAX_TLS_BLOCKS:
+            raise ConfigError(
+                tls_blocks[filters.MAX_TLS_BLOCKS].location,
+                f"more than {filters.MAX_TLS_BLOCKS} protocol/local/remote blocks set ssl settings",
+            )
 
     def _check_ssl(self) -> None:
         ssl = self.values.get("ssl", "yes")

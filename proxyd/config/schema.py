@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import enum
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+from proxyd import openssl_ctx
 from proxyd.config import hosts
 from proxyd.config import values as v
 
@@ -159,6 +161,50 @@ def parse_ssl_min_protocol(value: str) -> str:
     raise v.InvalidValue(f"Unknown ssl_min_protocol setting '{value}'")
 
 
+#: Dovecot 2.3's default ``ssl_cipher_list``
+DOVECOT_CIPHER_LIST: Final = (
+    "ALL:!kRSA:!SRP:!kDHd:!DSS:!aNULL:!eNULL:!EXPORT:!DES:!3DES:!MD5:!PSK:!RC4:!ADH:!LOW@STRENGTH"
+)
+
+
+def _check_tls(value: str, setter: Callable[[ssl.SSLContext, str], None], error: str) -> str:
+    """Checked against the linked OpenSSL now, so that a bad list is a FILE:LINE error."""
+    if value:
+        try:
+            setter(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), value)
+        except ssl.SSLError:
+            raise v.InvalidValue(error.format(value=value)) from None
+    return value
+
+
+def parse_cipher_list(value: str) -> str:
+    return _check_tls(
+        value, ssl.SSLContext.set_ciphers, "Can't set cipher list to '{value}': No cipher matches"
+    )
+
+
+def parse_cipher_suites(value: str) -> str:
+    return _check_tls(
+        value, openssl_ctx.set_ciphersuites, "Can't set cipher suites to '{value}': No cipher matches"
+    )
+
+
+def parse_curve_list(value: str) -> str:
+    return _check_tls(value, openssl_ctx.set_groups, "Failed to set curve list to '{value}'")
+
+
+def parse_ssl_options(value: str) -> tuple[str, ...]:
+    """``ssl_options``: ``compression``, ``no_compression`` (the default), ``no_ticket``."""
+    options: list[str] = []
+    for option in value.replace(",", " ").split():
+        lowered = option.lower()
+        if lowered not in ("compression", "no_compression", "no_ticket"):
+            raise v.InvalidValue(f"ssl_options: unknown flag: '{option}'")
+        if lowered not in options:
+            options.append(lowered)
+    return tuple(options)
+
+
 def _only_no(name: str, value: str) -> bool:
     """A boolean Dovecot has but proxyd implements only in its default ``no``."""
     if v.parse_bool(value):
@@ -236,6 +282,12 @@ _TOP_SPECS: Final = (
     _str("ssl_ca", _T, pem=True),
     _spec("ssl_min_protocol", _T, parse_ssl_min_protocol, _same, "TLSv1.2"),
     _str("ssl_dh", _T, pem=True),
+    _spec("ssl_cipher_list", _T, parse_cipher_list, _same, DOVECOT_CIPHER_LIST),
+    _spec("ssl_cipher_suites", _T, parse_cipher_suites, _same, ""),
+    _spec("ssl_curve_list", _T, parse_curve_list, _same, ""),
+    _bool("ssl_prefer_server_ciphers", _T, "no"),
+    _spec("ssl_options", _T, parse_ssl_options, " ".join, ""),
+    _bool("verbose_ssl", _T, "no"),
     _bool("disable_plaintext_auth", _T, "yes"),
     _spec("auth_mechanisms", _T, parse_mechanisms, " ".join, "plain"),
     _spec("auth_failure_delay", _T, v.parse_time, v.format_time, "2 secs"),
@@ -417,8 +469,8 @@ DOVECOT_TOP: Final = _names(
     rejection_reason rejection_subject replication_dsync_parameters
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
     sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key ssl_cert_username_field
-    ssl_cipher_list ssl_cipher_suites ssl_client_require_valid_cert ssl_crypto_device
-    ssl_curve_list ssl_key_password ssl_options ssl_prefer_server_ciphers
+    ssl_client_require_valid_cert ssl_crypto_device
+    ssl_key_password
     ssl_verify_client_cert state_dir stats_http_rawlog_dir stats_writer_socket_path
     submission_client_workarounds submission_host submission_logout_format
     submission_max_mail_size submission_max_recipients submission_relay_command_timeout
@@ -426,7 +478,7 @@ DOVECOT_TOP: Final = _names(
     submission_relay_max_idle_time submission_relay_password submission_relay_port
     submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
     submission_relay_trusted submission_relay_user submission_ssl submission_timeout
-    syslog_facility valid_chroot_dirs verbose_proctitle verbose_ssl version_ignore
+    syslog_facility valid_chroot_dirs verbose_proctitle version_ignore
     """
 )
 #: Dovecot settings that its login, auth or master processes read (login-settings.c,
@@ -441,9 +493,9 @@ HONOURED_TOP: Final = _names(
     state_dir instance_name info_log_path debug_log_path log_timestamp log_debug
     log_core_filter process_shutdown_filter syslog_facility import_environment
     stats_writer_socket_path config_cache_size version_ignore shutdown_clients
-    ssl_cipher_list ssl_cipher_suites ssl_curve_list ssl_cert_username_field ssl_crypto_device
-    ssl_verify_client_cert ssl_client_require_valid_cert verbose_ssl ssl_prefer_server_ciphers
-    ssl_options ssl_alt_cert ssl_alt_key ssl_key_password
+    ssl_cert_username_field ssl_crypto_device
+    ssl_verify_client_cert ssl_client_require_valid_cert
+    ssl_alt_cert ssl_alt_key ssl_key_password
     auth_realms auth_default_realm auth_cache_verify_password_with_worker auth_username_chars
     auth_username_translation auth_username_format auth_anonymous_username auth_krb5_keytab
     auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
@@ -509,7 +561,9 @@ FILTER_SECTIONS: Final = frozenset({"protocol", "local", "remote", "local_name"}
 FILTER_LOGIN: Final = frozenset(
     {"login_greeting", "disable_plaintext_auth", "ssl", "ssl_cert", "ssl_key", "ssl_ca",
      "ssl_min_protocol", "login_trusted_networks", "imap_capability", "imap_id_retain",
-     "login_proxy_timeout", "login_proxy_max_reconnects"}
+     "login_proxy_timeout", "login_proxy_max_reconnects", "ssl_dh", "ssl_cipher_list",
+     "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
+     "verbose_ssl"}
 )  # fmt: skip
 FILTER_AUTH: Final = frozenset({"auth_mechanisms"})
 

@@ -189,6 +189,17 @@ class Settings:
     ssl_min_protocol: str = "TLSv1.2"
     #: DH parameters (PEM) for DHE cipher suites
     ssl_dh: str = ""
+    #: OpenSSL cipher list (TLS <= 1.2), TLS 1.3 suites, key exchange groups ("" = OpenSSL's)
+    ssl_cipher_list: str = (
+        "ALL:!kRSA:!SRP:!kDHd:!DSS:!aNULL:!eNULL:!EXPORT:!DES:!3DES:!MD5:!PSK:!RC4:!ADH:!LOW@STRENGTH"
+    )
+    ssl_cipher_suites: str = ""
+    ssl_curve_list: str = ""
+    ssl_prefer_server_ciphers: bool = False
+    #: "compression", "no_compression", "no_ticket"
+    ssl_options: tuple[str, ...] = ()
+    #: log TLS handshakes and their failures in detail
+    verbose_ssl: bool = False
     #: absolute paths of the ``<FILE``s the PEM values above were read from ("" = not from a file)
     ssl_cert_path: str = ""
     ssl_key_path: str = ""

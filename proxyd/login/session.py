@@ -39,7 +39,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -55,6 +55,7 @@ from proxyd.auth.request import (
     SaslIO,
     SaslStart,
 )
+from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
@@ -68,6 +69,7 @@ from proxyd.login.proxyfields import (
 )
 from proxyd.login.proxystate import ProxyState
 from proxyd.login.streams import PrefixedStream
+from proxyd.login.tls import server_key
 from proxyd.protocols.backend_events import ProxyFailure
 from proxyd.protocols.events import (
     NEED_DATA,
@@ -139,6 +141,21 @@ class LoginContext:
     #: hands a plaintext proxied session to the relay process (high-security mode);
     #: False when it stays here
     handoff: Callable[[ProxiedConnection], Awaitable[bool]] | None = None
+    #: settings per connection (protocol/local/remote blocks) and the server TLS
+    #: context of each TLS configuration they can give (by ``tls.server_key``)
+    resolver: FilterResolver | None = None
+    server_tls_by_key: Mapping[str, ssl.SSLContext] = dataclasses.field(default_factory=dict)
+
+    def for_connection(self, protocol: str, local_ip: str, remote_ip: str) -> LoginContext:
+        """This context with the settings of one connection (Dovecot's filters applied)."""
+        if self.resolver is None:
+            return self
+        settings = self.resolver.lookup(protocol, local_ip, remote_ip)
+        if settings is self.settings:
+            return self
+        return dataclasses.replace(
+            self, settings=settings, server_tls=self.server_tls_by_key.get(server_key(settings))
+        )
 
 
 class _SessionEnded(Exception):
@@ -347,7 +364,17 @@ class LoginSession:
                 cause or "connection lost", self._attempts_suffix(), self.log_fields(),
             )
             return False
+        self._log_tls(self.stream)
         return True
+
+    def _log_tls(self, tls: trio.SSLStream[trio.abc.Stream]) -> None:
+        """``verbose_ssl``: what each handshake agreed on."""
+        if self.ctx.settings.verbose_ssl:
+            cipher = tls.cipher()
+            self.log.info(
+                "SSL: handshake finished: %s %s: %s",
+                tls.version(), cipher[0] if cipher else "", self.log_fields(),
+            )
 
     async def _goodbye_inactive(self) -> None:
         text = (
@@ -400,6 +427,7 @@ class LoginSession:
                 cause or "connection lost", self._attempts_suffix(), self.log_fields(),
             )
             raise _SessionEnded from exc
+        self._log_tls(tls)
         self.stream = tls
         self.conn = dataclasses.replace(self.conn, tls=True, secured=True)
         self.engine.tls_started(self._policy())

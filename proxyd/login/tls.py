@@ -7,13 +7,16 @@ anonymous memfd: the private key never touches the disk again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd import openssl_ctx
+from proxyd.config.filters import tls_candidates
 from proxyd.config.settings import Settings
 
 _MIN_VERSIONS: Final = {
@@ -41,6 +44,34 @@ def _min_version(settings: Settings) -> ssl.TLSVersion:
     return _MIN_VERSIONS.get(settings.ssl_min_protocol.upper(), ssl.TLSVersion.TLSv1_2)
 
 
+def server_key(settings: Settings) -> str:
+    """What tells the server contexts of (filtered) settings apart: a digest of their TLS settings."""
+    if settings.ssl == "no" or not settings.ssl_cert:
+        return ""
+    parts = (
+        settings.ssl_cert, settings.ssl_key.reveal(), settings.ssl_ca, settings.ssl_min_protocol,
+        settings.ssl_dh, settings.ssl_cipher_list, settings.ssl_cipher_suites,
+        settings.ssl_curve_list, str(settings.ssl_prefer_server_ciphers), " ".join(settings.ssl_options),
+    )  # fmt: skip
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def server_contexts(settings: Settings) -> dict[str, ssl.SSLContext]:
+    """A server context for every TLS configuration a connection can get, by :func:`server_key`.
+
+    Built before the login processes start: they are chrooted and cannot read
+    the PEM files (nor ``/proc``) later.
+    """
+    contexts: dict[str, ssl.SSLContext] = {}
+    for candidate in tls_candidates(settings):
+        key = server_key(candidate)
+        if key and key not in contexts:
+            ctx = server_context(candidate)
+            assert ctx is not None
+            contexts[key] = ctx
+    return contexts
+
+
 def server_context(settings: Settings) -> ssl.SSLContext | None:
     """The context for client connections, or None when ``ssl = no``."""
     if settings.ssl == "no" or not settings.ssl_cert:
@@ -52,6 +83,18 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.ssl_dh:
         with _pem_file(settings.ssl_dh, "ssl_dh") as dh:
             ctx.load_dh_params(dh)
+    if settings.ssl_cipher_list:
+        ctx.set_ciphers(settings.ssl_cipher_list)
+    if settings.ssl_cipher_suites:
+        openssl_ctx.set_ciphersuites(ctx, settings.ssl_cipher_suites)
+    if settings.ssl_curve_list:
+        openssl_ctx.set_groups(ctx, settings.ssl_curve_list)
+    if settings.ssl_prefer_server_ciphers:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    if "no_ticket" in settings.ssl_options:
+        ctx.options |= ssl.OP_NO_TICKET
+    if "compression" in settings.ssl_options:
+        ctx.options &= ~ssl.OP_NO_COMPRESSION
     # clients are not asked for certificates (auth_ssl_require_client_cert comes later)
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -126,13 +169,18 @@ class TlsContexts:
     server: ssl.SSLContext | None
     backend_verify: ssl.SSLContext
     backend_any: ssl.SSLContext
+    #: a server context for each TLS configuration protocol/local/remote blocks can give,
+    #: by :func:`server_key`
+    server_by_key: Mapping[str, ssl.SSLContext] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> TlsContexts:
+        by_key = server_contexts(settings)
         return cls(
-            server=server_context(settings),
+            server=by_key.get(server_key(settings)),
             backend_verify=backend_context(settings, verify=True),
             backend_any=backend_context(settings, verify=False),
+            server_by_key=by_key,
         )
 
     def backend(self, verify: bool) -> ssl.SSLContext:

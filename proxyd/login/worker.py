@@ -186,13 +186,20 @@ class LoginWorker:
         self.starting -= 1
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         tls = bound.listener.ssl
-        settings = self.ctx.settings
+        ctx = self.ctx
         try:
+            local, remote = stream.socket.getsockname(), stream.socket.getpeername()
+            # the settings of this connection: protocol/local/remote blocks applied
+            ctx = ctx.for_connection(self.spec.name, local[0], remote[0])
+            settings = ctx.settings
             info = connection_info(stream, self.spec.name, settings, tls=tls)
             if bound.listener.haproxy:
                 header, _ = await read_proxy_header(
                     stream, info.real_remote_ip, settings.haproxy_trusted_networks, settings.haproxy_timeout
                 )
+                # the addresses HAProxy reports choose the settings, as in Dovecot
+                ctx = self.ctx.for_connection(self.spec.name, header.local_ip, header.remote_ip)
+                settings = ctx.settings
                 info = apply_proxy_header(info, header, settings)
             if settings.login_access_sockets and not await check_access(
                 settings.login_access_sockets, self.spec.name, conn.fileno(),
@@ -213,13 +220,13 @@ class LoginWorker:
             return
         client: trio.abc.Stream = stream
         if tls:
-            if self.ctx.server_tls is None:
+            if ctx.server_tls is None:
                 await trio.aclose_forcefully(stream)
                 await self._report()
                 return
-            client = trio.SSLStream(stream, self.ctx.server_tls, server_side=True)
+            client = trio.SSLStream(stream, ctx.server_tls, server_side=True)
         session = LoginSession(
-            self.ctx, self.spec, client, info, implicit_tls=tls, proxy_state=self.proxy_state
+            ctx, self.spec, client, info, implicit_tls=tls, proxy_state=self.proxy_state
         )
         self._next_id += 1
         client_id = self._next_id

@@ -296,7 +296,7 @@ def test_variable_with_roadmap_default(load: Load) -> None:
             "mail_max_userip_connections = 3\n",
             "setting 'mail_max_userip_connections' is not supported yet",
         ),
-        ("ssl_cipher_list = ALL\n", "setting 'ssl_cipher_list' is not supported yet"),
+        ("ssl_crypto_device = x\n", "setting 'ssl_crypto_device' is not supported yet"),
         ("instance_name = x\n", "setting 'instance_name' is not supported yet"),
         ("local_name mail.example.com {\n}\n", "section 'local_name' is not supported yet"),
         ("port = 143\n", "Unknown setting: port"),
