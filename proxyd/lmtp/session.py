@@ -1,0 +1,344 @@
+"""One MTA connection to the LMTP proxy (Dovecot's ``src/lmtp/lmtp-proxy.c``, in Trio).
+
+Theory of operation
+-------------------
+The engine (``proxyd.protocols.lmtp.server``) answers the MTA; this driver
+acts on its three questions:
+
+* **RCPT**: the recipient (without ``+detail``) is looked up in the passdb
+  through the auth process, without a password (Dovecot's
+  ``auth_master_pass_lookup()``); the passdb's fields say where it goes
+  (``proxyd.protocols.lmtp.route``).  Recipients whose routes are equal share
+  one backend connection, opened at the first of them: connect, LHLO/EHLO,
+  STARTTLS, XCLIENT, MAIL.  The RCPT goes to that backend at once and the MTA
+  gets the backend's answer, so a recipient is accepted here only when its
+  backend accepted it.
+* **DATA**: the message goes to every backend that accepted a recipient, at
+  the same time; the MTA gets one reply per accepted recipient, in RCPT
+  order, each the backend's verdict for that recipient: ``250 2.0.0 <rcpt>
+  <session> Saved`` only after the backend said 250 for it.  No message is
+  acknowledged for a recipient whose backend did not take it.
+* **reset** (RSET, LHLO, XCLIENT, QUIT, EOF, and after DATA): the backend
+  connections of the transaction are closed.
+
+Session ids are Dovecot's: the connection's id names its first transaction,
+``:T<n>`` the later ones, ``:R<n>`` the n-th RCPT of a transaction after the
+first, ``:P<n>`` the n-th backend connection (sent to it in XCLIENT SESSION).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import trio
+
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo
+from proxyd.lmtp.backend import BackendConnection, BackendError
+from proxyd.protocols.events import NEED_DATA
+from proxyd.protocols.lmtp.address import (
+    Address,
+    AddressError,
+    parse_mailbox,
+    split_detail,
+    xtext_encode,
+)
+from proxyd.protocols.lmtp.client import ClientSettings, XclientData
+from proxyd.protocols.lmtp.replies import (
+    TEMP_LOOKUP_FAILURE,
+    SmtpReply,
+    format_reply,
+    forwarded_reply,
+    recipient_reply,
+)
+from proxyd.protocols.lmtp.route import Route, RouteError, is_ourself, parse_route
+from proxyd.protocols.lmtp.server import (
+    Closed,
+    LmtpServer,
+    MessageData,
+    RcptTo,
+    StartTLS,
+    TransactionReset,
+)
+
+#: Dovecot's LMTP_PROXY_DEFAULT_TTL
+DEFAULT_TTL: Final = 5
+#: Dovecot's CLIENT_IDLE_TIMEOUT_MSECS for LMTP clients
+IDLE_TIMEOUT: Final = 300.0
+_READ_SIZE: Final = 65536
+
+log = logging.getLogger(f"lmtp({os.getpid()})")
+
+
+class AuthLookup(Protocol):
+    async def lookup(self, request: AuthRequest) -> AuthReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpContext:
+    """What every LMTP session of a process shares; replaced whole on reload."""
+
+    hostname: str
+    greeting: str
+    recipient_delimiter: str
+    auth: AuthLookup
+    server_tls: ssl.SSLContext | None
+    backend_tls: Callable[[bool], ssl.SSLContext]
+
+
+def new_session_id() -> str:
+    """A 22-character id like lib-smtp's (base64 of a 128-bit GUID, without padding)."""
+    raw = time.time_ns().to_bytes(8, "little") + os.getpid().to_bytes(4, "little") + os.urandom(4)
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _printable(text: str) -> str:
+    """Backend or MTA text safe for one log line."""
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in text)
+
+
+@dataclass(slots=True)
+class _Recipient:
+    address: Address  # as the MTA sent it
+    backend_address: Address  # after destuser
+    session_id: str
+    backend: BackendConnection
+
+
+@dataclass(slots=True)
+class _Transaction:
+    id: str
+    rcpt_seq: int = 0
+    backends: dict[tuple[object, ...], BackendConnection] = field(default_factory=dict)
+    recipients: list[_Recipient] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class LmtpSession:
+    """Serves one MTA connection."""
+
+    def __init__(
+        self,
+        ctx: LmtpContext,
+        stream: trio.abc.Stream,
+        info: ConnectionInfo,
+    ) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.info = info
+        self.session_id = new_session_id()
+        self.engine = LmtpServer(
+            hostname=ctx.hostname,
+            greeting=ctx.greeting,
+            trusted=info.trusted,
+            tls_available=ctx.server_tls is not None and not info.tls,
+            tls_active=info.tls,
+        )
+        self._transactions = 0
+        self._trans: _Transaction | None = None
+        self.connected_at = time.time()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        log.info("Connect from %s", self.info.remote_ip)
+        reason = "Connection closed"
+        try:
+            reason = await self._serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+            reason = "Connection closed"
+        except trio.TooSlowError:
+            reason = "Disconnected for inactivity"
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._reset()
+                await trio.aclose_forcefully(self.stream)
+            log.info("Disconnect from %s: %s (state=%s)", self.info.remote_ip, reason, self.engine.state.name)
+
+    async def _serve(self) -> str:
+        engine = self.engine
+        while True:
+            event = engine.next_event()
+            await self._flush()
+            if event is NEED_DATA:
+                with trio.fail_after(IDLE_TIMEOUT):
+                    data = await self.stream.receive_some(_READ_SIZE)
+                engine.receive_data(data)
+            elif isinstance(event, RcptTo):
+                reply, accepted = await self._rcpt(event)
+                engine.rcpt_reply(reply, accepted=accepted)
+            elif isinstance(event, MessageData):
+                engine.data_replies(await self._data(event.data))
+                await self._reset()
+            elif isinstance(event, TransactionReset):
+                await self._reset()
+            elif isinstance(event, StartTLS):
+                await self._flush()
+                assert self.ctx.server_tls is not None
+                tls = trio.SSLStream(self.stream, self.ctx.server_tls, server_side=True)
+                await tls.do_handshake()
+                self.stream = tls
+                self.info = dataclasses.replace(self.info, tls=True, secured=True)
+                engine.tls_started()
+            elif isinstance(event, Closed):
+                await self._flush()
+                return event.reason
+
+    async def _flush(self) -> None:
+        out = self.engine.data_to_send()
+        if out:
+            await self.stream.send_all(out)
+
+    def _transaction(self) -> _Transaction:
+        if self._trans is None:
+            self._transactions += 1
+            suffix = "" if self._transactions == 1 else f":T{self._transactions}"
+            self._trans = _Transaction(self.session_id + suffix)
+        return self._trans
+
+    async def _reset(self) -> None:
+        trans, self._trans = self._trans, None
+        if trans is None:
+            return
+        async with trio.open_nursery() as nursery:
+            for backend in trans.backends.values():
+                nursery.start_soon(backend.close)
+
+    # ------------------------------------------------------------------ RCPT
+    async def _rcpt(self, event: RcptTo) -> tuple[bytes, bool]:
+        trans = self._transaction()
+        trans.rcpt_seq += 1
+        rcpt_session = trans.id if trans.rcpt_seq == 1 else f"{trans.id}:R{trans.rcpt_seq}"
+        address = event.address
+        username, detail, delim = split_detail(address, self.ctx.recipient_delimiter)
+        conn = dataclasses.replace(self.info, session_id=rcpt_session)
+        reply = await self.ctx.auth.lookup(AuthRequest(conn=conn, mech="", user=username, password=None))
+        if reply.status is AuthStatus.TEMPFAIL:
+            return recipient_reply(address, 451, "4.3.0", reply.reason or TEMP_LOOKUP_FAILURE), False
+        if reply.status is not AuthStatus.OK:
+            return recipient_reply(address, 550, "5.1.1", f"User doesn't exist: {username}"), False
+        prefix = f"<{rcpt_session}>: "
+        try:
+            route, new_user = parse_route(reply.fields, self.info.local_port)
+        except RouteError as exc:
+            log.error("%sproxy: %s", prefix, _printable(str(exc)))
+            return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
+        if route is None:
+            # Dovecot delivers such a user locally; proxyd keeps no mail
+            log.error("%s%s: passdb gave no proxy field and proxyd delivers no mail locally",
+                      prefix, _printable(username))
+            return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
+        backend_address = address
+        if new_user is not None and new_user != username:
+            try:
+                user = parse_mailbox(new_user)
+            except AddressError:
+                log.error("%s%s: Username `%s' returned by passdb lookup is not a valid SMTP address",
+                          prefix, _printable(username), _printable(new_user))
+                return recipient_reply(address, 550, "5.3.5", "Internal user lookup failure"), False
+            backend_address = user if not detail else user.with_localpart(f"{user.localpart}{delim}{detail}")
+        elif is_ourself(route, self.info.local_ip, self.info.local_port):
+            log.error("%sProxying to <%s> loops to itself", prefix, _printable(username))
+            return recipient_reply(address, 554, "5.4.6", "Proxying loops to itself"), False
+        if self.engine.proxy_data.ttl_plus_1 == 1:
+            log.error("%sProxying to <%s> appears to be looping (TTL=0)", prefix, _printable(username))
+            return recipient_reply(address, 554, "5.4.6", "Proxying appears to be looping (TTL=0)"), False
+        try:
+            backend = await self._backend(trans, route)
+            params = event.params
+            if backend_address != address and not any(p.upper().startswith("ORCPT=") for p in params):
+                params = (*params, f"ORCPT=rfc822;{xtext_encode(address.encode())}")
+            answer = await backend.rcpt(backend_address.path(), params)
+        except BackendError as exc:
+            return self._backend_failure(address, rcpt_session, exc), False
+        if answer.success:
+            backend.accepted.append(len(trans.recipients))
+            trans.recipients.append(_Recipient(address, backend_address, rcpt_session, backend))
+        return forwarded_reply(address, answer, rcpt=True,
+                               default_enhanced="2.1.0" if answer.success else f"{answer.code // 100}.0.0"), answer.success
+
+    def _backend_failure(self, address: Address, rcpt_session: str, exc: BackendError) -> bytes:
+        if exc.kind == "remote" and exc.reply is not None:
+            reply = exc.reply
+            return forwarded_reply(address, reply, rcpt=True, default_enhanced=f"{reply.code // 100}.0.0")
+        return format_reply(451, "4.4.0", f"Proxy failed ({exc.kind}, session={rcpt_session})")
+
+    async def _backend(self, trans: _Transaction, route: Route) -> BackendConnection:
+        key = route.key()
+        backend = trans.backends.get(key)
+        if backend is not None:
+            if backend.failure is not None:
+                raise backend.failure
+            return backend
+        data = self.engine.proxy_data
+        ttl_plus_1 = DEFAULT_TTL + 1 if data.ttl_plus_1 == 0 else data.ttl_plus_1 - 1
+        settings = ClientSettings(
+            lmtp=route.lmtp,
+            my_hostname=self.ctx.hostname,
+            starttls=route.starttls,
+            trusted=not route.not_trusted,
+            xclient=XclientData(
+                helo=data.helo or self.engine.helo,
+                addr=self.info.remote_ip,
+                port=self.info.remote_port,
+                session=f"{trans.id}:P{len(trans.backends) + 1}",
+                ttl=ttl_plus_1 - 1,
+                login=data.login,
+                timeout=data.timeout,
+            ),
+        )
+        backend = BackendConnection(route, settings, self.ctx.backend_tls)
+        trans.backends[key] = backend
+        assert self.engine.transaction is not None
+        sender = self.engine.transaction.sender.path()
+        await backend.open(sender, self.engine.transaction.mail_params)
+        return backend
+
+    # ------------------------------------------------------------------ DATA
+    async def _data(self, message: bytes) -> list[bytes]:
+        trans = self._transaction()
+        results: dict[int, SmtpReply | BackendError] = {}
+        timeout = max((b.route.timeout for b in trans.backends.values()), default=125.0)
+
+        async def deliver(backend: BackendConnection) -> None:
+            replies = await backend.data(message, timeout)
+            results.update(zip(backend.accepted, replies, strict=True))
+
+        async with trio.open_nursery() as nursery:
+            for backend in trans.backends.values():
+                if backend.accepted and backend.failure is None:
+                    nursery.start_soon(deliver, backend)
+        total = len(trans.recipients)
+        out: list[bytes] = []
+        for index, rcpt in enumerate(trans.recipients):
+            result = results.get(index) or rcpt.backend.failure or BackendError("connection lost")
+            out.append(self._data_reply(rcpt, result, index, total, trans))
+        return out
+
+    def _data_reply(
+        self, rcpt: _Recipient, result: SmtpReply | BackendError, index: int, total: int, trans: _Transaction
+    ) -> bytes:
+        backend = rcpt.backend
+        elapsed = int((time.monotonic() - backend.started) * 1000)
+        where = f"<{rcpt.backend_address.encode()}> at {backend.address}"
+        count = f"({index + 1}/{total} at {elapsed} ms)"
+        prefix = f"<{rcpt.session_id}>: "
+        if isinstance(result, BackendError):
+            if result.reply is not None:
+                result = result.reply
+            else:
+                log.error("%sFailed to send message to %s: %s %s", prefix, where, result.kind, count)
+                return format_reply(451, "4.4.0", f"Proxy failed ({result.kind}, session={rcpt.session_id})")
+        if result.success:
+            log.info("%sSent message to %s: %s %s", prefix, where, _printable(result.log()), count)
+            own = SmtpReply(result.code, result.enhanced or "2.0.0", (f"{rcpt.session_id} Saved",))
+            return forwarded_reply(rcpt.address, own, rcpt=False, default_enhanced="2.0.0")
+        # the backend refused: it logs why; for the proxy this is only an info event
+        log.info("%sFailed to send message to %s: %s %s", prefix, where, _printable(result.log()), count)
+        return forwarded_reply(rcpt.address, result, rcpt=False, default_enhanced=f"{result.code // 100}.0.0")

@@ -1,0 +1,536 @@
+"""The MTA-facing LMTP engine (RFC 2033), sans-IO: Dovecot's lib-smtp server in LMTP mode.
+
+Theory of operation
+-------------------
+The driver (``proxyd.lmtp.session``) feeds the MTA's bytes with
+``receive_data()`` (``b""`` is EOF), pulls events with ``next_event()`` until
+``NEED_DATA`` and writes out ``data_to_send()`` after every call.  The engine
+answers by itself everything that needs no passdb and no backend (LHLO, MAIL,
+RSET, NOOP, VRFY, QUIT, XCLIENT, sequencing and syntax errors) and surfaces:
+
+* ``RcptTo``: the driver looks the recipient up, talks to its backend and
+  answers with ``rcpt_reply()`` before asking for the next event;
+* ``MessageData``: the whole message (dot-unstuffed); the driver delivers it
+  and answers with ``data_replies()``, one reply per accepted recipient in
+  RCPT order (LMTP's rule);
+* ``TransactionReset``: the transaction the driver built (backend
+  connections, recipients) is gone (RSET, LHLO, XCLIENT, QUIT, EOF);
+* ``StartTLS``: the 220 is queued; the driver flushes it, wraps the stream and
+  calls ``tls_started()``; bytes pipelined after STARTTLS are dropped, never
+  executed in the clear-text session;
+* ``Closed``: QUIT (already answered) or EOF; ``reason`` is Dovecot's word.
+
+Commands are taken one at a time: while an ``RcptTo`` or ``MessageData`` waits
+for its answer further pipelined input stays buffered, so replies go out in
+command order as PIPELINING requires.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Final
+
+from proxyd.protocols.events import NEED_DATA, _NeedData
+from proxyd.protocols.lmtp import replies as r
+from proxyd.protocols.lmtp.address import Address, AddressError, parse_path, xtext_decode
+
+#: the longest command line taken (Dovecot's SMTP_SERVER_DEFAULT_MAX_COMMAND_LINE is 4 KiB)
+MAX_LINE: Final = 4096
+#: a message larger than this is refused after it is read (Dovecot has no limit for LMTP;
+#: proxyd keeps the message in memory while it delivers it, so it needs one)
+MAX_MESSAGE_SIZE: Final = 128 * 1024 * 1024
+#: the XCLIENT attributes a trusted peer may send (Dovecot's list)
+XCLIENT_ATTRIBUTES: Final = ("ADDR", "PORT", "PROTO", "HELO", "LOGIN", "SESSION", "TTL", "TIMEOUT")
+
+
+class Event:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RcptTo(Event):
+    """A recipient to route; ``params`` are its RCPT parameters as received (``ORCPT=...``)."""
+
+    address: Address
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData(Event):
+    """The message after DATA, line ends as sent, dots unstuffed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionReset(Event):
+    """The mail transaction is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Closed(Event):
+    reason: str
+
+
+@dataclass(slots=True)
+class ProxyData:
+    """What a trusted peer told us with XCLIENT (Dovecot's ``struct smtp_proxy_data``)."""
+
+    addr: str = ""
+    port: int = 0
+    helo: str = ""
+    login: str = ""
+    session: str = ""
+    proto: str = ""
+    #: TTL + 1; 0 when the peer sent no TTL
+    ttl_plus_1: int = 0
+    timeout: int = 0
+
+
+class State(enum.Enum):
+    READY = "READY"  # no transaction
+    MAIL = "MAIL FROM"  # a transaction is open
+    RCPT_WAIT = "RCPT TO"  # an RcptTo is out, waiting for rcpt_reply()
+    DATA = "DATA"  # reading the message
+    DATA_WAIT = "DATA reply"  # a MessageData is out, waiting for data_replies()
+    TLS_WAIT = "STARTTLS"
+    CLOSED = "CLOSED"
+
+
+@dataclass(slots=True)
+class _Transaction:
+    sender: Address
+    mail_params: tuple[str, ...]
+    accepted: int = 0
+
+
+class LmtpServer:
+    """One MTA connection's LMTP state."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        greeting: str,
+        trusted: bool,
+        tls_available: bool = False,
+        tls_active: bool = False,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.hostname = hostname
+        self.greeting = greeting
+        self.trusted = trusted
+        self.tls_available = tls_available
+        self.tls_active = tls_active
+        self.max_message_size = max_message_size
+        self.state = State.READY
+        #: the LHLO domain ("" before LHLO)
+        self.helo = ""
+        self.proxy_data = ProxyData()
+        self.transaction: _Transaction | None = None
+        self._in = bytearray()
+        self._out = bytearray()
+        self._eof = False
+        self._events: list[Event] = []
+        self._skip_line = False
+        #: DATA: how far the end marker was searched for; whether an oversized message was dropped
+        self._scanned = 0
+        self._dropped = False
+        self._out += r.format_reply(220, None, f"{hostname} {greeting}")
+
+    # ------------------------------------------------------------------ the h11-style surface
+    def receive_data(self, data: bytes | bytearray) -> None:
+        if data:
+            if self.state is not State.CLOSED:
+                self._in += data
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | _NeedData:
+        while not self._events:
+            event: Event | None = None
+            if self.state is State.DATA:
+                event = self._read_message()
+            elif self.state in (State.READY, State.MAIL):
+                event = self._read_command()
+            if event is None:
+                if not self._eof or self.state is State.CLOSED or self._waiting():
+                    return NEED_DATA
+                event = self._close("Connection closed")
+            if event is not _NOTHING:
+                self._events.append(event)
+        return self._events.pop(0)
+
+    def _waiting(self) -> bool:
+        return self.state in (State.RCPT_WAIT, State.DATA_WAIT, State.TLS_WAIT)
+
+    # ------------------------------------------------------------------ the driver's answers
+    def rcpt_reply(self, reply: bytes, *, accepted: bool) -> None:
+        """The reply to the pending ``RcptTo``; ``accepted`` counts it for DATA."""
+        if self.state is not State.RCPT_WAIT or self.transaction is None:
+            raise RuntimeError("no RCPT is waiting for a reply")
+        self._out += reply
+        if accepted:
+            self.transaction.accepted += 1
+        self.state = State.MAIL
+
+    def data_replies(self, replies: list[bytes]) -> None:
+        """One reply per accepted recipient, in RCPT order; ends the transaction."""
+        if self.state is not State.DATA_WAIT or self.transaction is None:
+            raise RuntimeError("no message is waiting for replies")
+        if len(replies) != self.transaction.accepted:
+            raise RuntimeError("LMTP needs exactly one DATA reply per accepted recipient")
+        for reply in replies:
+            self._out += reply
+        self.transaction = None
+        self.state = State.READY
+
+    def tls_started(self) -> None:
+        if self.state is not State.TLS_WAIT:
+            raise RuntimeError("no STARTTLS is pending")
+        self.tls_active = True
+        self.helo = ""
+        self.state = State.READY
+
+    # ------------------------------------------------------------------ parsing
+    def _reply(self, reply: tuple[int, str, str]) -> None:
+        self._out += r.format_reply(*reply)
+
+    def _close(self, reason: str) -> Event:
+        if self.transaction is not None:
+            self._events.append(TransactionReset())
+        self.transaction = None
+        self.state = State.CLOSED
+        self._in.clear()
+        self._events.append(Closed(reason))
+        return _NOTHING
+
+    def _read_command(self) -> Event | None:
+        end = self._in.find(b"\n")
+        if end < 0:
+            if len(self._in) > MAX_LINE:
+                # the rest of this line is thrown away when its end comes
+                self._in.clear()
+                self._skip_line = True
+                self._reply(r.LINE_TOO_LONG)
+                return _NOTHING
+            return None
+        raw = bytes(self._in[:end])
+        del self._in[: end + 1]
+        if self._skip_line:
+            self._skip_line = False
+            return _NOTHING
+        if len(raw) > MAX_LINE:
+            self._reply(r.LINE_TOO_LONG)
+            return _NOTHING
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        verb, _, args = line.partition(" ")
+        handler = _COMMANDS.get(verb.upper())
+        if handler is None:
+            self._reply(r.UNKNOWN_COMMAND)
+            return _NOTHING
+        return handler(self, args)
+
+    def _read_message(self) -> Event | None:
+        data = self._in
+        if not self._dropped and data.startswith(b".\r\n"):  # an empty message
+            message_end, consumed = 0, 3
+        else:
+            # the CRLF that ends the DATA line is the first half of an immediate CRLF.CRLF
+            pos = data.find(b"\r\n.\r\n", max(self._scanned - 4, 0))
+            if pos < 0:
+                self._scanned = len(data)
+                if len(data) > self.max_message_size:
+                    # too big: keep reading to the end, holding only the tail
+                    self._dropped = True
+                    del data[:-4]
+                    self._scanned = len(data)
+                return None
+            message_end, consumed = pos + 2, pos + 5
+        message = bytes(data[:message_end])
+        del data[:consumed]
+        oversized = self._dropped or len(message) > self.max_message_size
+        self._scanned, self._dropped = 0, False
+        if oversized:
+            self._reply(r.SIZE_EXCEEDED)
+            return self._reset_transaction()
+        self.state = State.DATA_WAIT
+        return MessageData(_unstuff(message))
+
+    # ------------------------------------------------------------------ commands
+    def _cmd_lhlo(self, args: str) -> Event:
+        domain = args.strip()
+        if not domain:
+            self._out += b"501 Missing hostname\r\n"
+            return _NOTHING
+        self.helo = domain
+        caps = [self.hostname, "8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"]
+        if self.tls_available and not self.tls_active:
+            caps.append("STARTTLS")
+        if self.trusted:
+            caps.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
+        self._out += r.format_reply(250, None, "\n".join(caps))
+        return self._reset_transaction()
+
+    def _reset_transaction(self) -> Event:
+        if self.transaction is None:
+            return _NOTHING
+        self.transaction = None
+        self.state = State.READY
+        return TransactionReset()
+
+    def _cmd_mail(self, args: str) -> Event:
+        if self.transaction is not None:
+            self._reply(r.MAIL_ALREADY_GIVEN)
+            return _NOTHING
+        if args[:5].upper() != "FROM:":
+            self._reply(r.INVALID_PARAMETERS)
+            return _NOTHING
+        rest = args[5:]
+        if rest[:1] in (" ", "\t"):
+            self._reply((501, "5.5.4", "Invalid FROM: Unexpected whitespace before path"))
+            return _NOTHING
+        try:
+            sender, rest = parse_path(rest, allow_null=True)
+        except AddressError as exc:
+            self._reply((501, "5.5.4", f"Invalid FROM: {exc}"))
+            return _NOTHING
+        params = self._params(rest, "FROM", _check_mail_param)
+        if params is None:
+            return _NOTHING
+        self.transaction = _Transaction(sender, params)
+        self.state = State.MAIL
+        self._reply((250, "2.1.0", r.OK))
+        return _NOTHING
+
+    def _params(self, rest: str, what: str, check: Callable[[str], str | None]) -> tuple[str, ...] | None:
+        if rest and not rest.startswith(" "):
+            self._reply((501, "5.5.4", f"Invalid {what}: Invalid character in path"))
+            return None
+        params = tuple(rest[1:].split(" ")) if rest else ()
+        seen: set[str] = set()
+        for param in params:
+            keyword = param.partition("=")[0].upper()
+            error = "Parameter is empty" if not param else check(param)
+            if error is None and keyword in seen:
+                error = f"Duplicate {keyword}= parameter"
+            if error is not None:
+                if error == r.UNSUPPORTED_PARAMETERS[2]:
+                    self._reply(r.UNSUPPORTED_PARAMETERS)
+                else:
+                    self._reply((501, "5.5.4", error))
+                return None
+            seen.add(keyword)
+        return params
+
+    def _cmd_rcpt(self, args: str) -> Event:
+        if self.transaction is None:
+            self._reply(r.MAIL_NEEDED_FIRST)
+            return _NOTHING
+        if args[:3].upper() != "TO:":
+            self._reply(r.INVALID_PARAMETERS)
+            return _NOTHING
+        rest = args[3:]
+        if rest[:1] in (" ", "\t"):
+            self._reply((501, "5.5.4", "Invalid TO: Unexpected whitespace before path"))
+            return _NOTHING
+        try:
+            address, rest = parse_path(rest)
+        except AddressError as exc:
+            self._reply((501, "5.5.4", f"Invalid TO: {exc}"))
+            return _NOTHING
+        params = self._params(rest, "TO", _check_rcpt_param)
+        if params is None:
+            return _NOTHING
+        self.state = State.RCPT_WAIT
+        return RcptTo(address, params)
+
+    def _cmd_data(self, args: str) -> Event:
+        if args:
+            self._reply(r.INVALID_PARAMETERS)
+            return _NOTHING
+        if self.transaction is None:
+            self._reply(r.MAIL_NEEDED_FIRST)
+            return _NOTHING
+        if self.transaction.accepted == 0:
+            self._reply(r.NO_VALID_RECIPIENTS)
+            return _NOTHING
+        self._out += r.DATA_GO_AHEAD.encode() + b"\r\n"
+        self.state = State.DATA
+        self._scanned, self._dropped = 0, False
+        return _NOTHING
+
+    def _cmd_bdat(self, args: str) -> Event:
+        # CHUNKING is not offered: Dovecot's answer to BDAT without the capability
+        self._reply((502, "5.5.1", "Unsupported command"))
+        return _NOTHING
+
+    def _cmd_rset(self, args: str) -> Event:
+        if args:
+            self._reply(r.INVALID_PARAMETERS)
+            return _NOTHING
+        self._reply((250, "2.0.0", r.OK))
+        return self._reset_transaction()
+
+    def _cmd_noop(self, args: str) -> Event:
+        self._reply((250, "2.0.0", r.OK))
+        return _NOTHING
+
+    def _cmd_vrfy(self, args: str) -> Event:
+        if not args.strip():
+            self._reply(r.INVALID_PARAMETERS)
+        else:
+            self._reply(r.TRY_RCPT)
+        return _NOTHING
+
+    def _cmd_quit(self, args: str) -> Event:
+        if args:
+            self._reply(r.INVALID_PARAMETERS)
+            return _NOTHING
+        self._reply((221, "2.0.0", r.BYE))
+        return self._close("Logged out")
+
+    def _cmd_starttls(self, args: str) -> Event:
+        if args:
+            self._reply(r.INVALID_PARAMETERS)
+        elif self.tls_active:
+            self._reply(r.TLS_ACTIVE)
+        elif not self.tls_available:
+            self._reply(r.TLS_NOT_ENABLED)
+        else:
+            self._reply(r.TLS_BEGIN)
+            if (event := self._reset_transaction()) is not _NOTHING:
+                self._events.append(event)
+            self.state = State.TLS_WAIT
+            self._in.clear()  # nothing pipelined after STARTTLS runs in the clear
+            self._events.append(StartTLS())
+        return _NOTHING
+
+    def _cmd_xclient(self, args: str) -> Event:
+        if self.transaction is not None:
+            self._reply(r.XCLIENT_IN_TRANSACTION)
+            return _NOTHING
+        if not self.trusted:
+            self._reply(r.XCLIENT_NOT_TRUSTED)
+            return _NOTHING
+        data = ProxyData(**{f.name: getattr(self.proxy_data, f.name) for f in fields(ProxyData)})
+        for param in args.split(" "):
+            keyword, sep, raw = param.partition("=")
+            keyword = keyword.upper()
+            if not param or not keyword or not sep:
+                self._reply((501, "5.5.4", "Invalid parameter: Parameter is empty" if not param
+                             else "Invalid parameter: Unexpected character in parameter"))
+                return _NOTHING
+            try:
+                value = xtext_decode(raw)
+            except ValueError as exc:
+                self._reply((501, "5.5.4", f"Invalid {keyword} parameter: {exc}"))
+                return _NOTHING
+            error = _apply_xclient(data, keyword, value)
+            if error is not None:
+                self._reply((501, "5.5.4", error))
+                return _NOTHING
+        self.proxy_data = data
+        self.helo = ""
+        self._out += r.format_reply(220, None, f"{self.hostname} {self.greeting}")
+        return _NOTHING
+
+
+class _Nothing(Event):
+    """A command fully answered by the engine."""
+
+
+_NOTHING: Final = _Nothing()
+
+
+def _unstuff(message: bytes) -> bytes:
+    """RFC 5321 4.5.2: the first dot of a line that starts with one is dropped."""
+    if message.startswith(b"."):
+        message = message[1:]
+    return message.replace(b"\r\n.", b"\r\n")
+
+
+def _check_mail_param(param: str) -> str | None:
+    keyword, _, value = param.partition("=")
+    if keyword.upper() == "BODY":
+        if value.upper() not in ("7BIT", "8BITMIME"):
+            return "Unsupported mail BODY type"
+        return None
+    return r.UNSUPPORTED_PARAMETERS[2]
+
+
+def _check_rcpt_param(param: str) -> str | None:
+    keyword, _, value = param.partition("=")
+    if keyword.upper() == "ORCPT":
+        addr_type, sep, addr = value.partition(";")
+        if not sep or addr_type.lower() != "rfc822":
+            return "Invalid addr-type for ORCPT= parameter"
+        try:
+            xtext_decode(addr)
+        except ValueError:
+            return "Invalid ORCPT= parameter: Invalid character in xtext"
+        return None
+    return r.UNSUPPORTED_PARAMETERS[2]
+
+
+def _apply_xclient(data: ProxyData, keyword: str, value: str) -> str | None:
+    unavailable = value.upper() == "[UNAVAILABLE]"
+    if keyword == "ADDR":
+        if unavailable:
+            return None
+        text = value[5:] if value.upper().startswith("IPV6:") else value
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            return "Invalid ADDR parameter"
+        if value.upper().startswith("IPV6:") and addr.version != 6:
+            return "Invalid ADDR parameter"
+        data.addr = str(addr)
+    elif keyword == "PORT":
+        if unavailable:
+            return None
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            return "Invalid PORT parameter"
+        data.port = int(value)
+    elif keyword == "PROTO":
+        if value.upper() not in ("SMTP", "ESMTP", "LMTP"):
+            return "Invalid PROTO parameter"
+        data.proto = value.upper()
+    elif keyword in ("TTL", "TIMEOUT"):
+        if not value.isdigit() or int(value) >= 2**32 - 1:
+            return f"Invalid {keyword} parameter"
+        if keyword == "TTL":
+            data.ttl_plus_1 = int(value) + 1
+        else:
+            data.timeout = int(value)
+    elif not unavailable and keyword in ("HELO", "LOGIN", "SESSION"):
+        setattr(data, keyword.lower(), value)
+    return None
+
+
+_COMMANDS: Final = {
+    "LHLO": LmtpServer._cmd_lhlo,
+    "MAIL": LmtpServer._cmd_mail,
+    "RCPT": LmtpServer._cmd_rcpt,
+    "DATA": LmtpServer._cmd_data,
+    "BDAT": LmtpServer._cmd_bdat,
+    "RSET": LmtpServer._cmd_rset,
+    "NOOP": LmtpServer._cmd_noop,
+    "VRFY": LmtpServer._cmd_vrfy,
+    "QUIT": LmtpServer._cmd_quit,
+    "STARTTLS": LmtpServer._cmd_starttls,
+    "XCLIENT": LmtpServer._cmd_xclient,
+}

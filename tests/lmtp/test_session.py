@@ -1,0 +1,160 @@
+"""The LMTP proxy's session driver in-process, against real Dovecot LMTP backends.
+
+The MTA is Python's ``smtplib.LMTP`` (in a thread); the passdb is a small map
+of recipients to fields (the auth process and the config are tested end to
+end in tests/e2e/test_lmtp.py).  What is checked: a message with recipients
+on two backends lands in both mailboxes, replies after DATA are one per
+recipient, an unknown recipient is refused while the others are delivered,
+a backend that is down gives Dovecot's ``451 4.4.0`` at RCPT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping
+from functools import partial
+
+import pytest
+import trio
+
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
+from proxyd.lmtp.session import LmtpContext, LmtpSession
+from proxyd.login.server import connection_info
+from tests.fixtures.dovecot import LmtpBackend
+from tests.fixtures.net import PROXYD_ADDRESS, free_port
+
+MESSAGE = b"From: mta@example.net\r\nSubject: lmtp test %d\r\n\r\n.a line with a dot\r\nbye\r\n"
+
+
+class MapAuth:
+    """Recipient -> passdb fields; None: unknown user."""
+
+    def __init__(self, users: Mapping[str, Mapping[str, str] | None]) -> None:
+        self.users = users
+        self.asked: list[AuthRequest] = []
+
+    async def lookup(self, request: AuthRequest) -> AuthReply:
+        await trio.lowlevel.checkpoint()
+        self.asked.append(request)
+        fields = self.users.get(request.user)
+        if fields is None:
+            return AuthReply(status=AuthStatus.FAIL, user=request.user, fail_code=FailCode.AUTH_FAILED)
+        return AuthReply(status=AuthStatus.OK, user=request.user, fields=dict(fields))
+
+
+def _no_tls(verify: bool) -> ssl.SSLContext:
+    raise AssertionError("no TLS in these tests")
+
+
+async def serve(auth: MapAuth, trusted: bool = False,
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    from proxyd.config.settings import Settings
+
+    port = free_port(PROXYD_ADDRESS)
+    listeners = await trio.open_tcp_listeners(port, host=PROXYD_ADDRESS)
+    ctx = LmtpContext(hostname="proxy.test", greeting="Dovecot ready.", recipient_delimiter="+",
+                      auth=auth, server_tls=None, backend_tls=_no_tls)
+    settings = Settings()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        info = dataclasses.replace(connection_info(stream, "lmtp", settings, tls=False), trusted=trusted)
+        await LmtpSession(ctx, stream, info).run()
+
+    task_status.started(port)
+    await trio.serve_listeners(handle, listeners)
+
+
+def send(port: int, recipients: list[str], body: bytes) -> tuple[dict[str, tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """Deliver with smtplib.LMTP; (refused recipients, every reply after DATA)."""
+    client = smtplib.LMTP(PROXYD_ADDRESS, port, source_address=("127.0.0.21", 0), timeout=15)
+    try:
+        client.ehlo_or_helo_if_needed()
+        client.mail("mta@example.net")
+        refused = {}
+        for rcpt in recipients:
+            code, text = client.rcpt(rcpt)
+            if code != 250:
+                refused[rcpt] = (code, text)
+        client.putcmd("data")
+        code, _ = client.getreply()
+        assert code == 354
+        client.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        replies = [client.getreply() for _ in range(len(recipients) - len(refused))]
+        client.quit()
+        return refused, replies
+    finally:
+        client.close()
+
+
+def fields(backend: LmtpBackend, **extra: str) -> dict[str, str]:
+    return {"proxy": "", "host": backend.address, "port": str(backend.lmtp_port), **extra}
+
+
+async def test_two_backends_unknown_recipient_and_backend_down(
+    lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend
+) -> None:
+    down = socket.socket()
+    down.bind(("127.0.0.9", 0))
+    down_port = down.getsockname()[1]
+    down.close()
+    auth = MapAuth({
+        "alice@example.org": fields(lmtp_backend_a),
+        "bob@example.org": fields(lmtp_backend_b),
+        "carol@example.org": fields(lmtp_backend_a, destuser="dave@example.org"),
+        "nobody@example.org": None,
+        "lost@example.org": {"proxy": "", "host": "127.0.0.9", "port": str(down_port)},
+    })
+    before_a = len(lmtp_backend_a.messages("alice"))
+    before_b = len(lmtp_backend_b.messages("bob"))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve, auth)
+        body = MESSAGE % 1
+        refused, replies = await trio.to_thread.run_sync(partial(
+            send, port,
+            ["alice+box@example.org", "nobody@example.org", "bob@example.org", "lost@example.org",
+             "carol@example.org"],
+            body,
+        ))
+        nursery.cancel_scope.cancel()
+    assert refused["nobody@example.org"] == (550, b"5.1.1 <nobody@example.org> User doesn't exist: nobody@example.org")
+    code, text = refused["lost@example.org"]
+    assert code == 451
+    assert text.startswith(b"4.4.0 Proxy failed (connect, session=")
+    assert len(replies) == 3
+    for (code, text), rcpt in zip(replies, ["alice+box@example.org", "bob@example.org", "carol@example.org"],
+                                  strict=True):
+        assert code == 250
+        assert text.startswith(b"2.0.0 <" + rcpt.encode() + b"> ")
+        assert text.endswith(b" Saved")
+    # the detail is not part of the user name looked up
+    assert next(r.user for r in auth.asked) == "alice@example.org"
+    (got_a,) = lmtp_backend_a.messages("alice")[before_a:]
+    (got_b,) = lmtp_backend_b.messages("bob")[before_b:]
+    assert got_a.endswith((body.replace(b"\r\n", b"\n"), body))
+    assert b"a line with a dot" in got_b
+    assert b"\n.a line with a dot" in got_b.replace(b"\r\n", b"\n")
+    assert any(b"lmtp test 1" in m for m in lmtp_backend_a.messages("dave"))
+    # XCLIENT told the backend who the MTA is
+    lmtp_backend_a.dovecot.wait_for_log(r"lmtp\(\d+\): Info: Disconnect from 127\.0\.0\.21")
+
+
+@pytest.mark.parametrize("ttl", [0])
+async def test_ttl_zero_is_a_loop(lmtp_backend_a: LmtpBackend, ttl: int) -> None:
+    auth = MapAuth({"alice@example.org": fields(lmtp_backend_a)})
+
+    def talk(port: int) -> tuple[int, bytes]:
+        with smtplib.LMTP(PROXYD_ADDRESS, port) as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.docmd(f"XCLIENT TTL={ttl}")[0] == 220
+            client.ehlo("again")
+            client.mail("")
+            return client.rcpt("alice@example.org")
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve, auth, True)
+        reply = await trio.to_thread.run_sync(talk, port)
+        nursery.cancel_scope.cancel()
+    assert reply == (554, b"5.4.6 <alice@example.org> Proxying appears to be looping (TTL=0)")
