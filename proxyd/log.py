@@ -4,11 +4,18 @@ Loggers are named after Dovecot's processes (``imap-login``, ``auth``,
 ``master``, ``config``) so an administrator's log filters keep working.
 Nothing here ever formats a password: callers pass user names, addresses and
 reasons only, and ``proxyd.secret.Secret`` hides itself if one slips through.
+
+Nothing a client sends can shape the log: every client-supplied value (user
+names, mechanisms, IDs, reasons a backend sent) goes through :func:`sanitize`,
+Dovecot's ``str_sanitize()``, where it is formatted into a message; and
+:class:`DovecotFormatter` applies the same character rule to the whole message
+as a last net, so one record is always one line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Final
@@ -25,6 +32,62 @@ _LEVEL_NAMES: Final = {
 _PROCESS_NAMES: Final = {"proxyd.auth": "auth", "proxyd.config": "config", "proxyd": "master"}
 
 
+#: Dovecot's MAX_LOG_USERNAME_LEN (the auth process's log prefix)
+MAX_LOG_USERNAME_LEN: Final = 64
+#: how much of a user name login processes log (``str_sanitize(virtual_user, 80)``)
+MAX_LOGIN_USER_LEN: Final = 80
+#: MAX_MECH_NAME
+MAX_MECH_NAME_LEN: Final = 64
+#: how much of a line from a backend goes into a log line
+MAX_REMOTE_LINE_LEN: Final = 160
+
+# C0 controls, DEL is kept as in Dovecot; beyond Dovecot, the three Unicode line
+# breaks (NEL, LINE/PARAGRAPH SEPARATOR) that str.splitlines() and some log
+# viewers break at, and lone surrogates (bytes that were not UTF-8).
+_UNSAFE: Final = re.compile("[\x00-\x1f\x85\u2028\u2029\ud800-\udfff]")
+
+
+def sanitize(value: str | bytes, max_bytes: int | None = None) -> str:
+    """Dovecot's ``str_sanitize()``: a client-supplied value made safe for one log line.
+
+    Control characters (below 0x20) and bytes that are not UTF-8 become ``?``
+    (so do NEL, U+2028 and U+2029); a value longer than ``max_bytes`` UTF-8
+    bytes is cut at a character boundary and ends in ``...`` (no cut without
+    ``max_bytes``).
+    """
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and (max_bytes is None or len(value) <= max_bytes):
+            return value  # the common case: nothing to do
+        data = _encode(value)
+    else:
+        data = value
+    if max_bytes is None:
+        max_bytes = len(data)
+    text = _UNSAFE.sub("?", data[:max_bytes].decode("utf-8", "surrogateescape"))
+    if len(data) <= max_bytes:
+        return text
+    if max_bytes < 3:
+        return "..."
+    # a character cut at max_bytes is not shown (Dovecot stops before it)
+    encoded = text.encode("utf-8", "surrogateescape")
+    while len(encoded) > max_bytes - 3:
+        text = text[:-1]
+        encoded = text.encode("utf-8", "surrogateescape")
+    return text + "..."
+
+
+def _encode(value: str) -> bytes:
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
+        return value.encode("utf-8", "surrogatepass")
+
+
+def one_line(message: str) -> str:
+    """``message`` with every character :func:`sanitize` replaces turned into ``?`` (no cut)."""
+    return message if message.isprintable() else _UNSAFE.sub("?", message)
+
+
 class DovecotFormatter(logging.Formatter):
     """Formats records as Dovecot does: ``Nov 22 10:00:01 imap-login: Info: Login: ...``."""
 
@@ -34,7 +97,8 @@ class DovecotFormatter(logging.Formatter):
         if process.startswith("proxyd."):
             process = process.removeprefix("proxyd.")
         level = _LEVEL_NAMES.get(record.levelno, record.levelname.title())
-        line = f"{stamp} {process}: {level}: {record.getMessage()}"
+        # a value some caller forgot to sanitize still cannot start a line of its own
+        line = f"{stamp} {process}: {level}: {one_line(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -12,6 +12,7 @@ from passdb_drivers.ldap.escaping import dn_escape, filter_escape
 from proxyd.auth.expand import ExpandError, Variables, expand, request_variables
 from proxyd.auth.passdb import PassdbReply, PassdbResult, PassdbTempFail
 from proxyd.auth.request import AuthRequest
+from proxyd.log import MAX_LOG_USERNAME_LEN, sanitize
 from proxyd.secret import Secret
 
 log = logging.getLogger("proxyd.auth.ldap")
@@ -89,7 +90,9 @@ class LdapBindPassdb(LdapPassdb):
         """Bind as the user's DN with ``password``."""
         if not password.reveal():
             # an empty password would be an anonymous bind, which always succeeds
-            log.info("ldap(%s): Login attempt with empty password", request.user)
+            log.info(
+                "ldap(%s): Login attempt with empty password", sanitize(request.user, MAX_LOG_USERNAME_LEN)
+            )
             return PassdbReply(PassdbResult.PASSWORD_MISMATCH)
         variables = request_variables(request)
         userdn = self._config.auth_bind_userdn

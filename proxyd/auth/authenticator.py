@@ -43,9 +43,9 @@ from proxyd.auth.mechanisms import NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
 from proxyd.auth.proxy import ProxyFinisher, split_master_user
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
-from proxyd.auth.username import sanitize_for_log
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
+from proxyd.log import MAX_LOG_USERNAME_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed
 
 log = logging.getLogger("proxyd.auth")
@@ -124,7 +124,7 @@ class Authenticator:
         try:
             mech = mechanisms.create(start.mech)
         except KeyError:
-            log.error("Unsupported authentication mechanism %s", sanitize_for_log(start.mech))
+            log.error("Unsupported authentication mechanism %s", sanitize(start.mech, MAX_MECH_NAME_LEN))
             return AuthReply(status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL)
         ident, last_penalty = await self._penalty_wait(request)
         result: ChainResult | None = None
@@ -190,11 +190,11 @@ _ABORTED: Final = AuthReply(status=AuthStatus.FAIL, user="", fail_code=FailCode.
 def _mech_prefix(request: AuthRequest, result: ChainResult | None) -> str:
     """Dovecot's mechanism log prefix: ``cram-md5(user,ip,<session>)``."""
     user = result.reply.user if result is not None and result.reply.user else request.user
-    parts = [sanitize_for_log(user) if user else "?"]
+    parts = [sanitize(user, MAX_LOG_USERNAME_LEN) if user else "?"]
     if request.conn.remote_ip:
         parts.append(request.conn.remote_ip)
     if request.conn.session_id:
-        parts.append(f"<{request.conn.session_id}>")
+        parts.append(f"<{sanitize(request.conn.session_id)}>")
     return f"{request.mech.lower()}({','.join(parts)})"
 
 

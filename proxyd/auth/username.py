@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Final
 
 from proxyd.auth.expand import ascii_lower
+from proxyd.log import sanitize
 
 _USERNAME_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_@"
 )
 _ILLEGAL_PASSWORD_CHARS: Final = frozenset("\x01\t\r\n")
-_MAX_LOG_USERNAME_LEN: Final = 64
 
 
 class UsernameError(ValueError):
@@ -35,7 +35,7 @@ def normalize_username(user: str) -> str:
             shown = f"0x{code:02x}" if code < 0x100 else f"U+{code:04X}"
             raise UsernameError(
                 "Username character disallowed by auth_username_chars: "
-                f"{shown} (username: {sanitize_for_log(user, 128)})"
+                f"{shown} (username: {sanitize(user, 128)})"
             )
     normalized = ascii_lower(user)
     if not normalized:
@@ -47,10 +47,3 @@ def password_has_illegal_chars(password: str) -> bool:
     """True for passwords Dovecot refuses to look up at all."""
     return any(char in _ILLEGAL_PASSWORD_CHARS for char in password)
 
-
-def sanitize_for_log(value: str, max_len: int = _MAX_LOG_USERNAME_LEN) -> str:
-    """Dovecot's ``str_sanitize``: control characters become ``?``, long values end in ``...``."""
-    cleaned = "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)
-    if len(cleaned) > max_len:
-        cleaned = cleaned[: max(max_len - 3, 0)] + "..."
-    return cleaned

@@ -29,6 +29,7 @@ from typing import Final
 
 import trio
 
+from proxyd.log import MAX_LOGIN_USER_LEN, sanitize
 from proxyd.login.proxystate import BackendRecord, ProxyState
 from proxyd.login.relay import relay
 
@@ -77,6 +78,10 @@ class ProxiedConnection:
         return session_matches(self.user, self.backend_ip, self.backend_host, mask, host)
 
     @property
+    def log_user(self) -> str:
+        return sanitize(self.user, MAX_LOGIN_USER_LEN)
+
+    @property
     def kicked(self) -> bool:
         return bool(self._kick_reason)
 
@@ -112,7 +117,7 @@ class ProxiedConnection:
                 delay = 0.0 if self._delay_taken else self._disconnect_delay()
                 self.log.info(
                     "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
-                    self.user, self.remote_ip, self._kick_reason, _delay_text(delay), self.log_fields,
+                    self.log_user, self.remote_ip, self._kick_reason, _delay_text(delay), self.log_fields,
                 )
                 await self._linger(delay)
         finally:
@@ -138,7 +143,7 @@ class ProxiedConnection:
         error = f": {stats.error}" if stats.error else ""
         self.log.info(
             "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s: %s",
-            self.user, self.remote_ip, stats.closed_by, error, idle,
+            self.log_user, self.remote_ip, stats.closed_by, error, idle,
             stats.client_to_server, stats.server_to_client, _delay_text(delay), self.log_fields,
         )
         await self._linger(delay)

@@ -201,7 +201,7 @@ class RelayHost:
         try:
             await session.run()
         except Exception:
-            log.exception("relay: internal error in session of %s", session.user)
+            log.exception("relay: internal error in session of %s", session.log_user)
         finally:
             del self.sessions[session_id]
             self._changed.set()

@@ -57,6 +57,7 @@ from proxyd.auth.request import (
 )
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
+from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxied import ProxiedConnection, close_gracefully
@@ -275,16 +276,21 @@ class LoginSession:
 
     def log_fields(self) -> str:
         """Dovecot's ``login_log_format_elements`` (``user=<> method= rip= lip= %c session=<>``)."""
-        parts = [f"user=<{self.user}>"]
+        parts = [f"user=<{self.log_user}>"]
         if self.mech:
-            parts.append(f"method={self.mech}")
+            parts.append(f"method={sanitize(self.mech, MAX_MECH_NAME_LEN)}")
         parts += [f"rip={self.conn.remote_ip}", f"lip={self.conn.local_ip}"]
         if self.conn.tls:
             parts.append("TLS")
         elif self.conn.secured:
             parts.append("secured")
-        parts.append(f"session=<{self.conn.session_id}>")
+        parts.append(f"session=<{sanitize(self.conn.session_id)}>")
         return ", ".join(parts)
+
+    @property
+    def log_user(self) -> str:
+        """The user name as log lines show it (what the client sent, sanitized)."""
+        return sanitize(self.user, MAX_LOGIN_USER_LEN)
 
     def _elapsed(self) -> int:
         return math.floor(trio.current_time() - self.started)
@@ -459,7 +465,10 @@ class LoginSession:
             sasl = SaslServer.create(begin.mech)
         except UnsupportedMechanism:
             # configured in auth_mechanisms but without a server implementation
-            self.log.error("Unsupported authentication mechanism %s: %s", begin.mech, self.log_fields())
+            self.log.error(
+                "Unsupported authentication mechanism %s: %s",
+                sanitize(begin.mech, MAX_MECH_NAME_LEN), self.log_fields(),
+            )
             self._fail(ClientFailure.TEMPFAIL)
             return None
         step = sasl.start(begin.initial_response)
@@ -521,7 +530,7 @@ class LoginSession:
             if "proxy" not in reply.fields:
                 self.log.error(
                     "passdb reply for %s has no proxy field and proxyd keeps no mail itself: %s",
-                    self.user, self.log_fields(),
+                    self.log_user, self.log_fields(),
                 )
                 self._fail(ClientFailure.PROXY_SERVERBUG)
                 return None
@@ -580,20 +589,21 @@ class LoginSession:
                 default_ssl_port=self.spec.default_ssl_port,
             )
         except ProxyFieldError as exc:
-            self.log.error("proxy(%s): %s: %s", self.user, exc, self.log_fields())
+            self.log.error("proxy(%s): %s: %s", self.log_user, exc, self.log_fields())
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
             return None
         for warning in target.warnings:
-            self.log.error("proxy(%s): %s: %s", self.user, warning, self.log_fields())
+            self.log.error("proxy(%s): %s: %s", self.log_user, warning, self.log_fields())
         if is_ourself(
             target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port
         ):
-            self.log.error("proxy(%s): Proxying loops to itself: %s", self.user, self.log_fields())
+            self.log.error("proxy(%s): Proxying loops to itself: %s", self.log_user, self.log_fields())
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
             return None
         if self.proxy_ttl <= 1:
             self.log.error(
-                "proxy(%s): TTL reached zero - proxies appear to be looping?: %s", self.user, self.log_fields()
+                "proxy(%s): TTL reached zero - proxies appear to be looping?: %s",
+                self.log_user, self.log_fields(),
             )
             self._fail(ClientFailure.PROXY_SERVERBUG)
             return None
@@ -629,11 +639,11 @@ class LoginSession:
         self.engine.login_succeeded(result.client_reply)
         await self._flush()
         extra = f" from {source_ip}" if source_ip else ""
-        extra += f" as user {target.destuser}" if target.destuser != self.user else ""
-        extra += f" (master {target.master_user})" if target.master_user else ""
+        extra += f" as user {sanitize(target.destuser)}" if target.destuser != self.user else ""
+        extra += f" (master {sanitize(target.master_user)})" if target.master_user else ""
         self.log.info(
             "proxy(%s): started proxying to %s:%d%s (%.3f secs%s): %s",
-            self.user, result.ip, target.port, extra, result.elapsed,
+            self.log_user, result.ip, target.port, extra, result.elapsed,
             f", {result.reconnects} reconnects" if result.reconnects else "",
             self.log_fields(),
         )
@@ -662,12 +672,12 @@ class LoginSession:
         if failure.kind is ProxyFailure.AUTH:
             self.log.info(
                 "proxy(%s): Login failed to %s:%d: %s: %s",
-                self.user, target.host, target.port, failure.log_text, self.log_fields(),
+                self.log_user, target.host, target.port, failure.log_text, self.log_fields(),
             )
         else:
             self.log.error(
                 "proxy(%s): Login failed to %s:%d: %s: %s",
-                self.user, target.host, target.port, failure.log_text, self.log_fields(),
+                self.log_user, target.host, target.port, failure.log_text, self.log_fields(),
             )
         if failure.client_reply is not None:
             self.last_failure = ClientFailure.PROXY_UNAVAILABLE

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxyd.log import sanitize
+
 _UINT_MAX = 2**32 - 1
 _ULONG_MAX = 2**64 - 1
 QOP_NAMES = ("auth", "auth-int", "auth-conf")
@@ -139,7 +141,7 @@ def parse_response(data: bytes, nonce: str) -> DigestResponse:
         elif key == "qop":
             lowered = value.lower()
             if lowered not in QOP_NAMES:
-                raise DigestParseError(f"Unknown QoP value: {_sanitize(value, 32)}")
+                raise DigestParseError(f"Unknown QoP value: {sanitize(value, 32)}")
             if lowered != OFFERED_QOP:
                 raise DigestParseError("Nonallowed QoP requested")
             qop = value
@@ -184,8 +186,3 @@ def parse_response(data: bytes, nonce: str) -> DigestResponse:
         authzid=authzid or "",
     )
 
-
-def _sanitize(value: str, limit: int) -> str:
-    """Dovecot's ``str_sanitize()``: control characters become ``?``, long values end in ``...``."""
-    cleaned = "".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in value)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

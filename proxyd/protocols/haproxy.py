@@ -48,6 +48,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.log import sanitize
+
 #: the v2 signature (proxy-protocol.txt §2.2)
 V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
 #: signature + version/command + family + 16-bit length
@@ -239,7 +241,7 @@ class HaproxyParser:
         def invalid(what: str, name: str, value: bytes) -> HaproxyError:
             return HaproxyError(
                 f"haproxy(v1): Client disconnected: Proxied {what} is invalid",
-                ((name, f"`{sanitize(value)}'"),),
+                ((name, f"`{sanitize(value, 64)}'"),),
             )
 
         if fields[0] != _V1_MAGIC:
@@ -257,7 +259,7 @@ class HaproxyParser:
         else:
             return HaproxyError(
                 "haproxy(v1): Client disconnected: Unknown proxied protocol",
-                (("protocol", f"`{sanitize(protocol)}'"),),
+                (("protocol", f"`{sanitize(protocol, 64)}'"),),
             )
         if len(fields) < 3:
             return missing("remote address")
@@ -282,7 +284,7 @@ class HaproxyParser:
         if len(fields) > 6:
             return HaproxyError(
                 "haproxy(v1): Client disconnected: Header line has spurius extra field",
-                (("field", f"`{sanitize(fields[6])}'"),),
+                (("field", f"`{sanitize(fields[6], 64)}'"),),
             )
         return ProxyHeader(1, remote[1], remote_port, local[1], local_port, length=size)
 
@@ -488,17 +490,3 @@ def parse_port(text: bytes) -> int | None:
     value = int(text)
     return value if 0 < value <= 0xFFFF else None
 
-
-def sanitize(value: bytes, max_bytes: int = 64) -> str:
-    """An approximation of Dovecot's ``str_sanitize()`` for log lines.
-
-    Control characters and invalid UTF-8 become ``?``; text longer than
-    ``max_bytes`` is cut (at a character boundary) and ends in ``...``.
-    """
-    text = value.split(b"\0", 1)[0].decode("utf-8", "replace").replace("\ufffd", "?")
-    text = "".join("?" if ord(ch) < 32 else ch for ch in text)
-    if len(text.encode("utf-8")) <= max_bytes:
-        return text
-    while len(text.encode("utf-8")) > max_bytes - 3:
-        text = text[:-1]
-    return text + "..."

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxyd.log import sanitize
 from proxyd.protocols.haproxy import (
     MAX_HEADER_SIZE,
     NEED_DATA,
@@ -24,7 +25,6 @@ from proxyd.protocols.haproxy import (
     ProxyHeader,
     parse_ip,
     parse_port,
-    sanitize,
 )
 
 REAL = {
@@ -276,9 +276,9 @@ def test_field_parsers():
     assert parse_ip(b"1.2.3.4.5") is None
     assert parse_ip(b"[::1") is None
     assert parse_ip(b"\xff") is None
-    assert sanitize(b"a\x01b\xffc") == "a?b?c"
-    assert sanitize(b"x" * 64) == "x" * 64
-    assert sanitize(b"x" * 65) == "x" * 61 + "..."
+    assert sanitize(b"a\x01b\xffc", 64) == "a?b?c"
+    assert sanitize(b"x" * 64, 64) == "x" * 64
+    assert sanitize(b"x" * 65, 64) == "x" * 61 + "..."
 
 
 # --- v2 ---------------------------------------------------------------------------

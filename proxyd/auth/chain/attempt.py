@@ -29,7 +29,7 @@ from proxyd.auth.expand import request_variables
 from proxyd.auth.fields import Template
 from proxyd.auth.passdb import PassdbResult
 from proxyd.auth.request import AuthRequest
-from proxyd.auth.username import sanitize_for_log
+from proxyd.log import MAX_LOG_USERNAME_LEN, sanitize
 
 log = logging.getLogger("proxyd.auth")
 
@@ -89,11 +89,11 @@ class Attempt:
     def prefix(self, subsystem: str | None = None) -> str:
         conn = self.request.conn
         name = subsystem or self.passdb_name or "auth"
-        parts = [sanitize_for_log(self.user) if self.user else "?"]
+        parts = [sanitize(self.user, MAX_LOG_USERNAME_LEN) if self.user else "?"]
         if conn.remote_ip:
             parts.append(conn.remote_ip)
         if conn.session_id:
-            parts.append(f"<{conn.session_id}>")
+            parts.append(f"<{sanitize(conn.session_id)}>")
         return f"{name}({','.join(parts)}): "
 
     def info(self, message: str, subsystem: str | None = None) -> None:
@@ -237,7 +237,8 @@ class Attempt:
             self.failed = True
             return
         if new != old:
-            self.debug_log(f"username changed {sanitize_for_log(old)} -> {sanitize_for_log(new)}")
+            shown = [sanitize(name, MAX_LOG_USERNAME_LEN) for name in (old, new)]
+            self.debug_log(f"username changed {shown[0]} -> {shown[1]}")
             # Dovecot keeps a rewrite even if this passdb then fails
             self.user = new
 

@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
 from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
@@ -195,7 +196,7 @@ class ImapBackendLogin(BackendEngineBase):
             self._sent &= ~_Sent.STARTTLS
             self._rcvd = _Rcvd.STARTTLS
             if not line.startswith(b"S OK "):
-                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + replies.sanitize(line[5:]))
+                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + sanitize(line[5:], MAX_REMOTE_LINE_LEN))
             else:
                 self._phase = Phase.TLS_PENDING
                 self._events.append(BackendNeedsTLS())
@@ -226,12 +227,12 @@ class ImapBackendLogin(BackendEngineBase):
             self._events.append(BackendUntagged(line + b"\r\n"))
         else:
             self._events.append(
-                BackendIgnored("Unexpected input, ignoring: " + replies.sanitize(line))
+                BackendIgnored("Unexpected input, ignoring: " + sanitize(line, MAX_REMOTE_LINE_LEN))
             )
 
     def _banner(self, line: bytes) -> list[bytes] | None:
         if not line.startswith(b"* OK "):
-            self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + replies.sanitize(line))
+            self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + sanitize(line, MAX_REMOTE_LINE_LEN))
             return None
         commands: list[bytes] = []
         if line[5:].startswith(b"[CAPABILITY "):
@@ -343,7 +344,7 @@ class ImapBackendLogin(BackendEngineBase):
                 reply = self._tag + b" " + rest + b"\r\n"
         else:
             reply = generic
-        self._fail(kind, log_line.decode("utf-8", "replace"), reply)
+        self._fail(kind, sanitize(log_line), reply)
 
     def _login_reply(self, rest: bytes) -> bytes:
         """Dovecot's ``client_send_login_reply()``: the client's tag and the backend capabilities."""

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
@@ -80,7 +81,6 @@ MAX_AUTH_LINE: Final = 8192
 #: Dovecot's ``LOGIN_MAX_CLIENT_ID_LEN``.
 MAX_CLIENT_ID_LEN: Final = 256
 #: Dovecot's ``MAX_MECH_NAME`` (log sanitising).
-_MAX_MECH_NAME: Final = 64
 
 
 # Results of command handlers, as in Dovecot (ret values of the cmd_* functions).
@@ -440,7 +440,7 @@ class ImapLoginServer(LoginEngineBase):
             return _DONE
         self._auth_attempts += 1
         wanted = mech_raw.split(b"\0", 1)[0].upper()
-        self._auth_mech_log = replies.sanitize(wanted, _MAX_MECH_NAME)
+        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
         if mech is None:
             return self._refuse(Status.NO, replies.UNSUPPORTED_MECH_MSG, "ALERT")

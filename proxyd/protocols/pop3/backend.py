@@ -39,6 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
 from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
 from proxyd.protocols.backend_events import (
     BackendEvent,
@@ -154,7 +155,7 @@ class Pop3BackendLogin(BackendEngineBase):
         state = self._state
         if state is _State.BANNER:
             if not line.startswith(b"+OK"):
-                self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + replies.sanitize(line))
+                self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + sanitize(line, MAX_REMOTE_LINE_LEN))
                 return
             self._xclient = line[3:].startswith(b" [XCLIENT]")
             if self._params.starttls:
@@ -164,13 +165,13 @@ class Pop3BackendLogin(BackendEngineBase):
                 self._send_login()
         elif state is _State.STARTTLS:
             if not line.startswith(b"+OK"):
-                self._fail(ProxyFailure.REMOTE, "STLS failed: " + replies.sanitize(line))
+                self._fail(ProxyFailure.REMOTE, "STLS failed: " + sanitize(line, MAX_REMOTE_LINE_LEN))
                 return
             self._phase = Phase.TLS_PENDING
             self._events.append(BackendNeedsTLS())
         elif state is _State.XCLIENT:
             if not line.startswith(b"+OK"):
-                self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + replies.sanitize(line))
+                self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + sanitize(line, MAX_REMOTE_LINE_LEN))
                 return
             self._state = _State.LOGIN1 if self._sasl is None else _State.LOGIN2
         elif state is _State.LOGIN1:
@@ -236,11 +237,11 @@ class Pop3BackendLogin(BackendEngineBase):
         """A refusal: pass it on as Dovecot does (POP3 shows the backend's own text)."""
         if not line.startswith(b"-ERR "):
             reply = replies.reply_line(Reply.ERROR, replies.AUTH_FAILED_MSG)
-            self._fail(ProxyFailure.AUTH, line.decode("utf-8", "replace"), reply)
+            self._fail(ProxyFailure.AUTH, sanitize(line), reply)
         elif line.startswith(b"-ERR [SYS/TEMP]"):
             # the reply waits until the driver knows whether it reconnects
             self._fail(
-                ProxyFailure.AUTH_TEMPFAIL, line[5:].decode("utf-8", "replace"), line + b"\r\n"
+                ProxyFailure.AUTH_TEMPFAIL, sanitize(line[5:]), line + b"\r\n"
             )
         else:
-            self._fail(ProxyFailure.AUTH, line[5:].decode("utf-8", "replace"), line + b"\r\n")
+            self._fail(ProxyFailure.AUTH, sanitize(line[5:]), line + b"\r\n")

@@ -27,7 +27,6 @@ from proxyd.protocols.imap.replies import (
     PROXY_FAILURE_MSG,
     SSL_REQUIRED_MSG,
     UNSUPPORTED_MECH_MSG,
-    sanitize,
     tempfail_text,
 )
 
@@ -144,6 +143,5 @@ __all__ = [
     "greeting",
     "mechanism_list",
     "reply_line",
-    "sanitize",
     "user_command_allowed",
 ]

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
+from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
@@ -70,7 +71,6 @@ MAX_AUTH_LINE: Final = 8192
 #: Dovecot's ``CLIENT_MAX_CMD_LEN`` (pop3-login).
 MAX_COMMAND_NAME: Final = 8
 #: Dovecot's ``MAX_MECH_NAME`` (log sanitising).
-_MAX_MECH_NAME: Final = 64
 
 _SP: Final = 0x20
 _CR: Final = 0x0D
@@ -347,7 +347,7 @@ class Pop3LoginServer(LoginEngineBase):
             return 1
         self._auth_attempts += 1
         wanted = _c_string(mech_raw).upper()
-        self._auth_mech_log = replies.sanitize(wanted, _MAX_MECH_NAME)
+        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
         if mech is None:
             return self._refuse(replies.UNSUPPORTED_MECH_MSG)
