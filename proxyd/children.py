@@ -24,7 +24,9 @@ from typing import NoReturn, assert_never
 import trio
 
 from proxyd.auth.authenticator import Authenticator, open_authenticator
-from proxyd.auth.service import AUTH_SOCKET_NAME, AuthClient, serve_auth_connections
+from proxyd.auth.client import AuthClient
+from proxyd.auth.protocol import AUTH_SOCKET_NAME
+from proxyd.auth.server import serve_auth_connections
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.ipc.channel import Channel

@@ -10,7 +10,7 @@ process answers ``login_access_sockets``.
   between ``proxyctl`` and the master) as a frozen record, with its encoding;
 * ``channel.py``: the newline-delimited JSON framing and the trio channel that
   carries the records;
-* the auth socket's requests and replies are in ``proxyd.auth.wire``, the
-  hand-off records in ``proxyd.login.handoff``, the zygote's in
-  ``proxyd.master.zygote``.
+* the login<->auth socket's records are ``proxyd.auth.protocol``; the
+  hand-off record (login -> relay) is ``proxyd.login.handoff.HandoffRecord``;
+  the zygote's requests are in ``proxyd.master.zygote``.
 """

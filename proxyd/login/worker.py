@@ -22,7 +22,7 @@ from typing import Final, assert_never
 
 import trio
 
-from proxyd.auth.service import AuthClient
+from proxyd.auth.client import AuthClient
 from proxyd.config.settings import EffectiveService
 from proxyd.ipc.channel import Channel, ControlError
 from proxyd.ipc.inherited import BoundSocket

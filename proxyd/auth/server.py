@@ -1,0 +1,145 @@
+"""The auth process's side of the login socket (``protocol.py``).
+
+Each login process keeps one connection; every call on it is served in its
+own task, so a slow hash or a failure delay holds up nobody else.  An exchange
+(``SaslBegin``) keeps a task until its ``Done``, fed the client's answers by
+the connection's reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Final, assert_never
+
+import trio
+
+from proxyd.auth.authenticator import Authenticator
+from proxyd.auth.protocol import (
+    Answer,
+    Authenticate,
+    BadCall,
+    Call,
+    Challenge,
+    Done,
+    Lookup,
+    SaslAbort,
+    SaslBegin,
+    SaslContinue,
+    read_call,
+)
+from proxyd.auth.request import AuthReply, AuthStatus, FailCode
+from proxyd.ipc.channel import Channel, ControlError
+
+log = logging.getLogger("proxyd.auth")
+
+#: an exchange waiting longer than this for the client's answer is dropped
+#: (the login process gives up on the client after 180 s anyway)
+EXCHANGE_TIMEOUT: Final = 180.0
+
+_LoginChannel = Channel[Answer, Call]
+#: the exchanges in progress on one connection: id -> where the client's answers go
+_Exchanges = dict[int, trio.MemorySendChannel[bytes | None]]
+
+
+async def serve_auth_connections(
+    listener_sock: socket.socket, current: Callable[[], Authenticator]
+) -> None:
+    """Accept login-process connections forever; ``current()`` gives the Authenticator to use."""
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(listener_sock))
+    await trio.serve_listeners(partial(_serve_one, current), [listener])
+
+
+async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketStream) -> None:
+    channel: _LoginChannel = Channel(stream, read_call)
+    exchanges: _Exchanges = {}
+    async with trio.open_nursery() as nursery:
+        try:
+            while (call := await channel.receive()) is not None:
+                match call:
+                    case SaslBegin():
+                        send, receive = trio.open_memory_channel[bytes | None](1)
+                        exchanges[call.id] = send
+                        nursery.start_soon(_exchange, channel, call, current(), receive, exchanges)
+                    case SaslContinue() | SaslAbort():
+                        _relay_response(call, exchanges)
+                    case Authenticate() | Lookup() | BadCall():
+                        nursery.start_soon(_answer, channel, call, current())
+                    case _:
+                        assert_never(call)
+        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.warning("login process connection broke: %s", exc)
+        nursery.cancel_scope.cancel()
+
+
+def _relay_response(call: SaslContinue | SaslAbort, exchanges: _Exchanges) -> None:
+    waiting = exchanges.get(call.id)
+    if waiting is None:
+        return  # the exchange ended meanwhile (timeout)
+    response: bytes | None = None
+    if isinstance(call, SaslContinue):
+        response = call.response
+        if response is None:
+            log.error("invalid auth continuation from login process")
+    try:
+        waiting.send_nowait(response)
+    except trio.WouldBlock:
+        log.error("auth continuation from login process without a challenge")
+
+
+class _ChannelIO:
+    """``SaslIO`` over the login-process connection: challenges out, answers in."""
+
+    def __init__(
+        self, channel: _LoginChannel, request_id: int, answers: trio.MemoryReceiveChannel[bytes | None]
+    ) -> None:
+        self._channel = channel
+        self._id = request_id
+        self._answers = answers
+
+    async def challenge(self, data: bytes) -> bytes | None:
+        await self._channel.send(Challenge(self._id, data))
+        with trio.move_on_after(EXCHANGE_TIMEOUT):
+            return await self._answers.receive()
+        return None
+
+
+async def _exchange(
+    channel: _LoginChannel,
+    call: SaslBegin,
+    auth: Authenticator,
+    answers: trio.MemoryReceiveChannel[bytes | None],
+    exchanges: _Exchanges,
+) -> None:
+    try:
+        reply = await auth.sasl(call.start, _ChannelIO(channel, call.id, answers))
+        aborted = reply.reason == "aborted" and reply.status is AuthStatus.FAIL
+        if not aborted:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await channel.send(Done(call.id, reply))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the login process went away; the nursery ends the rest
+    finally:
+        exchanges.pop(call.id, None)
+
+
+async def _answer(channel: _LoginChannel, call: Authenticate | Lookup | BadCall, auth: Authenticator) -> None:
+    try:
+        match call:
+            case Lookup():
+                reply = await auth.lookup(call.request)
+            case Authenticate():
+                reply = await auth.authenticate(call.request)
+            case BadCall():
+                raise ValueError(call.error)
+            case _:
+                assert_never(call)
+    except (KeyError, TypeError, ValueError) as exc:
+        name = call.error if isinstance(call, BadCall) else type(exc).__name__
+        log.error("invalid auth request from login process: %s", name)
+        reply = AuthReply(status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await channel.send(Done(call.id, reply))
