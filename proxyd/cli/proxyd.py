@@ -75,7 +75,13 @@ def _run(settings: Settings) -> int:
     # everything the children need is imported here, before the zygote forks
     from proxyd.children import ChildEntry, auth_socket_path
     from proxyd.login.handoff import RELAY_SOCKET_NAME
-    from proxyd.master.listeners import ListenError, bind_all, bind_auth_socket, handoff_services
+    from proxyd.master.listeners import (
+        ListenError,
+        bind_all,
+        bind_auth_socket,
+        bind_master_http,
+        handoff_services,
+    )
     from proxyd.master.main import Master
     from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
 
@@ -108,7 +114,14 @@ def _run(settings: Settings) -> int:
     become_subreaper()
     zygote: ZygoteHandle = start_zygote(settings, inherited, child_main, on_reload=child_main.reload)
     try:
+        try:
+            http_bound = bind_master_http(settings)
+        except (ListenError, OSError) as exc:
+            print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
+            return 1
         master = Master(settings, zygote, bound)
+        master.http_bound = http_bound
+        master.http_tls = child_main.tls.server
         master.tcpwrap_bound = tcpwrap_sock is not None
         master.relay_bound = relay_sock is not None
         trio.run(master.run)

@@ -131,6 +131,7 @@ class _Loader:
             self.values["auth_verbose"] = True
         self._check_protocols()
         self._check_ssl()
+        self._check_http_ssl()
         self._check_filters()
         defaults = Settings().services
         services = {
@@ -252,6 +253,15 @@ class _Loader:
                 raise ConfigError(None, f"{self.tree.path}: {message} (ssl = yes is the default)")
             raise ConfigError(where, message)
 
+    def _check_http_ssl(self) -> None:
+        """The master's HTTP listeners use ssl_cert/ssl_key: not there with ssl = no."""
+        if self.values.get("ssl", "yes") != "no":
+            return
+        for service in schema.MASTER_HTTP_SERVICES:
+            for listener in self.listeners.get(service, {}).values():
+                if listener.ssl:
+                    raise ConfigError(listener.location, "ssl = yes on this listener, but ssl = no")
+
     # --- service { inet_listener { } } -----------------------------------------
 
     def _service(self, section: RawSection) -> None:
@@ -273,12 +283,21 @@ class _Loader:
             if isinstance(item, RawSection):
                 if item.name == "inet_listener" and name == "tcpwrap":
                     raise ConfigError(item.location, "service tcpwrap has no inet_listener")
-                if item.name == "inet_listener":
+                if name in schema.MASTER_HTTP_SERVICES and not (
+                    item.name == "inet_listener" and item.label == "http"
+                ):
+                    # the doveadm server's own sockets (its TCP protocol, doveadm-server):
+                    # proxyd runs no doveadm server, only the HTTP API in its master
+                    self._unused_section(item, f"service {name}")
+                elif item.name == "inet_listener":
                     self._listener(name, item)
                 elif item.name in schema.DOVECOT_SERVICE_SECTIONS:
                     raise ConfigError(item.location, f"section '{item.name}' is not supported yet")
                 else:
                     raise ConfigError(item.location, f"Unknown section: service {{ {item.name}")
+            elif name in schema.MASTER_HTTP_SERVICES:
+                # process settings of Dovecot's doveadm server; the master serves the API
+                self.unused.append(UnusedItem(item.location, f"service {name} {{ {item.key} }}"))
             elif item.key in schema.SERVICE:
                 spec = schema.SERVICE[item.key]
                 self.service_values.setdefault(name, {})[spec.attribute] = _parse(spec, item)
@@ -412,6 +431,8 @@ class _Loader:
                     raise ConfigError(item.location, schema.not_supported(item.key))
                 raise ConfigError(item.location, _unknown("service { inet_listener { ", item.key))
             value = _parse(spec, item)
+            if service in schema.MASTER_HTTP_SERVICES and item.key == "haproxy" and value:
+                raise ConfigError(item.location, f"service {service}: haproxy is not supported here")
             if spec.attribute in _LISTENER_FIELDS:
                 changes[spec.attribute] = value
             self.explicit[f"service/{service}/inet_listener/{name}/{item.key}"] = item.location

@@ -330,6 +330,9 @@ _TOP_SPECS: Final = (
     _spec("haproxy_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
     _spec("haproxy_timeout", _T, v.parse_time, v.format_time, "3 secs"),
     _spec("login_access_sockets", _T, lambda text: tuple(text.split()), " ".join, ""),
+    # the doveadm HTTP API (service doveadm { inet_listener http { } })
+    _str("doveadm_api_key", _T, secret=True),
+    _str("doveadm_password", _T, secret=True),
 )
 
 _L = Scope.INET_LISTENER
@@ -385,7 +388,9 @@ _SERVICE_SPECS: Final = (
 SERVICE: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _SERVICE_SPECS}
 
 #: services with an implementation
-IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap"})
+IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap", "doveadm"})
+#: services the master serves itself: only their ``inet_listener http`` applies
+MASTER_HTTP_SERVICES: Final = frozenset({"doveadm"})
 
 # --- roadmap: in the interface contract, not implemented yet -----------------
 
@@ -427,8 +432,8 @@ DOVECOT_TOP: Final = _names(
     director_flush_socket director_mail_servers director_max_parallel_kicks
     director_max_parallel_moves director_output_buffer_size director_ping_idle_timeout
     director_ping_max_timeout director_servers director_user_expire director_user_kick_delay
-    director_username_hash dotlock_use_excl doveadm_allowed_commands doveadm_api_key
-    doveadm_http_rawlog_dir doveadm_password doveadm_port doveadm_socket_path doveadm_ssl
+    director_username_hash dotlock_use_excl doveadm_allowed_commands
+    doveadm_http_rawlog_dir doveadm_port doveadm_socket_path doveadm_ssl
     doveadm_username doveadm_worker_count dsync_alt_char dsync_commit_msgs_interval
     dsync_features dsync_hashed_headers dsync_remote_cmd hostname
     imap_client_workarounds imap_fetch_failure imap_hibernate_timeout imap_id_log imap_id_send
@@ -506,7 +511,7 @@ HONOURED_TOP: Final = _names(
     auth_verbose_passwords auth_use_winbind auth_worker_max_count
     libexec_dir default_internal_group
     imap_id_send imap_id_log imap_literal_minus
-    doveadm_allowed_commands doveadm_api_key doveadm_http_rawlog_dir doveadm_password
+    doveadm_allowed_commands doveadm_http_rawlog_dir
     doveadm_port doveadm_socket_path doveadm_ssl doveadm_username doveadm_worker_count
     """
 )

@@ -166,6 +166,8 @@ def _default_services() -> dict[str, ServiceSettings]:
         # the built-in access service for login_access_sockets = tcpwrap; its chroot names
         # the directory whose etc/hosts.allow and etc/hosts.deny are read
         "tcpwrap": ServiceSettings(name="tcpwrap", user="$default_internal_user", chroot=""),
+        # served by the master: only an ``inet_listener http`` (the doveadm HTTP API)
+        "doveadm": ServiceSettings(name="doveadm", user="", chroot=""),
     }
 
 
@@ -254,6 +256,10 @@ class Settings:
     haproxy_timeout: float = 3.0
     #: UNIX socket names under base_dir/login asked before the greeting ("tcpwrap" is built in)
     login_access_sockets: tuple[str, ...] = ()
+
+    # the doveadm HTTP API
+    doveadm_api_key: Secret = field(default_factory=lambda: Secret(""))
+    doveadm_password: Secret = field(default_factory=lambda: Secret(""))
 
     services: dict[str, ServiceSettings] = field(default_factory=_default_services)
     passdbs: tuple[PassdbSettings, ...] = ()

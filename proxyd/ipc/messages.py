@@ -80,16 +80,16 @@ class Who:
 
 @dataclass(frozen=True, slots=True)
 class Kick:
-    """End the proxied sessions of users matching ``mask``; with ``host`` only
-    those proxied to that backend (``proxyctl kick``)."""
+    """End the proxied sessions of users matching one of ``masks``; with ``host`` only
+    those proxied to that backend (``proxyctl kick``, the doveadm API's ``proxyKick``)."""
 
     TAG: ClassVar[str] = "kick"
-    mask: str = "*"
+    masks: tuple[str, ...] = ("*",)
     host: str | None = None
     id: int = 0
 
     def wire(self) -> Mapping[str, Any]:
-        return {"cmd": self.TAG, "id": self.id, "mask": self.mask, "host": self.host}
+        return {"cmd": self.TAG, "id": self.id, "masks": list(self.masks), "host": self.host}
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +245,8 @@ def read_command(data: dict[str, Any]) -> Command:
         case Who.TAG:
             return Who(mask=_str(data, "mask"), id=_int(data, "id"))
         case Kick.TAG:
-            return Kick(mask=_str(data, "mask"), host=_opt_str(data, "host"), id=_int(data, "id"))
+            masks = tuple(str(mask) for mask in _list(data, "masks"))
+            return Kick(masks=masks, host=_opt_str(data, "host"), id=_int(data, "id"))
         case CacheFlush.TAG:
             users = tuple(str(user) for user in _list(data, "users"))
             return CacheFlush(users=users, id=_int(data, "id"))

@@ -24,6 +24,7 @@ import fnmatch
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -73,9 +74,9 @@ class ProxiedConnection:
     def backend_address(self) -> str:
         return f"{self.backend_ip}:{self.backend_port}"
 
-    def matches(self, mask: str, host: str | None = None) -> bool:
+    def matches(self, masks: Sequence[str], host: str | None = None) -> bool:
         """``who``/``kick`` selection: see ``session_matches``."""
-        return session_matches(self.user, self.backend_ip, self.backend_host, mask, host)
+        return session_matches(self.user, self.backend_ip, self.backend_host, masks, host)
 
     @property
     def log_user(self) -> str:
@@ -168,12 +169,14 @@ class ProxiedConnection:
             ProxyState.delayed_disconnect_done(self.record)
 
 
-def session_matches(user: str, backend_ip: str, backend_host: str, mask: str, host: str | None) -> bool:
-    """A user mask (``*`` and ``?``) and, for ``kick --host`` (Dovecot's KICK-HOST), the
-    backend: its IP or the ``host`` the passdb gave."""
+def session_matches(
+    user: str, backend_ip: str, backend_host: str, masks: Sequence[str], host: str | None
+) -> bool:
+    """One of the user masks (``*`` and ``?``; none given: everyone) and, for ``kick
+    --host`` (Dovecot's KICK-HOST), the backend: its IP or the ``host`` the passdb gave."""
     if host is not None and (not host or host not in (backend_ip, backend_host)):
         return False
-    return fnmatch.fnmatchcase(user, mask or "*")
+    return any(fnmatch.fnmatchcase(user, mask or "*") for mask in masks or ("*",))
 
 
 def _delay_text(delay: float) -> str:

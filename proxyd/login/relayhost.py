@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from typing import Final, assert_never
 
 import trio
@@ -228,11 +229,11 @@ class RelayHost:
                 now = time.time()
                 rows = tuple(
                     WhoRow.of(s.user, s.protocol, s.remote_ip, s.backend_address, s.connected_at, now)
-                    for s in self._matching(message.mask or "*")
+                    for s in self._matching([message.mask])
                 )
                 await self.control.send(WhoReply(message.id, rows))
             case Kick():
-                victims = self._matching(message.mask or "*", message.host)
+                victims = self._matching(message.masks, message.host)
                 for session in victims:
                     session.kick("Kicked by admin")
                 await self.control.send(CountReply(message.id, len(victims)))
@@ -241,8 +242,8 @@ class RelayHost:
             case _:
                 assert_never(message)
 
-    def _matching(self, mask: str, host: str | None = None) -> list[ProxiedConnection]:
-        return [s for s in self.sessions.values() if not s.kicked and s.matches(mask, host)]
+    def _matching(self, masks: Sequence[str], host: str | None = None) -> list[ProxiedConnection]:
+        return [s for s in self.sessions.values() if not s.kicked and s.matches(masks, host)]
 
 
 def _is_stream_socket(fd: int) -> bool:

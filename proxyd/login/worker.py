@@ -17,7 +17,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, assert_never
 
 import trio
@@ -267,7 +267,7 @@ class LoginWorker:
             case OldestPrelogin():
                 await self.control.send(OldestPreloginReply(message.id, self._oldest_prelogin()))
             case Kick():
-                await self.control.send(CountReply(message.id, self._kick(message.mask, message.host)))
+                await self.control.send(CountReply(message.id, self._kick(message.masks, message.host)))
             case CacheFlush():
                 pass  # the auth process's
             case _:
@@ -286,24 +286,24 @@ class LoginWorker:
             victim = min(idle or prelogin, key=lambda s: s.connected_at)
             victim.destroy("Connection queue full", "Connection queue full")
 
-    def _matching(self, mask: str, host: str | None = None) -> list[LoginSession]:
+    def _matching(self, masks: Sequence[str], host: str | None = None) -> list[LoginSession]:
         return [
             s for s in self.clients.values()
             # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
             if (s.phase == "proxying" or s.proxy_pending)
             and not (s.relayed is not None and s.relayed.moved)
-            and session_matches(s.user, s.backend_address.rpartition(":")[0], s.backend_host, mask, host)
+            and session_matches(s.user, s.backend_address.rpartition(":")[0], s.backend_host, masks, host)
         ]
 
     def _who(self, mask: str) -> tuple[WhoRow, ...]:
         now = time.time()
         return tuple(
             WhoRow.of(s.user, self.spec.name, s.conn.remote_ip, s.backend_address, s.connected_at, now)
-            for s in self._matching(mask)
+            for s in self._matching([mask])
         )
 
-    def _kick(self, mask: str, host: str | None = None) -> int:
-        victims = self._matching(mask, host)
+    def _kick(self, masks: Sequence[str], host: str | None = None) -> int:
+        victims = self._matching(masks, host)
         for session in victims:
             session.destroy("Kicked by admin")
         return len(victims)

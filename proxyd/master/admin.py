@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, Final, Protocol
 
@@ -29,7 +30,7 @@ class Master(Protocol):
     stop_requested: trio.Event
 
     async def who(self, mask: str) -> list[WhoRow]: ...
-    async def kick(self, mask: str, host: str | None = None) -> int: ...
+    async def kick(self, masks: Sequence[str], host: str | None = None) -> int: ...
     async def flush_cache(self, users: list[str]) -> int: ...
     async def reload(self) -> str: ...
 
@@ -84,7 +85,7 @@ async def _dispatch(master: Master, request: dict[str, Any]) -> dict[str, Any]:
     if cmd == "kick":
         host = request.get("host")
         host = None if host is None else str(host)
-        count = await master.kick(mask, host)
+        count = await master.kick([mask], host)
         target = mask if host is None else f"-h {host} {mask}"
         log.info("proxyctl kick %s: %d connections kicked", target, count)
         return {"ok": True, "count": count}

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Iterator
 
+from proxyd.config.schema import MASTER_HTTP_SERVICES
 from proxyd.config.settings import Settings, effective_service
 from proxyd.ipc.inherited import BoundSocket
 
@@ -63,6 +64,22 @@ def bind_all(settings: Settings) -> list[BoundSocket]:
             for address in listener.addresses or settings.listen:
                 sock = _bind(service, listener.port, address)
                 if sock is not None:
+                    bound.append(BoundSocket(service, listener, address, sock))
+    return bound
+
+
+def bind_master_http(settings: Settings) -> list[BoundSocket]:
+    """The HTTP listeners the master serves itself (``service doveadm { inet_listener http }``).
+    Bound after the zygote has forked, so that no child ever holds them."""
+    bound: list[BoundSocket] = []
+    for service in sorted(MASTER_HTTP_SERVICES):
+        for listener in settings.service(service).listeners:
+            if listener.port == 0:
+                continue
+            for address in listener.addresses or settings.listen:
+                sock = _bind(service, listener.port, address)
+                if sock is not None:
+                    sock.set_inheritable(False)
                     bound.append(BoundSocket(service, listener, address, sock))
     return bound
 

@@ -33,8 +33,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
@@ -64,6 +65,7 @@ from proxyd.ipc.messages import (
     read_report,
 )
 from proxyd.master.admin import serve_admin
+from proxyd.master.http import serve_master_http
 from proxyd.master.listeners import (
     enabled_services,
     handoff_services,
@@ -116,6 +118,10 @@ class Master:
         self._limit_logged: set[str] = set()
         self.stop_requested = trio.Event()
         self.tcpwrap_bound = False
+        #: the master's own HTTP listeners (doveadm API), bound by proxyd.cli.proxyd
+        self.http_bound: list[BoundSocket] = []
+        #: their TLS context (ssl_cert/ssl_key, as the login processes'), from start-up
+        self.http_tls: ssl.SSLContext | None = None
         self.relay_bound = False
         #: stopped because of an error (the exit status says so)
         self.failed = False
@@ -326,9 +332,10 @@ class Master:
         answers = await self.ask_all(_SESSION_HOLDERS, Who(mask))
         return [row for _, reply in answers if isinstance(reply, WhoReply) for row in reply.sessions]
 
-    async def kick(self, mask: str, host: str | None = None) -> int:
-        """End the matching sessions; with ``host`` only those proxied to that backend."""
-        answers = await self.ask_all(_SESSION_HOLDERS, Kick(mask, host))
+    async def kick(self, masks: Sequence[str], host: str | None = None) -> int:
+        """End the sessions of users matching one of ``masks``; with ``host`` only those
+        proxied to that backend."""
+        answers = await self.ask_all(_SESSION_HOLDERS, Kick(tuple(masks), host))
         return _count(answers)
 
     async def flush_cache(self, users: list[str]) -> int:
@@ -384,6 +391,8 @@ class Master:
                 for bound in self.bound:
                     services.start_soon(self.queue_full_watch, bound)
                 await services.start(serve_admin, self)
+                for bound in self.http_bound:
+                    await services.start(serve_master_http, self, bound, self.http_tls)
                 log.info("proxyd starting up (%d listeners)", len(self.bound))
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                     async with trio.open_nursery() as waiters:

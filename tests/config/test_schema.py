@@ -76,10 +76,12 @@ def test_variable_defaults_cover_roadmap_and_implemented() -> None:
     assert set(schema.ROADMAP_TOP) <= set(defaults)
 
 
-def test_only_the_private_keys_are_secret() -> None:
+def test_only_the_private_keys_and_the_doveadm_credentials_are_secret() -> None:
     assert [spec.name for spec in schema.TOP.values() if spec.secret] == [
         "ssl_key",
         "ssl_client_key",
+        "doveadm_api_key",
+        "doveadm_password",
     ]
     assert {spec.name for spec in schema.TOP.values() if spec.pem} == {
         "ssl_dh",

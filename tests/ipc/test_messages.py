@@ -33,8 +33,8 @@ COMMANDS: list[Command] = [
     QueueFull(),
     OldestPrelogin(id=3),
     Who("al*", id=4),
-    Kick("alice", id=5),
-    Kick("*", host="10.0.0.1", id=6),
+    Kick(("alice",), id=5),
+    Kick(("a*", "bob"), host="10.0.0.1", id=6),
     CacheFlush(id=7),
     CacheFlush(("alice", "bob"), id=8),
 ]

@@ -152,7 +152,7 @@ async def test_a_handed_off_session_is_relayed_listed_and_kicked(
         assert who.sessions == (
             WhoRow("alice", "imap", "192.0.2.7", "127.0.0.2:143", who.sessions[0].age),
         )
-        assert await relay.ask(Kick("alice", id=2)) == CountReply(2, 1)
+        assert await relay.ask(Kick(("alice",), id=2)) == CountReply(2, 1)
         assert await user_end.recv(100) == b""  # closed, no message
         assert await server_end.recv(100) == b""
     user_end.close()
@@ -257,7 +257,7 @@ async def test_a_stopping_relay_takes_no_more(relay: Relay, monkeypatch: pytest.
 def test_kick_selection_by_user_mask_and_backend() -> None:
     """``kick --host``: the backend's IP or the passdb's host name, and the user mask."""
     def match(mask: str, host: str | None) -> bool:
-        return session_matches("alice", "127.0.0.2", "mail-a.example.test", mask, host)
+        return session_matches("alice", "127.0.0.2", "mail-a.example.test", [mask], host)
 
     assert match("*", None)
     assert match("a*", "127.0.0.2")
@@ -265,3 +265,5 @@ def test_kick_selection_by_user_mask_and_backend() -> None:
     assert not match("b*", "127.0.0.2")
     assert not match("*", "127.0.0.3")
     assert not match("*", "")
+    assert session_matches("alice", "127.0.0.2", "", ["bob", "al*"], None)
+    assert session_matches("alice", "127.0.0.2", "", [], None)
