@@ -631,3 +631,33 @@ def test_debian_style_config_loads(load: Load, write: Write, pems: tuple[Path, P
     assert [dataclasses.replace(item, location=None) for item in listeners] == list(
         Settings().service("imap-login").listeners
     )
+
+
+def test_service_doveadm_http_listener(load: Load) -> None:
+    """The doveadm HTTP API's listener and credentials; the doveadm server's other
+    sockets and process settings are listed as unused (proxyd runs no doveadm server)."""
+    settings = load(
+        NO_SSL
+        + "doveadm_api_key = key-Z9q\ndoveadm_password = pw-Z9q\n"
+        + "service doveadm {\n  process_limit = 2\n  unix_listener doveadm-server {\n  }\n"
+        + "  inet_listener {\n    port = 2425\n  }\n"
+        + "  inet_listener http {\n    address = 127.0.0.1\n    port = 8080\n  }\n}\n"
+    )
+    assert settings.doveadm_api_key == Secret("key-Z9q")
+    assert settings.doveadm_password == Secret("pw-Z9q")
+    assert settings.service("doveadm").listeners == (
+        InetListener(name="http", port=8080, addresses=("127.0.0.1",), location=Location(settings.config_path, 11)),
+    )
+    assert [item.what for item in settings.unused] == [
+        "service doveadm { process_limit }",
+        "service doveadm { unix_listener doveadm-server { } }",
+        "service doveadm { inet_listener { } }",
+    ]
+    assert "Z9q" not in repr(settings)
+
+
+def test_service_doveadm_http_tls_needs_ssl(load: Load) -> None:
+    text = NO_SSL + "service doveadm {\n  inet_listener http {\n    port = 8080\n    ssl = yes\n  }\n}\n"
+    assert load_error(load, text) == (3, "ssl = yes on this listener, but ssl = no")
+    text = NO_SSL + "service doveadm {\n  inet_listener http {\n    port = 8080\n    haproxy = yes\n  }\n}\n"
+    assert load_error(load, text) == (5, "service doveadm: haproxy is not supported here")
