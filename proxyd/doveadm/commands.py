@@ -19,7 +19,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from proxyd.auth.username import sanitize_for_log
 from proxyd.doveadm.protocol import (
     EX_USAGE,
     Call,
@@ -31,6 +30,7 @@ from proxyd.doveadm.protocol import (
     response_entry,
 )
 from proxyd.ipc.messages import WhoRow
+from proxyd.log import sanitize
 
 log = logging.getLogger("proxyd.doveadm")
 
@@ -70,7 +70,7 @@ async def run_call(node: Node, call: Call, remote_ip: str) -> list[Any]:
     log.info("Executing command '%s'", call.command.name)
     count = await node.kick(masks or ["*"], host_text)
     what = " ".join(masks) if host_text is None else f"-h {host_text} {' '.join(masks) or '*'}"
-    what = sanitize_for_log(what, 200)
+    what = sanitize(what, 200)
     log.info("doveadm proxy kick %s from %s: %d connections kicked", what, remote_ip, count)
     return response_entry([{"count": str(count)}], call.tag)
 

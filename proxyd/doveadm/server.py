@@ -18,11 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from proxyd.auth.username import sanitize_for_log
 from proxyd.config.settings import Settings
 from proxyd.doveadm import protocol
 from proxyd.doveadm.commands import COMMANDS, Node, run_call
 from proxyd.httpd import Request, Response
+from proxyd.log import sanitize
 
 log = logging.getLogger("proxyd.doveadm")
 
@@ -47,10 +47,10 @@ class DoveadmHttp:
 
     async def handle(self, request: Request) -> Response:
         response = await self._route(request)
-        agent = sanitize_for_log(request.headers.get("user-agent", ""), 200)
+        agent = sanitize(request.headers.get("user-agent", ""), 200)
         log.info(
             'doveadm: %s - - "%s %s HTTP/%s" %d %d "%s"',
-            request.remote_ip, sanitize_for_log(request.method, 20), sanitize_for_log(request.path, 200),
+            request.remote_ip, sanitize(request.method, 20), sanitize(request.path, 200),
             request.http_version, response.status, len(response.body), agent,
         )
         return response
@@ -115,7 +115,7 @@ def _verify(scheme: str, token: str, key: str, password: str) -> bool:
             return True
         log.error("Invalid authentication attempt to HTTP API (using X-Dovecot-API authentication scheme)")
         return False
-    log.error("Unsupported authentication scheme to HTTP API: %s", sanitize_for_log(scheme, 128))
+    log.error("Unsupported authentication scheme to HTTP API: %s", sanitize(scheme, 128))
     return False
 
 
