@@ -726,6 +726,30 @@ async def credentials_async(stored: str, default_scheme: str, wanted: str, user:
     )
 
 
+#: the cheapest ``rounds`` of the schemes that take them: ``preload`` only needs the code paths
+_PRELOAD_ROUNDS: Final = {"BLF-CRYPT": 4, "CRYPT": 4, "SHA256-CRYPT": 1000, "SHA512-CRYPT": 1000, "PBKDF2": 1}
+
+
+def preload() -> None:
+    """Hash and verify once in every scheme, so that everything they use is loaded now:
+    libcrypt, libpass's handlers and their backends (argon2-cffi), OpenSSL's digests and
+    whatever those import lazily.  Called before the processes drop privileges: afterwards
+    those files can be out of reach (a chroot; a Python under root's 0700 HOME)."""
+    from passlib.hash import argon2
+
+    for name, scheme in _SCHEMES.items():
+        if scheme.generate is None:
+            continue
+        if name.startswith("ARGON2"):
+            # the smallest Argon2 there is: the default memory costs would take 32-64 MiB here
+            cheap = argon2.using(type=name[len("ARGON2"):], rounds=1, memory_cost=8, parallelism=1)
+            stored = f"{{{name}}}{cheap.hash('x')}"
+        else:
+            stored = hash_password("x", name, user="x", rounds=_PRELOAD_ROUNDS.get(name, 0))
+        if not verify("x", stored, "PLAIN", "x"):
+            raise SchemeError(f"{name}: a fresh hash does not verify")
+
+
 def hash_password(password: str, scheme: str, *, user: str = "", rounds: int = 0) -> str:
     """A new hash of ``password`` in Dovecot's ``{SCHEME}data`` form (``doveadm pw``).
 

@@ -152,8 +152,9 @@ def _preload() -> None:
 
     import passdb_drivers  # noqa: F401
     from proxyd.access import server  # noqa: F401
-    from proxyd.auth import authenticator, registry  # noqa: F401
+    from proxyd.auth import authenticator, registry, schemes  # noqa: F401
     from proxyd.login import access, haproxy, imap, pop3, worker  # noqa: F401
 
     for name in ("static", "passwd_file"):
         __import__(f"passdb_drivers.{name}")
+    schemes.preload()  # libcrypt, libpass handlers and backends: every scheme verified once
