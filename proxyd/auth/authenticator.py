@@ -213,6 +213,9 @@ async def open_authenticator(
         raise ConfigError(
             None, f"{settings.config_path}: No passdbs specified in configuration file"
         )
+    own = [passdb for passdb in settings.passdbs if not passdb.master]
+    if own and own[-1].pass_:
+        raise ConfigError(own[-1].location, "Last passdb can't have pass=yes")
     async with AsyncExitStack() as stack:
         entries: list[ChainEntry] = []
         for passdb_settings in settings.passdbs:

@@ -77,6 +77,10 @@ def _passdb_lines(passdb: PassdbSettings) -> list[str]:
         if name in _MASKED_PASSDB_FIELDS:
             value = mask_secret_fields(value)
         lines.append(f"{name} = {quote(value)}")
+    if passdb.master:
+        lines.append("master = yes")
+    if passdb.pass_:
+        lines.append("pass = yes")
     return lines
 
 

@@ -363,10 +363,10 @@ _PASSDB_SPECS: Final = (
     _spec(
         "result_internalfail", _P, partial(v.parse_enum, allowed=_FAIL_ACTIONS), _same, "continue"
     ),
+    _bool("master", _P, "no"),
+    _spec("pass", _P, v.parse_bool, v.format_bool, "no", field="pass_"),
     # Dovecot passdb booleans proxyd implements only as "no"
-    _spec("master", _P, partial(_only_no, "master"), v.format_bool, "no"),
     _spec("deny", _P, partial(_only_no, "deny"), v.format_bool, "no"),
-    _spec("pass", _P, partial(_only_no, "pass"), v.format_bool, "no"),
 )
 
 TOP: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _TOP_SPECS}

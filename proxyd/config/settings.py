@@ -83,6 +83,10 @@ class PassdbSettings:
     #: extra fields added to every reply, and fields that override the driver's ("k=v k2=v2" templates)
     default_fields: str = ""
     override_fields: str = ""
+    #: a master passdb: checks the master user of a ``user*master`` login
+    master: bool = False
+    #: Dovecot's ``pass = yes``: a successful passdb continues (result_success = continue)
+    pass_: bool = False
     location: Location | None = None
     #: the directory of the file that defined this passdb, for relative ``args`` paths
     config_dir: str = "."

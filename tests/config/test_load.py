@@ -565,19 +565,9 @@ def test_passdb_name_setting(load: Load) -> None:
         ("passdb {\n  driver = static\n  result_success = maybe\n}\n", 4, "Invalid value: maybe"),
         ("passdb {\n  driver = static\n  skip = found\n}\n", 4, "Invalid value: found"),
         (
-            "passdb {\n  driver = static\n  master = yes\n}\n",
-            4,
-            "setting 'master = yes' is not supported yet",
-        ),
-        (
             "passdb {\n  driver = static\n  deny = yes\n}\n",
             4,
             "setting 'deny = yes' is not supported yet",
-        ),
-        (
-            "passdb {\n  driver = static\n  pass = yes\n}\n",
-            4,
-            "setting 'pass = yes' is not supported yet",
         ),
         (
             "passdb {\n  driver = static\n  mechanisms = plain\n}\n",

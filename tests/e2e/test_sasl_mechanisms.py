@@ -277,3 +277,77 @@ def test_pop3_capa_sasl_lists_non_plaintext_mechanisms_before_tls(
         while (line := stream.readline().rstrip(b"\r\n")) != b".":
             listed.append(line.decode())
         assert listed[1:] == ["CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"], listed
+
+
+# -- master passdbs -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def master_proxyd(
+    proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend
+) -> ProxydProcess:
+    """A master passdb (``proxymaster``, the backends' master user too) before the users' passdb,
+    which routes alice and bob but names no master user or password itself."""
+    masters = write_passwd_file(
+        proxyd.workdir / "masters",
+        [PasswdEntry(MASTER_USER, dovecot_hash(MASTER_PASSWORD, "CRAM-MD5"), {})],
+    )
+    users = write_passwd_file(
+        proxyd.workdir / "users",
+        [
+            PasswdEntry("alice", "{PLAIN}alicepw", proxy_fields(backend_a.address, backend_a.imap_port)),
+            PasswdEntry("bob", "{PLAIN}bobpw", proxy_fields(backend_b.address, backend_b.imap_port)),
+        ],
+    )
+    config = proxyd.config(None, auth_mechanisms=MECHS, auth_master_user_separator="*", auth_verbose="yes")
+    config.passdbs = [
+        {"driver": "passwd-file", "args": str(masters), "master": "yes", "pass": "yes"},
+        {"driver": "passwd-file", "args": str(users)},
+    ]
+    return proxyd.start(config)
+
+
+def test_master_user_login_reaches_the_users_backend(
+    master_proxyd: ProxydProcess, backend_b: DovecotBackend
+) -> None:
+    """``bob*proxymaster`` with the master password: bob's backend, logged in there as bob
+    with the same master user, as Dovecot's proxy does (``master=``, ``pass=`` added)."""
+    with IMAP4(master_proxyd.address(), master_proxyd.port()) as client:
+        typ, _ = client.login(f"bob*{MASTER_USER}", MASTER_PASSWORD)
+        assert typ == "OK"
+        assert fetch_subjects(client) == [backend_b.subject_for("bob")]
+        client.logout()
+    master_proxyd.wait_for_log(rf"passwd-file\({MASTER_USER},[^)]*\): Master user logging in as bob")
+    master_proxyd.wait_for_log(rf"started proxying to {backend_b.address}:\d+ \(master {MASTER_USER}\)")
+    backend_b.wait_for_log(r"Login: user=<bob>")
+
+
+def test_master_user_with_sasl_authzid(master_proxyd: ProxydProcess, backend_b: DovecotBackend) -> None:
+    """AUTHENTICATE PLAIN with authzid=bob, authcid=proxymaster is the same master login."""
+    with IMAP4(master_proxyd.address(), master_proxyd.port()) as client:
+        response = f"bob\0{MASTER_USER}\0{MASTER_PASSWORD}".encode()
+        typ, _ = client.authenticate("PLAIN", lambda _challenge: response)
+        assert typ == "OK"
+        assert fetch_subjects(client) == [backend_b.subject_for("bob")]
+        client.logout()
+
+
+def test_master_user_wrong_password_and_unknown_login_user(master_proxyd: ProxydProcess) -> None:
+    with IMAP4(master_proxyd.address(), master_proxyd.port()) as client:
+        with pytest.raises(IMAP4.error, match=r"\[AUTHENTICATIONFAILED\] Authentication failed"):
+            client.login(f"bob*{MASTER_USER}", "wrong")
+        # the master user is fine, but the user to log in as does not exist
+        with pytest.raises(IMAP4.error, match=r"\[AUTHORIZATIONFAILED\] Authorization failed"):
+            client.login(f"nobody*{MASTER_USER}", MASTER_PASSWORD)
+
+
+def test_master_user_with_cram_md5_needs_a_password_to_forward(master_proxyd: ProxydProcess) -> None:
+    """CRAM-MD5 proves the master password without revealing it: with no ``pass`` field to
+    forward, the proxy cannot log in to the backend (Dovecot: "password not given")."""
+    with (
+        IMAP4(master_proxyd.address(), master_proxyd.port()) as client,
+        pytest.raises(IMAP4.error, match=r"\[UNAVAILABLE\]"),
+    ):
+        client.login_cram_md5(f"bob*{MASTER_USER}", MASTER_PASSWORD)
+    master_proxyd.wait_for_log(r"Master user logging in as bob")
+    master_proxyd.wait_for_log(r"proxy\(bob\): password not given")

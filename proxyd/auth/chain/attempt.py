@@ -78,6 +78,10 @@ class Attempt:
     #: the log prefix name of the passdb being run (None before the first)
     passdb_name: str | None = None
     seen_user_unknown: bool = False
+    #: a master user login (``user*master``, an authzid): the user to log in as,
+    #: until a master passdb accepted the master user; then the master user
+    login_user: str = ""
+    master_user: str = ""
     #: a credentials lookup (non-plaintext mechanisms): the scheme wanted, the
     #: name a plaintext password is hashed with, and what was found
     wanted_scheme: str | None = None

@@ -33,10 +33,15 @@ def build_reply(attempt: Attempt, result: Result) -> AuthReply:
     if success:
         if attempt.original_user != attempt.user and "original_user" not in visible:
             visible["original_user"] = attempt.original_user
+        if attempt.master_user and "auth_user" not in visible:
+            visible["auth_user"] = attempt.master_user
         password = attempt.request.password
         if "proxy" in visible and "pass" not in visible and password is not None:
             # forward the password the client typed, not the passdb's
             visible["pass"] = password.reveal()
+        if "proxy" in visible and "master" not in visible and attempt.master_user:
+            # the master user logs in to the backend as well
+            visible["master"] = attempt.master_user
         if "nologin" in visible and "proxy" not in visible:
             # Dovecot answers OK+nologin and the login process refuses the
             # login; here the refusal is explicit (proxy wins, as there)
@@ -57,7 +62,10 @@ def build_reply(attempt: Attempt, result: Result) -> AuthReply:
             fields=visible,
             fail_code=FailCode.TEMP_FAIL,
         )
-    if result is Result.USER_DISABLED:
+    if attempt.master_user:
+        # the master user authenticated, but may not log in as the wanted user
+        code = FailCode.AUTHZ_FAIL
+    elif result is Result.USER_DISABLED:
         code = FailCode.USER_DISABLED
     elif result is Result.PASS_EXPIRED:
         code = FailCode.PASS_EXPIRED

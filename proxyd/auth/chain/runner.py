@@ -16,8 +16,19 @@ Then, for each passdb that its ``skip`` setting does not exclude:
    (``skip_password_check``) and ``skip = authenticated`` passdbs are skipped.
 4. At the end, turn the result and the fields into the reply (``reply.py``).
 
-Not supported: master users (``login_user``, ``master = yes`` passdbs),
-passdb ``mechanisms``/``username_filter`` and ``deny`` passdbs.
+A master user login (``alice*admin`` with ``auth_master_user_separator``, or
+an authzid) runs only the ``master = yes`` passdbs first, for the master
+user and its password.  When one succeeds the request becomes the login
+user's (``Master user logging in as alice``); if its ``result_success`` is
+``continue`` (``pass = yes``) the user's own passdbs follow, without a
+password check, else the login succeeds there.  A failure after the master
+user was accepted is an authorization failure.
+
+Credentials lookups (``lookup_credentials``, for the mechanisms that need the
+stored password rather than the typed one) run the same rules; "the password
+matched" becomes "the stored password gives the wanted credentials".
+
+Not supported: passdb ``mechanisms``/``username_filter`` and ``deny`` passdbs.
 """
 
 from __future__ import annotations
@@ -68,7 +79,10 @@ class ChainEntry:
 
         A driver that wants its results cached has a ``cache_key`` attribute:
         the text (query, filter) whose %-variables its lookup depends on.
+        ``pass = yes`` is Dovecot's older spelling of ``result_success = continue``.
         """
+        if settings.pass_:
+            settings = dataclasses.replace(settings, result_success="continue")
         for name in ("result_success", "result_failure", "result_internalfail"):
             value = getattr(settings, name)
             if value not in RULES:
@@ -174,8 +188,15 @@ class PassdbChain:
             attempt.info(str(exc), mech_subsystem)
             return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
         if request.login_user and request.login_user != request.user:
-            attempt.info("Master user login attempted without master passdbs", mech_subsystem)
-            return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
+            if not any(entry.settings.master for entry in self._entries):
+                attempt.info("Master user login attempted without master passdbs", mech_subsystem)
+                return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
+            try:
+                attempt.login_user = normalize_username(request.login_user)
+            except UsernameError as exc:
+                attempt.info(str(exc), mech_subsystem)
+                return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
+            attempt.debug_log(f"Master user lookup for login: {attempt.login_user}")
         if (
             verify_password
             and request.password is not None
@@ -192,12 +213,16 @@ class PassdbChain:
             entry = self._entries[index]
             attempt.passdb_name = entry.name
             result = await self._one_passdb(attempt, entry, index)
+            start = index + 1
+            if attempt.login_user and result is Result.OK and not attempt.failed:
+                self._master_login_finish(attempt)
+                start = 0  # a continuing chain goes on with the user's own passdbs
             done, result = apply_result_rules(
-                attempt, entry.settings, result, functools.partial(self._has_next, attempt, index)
+                attempt, entry.settings, result, functools.partial(self._has_next, attempt, start)
             )
             if done:
                 break
-            next_index = self._next_index(attempt, index + 1)
+            next_index = self._next_index(attempt, start)
             assert next_index is not None  # the rules only continue when there is one
             index = next_index
 
@@ -214,11 +239,24 @@ class PassdbChain:
             reply, attempt.delay_until if ok else None, attempt.credentials if ok else None
         )
 
-    def _has_next(self, attempt: Attempt, index: int) -> bool:
-        return self._next_index(attempt, index + 1) is not None
+    @staticmethod
+    def _master_login_finish(attempt: Attempt) -> None:
+        """A master passdb accepted the master user: from now on the request is the login user's."""
+        attempt.info(f"Master user logging in as {attempt.login_user}")
+        attempt.master_user = attempt.user
+        attempt.user = attempt.login_user
+        attempt.login_user = ""
+
+    def _has_next(self, attempt: Attempt, start: int) -> bool:
+        return self._next_index(attempt, start) is not None
 
     def _next_index(self, attempt: Attempt, start: int) -> int | None:
+        """The next passdb to run from ``start``: a master passdb while the master user is
+        being checked, else one of the user's own."""
+        master_phase = bool(attempt.login_user)
         for index in range(start, len(self._entries)):
+            if self._entries[index].settings.master != master_phase:
+                continue
             skip = self._entries[index].settings.skip
             if skip == "authenticated" and attempt.skip_password_check:
                 continue
