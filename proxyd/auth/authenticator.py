@@ -43,6 +43,8 @@ from proxyd.auth.mechanisms import NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
 from proxyd.auth.proxy import ProxyFinisher, split_master_user
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
+from proxyd.auth.schemes import set_worker_limit
+from proxyd.auth.username import RulesByProtocol
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.log import MAX_LOG_USERNAME_LEN, MAX_MECH_NAME_LEN, sanitize
@@ -228,8 +230,13 @@ async def open_authenticator(
                 settings.auth_cache_size, settings.auth_cache_ttl, settings.auth_cache_negative_ttl
             )
         chain = PassdbChain(
-            entries, verbose=settings.auth_verbose, debug=settings.auth_debug, cache=cache
+            entries,
+            verbose=settings.auth_verbose,
+            debug=settings.auth_debug,
+            cache=cache,
+            username_rules=RulesByProtocol(settings),
         )
+        set_worker_limit(settings.auth_worker_max_count)
         delay = settings.auth_failure_delay if failure_delay is None else failure_delay
         log.debug("auth: %d passdb(s) opened", len(entries))
         yield Authenticator(

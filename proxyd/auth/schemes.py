@@ -707,9 +707,23 @@ def _limiter() -> trio.CapacityLimiter:
     try:
         return _LIMITER.get()
     except LookupError:
-        limiter = trio.CapacityLimiter(max(1, len(os.sched_getaffinity(0))))
-        _LIMITER.set(limiter)
-        return limiter
+        return set_worker_limit(_DEFAULT_WORKERS)
+
+
+#: Dovecot's auth_worker_max_count default
+_DEFAULT_WORKERS: Final = 30
+
+
+def set_worker_limit(count: int) -> trio.CapacityLimiter:
+    """``auth_worker_max_count``: at most this many hashing jobs at a time, and one per CPU.
+
+    Dovecot runs its blocking password checks in up to this many auth worker
+    processes; here they are threads of the auth process, and more of them than
+    CPUs would only queue inside the kernel instead of here.
+    """
+    limiter = trio.CapacityLimiter(max(1, min(count, len(os.sched_getaffinity(0)))))
+    _LIMITER.set(limiter)
+    return limiter
 
 
 async def verify_async(password: str, stored: str, default_scheme: str, user: str) -> bool:

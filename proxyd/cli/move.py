@@ -49,7 +49,7 @@ import trio
 
 from proxyd.auth.expand import ExpandError, request_variables
 from proxyd.auth.request import AuthRequest, ConnectionInfo
-from proxyd.auth.username import UsernameError, normalize_username
+from proxyd.auth.username import UsernameError, normalize_username, rules_from
 from proxyd.config.settings import PassdbSettings, Settings
 from proxyd.errors import ConfigError
 
@@ -341,7 +341,7 @@ def run(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: Te
         print("proxyctl: --spread must not be negative", file=stderr)
         return EXIT_USAGE
     try:
-        user = normalize_username(args.user)
+        user = normalize_username(args.user, rules_from(settings))
     except UsernameError as exc:
         print(f"proxyctl: {exc}", file=stderr)
         return EXIT_USAGE

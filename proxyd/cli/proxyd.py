@@ -17,6 +17,7 @@ import sys
 import trio
 
 from proxyd.auth.registry import check_drivers
+from proxyd.auth.username import check_username_settings
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings
 from proxyd.config.settings import Settings, effective_service
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         check_drivers(settings)  # unknown drivers and bad args files are FILE:LINE errors too
+        check_username_settings(settings)
         _check_users(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -290,6 +290,15 @@ _TOP_SPECS: Final = (
     _bool("verbose_ssl", _T, "no"),
     _bool("disable_plaintext_auth", _T, "yes"),
     _spec("auth_mechanisms", _T, parse_mechanisms, " ".join, "plain"),
+    _str(
+        "auth_username_chars",
+        _T,
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@",
+    ),
+    _str("auth_username_translation", _T),
+    _str("auth_username_format", _T, "%Lu"),
+    _str("auth_default_realm", _T),
+    _spec("auth_worker_max_count", _T, v.parse_uint, str, "30"),
     _spec("auth_failure_delay", _T, v.parse_time, v.format_time, "2 secs"),
     _spec("auth_cache_size", _T, v.parse_size, v.format_size, "0"),
     _spec("auth_cache_ttl", _T, v.parse_time, v.format_time, "1 hours"),
@@ -420,14 +429,14 @@ _OTHER_DEFAULTS: Final[Mapping[str, str]] = {
 DOVECOT_TOP: Final = _names(
     """
     auth_anonymous_username auth_cache_verify_password_with_worker auth_debug_passwords
-    auth_default_realm auth_gssapi_hostname auth_krb5_keytab auth_policy_check_after_auth
+    auth_gssapi_hostname auth_krb5_keytab auth_policy_check_after_auth
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
     auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
     auth_policy_server_timeout_msecs auth_policy_server_url auth_realms auth_socket_path
     auth_ssl_require_client_cert auth_ssl_username_from_cert auth_stats auth_use_winbind
-    auth_username_chars auth_username_format auth_username_translation auth_verbose_passwords
-    auth_winbind_helper_path auth_worker_max_count config_cache_size debug_log_path
+    auth_verbose_passwords
+    auth_winbind_helper_path config_cache_size debug_log_path
     default_internal_group deliver_log_format dict_db_config
     director_flush_socket director_mail_servers director_max_parallel_kicks
     director_max_parallel_moves director_output_buffer_size director_ping_idle_timeout
@@ -501,14 +510,14 @@ HONOURED_TOP: Final = _names(
     ssl_cert_username_field ssl_crypto_device
     ssl_verify_client_cert ssl_client_require_valid_cert
     ssl_alt_cert ssl_alt_key ssl_key_password
-    auth_realms auth_default_realm auth_cache_verify_password_with_worker auth_username_chars
-    auth_username_translation auth_username_format auth_anonymous_username auth_krb5_keytab
+    auth_realms auth_cache_verify_password_with_worker
+    auth_anonymous_username auth_krb5_keytab
     auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
     auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
     auth_policy_server_timeout_msecs auth_policy_server_url auth_stats auth_debug_passwords
-    auth_verbose_passwords auth_use_winbind auth_worker_max_count
+    auth_verbose_passwords auth_use_winbind
     libexec_dir default_internal_group
     imap_id_send imap_id_log imap_literal_minus
     doveadm_allowed_commands doveadm_http_rawlog_dir
@@ -570,7 +579,10 @@ FILTER_LOGIN: Final = frozenset(
      "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
      "verbose_ssl"}
 )  # fmt: skip
-FILTER_AUTH: Final = frozenset({"auth_mechanisms"})
+FILTER_AUTH: Final = frozenset(
+    {"auth_mechanisms", "auth_username_chars", "auth_username_translation",
+     "auth_username_format", "auth_default_realm"}
+)  # fmt: skip
 
 #: keys a ``userdb { }`` block may hold (Dovecot's auth_userdb_settings)
 USERDB_KEYS: Final = frozenset(

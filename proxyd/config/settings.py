@@ -226,6 +226,13 @@ class Settings:
     # login
     disable_plaintext_auth: bool = True
     auth_mechanisms: tuple[str, ...] = ("plain",)
+    #: user names: allowed characters ("" = any), translation pairs, the %-format, default realm
+    auth_username_chars: str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@"
+    auth_username_translation: str = ""
+    auth_username_format: str = "%Lu"
+    auth_default_realm: str = ""
+    #: at most this many blocking auth jobs (password hashing) at a time
+    auth_worker_max_count: int = 30
     auth_failure_delay: float = 2.0  # seconds
     #: auth cache: bytes (0 = no cache), positive and negative entry lifetimes in seconds
     auth_cache_size: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -10,6 +10,7 @@ import trio
 from proxyd.auth.chain import ChainEntry, PassdbChain
 from proxyd.auth.passdb import PassdbReply, PassdbResult
 from proxyd.auth.request import AuthRequest
+from proxyd.auth.username import UsernameRules
 from proxyd.config.settings import PassdbSettings
 from proxyd.errors import Location
 from proxyd.secret import Secret
@@ -70,9 +71,10 @@ def make_chain(
     *passdbs: FakePassdb | tuple[FakePassdb, dict[str, Any]],
     verbose: bool = True,
     debug: bool = False,
+    username_rules: Callable[[str], UsernameRules] | None = None,
 ) -> PassdbChain:
     entries = []
     for item in passdbs:
         passdb, kw = item if isinstance(item, tuple) else (item, {})
         entries.append(ChainEntry.build(passdb_settings(**kw), passdb))
-    return PassdbChain(entries, verbose=verbose, debug=debug)
+    return PassdbChain(entries, verbose=verbose, debug=debug, username_rules=username_rules)

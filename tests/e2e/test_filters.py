@@ -28,7 +28,7 @@ pytestmark = pytest.mark.proxyd_only
 
 
 def _start(proxyd: ProxydRunner, passwd: Path, extra: str, **settings: str) -> ProxydProcess:
-    config = proxyd.config(passwd, disable_plaintext_auth="yes", **settings)
+    config = proxyd.config(passwd, **{"disable_plaintext_auth": "yes", **settings})
     config.listeners.append(
         Listener("imap-login", "imap5", PROXYD_OTHER_ADDRESS, free_port(PROXYD_OTHER_ADDRESS))
     )
@@ -184,3 +184,23 @@ def test_ssl_min_protocol_per_protocol_block(proxyd: ProxydRunner, passwd_file: 
         assert tls.version() == "TLSv1.2"
     with pytest.raises(ssl.SSLError):
         _tls(running.address("imaps5"), running.port("imaps5"), tls12).close()
+
+
+def test_auth_username_format_per_protocol(
+    proxyd: ProxydRunner, passwd_file: PasswdWriter, backend_a: DovecotBackend
+) -> None:
+    """``%Ln`` for IMAP: ``Alice@Example.COM`` is the passdb's ``alice``; POP3 keeps the default."""
+    running = _start(
+        proxyd,
+        passwd_file(()),
+        "protocol imap {\n  auth_username_format = %Ln\n}\n",
+        disable_plaintext_auth="no",
+    )
+    with imaplib.IMAP4(running.address("imap"), running.port("imap"), timeout=CLIENT_TIMEOUT) as imap:
+        imap.login("Alice@Example.COM", "alicepw")
+        imap.select("INBOX", readonly=True)
+        fetched = imap.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")[1][0]
+        assert isinstance(fetched, tuple)
+        assert backend_a.subject_for("alice").encode() in fetched[1]
+        imap.logout()
+    running.wait_for_log(r"imap-login: Info: Login: user=<alice>")

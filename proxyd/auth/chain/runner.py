@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,12 +45,14 @@ from proxyd.auth.chain.attempt import Attempt, Result
 from proxyd.auth.chain.cached import ChainCache
 from proxyd.auth.chain.reply import build_reply
 from proxyd.auth.chain.rules import RULES, apply_result_rules
-from proxyd.auth.expand import ExpandError
+from proxyd.auth.expand import ExpandError, request_variables
 from proxyd.auth.fields import Template
 from proxyd.auth.passdb import Passdb, PassdbReply, PassdbTempFail, VerifyingPassdb
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus
 from proxyd.auth.username import (
+    DEFAULT_RULES,
     UsernameError,
+    UsernameRules,
     normalize_username,
     password_has_illegal_chars,
 )
@@ -124,8 +126,11 @@ class PassdbChain:
         verbose: bool = False,
         debug: bool = False,
         cache: AuthCache | None = None,
+        username_rules: Callable[[str], UsernameRules] | None = None,
     ) -> None:
         self._entries = tuple(entries)
+        #: protocol -> auth_username_* rules (settings of protocol blocks applied)
+        self._username_rules = username_rules or (lambda _protocol: DEFAULT_RULES)
         self._verbose = verbose or debug
         self._debug = debug
         self._cache = ChainCache(cache) if cache is not None else None
@@ -183,7 +188,11 @@ class PassdbChain:
             attempt.error("No password given for authentication")
             return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
         try:
-            attempt.user = normalize_username(request.user)
+            attempt.user = normalize_username(
+                request.user,
+                self._username_rules(request.conn.service),
+                lambda name: request_variables(request, user=name),
+            )
         except UsernameError as exc:
             attempt.info(str(exc), mech_subsystem)
             return ChainResult(build_reply(attempt, Result.USER_UNKNOWN))
