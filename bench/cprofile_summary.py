@@ -19,10 +19,10 @@ from collections import defaultdict
 
 _GROUPS: tuple[tuple[str, str], ...] = (
     (r"^~$", "builtins"),
-    (r"site-packages/proxyd/(master/|login/worker\.py)", "proxyd: process model (login/worker.py, master/)"),
+    (r"site-packages/proxyd/(master/|ipc/|login/worker\.py)", "proxyd: process model (login/worker.py, master/, ipc/)"),
     (r"site-packages/proxyd/auth/", "proxyd: auth client"),
     (r"site-packages/proxyd/protocols/", "proxyd: protocol engines (protocols/)"),
-    (r"site-packages/proxyd/login/relay\.py", "proxyd: login/relay.py"),
+    (r"site-packages/proxyd/proxied/relay\.py", "proxyd: proxied/relay.py"),
     (r"site-packages/proxyd/login/session\.py", "proxyd: login/session.py"),
     (r"site-packages/(proxyd|passdb_drivers)/", "proxyd: other"),
     (r"site-packages/(trio|outcome|sniffio)/|attrs generated methods (trio|outcome)", "trio runtime"),

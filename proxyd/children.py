@@ -44,9 +44,7 @@ from proxyd.ipc.messages import (
     Who,
     read_command,
 )
-from proxyd.login.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.relayhost import RelayHost
 from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
 from proxyd.login.tls import TlsContexts
@@ -54,6 +52,8 @@ from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
 from proxyd.master.listeners import handoff_services
 from proxyd.master.zygote import InheritedSockets
+from proxyd.proxied.handoff import RELAY_SOCKET_NAME, hand_off
+from proxyd.proxied.relayhost import RelayHost
 
 log = logging.getLogger("proxyd")
 

@@ -76,7 +76,6 @@ def _check_users(settings: Settings) -> None:
 def _run(settings: Settings) -> int:
     # everything the children need is imported here, before the zygote forks
     from proxyd.children import ChildEntry, auth_socket_path
-    from proxyd.login.handoff import RELAY_SOCKET_NAME
     from proxyd.master.listeners import (
         ListenError,
         bind_all,
@@ -86,6 +85,7 @@ def _run(settings: Settings) -> int:
     )
     from proxyd.master.main import Master
     from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
+    from proxyd.proxied.handoff import RELAY_SOCKET_NAME
 
     _preload()
     try:

@@ -11,6 +11,6 @@ process answers ``login_access_sockets``.
 * ``channel.py``: the newline-delimited JSON framing and the trio channel that
   carries the records;
 * the login<->auth socket's records are ``proxyd.auth.protocol``; the
-  hand-off record (login -> relay) is ``proxyd.login.handoff.HandoffRecord``;
+  hand-off record (login -> relay) is ``proxyd.proxied.handoff.HandoffRecord``;
   the zygote's requests are in ``proxyd.master.zygote``.
 """

@@ -8,7 +8,7 @@ is the sans-IO backend engine's; this module only moves bytes and keeps time.
 The login process cannot resolve names (it is chrooted): the auth process
 put the address into ``hostip`` when ``host`` is a name.  Connections are made
 from the passdb's ``source_ip`` or the next of ``login_source_ips``, and are
-counted in the process's :class:`~proxyd.login.proxystate.ProxyState` record
+counted in the process's :class:`~proxyd.proxied.proxystate.ProxyState` record
 for the backend (``proxy_host_immediate_failure_after``, disconnect pacing).
 TLS towards the backend sends ``host`` as SNI and, unless ``any-cert``,
 checks the certificate against it; a TLS failure is an INTERNAL failure (no
@@ -29,7 +29,6 @@ import trio
 
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import ProxyTarget
-from proxyd.login.proxystate import BackendRecord, ProxyState
 from proxyd.protocols.backend_events import (
     BackendFailed,
     BackendLoggedIn,
@@ -38,6 +37,7 @@ from proxyd.protocols.backend_events import (
     ProxyFailure,
 )
 from proxyd.protocols.events import NEED_DATA
+from proxyd.proxied.proxystate import BackendRecord, ProxyState
 
 _RECONNECT_DELAY = 1.0
 #: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)

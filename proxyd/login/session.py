@@ -24,7 +24,7 @@ engine, writes what the engine queues, and acts on the engine's events:
 
 The whole pre-login phase runs under Dovecot's absolute 180 s timeout.  Once the
 backend has accepted the login the session becomes a relay
-(``proxyd.login.relay``), which has no timeout, like Dovecot's detached proxies.
+(``proxyd.proxied.relay``), which has no timeout, like Dovecot's detached proxies.
 
 When the backend side of a relay ends (the backend closed, or an admin kick),
 the client may be kept open a while longer (``login_proxy_max_disconnect_delay``,
@@ -60,7 +60,6 @@ from proxyd.config.settings import Settings
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
-from proxyd.login.proxied import ProxiedConnection, close_gracefully
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     ProxyTarget,
@@ -68,7 +67,6 @@ from proxyd.login.proxyfields import (
     parse_proxy_target,
     parse_referral,
 )
-from proxyd.login.proxystate import ProxyState
 from proxyd.login.streams import PrefixedStream
 from proxyd.login.tls import server_key
 from proxyd.protocols.backend_events import ProxyFailure
@@ -93,6 +91,8 @@ from proxyd.protocols.sasl import (
     UnsupportedMechanism,
     oauth2_failure_challenge,
 )
+from proxyd.proxied.connection import ProxiedConnection, close_gracefully
+from proxyd.proxied.proxystate import ProxyState
 from proxyd.secret import Secret
 
 #: Dovecot's MASTER_LOGIN_TIMEOUT_SECS: absolute, armed at connect, never reset

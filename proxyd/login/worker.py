@@ -44,10 +44,10 @@ from proxyd.ipc.messages import (
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.proxied import session_matches
-from proxyd.login.proxystate import ProxyState
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
+from proxyd.proxied.connection import session_matches
+from proxyd.proxied.proxystate import ProxyState
 
 log = logging.getLogger("proxyd")
 

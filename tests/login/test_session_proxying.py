@@ -17,8 +17,8 @@ import trio.testing
 from proxyd.auth.request import AuthReply, AuthStatus, FailCode
 from proxyd.login.imap import IMAP
 from proxyd.login.pop3 import POP3
-from proxyd.login.proxystate import ProxyState
 from proxyd.login.session import LoginSession
+from proxyd.proxied.proxystate import ProxyState
 from tests.login.test_session import (
     PASSWORD,
     FakeAuth,

@@ -3,14 +3,14 @@
 Theory of operation
 -------------------
 ``ProxiedConnection`` is the post-login half of a session (Dovecot's detached
-``login_proxy``): it runs the relay (``proxyd.login.relay``), writes the
+``login_proxy``): it runs the relay (``proxyd.proxied.relay``), writes the
 ``proxy(USER): disconnecting ...`` log line, and when the backend side ended
 first keeps the client open a while (``login_proxy_max_disconnect_delay``, paced
 by the owning process's ``ProxyState``), dropping what it sends.
 
 It is used in two places: inside the login process that did the login (TLS on
 either side, high-performance mode), and in the relay process, which takes over
-plaintext sessions from high-security login processes (``proxyd.login.handoff``)
+plaintext sessions from high-security login processes (``proxyd.proxied.handoff``)
 so that an idle proxied session does not keep a whole login process alive.
 
 An admin kick (``kick()``) ends it the same way as a backend disconnect, with
@@ -31,8 +31,8 @@ from typing import Final
 import trio
 
 from proxyd.log import MAX_LOGIN_USER_LEN, sanitize
-from proxyd.login.proxystate import BackendRecord, ProxyState
-from proxyd.login.relay import relay
+from proxyd.proxied.proxystate import BackendRecord, ProxyState
+from proxyd.proxied.relay import relay
 
 _RECV_SIZE: Final = 4096
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The master binds the relay socket (``base_dir/login/relay``, ``SOCK_SEQPACKET``)
 and starts a few relay processes (one per CPU, at most four) that accept on it,
-unprivileged and chrooted like the login processes.  Each hand-off (``proxyd.login.handoff``) brings a record and the
+unprivileged and chrooted like the login processes.  Each hand-off (``proxyd.proxied.handoff``) brings a record and the
 client's and backend's sockets; the process answers ``OK`` and runs a
 ``ProxiedConnection`` for it, which logs the disconnect exactly as the login
 process would have (under the login service's log name).  Nothing here parses
@@ -46,7 +46,8 @@ from proxyd.ipc.messages import (
     WhoReply,
     WhoRow,
 )
-from proxyd.login.handoff import (
+from proxyd.proxied.connection import ProxiedConnection
+from proxyd.proxied.handoff import (
     ACCEPTED,
     MAX_RECORD,
     REFUSED,
@@ -55,8 +56,7 @@ from proxyd.login.handoff import (
     fds_of,
     parse_last_word,
 )
-from proxyd.login.proxied import ProxiedConnection
-from proxyd.login.proxystate import ProxyState
+from proxyd.proxied.proxystate import ProxyState
 
 log = logging.getLogger("proxyd")
 

@@ -35,10 +35,10 @@ from proxyd.ipc.messages import (
     read_command,
     read_report,
 )
-from proxyd.login.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
-from proxyd.login.proxied import ProxiedConnection, session_matches
-from proxyd.login.proxystate import ProxyState
-from proxyd.login.relayhost import RelayHost
+from proxyd.proxied.connection import ProxiedConnection, session_matches
+from proxyd.proxied.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
+from proxyd.proxied.proxystate import ProxyState
+from proxyd.proxied.relayhost import RelayHost
 
 RECORD = HandoffRecord(
     service="imap-login",
@@ -244,7 +244,7 @@ async def test_without_a_last_word_the_relay_drops_its_copies(relay: Relay) -> N
 async def test_a_stopping_relay_takes_no_more(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a reload the old relay process shares the socket with its successor:
     once told to stop it must leave every new hand-off to the successor."""
-    monkeypatch.setattr("proxyd.login.handoff.ANSWER_TIMEOUT", 0.5)
+    monkeypatch.setattr("proxyd.proxied.handoff.ANSWER_TIMEOUT", 0.5)
     await relay.control.send(Stop())
     while not relay.host.stopping:
         await trio.sleep(0.01)

@@ -1,4 +1,4 @@
-"""Per-process proxy state (proxyd.login.proxystate) and the passdb field parser (proxyfields).
+"""Per-process proxy state (proxyd.proxied.proxystate) and the passdb field parser (proxyfields).
 
 The disconnect pacing follows Dovecot's ``login_proxy_delay_disconnect()``
 (spec §5.3); times run on trio's autojump clock.
@@ -19,7 +19,7 @@ from proxyd.login.proxyfields import (
     parse_proxy_target,
     parse_referral,
 )
-from proxyd.login.proxystate import BackendRecord, ProxyState
+from proxyd.proxied.proxystate import BackendRecord, ProxyState
 
 # -- login_source_ips ------------------------------------------------------------------------
 

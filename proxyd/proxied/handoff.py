@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import trio
 
-from proxyd.login.proxied import ProxiedConnection
+from proxyd.proxied.connection import ProxiedConnection
 
 RELAY_SOCKET_NAME: Final = "relay"
 #: the whole record; pending bytes are bounded by the engines' line limits

@@ -7,7 +7,7 @@ import os
 import trio
 import trio.testing
 
-from proxyd.login.relay import relay
+from proxyd.proxied.relay import relay
 
 
 async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
