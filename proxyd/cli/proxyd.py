@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -88,6 +89,11 @@ def _run(settings: Settings) -> int:
     from proxyd.proxied.handoff import RELAY_SOCKET_NAME
 
     _preload()
+    # from the moment the listeners are bound clients (and init scripts) see us running:
+    # a stop signal is recorded until the master's Trio signal receiver takes over
+    early_signals: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _frame: early_signals.append(signum))
     try:
         os.makedirs(settings.base_dir, exist_ok=True)
         bound = bind_all(settings)
@@ -126,7 +132,7 @@ def _run(settings: Settings) -> int:
         master.http_tls = child_main.tls.server
         master.tcpwrap_bound = tcpwrap_sock is not None
         master.relay_bound = relay_sock is not None
-        trio.run(master.run)
+        trio.run(master.run, early_signals)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(zygote.pid, 15)

@@ -55,11 +55,12 @@ def handoff_services(settings: Settings) -> frozenset[str]:
 
 
 def bind_all(settings: Settings) -> list[BoundSocket]:
-    """Bind the listeners of every enabled login service (``port = 0`` disables one)."""
+    """Bind the listeners of every enabled login service (``port = 0`` disables one;
+    with ``ssl = no`` the ``ssl = yes`` ones are not bound either, as in Dovecot)."""
     bound: list[BoundSocket] = []
     for service in enabled_services(settings):
         for listener in settings.service(service).listeners:
-            if listener.port == 0:
+            if listener.port == 0 or (listener.ssl and settings.ssl == "no"):
                 continue
             for address in listener.addresses or settings.listen:
                 sock = _bind(service, listener.port, address)

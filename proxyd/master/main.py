@@ -381,28 +381,34 @@ class Master:
                 await self.changed.wait()
 
     # ------------------------------------------------------------------ main
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.zygote.run)
-            nursery.start_soon(self._watch_zygote)
-            async with trio.open_nursery() as services:
-                services.start_soon(self.maintain)
-                for bound in self.bound:
-                    services.start_soon(self.queue_full_watch, bound)
-                await services.start(serve_admin, self)
-                for bound in self.http_bound:
-                    await services.start(serve_master_http, self, bound, self.http_tls)
-                log.info("proxyd starting up (%d listeners)", len(self.bound))
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    async def run(self, early_signals: list[int] | None = None) -> None:
+        """Supervise until SIGTERM/SIGINT.  ``early_signals`` are those that came before Trio
+        ran (the caller's handler recorded them): the listeners accept from the moment they
+        are bound, so a stop may arrive at any point of the start-up and must not kill us."""
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            for signum in early_signals or []:
+                if signum != signal.SIGHUP:  # nothing to reload yet: the settings are fresh
+                    self.stop_requested.set()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.zygote.run)
+                nursery.start_soon(self._watch_zygote)
+                async with trio.open_nursery() as services:
+                    services.start_soon(self.maintain)
+                    for bound in self.bound:
+                        services.start_soon(self.queue_full_watch, bound)
+                    await services.start(serve_admin, self)
+                    for bound in self.http_bound:
+                        await services.start(serve_master_http, self, bound, self.http_tls)
+                    log.info("proxyd starting up (%d listeners)", len(self.bound))
                     async with trio.open_nursery() as waiters:
                         waiters.start_soon(self._signals, signals, waiters)
                         await self.stop_requested.wait()
                         waiters.cancel_scope.cancel()
-                log.info("Shutting down")
-                services.cancel_scope.cancel()
-            await self.shutdown()
-            nursery.cancel_scope.cancel()
+                    log.info("Shutting down")
+                    services.cancel_scope.cancel()
+                await self.shutdown()
+                nursery.cancel_scope.cancel()
 
     async def _watch_zygote(self) -> None:
         """Without the zygote no process can be started: stop, as Dovecot's master would."""
