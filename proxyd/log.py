@@ -15,6 +15,7 @@ as a last net, so one record is always one line.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
 import time
@@ -88,30 +89,122 @@ def one_line(message: str) -> str:
     return message if message.isprintable() else _UNSAFE.sub("?", message)
 
 
+#: Dovecot's default ``log_timestamp``
+DEFAULT_TIMESTAMP: Final = "%b %d %H:%M:%S "
+#: ``syslog_facility`` names (syslog_facility_find)
+SYSLOG_FACILITIES: Final = {
+    "auth": logging.handlers.SysLogHandler.LOG_AUTH,
+    "authpriv": logging.handlers.SysLogHandler.LOG_AUTHPRIV,
+    "cron": logging.handlers.SysLogHandler.LOG_CRON,
+    "daemon": logging.handlers.SysLogHandler.LOG_DAEMON,
+    "ftp": logging.handlers.SysLogHandler.LOG_FTP,
+    "kern": logging.handlers.SysLogHandler.LOG_KERN,
+    "lpr": logging.handlers.SysLogHandler.LOG_LPR,
+    "mail": logging.handlers.SysLogHandler.LOG_MAIL,
+    "news": logging.handlers.SysLogHandler.LOG_NEWS,
+    "syslog": logging.handlers.SysLogHandler.LOG_SYSLOG,
+    "user": logging.handlers.SysLogHandler.LOG_USER,
+    "uucp": logging.handlers.SysLogHandler.LOG_UUCP,
+    **{f"local{n}": logging.handlers.SysLogHandler.LOG_LOCAL0 + n for n in range(8)},
+}
+#: where syslog(3) sends its messages
+SYSLOG_SOCKET: Final = "/dev/log"
+#: the syslog ident (Dovecot's instance_name)
+SYSLOG_IDENT: Final = "proxyd"
+
+
+def _process(record: logging.LogRecord) -> str:
+    process = _PROCESS_NAMES.get(record.name, record.name)
+    return process.removeprefix("proxyd.") if process.startswith("proxyd.") else process
+
+
 class DovecotFormatter(logging.Formatter):
-    """Formats records as Dovecot does: ``Nov 22 10:00:01 imap-login: Info: Login: ...``."""
+    """Formats records as Dovecot does: ``Nov 22 10:00:01 imap-login: Info: Login: ...``.
+
+    ``timestamp`` is ``log_timestamp``: a strftime format in which ``%{usecs}``
+    stands for the microseconds; ``None`` leaves the time out (syslog adds its own).
+    """
+
+    def __init__(self, timestamp: str | None = DEFAULT_TIMESTAMP) -> None:
+        super().__init__()
+        self.before_usecs: str | None = None
+        self.after_usecs = ""
+        if timestamp is not None:
+            self.before_usecs, _, self.after_usecs = timestamp.partition("%{usecs}")
+            self.usecs = "%{usecs}" in timestamp
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%b %d %H:%M:%S", time.localtime(record.created))
-        process = _PROCESS_NAMES.get(record.name, record.name)
-        if process.startswith("proxyd."):
-            process = process.removeprefix("proxyd.")
         level = _LEVEL_NAMES.get(record.levelno, record.levelname.title())
         # a value some caller forgot to sanitize still cannot start a line of its own
-        line = f"{stamp} {process}: {level}: {one_line(record.getMessage())}"
+        line = f"{_process(record)}: {level}: {one_line(record.getMessage())}"
+        if self.before_usecs is not None:
+            when = time.localtime(record.created)
+            stamp = time.strftime(self.before_usecs, when)
+            if self.usecs:
+                micros = int((record.created % 1) * 1_000_000)
+                stamp += f"{micros:06d}" + time.strftime(self.after_usecs, when)
+            line = stamp + line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
-def setup_logging(log_path: str = "", debug: bool = False) -> None:
-    """Send every proxyd log line to ``log_path`` (appending) or, when empty, to stderr."""
+class _Levels(logging.Filter):
+    """Lets through records whose level is in one of the ``[low, high)`` ranges."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.ranges = ranges
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return any(low <= record.levelno < high for low, high in self.ranges)
+
+
+def _handler(path: str, timestamp: str, facility: int) -> logging.Handler:
     handler: logging.Handler
-    if log_path and log_path not in ("/dev/stderr", "syslog"):
-        handler = logging.FileHandler(log_path, encoding="utf-8")
-    else:
+    if path == "syslog":
+        # connected now: the chrooted children keep using the socket
+        handler = logging.handlers.SysLogHandler(SYSLOG_SOCKET, facility)
+        handler.ident = f"{SYSLOG_IDENT}: "
+        handler.setFormatter(DovecotFormatter(None))
+        return handler
+    if path in ("", "/dev/stderr"):
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(DovecotFormatter())
+    else:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(DovecotFormatter(timestamp))
+    return handler
+
+
+def setup_logging(
+    log_path: str = "",
+    debug: bool = False,
+    *,
+    info_log_path: str = "",
+    debug_log_path: str = "",
+    timestamp: str = DEFAULT_TIMESTAMP,
+    syslog_facility: str = "mail",
+) -> None:
+    """Send proxyd's log lines where Dovecot's settings say (``master_service_init_log``).
+
+    Warnings and errors go to ``log_path`` (a file, appended to; empty: stderr;
+    ``syslog``: the system log with ``syslog_facility``); informational lines to
+    ``info_log_path`` when set, else with the errors; debug lines to
+    ``debug_log_path`` when set, else with the informational ones.
+    """
+    info_path = info_log_path or log_path
+    debug_path = debug_log_path or info_path
+    facility = SYSLOG_FACILITIES.get(syslog_facility, SYSLOG_FACILITIES["mail"])
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    ranges.setdefault(log_path, []).append((logging.WARNING, logging.CRITICAL + 1))
+    ranges.setdefault(info_path, []).append((logging.INFO, logging.WARNING))
+    ranges.setdefault(debug_path, []).append((logging.DEBUG, logging.INFO))
+    handlers: list[logging.Handler] = []
+    for path, levels in ranges.items():
+        handler = _handler(path, timestamp, facility)
+        if len(ranges) > 1:
+            handler.addFilter(_Levels(levels))
+        handlers.append(handler)
     # the format uses none of these; computing them costs a stack walk per record
     logging._srcfile = None
     logging.logThreads = False
@@ -120,5 +213,6 @@ def setup_logging(log_path: str = "", debug: bool = False) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -48,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(dump_non_default(settings))
         return 0
     try:
-        setup_logging(settings.log_path, debug=settings.auth_debug)
+        setup_logging(
+            settings.log_path,
+            debug=settings.auth_debug,
+            info_log_path=settings.info_log_path,
+            debug_log_path=settings.debug_log_path,
+            timestamp=settings.log_timestamp,
+            syslog_facility=settings.syslog_facility,
+        )
     except OSError as exc:
         print(f"{args.config}: cannot open log_path {settings.log_path}: {exc.strerror}", file=sys.stderr)
         return 2

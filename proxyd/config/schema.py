@@ -42,6 +42,7 @@ from typing import Any, Final
 from proxyd import openssl_ctx
 from proxyd.config import hosts
 from proxyd.config import values as v
+from proxyd.log import SYSLOG_FACILITIES
 
 
 class Scope(enum.Enum):
@@ -274,6 +275,16 @@ _TOP_SPECS: Final = (
     _spec("listen", _T, parse_listen, v.format_addresses, "*, ::"),
     _spec("base_dir", _T, parse_base_dir, _same, "/var/run/proxyd"),
     _str("log_path", _T),
+    _str("info_log_path", _T),
+    _str("debug_log_path", _T),
+    _str("log_timestamp", _T, "%b %d %H:%M:%S "),
+    _spec(
+        "syslog_facility",
+        _T,
+        partial(v.parse_enum, allowed=tuple(SYSLOG_FACILITIES)),
+        _same,
+        "mail",
+    ),
     _bool("auth_verbose", _T, "no"),
     _bool("auth_debug", _T, "no"),
     _spec("ssl", _T, partial(v.parse_enum, allowed=("yes", "no", "required")), _same, "yes"),
@@ -436,7 +447,7 @@ DOVECOT_TOP: Final = _names(
     auth_policy_server_timeout_msecs auth_policy_server_url auth_realms auth_socket_path
     auth_ssl_require_client_cert auth_ssl_username_from_cert auth_stats auth_use_winbind
     auth_verbose_passwords
-    auth_winbind_helper_path config_cache_size debug_log_path
+    auth_winbind_helper_path config_cache_size
     default_internal_group deliver_log_format dict_db_config
     director_flush_socket director_mail_servers director_max_parallel_kicks
     director_max_parallel_moves director_output_buffer_size director_ping_idle_timeout
@@ -451,12 +462,12 @@ DOVECOT_TOP: Final = _names(
     imapc_cmd_timeout imapc_connection_retry_count imapc_connection_retry_interval
     imapc_features imapc_host imapc_list_prefix imapc_master_user imapc_max_idle_time
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
-    imapc_ssl imapc_ssl_verify imapc_user import_environment info_log_path instance_name
+    imapc_ssl imapc_ssl_verify imapc_user import_environment instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
     lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address lmtp_proxy
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
-    log_timestamp login_log_format login_log_format_elements login_plugin_dir login_plugins
+     login_log_format login_log_format_elements login_plugin_dir login_plugins
     login_proxy_notify_path login_proxy_rawlog_dir mail_access_groups mail_always_cache_fields
     mail_attachment_detection_options mail_attachment_dir mail_attachment_fs
     mail_attachment_hash mail_attachment_min_size mail_attribute_dict mail_cache_fields
@@ -492,7 +503,7 @@ DOVECOT_TOP: Final = _names(
     submission_relay_max_idle_time submission_relay_password submission_relay_port
     submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
     submission_relay_trusted submission_relay_user submission_ssl submission_timeout
-    syslog_facility valid_chroot_dirs verbose_proctitle version_ignore
+     valid_chroot_dirs verbose_proctitle version_ignore
     """
 )
 #: Dovecot settings that its login, auth or master processes read (login-settings.c,
@@ -504,8 +515,8 @@ HONOURED_TOP: Final = _names(
     login_log_format_elements login_log_format login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash auth_ssl_require_client_cert
     auth_ssl_username_from_cert verbose_proctitle
-    state_dir instance_name info_log_path debug_log_path log_timestamp log_debug
-    log_core_filter process_shutdown_filter syslog_facility import_environment
+    state_dir instance_name log_debug
+    log_core_filter process_shutdown_filter import_environment
     stats_writer_socket_path config_cache_size version_ignore shutdown_clients
     ssl_cert_username_field ssl_crypto_device
     ssl_verify_client_cert ssl_client_require_valid_cert

@@ -184,6 +184,12 @@ class Settings:
     listen: tuple[str, ...] = ("*", "::")
     base_dir: str = "/var/run/proxyd"
     log_path: str = ""  # "" = stderr
+    #: informational / debug lines elsewhere ("" = with the others)
+    info_log_path: str = ""
+    debug_log_path: str = ""
+    #: strftime format (``%{usecs}`` for microseconds) before each line of a log file
+    log_timestamp: str = "%b %d %H:%M:%S "
+    syslog_facility: str = "mail"
     auth_verbose: bool = False
     auth_debug: bool = False
 
