@@ -1,11 +1,21 @@
-"""Sockets a child process inherits from the master (bound before any fork)."""
+"""Sockets a child process inherits from the master (bound before any fork), and the
+one loop that accepts on them."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
+
+import trio
 
 from proxyd.config.settings import InetListener
+from proxyd.wakeup import Wakeup
+
+log = logging.getLogger("proxyd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +26,43 @@ class BoundSocket:
     listener: InetListener
     address: str
     sock: socket.socket
+
+
+#: accept() failures that pass (the process is short of descriptors or memory for a moment)
+_ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+async def accept_forever(
+    sock: socket.socket,
+    take: Callable[[socket.socket], None],
+    *,
+    name: str,
+    accepting: Callable[[], bool] = lambda: True,
+    changed: Wakeup | None = None,
+) -> None:
+    """Accept on an inherited listening socket that other processes share, forever.
+
+    ``take`` gets each new connection.  While ``accepting()`` is false the loop
+    waits for ``changed``; a connection another process took first is no
+    error.  Short-lived resource errors are logged as ``NAME: accept() failed``
+    and retried.
+    """
+    sock.setblocking(False)
+    while True:
+        while not accepting():
+            assert changed is not None, "accepting() can only change with a Wakeup"
+            await changed.wait()
+        await trio.lowlevel.wait_readable(sock)
+        if not accepting():
+            continue
+        try:
+            conn, _addr = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            continue  # another process took it
+        except OSError as exc:
+            if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                log.error("%s: accept() failed: %s", name, exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            raise
+        take(conn)

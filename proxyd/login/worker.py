@@ -12,20 +12,19 @@ to a full service), ``who`` and ``kick``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, assert_never
+from typing import assert_never
 
 import trio
 
 from proxyd.auth.client import AuthClient
 from proxyd.config.settings import EffectiveService
 from proxyd.ipc.channel import Channel, ControlError
-from proxyd.ipc.inherited import BoundSocket
+from proxyd.ipc.inherited import BoundSocket, accept_forever
 from proxyd.ipc.messages import (
     CacheFlush,
     Command,
@@ -48,10 +47,10 @@ from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
 from proxyd.proxied.connection import session_matches
 from proxyd.proxied.proxystate import ProxyState
+from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
 
-_ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 
@@ -90,7 +89,7 @@ class LoginWorker:
         #: accepted connections whose session task has not registered yet
         self.starting = 0
         self.stopping = False
-        self._changed = trio.Event()
+        self._changed = Wakeup()
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
         self._last_status: tuple[bool, bool] = (True, True)
@@ -110,10 +109,6 @@ class LoginWorker:
         )
         return exhausted and not self.clients and not self.starting
 
-    def _notify_change(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
     def _status(self) -> tuple[bool, bool]:
         """What the master's accounting needs: accepting?, idle?  (Which process has the
         oldest client still logging in it asks only when a service is full.)"""
@@ -122,7 +117,7 @@ class LoginWorker:
     def _status_message(self) -> Status | None:
         """Wake our own waiters; the status message for the master if its view changed
         (a message for every login would cost more than the login itself)."""
-        self._notify_change()
+        self._changed.notify()
         status = self._status()
         if status == self._last_status:
             return None
@@ -161,26 +156,14 @@ class LoginWorker:
                 nursery.cancel_scope.deadline = trio.current_time() + 2
 
     async def _accept_loop(self, bound: BoundSocket, nursery: trio.Nursery) -> None:
-        sock = bound.sock
-        while True:
-            while not self.accepting():
-                await self._changed.wait()
-            await trio.lowlevel.wait_readable(sock)
-            if not self.accepting():
-                continue
-            try:
-                conn, _addr = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another process took it
-            except OSError as exc:
-                if exc.errno in _ACCEPT_RETRY_ERRNOS:
-                    log.error("%s: accept() failed: %s", self.spec.service, exc.strerror)
-                    await trio.sleep(0.1)
-                    continue
-                raise
+        def take(conn: socket.socket) -> None:
             self.served += 1
             self.starting += 1
             nursery.start_soon(self._serve, bound, conn)
+
+        await accept_forever(
+            bound.sock, take, name=self.spec.service, accepting=self.accepting, changed=self._changed
+        )
 
     async def _serve(self, bound: BoundSocket, conn: socket.socket) -> None:
         self.starting -= 1
@@ -253,7 +236,7 @@ class LoginWorker:
             pass
         # the master is gone: finish what we have, take nothing new
         self.stopping = True
-        self._notify_change()
+        self._changed.notify()
 
     async def _command(self, message: Command) -> None:
         match message:

@@ -72,6 +72,7 @@ from proxyd.master.listeners import (
     waiting_connections,
 )
 from proxyd.master.zygote import ZygoteHandle
+from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
 
@@ -111,7 +112,7 @@ class Master:
         self.bound = bound
         self.children: dict[int, Child] = {}
         self.generation = 0
-        self.changed = trio.Event()
+        self.changed = Wakeup()
         self.shutting_down = False
         self._request_id = 0
         self._nursery: trio.Nursery | None = None
@@ -142,10 +143,6 @@ class Master:
         if self.relay_bound and handoff_services(self.settings):
             kinds["relay"] = RELAY_PROCESSES
         return kinds
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
 
     def _pool(self, service: str) -> list[Child]:
         return [c for c in self.children.values() if c.kind == "login" and c.service == service]
@@ -192,7 +189,7 @@ class Master:
             log.error("service(%s): child %d returned error %d", name, child.pid, os.WEXITSTATUS(status))
         for waiter in child.replies.values():
             waiter.send_nowait(None)
-        self._notify()
+        self.changed.notify()
 
     async def _read_reports(self, child: Child) -> None:
         try:
@@ -203,7 +200,7 @@ class Master:
                         child.accepting = accepting and not child.stopping
                         if child.clients:
                             child.idle_since = time.monotonic()
-                        self._notify()
+                        self.changed.notify()
                     case WhoReply() | CountReply() | OldestPreloginReply():
                         waiter = child.replies.pop(message.id, None)
                         if waiter is not None:
@@ -362,7 +359,7 @@ class Master:
             child.accepting = False
             await self.tell(child, Stop())
         log.info("SIGHUP received - configuration reloaded")
-        self._notify()
+        self.changed.notify()
         return "reloaded"
 
     async def shutdown(self) -> None:

@@ -32,6 +32,7 @@ import trio
 
 from proxyd.config.settings import Settings
 from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.inherited import accept_forever
 from proxyd.ipc.messages import (
     CacheFlush,
     Command,
@@ -57,6 +58,7 @@ from proxyd.proxied.handoff import (
     parse_last_word,
 )
 from proxyd.proxied.proxystate import ProxyState
+from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
 
@@ -67,7 +69,7 @@ class RelayHost:
     def __init__(
         self, settings: Settings, listener: socket.socket, control: Channel[Report, Command], services: frozenset[str]
     ) -> None:
-        self.listener = trio.socket.from_stdlib_socket(listener)
+        self.listener = listener
         self.control = control
         #: the login services whose sessions may be handed here (their log names)
         self.services = services
@@ -79,7 +81,7 @@ class RelayHost:
         #: (its successor after a reload shares the socket and must get them all)
         self._accepting = trio.CancelScope()
         self._next_id = 0
-        self._changed = trio.Event()
+        self._changed = Wakeup()
 
     async def run(self) -> None:
         with self.listener:
@@ -92,15 +94,11 @@ class RelayHost:
             nursery.start_soon(self._accept_loop, nursery)
             await self._report()
             while not (self.stopping and not self.sessions):
-                await self._wait_change()
+                await self._changed.wait()
             nursery.cancel_scope.cancel()
 
-    async def _wait_change(self) -> None:
-        await self._changed.wait()
-        self._changed = trio.Event()
-
     async def _report(self) -> None:
-        self._changed.set()
+        self._changed.notify()
         message = Status(clients=len(self.sessions), accepting=not self.stopping)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
@@ -115,21 +113,14 @@ class RelayHost:
     def _stop(self) -> None:
         self.stopping = True
         self._accepting.cancel()
-        self._changed.set()
+        self._changed.notify()
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
-        with self._accepting:
-            await self._accept_forever(nursery)
+        def take(conn: socket.socket) -> None:
+            nursery.start_soon(self._take, trio.socket.from_stdlib_socket(conn), nursery)
 
-    async def _accept_forever(self, nursery: trio.Nursery) -> None:
-        while not self.stopping:
-            try:
-                sock, _ = await self.listener.accept()
-            except OSError as exc:
-                log.error("relay: accept() failed: %s", exc.strerror)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(self._take, sock, nursery)
+        with self._accepting:
+            await accept_forever(self.listener, take, name="relay")
 
     async def _take(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         session_id, taken = 0, False
@@ -205,7 +196,7 @@ class RelayHost:
             log.exception("relay: internal error in session of %s", session.log_user)
         finally:
             del self.sessions[session_id]
-            self._changed.set()
+            self._changed.notify()
             with trio.CancelScope(shield=True):
                 # closed already unless cancelled before run() got going
                 await trio.aclose_forcefully(session.backend)
