@@ -63,7 +63,8 @@ def test_info_debug_and_error_lines_go_to_their_files(
     assert all(re.match(stamp + r"[\w.-]+: Info: ", line) for line in info), info
     assert any(re.match(stamp + r"imap-login: Info: Login: user=<alice>", line) for line in info)
     debug = lines("debug.log")
-    assert debug and all(re.match(stamp + r"[\w.-]+: Debug: ", line) for line in debug), debug
+    assert debug
+    assert all(re.match(stamp + r"[\w.-]+: Debug: ", line) for line in debug), debug
     assert all(": Info: " not in line and ": Debug: " not in line for line in lines("errors.log"))
 
 
