@@ -204,7 +204,8 @@ def _auth_process(settings: Settings, control: socket.socket, inherited: Inherit
     _close_all_but(inherited, {inherited.auth.fileno()})
     identity = None
     if os.geteuid() == 0:
-        identity = privileges.resolve_identity(settings.default_internal_user, "", "")
+        auth = effective_service(settings, "auth")  # service auth { user group }
+        identity = privileges.resolve_identity(auth.user, auth.group, "")
     trio.run(partial(_auth_main, settings, inherited.auth, control, identity))
 
 

@@ -44,7 +44,7 @@ from proxyd.auth.wire import (
 from proxyd.ipc.channel import ControlError
 
 #: the socket's file name inside the login chroot (Dovecot's ``login/login``)
-AUTH_SOCKET_NAME: Final = "auth-login"
+AUTH_SOCKET_NAME: Final = "login"
 
 # -- calls (login -> auth) ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,9 +22,12 @@ from proxyd.auth.registry import check_drivers
 from proxyd.auth.username import check_username_settings
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings
-from proxyd.config.settings import Settings, effective_service
+from proxyd.config.settings import Settings, UnixListener, effective_service, unix_listener
 from proxyd.errors import ConfigError
 from proxyd.log import setup_logging
+
+if TYPE_CHECKING:
+    from proxyd.master.listeners import SocketOwner
 
 DEFAULT_CONFIG = "/etc/proxyd/proxyd.conf"
 log = logging.getLogger("proxyd")
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         check_drivers(settings)  # unknown drivers and bad args files are FILE:LINE errors too
         check_username_settings(settings)
         _check_users(settings)
+        _check_socket_owners(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -81,6 +86,30 @@ def _check_users(settings: Settings) -> None:
             raise ConfigError(where, f"{what}: {exc}") from None
 
 
+def _check_socket_owners(settings: Settings) -> None:
+    """The users and groups of ``service auth`` and of the sockets proxyd creates must exist."""
+    import grp
+    import pwd
+
+    auth = effective_service(settings, "auth")
+    checks = [
+        ("user", auth.user, settings.explicit.get("service/auth/user")),
+        ("group", auth.group, settings.explicit.get("service/auth/group")),
+    ]
+    for service, name in (("auth", "login/login"), ("tcpwrap", "login/tcpwrap")):
+        listener = unix_listener(settings, service, name)
+        prefix = f"service/{service}/unix_listener/{name}"
+        checks.append(("user", listener.user, settings.explicit.get(f"{prefix}/user") or listener.location))
+        checks.append(("group", listener.group, settings.explicit.get(f"{prefix}/group") or listener.location))
+    for kind, name, where in checks:
+        if not name:
+            continue
+        try:
+            pwd.getpwnam(name) if kind == "user" else grp.getgrnam(name)
+        except KeyError:
+            raise ConfigError(where, f"{kind} doesn't exist: {name}") from None
+
+
 def _run(settings: Settings) -> int:
     # everything the children need is imported here, before the zygote forks
     from proxyd.children import ChildEntry, auth_socket_path
@@ -105,10 +134,16 @@ def _run(settings: Settings) -> int:
         os.makedirs(settings.base_dir, exist_ok=True)
         bound = bind_all(settings)
         login_gid = _login_gid(settings)
-        auth_sock = bind_auth_socket(auth_socket_path(settings), login_gid)
+        auth_sock = bind_auth_socket(
+            auth_socket_path(settings), login_gid, owner=_owner(unix_listener(settings, "auth", "login/login"))
+        )
+        tcpwrap_listener = unix_listener(settings, "tcpwrap", "login/tcpwrap")
         tcpwrap_sock = (
-            bind_auth_socket(os.path.join(settings.base_dir, "login", "tcpwrap"), login_gid)
-            if "tcpwrap" in settings.login_access_sockets
+            bind_auth_socket(
+                os.path.join(settings.base_dir, tcpwrap_listener.name), login_gid, owner=_owner(tcpwrap_listener)
+            )
+            # mode = 0: not created (a login asking it then fails as with a dead service)
+            if "tcpwrap" in settings.login_access_sockets and tcpwrap_listener.mode != 0
             else None
         )
         relay_sock = (
@@ -146,6 +181,23 @@ def _run(settings: Settings) -> int:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(zygote.pid, 0)
     return 1 if master.failed else 0
+
+
+def _owner(listener: UnixListener) -> SocketOwner:
+    """The mode and owner of a socket from its ``unix_listener`` (user/group resolved now)."""
+    import grp
+    import pwd
+
+    from proxyd.master.listeners import SocketOwner
+
+    uid = gid = -1
+    if os.geteuid() == 0:
+        if listener.user:
+            entry = pwd.getpwnam(listener.user)
+            uid, gid = entry.pw_uid, entry.pw_gid
+        if listener.group:
+            gid = grp.getgrnam(listener.group).gr_gid
+    return SocketOwner(listener.mode, uid, gid)
 
 
 def _login_gid(settings: Settings) -> int | None:

@@ -105,6 +105,21 @@ def dump_non_default(settings: Settings) -> str:
         for key in sorted(service.explicit):
             spec = schema.SERVICE[key]
             body.append(f"{key} = {spec.format(getattr(service, spec.attribute))}")
+        default_sockets = (
+            {listener.name: listener for listener in default_service.unix_listeners}
+            if default_service
+            else {}
+        )
+        for socket in service.unix_listeners:
+            default_socket = default_sockets.get(socket.name)
+            lines = [
+                f"{key} = {quote(spec.format(getattr(socket, key)))}"
+                for key, spec in sorted(schema.UNIX_LISTENER.items())
+                if key != "path"
+                and (default_socket is None or getattr(socket, key) != getattr(default_socket, key))
+            ]
+            if lines:
+                body.extend(_block(f"unix_listener {socket.name}", lines))
         for listener in sorted(service.listeners, key=lambda item: item.name):
             base = known.get(listener.name) or InetListener(name=listener.name, port=0)
             lines = _listener_lines(listener, dataclasses.replace(base, location=listener.location))

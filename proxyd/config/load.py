@@ -53,6 +53,7 @@ from proxyd.config.settings import (
     PassdbSettings,
     ServiceSettings,
     Settings,
+    UnixListener,
     UnusedItem,
 )
 from proxyd.config.values import InvalidValue
@@ -114,6 +115,10 @@ class _Loader:
             name: {listener.name: listener for listener in service.listeners}
             for name, service in Settings().services.items()
         }
+        self.unix_listeners: dict[str, dict[str, UnixListener]] = {
+            name: {listener.name: listener for listener in service.unix_listeners}
+            for name, service in Settings().services.items()
+        }
         self.service_locations: dict[str, Location] = {}
         self.service_values: dict[str, dict[str, Any]] = {}
         self.passdbs: list[PassdbSettings] = []
@@ -138,6 +143,7 @@ class _Loader:
             name: dataclasses.replace(
                 defaults.get(name) or ServiceSettings(name=name),
                 listeners=tuple(listeners.values()),
+                unix_listeners=tuple(self.unix_listeners.get(name, {}).values()),
                 location=self.service_locations.get(name),
                 explicit=tuple(self.service_values.get(name, {})),
                 **self.service_values.get(name, {}),
@@ -283,6 +289,9 @@ class _Loader:
             if isinstance(item, RawSection):
                 if item.name == "inet_listener" and name == "tcpwrap":
                     raise ConfigError(item.location, "service tcpwrap has no inet_listener")
+                if name == "tcpwrap" and item.name in ("unix_listener", "fifo_listener"):
+                    self._unix_listener(name, item)
+                    continue
                 if name in schema.MASTER_HTTP_SERVICES and not (
                     item.name == "inet_listener" and item.label == "http"
                 ):
@@ -308,17 +317,59 @@ class _Loader:
                 raise ConfigError(item.location, _unknown("service { ", item.key))
 
     def _auth_service(self, section: RawSection) -> None:
-        """proxyd's auth process: listeners of sockets it does not create are listed."""
+        """proxyd's auth process: its user, group and login/login socket; the sockets of
+        Dovecot's auth service that proxyd does not create (auth-userdb, auth-master,
+        auth-client, ...) are listed as unused."""
+        name = schema.AUTH_SERVICE
+        self.service_locations.setdefault(name, section.location)
+        self.explicit.setdefault(f"service/{name}", section.location)
         for item in section.items:
             if isinstance(item, RawSection):
-                if item.name in ("unix_listener", "fifo_listener"):
+                if item.name == "unix_listener" and item.label == schema.OWN_UNIX_LISTENERS[name]:
+                    self._unix_listener(name, item)
+                elif item.name in ("unix_listener", "fifo_listener"):
                     self._unused_section(item, parent="service auth")
                 else:
                     raise ConfigError(item.location, f"Unknown section: service {{ {item.name}")
+            elif item.key in ("user", "group"):
+                spec = schema.SERVICE[item.key]
+                self.service_values.setdefault(name, {})[spec.attribute] = _parse(spec, item)
+                self.explicit[f"service/{name}/{item.key}"] = item.location
             elif item.key in schema.SERVICE or item.key in schema.DOVECOT_SERVICE:
                 raise ConfigError(item.location, schema.not_supported(f"service auth {{ {item.key}"))
             else:
                 raise ConfigError(item.location, _unknown("service { ", item.key))
+
+    def _unix_listener(self, service: str, section: RawSection) -> None:
+        """The socket a service proxyd runs creates: its mode and owner (``mode = 0``: none)."""
+        own = schema.OWN_UNIX_LISTENERS[service]
+        if section.name != "unix_listener" or section.label != own:
+            raise ConfigError(
+                section.location,
+                f"service {service}: proxyd creates only unix_listener {own}, "
+                f"not {section.name} {section.label}",
+            )
+        current = self.unix_listeners[service][own]
+        changes: dict[str, Any] = {}
+        for item in section.items:
+            if isinstance(item, RawSection):
+                raise ConfigError(
+                    item.location, f"Unknown section: service {{ unix_listener {{ {item.name}"
+                )
+            spec = schema.UNIX_LISTENER.get(item.key)
+            if spec is None:
+                raise ConfigError(item.location, _unknown("service { unix_listener { ", item.key))
+            value = _parse(spec, item)
+            if item.key == "path":
+                if value.removeprefix(self.values.get("base_dir", "") + "/") != own:
+                    # login processes find it by this name inside their chroot
+                    raise ConfigError(item.location, f"path: proxyd keeps this socket at {own}")
+                continue
+            changes[item.key] = value
+            self.explicit[f"service/{service}/unix_listener/{own}/{item.key}"] = item.location
+        self.unix_listeners[service][own] = dataclasses.replace(
+            current, location=section.location, **changes
+        )
 
     # --- protocol / local / remote ---------------------------------------------
 

@@ -51,6 +51,7 @@ class Scope(enum.Enum):
     TOP = "top level"
     SERVICE = "service"
     INET_LISTENER = "inet_listener"
+    UNIX_LISTENER = "unix_listener"
     PASSDB = "passdb"
     USERDB = "userdb"
 
@@ -406,6 +407,27 @@ _SERVICE_SPECS: Final = (
 )
 #: implemented service-level settings (listeners are sections)
 SERVICE: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _SERVICE_SPECS}
+
+def parse_mode(value: str) -> int:
+    """A file mode in octal (Dovecot's ``SET_UINT_OCT``): ``0600``, ``666``."""
+    if not value or any(char not in "01234567" for char in value) or int(value, 8) > 0o7777:
+        raise v.InvalidValue(f"Invalid number {value}: Not a valid octal number")
+    return int(value, 8)
+
+
+_U = Scope.UNIX_LISTENER
+#: keys of ``unix_listener NAME { }`` in the services proxyd runs
+UNIX_LISTENER: Final[Mapping[str, SettingSpec]] = {
+    spec.name: spec
+    for spec in (
+        _str("path", _U),
+        _spec("mode", _U, parse_mode, lambda mode: f"0{mode:o}", "0666"),
+        _str("user", _U),
+        _str("group", _U),
+    )
+}
+#: the one socket each service proxyd runs creates (Dovecot's names, under base_dir)
+OWN_UNIX_LISTENERS: Final[Mapping[str, str]] = {"auth": "login/login", "tcpwrap": "login/tcpwrap"}
 
 #: services with an implementation
 IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap", "doveadm"})

@@ -47,11 +47,27 @@ class InetListener:
 
 
 @dataclass(frozen=True, slots=True)
+class UnixListener:
+    """``unix_listener NAME { path mode user group }``: a socket proxyd creates under ``base_dir``.
+
+    ``mode = 0`` means the socket is not created; empty ``user``/``group`` leave
+    the owner root (the master's).
+    """
+
+    name: str
+    mode: int
+    user: str = ""
+    group: str = ""
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """``service NAME { ... }``; only the listeners matter in single-process mode."""
 
     name: str
     listeners: tuple[InetListener, ...] = ()
+    unix_listeners: tuple[UnixListener, ...] = ()
     location: Location | None = None
     #: Dovecot's service settings; None / 0 means "the default_* setting"
     service_count: int = 1
@@ -169,7 +185,19 @@ def _default_services() -> dict[str, ServiceSettings]:
         ),
         # the built-in access service for login_access_sockets = tcpwrap; its chroot names
         # the directory whose etc/hosts.allow and etc/hosts.deny are read
-        "tcpwrap": ServiceSettings(name="tcpwrap", user="$default_internal_user", chroot=""),
+        "tcpwrap": ServiceSettings(
+            name="tcpwrap",
+            user="$default_internal_user",
+            chroot="",
+            unix_listeners=(UnixListener("login/tcpwrap", 0o600, "$default_login_user"),),
+        ),
+        # proxyd's auth process; login processes reach it at login/login (Dovecot's name)
+        "auth": ServiceSettings(
+            name="auth",
+            user="$default_internal_user",
+            chroot="",
+            unix_listeners=(UnixListener("login/login", 0o666),),
+        ),
         # served by the master: only an ``inet_listener http`` (the doveadm HTTP API)
         "doveadm": ServiceSettings(name="doveadm", user="", chroot=""),
     }
@@ -307,6 +335,19 @@ class EffectiveService:
     user: str
     group: str
     chroot: str  # absolute path, "" = none
+
+
+def unix_listener(settings: Settings, service: str, name: str) -> UnixListener:
+    """A service's socket with ``$default_*`` users resolved (its path is relative to ``base_dir``)."""
+    for listener in settings.service(service).unix_listeners:
+        if listener.name == name:
+            user = listener.user
+            if user == "$default_login_user":
+                user = settings.default_login_user
+            elif user == "$default_internal_user":
+                user = settings.default_internal_user
+            return UnixListener(listener.name, listener.mode, user, listener.group, listener.location)
+    raise KeyError(f"service {service} has no unix_listener {name}")
 
 
 def effective_service(settings: Settings, name: str) -> EffectiveService:

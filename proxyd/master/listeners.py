@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from proxyd.config.schema import MASTER_HTTP_SERVICES
 from proxyd.config.settings import Settings, effective_service
@@ -112,8 +113,23 @@ def _bind(service: str, port: int, address: str) -> socket.socket | None:
     return sock
 
 
-def bind_auth_socket(path: str, login_gid: int | None, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A service's UNIX socket (auth, tcpwrap, relay) inside the login chroot directory."""
+@dataclass(frozen=True, slots=True)
+class SocketOwner:
+    """A socket's mode and owner (-1: leave as created, i.e. root)."""
+
+    mode: int = 0o666
+    uid: int = -1
+    gid: int = -1
+
+
+def bind_auth_socket(
+    path: str, login_gid: int | None, kind: int = socket.SOCK_STREAM, *, owner: SocketOwner = SocketOwner()
+) -> socket.socket:
+    """A service's UNIX socket (auth, tcpwrap, relay) inside the login chroot directory.
+
+    The socket gets exactly ``owner``'s mode and owner (its ``unix_listener``);
+    the directory, root and the login group only, is what keeps strangers out.
+    """
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     if login_gid is not None and os.geteuid() == 0:
@@ -123,7 +139,9 @@ def bind_auth_socket(path: str, login_gid: int | None, kind: int = socket.SOCK_S
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, kind)
     sock.bind(path)
-    os.chmod(path, 0o666)  # noqa: S103 - the directory's mode is what keeps strangers out
+    os.chmod(path, owner.mode)
+    if (owner.uid != -1 or owner.gid != -1) and os.geteuid() == 0:
+        os.chown(path, owner.uid, owner.gid)
     sock.listen(512)
     sock.setblocking(False)
     return sock

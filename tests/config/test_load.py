@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings, load_settings_text
-from proxyd.config.settings import InetListener, PassdbSettings, Settings
+from proxyd.config.settings import (
+    InetListener,
+    PassdbSettings,
+    Settings,
+    UnixListener,
+    effective_service,
+    unix_listener,
+)
 from proxyd.errors import ConfigError, Location
 from proxyd.secret import Secret
 from tests.config.conftest import CERT_PEM, KEY_PEM, Load, Write
@@ -314,6 +322,35 @@ def test_error_in_included_file_has_its_location(load: Load, write: Write) -> No
     assert str(info.value) == f"{inc}:4: setting 'imap_id_log' is not supported yet"
 
 
+def test_sockets_of_the_services_proxyd_runs(load: Load) -> None:
+    settings = load(
+        NO_SSL
+        + "service auth {\n  user = nobody\n  unix_listener login/login {\n    mode = 0660\n"
+        + "    group = mail\n  }\n  unix_listener auth-master {\n  }\n}\n"
+        + "service tcpwrap {\n  unix_listener login/tcpwrap {\n    mode = 0\n  }\n}\n"
+    )
+    assert unix_listener(settings, "auth", "login/login") == UnixListener(
+        "login/login", 0o660, "", "mail", Location(settings.config_path, 4)
+    )
+    assert effective_service(settings, "auth").user == "nobody"
+    assert unix_listener(settings, "tcpwrap", "login/tcpwrap").mode == 0
+    # defaults: Dovecot's
+    defaults = load(NO_SSL)
+    assert unix_listener(defaults, "auth", "login/login") == UnixListener("login/login", 0o666)
+    assert unix_listener(defaults, "tcpwrap", "login/tcpwrap") == UnixListener(
+        "login/tcpwrap", 0o600, "dovenull"
+    )
+    assert [item.what for item in settings.unused] == [
+        "service auth { unix_listener auth-master { } }"
+    ]
+    dumped = dump_non_default(settings)
+    assert (
+        "service auth {\n  user = nobody\n  unix_listener login/login {\n    group = mail\n    mode = 0660\n  }\n}\n"
+        in dumped
+    )
+    assert "service tcpwrap {\n  unix_listener login/tcpwrap {\n    mode = 00\n  }\n}\n" in dumped
+
+
 def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> None:
     settings = load(
         NO_SSL
@@ -333,7 +370,7 @@ def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> Non
         + "local 127.0.0.1 {\n}\n"
         + "remote 10.0.0.0/8 {\n}\n"
     )
-    assert settings.explicit.keys() == {"ssl"}
+    assert settings.explicit.keys() == {"ssl", "service/auth"}
     assert settings.filters == ()
     assert [(item.location.line, item.what) for item in settings.unused] == [
         (2, "mail_location"),
@@ -443,7 +480,37 @@ def test_new_listener_and_repeated_service_blocks(load: Load) -> None:
     ("text", "line", "message"),
     [
         ("service nonsense {\n}\n", 2, "Unknown service: nonsense"),
-        ("service auth {\n  user = root\n}\n", 3, "setting 'service auth { user' is not supported yet"),
+        (
+            "service auth {\n  chroot = /x\n}\n",
+            3,
+            "setting 'service auth { chroot' is not supported yet",
+        ),
+        (
+            "service auth {\n  unix_listener login/login {\n    mode = 0999\n  }\n}\n",
+            4,
+            "Invalid number 0999: Not a valid octal number",
+        ),
+        (
+            "service auth {\n  unix_listener login/login {\n    path = elsewhere\n  }\n}\n",
+            4,
+            "path: proxyd keeps this socket at login/login",
+        ),
+        (
+            "service tcpwrap {\n  unix_listener other {\n  }\n}\n",
+            3,
+            "service tcpwrap: proxyd creates only unix_listener login/tcpwrap, not unix_listener other",
+        ),
+        (
+            "service tcpwrap {\n  fifo_listener login/tcpwrap {\n  }\n}\n",
+            3,
+            "service tcpwrap: proxyd creates only unix_listener login/tcpwrap, "
+            "not fifo_listener login/tcpwrap",
+        ),
+        (
+            "service tcpwrap {\n  unix_listener login/tcpwrap {\n    owner = x\n  }\n}\n",
+            4,
+            "Unknown setting: service { unix_listener { owner",
+        ),
         (
             "service auth {\n  inet_listener x {\n  }\n}\n",
             3,
@@ -636,7 +703,12 @@ def test_service_doveadm_http_listener(load: Load) -> None:
     assert settings.doveadm_api_key == Secret("key-Z9q")
     assert settings.doveadm_password == Secret("pw-Z9q")
     assert settings.service("doveadm").listeners == (
-        InetListener(name="http", port=8080, addresses=("127.0.0.1",), location=Location(settings.config_path, 11)),
+        InetListener(
+            name="http",
+            port=8080,
+            addresses=("127.0.0.1",),
+            location=Location(settings.config_path, 11),
+        ),
     )
     assert [item.what for item in settings.unused] == [
         "service doveadm { process_limit }",
@@ -647,7 +719,13 @@ def test_service_doveadm_http_listener(load: Load) -> None:
 
 
 def test_service_doveadm_http_tls_needs_ssl(load: Load) -> None:
-    text = NO_SSL + "service doveadm {\n  inet_listener http {\n    port = 8080\n    ssl = yes\n  }\n}\n"
+    text = (
+        NO_SSL
+        + "service doveadm {\n  inet_listener http {\n    port = 8080\n    ssl = yes\n  }\n}\n"
+    )
     assert load_error(load, text) == (3, "ssl = yes on this listener, but ssl = no")
-    text = NO_SSL + "service doveadm {\n  inet_listener http {\n    port = 8080\n    haproxy = yes\n  }\n}\n"
+    text = (
+        NO_SSL
+        + "service doveadm {\n  inet_listener http {\n    port = 8080\n    haproxy = yes\n  }\n}\n"
+    )
     assert load_error(load, text) == (5, "service doveadm: haproxy is not supported here")
