@@ -80,7 +80,9 @@ def test_mode_zero_leaves_the_socket_out(
     login_dir = Path(str(config.settings["base_dir"])) / "login"
     assert not (login_dir / "tcpwrap").exists()
     # the login process asks it anyway (login_access_sockets) and turns the client away
-    with pytest.raises((EOFError, ConnectionError, imaplib.IMAP4.abort, OSError)):
-        with imaplib.IMAP4(running.address(), running.port(), timeout=CLIENT_TIMEOUT) as imap:
-            imap.noop()
+    with (
+        pytest.raises((EOFError, ConnectionError, imaplib.IMAP4.abort, OSError)),
+        imaplib.IMAP4(running.address(), running.port(), timeout=CLIENT_TIMEOUT) as imap,
+    ):
+        imap.noop()
     running.wait_for_log(r"connect\(tcpwrap\) failed")
