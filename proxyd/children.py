@@ -39,6 +39,7 @@ from proxyd.ipc.messages import (
     OldestPrelogin,
     QueueFull,
     Report,
+    ServiceFull,
     Status,
     Stop,
     Who,
@@ -242,7 +243,7 @@ async def _wait_master(
             case CacheFlush() if authenticator is not None:
                 count = authenticator.flush_cache(list(message.users) or None)
                 await control.send(CountReply(message.id, count))
-            case CacheFlush() | QueueFull() | OldestPrelogin() | Who() | Kick():
+            case CacheFlush() | QueueFull() | ServiceFull() | OldestPrelogin() | Who() | Kick():
                 pass  # for other processes
             case _:
                 assert_never(message)

@@ -11,6 +11,10 @@ command                       who gets it        report
                                                  and finishes its sessions
 ``QueueFull``                 login              none; the oldest pre-login
                                                  client is destroyed
+``ServiceFull``               login              none; while full, every new
+                                                 client beyond client_limit
+                                                 displaces the oldest pre-login
+                                                 one (high-performance mode)
 ``OldestPrelogin``            login              ``OldestPreloginReply``
 ``Who``                       login, relay       ``WhoReply``
 ``Kick``                      login, relay       ``CountReply``
@@ -53,6 +57,20 @@ class QueueFull:
 
     def wire(self) -> Mapping[str, Any]:
         return {"cmd": self.TAG}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFull:
+    """The service is at ``process_limit`` with no process accepting (``full``), or no
+    longer is.  While full, a login process takes a new client beyond its
+    ``client_limit`` and destroys its own oldest pre-login one for it at once (Dovecot's
+    MASTER_LOGIN_STATE_FULL and ``client_destroy_oldest()`` as avail-overflow callback)."""
+
+    TAG: ClassVar[str] = "service-full"
+    full: bool
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "full": self.full}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +122,7 @@ class CacheFlush:
         return {"cmd": self.TAG, "id": self.id, "users": list(self.users)}
 
 
-Command: TypeAlias = Stop | QueueFull | OldestPrelogin | Who | Kick | CacheFlush
+Command: TypeAlias = Stop | QueueFull | ServiceFull | OldestPrelogin | Who | Kick | CacheFlush
 #: the commands that want a reply
 Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush
 
@@ -240,6 +258,11 @@ def read_command(data: dict[str, Any]) -> Command:
             return Stop()
         case QueueFull.TAG:
             return QueueFull()
+        case ServiceFull.TAG:
+            full = data.get("full")
+            if not isinstance(full, bool):
+                raise ControlError("full: not a boolean")
+            return ServiceFull(full=full)
         case OldestPrelogin.TAG:
             return OldestPrelogin(id=_int(data, "id"))
         case Who.TAG:

@@ -239,6 +239,11 @@ class LoginSession:
         self._destroy_reason = ""
 
     @property
+    def destroyed(self) -> bool:
+        """``destroy()`` was called: the session is on its way out."""
+        return bool(self._destroy_reason) or (self.relayed is not None and self.relayed.kicked)
+
+    @property
     def phase(self) -> str:
         """"prelogin" until the backend accepted the login, then "proxying"."""
         return "prelogin" if self.relayed is None else "proxying"

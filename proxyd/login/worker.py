@@ -34,6 +34,7 @@ from proxyd.ipc.messages import (
     OldestPreloginReply,
     QueueFull,
     Report,
+    ServiceFull,
     Status,
     Stop,
     Who,
@@ -89,6 +90,8 @@ class LoginWorker:
         #: accepted connections whose session task has not registered yet
         self.starting = 0
         self.stopping = False
+        #: the master says the service is full (``ServiceFull``): displace, don't queue
+        self.service_full = False
         self._changed = Wakeup()
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
@@ -155,14 +158,32 @@ class LoginWorker:
                 # proxied sessions get a short grace period, like Dovecot's 2 s
                 nursery.cancel_scope.deadline = trio.current_time() + 2
 
+    def _can_displace(self) -> bool:
+        """Full service (the master said so): a new client may displace a pre-login one here.
+
+        Only in high-performance mode: a process that serves a fixed number of clients
+        (``service_count``) leaves the eviction to the master, which knows them all.
+        """
+        return (
+            self.service_full
+            and not self.stopping
+            and self.service.service_count == 0
+            and any(s.phase == "prelogin" and not s.destroyed for s in self.clients.values())
+        )
+
     async def _accept_loop(self, bound: BoundSocket, nursery: trio.Nursery) -> None:
         def take(conn: socket.socket) -> None:
+            if not self.accepting():
+                # Dovecot's avail-overflow: the oldest pre-login client makes room at once,
+                # so a flood never queues real users behind it in the accept queue
+                self._destroy_oldest_prelogin()
             self.served += 1
             self.starting += 1
             nursery.start_soon(self._serve, bound, conn)
 
         await accept_forever(
-            bound.sock, take, name=self.spec.service, accepting=self.accepting, changed=self._changed
+            bound.sock, take, name=self.spec.service,
+            accepting=lambda: self.accepting() or self._can_displace(), changed=self._changed,
         )
 
     async def _serve(self, bound: BoundSocket, conn: socket.socket) -> None:
@@ -245,6 +266,9 @@ class LoginWorker:
                 await self._report()
             case QueueFull():
                 self._destroy_oldest_prelogin()
+            case ServiceFull():
+                self.service_full = message.full
+                self._changed.notify()
             case Who():
                 await self.control.send(WhoReply(message.id, self._who(message.mask)))
             case OldestPrelogin():
@@ -258,10 +282,13 @@ class LoginWorker:
 
     def _oldest_prelogin(self) -> float | None:
         """When the longest-waiting client still logging in here connected (None: none is)."""
-        return min((s.connected_at for s in self.clients.values() if s.phase == "prelogin"), default=None)
+        return min(
+            (s.connected_at for s in self.clients.values() if s.phase == "prelogin" and not s.destroyed),
+            default=None,
+        )
 
     def _destroy_oldest_prelogin(self) -> None:
-        prelogin = [s for s in self.clients.values() if s.phase == "prelogin"]
+        prelogin = [s for s in self.clients.values() if s.phase == "prelogin" and not s.destroyed]
         # Dovecot's client_destroy_oldest(): the oldest client with nothing in flight
         # (not waiting for the auth process or a backend), else simply the oldest
         idle = [s for s in prelogin if s.engine.state == "NOT_AUTHENTICATED"]

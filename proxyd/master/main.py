@@ -57,6 +57,7 @@ from proxyd.ipc.messages import (
     QueueFull,
     Reply,
     Report,
+    ServiceFull,
     Status,
     Stop,
     Who,
@@ -83,7 +84,9 @@ RELAY_PROCESSES = min(4, os.cpu_count() or 1)
 _SESSION_HOLDERS = ("login", "relay")
 #: how long an admin command waits for a child (proxyctl itself waits 30 s)
 _REPLY_TIMEOUT = 15
-_QUEUE_FULL_INTERVAL = 0.1
+#: how long an evicted client's process is given to make room before another is evicted for
+#: the same waiting connection (high-security mode: it exits and a new process is forked)
+_EVICTION_GRACE = 1.0
 
 
 @dataclass(slots=True)
@@ -117,6 +120,8 @@ class Master:
         self._request_id = 0
         self._nursery: trio.Nursery | None = None
         self._limit_logged: set[str] = set()
+        #: what the login processes of each service were last told (``ServiceFull``)
+        self._told_full: dict[str, bool] = {}
         self.stop_requested = trio.Event()
         self.tcpwrap_bound = False
         #: the master's own HTTP listeners (doveadm API), bound by proxyd.cli.proxyd
@@ -275,7 +280,9 @@ class Master:
                     await trio.sleep(1)
                     break
                 available += 1
-            if available == 0 and len(self._pool(svc.name)) >= svc.process_limit:
+            full = available == 0 and len(self._pool(svc.name)) >= svc.process_limit
+            await self._tell_full(svc.name, full and svc.service_count == 0, pool)
+            if full:
                 if svc.name not in self._limit_logged:
                     log.warning(
                         "service(%s): process_limit (%d) reached, client connections are being dropped",
@@ -299,30 +306,54 @@ class Master:
                 idle.remove(child)
                 await self.tell(child, Stop())
 
+    async def _tell_full(self, service: str, full: bool, pool: list[Child]) -> None:
+        """High-performance mode at its limits: the login processes displace their own
+        oldest pre-login client for each new one (Dovecot tells its login processes the
+        same: MASTER_LOGIN_STATE_FULL), with no round trip through the master."""
+        if self._told_full.get(service, False) == full:
+            return
+        self._told_full[service] = full
+        for child in pool:
+            await self.tell(child, ServiceFull(full))
+
     async def queue_full_watch(self, bound: BoundSocket) -> None:
-        """At process_limit with nobody accepting, a waiting client evicts the oldest pre-login one."""
+        """``service_count`` != 0 at process_limit with nobody accepting: each waiting client
+        evicts the oldest pre-login one (its process then exits or accepts again).
+
+        High-performance processes do it themselves (``ServiceFull``); here the master
+        chooses, since each of these processes holds only a few clients.
+        """
+        evicted: dict[int, float] = {}  # pid -> when its client was evicted
         while not self.shutting_down:
             svc = effective_service(self.settings, bound.service)
             pool = [c for c in self._pool(bound.service) if not c.stopping]
             full = len(self._pool(bound.service)) >= svc.process_limit and not any(c.accepting for c in pool)
-            if not full:
+            if not full or svc.service_count == 0:
+                evicted.clear()
                 await self.changed.wait()
                 continue
-            with trio.move_on_after(1):
+            with trio.move_on_after(_EVICTION_GRACE):
                 await trio.lowlevel.wait_readable(bound.sock)
-                victim = await self._oldest_prelogin(bound.service)
-                if victim is not None:
-                    await self.tell(victim, QueueFull())
-                await trio.sleep(_QUEUE_FULL_INTERVAL)
+                now = time.monotonic()
+                for pid, when in list(evicted.items()):
+                    if pid not in self.children or now - when > _EVICTION_GRACE:
+                        del evicted[pid]
+                # one eviction per waiting connection, not counting those still making room
+                wanted = max(waiting_connections(bound.sock), 1) - len(evicted)
+                if wanted > 0:
+                    for victim in await self._oldest_prelogin(bound.service, wanted, set(evicted)):
+                        evicted[victim.pid] = now
+                        await self.tell(victim, QueueFull())
+                await self.changed.wait()
 
-    async def _oldest_prelogin(self, service: str) -> Child | None:
-        """The process whose longest-waiting pre-login client came first (asked only now:
-        reporting it on every login would cost more than the login itself)."""
+    async def _oldest_prelogin(self, service: str, count: int, exclude: set[int]) -> list[Child]:
+        """The ``count`` processes whose longest-waiting pre-login clients came first (asked
+        only now: reporting it on every login would cost more than the login itself)."""
         answers = await self.ask_all(("login",), OldestPrelogin(), live_only=True)
         waiting = [(reply.since, child) for child, reply in answers
-                   if child.service == service
+                   if child.service == service and child.pid not in exclude
                    and isinstance(reply, OldestPreloginReply) and reply.since is not None]
-        return min(waiting, key=lambda pair: pair[0])[1] if waiting else None
+        return [child for _, child in sorted(waiting, key=lambda pair: pair[0])[:count]]
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str) -> list[WhoRow]:

@@ -41,6 +41,7 @@ from proxyd.ipc.messages import (
     OldestPrelogin,
     QueueFull,
     Report,
+    ServiceFull,
     Status,
     Stop,
     Who,
@@ -228,7 +229,7 @@ class RelayHost:
                 for session in victims:
                     session.kick("Kicked by admin")
                 await self.control.send(CountReply(message.id, len(victims)))
-            case QueueFull() | OldestPrelogin() | CacheFlush():
+            case QueueFull() | ServiceFull() | OldestPrelogin() | CacheFlush():
                 pass  # for login and auth processes
             case _:
                 assert_never(message)

@@ -19,6 +19,7 @@ from proxyd.ipc.messages import (
     OldestPreloginReply,
     QueueFull,
     Report,
+    ServiceFull,
     Status,
     Stop,
     Who,
@@ -31,6 +32,8 @@ from proxyd.ipc.messages import (
 COMMANDS: list[Command] = [
     Stop(),
     QueueFull(),
+    ServiceFull(True),
+    ServiceFull(False),
     OldestPrelogin(id=3),
     Who("al*", id=4),
     Kick(("alice",), id=5),
@@ -81,6 +84,8 @@ def test_a_report_is_not_a_command_and_back() -> None:
         {"ev": "status", "clients": True, "accepting": True},
         {"ev": "who", "id": 1, "sessions": [{"user": "a"}]},
         {"ev": "oldest-prelogin", "id": 1, "since": "now"},
+        {"cmd": "service-full"},
+        {"cmd": "service-full", "full": 1},
     ],
 )
 def test_a_malformed_record_is_a_control_error(data: dict[str, Any]) -> None:
@@ -92,7 +97,7 @@ _scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
 _json = _scalar | st.lists(_scalar, max_size=2) | st.lists(
     st.dictionaries(st.sampled_from(["user", "protocol", "ip", "backend", "age"]), _scalar), max_size=2
 )
-_tags = st.sampled_from(["stop", "queue-full", "oldest-prelogin", "who", "kick", "cache-flush",
+_tags = st.sampled_from(["stop", "queue-full", "service-full", "oldest-prelogin", "who", "kick", "cache-flush",
                          "status", "count", "reply", ""])
 
 
@@ -101,7 +106,7 @@ _tags = st.sampled_from(["stop", "queue-full", "oldest-prelogin", "who", "kick",
     tag=_tags,
     fields=st.dictionaries(
         st.sampled_from(["id", "mask", "host", "users", "clients", "accepting", "sessions",
-                         "count", "since"]),
+                         "count", "since", "full"]),
         _json,
         max_size=5,
     ),

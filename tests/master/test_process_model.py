@@ -164,6 +164,40 @@ def test_process_limit_destroys_the_oldest_prelogin_client_never_a_proxied_one(
     assert "Connection queue full" in master.log_text()
 
 
+def test_high_performance_full_service_displaces_the_oldest_for_every_new_client(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """service_count = 0 at process_limit with every process at client_limit: a burst of
+    new clients is greeted at once, each displacing the oldest pre-login client in the
+    process that took it (Dovecot's login processes in the "full" state), never a
+    proxied session; nobody waits in the accept queue behind the burst."""
+    config = static_config(
+        proxyd, backend_a, service_count="0", client_limit="4", process_limit="2", process_min_avail="2"
+    )
+    config.set(proxyd_plaintext_handoff="no")
+    master = proxyd.start(config)
+    wait_count(master, "proxyd: imap-login", 2)
+    source = client_address(64)
+    proxied = RawImapClient(master.address(), master.port(), source_ip=source)
+    assert proxied.command("LOGIN alice alicepw").status == "OK"
+    idle = [RawImapClient(master.address(), master.port(), source_ip=source) for _ in range(7)]
+    burst: list[RawImapClient] = []
+    try:
+        master.wait_for_log("process_limit \\(2\\) reached")
+        for _ in range(14):  # twice the pre-login room, one after the other without a pause
+            burst.append(RawImapClient(master.address(), master.port(), source_ip=source, timeout=2))
+            assert burst[-1].greeting.startswith("* OK ")
+        # the seven idle ones were the oldest: all displaced, with Dovecot's goodbye
+        for client in idle:
+            assert client.read_until_closed() == ["* BYE Connection queue full"]
+        assert proxied.command("NOOP").status == "OK"
+        assert burst[-1].command("LOGIN alice alicepw").status == "OK"
+    finally:
+        for client in (proxied, *idle, *burst):
+            client.close()
+    assert master.log_text().count("Disconnected: Connection queue full") >= 14
+
+
 def test_high_security_plaintext_sessions_move_to_the_relay_process(
     proxyd: ProxydRunner, backend_a: DovecotBackend
 ) -> None:
