@@ -91,6 +91,8 @@ class Variables:
     short: Mapping[str, str | None] = field(default_factory=dict)
     long: Mapping[str, str | None] = field(default_factory=dict)
     passdb_fields: Mapping[str, str] = field(default_factory=dict)
+    #: driver-specific ``%{NAMESPACE:name[:default]}`` lookups (the oauth2 passdb's ``%{oauth2:...}``)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def _after(value: str, sep: str) -> str | None:
@@ -259,9 +261,10 @@ def _lookup_long(name: str, variables: Variables, escape: EscapeFunc | None) -> 
     if sep or func in ("env", "passdb"):
         if func == "env":
             return os.environ.get(data, "")
-        if func == "passdb":
+        if func == "passdb" or func in variables.namespaces:
+            source = variables.passdb_fields if func == "passdb" else variables.namespaces[func]
             key, _, default = data.partition(":")
-            found = variables.passdb_fields.get(key)
+            found = source.get(key)
             value = found if found is not None else default
             return escape(value) if escape else value
     raise ExpandError(f"Unknown variable '%{name}'")

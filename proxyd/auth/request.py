@@ -128,7 +128,8 @@ class AuthReply:
         )
 
 
-_SECRET_FIELDS = frozenset({"pass", "password", "password_noscheme"})
+#: ``token``: the bearer token the oauth2 passdb checked (Dovecot passes it on as a field)
+_SECRET_FIELDS = frozenset({"pass", "password", "password_noscheme", "token"})
 
 
 def is_secret_field(name: str) -> bool:
