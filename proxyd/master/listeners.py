@@ -138,7 +138,12 @@ def bind_auth_socket(
     if os.path.exists(path):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, kind)
-    sock.bind(path)
+    # created without any access, so nobody connects before mode and owner are set
+    previous = os.umask(0o777)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(previous)
     os.chmod(path, owner.mode)
     if (owner.uid != -1 or owner.gid != -1) and os.geteuid() == 0:
         os.chown(path, owner.uid, owner.gid)

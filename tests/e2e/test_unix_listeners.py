@@ -47,22 +47,26 @@ def test_sockets_get_the_configured_mode_and_owner(
         "    group = mail\n  }\n}\n"
     )
     running = proxyd.start(config)
+    # a login first: the TCP listeners accept before the master has set up the UNIX sockets
+    with imaplib.IMAP4(running.address(), running.port(), timeout=CLIENT_TIMEOUT) as imap:
+        imap.login("alice", "alicepw")
+        imap.logout()
     login_dir = Path(str(config.settings["base_dir"])) / "login"
     assert _mode_and_owner(login_dir / "login") == (0o660, "dovenull", "dovenull")
     # user = $default_login_user by default (Dovecot's), the group set here
     assert _mode_and_owner(login_dir / "tcpwrap") == (0o640, "dovenull", "mail")
     # a socket of Dovecot's auth service that proxyd does not create
     assert not (Path(str(config.settings["base_dir"])) / "auth-userdb").exists()
-    with imaplib.IMAP4(running.address(), running.port(), timeout=CLIENT_TIMEOUT) as imap:
-        imap.login("alice", "alicepw")
-        imap.logout()
 
 
 def test_default_modes_are_dovecots(
     proxyd: ProxydRunner, passwd_file: PasswdWriter, backend_a: DovecotBackend
 ) -> None:
     config = proxyd.config(passwd_file(()), login_access_sockets="tcpwrap")
-    proxyd.start(config)
+    running = proxyd.start(config)
+    with imaplib.IMAP4(running.address(), running.port(), timeout=CLIENT_TIMEOUT) as imap:
+        imap.login("alice", "alicepw")
+        imap.logout()
     login_dir = Path(str(config.settings["base_dir"])) / "login"
     assert _mode_and_owner(login_dir / "login")[0] == 0o666
     mode, user, _ = _mode_and_owner(login_dir / "tcpwrap")
