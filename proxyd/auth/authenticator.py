@@ -36,6 +36,7 @@ from typing import Final
 
 import trio
 
+from proxyd import counters
 from proxyd.auth import mechanisms, registry
 from proxyd.auth.cache import AuthCache, CacheStatistics
 from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
@@ -88,6 +89,7 @@ class Authenticator:
         if self._penalty is not None:
             last_penalty, wait = self._penalty.delay(ident)
             if wait:
+                counters.add(counters.Counter.PENALTIES)
                 await trio.sleep(wait)
         return ident, last_penalty
 

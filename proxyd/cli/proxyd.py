@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from proxyd import counters
 from proxyd.auth.registry import check_drivers
 from proxyd.auth.username import check_username_settings
 from proxyd.config.dump import dump_non_default
@@ -162,6 +163,9 @@ def _run(settings: Settings) -> int:
         index = settings.service(item.service).listeners.index(item.listener)
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
     become_subreaper()
+    # shared counters for /metrics: a slot per process the zygote will fork
+    counters.create(_counter_slots(settings))
+    counters.set_slot(0)
     zygote: ZygoteHandle = start_zygote(settings, inherited, child_main, on_reload=child_main.reload)
     try:
         try:
@@ -198,6 +202,15 @@ def _owner(listener: UnixListener) -> SocketOwner:
         if listener.group:
             gid = grp.getgrnam(listener.group).gr_gid
     return SocketOwner(listener.mode, uid, gid)
+
+
+def _counter_slots(settings: Settings) -> int:
+    """Every process that may live at once, twice over (a reload's old processes finish
+    beside the new ones), and room for the support processes."""
+    from proxyd.master.listeners import enabled_services
+
+    limits = sum(effective_service(settings, name).process_limit for name in enabled_services(settings))
+    return 2 * limits + 64
 
 
 def _login_gid(settings: Settings) -> int | None:

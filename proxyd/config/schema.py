@@ -430,9 +430,9 @@ UNIX_LISTENER: Final[Mapping[str, SettingSpec]] = {
 OWN_UNIX_LISTENERS: Final[Mapping[str, str]] = {"auth": "login/login", "tcpwrap": "login/tcpwrap"}
 
 #: services with an implementation
-IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap", "doveadm"})
+IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap", "doveadm", "stats"})
 #: services the master serves itself: only their ``inet_listener http`` applies
-MASTER_HTTP_SERVICES: Final = frozenset({"doveadm"})
+MASTER_HTTP_SERVICES: Final = frozenset({"doveadm", "stats"})
 
 # --- roadmap: in the interface contract, not implemented yet -----------------
 

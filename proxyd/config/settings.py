@@ -200,6 +200,8 @@ def _default_services() -> dict[str, ServiceSettings]:
         ),
         # served by the master: only an ``inet_listener http`` (the doveadm HTTP API)
         "doveadm": ServiceSettings(name="doveadm", user="", chroot=""),
+        # likewise: GET /metrics
+        "stats": ServiceSettings(name="stats", user="", chroot=""),
     }
 
 

@@ -45,6 +45,7 @@ from typing import Final, Protocol
 
 import trio
 
+from proxyd import counters
 from proxyd.auth.mechanisms import AUTH_MECHANISMS
 from proxyd.auth.request import (
     AuthReply,
@@ -504,7 +505,9 @@ class LoginSession:
         self._take_client_id()
         io = _ClientSaslIO(self)
         start = SaslStart(conn=self.conn, mech=begin.mech, initial_response=begin.initial_response)
+        started = time.monotonic()
         reply = await self.ctx.auth.sasl(start, io)
+        counters.observe(counters.Histogram.AUTH, time.monotonic() - started)
         if io.aborted:
             self.last_failure = None
             return None
@@ -526,7 +529,9 @@ class LoginSession:
             password=Secret(step.password),
             login_user=step.authzid if step.authzid != step.authcid else "",
         )
+        started = time.monotonic()
         reply = await self.ctx.auth.authenticate(request)
+        counters.observe(counters.Histogram.AUTH, time.monotonic() - started)
         return await self._handle_reply(begin, reply)
 
     async def _handle_reply(self, begin: AuthBegin, reply: AuthReply) -> _Proxied | None:
@@ -538,10 +543,12 @@ class LoginSession:
                     self.log_user, self.log_fields(),
                 )
                 self._fail(ClientFailure.PROXY_SERVERBUG)
+                counters.login(self.spec.name, counters.LoginResult.TEMP_FAILED)
                 return None
             self.log.info("Login: %s", self.log_fields())
             return await self._proxy(reply)
         if reply.fail_code is FailCode.LOGIN_DISABLED and self._referral(reply):
+            counters.login(self.spec.name, counters.LoginResult.REFERRAL)
             return None
         if (
             begin.mech in OAUTH2_MECHANISMS
@@ -549,7 +556,12 @@ class LoginSession:
             and not await self._oauth2_failure(begin.mech)
         ):
             return None
-        if reply.status is AuthStatus.TEMPFAIL:
+        tempfail = reply.status is AuthStatus.TEMPFAIL
+        counters.login(
+            self.spec.name,
+            counters.LoginResult.TEMP_FAILED if tempfail else counters.LoginResult.AUTH_FAILED,
+        )
+        if tempfail:
             self._fail(ClientFailure.TEMPFAIL)
         else:
             failure = _FAIL_CODES.get(reply.fail_code or FailCode.AUTH_FAILED, ClientFailure.AUTH_FAILED)
@@ -641,6 +653,8 @@ class LoginSession:
         if isinstance(result, BackendFailure):
             self._backend_failed(target, result)
             return None
+        counters.login(self.spec.name, counters.LoginResult.OK)
+        counters.observe(counters.Histogram.BACKEND_LOGIN, result.elapsed)
         self.engine.login_succeeded(result.client_reply)
         await self._flush()
         extra = f" from {source_ip}" if source_ip else ""
@@ -674,6 +688,7 @@ class LoginSession:
         )
 
     def _backend_failed(self, target: ProxyTarget, failure: BackendFailure) -> None:
+        counters.login(self.spec.name, counters.LoginResult.BACKEND_FAILED)
         if failure.kind is ProxyFailure.AUTH:
             self.log.info(
                 "proxy(%s): Login failed to %s:%d: %s: %s",

@@ -1,4 +1,5 @@
-"""The master's own HTTP listeners: the doveadm HTTP API (``service doveadm``).
+"""The master's own HTTP listeners: the doveadm HTTP API (``service doveadm``) and
+``/metrics`` (``service stats``).
 
 The master already holds every process's session accounts (it asks them for
 ``proxyctl who``/``kick``), so it answers the API itself; it never sees a
@@ -15,6 +16,7 @@ import trio
 from proxyd.doveadm.server import DoveadmHttp
 from proxyd.httpd import Handler, serve_listener
 from proxyd.ipc.inherited import BoundSocket
+from proxyd.stats.metrics import StatsHttp
 
 if TYPE_CHECKING:
     from proxyd.master.main import Master
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 def handler_for(master: Master, bound: BoundSocket) -> Handler:
     if bound.service == "doveadm":
         return DoveadmHttp(master, lambda: master.settings).handle
+    if bound.service == "stats":
+        return StatsHttp(master.metrics_snapshot).handle
     raise ValueError(f"no HTTP service {bound.service}")
 
 

@@ -41,6 +41,7 @@ from typing import Any, assert_never
 
 import trio
 
+from proxyd import counters
 from proxyd.config.load import load_settings
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
@@ -73,6 +74,7 @@ from proxyd.master.listeners import (
     waiting_connections,
 )
 from proxyd.master.zygote import ZygoteHandle
+from proxyd.stats.metrics import Snapshot
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
@@ -359,6 +361,12 @@ class Master:
     async def who(self, mask: str) -> list[WhoRow]:
         answers = await self.ask_all(_SESSION_HOLDERS, Who(mask))
         return [row for _, reply in answers if isinstance(reply, WhoReply) for row in reply.sessions]
+
+    async def metrics_snapshot(self) -> Snapshot:
+        """What ``/metrics`` shows: the shared counters, the sessions, the login processes."""
+        sessions = await self.who("*")
+        processes = {svc.name: len(self._pool(svc.name)) for svc in self.services()}
+        return Snapshot(totals=counters.totals(), sessions=sessions, login_processes=processes)
 
     async def kick(self, masks: Sequence[str], host: str | None = None) -> int:
         """End the sessions of users matching one of ``masks``; with ``host`` only those

@@ -36,6 +36,7 @@ from typing import Any, Final, NoReturn
 
 import trio
 
+from proxyd import counters
 from proxyd.config.load import load_settings
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
@@ -181,6 +182,7 @@ def _zygote_loop(
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    slots = counters.SlotAllocator()
     gc.collect()
     gc.freeze()  # children share these pages instead of copying them on the first GC
     while True:
@@ -188,7 +190,7 @@ def _zygote_loop(
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
-            _report_exits(sock)
+            _report_exits(sock, slots)
         if sock.fileno() not in readable:
             continue
         try:
@@ -210,7 +212,7 @@ def _zygote_loop(
             sock.send(json.dumps({"ok": True, "seq": seq}).encode())
             continue
         try:
-            pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main)
+            pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
             sock.send(json.dumps({"pid": pid, "seq": seq}).encode())
         except OSError as exc:
             sock.send(json.dumps({"error": str(exc), "seq": seq}).encode())
@@ -219,8 +221,8 @@ def _zygote_loop(
                 os.close(fd)
 
 
-def _report_exits(sock: socket.socket) -> None:
-    """Reap every child that has exited and tell the master."""
+def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:
+    """Reap every child that has exited and tell the master (its counter slot is free again)."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -228,6 +230,7 @@ def _report_exits(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
+        slots.release(pid)
         sock.send(json.dumps({"ev": "exit", "pid": pid, "status": status}).encode())
 
 
@@ -239,8 +242,15 @@ def _fork(
     zygote_sock: socket.socket,
     wake_pipe: tuple[int, int],
     child_main: ChildMain,
+    slots: counters.SlotAllocator,
 ) -> int:
-    pid = os.fork()
+    slot = slots.take()
+    counters.set_slot(slot)  # the child inherits its slot number
+    try:
+        pid = os.fork()
+    except OSError:
+        slots.give_back(slot)
+        raise
     if pid == 0:
         try:
             signal.set_wakeup_fd(-1)
@@ -252,4 +262,5 @@ def _fork(
             child_main(settings, str(request["kind"]), str(request.get("service", "")), control, inherited)
         finally:
             os._exit(1)  # child_main never returns
+    slots.owned(pid, slot)
     return pid

@@ -17,6 +17,8 @@ from typing import Final
 
 import trio
 
+from proxyd import counters
+
 _CHUNK: Final = 256 * 1024
 _PIPE_SIZE: Final = 256 * 1024
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -54,10 +56,10 @@ async def relay(
     stats = RelayStats()
     if client_pending:
         await server.send_all(client_pending)
-        stats.client_to_server += len(client_pending)
+        _count(stats, "client", len(client_pending))
     if server_pending:
         await client.send_all(server_pending)
-        stats.server_to_client += len(server_pending)
+        _count(stats, "server", len(server_pending))
 
     client_sock, server_sock = _socket_of(client), _socket_of(server)
     async with trio.open_nursery() as nursery:
@@ -90,8 +92,10 @@ def _describe(exc: BaseException) -> str:
 def _count(stats: RelayStats, name: str, n: int) -> None:
     if name == "client":
         stats.client_to_server += n
+        counters.add(counters.Counter.BYTES_CLIENT_TO_BACKEND, n)
     else:
         stats.server_to_client += n
+        counters.add(counters.Counter.BYTES_BACKEND_TO_CLIENT, n)
     stats.last_activity = trio.current_time()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from proxyd import counters
 from proxyd.auth import schemes
 from proxyd.auth.cache import AuthCache, CachedPassdb, expand_cache_key
 from proxyd.auth.chain.attempt import STATIC_PASS_SCHEME, Attempt, Result
@@ -52,7 +53,9 @@ class ChainCache:
         hit = self.cache.lookup(key)
         if hit is None or (hit.expired and not use_expired):
             attempt.debug_log("cache miss" if hit is None else "cache expired")
+            counters.add(counters.Counter.AUTH_CACHE_MISSES)
             return None
+        counters.add(counters.Counter.AUTH_CACHE_HITS)
         node = hit.node
         if node.value is None:
             attempt.debug_log("cache hit: user unknown")

@@ -1,0 +1,1 @@
+"""``service stats { inet_listener http { } }``: ``GET /metrics`` for Prometheus."""
