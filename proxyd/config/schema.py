@@ -86,7 +86,10 @@ IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap", "pop3"})
 _LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
 
 IMPLEMENTED_MECHANISMS: Final = frozenset(
-    {"plain", "login", "xoauth2", "oauthbearer", "cram-md5", "digest-md5", "scram-sha-1", "scram-sha-256"}
+    {
+        "plain", "login", "xoauth2", "oauthbearer", "cram-md5", "digest-md5", "scram-sha-1",
+        "scram-sha-256", "apop",
+    }
 )
 #: SASL mechanisms Dovecot 2.3's auth process knows
 _DOVECOT_MECHANISMS: Final = frozenset(

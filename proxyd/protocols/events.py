@@ -175,11 +175,15 @@ class LoginPolicy:
         no plaintext mechanisms where plaintext is not allowed."""
         if self.ssl == "required" and not self.secured:
             return ()
+        public = tuple(m for m in self.mechanisms if m not in PRIVATE_MECHANISMS)
         if self.plaintext_allowed():
-            return self.mechanisms
-        return tuple(m for m in self.mechanisms if m not in PLAINTEXT_MECHANISMS)
+            return public
+        return tuple(m for m in public if m not in PLAINTEXT_MECHANISMS)
 
 
 #: SASL mechanisms that carry the password in the clear (Dovecot's MECH_SEC_PLAINTEXT:
 #: an OAuth2 bearer token counts as a password).
 PLAINTEXT_MECHANISMS: Final = frozenset({"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})
+#: mechanisms never advertised nor accepted by AUTH/AUTHENTICATE (Dovecot's MECH_SEC_PRIVATE):
+#: APOP is POP3's own command
+PRIVATE_MECHANISMS: Final = frozenset({"APOP"})

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import hmac
 import subprocess
+import time
 from functools import cache
 
 import pytest
@@ -297,7 +298,7 @@ def test_fuzz_directives_total(text: str) -> None:
 
 
 @given(
-    st.sampled_from(["CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"]),
+    st.sampled_from(["APOP", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"]),
     st.lists(st.binary(max_size=200), max_size=4),
     st.binary(max_size=64),
 )
@@ -320,3 +321,24 @@ def test_fuzz_scram_names_round_trip(user: str, authzid: str) -> None:
     client = ScramClient("sha256", user, "pw", authzid)
     parsed = parse_client_first(client.first())
     assert (parsed.username, parsed.authzid) == (user, authzid)
+
+
+# -- APOP -------------------------------------------------------------------------------------
+
+
+def _apop_data(challenge: bytes, user: bytes, password: bytes) -> bytes:
+    return challenge + b"\0" + user + b"\0" + hashlib.md5(challenge + password).digest()
+
+
+def test_apop_exchange_and_failures() -> None:
+    challenge = f"<1a.2b.{int(time.time()):x}.abc=@host>".encode()
+    mech = create("APOP")
+    assert mech.start(_apop_data(challenge, b"dave", b"pw")) == NeedCredentials("dave", "", "PLAIN", "dave")
+    assert mech.credentials(b"pw") == Success()
+    wrong = create("APOP")
+    wrong.start(_apop_data(challenge, b"dave", b"nope"))
+    assert wrong.credentials(b"pw") == SaslFailed("Password mismatch")
+    assert create("APOP").start(_apop_data(b"<1.2.3.x@old>", b"dave", b"pw")) == SaslFailed("invalid challenge")
+    assert create("APOP").start(_apop_data(b"no challenge", b"dave", b"pw")) == SaslFailed("invalid challenge")
+    assert create("APOP").start(challenge + b"\0dave\0short") == SaslFailed("malformed data")
+    assert create("APOP").start(None) == SaslFailed("no initial response")

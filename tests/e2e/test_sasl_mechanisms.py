@@ -8,6 +8,8 @@ The exchange runs in proxyd's auth process against hashes made by Debian's
 from __future__ import annotations
 
 import base64
+import poplib
+import re
 import socket
 import subprocess
 
@@ -351,3 +353,49 @@ def test_master_user_with_cram_md5_needs_a_password_to_forward(master_proxyd: Pr
         client.login_cram_md5(f"bob*{MASTER_USER}", MASTER_PASSWORD)
     master_proxyd.wait_for_log(r"Master user logging in as bob")
     master_proxyd.wait_for_log(r"proxy\(bob\): password not given")
+
+
+# -- APOP ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def apop_proxyd(proxyd: ProxydRunner, backend_a: DovecotBackend) -> ProxydProcess:
+    """POP3 with ``auth_mechanisms = plain apop``: dave has a {PLAIN} password, alice a hash."""
+    fields = proxy_fields(
+        backend_a.address, backend_a.pop3_port, master=MASTER_USER, **{"pass": MASTER_PASSWORD}
+    )
+    entries = [
+        PasswdEntry("dave", "{PLAIN}davepw", fields),
+        PasswdEntry("alice", dovecot_hash("alicepw", "SHA512-CRYPT"), fields),
+    ]
+    path = write_passwd_file(proxyd.workdir / "apop-users", entries)
+    config = proxyd.config(path, auth_mechanisms="plain apop", protocols="imap pop3", auth_verbose="yes")
+    config.listeners += [
+        Listener("pop3-login", "pop3", PROXYD_ADDRESS, free_port(PROXYD_ADDRESS)),
+        Listener("pop3-login", "pop3s", PROXYD_ADDRESS, 0, ssl=True),
+    ]
+    return proxyd.start(config)
+
+
+def test_apop_with_poplib(apop_proxyd: ProxydProcess, backend_a: DovecotBackend) -> None:
+    """poplib's APOP against the greeting's challenge; the password must be stored in
+    plaintext, as Dovecot requires; APOP is not listed as a SASL mechanism."""
+    address, port = apop_proxyd.address("pop3"), apop_proxyd.port("pop3")
+    client = poplib.POP3(address, port, timeout=10)
+    try:
+        assert re.search(r"<[0-9a-f]+\.[0-9a-f]+\.[0-9a-f]+\.[A-Za-z0-9+/=]+@[^>]+>$", client.getwelcome().decode())
+        assert "APOP" not in client.capa().get("SASL", [])
+        assert client.apop("dave", "davepw").startswith(b"+OK")
+        assert backend_a.subject_for("dave") in b"\n".join(client.retr(1)[1]).decode()
+        client.quit()
+    finally:
+        client.close()
+    for user, password in (("dave", "wrong"), ("alice", "alicepw")):
+        client = poplib.POP3(address, port, timeout=10)
+        try:
+            with pytest.raises(poplib.error_proto, match=r"\[AUTH\] Authentication failed"):
+                client.apop(user, password)
+        finally:
+            client.close()
+    apop_proxyd.wait_for_log(r"apop\(dave,[^)]*\): Password mismatch")
+    apop_proxyd.wait_for_log(r"Requested PLAIN scheme, but we have only SHA512-CRYPT")

@@ -571,6 +571,23 @@ def test_authenticate_unknown_mechanism():
     assert s.engine.auth_attempts == 1
 
 
+def test_apop_is_private_to_pop3():
+    """APOP in auth_mechanisms is neither advertised nor accepted by AUTHENTICATE (MECH_SEC_PRIVATE);
+    the mechanisms that hide the password stay offered without TLS."""
+    policy = LoginPolicy(mechanisms=("PLAIN", "APOP", "CRAM-MD5", "SCRAM-SHA-256"))
+    s = script(policy)
+    s.recv(b"c CAPABILITY\r\n")
+    out, _ = s.take()
+    assert b" AUTH=CRAM-MD5 AUTH=SCRAM-SHA-256" in out
+    assert b"APOP" not in out
+    assert b"AUTH=PLAIN" not in out
+    s.recv(b"a AUTHENTICATE APOP\r\n").expect(
+        b"a NO [ALERT] Unsupported authentication mechanism.\r\n",
+        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism."),
+    )
+    s.recv(b"b AUTHENTICATE CRAM-MD5\r\n").expect(AuthBegin("CRAM-MD5", None))
+
+
 @pytest.mark.parametrize("line", [b"a AUTHENTICATE\r\n", b"a AUTHENTICATE  PLAIN\r\n"])
 def test_authenticate_empty_mechanism(line):
     script().recv(line).expect(b"a " + BAD)

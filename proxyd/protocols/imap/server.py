@@ -50,6 +50,7 @@ from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
+    PRIVATE_MECHANISMS,
     AuthAborted,
     AuthBegin,
     AuthContinue,
@@ -442,7 +443,7 @@ class ImapLoginServer(LoginEngineBase):
         wanted = mech_raw.split(b"\0", 1)[0].upper()
         self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None:
+        if mech is None or (mech.upper() in PRIVATE_MECHANISMS and login_response is None):
             return self._refuse(Status.NO, replies.UNSUPPORTED_MECH_MSG, "ALERT")
         if (
             not policy.secured

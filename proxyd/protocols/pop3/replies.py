@@ -37,6 +37,8 @@ UNKNOWN_COMMAND_MSG: Final = "Unknown command."
 TOO_MANY_BAD_MSG: Final = "Too many invalid bad commands."
 NO_USERNAME_MSG: Final = "No username given."
 APOP_NOT_ENABLED_MSG: Final = "APOP not enabled."
+APOP_INVALID_PARAMETERS_MSG: Final = "Invalid parameters."
+APOP_INVALID_MD5_MSG: Final = "Invalid characters in MD5 response."
 LOGOUT_MSG: Final = "Logging out"
 XCLIENT_UPDATED_MSG: Final = "Updated"
 XCLIENT_UNTRUSTED_MSG: Final = "You are not from trusted IP - ignoring"
@@ -61,9 +63,12 @@ def reply_line(kind: Reply, text: str) -> bytes:
     return f"{prefix} {text}\r\n".encode()
 
 
-def greeting(policy: LoginPolicy) -> bytes:
-    """``+OK [XCLIENT] <login_greeting>``; ``[XCLIENT]`` only for trusted peers (no APOP challenge)."""
+def greeting(policy: LoginPolicy, apop_challenge: str | None = None) -> bytes:
+    """``+OK [XCLIENT] <login_greeting> <apop challenge>``; ``[XCLIENT]`` only for trusted
+    peers, the challenge only when APOP is enabled."""
     text = ("[XCLIENT] " if policy.trusted else "") + policy.greeting
+    if apop_challenge is not None:
+        text += " " + apop_challenge
     return reply_line(Reply.OK, text)
 
 
@@ -118,6 +123,8 @@ def auth_failure_reply(
 
 
 __all__ = [
+    "APOP_INVALID_MD5_MSG",
+    "APOP_INVALID_PARAMETERS_MSG",
     "APOP_NOT_ENABLED_MSG",
     "AUTH_ABORTED_MSG",
     "AUTH_FAILED_MSG",

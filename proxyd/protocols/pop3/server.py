@@ -22,9 +22,10 @@ decides what a client sees for odd input:
   without a mechanism lists the mechanisms.  ``AUTH`` neither raises nor resets
   the bad-command counter; every other known command resets it, an unknown one
   raises it, and the third in a row ends the session.
-* ``USER``/``PASS`` become SASL ``PLAIN`` with ``\\0user\\0pass``; ``APOP`` is
-  refused (proxyd offers no APOP mechanism, so there is no challenge in the
-  greeting); ``XCLIENT``/``XOIP`` from a trusted peer become
+* ``USER``/``PASS`` become SASL ``PLAIN`` with ``\\0user\\0pass``; with APOP in
+  ``auth_mechanisms`` the greeting carries a challenge and ``APOP user digest``
+  becomes the APOP mechanism's ``challenge\\0user\\0digest`` (else it is
+  refused with "APOP not enabled."); ``XCLIENT``/``XOIP`` from a trusted peer become
   :class:`~proxyd.protocols.events.TrustedClientInfo`.
 * Reading stops while the driver owns the session: after ``AuthBegin`` /
   ``AuthContinue`` (until ``sasl_challenge``, ``auth_failed``,
@@ -41,6 +42,9 @@ tempfail timestamp comes from an injectable ``clock``.
 
 from __future__ import annotations
 
+import base64
+import os
+import secrets
 import socket
 from collections.abc import Callable
 from datetime import datetime
@@ -50,6 +54,7 @@ from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
+    PRIVATE_MECHANISMS,
     AuthAborted,
     AuthBegin,
     AuthContinue,
@@ -106,7 +111,9 @@ class Pop3LoginServer(LoginEngineBase):
         self._current_cmd: str | None = None
         self._bad_counter = 0
         self._last_user: bytes | None = None
-        self._out += replies.greeting(policy)
+        #: the APOP challenge of the greeting (None: APOP not enabled)
+        self._apop_challenge = self._new_apop_challenge(policy)
+        self._out += replies.greeting(policy, self._apop_challenge)
 
     # -- public API ------------------------------------------------------
 
@@ -226,8 +233,7 @@ class Pop3LoginServer(LoginEngineBase):
         elif name == "PASS":
             self._cmd_pass(args)
         elif name == "APOP":
-            self._reply(Reply.ERROR, replies.APOP_NOT_ENABLED_MSG)
-            self._events.append(AuthRefused("APOP failed: APOP not enabled"))
+            self._cmd_apop(args)
         elif name == "STLS":
             self._cmd_stls()
         elif name == "QUIT":
@@ -277,6 +283,35 @@ class Pop3LoginServer(LoginEngineBase):
             return
         self._last_user = None
         self._auth_begin(b"PLAIN", None, login_response=b"\0" + user + b"\0" + args)
+
+    def _new_apop_challenge(self, policy: LoginPolicy) -> str | None:
+        """``<pid.uid.time.random@host>`` when APOP is enabled (Dovecot's ``get_apop_challenge()``)."""
+        if "APOP" not in (mech.upper() for mech in policy.mechanisms):
+            return None
+        random = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+        stamp = int(self._clock().timestamp())
+        return f"<{os.getpid():x}.{secrets.randbits(32):x}.{stamp:x}.{random}@{self._hostname()}>"
+
+    def _cmd_apop(self, args: bytes) -> None:
+        """``APOP <user> <md5 hex>``: the challenge, the user and the digest go to the auth process
+        as the APOP mechanism's data (``challenge NUL user NUL digest``)."""
+        if self._apop_challenge is None:
+            self._reply(Reply.ERROR, replies.APOP_NOT_ENABLED_MSG)
+            self._events.append(AuthRefused("APOP failed: APOP not enabled"))
+            return
+        user, space, digest_hex = args.partition(b" ")
+        if not space or len(digest_hex) != 32:
+            self._reply(Reply.ERROR, replies.APOP_INVALID_PARAMETERS_MSG)
+            self._events.append(AuthRefused("APOP failed: Invalid parameters"))
+            return
+        try:
+            digest = bytes.fromhex(digest_hex.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            self._reply(Reply.ERROR, replies.APOP_INVALID_MD5_MSG)
+            self._events.append(AuthRefused("APOP failed: Invalid characters in MD5 response"))
+            return
+        data = self._apop_challenge.encode() + b"\0" + user + b"\0" + digest
+        self._auth_begin(b"APOP", None, login_response=data)
 
     def _cmd_xclient(self, args: bytes) -> None:
         if not self._policy.trusted:
@@ -349,7 +384,7 @@ class Pop3LoginServer(LoginEngineBase):
         wanted = _c_string(mech_raw).upper()
         self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None:
+        if mech is None or (mech.upper() in PRIVATE_MECHANISMS and login_response is None):
             return self._refuse(replies.UNSUPPORTED_MECH_MSG)
         if (
             not policy.secured

@@ -8,6 +8,8 @@ which runs the same dialogues against Dovecot's own proxy in reference mode).
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from dataclasses import replace
 from datetime import datetime
 
@@ -325,6 +327,50 @@ def test_apop_is_not_enabled(args):
     script().recv(b"APOP " + args + b"\r\n").expect(
         b"-ERR APOP not enabled.\r\n", AuthRefused("APOP failed: APOP not enabled")
     )
+
+
+APOP_ON = replace(OPEN, mechanisms=("PLAIN", "APOP"))
+
+
+def _apop_script() -> tuple[Script, bytes]:
+    s = Script(engine(APOP_ON), keep_greeting=True)
+    greeting = s.output
+    s.output = b""
+    match = re.fullmatch(rb"\+OK Dovecot ready\. (<[0-9a-f]+\.[0-9a-f]+\.[0-9a-f]+\.[A-Za-z0-9+/=]+@proxy1>)\r\n", greeting)
+    assert match is not None, greeting
+    return s, match.group(1)
+
+
+def test_apop_challenge_in_the_greeting_and_the_command():
+    """The challenge, the user and the binary digest go to the auth process as APOP's data;
+    APOP is never listed nor accepted by AUTH."""
+    s, challenge = _apop_script()
+    digest = hashlib.md5(challenge + b"secret").hexdigest().encode()
+    s.recv(b"CAPA\r\nAUTH\r\n")
+    out, _ = s.take()
+    assert b"SASL PLAIN\r\n" in out
+    assert out.endswith(b"+OK\r\nPLAIN\r\n.\r\n")
+    s.recv(b"AUTH APOP\r\n").expect(
+        b"-ERR [AUTH] Unsupported authentication mechanism.\r\n",
+        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism."),
+    )
+    s.recv(b"APOP alice " + digest + b"\r\n").expect(
+        AuthBegin("APOP", challenge + b"\0alice\0" + bytes.fromhex(digest.decode()), plaintext_login=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "reply", "log"),
+    [
+        (b"alice", b"-ERR Invalid parameters.\r\n", "APOP failed: Invalid parameters"),
+        (b"alice abc", b"-ERR Invalid parameters.\r\n", "APOP failed: Invalid parameters"),
+        (b"alice " + b"z" * 32, b"-ERR Invalid characters in MD5 response.\r\n",
+         "APOP failed: Invalid characters in MD5 response"),
+    ],
+)  # fmt: skip
+def test_apop_bad_arguments(args, reply, log):
+    s, _challenge = _apop_script()
+    s.recv(b"APOP " + args + b"\r\n").expect(reply, AuthRefused(log))
 
 
 # -- AUTH ------------------------------------------------------------------------------------
