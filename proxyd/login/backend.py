@@ -24,28 +24,28 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 import trio
 
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import ProxyTarget
 from proxyd.protocols.backend_events import (
+    RETRYABLE_FAILURES,
     BackendFailed,
+    BackendIgnored,
     BackendLoggedIn,
     BackendNeedsTLS,
     BackendUntagged,
     ProxyFailure,
 )
-from proxyd.protocols.events import NEED_DATA
+from proxyd.protocols.events import _NeedData
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 
 _RECONNECT_DELAY = 1.0
 #: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _RECONNECT_MIN_REMAINING = 1.1
-_RETRIED = frozenset(
-    {ProxyFailure.CONNECT, ProxyFailure.REMOTE, ProxyFailure.PROTOCOL, ProxyFailure.AUTH_TEMPFAIL}
-)
 
 
 @dataclass(slots=True)
@@ -61,15 +61,6 @@ class BackendConnected:
     #: the process's record for this backend; the connection counts as proxying there
     record: BackendRecord | None = None
     source_ip: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BackendFailure:
-    """Why the backend login did not happen; ``client_reply`` is set when the backend's answer is forwarded."""
-
-    kind: ProxyFailure
-    log_text: str
-    client_reply: bytes | None = None
 
 
 SendToClient = Callable[[bytes], Awaitable[None]]
@@ -88,10 +79,12 @@ async def proxy_login(
     log: logging.Logger,
     state: ProxyState | None = None,
     source_ip: str = "",
-) -> BackendConnected | BackendFailure:
+    log_user: str = "",
+) -> BackendConnected | BackendFailed:
     """Connect and log in, retrying as Dovecot does; never raises for backend trouble.
 
     ``source_ip`` is the address to connect from ("" = the OS's choice);
+    ``log_user`` the user as log lines show it (``proxy(USER): ...``);
     ``state`` is the login process's proxy state (a private one if None).
     """
     started = trio.current_time()
@@ -105,10 +98,10 @@ async def proxy_login(
         try:
             if state.host_is_down(record, target.host_immediate_failure_after):
                 # the backend has been failing for a while: no reconnects either
-                return BackendFailure(ProxyFailure.CONNECT, "Host is down")
+                return BackendFailed(ProxyFailure.CONNECT, "Host is down")
             result = await _attempt(
                 spec, target, ip, login, client_engine, tls_context, deadline, send_to_client,
-                record, source_ip,
+                record, source_ip, log, log_user,
             )
         finally:
             record.num_waiting_connections -= 1
@@ -119,10 +112,10 @@ async def proxy_login(
             result.source_ip = source_ip
             return result
         remaining = deadline - trio.current_time()
-        if result.kind not in _RETRIED or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
+        if result.kind not in RETRYABLE_FAILURES or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
             elapsed = math.floor(trio.current_time() - started)
             suffix = f" (after {elapsed} secs" + (f", {reconnects} reconnects)" if reconnects else ")")
-            return BackendFailure(result.kind, result.log_text + suffix, result.client_reply)
+            return BackendFailed(result.kind, result.log_text + suffix, result.client_reply)
         log.debug("%s - reconnecting (attempt %d)", result.log_text, reconnects + 1)
         reconnects += 1
         await trio.sleep(_RECONNECT_DELAY)
@@ -139,7 +132,9 @@ async def _attempt(
     send_to_client: SendToClient,
     record: BackendRecord,
     source_ip: str,
-) -> BackendConnected | BackendFailure:
+    log: logging.Logger,
+    log_user: str,
+) -> BackendConnected | BackendFailed:
     stream: trio.abc.Stream | None = None
     started = trio.current_time()
     engine = spec.new_backend(login, client_engine)
@@ -161,37 +156,43 @@ async def _attempt(
                 out = engine.data_to_send()
                 if out:
                     await stream.send_all(out)
-                if event is NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    engine.receive_data(bytes(data))
-                elif isinstance(event, BackendUntagged):
-                    await send_to_client(event.line)
-                elif isinstance(event, BackendNeedsTLS):
-                    stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
-                    engine.tls_started()
-                elif isinstance(event, BackendLoggedIn):
-                    result = BackendConnected(stream, ip, event.client_reply, engine.trailing_data(), 0.0, 0)
-                    stream = None  # handed over
-                    handed_over = True
-                    return result
-                elif isinstance(event, BackendFailed):
-                    text = event.log_text
-                    if text.startswith("Disconnected by server"):
-                        text += f" (state={engine.state_name}, duration={math.floor(trio.current_time() - started)}s)"
-                    return BackendFailure(event.kind, text, event.client_reply)
+                match event:
+                    case _NeedData():
+                        data = await stream.receive_some(65536)
+                        engine.receive_data(bytes(data))
+                    case BackendUntagged():
+                        await send_to_client(event.line)
+                    case BackendNeedsTLS():
+                        stream = await _start_tls(stream, tls_context(not target.any_cert), target.host)
+                        engine.tls_started()
+                    case BackendIgnored():
+                        # Dovecot: e_error() on the proxy's event, and the dialogue goes on
+                        log.error("proxy(%s): %s", log_user, event.log_text)
+                    case BackendLoggedIn():
+                        result = BackendConnected(stream, ip, event.client_reply, engine.trailing_data(), 0.0, 0)
+                        stream = None  # handed over
+                        handed_over = True
+                        return result
+                    case BackendFailed():
+                        text = event.log_text
+                        if text.startswith("Disconnected by server"):
+                            text += f" (state={engine.state_name}, duration={math.floor(trio.current_time() - started)}s)"
+                        return BackendFailed(event.kind, text, event.client_reply)
+                    case _:
+                        assert_never(event)
         if scope.cancelled_caught:
             if not connected:
                 ProxyState.connect_failed(record)
-                return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")
-            return BackendFailure(ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}")
+                return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")
+            return BackendFailed(ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}")
         raise AssertionError("unreachable")
     except _TLSFailure as exc:
-        return BackendFailure(ProxyFailure.INTERNAL, f"TLS handshake with {ip}:{target.port} failed: {exc}")
+        return BackendFailed(ProxyFailure.INTERNAL, f"TLS handshake with {ip}:{target.port} failed: {exc}")
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         if not connected:
-            return BackendFailure(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
-        return BackendFailure(
+            return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
+        return BackendFailed(
             ProxyFailure.CONNECT, f"Disconnected by server: {text} (state={engine.state_name})"
         )
     finally:

@@ -59,7 +59,7 @@ from proxyd.auth.request import (
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
-from proxyd.login.backend import BackendConnected, BackendFailure, proxy_login
+from proxyd.login.backend import BackendConnected, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import (
     ProxyFieldError,
@@ -70,7 +70,7 @@ from proxyd.login.proxyfields import (
 )
 from proxyd.login.streams import PrefixedStream
 from proxyd.login.tls import server_key
-from proxyd.protocols.backend_events import ProxyFailure
+from proxyd.protocols.backend_events import BackendFailed, ProxyFailure
 from proxyd.protocols.events import (
     NEED_DATA,
     AuthAborted,
@@ -650,7 +650,7 @@ class LoginSession:
             result = await self._proxy_login(target, login, source_ip)
         finally:
             self.proxy_pending = False
-        if isinstance(result, BackendFailure):
+        if isinstance(result, BackendFailed):
             self._backend_failed(target, result)
             return None
         counters.login(self.spec.name, counters.LoginResult.OK)
@@ -671,7 +671,7 @@ class LoginSession:
 
     async def _proxy_login(
         self, target: ProxyTarget, login: BackendLogin, source_ip: str
-    ) -> BackendConnected | BackendFailure:
+    ) -> BackendConnected | BackendFailed:
         settings = self.ctx.settings
         return await proxy_login(
             spec=self.spec,
@@ -685,9 +685,10 @@ class LoginSession:
             log=self.log,
             state=self.proxy_state,
             source_ip=source_ip,
+            log_user=self.log_user,
         )
 
-    def _backend_failed(self, target: ProxyTarget, failure: BackendFailure) -> None:
+    def _backend_failed(self, target: ProxyTarget, failure: BackendFailed) -> None:
         counters.login(self.spec.name, counters.LoginResult.BACKEND_FAILED)
         if failure.kind is ProxyFailure.AUTH:
             self.log.info(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 
 class ProxyFailure(enum.Enum):
@@ -47,33 +47,27 @@ RETRYABLE_FAILURES: Final = frozenset(
 )
 
 
-class BackendEvent:
-    """Base of everything a backend login engine reports."""
-
-    __slots__ = ()
-
-
 @dataclass(frozen=True, slots=True)
-class BackendNeedsTLS(BackendEvent):
+class BackendNeedsTLS:
     """The backend accepted STARTTLS/STLS: do the handshake, then call ``tls_started()``."""
 
 
 @dataclass(frozen=True, slots=True)
-class BackendUntagged(BackendEvent):
+class BackendUntagged:
     """An untagged backend line to forward to the client now; ``line`` ends with CRLF."""
 
     line: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class BackendLoggedIn(BackendEvent):
+class BackendLoggedIn:
     """Logged in; send ``client_reply`` (client's tag, capabilities injected) and start relaying."""
 
     client_reply: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class BackendFailed(BackendEvent):
+class BackendFailed:
     """The backend login failed.
 
     ``log_text`` is Dovecot's log reason.  ``client_reply`` is set for ``AUTH``
@@ -88,7 +82,13 @@ class BackendFailed(BackendEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class BackendIgnored(BackendEvent):
+class BackendIgnored:
     """An unexpected backend line was ignored; ``log_text`` is Dovecot's error log text."""
 
     log_text: str
+
+
+#: everything a backend login engine reports (a ``match`` over it can be exhaustive)
+BackendEvent: TypeAlias = (
+    BackendNeedsTLS | BackendUntagged | BackendLoggedIn | BackendFailed | BackendIgnored
+)

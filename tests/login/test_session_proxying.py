@@ -307,3 +307,18 @@ async def test_source_ip_is_used_for_the_backend_connection(nursery: trio.Nurser
     assert peers[0] != peers[1]
     assert peers[0] == peers[2]
     assert peers[3] == "127.0.0.63"
+
+
+async def test_an_unexpected_backend_line_is_logged_and_ignored(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tagged line the login dialogue did not ask for: Dovecot logs it as an error
+    ("Unexpected input, ignoring") and the login goes on."""
+    backend = ScriptedBackend(login_reply=b"X OK stray\r\nL OK [CAPABILITY IMAP4rev1] Logged in\r\n")
+    await _start_backend(nursery, backend)
+    auth = FakeAuth(_ok_reply(backend.port))
+    client = await start(nursery, auth)
+    await client.send_all(b"a LOGIN alice pw\r\n")
+    assert b"a OK" in await _read_until(client, b"a OK")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["proxy(alice): Unexpected input, ignoring: X OK stray"]
