@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from proxyd.protocols.backend_events import BackendEvent
+from proxyd.protocols.engine import State
 from proxyd.protocols.events import ClientFailure, Event, LoginPolicy, _NeedData
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class LoginServerEngine(Protocol):
     def trailing_data(self) -> bytes: ...
 
     @property
-    def state(self) -> str: ...
+    def state(self) -> State: ...
 
     @property
     def auth_attempts(self) -> int: ...

@@ -41,7 +41,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, assert_never
 
 import trio
 
@@ -71,17 +71,19 @@ from proxyd.login.proxyfields import (
 from proxyd.login.streams import PrefixedStream
 from proxyd.login.tls import server_key
 from proxyd.protocols.backend_events import BackendFailed, ProxyFailure
+from proxyd.protocols.engine import State
 from proxyd.protocols.events import (
-    NEED_DATA,
     AuthAborted,
     AuthBegin,
     AuthContinue,
+    AuthRefused,
     ClientFailure,
     Close,
     Event,
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
+    _NeedData,
 )
 from proxyd.protocols.sasl import (
     OAUTH2_MECHANISMS,
@@ -182,14 +184,10 @@ class _ClientSaslIO:
     async def challenge(self, data: bytes) -> bytes | None:
         session = self._session
         session.engine.sasl_challenge(data)
-        event = await session._next_event()
-        if isinstance(event, AuthContinue):
-            return event.response
-        if isinstance(event, Close):
-            session._log_close(event.reason)
-            raise _SessionEnded
-        self.aborted = True
-        return None
+        response = session._exchange_answer(await session._next_event())
+        if response is None:
+            self.aborted = True
+        return response
 
 
 class LoginSession:
@@ -233,8 +231,6 @@ class LoginSession:
         #: the post-login relay, once the backend accepted the login
         self.relayed: ProxiedConnection | None = None
         self._kicked_while_pending = False
-        #: called when the phase changes (the login process reports it to the master)
-        self.on_phase_change: Callable[[LoginSession], None] | None = None
         self._scope = trio.CancelScope()
         self._destroy_text: str | None = None
         self._destroy_reason = ""
@@ -245,9 +241,9 @@ class LoginSession:
         return bool(self._destroy_reason) or (self.relayed is not None and self.relayed.kicked)
 
     @property
-    def phase(self) -> str:
-        """"prelogin" until the backend accepted the login, then "proxying"."""
-        return "prelogin" if self.relayed is None else "proxying"
+    def proxying(self) -> bool:
+        """False until the backend accepted the login (pre-login), then True."""
+        return self.relayed is not None
 
     def destroy(self, log_reason: str, text: str | None = None) -> None:
         """End the session from outside: a kick, or "Connection queue full" for a pre-login client.
@@ -260,7 +256,7 @@ class LoginSession:
             self.relayed.kick(log_reason)
             return
         self._destroy_reason = log_reason
-        self._destroy_text = text if self.phase == "prelogin" and not self.proxy_pending else None
+        self._destroy_text = text if not self.proxying and not self.proxy_pending else None
         self._kicked_while_pending = self.proxy_pending
         self._scope.cancel()
 
@@ -318,8 +314,7 @@ class LoginSession:
         while True:
             event = self.engine.next_event()
             await self._flush()
-            if event is not NEED_DATA:
-                assert isinstance(event, Event)
+            if not isinstance(event, _NeedData):
                 return event
             try:
                 data = await self.stream.receive_some(_RECV_SIZE)
@@ -391,7 +386,7 @@ class LoginSession:
     async def _goodbye_inactive(self) -> None:
         text = (
             "Disconnected for inactivity during authentication."
-            if self.engine.state == "AUTHENTICATING"
+            if self.engine.state is State.AUTHENTICATING
             else "Disconnected for inactivity."
         )
         with trio.move_on_after(1, shield=True):
@@ -403,18 +398,46 @@ class LoginSession:
         await self._flush()  # greeting
         while True:
             event = await self._next_event()
-            if isinstance(event, AuthBegin):
-                proxied = await self._authenticate(event)
-                if proxied is not None:
-                    return proxied
-            elif isinstance(event, StartTLS):
-                await self._start_tls()
-            elif isinstance(event, TrustedClientInfo):
-                self._apply_trusted_info(event)
-            elif isinstance(event, Close):
+            match event:
+                case AuthBegin():
+                    proxied = await self._authenticate(event)
+                    if proxied is not None:
+                        return proxied
+                case StartTLS():
+                    await self._start_tls()
+                case TrustedClientInfo():
+                    self._apply_trusted_info(event)
+                case Close():
+                    self._log_close(event.reason)
+                    return None
+                case AuthRefused():
+                    self._log_refused(event)
+                case AuthContinue() | AuthAborted():
+                    pass  # only inside an exchange: cannot happen here
+                case _:
+                    assert_never(event)
+
+    def _exchange_answer(self, event: Event) -> bytes | None:
+        """The client's answer to a challenge; None when it ended the exchange (the engine
+        has answered it).  Raises ``_SessionEnded`` when the session must end."""
+        match event:
+            case AuthContinue():
+                return event.response
+            case Close():
                 self._log_close(event.reason)
+                raise _SessionEnded
+            case AuthRefused():
+                self._log_refused(event)
                 return None
-            # AuthContinue/AuthAborted outside an exchange cannot happen; ignore defensively
+            case AuthAborted() | AuthBegin() | StartTLS() | TrustedClientInfo():
+                return None  # only AuthAborted can come in the middle of an exchange
+            case _:
+                assert_never(event)
+
+    def _log_refused(self, event: AuthRefused) -> None:
+        """An attempt the engine refused by itself (Dovecot logs it with auth_verbose)."""
+        if self.ctx.settings.auth_verbose:
+            self.log.info("%s: %s", event.log_text, self.log_fields())
 
     def _log_close(self, reason: str) -> None:
         # Dovecot 2.3: "Disconnected: Connection closed (...)", but "Aborted login by logging out (...)"
@@ -481,16 +504,12 @@ class LoginSession:
         while isinstance(step, Challenge):
             self.engine.sasl_challenge(step.data)
             event = await self._next_event()
-            if isinstance(event, AuthContinue):
-                step = sasl.step(event.response)
-            elif isinstance(event, AuthAborted):
-                self.last_failure = None
+            response = self._exchange_answer(event)
+            if response is None:
+                if isinstance(event, AuthAborted):
+                    self.last_failure = None
                 return None
-            elif isinstance(event, Close):
-                self._log_close(event.reason)
-                raise _SessionEnded
-            else:
-                return None
+            step = sasl.step(response)
         if isinstance(step, SaslFailed):
             self.log.info("%s: %s", step.reason, self.log_fields())
             if begin.mech in OAUTH2_MECHANISMS and not await self._oauth2_failure(begin.mech):
@@ -586,11 +605,7 @@ class LoginSession:
         answered already).
         """
         self.engine.sasl_challenge(oauth2_failure_challenge(mech))
-        event = await self._next_event()
-        if isinstance(event, Close):
-            self._log_close(event.reason)
-            raise _SessionEnded
-        return isinstance(event, AuthContinue)
+        return self._exchange_answer(await self._next_event()) is not None
 
     def _fail(self, failure: ClientFailure, reason: str | None = None) -> None:
         self.last_failure = failure

@@ -46,6 +46,7 @@ from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
+from proxyd.protocols.engine import State
 from proxyd.proxied.connection import session_matches
 from proxyd.proxied.proxystate import ProxyState
 from proxyd.wakeup import Wakeup
@@ -168,7 +169,7 @@ class LoginWorker:
             self.service_full
             and not self.stopping
             and self.service.service_count == 0
-            and any(s.phase == "prelogin" and not s.destroyed for s in self.clients.values())
+            and any(not s.proxying and not s.destroyed for s in self.clients.values())
         )
 
     async def _accept_loop(self, bound: BoundSocket, nursery: trio.Nursery) -> None:
@@ -283,15 +284,15 @@ class LoginWorker:
     def _oldest_prelogin(self) -> float | None:
         """When the longest-waiting client still logging in here connected (None: none is)."""
         return min(
-            (s.connected_at for s in self.clients.values() if s.phase == "prelogin" and not s.destroyed),
+            (s.connected_at for s in self.clients.values() if not s.proxying and not s.destroyed),
             default=None,
         )
 
     def _destroy_oldest_prelogin(self) -> None:
-        prelogin = [s for s in self.clients.values() if s.phase == "prelogin" and not s.destroyed]
+        prelogin = [s for s in self.clients.values() if not s.proxying and not s.destroyed]
         # Dovecot's client_destroy_oldest(): the oldest client with nothing in flight
         # (not waiting for the auth process or a backend), else simply the oldest
-        idle = [s for s in prelogin if s.engine.state == "NOT_AUTHENTICATED"]
+        idle = [s for s in prelogin if s.engine.state is State.NOT_AUTHENTICATED]
         if prelogin:
             victim = min(idle or prelogin, key=lambda s: s.connected_at)
             victim.destroy("Connection queue full", "Connection queue full")
@@ -300,7 +301,7 @@ class LoginWorker:
         return [
             s for s in self.clients.values()
             # proxied sessions and those logging in to their backend (Dovecot's pending proxies)
-            if (s.phase == "proxying" or s.proxy_pending)
+            if (s.proxying or s.proxy_pending)
             and not (s.relayed is not None and s.relayed.moved)
             and session_matches(s.user, s.backend_address.rpartition(":")[0], s.backend_host, masks, host)
         ]

@@ -28,8 +28,8 @@ class EngineUsageError(RuntimeError):
     """The driver called an engine method that the current state does not allow."""
 
 
-class State(enum.Enum):
-    """Pre-login session states."""
+class State(enum.StrEnum):
+    """Pre-login session states (a ``StrEnum``: each compares equal to its name)."""
 
     NOT_AUTHENTICATED = "NOT_AUTHENTICATED"  # reading commands
     AUTHENTICATING = "AUTHENTICATING"  # a SASL exchange is running; the driver decides
@@ -152,9 +152,9 @@ class LoginEngineBase(ABC):
         return data
 
     @property
-    def state(self) -> str:
-        """The state name: NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
-        return self._state.value
+    def state(self) -> State:
+        """NOT_AUTHENTICATED, AUTHENTICATING, TLS_PENDING, PROXYING or CLOSED."""
+        return self._state
 
     @property
     def policy(self) -> LoginPolicy:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 
 class _NeedData:
@@ -47,14 +47,8 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
-class Event:
-    """Base of everything a login engine reports."""
-
-    __slots__ = ()
-
-
 @dataclass(frozen=True, slots=True)
-class AuthBegin(Event):
+class AuthBegin:
     """The client starts authenticating.
 
     ``mech`` is upper-case and one the engine accepted (advertised and allowed now).
@@ -73,7 +67,7 @@ class AuthBegin(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class AuthContinue(Event):
+class AuthContinue:
     """A decoded SASL continuation response from the client."""
 
     response: bytes
@@ -83,12 +77,12 @@ class AuthContinue(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class AuthAborted(Event):
+class AuthAborted:
     """The client aborted the SASL exchange (``*``); the engine already replied."""
 
 
 @dataclass(frozen=True, slots=True)
-class AuthRefused(Event):
+class AuthRefused:
     """The engine refused an authentication attempt by itself and already replied.
 
     Before any ``AuthBegin`` (``during_exchange=False``): plaintext not allowed,
@@ -104,12 +98,12 @@ class AuthRefused(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class StartTLS(Event):
+class StartTLS:
     """Start TLS now; the engine queued the OK and drops its parser state."""
 
 
 @dataclass(frozen=True, slots=True)
-class TrustedClientInfo(Event):
+class TrustedClientInfo:
     """Connection facts forwarded by a trusted peer (IMAP ID ``x-*`` keys, POP3 XCLIENT).
 
     Only fields that were present are set.
@@ -125,10 +119,16 @@ class TrustedClientInfo(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Close(Event):
+class Close:
     """The session must end; ``reason`` is the log text (e.g. ``Aborted login by logging out``)."""
 
     reason: str
+
+
+#: everything a login engine reports (a ``match`` over it can be exhaustive)
+Event: TypeAlias = (
+    AuthBegin | AuthContinue | AuthAborted | AuthRefused | StartTLS | TrustedClientInfo | Close
+)
 
 
 class ClientFailure(enum.Enum):

@@ -6,6 +6,7 @@ test_session.py on 127.0.0.1.  Timing-sensitive tests use the autojump clock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from functools import partial
@@ -322,3 +323,26 @@ async def test_an_unexpected_backend_line_is_logged_and_ignored(
     assert b"a OK" in await _read_until(client, b"a OK")
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["proxy(alice): Unexpected input, ignoring: X OK stray"]
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+async def test_an_attempt_the_engine_refuses_is_logged_with_auth_verbose(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, verbose: bool
+) -> None:
+    """Dovecot: ``if (auth_verbose) e_info("Login failed: Plaintext authentication disabled")``."""
+    caplog.set_level(logging.INFO)
+    client, server = trio.testing.memory_stream_pair()
+    ctx = _ctx(FakeAuth(_ok_reply(0)), auth_verbose=verbose)
+    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, disable_plaintext_auth=True))
+    conn = dataclasses.replace(_conn(), secured=False)
+    nursery.start_soon(LoginSession(ctx, IMAP, server, conn, implicit_tls=False).run)
+    await _read_until(client, b"\r\n")
+    await client.send_all(b"a LOGIN alice pw\r\n")
+    await _read_until(client, b"a NO")
+    await trio.testing.wait_all_tasks_blocked()
+    logged = [r.getMessage() for r in caplog.records if "Plaintext authentication disabled" in r.getMessage()]
+    if verbose:
+        assert len(logged) == 1
+        assert logged[0].startswith("Login failed: Plaintext authentication disabled: user=<")
+    else:
+        assert logged == []
