@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e import proxy_support as ps
 from tests.fixtures.dovecot import DovecotBackend
-from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_port
+from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_port, wait_until
 from tests.fixtures.proxyd import Listener, PasswdEntry, ProxydProcess, ProxydRunner, proxy_fields
 from tests.helpers.clients import RawImapClient
 
@@ -123,12 +123,20 @@ def test_proxy_list_and_kick(proxyd: ProxydRunner, backend_a: DovecotBackend, ba
     ):
         assert alice.command("LOGIN alice alicepw").status == "OK"
         assert bob.command("LOGIN bob bobpw").status == "OK"
-        status, _, body = call(running, [["proxyList", {}, "t1"]])
-        assert status == 200
-        [[kind, rows, tag]] = json.loads(body)
-        assert (kind, tag) == ("doveadmResponse", "t1")
-        # Dovecot 2.3.19 sends LIST-FULL's header line as a row of its own; proxyd does not
-        rows = [row for row in rows if row != {key: key for key in row}]
+        listed: list[dict[str, str]] = []
+
+        def both_listed() -> bool:
+            # a plaintext session is handed to a relay process right after its login
+            status, _, body = call(running, [["proxyList", {}, "t1"]])
+            assert status == 200
+            [[kind, rows, tag]] = json.loads(body)
+            assert (kind, tag) == ("doveadmResponse", "t1")
+            # Dovecot 2.3.19 sends LIST-FULL's header line as a row of its own; proxyd does not
+            listed[:] = [row for row in rows if row != {key: key for key in row}]
+            return len(listed) == 2
+
+        wait_until(both_listed, timeout=10, what="both sessions listed")
+        rows = listed
         assert sorted(rows, key=lambda r: r["username"]) == [
             {"username": "alice", "service": "imap", "src-ip": alice_ip,
              "dest-ip": backend_a.address, "dest-port": str(backend_a.imap_port)},
