@@ -144,15 +144,16 @@ def test_proxy_list_and_kick(proxyd: ProxydRunner, backend_a: DovecotBackend, ba
              "dest-ip": backend_b.address, "dest-port": str(backend_b.imap_port)},
         ]  # fmt: skip
 
-        status, _, body = call(running, [["proxyKick", {"user": ["alice"]}, "k1"]])
+        _, _, body = call(running, [["proxyKick", {"user": ["alice"]}, "k1"]])
         assert json.loads(body) == [["doveadmResponse", [{"count": "1"}], "k1"]]
         assert alice.read_until_closed() == []
         assert bob.command("NOOP").status == "OK"
-        status, _, body = call(running, [["proxyKick", {"host": backend_b.address}, "k2"]], auth=BASIC_AUTH)
+        _, _, body = call(running, [["proxyKick", {"host": backend_b.address}, "k2"]], auth=BASIC_AUTH)
         assert json.loads(body) == [["doveadmResponse", [{"count": "1"}], "k2"]]
         assert bob.is_closed_by_peer()
-    status, _, body = call(running, [["proxyList", {}, "t2"]])
+    _, _, body = call(running, [["proxyList", {}, "t2"]])
     [[kind, rows, tag]] = json.loads(body)
+    assert (kind, tag) == ("doveadmResponse", "t2")
     assert [row for row in rows if row != {key: key for key in row}] == []
 
 
