@@ -38,7 +38,7 @@ import trio
 
 from proxyd import counters
 from proxyd.auth import mechanisms, registry
-from proxyd.auth.cache import AuthCache, CacheStatistics
+from proxyd.auth.cache import AuthCache
 from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
 from proxyd.auth.mechanisms import NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
@@ -176,15 +176,14 @@ class Authenticator:
         result = await self._chain.lookup(request)
         return await self._proxy.finish(request, result.reply)
 
+    @property
+    def cache(self) -> AuthCache | None:
+        """The auth cache, if ``auth_cache_size`` enabled one."""
+        return self._chain.cache
+
     def flush_cache(self, users: Iterable[str] | None = None) -> int:
         """Empty the auth cache, or drop only ``users``' entries; returns how many went (0: no cache)."""
-        cache = self._chain.cache
-        return 0 if cache is None else cache.flush(users)
-
-    def cache_statistics(self) -> CacheStatistics | None:
-        """The auth cache's counters, or None without a cache."""
-        cache = self._chain.cache
-        return None if cache is None else cache.statistics()
+        return 0 if self.cache is None else self.cache.flush(users)
 
 
 #: what an exchange the client aborted ends with (the login process has answered already)

@@ -166,11 +166,6 @@ class LoginEngineBase(ABC):
         """Authentication attempts so far, counted as Dovecot counts them."""
         return self._auth_attempts
 
-    @property
-    def eof_received(self) -> bool:
-        """The client closed its side (reported as ``Close`` once the engine reads again)."""
-        return self._eof
-
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; ``b""`` means EOF."""
         if self._state is State.CLOSED:

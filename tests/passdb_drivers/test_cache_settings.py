@@ -49,10 +49,10 @@ def test_invalid_size_has_its_line() -> None:
 async def test_authenticator_has_a_cache_only_when_sized() -> None:
     without = load_settings_text(BASE, "/etc/proxyd/proxyd.conf")
     async with open_authenticator(without) as auth:
-        assert auth.cache_statistics() is None
+        assert auth.cache is None
         assert auth.flush_cache() == 0
     sized = load_settings_text(BASE + "auth_cache_size = 1M\n", "/etc/proxyd/proxyd.conf")
     async with open_authenticator(sized) as auth:
-        stats = auth.cache_statistics()
-        assert stats is not None
+        assert auth.cache is not None
+        stats = auth.cache.statistics()
         assert stats.max_size == 1024 * 1024

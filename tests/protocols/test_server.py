@@ -656,7 +656,6 @@ def test_commands_wait_while_authenticating():
     s = script()
     s.recv(b"a LOGIN bob secret\r\nb NOOP\r\n").expect(login_begin(b"bob", b"secret"))
     s.recv(b"c NOOP\r\n").expect()
-    assert s.engine.eof_received is False
     s.do("auth_failed", ClientFailure.AUTH_FAILED).expect(
         b"a " + AUTH_FAILED, b"b OK NOOP completed.\r\nc OK NOOP completed.\r\n"
     )
@@ -665,7 +664,6 @@ def test_commands_wait_while_authenticating():
 def test_eof_while_authenticating_is_reported_after_the_verdict():
     s = script()
     s.recv(b"a LOGIN bob secret\r\n", b"").expect(login_begin(b"bob", b"secret"))
-    assert s.engine.eof_received
     s.do("auth_failed", ClientFailure.AUTH_FAILED).expect(
         b"a " + AUTH_FAILED, Close("Connection closed")
     )
@@ -675,7 +673,6 @@ def test_buffered_input_over_the_limit_waits_while_authenticating():
     """Dovecot does not read while auth runs, so a flood cannot fill the buffer then."""
     s = script()
     s.recv(b"a LOGIN bob secret\r\n" + b"x" * 5000).expect(login_begin(b"bob", b"secret"))
-    assert s.engine.buffered_size == 5000
 
 
 def test_login_succeeded_hands_over_pipelined_bytes():
@@ -752,9 +749,8 @@ def test_driver_calls_out_of_state_are_refused():
         e.login_succeeded(b"a OK\r\n")
 
 
-def test_close_with_bye_and_waiting_notice():
+def test_close_with_bye():
     s = script()
-    s.do("auth_waiting_notice").expect(b"* OK Waiting for authentication process to respond..\r\n")
     s.do("close", "Disconnected for inactivity.").expect(b"* BYE Disconnected for inactivity.\r\n")
     assert s.engine.state == "CLOSED"
     s2 = script()

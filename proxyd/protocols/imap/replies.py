@@ -36,9 +36,6 @@ INVALID_BASE64_INITIAL_MSG: Final = "Invalid base64 data in initial response"
 INVALID_BASE64_CONTINUED_MSG: Final = "Invalid base64 data in continued response"
 LOGIN_DISABLED_MSG: Final = "Login disabled for this user"
 AUTHZ_FAILED_MSG: Final = "Authorization failed"
-AUTH_WAITING_MSG: Final = (
-    "Waiting for authentication process to respond.."  # AUTH_SERVER_WAITING_MSG
-)
 BAD_COMMAND_MSG: Final = "Error in IMAP command received by server."
 TOO_MANY_BAD_MSG: Final = "Too many invalid IMAP commands."
 FORGOT_TAG_MSG: Final = (

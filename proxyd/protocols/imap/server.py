@@ -30,10 +30,9 @@ command a pipelined byte belongs to) depend on it:
 
 States (``state``) and the triggers that move between them are the table
 ``TRANSITIONS`` below; a driver call in the wrong state raises
-:class:`EngineUsageError`.  The engine keeps no clock: timeouts, the auth
-"waiting" notice and idle disconnects are the driver's (``close()``,
-``auth_waiting_notice()``), and the tempfail timestamp comes from an injectable
-``clock``.
+:class:`EngineUsageError`.  The engine keeps no clock: timeouts and idle
+disconnects are the driver's (``close()``), and the tempfail timestamp comes
+from an injectable ``clock``.
 """
 
 from __future__ import annotations
@@ -182,16 +181,6 @@ class ImapLoginServer(LoginEngineBase):
             return None
         return b" ".join(self._client_id_parts).decode("ascii")
 
-    @property
-    def buffered_size(self) -> int:
-        """Client bytes received but not consumed (the driver's cue to stop reading).
-
-        Dovecot stops reading the socket while an auth request or the backend
-        login runs; a driver that keeps reading (to notice a disconnect) should
-        stop once this grows beyond a few kilobytes.
-        """
-        return len(self._buf) + len(self._pending)
-
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
 
@@ -235,10 +224,6 @@ class ImapLoginServer(LoginEngineBase):
         if text is not None:
             self._out += replies.reply_line(None, Status.BYE, text, resp_code)
         self._transition(Trigger.CLOSE)
-
-    def auth_waiting_notice(self) -> None:
-        """Queue ``* OK Waiting for authentication process to respond..`` (Dovecot, after 30 s)."""
-        self._out += replies.reply_line(None, Status.OK, replies.AUTH_WAITING_MSG)
 
     # -- state handling --------------------------------------------------
 

@@ -117,11 +117,6 @@ class Pop3LoginServer(LoginEngineBase):
 
     # -- public API ------------------------------------------------------
 
-    @property
-    def buffered_size(self) -> int:
-        """Client bytes received but not consumed (the driver's cue to stop reading)."""
-        return len(self._buf) + len(self._pending)
-
     def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
         """Answer the running authentication with Dovecot's failure text and read commands again.
 
