@@ -35,6 +35,7 @@ from proxyd.ipc.messages import (
     CacheFlush,
     Command,
     CountReply,
+    IpLimit,
     Kick,
     OldestPrelogin,
     QueueFull,
@@ -243,7 +244,7 @@ async def _wait_master(
             case CacheFlush() if authenticator is not None:
                 count = authenticator.flush_cache(list(message.users) or None)
                 await control.send(CountReply(message.id, count))
-            case CacheFlush() | QueueFull() | ServiceFull() | OldestPrelogin() | Who() | Kick():
+            case CacheFlush() | QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | Who() | Kick():
                 pass  # for other processes
             case _:
                 assert_never(message)

@@ -338,6 +338,7 @@ _TOP_SPECS: Final = (
         "proxyd_local_backend", _T, hosts.parse_local_backend, hosts.format_local_backend, ""
     ),
     _bool("proxyd_plaintext_handoff", _T, "yes"),
+    _spec("proxyd_prelogin_per_ip_limit", _T, v.parse_uint, str, "0"),
     _str("ssl_client_cert", _T, pem=True),
     _str("ssl_client_key", _T, pem=True, secret=True),
     _spec(

@@ -289,6 +289,9 @@ class Settings:
     #: high-security mode: a plaintext session leaves its login process once proxied
     #: (for the relay process), as Dovecot's login processes end after a local login
     proxyd_plaintext_handoff: bool = True
+    #: pre-login connections one client address may have in a service (0 = no limit);
+    #: login_trusted_networks and haproxy_trusted_networks are not counted
+    proxyd_prelogin_per_ip_limit: int = 0
     imap_capability: str = ""
     imap_id_retain: bool = False
 

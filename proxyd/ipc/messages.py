@@ -15,11 +15,16 @@ command                       who gets it        report
                                                  client beyond client_limit
                                                  displaces the oldest pre-login
                                                  one (high-performance mode)
+``IpLimit``                   login              none; new connections from the
+                                                 address are refused (or no
+                                                 longer are)
 ``OldestPrelogin``            login              ``OldestPreloginReply``
 ``Who``                       login, relay       ``WhoReply``
 ``Kick``                      login, relay       ``CountReply``
 ``CacheFlush``                auth               ``CountReply``
 (unasked)                     from any child     ``Status``
+(unasked)                     from login         ``PreloginCount`` (only with
+                                                 proxyd_prelogin_per_ip_limit)
 ============================  =================  ==============================
 
 A command that wants a reply carries an ``id`` the reply repeats.  Each record
@@ -74,6 +79,19 @@ class ServiceFull:
 
 
 @dataclass(frozen=True, slots=True)
+class IpLimit:
+    """``ip`` has ``proxyd_prelogin_per_ip_limit`` pre-login connections in the service
+    (``over``): refuse its new connections; or it is below the limit again."""
+
+    TAG: ClassVar[str] = "ip-limit"
+    ip: str
+    over: bool
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "ip": self.ip, "over": self.over}
+
+
+@dataclass(frozen=True, slots=True)
 class OldestPrelogin:
     """When did the longest-waiting client still logging in here connect?"""
 
@@ -122,7 +140,9 @@ class CacheFlush:
         return {"cmd": self.TAG, "id": self.id, "users": list(self.users)}
 
 
-Command: TypeAlias = Stop | QueueFull | ServiceFull | OldestPrelogin | Who | Kick | CacheFlush
+Command: TypeAlias = (
+    Stop | QueueFull | ServiceFull | IpLimit | OldestPrelogin | Who | Kick | CacheFlush
+)
 #: the commands that want a reply
 Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush
 
@@ -140,6 +160,18 @@ class Status:
 
     def wire(self) -> Mapping[str, Any]:
         return {"ev": self.TAG, "clients": self.clients, "accepting": self.accepting}
+
+
+@dataclass(frozen=True, slots=True)
+class PreloginCount:
+    """A pre-login connection from ``ip`` began (``delta`` 1) or ended or logged in (-1)."""
+
+    TAG: ClassVar[str] = "prelogin"
+    ip: str
+    delta: int
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "ip": self.ip, "delta": self.delta}
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +251,7 @@ class OldestPreloginReply:
 
 
 Reply: TypeAlias = WhoReply | CountReply | OldestPreloginReply
-Report: TypeAlias = Status | Reply
+Report: TypeAlias = Status | PreloginCount | Reply
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -263,6 +295,11 @@ def read_command(data: dict[str, Any]) -> Command:
             if not isinstance(full, bool):
                 raise ControlError("full: not a boolean")
             return ServiceFull(full=full)
+        case IpLimit.TAG:
+            over = data.get("over")
+            if not isinstance(over, bool):
+                raise ControlError("over: not a boolean")
+            return IpLimit(ip=_str(data, "ip"), over=over)
         case OldestPrelogin.TAG:
             return OldestPrelogin(id=_int(data, "id"))
         case Who.TAG:
@@ -284,6 +321,11 @@ def read_report(data: dict[str, Any]) -> Report:
             if not isinstance(accepting, bool):
                 raise ControlError("accepting: not a boolean")
             return Status(clients=_int(data, "clients"), accepting=accepting)
+        case PreloginCount.TAG:
+            delta = _int(data, "delta")
+            if delta not in (1, -1):
+                raise ControlError("delta: not 1 or -1")
+            return PreloginCount(ip=_str(data, "ip"), delta=delta)
         case WhoReply.TAG:
             rows = tuple(WhoRow.read(row) for row in _list(data, "sessions"))
             return WhoReply(id=_int(data, "id"), sessions=rows)

@@ -234,6 +234,8 @@ class LoginSession:
         self._scope = trio.CancelScope()
         self._destroy_text: str | None = None
         self._destroy_reason = ""
+        #: called once the backend accepted the login (the worker's pre-login count)
+        self.on_logged_in: Callable[[], None] | None = None
 
     @property
     def destroyed(self) -> bool:
@@ -743,6 +745,8 @@ class LoginSession:
             connected_at=self.connected_at,
             backend_host=proxied.target.host,
         )
+        if self.on_logged_in is not None:
+            self.on_logged_in()
         handoff = self.ctx.handoff
         if handoff is not None and await handoff(self.relayed):
             await self.relayed.release()  # the relay process has it now

@@ -12,12 +12,13 @@ to a full service), ``who`` and ``kick``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import assert_never
+from typing import Final, assert_never
 
 import trio
 
@@ -29,9 +30,11 @@ from proxyd.ipc.messages import (
     CacheFlush,
     Command,
     CountReply,
+    IpLimit,
     Kick,
     OldestPrelogin,
     OldestPreloginReply,
+    PreloginCount,
     QueueFull,
     Report,
     ServiceFull,
@@ -52,6 +55,9 @@ from proxyd.proxied.proxystate import ProxyState
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
+
+#: the goodbye to a connection from an address at proxyd_prelogin_per_ip_limit
+TOO_MANY_FROM_IP: Final = "Too many connections from your IP address."
 
 
 
@@ -93,6 +99,13 @@ class LoginWorker:
         self.stopping = False
         #: the master says the service is full (``ServiceFull``): displace, don't queue
         self.service_full = False
+        #: proxyd_prelogin_per_ip_limit: pre-login connections are counted (by the master)
+        self._count_prelogin = ctx.settings.proxyd_prelogin_per_ip_limit > 0
+        self._uncounted = frozenset(
+            ctx.settings.login_trusted_networks + ctx.settings.haproxy_trusted_networks
+        )
+        #: the addresses the master says are at the limit (``IpLimit``): refused at once
+        self.ips_over_limit: set[str] = set()
         self._changed = Wakeup()
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
@@ -172,22 +185,50 @@ class LoginWorker:
             and any(not s.proxying and not s.destroyed for s in self.clients.values())
         )
 
+    def _counted_ip(self, conn: socket.socket) -> str | None:
+        """The client address whose pre-login connections this one counts for (None: none)."""
+        if not self._count_prelogin:
+            return None
+        try:
+            ip = str(conn.getpeername()[0])
+            address = ipaddress.ip_address(ip)
+        except (OSError, ValueError):
+            return None
+        if any(address in network for network in self._uncounted):
+            return None
+        return ip
+
     async def _accept_loop(self, bound: BoundSocket, nursery: trio.Nursery) -> None:
         def take(conn: socket.socket) -> None:
+            ip = self._counted_ip(conn)
+            if ip is not None and ip in self.ips_over_limit:
+                # one address may not fill the room for clients logging in; nor displace them
+                nursery.start_soon(self._refuse, bound, conn)
+                return
             if not self.accepting():
                 # Dovecot's avail-overflow: the oldest pre-login client makes room at once,
                 # so a flood never queues real users behind it in the accept queue
                 self._destroy_oldest_prelogin()
             self.served += 1
             self.starting += 1
-            nursery.start_soon(self._serve, bound, conn)
+            nursery.start_soon(self._serve, bound, conn, ip, nursery)
 
         await accept_forever(
             bound.sock, take, name=self.spec.service,
             accepting=lambda: self.accepting() or self._can_displace(), changed=self._changed,
         )
 
-    async def _serve(self, bound: BoundSocket, conn: socket.socket) -> None:
+    async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
+        """A connection from an address at proxyd_prelogin_per_ip_limit: a goodbye, no session."""
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        if not bound.listener.ssl:
+            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
+                await stream.send_all(self.spec.goodbye(TOO_MANY_FROM_IP))
+        await trio.aclose_forcefully(stream)
+
+    async def _serve(
+        self, bound: BoundSocket, conn: socket.socket, counted_ip: str | None, nursery: trio.Nursery
+    ) -> None:
         self.starting -= 1
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         tls = bound.listener.ssl
@@ -237,6 +278,15 @@ class LoginWorker:
         client_id = self._next_id
         self.clients[client_id] = session
         await self._report()
+        if counted_ip is not None:
+            await self._send(PreloginCount(counted_ip, 1))
+
+            def logged_in(ip: str = counted_ip) -> None:
+                # a proxied session no longer counts: the limit is for clients logging in
+                session.on_logged_in = None
+                nursery.start_soon(self._send, PreloginCount(ip, -1))
+
+            session.on_logged_in = logged_in
         try:
             await session.run()
         except Exception:
@@ -244,6 +294,8 @@ class LoginWorker:
             await trio.aclose_forcefully(client)
         finally:
             del self.clients[client_id]
+            if session.on_logged_in is not None:  # still counted: it never logged in
+                session.on_logged_in()
             # a process that is done exits now: its exit tells the master enough
             if (message := self._status_message()) is not None and not self._finished():
                 with trio.CancelScope(shield=True):
@@ -270,6 +322,11 @@ class LoginWorker:
             case ServiceFull():
                 self.service_full = message.full
                 self._changed.notify()
+            case IpLimit(ip=ip, over=over):
+                if over:
+                    self.ips_over_limit.add(ip)
+                else:
+                    self.ips_over_limit.discard(ip)
             case Who():
                 await self.control.send(WhoReply(message.id, self._who(message.mask)))
             case OldestPrelogin():

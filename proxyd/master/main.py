@@ -51,9 +51,11 @@ from proxyd.ipc.messages import (
     CacheFlush,
     Command,
     CountReply,
+    IpLimit,
     Kick,
     OldestPrelogin,
     OldestPreloginReply,
+    PreloginCount,
     Question,
     QueueFull,
     Reply,
@@ -73,6 +75,7 @@ from proxyd.master.listeners import (
     handoff_services,
     waiting_connections,
 )
+from proxyd.master.perip import LimitChange, PreloginPerIp
 from proxyd.master.zygote import ZygoteHandle
 from proxyd.stats.metrics import Snapshot
 from proxyd.wakeup import Wakeup
@@ -124,6 +127,8 @@ class Master:
         self._limit_logged: set[str] = set()
         #: what the login processes of each service were last told (``ServiceFull``)
         self._told_full: dict[str, bool] = {}
+        #: proxyd_prelogin_per_ip_limit's counts (``perip.limit_reached`` is the metrics hook)
+        self.perip = PreloginPerIp(limit=settings.proxyd_prelogin_per_ip_limit)
         self.stop_requested = trio.Event()
         self.tcpwrap_bound = False
         #: the master's own HTTP listeners (doveadm API), bound by proxyd.cli.proxyd
@@ -174,6 +179,8 @@ class Master:
         self.children[pid] = child
         assert self._nursery is not None
         self._nursery.start_soon(self._watch, child)
+        for ip in self.perip.over_limit(service) if kind == "login" else ():
+            await self.tell(child, IpLimit(ip, over=True))
         return child
 
     async def _watch(self, child: Child) -> None:
@@ -196,6 +203,9 @@ class Master:
             log.error("service(%s): child %d returned error %d", name, child.pid, os.WEXITSTATUS(status))
         for waiter in child.replies.values():
             waiter.send_nowait(None)
+        if changes := self.perip.child_gone(child.pid):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._tell_ip_limits, changes)
         self.changed.notify()
 
     async def _read_reports(self, child: Child) -> None:
@@ -208,6 +218,10 @@ class Master:
                         if child.clients:
                             child.idle_since = time.monotonic()
                         self.changed.notify()
+                    case PreloginCount(ip=ip, delta=delta) if child.pid in self.children:
+                        await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
+                    case PreloginCount():
+                        pass  # read after its process was reaped: child_gone() counted it out
                     case WhoReply() | CountReply() | OldestPreloginReply():
                         waiter = child.replies.pop(message.id, None)
                         if waiter is not None:
@@ -216,6 +230,19 @@ class Master:
                         assert_never(message)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    async def _tell_ip_limits(self, changes: list[LimitChange]) -> None:
+        """proxyd_prelogin_per_ip_limit: an address reached it (or is below it again)."""
+        for change in changes:
+            if change.log:
+                log.warning(
+                    "service(%s): %s has %d pre-login connections (proxyd_prelogin_per_ip_limit): "
+                    "its new connections are refused",
+                    change.service, change.ip, self.perip.limit,
+                )
+            for child in self._pool(change.service):
+                if not child.stopping:
+                    await self.tell(child, IpLimit(change.ip, change.over))
 
     async def tell(self, child: Child, message: Command) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -391,6 +418,7 @@ class Master:
         if settings.services != self.settings.services or settings.listen != self.settings.listen:
             log.warning("SIGHUP: listener changes need a restart; other settings were reloaded")
         self.settings = settings
+        await self._tell_ip_limits(self.perip.relimit(settings.proxyd_prelogin_per_ip_limit))
         self.generation += 1
         old = [c for c in self.children.values() if c.generation < self.generation]
         for child in old:

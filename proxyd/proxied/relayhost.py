@@ -37,6 +37,7 @@ from proxyd.ipc.messages import (
     CacheFlush,
     Command,
     CountReply,
+    IpLimit,
     Kick,
     OldestPrelogin,
     QueueFull,
@@ -229,7 +230,7 @@ class RelayHost:
                 for session in victims:
                     session.kick("Kicked by admin")
                 await self.control.send(CountReply(message.id, len(victims)))
-            case QueueFull() | ServiceFull() | OldestPrelogin() | CacheFlush():
+            case QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | CacheFlush():
                 pass  # for login and auth processes
             case _:
                 assert_never(message)

@@ -14,9 +14,11 @@ from proxyd.ipc.messages import (
     CacheFlush,
     Command,
     CountReply,
+    IpLimit,
     Kick,
     OldestPrelogin,
     OldestPreloginReply,
+    PreloginCount,
     QueueFull,
     Report,
     ServiceFull,
@@ -34,6 +36,8 @@ COMMANDS: list[Command] = [
     QueueFull(),
     ServiceFull(True),
     ServiceFull(False),
+    IpLimit("192.0.2.7", True),
+    IpLimit("2001:db8::1", False),
     OldestPrelogin(id=3),
     Who("al*", id=4),
     Kick(("alice",), id=5),
@@ -44,6 +48,8 @@ COMMANDS: list[Command] = [
 REPORTS: list[Report] = [
     Status(clients=0, accepting=True),
     Status(clients=12, accepting=False),
+    PreloginCount("192.0.2.7", 1),
+    PreloginCount("192.0.2.7", -1),
     WhoReply(4, ()),
     WhoReply(4, (WhoRow("alice", "imap", "192.0.2.7", "127.0.0.2:143", 9),)),
     CountReply(5, 2),
@@ -86,6 +92,8 @@ def test_a_report_is_not_a_command_and_back() -> None:
         {"ev": "oldest-prelogin", "id": 1, "since": "now"},
         {"cmd": "service-full"},
         {"cmd": "service-full", "full": 1},
+        {"cmd": "ip-limit", "ip": "192.0.2.7"},
+        {"ev": "prelogin", "ip": "192.0.2.7", "delta": 2},
     ],
 )
 def test_a_malformed_record_is_a_control_error(data: dict[str, Any]) -> None:
@@ -97,7 +105,7 @@ _scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
 _json = _scalar | st.lists(_scalar, max_size=2) | st.lists(
     st.dictionaries(st.sampled_from(["user", "protocol", "ip", "backend", "age"]), _scalar), max_size=2
 )
-_tags = st.sampled_from(["stop", "queue-full", "service-full", "oldest-prelogin", "who", "kick", "cache-flush",
+_tags = st.sampled_from(["stop", "queue-full", "service-full", "ip-limit", "prelogin", "oldest-prelogin", "who", "kick", "cache-flush",
                          "status", "count", "reply", ""])
 
 
@@ -106,7 +114,7 @@ _tags = st.sampled_from(["stop", "queue-full", "service-full", "oldest-prelogin"
     tag=_tags,
     fields=st.dictionaries(
         st.sampled_from(["id", "mask", "host", "users", "clients", "accepting", "sessions",
-                         "count", "since", "full"]),
+                         "count", "since", "full", "ip", "over", "delta"]),
         _json,
         max_size=5,
     ),

@@ -198,6 +198,58 @@ def test_high_performance_full_service_displaces_the_oldest_for_every_new_client
     assert master.log_text().count("Disconnected: Connection queue full") >= 14
 
 
+@pytest.mark.parametrize("mode", ["high-performance", "high-security"])
+def test_prelogin_per_ip_limit_refuses_one_address_beyond_it(
+    proxyd: ProxydRunner, backend_a: DovecotBackend, mode: str
+) -> None:
+    """proxyd_prelogin_per_ip_limit = 3: a fourth pre-login connection from one address
+    is refused (over all login processes, and without displacing anyone), another
+    address is not; a logged-in session no longer counts; the warning is logged once."""
+    service = (
+        {"service_count": "0", "client_limit": "10", "process_min_avail": "2"}
+        if mode == "high-performance" else {}
+    )
+    config = static_config(proxyd, backend_a, **service)
+    config.set(proxyd_prelogin_per_ip_limit="3")
+    master = proxyd.start(config)
+    greedy, other = client_address(70), client_address(71)
+    first = [RawImapClient(master.address(), master.port(), source_ip=greedy) for _ in range(3)]
+    late: list[RawImapClient] = []
+    try:
+        def refused() -> bool:
+            client = RawImapClient(master.address(), master.port(), source_ip=greedy)
+            late.append(client)
+            if client.greeting.startswith("* OK"):
+                client.close()  # the master's word was still on its way
+                return False
+            assert client.greeting == "* BYE Too many connections from your IP address."
+            return True
+
+        wait_until(refused, timeout=10, what="the fourth connection refused",
+                   diagnostics=master.log_text)
+        elsewhere = RawImapClient(master.address(), master.port(), source_ip=other)
+        late.append(elsewhere)
+        assert elsewhere.greeting.startswith("* OK")
+        for client in first:
+            assert client.command("NOOP").status == "OK"  # nobody was displaced
+        # logged in, the first one stops counting: the address may connect again
+        assert first[0].command("LOGIN alice alicepw").status == "OK"
+
+        def accepted_again() -> bool:
+            client = RawImapClient(master.address(), master.port(), source_ip=greedy)
+            late.append(client)
+            return client.greeting.startswith("* OK")
+
+        wait_until(accepted_again, timeout=10, what="a new connection from the address",
+                   diagnostics=master.log_text)
+    finally:
+        for client in (*first, *late):
+            client.close()
+    warnings = [line for line in master.log_text().splitlines() if "proxyd_prelogin_per_ip_limit" in line]
+    assert len(warnings) == 1, warnings
+    assert f"{greedy} has 3 pre-login connections" in warnings[0]
+
+
 def test_high_security_plaintext_sessions_move_to_the_relay_process(
     proxyd: ProxydRunner, backend_a: DovecotBackend
 ) -> None:
