@@ -402,18 +402,18 @@ async def _move(settings: Settings, user: str, host: str, delay_until: str, stdo
 def _after_update(
     settings: Settings, user: str, host: str, stamp: int, stdout: TextIO, stderr: TextIO
 ) -> None:
-    from proxyd.master.admin import admin_request
+    from proxyd.ipc.admin import AdminCacheFlush, AdminKick, admin_request
 
     try:
-        admin_request(settings.base_dir, {"cmd": "cache-flush", "users": [user]})
-        reply = admin_request(settings.base_dir, {"cmd": "kick", "mask": glob.escape(user)})
+        admin_request(settings.base_dir, AdminCacheFlush((user,)))
+        reply = admin_request(settings.base_dir, AdminKick(glob.escape(user)))
     except OSError as exc:
         print(
             f"proxyctl: proxyd is not running (base_dir {settings.base_dir}): {exc.strerror or exc}; nothing to kick",
             file=stderr,
         )
     else:
-        print(f"{reply.get('count', 0)} connections kicked", file=stdout)
+        print(f"{reply.count} connections kicked", file=stdout)
     when = time.strftime("%H:%M:%S", time.localtime(stamp))
     print(f"new logins of {user} wait until {when} and then go to {host}", file=stdout)
 
@@ -432,18 +432,18 @@ def _addresses(host: str) -> set[str]:
 def _wait_for_new_host(
     settings: Settings, user: str, host: str, limit: float, stdout: TextIO
 ) -> int:
-    from proxyd.master.admin import admin_request
+    from proxyd.ipc.admin import AdminWho, admin_request
 
     wanted = _addresses(host)
     started = time.monotonic()
     while time.monotonic() - started < limit:
         with contextlib.suppress(OSError):
-            reply = admin_request(settings.base_dir, {"cmd": "who", "mask": glob.escape(user)})
-            for row in reply.get("sessions", []):
-                address = str(row.get("backend", "")).rpartition(":")[0]
+            reply = admin_request(settings.base_dir, AdminWho(glob.escape(user)))
+            for row in reply.sessions:
+                address = row.backend.rpartition(":")[0]
                 if address in wanted:
                     print(
-                        f"{user} logged in on {host} ({row['backend']}) "
+                        f"{user} logged in on {host} ({row.backend}) "
                         f"{time.monotonic() - started:.0f} s after the move",
                         file=stdout,
                     )

@@ -135,53 +135,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cache_flush(args: argparse.Namespace, stdout: TextIO) -> int:
     """Ask the running proxyd's auth process to forget cached entries."""
     from proxyd.config.load import load_settings
-    from proxyd.master.admin import admin_request
+    from proxyd.ipc.admin import AdminCacheFlush, admin_request
 
     settings = load_settings(args.config)
     try:
-        reply = admin_request(settings.base_dir, {"cmd": "cache-flush", "users": list(args.users)})
+        reply = admin_request(settings.base_dir, AdminCacheFlush(tuple(args.users)))
     except OSError as exc:
         print(f"proxyctl: proxyd is not running (base_dir {settings.base_dir}): {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not reply.get("ok"):
-        print(f"proxyctl: {reply.get('message', 'failed')}", file=sys.stderr)
+    if not reply.ok:
+        print(f"proxyctl: {reply.message or 'failed'}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{reply.get('count', 0)} cache entries flushed", file=stdout)
+    print(f"{reply.count} cache entries flushed", file=stdout)
     return EXIT_OK
 
 
 def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
     """who / kick / reload / stop: ask the running proxyd over its admin socket."""
     from proxyd.config.load import load_settings
-    from proxyd.master.admin import admin_request
+    from proxyd.ipc.admin import (
+        AdminKick,
+        AdminReload,
+        AdminRequest,
+        AdminStop,
+        AdminWho,
+        admin_request,
+    )
 
-    request: dict[str, str] = {"cmd": args.command}
+    request: AdminRequest
     if args.command == "who":
-        request["mask"] = args.mask
-    if args.command == "kick":
+        request = AdminWho(args.mask or "*")
+    elif args.command == "kick":
         if args.mask is None and args.host is None:
             raise _UsageError("kick: a user mask or --host HOST is needed")
-        request["mask"] = args.mask or "*"
-        if args.host is not None:
-            request["host"] = args.host
+        request = AdminKick(args.mask or "*", args.host)
+    elif args.command == "reload":
+        request = AdminReload()
+    else:
+        request = AdminStop()
     settings = load_settings(args.config)
     try:
         reply = admin_request(settings.base_dir, request)
     except OSError as exc:
         print(f"proxyctl: proxyd is not running (base_dir {settings.base_dir}): {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not reply.get("ok"):
-        print(f"proxyctl: {reply.get('message', 'failed')}", file=sys.stderr)
+    if not reply.ok:
+        print(f"proxyctl: {reply.message or 'failed'}", file=sys.stderr)
         return EXIT_FAILED
     if args.command == "who":
         print(f"{'username':<24} {'proto':<5} {'client':<40} {'backend':<40} age", file=stdout)
-        for row in sorted(reply.get("sessions", []), key=lambda r: (r["user"], r["age"])):
+        for row in sorted(reply.sessions, key=lambda r: (r.user, r.age)):
             print(
-                f"{row['user']:<24} {row['protocol']:<5} {row['ip']:<40} {row['backend']:<40} {row['age']}s",
+                f"{row.user:<24} {row.protocol:<5} {row.ip:<40} {row.backend:<40} {row.age}s",
                 file=stdout,
             )
     elif args.command == "kick":
-        print(f"{reply.get('count', 0)} connections kicked", file=stdout)
+        print(f"{reply.count} connections kicked", file=stdout)
     return EXIT_OK
 
 

@@ -6,8 +6,9 @@ relay processes hold the sessions handed off by high-security login
 processes; the auth process owns the passdbs (``proxyd.auth``); the tcpwrap
 process answers ``login_access_sockets``.
 
-* ``messages.py``: every message between the master and its children (and
-  between ``proxyctl`` and the master) as a frozen record, with its encoding;
+* ``messages.py``: every message between the master and its children as a
+  frozen record, with its encoding; ``admin.py``: those between ``proxyctl``
+  and the master;
 * ``channel.py``: the newline-delimited JSON framing and the trio channel that
   carries the records;
 * the login<->auth socket's records are ``proxyd.auth.protocol``; the

@@ -67,53 +67,28 @@ class MessageDecoder:
             messages.append(message)
 
 
-class ControlChannel:
-    """JSON objects over a stream; ``receive()`` returns None at EOF.
+class Channel(Generic[Out, In]):
+    """Records over a stream: ``Out`` records sent, ``In`` records received."""
 
-    The auth socket's requests and replies (``proxyd.auth.wire``) use it as is;
-    everything else goes through a typed ``Channel``.
-    """
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, read: Callable[[dict[str, Any]], In]) -> None:
         self.stream = stream
+        self._read = read
         self._decoder = MessageDecoder()
         self._pending: deque[dict[str, Any]] = deque()
         self._send_lock = trio.Lock()
 
-    async def send(self, message: Mapping[str, Any]) -> None:
+    async def send(self, message: Out) -> None:
         async with self._send_lock:
-            await self.stream.send_all(encode(message))
+            await self.stream.send_all(encode(message.wire()))
 
-    async def receive(self) -> dict[str, Any] | None:
+    async def receive(self) -> In | None:
+        """The next record, None at EOF; raises ``ControlError`` for one that is not an ``In``."""
         while not self._pending:
             data = await self.stream.receive_some(65536)
             if not data:
                 return None
             self._pending.extend(self._decoder.feed(bytes(data)))
-        return self._pending.popleft()
+        return self._read(self._pending.popleft())
 
     async def aclose(self) -> None:
         await self.stream.aclose()
-
-
-class Channel(Generic[Out, In]):
-    """Records over a stream: ``Out`` records sent, ``In`` records received."""
-
-    def __init__(self, stream: trio.abc.Stream, read: Callable[[dict[str, Any]], In]) -> None:
-        self._objects = ControlChannel(stream)
-        self._read = read
-
-    @property
-    def stream(self) -> trio.abc.Stream:
-        return self._objects.stream
-
-    async def send(self, message: Out) -> None:
-        await self._objects.send(message.wire())
-
-    async def receive(self) -> In | None:
-        """The next record, None at EOF; raises ``ControlError`` for one that is not an ``In``."""
-        data = await self._objects.receive()
-        return None if data is None else self._read(data)
-
-    async def aclose(self) -> None:
-        await self._objects.aclose()

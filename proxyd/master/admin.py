@@ -1,25 +1,36 @@
-"""The admin socket under ``base_dir`` (``proxyctl who|kick|reload|stop``).
+"""The admin socket under ``base_dir``, the master's side (``proxyctl who|kick|reload|stop``).
 
-One request per connection: a JSON line ``{"cmd": "who", "mask": "*"}`` in,
-one JSON line out.  Only root (and the owner of ``base_dir``) can reach it:
-the socket is mode 0600.
+The requests and the reply are ``proxyd.ipc.admin`` records, one request per
+connection.  Only root (and the owner of ``base_dir``) can reach it: the
+socket is mode 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Final, Protocol
+from typing import Protocol, assert_never
 
 import trio
 
 from proxyd.config.settings import Settings
-from proxyd.ipc.channel import ControlChannel, ControlError
+from proxyd.ipc.admin import (
+    AdminCacheFlush,
+    AdminKick,
+    AdminReload,
+    AdminReply,
+    AdminRequest,
+    AdminStop,
+    AdminUnknown,
+    AdminWho,
+    admin_socket_path,
+    read_admin_request,
+)
+from proxyd.ipc.channel import Channel, ControlError
 from proxyd.ipc.messages import WhoRow
 
 
@@ -35,13 +46,6 @@ class Master(Protocol):
     async def reload(self) -> str: ...
 
 log = logging.getLogger("proxyd")
-
-ADMIN_SOCKET_NAME: Final = "master"
-
-
-def admin_socket_path(base_dir: str) -> str:
-    return os.path.join(base_dir, ADMIN_SOCKET_NAME)
-
 
 async def serve_admin(master: Master, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     path = admin_socket_path(master.settings.base_dir)
@@ -64,7 +68,7 @@ def _remove_stale(path: str) -> None:
 
 
 async def _handle(master: Master, stream: trio.SocketStream) -> None:
-    channel = ControlChannel(stream)
+    channel: Channel[AdminReply, AdminRequest] = Channel(stream, read_admin_request)
     try:
         with trio.fail_after(30):
             request = await channel.receive()
@@ -77,41 +81,24 @@ async def _handle(master: Master, stream: trio.SocketStream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def _dispatch(master: Master, request: dict[str, Any]) -> dict[str, Any]:
-    cmd = request.get("cmd")
-    mask = str(request.get("mask") or "*")
-    if cmd == "who":
-        return {"ok": True, "sessions": [row.wire() for row in await master.who(mask)]}
-    if cmd == "kick":
-        host = request.get("host")
-        host = None if host is None else str(host)
-        count = await master.kick([mask], host)
-        target = mask if host is None else f"-h {host} {mask}"
-        log.info("proxyctl kick %s: %d connections kicked", target, count)
-        return {"ok": True, "count": count}
-    if cmd == "cache-flush":
-        users = [str(u) for u in request.get("users") or []]
-        return {"ok": True, "count": await master.flush_cache(users)}
-    if cmd == "reload":
-        text = await master.reload()
-        return {"ok": text == "reloaded", "message": text}
-    if cmd == "stop":
-        master.stop_requested.set()
-        return {"ok": True}
-    return {"ok": False, "message": f"unknown command {cmd!r}"}
-
-
-def admin_request(base_dir: str, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """The client side (blocking), for proxyctl."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(admin_socket_path(base_dir))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply: dict[str, Any] = json.loads(data) if data else {"ok": False, "message": "no reply"}
-    return reply
+async def _dispatch(master: Master, request: AdminRequest) -> AdminReply:
+    match request:
+        case AdminWho(mask=mask):
+            return AdminReply(ok=True, sessions=tuple(await master.who(mask)))
+        case AdminKick(mask=mask, host=host):
+            count = await master.kick([mask], host)
+            target = mask if host is None else f"-h {host} {mask}"
+            log.info("proxyctl kick %s: %d connections kicked", target, count)
+            return AdminReply(ok=True, count=count)
+        case AdminCacheFlush(users=users):
+            return AdminReply(ok=True, count=await master.flush_cache(list(users)))
+        case AdminReload():
+            text = await master.reload()
+            return AdminReply(ok=text == "reloaded", message=text)
+        case AdminStop():
+            master.stop_requested.set()
+            return AdminReply(ok=True)
+        case AdminUnknown(name=name):
+            return AdminReply(ok=False, message=f"unknown command {name}")
+        case _:
+            assert_never(request)
