@@ -50,6 +50,7 @@ from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.log import MAX_LOG_USERNAME_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed
+from proxyd.secret import Secret
 
 log = logging.getLogger("proxyd.auth")
 
@@ -66,6 +67,8 @@ class Authenticator:
         penalty: AuthPenalty | None = None,
         master_user_separator: str = "",
         verbose: bool = False,
+        require_client_cert: bool = False,
+        username_from_cert: bool = False,
     ) -> None:
         self._chain = chain
         self._failure_delay = max(failure_delay, 0.0)
@@ -74,13 +77,40 @@ class Authenticator:
         self._penalty = penalty
         self._separator = master_user_separator
         self._verbose = verbose
+        # auth_ssl_require_client_cert / auth_ssl_username_from_cert
+        self._require_cert = require_client_cert
+        self._cert_user = username_from_cert
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
         request = split_master_user(request, self._separator)
         ident, last_penalty = await self._penalty_wait(request)
+        refused = self._refuse_without_cert(request)
+        if refused is not None:
+            return await self._finish(request, refused, ident, last_penalty)
+        request = self._with_cert_user(request)
         result = await self._chain.authenticate(request)
         return await self._finish(request, result, ident, last_penalty)
+
+    def _refuse_without_cert(self, request: AuthRequest) -> ChainResult | None:
+        """``auth_ssl_require_client_cert``: no valid certificate (or no name in it), no login."""
+        conn = request.conn
+        if not self._require_cert:
+            return None
+        if not conn.valid_client_cert:
+            reason = "Client didn't present valid SSL certificate"
+        elif self._cert_user and not conn.cert_username:
+            reason = "SSL certificate didn't contain username"
+        else:
+            return None
+        log.info("%s: %s", _mech_prefix(request, None), reason)
+        return ChainResult(AuthReply(status=AuthStatus.FAIL, user=request.user, fail_code=FailCode.AUTH_FAILED))
+
+    def _with_cert_user(self, request: AuthRequest) -> AuthRequest:
+        """``auth_ssl_username_from_cert``: the certificate's name overrides the mechanism's."""
+        if self._cert_user and request.conn.cert_username:
+            return dataclasses.replace(request, user=request.conn.cert_username)
+        return request
 
     async def _penalty_wait(self, request: AuthRequest) -> tuple[str | None, int]:
         """Wait out the client IP's auth penalty; ``(ident, penalty)`` for ``_finish``."""
@@ -131,6 +161,9 @@ class Authenticator:
             log.error("Unsupported authentication mechanism %s", sanitize(start.mech, MAX_MECH_NAME_LEN))
             return AuthReply(status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL)
         ident, last_penalty = await self._penalty_wait(request)
+        refused = self._refuse_without_cert(request)
+        if refused is not None:
+            return await self._finish(request, refused, ident, last_penalty)
         result: ChainResult | None = None
         step = mech.start(start.initial_response)
         while True:
@@ -148,6 +181,7 @@ class Authenticator:
                     ),
                     self._separator,
                 )
+                request = self._with_cert_user(request)
                 result = await self._chain.lookup_credentials(request, step.scheme, step.scheme_user)
                 if result.credentials is None:
                     return await self._finish(request, result, ident, last_penalty)
@@ -167,8 +201,27 @@ class Authenticator:
                 )
                 return await self._finish(request, ChainResult(failed), ident, last_penalty)
             else:
-                assert isinstance(step, Credentials)  # pragma: no cover - no such mechanism here yet
-                raise AssertionError("plaintext mechanisms run in the login process")
+                assert isinstance(step, Credentials)
+                return await self._external(request, step, ident, last_penalty)
+
+    async def _external(
+        self, request: AuthRequest, step: Credentials, ident: str | None, last_penalty: int
+    ) -> AuthReply:
+        """EXTERNAL: the certificate's user, checked by the passdbs as for an empty password."""
+        user = request.conn.cert_username if self._cert_user else ""
+        if not user:
+            if self._verbose:
+                log.info("%s: username not known", _mech_prefix(request, None))
+            failed = AuthReply(status=AuthStatus.FAIL, user="", fail_code=FailCode.AUTH_FAILED)
+            return await self._finish(request, ChainResult(failed), ident, last_penalty)
+        request = dataclasses.replace(
+            request,
+            user=user,
+            password=Secret(step.password),
+            login_user=step.authzid if step.authzid != user else "",
+        )
+        result = await self._chain.authenticate(request)
+        return await self._finish(request, result, ident, last_penalty)
 
     async def lookup(self, request: AuthRequest) -> AuthReply:
         """Run the passdb lookups without checking a password (``proxyctl auth test USER``)."""
@@ -247,4 +300,6 @@ async def open_authenticator(
             penalty=AuthPenalty() if penalty else None,
             master_user_separator=settings.auth_master_user_separator,
             verbose=settings.auth_verbose or settings.auth_debug,
+            require_client_cert=settings.auth_ssl_require_client_cert,
+            username_from_cert=settings.auth_ssl_username_from_cert,
         )

@@ -39,6 +39,10 @@ class ConnectionInfo:
     trusted: bool = False  # the peer is in login_trusted_networks
     client_id: str | None = None  # retained IMAP ID arguments (imap_id_retain)
     forward_fields: Mapping[str, str] = field(default_factory=dict)  # from a trusted upstream proxy
+    #: the client sent a certificate that verified against ``ssl_ca`` (``ssl_verify_client_cert``)
+    valid_client_cert: bool = False
+    #: its ``ssl_cert_username_field`` ("" without one)
+    cert_username: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from proxyd.secret import Secret
 _CONN_FIELDS = (
     "service", "local_ip", "local_port", "remote_ip", "remote_port", "real_local_ip", "real_local_port",
     "real_remote_ip", "real_remote_port", "secured", "tls", "session_id", "trusted", "client_id",
+    "valid_client_cert", "cert_username",
 )
 
 

@@ -88,7 +88,7 @@ _LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
 IMPLEMENTED_MECHANISMS: Final = frozenset(
     {
         "plain", "login", "xoauth2", "oauthbearer", "cram-md5", "digest-md5", "scram-sha-1",
-        "scram-sha-256", "apop",
+        "scram-sha-256", "apop", "external",
     }
 )
 #: SASL mechanisms Dovecot 2.3's auth process knows
@@ -296,6 +296,11 @@ _TOP_SPECS: Final = (
     _str("ssl_key", _T, pem=True, secret=True),
     _str("ssl_ca", _T, pem=True),
     _spec("ssl_min_protocol", _T, parse_ssl_min_protocol, _same, "TLSv1.2"),
+    # client certificates (verified against ssl_ca) and SASL EXTERNAL
+    _bool("ssl_verify_client_cert", _T, "no"),
+    _str("ssl_cert_username_field", _T, "commonName"),
+    _bool("auth_ssl_require_client_cert", _T, "no"),
+    _bool("auth_ssl_username_from_cert", _T, "no"),
     _str("ssl_dh", _T, pem=True),
     _spec("ssl_cipher_list", _T, parse_cipher_list, _same, DOVECOT_CIPHER_LIST),
     _spec("ssl_cipher_suites", _T, parse_cipher_suites, _same, ""),
@@ -471,7 +476,7 @@ DOVECOT_TOP: Final = _names(
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
     auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
     auth_policy_server_timeout_msecs auth_policy_server_url auth_realms auth_socket_path
-    auth_ssl_require_client_cert auth_ssl_username_from_cert auth_stats auth_use_winbind
+    auth_stats auth_use_winbind
     auth_verbose_passwords
     auth_winbind_helper_path config_cache_size
     default_internal_group deliver_log_format dict_db_config
@@ -519,10 +524,10 @@ DOVECOT_TOP: Final = _names(
     process_shutdown_filter quota_full_tempfail rawlog_dir recipient_delimiter
     rejection_reason rejection_subject replication_dsync_parameters
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
-    sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key ssl_cert_username_field
+    sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key
     ssl_client_require_valid_cert ssl_crypto_device
     ssl_key_password
-    ssl_verify_client_cert state_dir stats_http_rawlog_dir stats_writer_socket_path
+    state_dir stats_http_rawlog_dir stats_writer_socket_path
     submission_client_workarounds submission_host submission_logout_format
     submission_max_mail_size submission_max_recipients submission_relay_command_timeout
     submission_relay_connect_timeout submission_relay_host submission_relay_master_user
@@ -539,13 +544,11 @@ DOVECOT_TOP: Final = _names(
 HONOURED_TOP: Final = _names(
     """
     login_log_format_elements login_log_format login_proxy_notify_path login_plugin_dir
-    login_plugins login_proxy_rawlog_dir director_username_hash auth_ssl_require_client_cert
-    auth_ssl_username_from_cert verbose_proctitle
+    login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug
     log_core_filter process_shutdown_filter import_environment
     stats_writer_socket_path config_cache_size version_ignore shutdown_clients
-    ssl_cert_username_field ssl_crypto_device
-    ssl_verify_client_cert ssl_client_require_valid_cert
+    ssl_crypto_device ssl_client_require_valid_cert
     ssl_alt_cert ssl_alt_key ssl_key_password
     auth_realms auth_cache_verify_password_with_worker
     auth_anonymous_username auth_krb5_keytab

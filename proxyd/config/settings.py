@@ -229,6 +229,12 @@ class Settings:
     ssl_key: Secret = field(default_factory=lambda: Secret(""))
     ssl_ca: str = ""
     ssl_min_protocol: str = "TLSv1.2"
+    #: ask clients for a certificate, verified against ``ssl_ca``; its
+    #: ``ssl_cert_username_field`` is the user name for EXTERNAL (``auth_ssl_username_from_cert``)
+    ssl_verify_client_cert: bool = False
+    ssl_cert_username_field: str = "commonName"
+    auth_ssl_require_client_cert: bool = False
+    auth_ssl_username_from_cert: bool = False
     #: DH parameters (PEM) for DHE cipher suites
     ssl_dh: str = ""
     #: OpenSSL cipher list (TLS <= 1.2), TLS 1.3 suites, key exchange groups ("" = OpenSSL's)

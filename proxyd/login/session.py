@@ -69,7 +69,7 @@ from proxyd.login.proxyfields import (
     parse_referral,
 )
 from proxyd.login.streams import PrefixedStream
-from proxyd.login.tls import server_key
+from proxyd.login.tls import client_cert_user, server_key
 from proxyd.protocols.backend_events import BackendFailed, ProxyFailure
 from proxyd.protocols.engine import State
 from proxyd.protocols.events import (
@@ -374,7 +374,14 @@ class LoginSession:
             )
             return False
         self._log_tls(self.stream)
+        self._take_client_cert(self.stream)
         return True
+
+    def _take_client_cert(self, tls: trio.SSLStream[trio.abc.Stream]) -> None:
+        """A verified client certificate and its user name go with every auth request."""
+        valid, user = client_cert_user(tls, self.ctx.settings.ssl_cert_username_field)
+        if valid:
+            self.conn = dataclasses.replace(self.conn, valid_client_cert=True, cert_username=user)
 
     def _log_tls(self, tls: trio.SSLStream[trio.abc.Stream]) -> None:
         """``verbose_ssl``: what each handshake agreed on."""
@@ -467,6 +474,7 @@ class LoginSession:
         self._log_tls(tls)
         self.stream = tls
         self.conn = dataclasses.replace(self.conn, tls=True, secured=True)
+        self._take_client_cert(tls)
         self.engine.tls_started(self._policy())
 
     def _apply_trusted_info(self, info: TrustedClientInfo) -> None:

@@ -13,11 +13,14 @@ import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+import trio
 
 from proxyd import openssl_ctx
 from proxyd.config.filters import tls_candidates
 from proxyd.config.settings import Settings
+from proxyd.errors import ConfigError
 
 _MIN_VERSIONS: Final = {
     "ANY": ssl.TLSVersion.MINIMUM_SUPPORTED,
@@ -52,6 +55,7 @@ def server_key(settings: Settings) -> str:
         settings.ssl_cert, settings.ssl_key.reveal(), settings.ssl_ca, settings.ssl_min_protocol,
         settings.ssl_dh, settings.ssl_cipher_list, settings.ssl_cipher_suites,
         settings.ssl_curve_list, str(settings.ssl_prefer_server_ciphers), " ".join(settings.ssl_options),
+        str(settings.ssl_verify_client_cert),
     )  # fmt: skip
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -95,9 +99,32 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
         ctx.options |= ssl.OP_NO_TICKET
     if "compression" in settings.ssl_options:
         ctx.options &= ~ssl.OP_NO_COMPRESSION
-    # clients are not asked for certificates (auth_ssl_require_client_cert comes later)
-    ctx.verify_mode = ssl.CERT_NONE
+    if settings.ssl_verify_client_cert:
+        # ask for a client certificate and verify it against ssl_ca (SASL EXTERNAL, or
+        # auth_ssl_require_client_cert); OpenSSL ends the handshake on an invalid one
+        if not settings.ssl_ca:
+            raise ConfigError(None, "ssl_verify_client_cert set, but ssl_ca not given")
+        with _pem_file(settings.ssl_ca, "ssl_ca") as ca:
+            ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def client_cert_user(tls: trio.SSLStream[Any], field: str) -> tuple[bool, str]:
+    """``(valid client certificate, its ssl_cert_username_field)`` after the handshake."""
+    try:
+        cert = tls.getpeercert()
+    except (ValueError, AttributeError):
+        return False, ""
+    if not cert:
+        return False, ""
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == field:
+                return True, str(value)
+    return True, ""
 
 
 def backend_context(settings: Settings, *, verify: bool) -> ssl.SSLContext:

@@ -11,11 +11,14 @@ import base64
 import poplib
 import re
 import socket
+import ssl
 import subprocess
 
 import pytest
+import trustme
 from puresasl.client import SASLClient
 
+from tests.e2e.conftest import PasswdWriter
 from tests.fixtures.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotBackend, dovecot_hash
 from tests.fixtures.net import PROXYD_ADDRESS, PROXYD_OTHER_ADDRESS, free_port
 from tests.fixtures.proxyd import (
@@ -26,7 +29,8 @@ from tests.fixtures.proxyd import (
     proxy_fields,
     write_passwd_file,
 )
-from tests.helpers.clients import IMAP4, curl, fetch_subjects
+from tests.fixtures.tls import TlsFiles
+from tests.helpers.clients import IMAP4, IMAP4_SSL, curl, fetch_subjects
 from tests.helpers.scram_client import ScramClient
 
 pytestmark = pytest.mark.e2e
@@ -399,3 +403,86 @@ def test_apop_with_poplib(apop_proxyd: ProxydProcess, backend_a: DovecotBackend)
             client.close()
     apop_proxyd.wait_for_log(r"apop\(dave,[^)]*\): Password mismatch")
     apop_proxyd.wait_for_log(r"Requested PLAIN scheme, but we have only SHA512-CRYPT")
+
+
+# -- EXTERNAL: client certificates ------------------------------------------------------------
+
+
+@pytest.fixture
+def client_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def external_proxyd(
+    proxyd: ProxydRunner, backend_a: DovecotBackend, proxyd_tls: TlsFiles, client_ca: trustme.CA
+) -> ProxydProcess:
+    """``ssl_verify_client_cert`` against a CA of client certificates; the certificate's
+    common name is the user (``auth_ssl_username_from_cert``), alice has ``nopassword``."""
+    ca_pem = proxyd.workdir / "client-ca.pem"
+    client_ca.cert_pem.write_to_path(str(ca_pem))
+    fields = proxy_fields(
+        backend_a.address, backend_a.imap_port, master=MASTER_USER, nopassword="y",
+        **{"pass": MASTER_PASSWORD},
+    )  # fmt: skip
+    path = write_passwd_file(proxyd.workdir / "cert-users", [PasswdEntry("alice", "", fields)])
+    config = proxyd.config(
+        path,
+        auth_mechanisms="plain external",
+        ssl_verify_client_cert="yes",
+        ssl_ca=f"<{ca_pem}",
+        auth_ssl_username_from_cert="yes",
+        auth_verbose="yes",
+    )
+    return proxyd.start(config)
+
+
+def _cert_context(proxyd_tls: TlsFiles, client_ca: trustme.CA | None, name: str) -> ssl.SSLContext:
+    context = proxyd_tls.client_context()
+    if client_ca is not None:
+        client_ca.issue_cert(f"{name}.example", common_name=name).configure_cert(context)
+    return context
+
+
+def test_external_with_a_client_certificate(
+    external_proxyd: ProxydProcess, backend_a: DovecotBackend, proxyd_tls: TlsFiles, client_ca: trustme.CA
+) -> None:
+    """imaplib's AUTHENTICATE EXTERNAL over implicit TLS with alice's certificate reaches her
+    mailbox through the master user; without a certificate the user is not known."""
+    address, port = external_proxyd.address("imaps"), external_proxyd.port("imaps")
+    with IMAP4_SSL(address, port, ssl_context=_cert_context(proxyd_tls, client_ca, "alice")) as client:
+        assert client.authenticate("EXTERNAL", lambda _challenge: b"")[0] == "OK"
+        assert fetch_subjects(client) == [backend_a.subject_for("alice")]
+        client.logout()
+    with (
+        IMAP4_SSL(address, port, ssl_context=_cert_context(proxyd_tls, None, "")) as client,
+        pytest.raises(IMAP4.error, match="AUTHENTICATIONFAILED"),
+    ):
+        client.authenticate("EXTERNAL", lambda _challenge: b"")
+    external_proxyd.wait_for_log(r"external\(\?,[^)]*\): username not known")
+
+
+def test_require_client_cert_refuses_other_logins(
+    proxyd: ProxydRunner, passwd_file: PasswdWriter, proxyd_tls: TlsFiles, client_ca: trustme.CA
+) -> None:
+    """auth_ssl_require_client_cert: even a right password needs a valid certificate."""
+    ca_pem = proxyd.workdir / "client-ca.pem"
+    client_ca.cert_pem.write_to_path(str(ca_pem))
+    config = proxyd.config(
+        passwd_file(()),
+        ssl_verify_client_cert="yes",
+        ssl_ca=f"<{ca_pem}",
+        auth_ssl_require_client_cert="yes",
+        auth_verbose="yes",
+    )
+    running = proxyd.start(config)
+    address, port = running.address("imaps"), running.port("imaps")
+    with IMAP4_SSL(address, port, ssl_context=_cert_context(proxyd_tls, client_ca, "bob")) as client:
+        assert client.login("bob", "bobpw")[0] == "OK"
+        client.logout()
+    with (
+        IMAP4_SSL(address, port, ssl_context=_cert_context(proxyd_tls, None, "")) as client,
+        pytest.raises(IMAP4.error, match="AUTHENTICATIONFAILED"),
+    ):
+        client.login("bob", "bobpw")
+    running.wait_for_log(r"Client didn't present valid SSL certificate")

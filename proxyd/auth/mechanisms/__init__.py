@@ -27,6 +27,7 @@ from proxyd.auth.mechanisms.apop import Apop
 from proxyd.auth.mechanisms.base import Mechanism, NeedCredentials, Step, Success
 from proxyd.auth.mechanisms.cram_md5 import CramMD5
 from proxyd.auth.mechanisms.digest_md5 import DigestMD5
+from proxyd.auth.mechanisms.external import External
 from proxyd.auth.mechanisms.scram import ScramSHA1, ScramSHA256
 
 __all__ = ["AUTH_MECHANISMS", "Mechanism", "NeedCredentials", "Step", "Success", "create"]
@@ -35,6 +36,7 @@ _MECHANISMS: Final[dict[str, type[Mechanism]]] = {
     "APOP": Apop,
     "CRAM-MD5": CramMD5,
     "DIGEST-MD5": DigestMD5,
+    "EXTERNAL": External,
     "SCRAM-SHA-1": ScramSHA1,
     "SCRAM-SHA-256": ScramSHA256,
 }
