@@ -13,5 +13,5 @@ process answers ``login_access_sockets``.
   carries the records;
 * the login<->auth socket's records are ``proxyd.auth.protocol``; the
   hand-off record (login -> relay) is ``proxyd.proxied.handoff.HandoffRecord``;
-  the zygote's requests are in ``proxyd.master.zygote``.
+  the zygote's requests and reports are ``zygote.py``.
 """

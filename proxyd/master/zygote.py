@@ -10,12 +10,9 @@ master supervises processes it did not fork (``ps --forest`` shows them under
 the zygote).  Should the zygote die, the master is a child subreaper and
 inherits the orphans.
 
-Requests: ``{"op": "spawn", "kind": "login"|"auth"|..., "service": NAME, "seq": N}``
-with the child's control socket attached (SCM_RIGHTS); reply ``{"pid": PID, "seq": N}``.
-``{"op": "reload", "seq": N}``: the zygote re-reads the configuration; reply ``{"ok":
-true, "seq": N}`` or ``{"error": TEXT, "seq": N}``.  ``seq`` pairs a reply with its
-request, so a late reply to a cancelled request is never taken for the next one's.
-Events, at any time: ``{"ev": "exit", "pid": N, "status": WAITSTATUS}``.
+The messages on the socket between the two are ``proxyd.ipc.zygote``'s
+records: ``Spawn`` (with the child's control socket attached) and ``Reload``,
+answered by ``Spawned``, ``Reloaded`` or ``ZygoteError``; ``Exited`` at any time.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import array
 import contextlib
 import ctypes
 import gc
-import json
 import logging
 import os
 import select
@@ -32,7 +28,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn, assert_never
 
 import trio
 
@@ -40,6 +36,20 @@ from proxyd import counters
 from proxyd.config.load import load_settings
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
+from proxyd.ipc.channel import ControlError
+from proxyd.ipc.zygote import (
+    Exited,
+    Reload,
+    Reloaded,
+    Spawn,
+    Spawned,
+    ZygoteError,
+    ZygoteReply,
+    ZygoteRequest,
+    encode,
+    read_report,
+    read_request,
+)
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
 
@@ -81,7 +91,7 @@ class ZygoteHandle:
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._lock = trio.Lock()
         self._seq = 0
-        self._replies_in, self._replies = trio.open_memory_channel[dict[str, Any]](1)
+        self._replies_in, self._replies = trio.open_memory_channel[ZygoteReply](1)
         #: exit statuses not yet collected, and the waiters for them
         self._statuses: dict[int, int] = {}
         self._exit_waiters: dict[int, trio.Event] = {}
@@ -91,15 +101,17 @@ class ZygoteHandle:
         task_status.started()
         try:
             while data := await self._sock.recv(65536):
-                message: dict[str, Any] = json.loads(data)
-                if message.get("ev") == "exit":
-                    pid = int(message["pid"])
-                    self._statuses[pid] = int(message["status"])
-                    if (waiter := self._exit_waiters.pop(pid, None)) is not None:
-                        waiter.set()
-                else:
-                    await self._replies_in.send(message)
-        except OSError:
+                report = read_report(data)
+                match report:
+                    case Exited(pid=pid, status=status):
+                        self._statuses[pid] = status
+                        if (waiter := self._exit_waiters.pop(pid, None)) is not None:
+                            waiter.set()
+                    case Spawned() | Reloaded() | ZygoteError():
+                        await self._replies_in.send(report)
+                    case _:
+                        assert_never(report)
+        except (OSError, ControlError):
             pass
         finally:
             self.dead.set()
@@ -117,10 +129,11 @@ class ZygoteHandle:
             await waiter.wait()
         return self._statuses.pop(pid, None)
 
-    async def _request(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    async def _request(self, request: Callable[[int], ZygoteRequest], fds: list[int]) -> ZygoteReply:
+        """Send ``request(seq)`` and wait for the reply with that ``seq``."""
         async with self._lock:
             self._seq += 1
-            data = json.dumps({**request, "seq": self._seq}).encode()
+            data = encode(request(self._seq))
             try:
                 if fds:
                     await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
@@ -129,21 +142,27 @@ class ZygoteHandle:
                 while True:
                     reply = await self._replies.receive()
                     # a reply to a request whose caller was cancelled meanwhile is dropped
-                    if reply.pop("seq", None) == self._seq:
+                    if reply.seq == self._seq:
                         return reply
             except (OSError, trio.EndOfChannel, trio.ClosedResourceError):
                 raise OSError("zygote died") from None
 
     async def spawn(self, kind: str, service: str, control_fd: int) -> int:
-        reply = await self._request({"op": "spawn", "kind": kind, "service": service}, [control_fd])
-        if "pid" not in reply:
-            raise OSError(reply.get("error", "spawn failed"))
-        return int(reply["pid"])
+        reply = await self._request(lambda seq: Spawn(seq, kind, service), [control_fd])
+        match reply:
+            case Spawned(pid=pid):
+                return pid
+            case ZygoteError(error=error):
+                raise OSError(error)
+            case Reloaded():
+                raise OSError("spawn failed")
+            case _:
+                assert_never(reply)
 
     async def reload(self) -> None:
-        reply = await self._request({"op": "reload"}, [])
-        if "error" in reply:
-            raise ConfigError(None, str(reply["error"]))
+        reply = await self._request(Reload, [])
+        if isinstance(reply, ZygoteError):
+            raise ConfigError(None, reply.error)
 
 
 def start_zygote(
@@ -199,26 +218,30 @@ def _zygote_loop(
             continue
         if not data:
             return  # the master is gone
-        request = json.loads(data)
-        seq = request.get("seq")
-        if request.get("op") == "reload":
-            try:
-                settings = load_settings(settings.config_path)
-                if on_reload is not None:
-                    on_reload(settings)
-            except (ConfigError, OSError, ValueError) as exc:
-                sock.send(json.dumps({"error": str(exc), "seq": seq}).encode())
-                continue
-            sock.send(json.dumps({"ok": True, "seq": seq}).encode())
-            continue
-        try:
-            pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
-            sock.send(json.dumps({"pid": pid, "seq": seq}).encode())
-        except OSError as exc:
-            sock.send(json.dumps({"error": str(exc), "seq": seq}).encode())
-        finally:
-            for fd in fds:
-                os.close(fd)
+        request = read_request(data)
+        match request:
+            case Reload(seq=seq):
+                for fd in fds:
+                    os.close(fd)
+                try:
+                    settings = load_settings(settings.config_path)
+                    if on_reload is not None:
+                        on_reload(settings)
+                except (ConfigError, OSError, ValueError) as exc:
+                    sock.send(encode(ZygoteError(seq, str(exc))))
+                    continue
+                sock.send(encode(Reloaded(seq)))
+            case Spawn(seq=seq):
+                try:
+                    pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
+                    sock.send(encode(Spawned(seq, pid)))
+                except OSError as exc:
+                    sock.send(encode(ZygoteError(seq, str(exc))))
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            case _:
+                assert_never(request)
 
 
 def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:
@@ -231,12 +254,12 @@ def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:
         if pid == 0:
             return
         slots.release(pid)
-        sock.send(json.dumps({"ev": "exit", "pid": pid, "status": status}).encode())
+        sock.send(encode(Exited(pid, status)))
 
 
 def _fork(
     settings: Settings,
-    request: dict[str, Any],
+    request: Spawn,
     fds: list[int],
     inherited: InheritedSockets,
     zygote_sock: socket.socket,
@@ -259,7 +282,7 @@ def _fork(
                 os.close(fd)
             zygote_sock.close()
             control = socket.socket(fileno=fds[0])
-            child_main(settings, str(request["kind"]), str(request.get("service", "")), control, inherited)
+            child_main(settings, request.kind, request.service, control, inherited)
         finally:
             os._exit(1)  # child_main never returns
     slots.owned(pid, slot)
