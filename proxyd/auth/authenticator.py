@@ -40,7 +40,7 @@ from proxyd import counters
 from proxyd.auth import mechanisms, registry
 from proxyd.auth.cache import AuthCache
 from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
-from proxyd.auth.mechanisms import NeedCredentials, Success
+from proxyd.auth.mechanisms import AnonymousLogin, NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
 from proxyd.auth.proxy import ProxyFinisher, split_master_user
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
@@ -69,6 +69,7 @@ class Authenticator:
         verbose: bool = False,
         require_client_cert: bool = False,
         username_from_cert: bool = False,
+        anonymous_username: str = "anonymous",
     ) -> None:
         self._chain = chain
         self._failure_delay = max(failure_delay, 0.0)
@@ -80,6 +81,7 @@ class Authenticator:
         # auth_ssl_require_client_cert / auth_ssl_username_from_cert
         self._require_cert = require_client_cert
         self._cert_user = username_from_cert
+        self._anonymous_user = anonymous_username
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
@@ -191,6 +193,8 @@ class Authenticator:
                 if step.final is not None and await io.challenge(step.final) is None:
                     return _ABORTED
                 return await self._finish(request, result, ident, last_penalty)
+            elif isinstance(step, AnonymousLogin):
+                return await self._anonymous(request, step, ident, last_penalty)
             elif isinstance(step, SaslFailed):
                 if self._verbose:
                     log.info("%s: %s", _mech_prefix(request, result), step.reason)
@@ -203,6 +207,25 @@ class Authenticator:
             else:
                 assert isinstance(step, Credentials)
                 return await self._external(request, step, ident, last_penalty)
+
+    async def _anonymous(
+        self, request: AuthRequest, step: AnonymousLogin, ident: str | None, last_penalty: int
+    ) -> AuthReply:
+        """ANONYMOUS: the anonymous user, routed by its passdb entry.
+
+        Dovecot asks no passdb here (its anonymous user logs in locally); a proxy
+        has no local mailboxes, so the passdbs are looked up (without a password
+        check) for where ``auth_anonymous_username`` goes.
+        """
+        if self._verbose:
+            traced = dataclasses.replace(request, user=step.trace)
+            log.info("%s: login", _mech_prefix(traced, None))
+        request = dataclasses.replace(request, user=self._anonymous_user)
+        result = await self._chain.lookup(request)
+        reply = result.reply
+        if reply.status is AuthStatus.OK:
+            reply = dataclasses.replace(reply, fields={**reply.fields, "anonymous": ""})
+        return await self._finish(request, ChainResult(reply, result.delay_until), ident, last_penalty)
 
     async def _external(
         self, request: AuthRequest, step: Credentials, ident: str | None, last_penalty: int
@@ -269,6 +292,8 @@ async def open_authenticator(
         raise ConfigError(
             None, f"{settings.config_path}: No passdbs specified in configuration file"
         )
+    if "anonymous" in settings.auth_mechanisms and not settings.auth_anonymous_username:
+        raise ConfigError(None, "ANONYMOUS listed in mechanisms, but anonymous_username not set")
     own = [passdb for passdb in settings.passdbs if not passdb.master]
     if own and own[-1].pass_:
         raise ConfigError(own[-1].location, "Last passdb can't have pass=yes")
@@ -302,4 +327,5 @@ async def open_authenticator(
             verbose=settings.auth_verbose or settings.auth_debug,
             require_client_cert=settings.auth_ssl_require_client_cert,
             username_from_cert=settings.auth_ssl_username_from_cert,
+            anonymous_username=settings.auth_anonymous_username,
         )

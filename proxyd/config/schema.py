@@ -88,7 +88,7 @@ _LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
 IMPLEMENTED_MECHANISMS: Final = frozenset(
     {
         "plain", "login", "xoauth2", "oauthbearer", "cram-md5", "digest-md5", "scram-sha-1",
-        "scram-sha-256", "apop", "external",
+        "scram-sha-256", "apop", "external", "anonymous",
     }
 )
 #: SASL mechanisms Dovecot 2.3's auth process knows
@@ -339,6 +339,7 @@ _TOP_SPECS: Final = (
     _spec("login_source_ips", _T, hosts.parse_source_ips, hosts.format_host_list, ""),
     _spec("auth_proxy_self", _T, hosts.parse_proxy_self, hosts.format_host_list, ""),
     _str("auth_master_user_separator", _T),
+    _str("auth_anonymous_username", _T, "anonymous"),
     _spec(
         "proxyd_local_backend", _T, hosts.parse_local_backend, hosts.format_local_backend, ""
     ),
@@ -470,7 +471,7 @@ _OTHER_DEFAULTS: Final[Mapping[str, str]] = {
 
 DOVECOT_TOP: Final = _names(
     """
-    auth_anonymous_username auth_cache_verify_password_with_worker auth_debug_passwords
+    auth_cache_verify_password_with_worker auth_debug_passwords
     auth_gssapi_hostname auth_krb5_keytab auth_policy_check_after_auth
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
@@ -551,7 +552,7 @@ HONOURED_TOP: Final = _names(
     ssl_crypto_device ssl_client_require_valid_cert
     ssl_alt_cert ssl_alt_key ssl_key_password
     auth_realms auth_cache_verify_password_with_worker
-    auth_anonymous_username auth_krb5_keytab
+    auth_krb5_keytab
     auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail

@@ -291,6 +291,8 @@ class Settings:
     #: extra addresses that are this node for proxy_maybe
     auth_proxy_self: HostList = field(default_factory=HostList)
     auth_master_user_separator: str = ""
+    #: the user an ANONYMOUS login becomes (its passdb entry routes it)
+    auth_anonymous_username: str = "anonymous"
     proxyd_local_backend: LocalBackend | None = None
     #: high-security mode: a plaintext session leaves its login process once proxied
     #: (for the relay process), as Dovecot's login processes end after a local login

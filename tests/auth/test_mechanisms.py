@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 from puresasl.client import SASLClient
 
 from proxyd.auth import schemes
-from proxyd.auth.mechanisms import NeedCredentials, Success, create
+from proxyd.auth.authenticator import open_authenticator
+from proxyd.auth.mechanisms import AnonymousLogin, NeedCredentials, Success, create
 from proxyd.auth.mechanisms.scram import ScramSHA256
+from proxyd.config.settings import PassdbSettings, Settings
+from proxyd.errors import ConfigError
 from proxyd.protocols.digest_md5 import DigestParseError, directives, parse_response
 from proxyd.protocols.sasl import Challenge, SaslFailed
 from proxyd.protocols.scram import ScramParseError, parse_client_final, parse_client_first
@@ -342,3 +345,22 @@ def test_apop_exchange_and_failures() -> None:
     assert create("APOP").start(_apop_data(b"no challenge", b"dave", b"pw")) == SaslFailed("invalid challenge")
     assert create("APOP").start(challenge + b"\0dave\0short") == SaslFailed("malformed data")
     assert create("APOP").start(None) == SaslFailed("no initial response")
+
+
+def test_anonymous_takes_any_trace() -> None:
+    assert create("ANONYMOUS").start(None) == Challenge(b"")
+    assert create("ANONYMOUS").start(b"me@example\0x") == AnonymousLogin("me@example\0x")
+    mech = create("ANONYMOUS")
+    mech.step(b"")
+    assert mech.step(b"again") == SaslFailed("Unexpected continuation")
+
+
+async def test_anonymous_needs_a_username() -> None:
+    settings = Settings(
+        auth_mechanisms=("plain", "anonymous"),
+        auth_anonymous_username="",
+        passdbs=(PassdbSettings(driver="static", args="nopassword"),),
+    )
+    with pytest.raises(ConfigError, match="ANONYMOUS listed in mechanisms, but anonymous_username not set"):
+        async with open_authenticator(settings):
+            pass

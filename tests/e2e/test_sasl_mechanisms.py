@@ -486,3 +486,34 @@ def test_require_client_cert_refuses_other_logins(
     ):
         client.login("bob", "bobpw")
     running.wait_for_log(r"Client didn't present valid SSL certificate")
+
+
+# -- ANONYMOUS ---------------------------------------------------------------------------------
+
+
+def test_anonymous_is_routed_by_the_anonymous_users_passdb_entry(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """ANONYMOUS logs in as auth_anonymous_username, whose passdb entry says where it goes
+    (here backend-a's alice through the master user); offered without TLS too."""
+    fields = proxy_fields(
+        backend_a.address, backend_a.imap_port, destuser="alice", master=MASTER_USER,
+        **{"pass": MASTER_PASSWORD},
+    )  # fmt: skip
+    path = write_passwd_file(proxyd.workdir / "anon-users", [PasswdEntry("guest", "{PLAIN}x", fields)])
+    config = proxyd.config(
+        path,
+        address=PROXYD_OTHER_ADDRESS,
+        auth_mechanisms="plain anonymous",
+        auth_anonymous_username="guest",
+        disable_plaintext_auth="yes",
+        auth_verbose="yes",
+    )
+    running = proxyd.start(config)
+    with IMAP4(running.address(), running.port(), source_ip=PROXYD_ADDRESS) as client:
+        assert [c for c in client.capabilities if c.startswith("AUTH=")] == ["AUTH=ANONYMOUS"]
+        assert client.authenticate("ANONYMOUS", lambda _challenge: b"someone@example.com")[0] == "OK"
+        assert fetch_subjects(client) == [backend_a.subject_for("alice")]
+        client.logout()
+    running.wait_for_log(r"anonymous\(someone@example.com,[^)]*\): login")
+    running.wait_for_log(r"Login: user=<guest>, method=ANONYMOUS")

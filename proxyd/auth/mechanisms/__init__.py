@@ -23,16 +23,20 @@ from __future__ import annotations
 
 from typing import Final
 
+from proxyd.auth.mechanisms.anonymous import Anonymous
 from proxyd.auth.mechanisms.apop import Apop
-from proxyd.auth.mechanisms.base import Mechanism, NeedCredentials, Step, Success
+from proxyd.auth.mechanisms.base import AnonymousLogin, Mechanism, NeedCredentials, Step, Success
 from proxyd.auth.mechanisms.cram_md5 import CramMD5
 from proxyd.auth.mechanisms.digest_md5 import DigestMD5
 from proxyd.auth.mechanisms.external import External
 from proxyd.auth.mechanisms.scram import ScramSHA1, ScramSHA256
 
-__all__ = ["AUTH_MECHANISMS", "Mechanism", "NeedCredentials", "Step", "Success", "create"]
+__all__ = [
+    "AUTH_MECHANISMS", "AnonymousLogin", "Mechanism", "NeedCredentials", "Step", "Success", "create",
+]  # fmt: skip
 
 _MECHANISMS: Final[dict[str, type[Mechanism]]] = {
+    "ANONYMOUS": Anonymous,
     "APOP": Apop,
     "CRAM-MD5": CramMD5,
     "DIGEST-MD5": DigestMD5,

@@ -34,7 +34,14 @@ class Success:
     final: bytes | None = None
 
 
-Step: TypeAlias = Challenge | NeedCredentials | Credentials | Success | SaslFailed
+@dataclass(frozen=True, slots=True)
+class AnonymousLogin:
+    """ANONYMOUS: log in as ``auth_anonymous_username``; ``trace`` is what the client sent."""
+
+    trace: str
+
+
+Step: TypeAlias = Challenge | NeedCredentials | Credentials | Success | SaslFailed | AnonymousLogin
 
 
 class Mechanism(ABC):
