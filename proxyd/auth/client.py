@@ -93,16 +93,26 @@ class AuthClient:
             self._waiting.clear()
             await trio.aclose_forcefully(channel.stream)
 
-    async def _call(self, lookup: bool, request: AuthRequest) -> AuthReply:
+    async def _open(
+        self, room: int
+    ) -> tuple[_AuthChannel, int, trio.MemoryReceiveChannel[AuthReply | bytes]] | None:
+        """The connection, a new request id and where its answers arrive; None (logged)
+        when the auth process cannot be reached."""
         try:
             channel = await self._ensure()
         except OSError as exc:
             log.error("auth process not reachable at %s: %s", self.path, exc.strerror)
-            return _COMMUNICATION_FAILURE
+            return None
         request_id = self._next_id
         self._next_id += 1
-        send, receive = trio.open_memory_channel[AuthReply | bytes](1)
+        send, receive = trio.open_memory_channel[AuthReply | bytes](room)
         self._waiting[request_id] = send
+        return channel, request_id, receive
+
+    async def _call(self, lookup: bool, request: AuthRequest) -> AuthReply:
+        if (opened := await self._open(1)) is None:
+            return _COMMUNICATION_FAILURE
+        channel, request_id, receive = opened
         try:
             call = Lookup(request_id, request) if lookup else Authenticate(request_id, request)
             await channel.send(call)
@@ -115,16 +125,10 @@ class AuthClient:
 
     async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply:
         """Run an exchange in the auth process, relaying its challenges through ``io``."""
-        try:
-            channel = await self._ensure()
-        except OSError as exc:
-            log.error("auth process not reachable at %s: %s", self.path, exc.strerror)
-            return _COMMUNICATION_FAILURE
-        request_id = self._next_id
-        self._next_id += 1
         # room for a challenge and the failure a broken connection adds
-        send, receive = trio.open_memory_channel[AuthReply | bytes](2)
-        self._waiting[request_id] = send
+        if (opened := await self._open(2)) is None:
+            return _COMMUNICATION_FAILURE
+        channel, request_id, receive = opened
         finished = False
         try:
             await channel.send(SaslBegin(request_id, start))

@@ -40,6 +40,17 @@ def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+def decode_object(data: bytes) -> dict[str, Any]:
+    """One JSON object; raises ``ControlError`` for anything else."""
+    try:
+        message = json.loads(data)
+    except ValueError as exc:
+        raise ControlError("invalid control message") from exc
+    if not isinstance(message, dict):
+        raise ControlError("control message is not an object")
+    return message
+
+
 class MessageDecoder:
     """Bytes in, complete JSON objects out."""
 
@@ -58,13 +69,7 @@ class MessageDecoder:
                 return messages
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
-            try:
-                message = json.loads(line)
-            except ValueError as exc:
-                raise ControlError("invalid control message") from exc
-            if not isinstance(message, dict):
-                raise ControlError("control message is not an object")
-            messages.append(message)
+            messages.append(decode_object(line))
 
 
 class Channel(Generic[Out, In]):

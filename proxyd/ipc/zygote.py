@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from proxyd.ipc.channel import ControlError
+from proxyd.ipc.channel import ControlError, decode_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +90,6 @@ def encode(record: ZygoteRequest | ZygoteReport) -> bytes:
     return json.dumps(record.wire()).encode()
 
 
-def _object(data: bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(data)
-    except ValueError as exc:
-        raise ControlError("invalid zygote message") from exc
-    if not isinstance(message, dict):
-        raise ControlError("zygote message is not an object")
-    return message
-
-
 def _int(message: Mapping[str, Any], key: str) -> int:
     value = message.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -109,7 +99,7 @@ def _int(message: Mapping[str, Any], key: str) -> int:
 
 def read_request(data: bytes) -> ZygoteRequest:
     """What the master asks; raises ``ControlError``."""
-    message = _object(data)
+    message = decode_object(data)
     seq = _int(message, "seq")
     if message.get("op") == "reload":
         return Reload(seq)
@@ -118,7 +108,7 @@ def read_request(data: bytes) -> ZygoteRequest:
 
 def read_report(data: bytes) -> ZygoteReport:
     """What the zygote says; raises ``ControlError``."""
-    message = _object(data)
+    message = decode_object(data)
     if message.get("ev") == "exit":
         return Exited(_int(message, "pid"), _int(message, "status"))
     seq = _int(message, "seq")
