@@ -28,6 +28,7 @@ from typing import assert_never
 
 import trio
 
+from proxyd.auth.request import ConnectionInfo
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import ProxyTarget
 from proxyd.protocols.backend_events import (
@@ -233,3 +234,26 @@ async def _connect(ip: str, port: int, source_ip: str = "") -> trio.SocketStream
         sock.close()
         raise
     return trio.SocketStream(sock)
+
+
+def backend_login_for(target: ProxyTarget, conn: ConnectionInfo, proxy_ttl: int) -> BackendLogin:
+    """What the backend login engine needs: the passdb's proxy fields and the client's
+    connection facts to forward (ID / XCLIENT), with one hop less of ``proxy_ttl``."""
+    return BackendLogin(
+        user=target.destuser,
+        password=target.password.reveal(),
+        master_user=target.master_user,
+        mech=target.mech,
+        starttls=target.starttls,
+        tls_active=target.ssl,
+        nopipelining=target.nopipelining,
+        not_trusted=target.not_trusted,
+        session_id=conn.session_id,
+        remote_ip=conn.remote_ip,
+        remote_port=conn.remote_port,
+        local_ip=conn.local_ip,
+        local_port=conn.local_port,
+        proxy_ttl=proxy_ttl - 1,
+        forward_fields=target.forward_fields,
+        client_id=conn.client_id,
+    )

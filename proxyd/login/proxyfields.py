@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from proxyd.protocols.events import ClientFailure
 from proxyd.protocols.sasl import CLIENT_MECHANISMS
 from proxyd.secret import Secret
 
@@ -210,3 +211,15 @@ def is_ourself(
     if ipaddress.ip_address(target.host) != ipaddress.ip_address(local_ip):
         return False
     return target.destuser == user
+
+
+def target_refusal(
+    target: ProxyTarget, *, user: str, local_ip: str, local_port: int, proxy_ttl: int
+) -> tuple[str, ClientFailure] | None:
+    """Why the login must not go to ``target`` (Dovecot's log text and the client's
+    failure), or None: a proxy loop to ourselves, or a TTL that ran out."""
+    if is_ourself(target, user=user, local_ip=local_ip, local_port=local_port):
+        return "Proxying loops to itself", ClientFailure.PROXY_UNAVAILABLE
+    if proxy_ttl <= 1:
+        return "TTL reached zero - proxies appear to be looping?", ClientFailure.PROXY_SERVERBUG
+    return None

@@ -59,14 +59,14 @@ from proxyd.auth.request import (
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
-from proxyd.login.backend import BackendConnected, proxy_login
+from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
 from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     ProxyTarget,
-    is_ourself,
     parse_proxy_target,
     parse_referral,
+    target_refusal,
 )
 from proxyd.login.streams import PrefixedStream
 from proxyd.login.tls import client_cert_user, server_key
@@ -636,37 +636,16 @@ class LoginSession:
             return None
         for warning in target.warnings:
             self.log.error("proxy(%s): %s: %s", self.log_user, warning, self.log_fields())
-        if is_ourself(
-            target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port
-        ):
-            self.log.error("proxy(%s): Proxying loops to itself: %s", self.log_user, self.log_fields())
-            self._fail(ClientFailure.PROXY_UNAVAILABLE)
-            return None
-        if self.proxy_ttl <= 1:
-            self.log.error(
-                "proxy(%s): TTL reached zero - proxies appear to be looping?: %s",
-                self.log_user, self.log_fields(),
-            )
-            self._fail(ClientFailure.PROXY_SERVERBUG)
-            return None
-        login = BackendLogin(
-            user=target.destuser,
-            password=target.password.reveal(),
-            master_user=target.master_user,
-            mech=target.mech,
-            starttls=target.starttls,
-            tls_active=target.ssl,
-            nopipelining=target.nopipelining,
-            not_trusted=target.not_trusted,
-            session_id=self.conn.session_id,
-            remote_ip=self.conn.remote_ip,
-            remote_port=self.conn.remote_port,
-            local_ip=self.conn.local_ip,
-            local_port=self.conn.local_port,
-            proxy_ttl=self.proxy_ttl - 1,
-            forward_fields=target.forward_fields,
-            client_id=self.conn.client_id,
+        refusal = target_refusal(
+            target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port,
+            proxy_ttl=self.proxy_ttl,
         )
+        if refusal is not None:
+            text, failure = refusal
+            self.log.error("proxy(%s): %s: %s", self.log_user, text, self.log_fields())
+            self._fail(failure)
+            return None
+        login = backend_login_for(target, self.conn, self.proxy_ttl)
         source_ip = self.proxy_state.next_source_ip(target.source_ip)
         self.backend_host = target.host
         self.backend_address = f"{target.ip}:{target.port}"
