@@ -46,14 +46,14 @@ from proxyd.ipc.messages import (
     Who,
     read_command,
 )
-from proxyd.login.protocol import ProtocolSpec
-from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext
 from proxyd.login.tls import TlsContexts
 from proxyd.login.worker import LoginWorker
 from proxyd.master import privileges
 from proxyd.master.listeners import handoff_services
 from proxyd.master.zygote import InheritedSockets
+from proxyd.protocols import registry
+from proxyd.protocols.spec import ProtocolSpec
 from proxyd.proxied.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.proxied.relayhost import RelayHost
 
@@ -135,7 +135,7 @@ def _login_process(
 ) -> None:
     eff = effective_service(settings, service)
     privileges.set_title(service)
-    spec = next(p for p in PROTOCOLS.values() if p.service == service)
+    spec = registry.by_service(service)
     mine = inherited.listeners.get(service, [])
     _close_all_but(inherited, {sock.fileno() for sock, _, _ in mine})
     listeners = [

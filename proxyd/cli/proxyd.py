@@ -231,9 +231,10 @@ def _preload() -> None:
     import json  # noqa: F401
 
     import passdb_drivers  # noqa: F401
+    import proxyd.protocols.registry  # noqa: F401 - every protocol's engines
     from proxyd.access import server  # noqa: F401
     from proxyd.auth import authenticator, registry, schemes  # noqa: F401
-    from proxyd.login import access, haproxy, imap, pop3, worker  # noqa: F401
+    from proxyd.login import access, haproxy, worker  # noqa: F401
 
     for name in ("static", "passwd_file"):
         __import__(f"passdb_drivers.{name}")

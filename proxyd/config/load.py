@@ -278,7 +278,7 @@ class _Loader:
             self._auth_service(section)
             return
         if name not in schema.IMPLEMENTED_SERVICES:
-            if name in schema.DOVECOT_SERVICES or name in schema.ROADMAP_SERVICES:
+            if name in schema.DOVECOT_SERVICES:
                 # a service a proxy does not run: its whole block is listed, not applied
                 self._unused_section(section)
                 return

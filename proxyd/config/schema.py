@@ -43,6 +43,7 @@ from proxyd import openssl_ctx
 from proxyd.config import hosts
 from proxyd.config import values as v
 from proxyd.log import SYSLOG_FACILITIES
+from proxyd.protocols import registry
 
 
 class Scope(enum.Enum):
@@ -82,8 +83,10 @@ class SettingSpec:
 
 # --- value parsers that carry proxyd's "not yet" rules ---------------------
 
-IMPLEMENTED_PROTOCOLS: Final = frozenset({"imap", "pop3"})
-_LATER_PROTOCOLS: Final = frozenset({"lmtp", "submission", "sieve"})
+#: the names ``protocols`` serves (the registry's)
+IMPLEMENTED_PROTOCOLS: Final = frozenset(registry.BY_NAME)
+#: Dovecot's other protocols: accepted while the value is built, refused in check_protocols
+_LATER_PROTOCOLS: Final = registry.NOT_YET
 
 IMPLEMENTED_MECHANISMS: Final = frozenset(
     {
@@ -440,7 +443,9 @@ UNIX_LISTENER: Final[Mapping[str, SettingSpec]] = {
 OWN_UNIX_LISTENERS: Final[Mapping[str, str]] = {"auth": "login/login", "tcpwrap": "login/tcpwrap"}
 
 #: services with an implementation
-IMPLEMENTED_SERVICES: Final = frozenset({"imap-login", "pop3-login", "tcpwrap", "doveadm", "stats"})
+IMPLEMENTED_SERVICES: Final = frozenset(
+    {p.service for p in registry.PROTOCOLS} | {"tcpwrap", "doveadm", "stats"}
+)
 #: services the master serves itself: only their ``inet_listener http`` applies
 MASTER_HTTP_SERVICES: Final = frozenset({"doveadm", "stats"})
 
@@ -452,8 +457,6 @@ ROADMAP_TOP: Final[Mapping[str, str]] = {
 }
 #: service settings still to come (none now: the process model implements them all)
 ROADMAP_SERVICE: Final[frozenset[str]] = frozenset()
-#: login services of protocols still to come; until then a proxy does not run them
-ROADMAP_SERVICES: Final = frozenset({"submission-login", "managesieve-login"})
 
 
 def _names(text: str) -> frozenset[str]:

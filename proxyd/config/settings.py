@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from proxyd.errors import Location
+from proxyd.protocols import registry
 from proxyd.secret import Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -168,21 +169,15 @@ def _in_network(address: IPAddress, network: IPNetwork) -> bool:
 
 
 def _default_services() -> dict[str, ServiceSettings]:
+    services = {
+        p.service: ServiceSettings(
+            name=p.service,
+            listeners=tuple(InetListener(name=d.name, port=d.port, ssl=d.ssl) for d in p.listeners),
+        )
+        for p in registry.PROTOCOLS
+    }
     return {
-        "imap-login": ServiceSettings(
-            name="imap-login",
-            listeners=(
-                InetListener(name="imap", port=143),
-                InetListener(name="imaps", port=993, ssl=True),
-            ),
-        ),
-        "pop3-login": ServiceSettings(
-            name="pop3-login",
-            listeners=(
-                InetListener(name="pop3", port=110),
-                InetListener(name="pop3s", port=995, ssl=True),
-            ),
-        ),
+        **services,
         # the built-in access service for login_access_sockets = tcpwrap; its chroot names
         # the directory whose etc/hosts.allow and etc/hosts.deny are read
         "tcpwrap": ServiceSettings(

@@ -29,7 +29,6 @@ from typing import assert_never
 import trio
 
 from proxyd.auth.request import ConnectionInfo
-from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import ProxyTarget
 from proxyd.protocols.backend_events import (
     RETRYABLE_FAILURES,
@@ -41,6 +40,7 @@ from proxyd.protocols.backend_events import (
     ProxyFailure,
 )
 from proxyd.protocols.events import _NeedData
+from proxyd.protocols.spec import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 
 _RECONNECT_DELAY = 1.0
@@ -138,7 +138,8 @@ async def _attempt(
 ) -> BackendConnected | BackendFailed:
     stream: trio.abc.Stream | None = None
     started = trio.current_time()
-    engine = spec.new_backend(login, client_engine)
+    assert spec.login is not None
+    engine = spec.login.new_backend(login, client_engine)
     connected = False
     handed_over = False
     try:

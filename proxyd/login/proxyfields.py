@@ -29,6 +29,7 @@ from typing import Final
 
 from proxyd.protocols.events import ClientFailure
 from proxyd.protocols.sasl import CLIENT_MECHANISMS
+from proxyd.protocols.spec import Referral
 from proxyd.secret import Secret
 
 #: Dovecot's default for ``proxy_host_immediate_failure_after`` (seconds)
@@ -71,16 +72,6 @@ class ProxyTarget:
     def ip(self) -> str:
         """The address to connect to."""
         return self.hostip or self.host
-
-
-@dataclass(frozen=True, slots=True)
-class Referral:
-    """``host`` without ``proxy`` on a ``nologin`` reply: an IMAP LOGIN-REFERRALS answer."""
-
-    host: str
-    port: int
-    destuser: str
-    reason: str
 
 
 def _parse_time(value: str) -> float | None:

@@ -1,4 +1,4 @@
-"""What a login process knows about protocols and freshly accepted connections."""
+"""What a login process knows about a freshly accepted connection."""
 
 from __future__ import annotations
 
@@ -7,23 +7,15 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import Final
 
 import trio
 
 from proxyd.auth.request import ConnectionInfo
 from proxyd.config.settings import IPNetwork, Settings
-from proxyd.login.imap import IMAP
-from proxyd.login.pop3 import POP3
-from proxyd.login.protocol import ProtocolSpec
 from proxyd.protocols.haproxy import ProxyHeader
 from proxyd.protocols.sessionid import new_session_id
 
 log = logging.getLogger("proxyd")
-
-#: login service name -> protocol plug-in
-PROTOCOLS: Final[dict[str, ProtocolSpec]] = {"imap": IMAP, "pop3": POP3}
-
 
 
 def _plain_ip(ip: str) -> str:

@@ -60,7 +60,6 @@ from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
-from proxyd.login.protocol import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     ProxyTarget,
@@ -94,6 +93,7 @@ from proxyd.protocols.sasl import (
     UnsupportedMechanism,
     oauth2_failure_challenge,
 )
+from proxyd.protocols.spec import BackendLogin, LoginHooks, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.connection import ProxiedConnection, close_gracefully
 from proxyd.proxied.proxystate import ProxyState
 from proxyd.secret import Secret
@@ -215,7 +215,9 @@ class LoginSession:
         self.proxy_ttl = PROXY_TTL
         self.trusted_info_seen = False
         self.last_failure: ClientFailure | None = None
-        self.engine: LoginServerEngine = spec.new_server(self._policy())
+        assert spec.login is not None, f"{spec.service} is not a login service"
+        self.hooks: LoginHooks = spec.login
+        self.engine: LoginServerEngine = self.hooks.new_server(self._policy(), ctx.settings)
         self.backend_address = ""
         #: the passdb ``host`` of the backend (for ``proxyctl who``), set when proxying starts
         self.backend_host = ""
@@ -274,8 +276,6 @@ class LoginSession:
             secured=self.conn.secured,
             trusted=self.conn.trusted,
             disable_plaintext_auth=s.disable_plaintext_auth,
-            imap_capability=s.imap_capability,
-            imap_id_retain=s.imap_id_retain,
         )
 
     def log_fields(self) -> str:
@@ -334,7 +334,7 @@ class LoginSession:
                 with trio.move_on_after(1, shield=True), contextlib.suppress(
                     trio.BrokenResourceError, trio.ClosedResourceError
                 ):
-                    await self.stream.send_all(self.spec.goodbye(self._destroy_text))
+                    await self.stream.send_all(self.hooks.goodbye(self._destroy_text))
             if self._kicked_while_pending:
                 self._log_close(f"Disconnected by proxy: {self._destroy_reason}")
             else:
@@ -400,7 +400,7 @@ class LoginSession:
         )
         with trio.move_on_after(1, shield=True):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.stream.send_all(self.spec.goodbye(text))
+                await self.stream.send_all(self.hooks.goodbye(text))
         self.log.info("Disconnected: Inactivity (%s): %s", self._attempts_suffix(), self.log_fields())
 
     async def _pre_login(self) -> _Proxied | None:
@@ -602,10 +602,10 @@ class LoginSession:
         referral = parse_referral(
             reply.user or self.user, reply.fields, default_port=self.spec.default_port
         )
-        if referral is None or self.spec.referral is None:
+        if referral is None or self.hooks.referral is None:
             return False
         self.last_failure = ClientFailure.LOGIN_DISABLED
-        self.engine.auth_backend_reply(self.spec.referral(self.engine, referral, self.mech))
+        self.engine.auth_backend_reply(self.hooks.referral(self.engine, referral, self.mech))
         return True
 
     async def _oauth2_failure(self, mech: str) -> bool:

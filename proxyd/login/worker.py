@@ -46,10 +46,10 @@ from proxyd.ipc.messages import (
 )
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
-from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.server import apply_proxy_header, connection_info
 from proxyd.login.session import LoginContext, LoginSession
 from proxyd.protocols.engine import State
+from proxyd.protocols.spec import ProtocolSpec
 from proxyd.proxied.connection import session_matches
 from proxyd.proxied.proxystate import ProxyState
 from proxyd.wakeup import Wakeup
@@ -221,9 +221,9 @@ class LoginWorker:
     async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
         """A connection from an address at proxyd_prelogin_per_ip_limit: a goodbye, no session."""
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-        if not bound.listener.ssl:
+        if not bound.listener.ssl and self.spec.login is not None:
             with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
-                await stream.send_all(self.spec.goodbye(TOO_MANY_FROM_IP))
+                await stream.send_all(self.spec.login.goodbye(TOO_MANY_FROM_IP))
         await trio.aclose_forcefully(stream)
 
     async def _serve(

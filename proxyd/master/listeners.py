@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from proxyd.config.schema import MASTER_HTTP_SERVICES
 from proxyd.config.settings import Settings, effective_service
 from proxyd.ipc.inherited import BoundSocket
+from proxyd.protocols import registry
 
 log = logging.getLogger("proxyd")
 
-#: login service -> protocol name in ``protocols``
-LOGIN_SERVICES = {"imap": "imap-login", "pop3": "pop3-login"}
 
 
 class ListenError(OSError):
@@ -42,10 +41,9 @@ _TCP_INFO_UNACKED = 24
 
 
 def enabled_services(settings: Settings) -> Iterator[str]:
+    """The services of the protocols in ``protocols``, in that order."""
     for proto in settings.protocols:
-        service = LOGIN_SERVICES.get(proto)
-        if service is not None:
-            yield service
+        yield registry.service_of(proto)
 
 
 def handoff_services(settings: Settings) -> frozenset[str]:

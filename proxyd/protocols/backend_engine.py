@@ -13,8 +13,8 @@ from collections import deque
 from typing import Final
 
 from proxyd.protocols.backend_events import BackendEvent, BackendFailed, ProxyFailure
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.events import NEED_DATA, _NeedData
-from proxyd.protocols.imap.grammar import InputBuffer
 
 #: Dovecot's ``MAX_PROXY_INPUT_SIZE``: the longest backend line before a login
 MAX_PROXY_INPUT: Final = 4096

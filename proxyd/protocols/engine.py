@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.events import NEED_DATA, Event, LoginPolicy, _NeedData
-from proxyd.protocols.imap.grammar import InputBuffer
 from proxyd.protocols.sasl import encode_base64
 
 #: Dovecot's reply when a client's line does not fit the input buffer

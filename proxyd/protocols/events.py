@@ -1,8 +1,8 @@
-"""Events and policy shared by every client-facing login engine (IMAP now, POP3 next).
+"""Events and policy shared by every client-facing login engine.
 
 Theory of operation
 -------------------
-A login engine (``proxyd.protocols.imap.server.ImapLoginServer``, later the POP3 one)
+A login engine (``proxyd.protocols.imap.server.ImapLoginServer`` and its siblings)
 is sans-IO, in the style of h11: the driver (``proxyd.login.session``) feeds it the
 client's bytes with ``receive_data()`` (``b""`` means EOF), pulls events with
 ``next_event()`` until it returns ``NEED_DATA``, and after every call writes out
@@ -162,8 +162,6 @@ class LoginPolicy:
     secured: bool = False
     trusted: bool = False
     disable_plaintext_auth: bool = True
-    imap_capability: str = ""
-    imap_id_retain: bool = False
     max_bad_commands: int = 3
 
     def plaintext_allowed(self) -> bool:

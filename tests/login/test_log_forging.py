@@ -35,10 +35,10 @@ from proxyd.log import (
     sanitize,
 )
 from proxyd.login import tls
-from proxyd.login.imap import IMAP
-from proxyd.login.pop3 import POP3
-from proxyd.login.protocol import ProtocolSpec
 from proxyd.login.session import LoginContext, LoginSession
+from proxyd.protocols.imap.plugin import IMAP
+from proxyd.protocols.pop3.plugin import POP3
+from proxyd.protocols.spec import ProtocolSpec
 from tests.auth.fakes import FakePassdb, make_chain
 from tests.auth.util import make_request
 

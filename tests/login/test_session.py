@@ -18,8 +18,8 @@ import trio.testing
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
 from proxyd.config.settings import Settings
 from proxyd.login import tls
-from proxyd.login.imap import IMAP
 from proxyd.login.session import LoginContext, LoginSession
+from proxyd.protocols.imap.plugin import IMAP
 
 PASSWORD = "s3cr3t-Pa55"
 

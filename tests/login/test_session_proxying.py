@@ -16,9 +16,9 @@ import trio
 import trio.testing
 
 from proxyd.auth.request import AuthReply, AuthStatus, FailCode
-from proxyd.login.imap import IMAP
-from proxyd.login.pop3 import POP3
 from proxyd.login.session import LoginSession
+from proxyd.protocols.imap.plugin import IMAP
+from proxyd.protocols.pop3.plugin import POP3
 from proxyd.proxied.proxystate import ProxyState
 from tests.login.test_session import (
     PASSWORD,

@@ -20,6 +20,7 @@ from proxyd.protocols.backend_events import (
     BackendNeedsTLS,
     BackendUntagged,
 )
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.events import (
     NEED_DATA,
     AuthBegin,
@@ -28,8 +29,8 @@ from proxyd.protocols.events import (
     LoginPolicy,
 )
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
-from proxyd.protocols.imap.grammar import ArgType, ImapParser, InputBuffer, quote_string
-from proxyd.protocols.imap.server import ImapLoginServer
+from proxyd.protocols.imap.grammar import ArgType, ImapParser, quote_string
+from proxyd.protocols.imap.server import ImapLoginServer, ImapOptions
 from proxyd.protocols.sasl import (
     Challenge,
     Credentials,
@@ -52,8 +53,11 @@ policies = st.builds(
     secured=st.booleans(),
     trusted=st.booleans(),
     disable_plaintext_auth=st.booleans(),
-    imap_capability=st.sampled_from(["", "+XFOO", "IMAP4rev1"]),
-    imap_id_retain=st.booleans(),
+)
+imap_options = st.builds(
+    ImapOptions,
+    capability=st.sampled_from(["", "+XFOO", "IMAP4rev1"]),
+    id_retain=st.booleans(),
 )
 
 #: Input that looks enough like IMAP to reach deep states, mixed with raw noise.
@@ -112,13 +116,14 @@ def drive_server(
 
 @given(
     policies,
+    imap_options,
     noisy,
     st.lists(st.integers(0, 10_000), max_size=8),
     st.lists(st.integers(0, 99), min_size=1),
     st.booleans(),
 )
-def test_server_survives_anything(policy, data, cuts, answers, eof):
-    engine = ImapLoginServer(policy, hostname=lambda: "h")
+def test_server_survives_anything(policy, options, data, cuts, answers, eof):
+    engine = ImapLoginServer(policy, options, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), answers, eof)
     assert engine.state in (
         "NOT_AUTHENTICATED",
@@ -173,6 +178,7 @@ def encode_arg(value: bytes, form: str) -> bytes:
 
 @given(
     policies,
+    imap_options,
     password_chars,
     login_forms,
     complete_lines,
@@ -180,10 +186,12 @@ def encode_arg(value: bytes, form: str) -> bytes:
     st.lists(st.integers(0, 10_000), max_size=8),
     st.booleans(),
 )
-def test_login_password_never_reaches_the_client(policy, password, form, before, after, cuts, eof):
+def test_login_password_never_reaches_the_client(
+    policy, options, password, form, before, after, cuts, eof
+):
     secret = ("Pw" + password).encode()
     data = b"".join(before) + b"a LOGIN bob " + encode_arg(secret, form) + b"\r\n" + after
-    engine = ImapLoginServer(policy, hostname=lambda: "h")
+    engine = ImapLoginServer(policy, options, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), [1], eof)
     assert secret not in output
     assert all(secret not in repr(event).encode() for event in events)

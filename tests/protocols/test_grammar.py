@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.imap.grammar import (
     Arg,
     ArgType,
     ImapParseError,
     ImapParser,
-    InputBuffer,
     ParseErrorKind,
     quote_astring,
     quote_nstring,

@@ -23,7 +23,7 @@ from proxyd.protocols.events import (
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.imap.server import ImapLoginServer
+from proxyd.protocols.imap.server import ImapLoginServer, ImapOptions
 
 from .script import Script
 
@@ -63,10 +63,10 @@ def login_begin(user: bytes, password: bytes) -> AuthBegin:
             f"{CAPS} AUTH=PLAIN AUTH=LOGIN",
         ),
         (
-            replace(OPEN, imap_capability="+XAPPLE"),
+            (OPEN, ImapOptions(capability="+XAPPLE")),
             f"{CAPS.replace(' LITERAL+', '')} XAPPLE LITERAL+ AUTH=PLAIN AUTH=LOGIN",
         ),
-        (replace(OPEN, imap_capability="IMAP4rev1 ID"), "IMAP4rev1 ID AUTH=PLAIN AUTH=LOGIN"),
+        ((OPEN, ImapOptions(capability="IMAP4rev1 ID")), "IMAP4rev1 ID AUTH=PLAIN AUTH=LOGIN"),
         # not secured, disable_plaintext_auth: LOGINDISABLED and no plaintext mechanisms
         (
             LoginPolicy(mechanisms=("PLAIN", "CRAM-MD5"), tls_available=True),
@@ -86,7 +86,8 @@ def login_begin(user: bytes, password: bytes) -> AuthBegin:
     ],
 )
 def test_greeting_capabilities(policy, caps):
-    greeting = engine(policy).data_to_send()
+    policy, options = policy if isinstance(policy, tuple) else (policy, ImapOptions())
+    greeting = engine(policy, options=options).data_to_send()
     assert greeting == f"* OK [CAPABILITY {caps}] Dovecot ready.\r\n".encode()
 
 
@@ -886,14 +887,14 @@ def test_id_invalid_trusted_values_are_ignored(pair):
 
 
 def test_id_retain_keeps_non_special_pairs():
-    s = script(replace(OPEN, imap_id_retain=True, trusted=True))
+    s = script(replace(OPEN, trusted=True), options=ImapOptions(id_retain=True))
     assert s.engine.client_id is None
     s.recv(b'a ID ("name" "Mutt\\"X" "x-session-id" "s1" "os" NIL "v" "\xc3\xa4b")\r\n').take()
     assert s.engine.client_id == '"name" "Mutt\\"X" "os" NIL "v" "b"'
 
 
 def test_id_retain_limit():
-    s = script(replace(OPEN, imap_id_retain=True))
+    s = script(OPEN, options=ImapOptions(id_retain=True))
     s.recv(b'a ID ("k1" "' + b"v" * 200 + b'" "k2" "' + b"w" * 60 + b'" "k3" "x")\r\n').take()
     assert s.engine.client_id == '"k1" "' + "v" * 200 + '" "k3" "x"'
 

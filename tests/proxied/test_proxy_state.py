@@ -12,13 +12,13 @@ import pytest
 import trio
 import trio.testing
 
-from proxyd.login.imap import referral_url
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     is_ourself,
     parse_proxy_target,
     parse_referral,
 )
+from proxyd.protocols.imap.plugin import referral_url
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 
 # -- login_source_ips ------------------------------------------------------------------------

@@ -53,8 +53,9 @@ from proxyd.protocols.backend_events import (
     BackendUntagged,
     ProxyFailure,
 )
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.imap import replies
-from proxyd.protocols.imap.grammar import InputBuffer, quote_astring, quote_nstring
+from proxyd.protocols.imap.grammar import quote_astring, quote_nstring
 from proxyd.protocols.imap.replies import Status
 from proxyd.protocols.sasl import (
     CLIENT_MECHANISMS,

@@ -4,6 +4,7 @@ Every client-visible string of the pre-login IMAP dialogue lives here, so the
 engines (``server.py``, ``backend.py``) and the driver share one spelling.
 The texts are Dovecot 2.3's (``imap-login-client.c``, ``client-authenticate.c``,
 ``login-common.h``, ``login-proxy.h``); comments name the Dovecot constant.
+The texts every login process shares are in :mod:`proxyd.protocols.texts`.
 """
 
 from __future__ import annotations
@@ -13,29 +14,27 @@ from datetime import datetime
 from typing import Final
 
 from proxyd.protocols.events import ClientFailure, LoginPolicy
+from proxyd.protocols.texts import (
+    AUTH_ABORTED_MSG,
+    AUTH_FAILED_MSG,
+    AUTH_PLAINTEXT_DISABLED_MSG,
+    AUTH_TEMP_FAILED_MSG,
+    AUTHZ_FAILED_MSG,
+    INVALID_BASE64_CONTINUED_MSG,
+    INVALID_BASE64_INITIAL_MSG,
+    INVALID_BASE64_RESPONSE_MSG,
+    LOGIN_DISABLED_MSG,
+    MECH_PLAINTEXT_DISABLED_MSG,
+    PLAINTEXT_EXPOSED_NOTICE,
+    PROXY_FAILURE_MSG,
+    SSL_REQUIRED_MSG,
+    UNSUPPORTED_MECH_MSG,
+    tempfail_text,
+)
 
 #: ``CAPABILITY_BANNER_STRING`` of a default Dovecot 2.3 build.
 CAPABILITY_BANNER: Final = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE"
 
-AUTH_FAILED_MSG: Final = "Authentication failed."  # AUTH_FAILED_MSG
-AUTH_TEMP_FAILED_MSG: Final = "Temporary authentication failure."  # AUTH_TEMP_FAILED_MSG
-AUTH_PLAINTEXT_DISABLED_MSG: Final = (
-    "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
-)
-PROXY_FAILURE_MSG: Final = "Account is temporarily unavailable."  # LOGIN_PROXY_FAILURE_MSG
-PLAINTEXT_EXPOSED_NOTICE: Final = (
-    "Plaintext authentication not allowed without SSL/TLS, but your client did it anyway. "
-    "If anyone was listening, the password was exposed."
-)
-SSL_REQUIRED_MSG: Final = "Authentication not allowed until SSL/TLS is enabled."
-MECH_PLAINTEXT_DISABLED_MSG: Final = "Plaintext authentication disabled."
-UNSUPPORTED_MECH_MSG: Final = "Unsupported authentication mechanism."
-AUTH_ABORTED_MSG: Final = "Authentication aborted by client."
-INVALID_BASE64_RESPONSE_MSG: Final = "Invalid base64 in response"
-INVALID_BASE64_INITIAL_MSG: Final = "Invalid base64 data in initial response"
-INVALID_BASE64_CONTINUED_MSG: Final = "Invalid base64 data in continued response"
-LOGIN_DISABLED_MSG: Final = "Login disabled for this user"
-AUTHZ_FAILED_MSG: Final = "Authorization failed"
 BAD_COMMAND_MSG: Final = "Error in IMAP command received by server."
 TOO_MANY_BAD_MSG: Final = "Too many invalid IMAP commands."
 FORGOT_TAG_MSG: Final = (
@@ -63,9 +62,11 @@ def reply_line(tag: str | None, status: Status, text: str, code: str | None = No
     return f"{prefix} {status.value} {middle}{text}\r\n".encode()
 
 
-def capability_string(policy: LoginPolicy) -> str:
-    """Dovecot's ``get_capability()`` for the pre-login CAPABILITY reply and greeting."""
-    configured = policy.imap_capability
+def capability_string(policy: LoginPolicy, configured: str = "") -> str:
+    """Dovecot's ``get_capability()`` for the pre-login CAPABILITY reply and greeting.
+
+    ``configured`` is ``imap_capability``.
+    """
     if configured == "":
         caps = CAPABILITY_BANNER
     elif not configured.startswith("+"):
@@ -90,14 +91,9 @@ def login_command_disabled(policy: LoginPolicy) -> bool:
     return policy.disable_plaintext_auth or policy.ssl == "required"
 
 
-def greeting(policy: LoginPolicy) -> bytes:
+def greeting(policy: LoginPolicy, configured: str = "") -> bytes:
     """``* OK [CAPABILITY ...] <login_greeting>``."""
-    return f"* OK [CAPABILITY {capability_string(policy)}] {policy.greeting}\r\n".encode()
-
-
-def tempfail_text(hostname: str, now: datetime) -> str:
-    """``Temporary authentication failure. [<host>:<YYYY-mm-dd HH:MM:SS>]``."""
-    return f"{AUTH_TEMP_FAILED_MSG} [{hostname}:{now.strftime('%Y-%m-%d %H:%M:%S')}]"
+    return f"* OK [CAPABILITY {capability_string(policy, configured)}] {policy.greeting}\r\n".encode()
 
 
 def auth_failure_reply(
@@ -136,3 +132,34 @@ def auth_failure_reply(
     if failure is ClientFailure.PROXY_SERVERBUG:
         return reply_line(tag, Status.NO, PROXY_FAILURE_MSG, "SERVERBUG")
     raise ValueError(f"unknown failure {failure!r}")  # pragma: no cover - enum is closed
+
+
+__all__ = [
+    "AUTHZ_FAILED_MSG",
+    "AUTH_ABORTED_MSG",
+    "AUTH_FAILED_MSG",
+    "AUTH_PLAINTEXT_DISABLED_MSG",
+    "AUTH_TEMP_FAILED_MSG",
+    "BAD_COMMAND_MSG",
+    "CAPABILITY_BANNER",
+    "FORGOT_TAG_MSG",
+    "ID_REPLY",
+    "INVALID_BASE64_CONTINUED_MSG",
+    "INVALID_BASE64_INITIAL_MSG",
+    "INVALID_BASE64_RESPONSE_MSG",
+    "INVALID_ID_MSG",
+    "LOGIN_DISABLED_MSG",
+    "MECH_PLAINTEXT_DISABLED_MSG",
+    "PLAINTEXT_EXPOSED_NOTICE",
+    "PROXY_FAILURE_MSG",
+    "SSL_REQUIRED_MSG",
+    "TOO_MANY_BAD_MSG",
+    "UNSUPPORTED_MECH_MSG",
+    "Status",
+    "auth_failure_reply",
+    "capability_string",
+    "greeting",
+    "login_command_disabled",
+    "reply_line",
+    "tempfail_text",
+]

@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import Final
 
 from proxyd.log import MAX_MECH_NAME_LEN, sanitize
+from proxyd.protocols.buffer import MAX_INBUF_SIZE
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
@@ -63,7 +64,6 @@ from proxyd.protocols.events import (
 from proxyd.protocols.imap import replies
 from proxyd.protocols.imap.grammar import (
     ID_KEY_MAX_LEN,
-    MAX_INBUF_SIZE,
     MAX_LINE_LENGTH,
     TAG_MAX_LEN,
     Arg,
@@ -124,6 +124,14 @@ class _IdCommand:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ImapOptions:
+    """The IMAP-only settings of the pre-login dialogue."""
+
+    capability: str = ""  # imap_capability ("" = Dovecot's banner, "+X" = banner plus X)
+    id_retain: bool = False  # imap_id_retain: keep the client's ID for the backend
+
+
 class ImapLoginServer(LoginEngineBase):
     """The pre-login IMAP dialogue with one client (Dovecot 2.3 ``imap-login``).
 
@@ -134,6 +142,7 @@ class ImapLoginServer(LoginEngineBase):
     def __init__(
         self,
         policy: LoginPolicy,
+        options: ImapOptions = ImapOptions(),
         *,
         max_line: int = MAX_LINE_LENGTH,
         max_inbuf: int = MAX_INBUF_SIZE,
@@ -144,6 +153,7 @@ class ImapLoginServer(LoginEngineBase):
         super().__init__(
             policy, max_inbuf=max_inbuf, max_auth_line=max_auth_line, hostname=hostname, clock=clock
         )
+        self._options = options
         self._max_line = max_line
         self._parser = ImapParser(
             self._buf, self._send_literal_continuation, max_line_size=max_line
@@ -160,7 +170,7 @@ class ImapLoginServer(LoginEngineBase):
         self._id: _IdCommand | None = None
         self._id_logged = False
         self._client_id_parts: list[bytes] | None = None
-        self._out += replies.greeting(policy)
+        self._out += replies.greeting(policy, options.capability)
 
     # -- public API ------------------------------------------------------
 
@@ -333,7 +343,7 @@ class ImapLoginServer(LoginEngineBase):
         if name == "CAPABILITY":
             if not self._starttls_done:
                 self._ignores_capability_resp_code = True
-            caps = replies.capability_string(self._policy)
+            caps = replies.capability_string(self._policy, self._options.capability)
             self._out += f"* CAPABILITY {caps}\r\n".encode()
             self._reply(
                 Status.OK, "Pre-login capabilities listed, post-login capabilities have more."
@@ -563,7 +573,7 @@ class ImapLoginServer(LoginEngineBase):
             if self._policy.trusted and not self._id_logged and value is not None:
                 _apply_special(command, special, key, value)
             return
-        if not self._policy.imap_id_retain:
+        if not self._options.id_retain:
             return
         pair_len = len(key) + 2 + 1 + (3 if value is None else len(value)) + 2
         parts = self._client_id_parts

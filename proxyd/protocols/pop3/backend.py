@@ -47,7 +47,7 @@ from proxyd.protocols.backend_events import (
     BackendNeedsTLS,
     ProxyFailure,
 )
-from proxyd.protocols.imap.grammar import InputBuffer
+from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
 from proxyd.protocols.pop3.xclient import xclient_command

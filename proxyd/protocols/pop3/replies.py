@@ -4,8 +4,7 @@ Every client-visible string of the pre-login POP3 dialogue lives here, so the
 engines (``server.py``, ``backend.py``) share one spelling.  The texts are
 Dovecot 2.3's (``pop3-login/client.c``, ``client-authenticate.c``,
 ``pop3-proxy.c``); the ones every login process shares (``login-common.h``,
-``login-proxy.h``) are taken from :mod:`proxyd.protocols.imap.replies`, where
-they were written down first.
+``login-proxy.h``) are in :mod:`proxyd.protocols.texts`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from datetime import datetime
 from typing import Final
 
 from proxyd.protocols.events import ClientFailure, LoginPolicy
-from proxyd.protocols.imap.replies import (
+from proxyd.protocols.texts import (
     AUTH_FAILED_MSG,
     AUTH_PLAINTEXT_DISABLED_MSG,
     AUTHZ_FAILED_MSG,

@@ -51,6 +51,7 @@ from datetime import datetime
 from typing import Final
 
 from proxyd.log import MAX_MECH_NAME_LEN, sanitize
+from proxyd.protocols.buffer import MAX_INBUF_SIZE
 from proxyd.protocols.engine import LoginEngineBase, State, Trigger
 from proxyd.protocols.events import (
     PLAINTEXT_MECHANISMS,
@@ -65,7 +66,6 @@ from proxyd.protocols.events import (
     StartTLS,
     TrustedClientInfo,
 )
-from proxyd.protocols.imap.grammar import MAX_INBUF_SIZE
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
 from proxyd.protocols.pop3.xclient import parse_xclient

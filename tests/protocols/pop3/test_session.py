@@ -1,6 +1,6 @@
 """POP3 on the shared LoginSession: trio memory streams, a fake auth step, a scripted backend.
 
-These check the plug-in (``proxyd.login.pop3.POP3``) with the protocol-neutral
+These check the plug-in (``proxyd.protocols.pop3.plugin.POP3``) with the protocol-neutral
 driver: what the backend receives and when, what the client sees, and the
 failure paths, without processes or Dovecot.
 """
@@ -19,9 +19,9 @@ import trio.testing
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
 from proxyd.config.settings import Settings
 from proxyd.login import tls
-from proxyd.login.pop3 import POP3
-from proxyd.login.server import PROTOCOLS
 from proxyd.login.session import LoginContext, LoginSession
+from proxyd.protocols.pop3.plugin import POP3
+from proxyd.protocols.registry import BY_NAME
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -122,9 +122,10 @@ def _session(auth: FakeAuth, stream: trio.abc.Stream, *, trusted: bool = False) 
 
 
 def test_pop3_is_registered() -> None:
-    assert PROTOCOLS["pop3"] is POP3
+    assert BY_NAME["pop3"] is POP3
     assert (POP3.service, POP3.default_port, POP3.default_ssl_port) == ("pop3-login", 110, 995)
-    assert POP3.goodbye("Disconnected for inactivity.") == b"-ERR Disconnected for inactivity.\r\n"
+    assert POP3.login is not None
+    assert POP3.login.goodbye("Disconnected for inactivity.") == b"-ERR Disconnected for inactivity.\r\n"
 
 
 async def test_user_pass_is_proxied_with_xclient(

@@ -1,11 +1,25 @@
-"""POP3's plug-in to the shared login machinery."""
+"""POP3's entry in the protocol registry: the ``pop3-login`` service."""
 
 from __future__ import annotations
 
-from proxyd.login.protocol import BackendLogin, BackendLoginEngine, LoginServerEngine, ProtocolSpec
-from proxyd.login.proxyfields import Referral
+from typing import Any
+
+from proxyd.protocols.events import LoginPolicy
 from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
 from proxyd.protocols.pop3.server import Pop3LoginServer
+from proxyd.protocols.spec import (
+    BackendLogin,
+    BackendLoginEngine,
+    DefaultListener,
+    LoginHooks,
+    LoginServerEngine,
+    ProtocolSpec,
+    Referral,
+)
+
+
+def _new_server(policy: LoginPolicy, _settings: Any) -> LoginServerEngine:
+    return Pop3LoginServer(policy)
 
 
 def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLoginEngine:
@@ -40,8 +54,8 @@ POP3 = ProtocolSpec(
     service="pop3-login",
     default_port=110,
     default_ssl_port=995,
-    new_server=Pop3LoginServer,
-    new_backend=_new_backend,
-    goodbye=_goodbye,
-    referral=_referral,
+    listeners=(DefaultListener("pop3", 110), DefaultListener("pop3s", 995, ssl=True)),
+    login=LoginHooks(
+        new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye, referral=_referral
+    ),
 )

@@ -1,23 +1,35 @@
-"""What the shared login machinery needs from a protocol (Dovecot's ``client_vfuncs``).
+"""What a protocol is to the rest of proxyd: one :class:`ProtocolSpec` per protocol.
 
-``LoginSession`` is protocol-neutral.  Each protocol plugs in one ``ProtocolSpec``:
-how to build its client-facing engine and its backend-login engine, its default
-ports, and how it says goodbye.  The engines themselves live in
-``proxyd.protocols.<name>`` and are sans-IO.
+Every protocol lives in its own folder ``proxyd.protocols.<name>`` (its sans-IO
+engines and its client-visible bytes) and exports one ``ProtocolSpec`` from its
+``plugin`` module; :mod:`proxyd.protocols.registry` lists them, and every list of
+protocols, services and default listeners in proxyd derives from that.
+
+A login service (``imap-login``, ``pop3-login``, ...) sets ``login``: the hooks
+the protocol-neutral ``LoginSession`` needs (Dovecot's ``client_vfuncs``).  A
+protocol that is not a login service (LMTP) leaves it None and brings its own
+session.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from proxyd.protocols.backend_events import BackendEvent
 from proxyd.protocols.engine import State
 from proxyd.protocols.events import ClientFailure, Event, LoginPolicy, _NeedData
 
-if TYPE_CHECKING:
-    from proxyd.login.proxyfields import Referral
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """``host`` without ``proxy`` on a ``nologin`` reply: an IMAP LOGIN-REFERRALS answer."""
+
+    host: str
+    port: int
+    destuser: str
+    reason: str
 
 
 class LoginServerEngine(Protocol):
@@ -79,17 +91,37 @@ class BackendLogin:
 
 
 @dataclass(frozen=True, slots=True)
-class ProtocolSpec:
-    """One protocol's plug-in to the shared login session."""
+class LoginHooks:
+    """A login service's plug-in to the shared login session (Dovecot's ``client_vfuncs``)."""
 
-    name: str  # "imap"
-    service: str  # "imap-login"
-    default_port: int
-    default_ssl_port: int
-    new_server: Callable[[LoginPolicy], LoginServerEngine]
+    #: (policy, the effective settings) -> the client-facing engine; the protocol
+    #: reads its own settings (``imap_capability``, ``managesieve_*``...) from the second
+    new_server: Callable[[LoginPolicy, Any], LoginServerEngine]
     #: (login parameters, the client engine) -> backend engine
     new_backend: Callable[[BackendLogin, LoginServerEngine], BackendLoginEngine]
     #: a last line for the client before we close (``* BYE text`` / ``-ERR text``)
     goodbye: Callable[[str], bytes]
     #: (client engine, referral, client's mechanism) -> the reply to a ``nologin`` + ``host`` login
     referral: Callable[[LoginServerEngine, Referral, str], bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultListener:
+    """An ``inet_listener`` a service has without configuration (Dovecot's built-in ones)."""
+
+    name: str
+    port: int
+    ssl: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """One protocol: its name in ``protocols``, its service and how it is served."""
+
+    name: str  # "imap", as in ``protocols``
+    service: str  # "imap-login": the service block, the process title, the log prefix
+    default_port: int  # the backend port when the passdb names none
+    default_ssl_port: int  # ... with ``ssl=yes``
+    listeners: tuple[DefaultListener, ...]
+    #: the login-service hooks; None for a protocol that is not a login service
+    login: LoginHooks | None

@@ -1,13 +1,26 @@
-"""IMAP's plug-in to the shared login machinery."""
+"""IMAP's entry in the protocol registry: the ``imap-login`` service."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from proxyd.login.protocol import BackendLogin, BackendLoginEngine, LoginServerEngine, ProtocolSpec
-from proxyd.login.proxyfields import Referral
+from proxyd.protocols.events import LoginPolicy
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
-from proxyd.protocols.imap.server import ImapLoginServer
+from proxyd.protocols.imap.server import ImapLoginServer, ImapOptions
+from proxyd.protocols.spec import (
+    BackendLogin,
+    BackendLoginEngine,
+    DefaultListener,
+    LoginHooks,
+    LoginServerEngine,
+    ProtocolSpec,
+    Referral,
+)
+
+
+def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
+    options = ImapOptions(capability=settings.imap_capability, id_retain=settings.imap_id_retain)
+    return ImapLoginServer(policy, options)
 
 
 def _id_pairs(login: BackendLogin) -> tuple[tuple[str, str | None], ...]:
@@ -90,8 +103,8 @@ IMAP = ProtocolSpec(
     service="imap-login",
     default_port=143,
     default_ssl_port=993,
-    new_server=ImapLoginServer,
-    new_backend=_new_backend,
-    goodbye=_goodbye,
-    referral=_referral,
+    listeners=(DefaultListener("imap", 143), DefaultListener("imaps", 993, ssl=True)),
+    login=LoginHooks(
+        new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye, referral=_referral
+    ),
 )

@@ -1,0 +1,39 @@
+"""Every protocol proxyd serves: the one list the rest of the code derives from.
+
+``protocols = ...`` accepts these names, the master binds these services'
+listeners, ``proxyd -n`` knows their default listeners and a login process
+finds its protocol here by service name.  Adding a protocol is a folder
+``proxyd/protocols/<name>/`` whose ``plugin`` module exports a
+:class:`~proxyd.protocols.spec.ProtocolSpec`, plus one line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from proxyd.protocols.imap.plugin import IMAP
+from proxyd.protocols.pop3.plugin import POP3
+from proxyd.protocols.spec import ProtocolSpec
+
+PROTOCOLS: Final[tuple[ProtocolSpec, ...]] = (
+    IMAP,
+    POP3,
+)
+
+#: Dovecot 2.3's other protocol names: accepted words in ``protocols`` that proxyd
+#: refuses as not implemented yet (rather than as unknown)
+NOT_YET: Final = frozenset({"lmtp", "submission", "sieve"}) - {p.name for p in PROTOCOLS}
+
+BY_NAME: Final[Mapping[str, ProtocolSpec]] = {p.name: p for p in PROTOCOLS}
+BY_SERVICE: Final[Mapping[str, ProtocolSpec]] = {p.service: p for p in PROTOCOLS}
+
+
+def by_service(service: str) -> ProtocolSpec:
+    """The protocol a service serves (``imap-login`` -> IMAP); KeyError for other services."""
+    return BY_SERVICE[service]
+
+
+def service_of(name: str) -> str:
+    """The service of a protocol named in ``protocols`` (``imap`` -> ``imap-login``)."""
+    return BY_NAME[name].service
