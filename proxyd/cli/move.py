@@ -362,10 +362,11 @@ def run(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: Te
         return EXIT_FAILED
     if not done:
         return EXIT_FAILED
-    _after_update(settings, user, args.host, stamp, stdout, stderr)
+    kicked_everywhere = _after_update(settings, user, args.host, stamp, stdout, stderr)
     if args.wait > 0:
-        return _wait_for_new_host(settings, user, args.host, args.wait, stdout)
-    return EXIT_OK
+        found = _wait_for_new_host(settings, user, args.host, args.wait, stdout)
+        return found if kicked_everywhere else EXIT_FAILED
+    return EXIT_OK if kicked_everywhere else EXIT_FAILED
 
 
 async def _move(settings: Settings, user: str, host: str, delay_until: str, stdout: TextIO) -> bool:
@@ -401,7 +402,45 @@ async def _move(settings: Settings, user: str, host: str, delay_until: str, stdo
 
 def _after_update(
     settings: Settings, user: str, host: str, stamp: int, stdout: TextIO, stderr: TextIO
-) -> None:
+) -> bool:
+    """Flush the user's auth cache entries and kick the sessions: on every node of
+    ``proxyd_cluster_peers`` when it is set, else on this one.  False: a peer failed."""
+    if settings.proxyd_cluster_peers:
+        ok = _after_update_cluster(settings, user, stdout, stderr)
+    else:
+        ok = _after_update_local(settings, user, stdout, stderr)
+    when = time.strftime("%H:%M:%S", time.localtime(stamp))
+    print(f"new logins of {user} wait until {when} and then go to {host}", file=stdout)
+    return ok
+
+
+def _after_update_cluster(settings: Settings, user: str, stdout: TextIO, stderr: TextIO) -> bool:
+    from proxyd.cli import cluster
+
+    commands: list[list[Any]] = [
+        ["authCacheFlush", {"user": [user]}, "flush"],
+        ["proxyKick", {"user": [glob.escape(user)]}, "kick"],
+    ]
+    try:
+        answers = cluster.ask_all(settings, commands)
+    except cluster.ClusterConfigError as exc:
+        print(f"proxyctl: {exc}; nothing kicked", file=stderr)
+        return False
+    total, ok = 0, True
+    for answer in answers:
+        try:
+            if answer.entries is None:
+                raise ValueError(answer.error)
+            cluster.payload(answer.entries[0])
+            total += int(cluster.payload(answer.entries[1])[0]["count"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            print(f"proxyctl: {answer.peer}: {exc}", file=stderr)
+            ok = False
+    print(f"{total} connections kicked ({len(answers)} nodes)", file=stdout)
+    return ok
+
+
+def _after_update_local(settings: Settings, user: str, stdout: TextIO, stderr: TextIO) -> bool:
     from proxyd.ipc.admin import AdminCacheFlush, AdminKick, admin_request
 
     try:
@@ -414,8 +453,7 @@ def _after_update(
         )
     else:
         print(f"{reply.count} connections kicked", file=stdout)
-    when = time.strftime("%H:%M:%S", time.localtime(stamp))
-    print(f"new logins of {user} wait until {when} and then go to {host}", file=stdout)
+    return True
 
 
 def _addresses(host: str) -> set[str]:

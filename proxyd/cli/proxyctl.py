@@ -27,7 +27,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 import trio
 
@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
     who = commands.add_parser("who", help="list proxied sessions")
     who.add_argument("mask", nargs="?", default="*", help="user mask (* and ? wildcards)")
+    who.add_argument(
+        "--cluster", action="store_true", help="every node of proxyd_cluster_peers (doveadm HTTP API)"
+    )
     # -h is Dovecot's ``doveadm proxy kick -h HOST``; help stays as --help
     kick = commands.add_parser(
         "kick",
@@ -100,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only sessions proxied to this backend (its IP, or host as the passdb names it)",
     )
     kick.add_argument("mask", nargs="?", help="user mask (* and ? wildcards; with --host default *)")
+    kick.add_argument(
+        "--cluster", action="store_true", help="on every node of proxyd_cluster_peers; prints the total"
+    )
     move.add_parser(commands)
     commands.add_parser("reload", help="reload the configuration (like SIGHUP)")
     commands.add_parser("stop", help="stop proxyd (like SIGTERM)")
@@ -174,6 +180,8 @@ def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
     else:
         request = AdminStop()
     settings = load_settings(args.config)
+    if getattr(args, "cluster", False):
+        return _cluster(args, settings, stdout)
     try:
         reply = admin_request(settings.base_dir, request)
     except OSError as exc:
@@ -192,6 +200,52 @@ def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
     elif args.command == "kick":
         print(f"{reply.count} connections kicked", file=stdout)
     return EXIT_OK
+
+
+def _cluster(args: argparse.Namespace, settings: Settings, stdout: TextIO) -> int:
+    """``who --cluster`` / ``kick --cluster``: every peer through its doveadm HTTP API."""
+    import fnmatch
+
+    from proxyd.cli import cluster
+
+    if args.command == "who":
+        command: list[Any] = ["proxyList", {}, "who"]
+    else:
+        params: dict[str, Any] = {"user": [args.mask or "*"]}
+        if args.host is not None:
+            params["host"] = args.host
+        command = ["proxyKick", params, "kick"]
+    try:
+        answers = cluster.ask_all(settings, [command])
+    except cluster.ClusterConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    failed = False
+    rows: list[tuple[str, dict[str, str]]] = []
+    total = 0
+    for answer in answers:
+        try:
+            if answer.entries is None:
+                raise ValueError(answer.error)
+            result = cluster.payload(answer.entries[0])
+            if args.command == "who":
+                rows += [(answer.peer, row) for row in result if fnmatch.fnmatchcase(str(row["username"]), args.mask)]
+            else:
+                total += int(result[0]["count"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            print(f"proxyctl: {answer.peer}: {exc}", file=sys.stderr)
+            failed = True
+    if args.command == "who":
+        print(f"{'node':<22} {'username':<24} {'proto':<5} {'client':<40} backend", file=stdout)
+        for node, row in sorted(rows, key=lambda item: (item[1]["username"], item[0])):
+            backend = _join_host_port(row["dest-ip"], row["dest-port"])
+            print(f"{node:<22} {row['username']:<24} {row['service']:<5} {row['src-ip']:<40} {backend}", file=stdout)
+    else:
+        print(f"{total} connections kicked", file=stdout)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _join_host_port(host: str, port: str) -> str:
+    return f"{host}:{port}"  # as proxyctl who prints it
 
 
 # -- pw -----------------------------------------------------------------------------

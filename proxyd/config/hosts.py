@@ -144,3 +144,28 @@ def format_local_backend(value: LocalBackend | None) -> str:
 
 def _gai_text(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def parse_cluster_peers(value: str) -> tuple[str, ...]:
+    """``proxyd_cluster_peers = IP:PORT ...``: the peers' doveadm HTTP listeners, as
+    ``host:port`` (``[v6]:port`` for IPv6); a port is required."""
+    peers: list[str] = []
+    for item in value.split():
+        host, sep, port_text = item.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        if not sep or not host or (":" in host and not bracketed):
+            raise v.InvalidValue(f"proxyd_cluster_peers: '{item}' is not IP:PORT ([IPv6]:PORT)")
+        if bracketed:
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise v.InvalidValue(f"proxyd_cluster_peers: Invalid IPv6 address in '{item}'") from None
+        try:
+            port = v.parse_port(port_text)
+        except v.InvalidValue:
+            port = 0
+        if port == 0:
+            raise v.InvalidValue(f"proxyd_cluster_peers: Invalid port in '{item}'")
+        if item not in peers:
+            peers.append(item)
+    return tuple(peers)

@@ -367,6 +367,8 @@ _TOP_SPECS: Final = (
     # the doveadm HTTP API (service doveadm { inet_listener http { } })
     _str("doveadm_api_key", _T, secret=True),
     _str("doveadm_password", _T, secret=True),
+    # proxyd's: the doveadm HTTP listeners of this node's peers (proxyctl --cluster, move)
+    _spec("proxyd_cluster_peers", _T, hosts.parse_cluster_peers, " ".join, ""),
 )
 
 _L = Scope.INET_LISTENER

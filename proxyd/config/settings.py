@@ -313,6 +313,8 @@ class Settings:
     # the doveadm HTTP API
     doveadm_api_key: Secret = field(default_factory=lambda: Secret(""))
     doveadm_password: Secret = field(default_factory=lambda: Secret(""))
+    #: the peers' doveadm HTTP listeners, ``host:port`` (may include this node)
+    proxyd_cluster_peers: tuple[str, ...] = ()
 
     services: dict[str, ServiceSettings] = field(default_factory=_default_services)
     passdbs: tuple[PassdbSettings, ...] = ()

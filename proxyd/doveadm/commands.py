@@ -1,5 +1,8 @@
 """The doveadm commands proxyd answers, run against the node's sessions.
 
+``authCacheFlush`` is ``doveadm auth cache flush [USER...]`` (answered
+``[{"entries": "N"}]``, every entry when no user is given).
+
 ``proxyList`` and ``proxyKick`` are Dovecot's ``doveadm proxy list`` and
 ``doveadm proxy kick`` (``login-proxy.c``'s LIST-FULL and KICK / KICK-HOST):
 list rows carry ``username``, ``service``, ``src-ip``, ``dest-ip`` and
@@ -42,12 +45,15 @@ class Node(Protocol):
 
     async def kick(self, masks: Sequence[str], host: str | None = None) -> int: ...
 
+    async def flush_cache(self, users: list[str]) -> int: ...
+
 
 PROXY_LIST: Final = CommandSpec("proxy list")
 PROXY_KICK: Final = CommandSpec(
     "proxy kick", (ParamSpec("host", ParamType.STRING), ParamSpec("user", ParamType.ARRAY))
 )
-COMMANDS: Final = (PROXY_LIST, PROXY_KICK)
+AUTH_CACHE_FLUSH: Final = CommandSpec("auth cache flush", (ParamSpec("user", ParamType.ARRAY),))
+COMMANDS: Final = (PROXY_LIST, PROXY_KICK, AUTH_CACHE_FLUSH)
 
 
 async def run_call(node: Node, call: Call, remote_ip: str) -> list[Any]:
@@ -59,6 +65,11 @@ async def run_call(node: Node, call: Call, remote_ip: str) -> list[Any]:
     if call.command is PROXY_LIST:
         log.info("Executing command '%s'", call.command.name)
         return response_entry(proxy_list_rows(await node.who("*")), call.tag)
+    if call.command is AUTH_CACHE_FLUSH:
+        log.info("Executing command '%s'", call.command.name)
+        users = call.params.get("user")
+        flushed = await node.flush_cache([str(u) for u in users] if isinstance(users, list) else [])
+        return response_entry([{"entries": str(flushed)}], call.tag)
     assert call.command is PROXY_KICK
     users = call.params.get("user")
     host = call.params.get("host")

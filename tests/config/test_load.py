@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxyd.config import hosts
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings, load_settings_text
 from proxyd.config.settings import (
@@ -20,6 +23,7 @@ from proxyd.config.settings import (
     effective_service,
     unix_listener,
 )
+from proxyd.config.values import InvalidValue
 from proxyd.errors import ConfigError, Location
 from proxyd.secret import Secret
 from tests.config.conftest import CERT_PEM, KEY_PEM, Load, Write
@@ -729,3 +733,23 @@ def test_service_doveadm_http_tls_needs_ssl(load: Load) -> None:
         + "service doveadm {\n  inet_listener http {\n    port = 8080\n    haproxy = yes\n  }\n}\n"
     )
     assert load_error(load, text) == (5, "service doveadm: haproxy is not supported here")
+
+
+def test_cluster_peers(load: Load) -> None:
+    settings = load(NO_SSL + "proxyd_cluster_peers = 10.0.0.5:8080 [2001:db8::1]:8080 node3.example:8080 10.0.0.5:8080\n")
+    assert settings.proxyd_cluster_peers == ("10.0.0.5:8080", "[2001:db8::1]:8080", "node3.example:8080")
+    for bad, text in (("10.0.0.5", "is not IP:PORT"), ("2001:db8::1:80", "is not IP:PORT"),
+                      ("[zz]:80", "Invalid IPv6"), ("10.0.0.5:0", "Invalid port"), ("a:99999", "Invalid port")):  # fmt: skip
+        line, message = load_error(load, NO_SSL + f"proxyd_cluster_peers = {bad}\n")
+        assert line == 2
+        assert text in message, message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_cluster_peers_any_text(text: str) -> None:
+    try:
+        peers = hosts.parse_cluster_peers(text)
+    except InvalidValue:
+        return
+    assert all(":" in peer for peer in peers)

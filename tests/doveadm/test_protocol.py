@@ -40,6 +40,7 @@ def test_the_listing_is_camel_case() -> None:
     assert protocol.describe(COMMANDS) == [
         {"command": "proxyList", "parameters": []},
         {"command": "proxyKick", "parameters": [{"name": "host", "type": "string"}, {"name": "user", "type": "array"}]},
+        {"command": "authCacheFlush", "parameters": [{"name": "user", "type": "array"}]},
     ]
 
 
@@ -59,12 +60,17 @@ class _Node:
         self.kicks.append((list(masks), host))
         return 2
 
+    async def flush_cache(self, users: list[str]) -> int:
+        return len(users)
+
 
 async def test_kick_by_host_and_users() -> None:
     node = _Node()
     [call] = protocol.parse_request(b'[["proxyKick", {"host": "10.0.0.1", "user": ["a", "b*"]}, "x"]]', COMMANDS)
     assert await run_call(node, call, "127.0.0.1") == ["doveadmResponse", [{"count": "2"}], "x"]
     assert node.kicks == [(["a", "b*"], "10.0.0.1")]
+    [call] = protocol.parse_request(b'[["authCacheFlush", {"user": ["a", "b"]}, "z"]]', COMMANDS)
+    assert await run_call(node, call, "127.0.0.1") == ["doveadmResponse", [{"entries": "2"}], "z"]
     [call] = protocol.parse_request(b'[["proxyList", {}, "y"]]', COMMANDS)
     assert call.command is PROXY_LIST
     assert await run_call(node, call, "127.0.0.1") == ["doveadmResponse", [], "y"]
@@ -94,7 +100,7 @@ def test_any_body_is_calls_or_a_bad_request(body: bytes) -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["proxyList", "proxyKick", "proxy kick", "nope"]),
+            st.sampled_from(["proxyList", "proxyKick", "proxy kick", "authCacheFlush", "nope"]),
             st.dictionaries(st.sampled_from(["user", "host", "socketPath"]), json_values, max_size=3),
             st.text(max_size=5),
         ),
