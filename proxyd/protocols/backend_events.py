@@ -1,4 +1,4 @@
-"""Events shared by every backend login engine (IMAP now, POP3 next).
+"""Events shared by every backend login engine (IMAP, POP3).
 
 Theory of operation
 -------------------
