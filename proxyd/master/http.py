@@ -9,17 +9,24 @@ password hash or passdb credential, which stay in the auth process.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
+from proxyd.config.settings import Settings
+from proxyd.doveadm.commands import Node
 from proxyd.doveadm.server import DoveadmHttp
 from proxyd.httpd import Handler, serve_listener
 from proxyd.ipc.inherited import BoundSocket
-from proxyd.stats.metrics import StatsHttp
+from proxyd.stats.metrics import Snapshot, StatsHttp
 
-if TYPE_CHECKING:
-    from proxyd.master.main import Master
+
+class Master(Node, Protocol):
+    """What the HTTP listeners ask of the master (``proxyd.master.main.Master``)."""
+
+    settings: Settings
+
+    async def metrics_snapshot(self) -> Snapshot: ...
 
 
 def handler_for(master: Master, bound: BoundSocket) -> Handler:
