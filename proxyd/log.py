@@ -89,6 +89,36 @@ def one_line(message: str) -> str:
     return message if message.isprintable() else _UNSAFE.sub("?", message)
 
 
+#: Dovecot's default ``login_log_format``
+DEFAULT_LOGIN_FORMAT: Final = "%$: %s"
+
+
+def login_line(template: str, message: str, fields: str) -> str:
+    """Dovecot's ``login_log_format``: ``%$`` is the message, ``%s`` the log fields, ``%%`` a ``%``."""
+    if template == DEFAULT_LOGIN_FORMAT:
+        return f"{message}: {fields}"
+    out: list[str] = []
+    pos = 0
+    while (pct := template.find("%", pos)) != -1:
+        out.append(template[pos:pct])
+        key = template[pct + 1 : pct + 2]
+        out.append({"$": message, "s": fields, "%": "%"}.get(key, "%" + key))
+        pos = pct + 2
+    out.append(template[pos:])
+    return "".join(out)
+
+
+def check_login_format(template: str) -> str:
+    """``login_log_format`` may use ``%$``, ``%s`` and ``%%``; returns ``template`` or raises ValueError."""
+    pos = 0
+    while (pct := template.find("%", pos)) != -1:
+        key = template[pct + 1 : pct + 2]
+        if key not in ("$", "s", "%"):
+            raise ValueError(f"login_log_format: unknown variable %{key} (only %$, %s and %%)")
+        pos = pct + 2
+    return template
+
+
 #: Dovecot's default ``log_timestamp``
 DEFAULT_TIMESTAMP: Final = "%b %d %H:%M:%S "
 #: ``syslog_facility`` names (syslog_facility_find)

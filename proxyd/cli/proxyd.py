@@ -26,6 +26,7 @@ from proxyd.config.load import load_settings
 from proxyd.config.settings import Settings, UnixListener, effective_service, unix_listener
 from proxyd.errors import ConfigError
 from proxyd.log import setup_logging
+from proxyd.login.logformat import check_elements
 
 if TYPE_CHECKING:
     from proxyd.master.listeners import SocketOwner
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         check_drivers(settings)  # unknown drivers and bad args files are FILE:LINE errors too
         check_username_settings(settings)
+        check_elements(
+            settings.login_log_format_elements, settings.explicit.get("login_log_format_elements")
+        )
         _check_users(settings)
         _check_socket_owners(settings)
     except ConfigError as exc:

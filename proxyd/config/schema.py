@@ -42,7 +42,7 @@ from typing import Any, Final
 from proxyd import openssl_ctx
 from proxyd.config import hosts
 from proxyd.config import values as v
-from proxyd.log import SYSLOG_FACILITIES
+from proxyd.log import SYSLOG_FACILITIES, check_login_format
 from proxyd.protocols import registry
 
 
@@ -213,6 +213,13 @@ def parse_ssl_options(value: str) -> tuple[str, ...]:
     return tuple(options)
 
 
+def parse_login_log_format(value: str) -> str:
+    try:
+        return check_login_format(value)
+    except ValueError as exc:
+        raise v.InvalidValue(str(exc)) from None
+
+
 def _only_no(name: str, value: str) -> bool:
     """A boolean Dovecot has but proxyd implements only in its default ``no``."""
     if v.parse_bool(value):
@@ -327,6 +334,12 @@ _TOP_SPECS: Final = (
     _spec("auth_cache_ttl", _T, v.parse_time, v.format_time, "1 hours"),
     _spec("auth_cache_negative_ttl", _T, v.parse_time, v.format_time, "1 hours"),
     _str("login_greeting", _T, "Dovecot ready."),
+    _str(
+        "login_log_format_elements",
+        _T,
+        "user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>",
+    ),
+    _spec("login_log_format", _T, parse_login_log_format, _same, "%$: %s"),
     _str("imap_capability", _T),
     _bool("imap_id_retain", _T, "no"),
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
@@ -504,7 +517,7 @@ DOVECOT_TOP: Final = _names(
     lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address lmtp_proxy
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
-     login_log_format login_log_format_elements login_plugin_dir login_plugins
+    login_plugin_dir login_plugins
     login_proxy_notify_path login_proxy_rawlog_dir mail_access_groups mail_always_cache_fields
     mail_attachment_detection_options mail_attachment_dir mail_attachment_fs
     mail_attachment_hash mail_attachment_min_size mail_attribute_dict mail_cache_fields
@@ -540,7 +553,7 @@ DOVECOT_TOP: Final = _names(
     submission_relay_max_idle_time submission_relay_password submission_relay_port
     submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
     submission_relay_trusted submission_relay_user submission_ssl submission_timeout
-     valid_chroot_dirs verbose_proctitle version_ignore
+    valid_chroot_dirs verbose_proctitle version_ignore
     """
 )
 #: Dovecot settings that its login, auth or master processes read (login-settings.c,
@@ -549,7 +562,7 @@ DOVECOT_TOP: Final = _names(
 #: implement each, so the ones it does not implement yet are errors
 HONOURED_TOP: Final = _names(
     """
-    login_log_format_elements login_log_format login_proxy_notify_path login_plugin_dir
+    login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug
     log_core_filter process_shutdown_filter import_environment
@@ -623,7 +636,7 @@ FILTER_LOGIN: Final = frozenset(
      "ssl_min_protocol", "login_trusted_networks", "imap_capability", "imap_id_retain",
      "login_proxy_timeout", "login_proxy_max_reconnects", "ssl_dh", "ssl_cipher_list",
      "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
-     "verbose_ssl"}
+     "verbose_ssl", "login_log_format_elements", "login_log_format"}
 )  # fmt: skip
 FILTER_AUTH: Final = frozenset(
     {"auth_mechanisms", "auth_username_chars", "auth_username_translation",

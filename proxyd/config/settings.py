@@ -276,6 +276,9 @@ class Settings:
     auth_cache_ttl: float = 3600.0
     auth_cache_negative_ttl: float = 3600.0
     login_greeting: str = "Dovecot ready."
+    #: the fields at the end of login process log lines, and where the message goes
+    login_log_format_elements: str = "user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>"
+    login_log_format: str = "%$: %s"
     login_trusted_networks: tuple[IPNetwork, ...] = ()
     login_proxy_timeout: float = 30.0  # seconds
     login_proxy_max_reconnects: int = 3

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,6 +47,7 @@ from typing import Final, Protocol, assert_never
 import trio
 
 from proxyd import counters
+from proxyd.auth.expand import Variables
 from proxyd.auth.mechanisms import AUTH_MECHANISMS
 from proxyd.auth.request import (
     AuthReply,
@@ -58,8 +60,10 @@ from proxyd.auth.request import (
 )
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
-from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, sanitize
+from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, login_line, sanitize
+from proxyd.login import logformat
 from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
+from proxyd.login.logformat import DEFAULT_ELEMENTS
 from proxyd.login.proxyfields import (
     ProxyFieldError,
     ProxyTarget,
@@ -278,8 +282,19 @@ class LoginSession:
             disable_plaintext_auth=s.disable_plaintext_auth,
         )
 
+    def _log(self, level: int, fmt: str, *args: object) -> None:
+        """A client's log line: the message, then its fields, as ``login_log_format`` places them."""
+        if self.log.isEnabledFor(level):
+            settings = self.ctx.settings
+            line = login_line(settings.login_log_format, fmt % args, self.log_fields())
+            self.log.log(level, "%s", line)
+
     def log_fields(self) -> str:
         """Dovecot's ``login_log_format_elements`` (``user=<> method= rip= lip= %c session=<>``)."""
+        elements = self.ctx.settings.login_log_format_elements
+        if elements != DEFAULT_ELEMENTS:
+            return logformat.compiled(elements).render(self._log_variables())
+        # the default, without the template machinery (one line per login and per close)
         parts = [f"user=<{self.log_user}>"]
         if self.mech:
             parts.append(f"method={sanitize(self.mech, MAX_MECH_NAME_LEN)}")
@@ -290,6 +305,43 @@ class LoginSession:
             parts.append("secured")
         parts.append(f"session=<{sanitize(self.conn.session_id)}>")
         return ", ".join(parts)
+
+    def _log_variables(self) -> Variables:
+        """The client's variables for ``login_log_format_elements`` (get_var_expand_table)."""
+        conn = self.conn
+        user = self.user
+        security = ""
+        if isinstance(self.stream, trio.SSLStream) and conn.tls:
+            cipher = self.stream.cipher()
+            if cipher is not None:
+                bits = cipher[2]
+                security = f"{self.stream.version()} with cipher {cipher[0]} ({bits}/{bits} bits)"
+        name, at, domain = user.partition("@")
+        values: dict[str, str | None] = {
+            "user": sanitize(user, MAX_LOGIN_USER_LEN) if user else None,
+            "username": sanitize(name, MAX_LOGIN_USER_LEN) if user else None,
+            "domain": sanitize(domain, MAX_LOGIN_USER_LEN) if at else None,
+            "service": self.spec.name,
+            "home": None,
+            "lip": conn.local_ip,
+            "rip": conn.remote_ip,
+            "pid": str(os.getpid()),
+            "mech": sanitize(self.mech, MAX_MECH_NAME_LEN) if self.mech else None,
+            "lport": str(conn.local_port),
+            "rport": str(conn.remote_port),
+            "secured": "TLS" if conn.tls else ("secured" if conn.secured else None),
+            "ssl_security": security,
+            "mail_pid": "",
+            "session": sanitize(conn.session_id),
+            "real_lip": conn.real_local_ip,
+            "real_rip": conn.real_remote_ip,
+            "real_lport": str(conn.real_local_port),
+            "real_rport": str(conn.real_remote_port),
+        }
+        for prefix in ("orig", "auth"):
+            for part in ("user", "username", "domain"):
+                values[f"{prefix}_{part}"] = values[part]
+        return logformat.variables(values)
 
     @property
     def log_user(self) -> str:
@@ -368,9 +420,10 @@ class LoginSession:
             await self.stream.do_handshake()
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
-            self.log.info(
-                "Disconnected: TLS handshaking: %s (%s): %s",
-                cause or "connection lost", self._attempts_suffix(), self.log_fields(),
+            self._log(
+                logging.INFO,
+                "Disconnected: TLS handshaking: %s (%s)",
+                cause or "connection lost", self._attempts_suffix(),
             )
             return False
         self._log_tls(self.stream)
@@ -387,9 +440,10 @@ class LoginSession:
         """``verbose_ssl``: what each handshake agreed on."""
         if self.ctx.settings.verbose_ssl:
             cipher = tls.cipher()
-            self.log.info(
-                "SSL: handshake finished: %s %s: %s",
-                tls.version(), cipher[0] if cipher else "", self.log_fields(),
+            self._log(
+                logging.INFO,
+                "SSL: handshake finished: %s %s",
+                tls.version(), cipher[0] if cipher else "",
             )
 
     async def _goodbye_inactive(self) -> None:
@@ -401,7 +455,7 @@ class LoginSession:
         with trio.move_on_after(1, shield=True):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.stream.send_all(self.hooks.goodbye(text))
-        self.log.info("Disconnected: Inactivity (%s): %s", self._attempts_suffix(), self.log_fields())
+        self._log(logging.INFO, "Disconnected: Inactivity (%s)", self._attempts_suffix())
 
     async def _pre_login(self) -> _Proxied | None:
         await self._flush()  # greeting
@@ -446,13 +500,13 @@ class LoginSession:
     def _log_refused(self, event: AuthRefused) -> None:
         """An attempt the engine refused by itself (Dovecot logs it with auth_verbose)."""
         if self.ctx.settings.auth_verbose:
-            self.log.info("%s: %s", event.log_text, self.log_fields())
+            self._log(logging.INFO, "%s", event.log_text)
 
     def _log_close(self, reason: str) -> None:
         # Dovecot 2.3: "Disconnected: Connection closed (...)", but "Aborted login by logging out (...)"
         if not reason.startswith(("Aborted", "Disconnected")):
             reason = f"Disconnected: {reason}"
-        self.log.info("%s (%s): %s", reason, self._attempts_suffix(), self.log_fields())
+        self._log(logging.INFO, "%s (%s)", reason, self._attempts_suffix())
 
     # ------------------------------------------------------------------ STARTTLS
     async def _start_tls(self) -> None:
@@ -466,9 +520,10 @@ class LoginSession:
             await tls.do_handshake()
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
-            self.log.info(
-                "Disconnected: TLS handshaking: %s (%s): %s",
-                cause or "connection lost", self._attempts_suffix(), self.log_fields(),
+            self._log(
+                logging.INFO,
+                "Disconnected: TLS handshaking: %s (%s)",
+                cause or "connection lost", self._attempts_suffix(),
             )
             raise _SessionEnded from exc
         self._log_tls(tls)
@@ -504,9 +559,10 @@ class LoginSession:
             sasl = SaslServer.create(begin.mech)
         except UnsupportedMechanism:
             # configured in auth_mechanisms but without a server implementation
-            self.log.error(
-                "Unsupported authentication mechanism %s: %s",
-                sanitize(begin.mech, MAX_MECH_NAME_LEN), self.log_fields(),
+            self._log(
+                logging.ERROR,
+                "Unsupported authentication mechanism %s",
+                sanitize(begin.mech, MAX_MECH_NAME_LEN),
             )
             self._fail(ClientFailure.TEMPFAIL)
             return None
@@ -521,7 +577,7 @@ class LoginSession:
                 return None
             step = sasl.step(response)
         if isinstance(step, SaslFailed):
-            self.log.info("%s: %s", step.reason, self.log_fields())
+            self._log(logging.INFO, "%s", step.reason)
             if begin.mech in OAUTH2_MECHANISMS and not await self._oauth2_failure(begin.mech):
                 return None
             self._fail(ClientFailure.AUTH_FAILED)
@@ -567,14 +623,15 @@ class LoginSession:
         if reply.status is AuthStatus.OK:
             self.user = reply.user or self.user
             if "proxy" not in reply.fields:
-                self.log.error(
-                    "passdb reply for %s has no proxy field and proxyd keeps no mail itself: %s",
-                    self.log_user, self.log_fields(),
+                self._log(
+                    logging.ERROR,
+                    "passdb reply for %s has no proxy field and proxyd keeps no mail itself",
+                    self.log_user,
                 )
                 self._fail(ClientFailure.PROXY_SERVERBUG)
                 counters.login(self.spec.name, counters.LoginResult.TEMP_FAILED)
                 return None
-            self.log.info("Login: %s", self.log_fields())
+            self._log(logging.INFO, "Login")
             return await self._proxy(reply)
         if reply.fail_code is FailCode.LOGIN_DISABLED and self._referral(reply):
             counters.login(self.spec.name, counters.LoginResult.REFERRAL)
@@ -631,18 +688,18 @@ class LoginSession:
                 default_ssl_port=self.spec.default_ssl_port,
             )
         except ProxyFieldError as exc:
-            self.log.error("proxy(%s): %s: %s", self.log_user, exc, self.log_fields())
+            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, exc)
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
             return None
         for warning in target.warnings:
-            self.log.error("proxy(%s): %s: %s", self.log_user, warning, self.log_fields())
+            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, warning)
         refusal = target_refusal(
             target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port,
             proxy_ttl=self.proxy_ttl,
         )
         if refusal is not None:
             text, failure = refusal
-            self.log.error("proxy(%s): %s: %s", self.log_user, text, self.log_fields())
+            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, text)
             self._fail(failure)
             return None
         login = backend_login_for(target, self.conn, self.proxy_ttl)
@@ -664,11 +721,11 @@ class LoginSession:
         extra = f" from {source_ip}" if source_ip else ""
         extra += f" as user {sanitize(target.destuser)}" if target.destuser != self.user else ""
         extra += f" (master {sanitize(target.master_user)})" if target.master_user else ""
-        self.log.info(
-            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s): %s",
+        self._log(
+            logging.INFO,
+            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s)",
             self.log_user, result.ip, target.port, extra, result.elapsed,
             f", {result.reconnects} reconnects" if result.reconnects else "",
-            self.log_fields(),
         )
         # the session lives on for hours: it keeps where it went, not the password it used
         return _Proxied(result, dataclasses.replace(target, password=Secret("")), self.user)
@@ -695,14 +752,16 @@ class LoginSession:
     def _backend_failed(self, target: ProxyTarget, failure: BackendFailed) -> None:
         counters.login(self.spec.name, counters.LoginResult.BACKEND_FAILED)
         if failure.kind is ProxyFailure.AUTH:
-            self.log.info(
-                "proxy(%s): Login failed to %s:%d: %s: %s",
-                self.log_user, target.host, target.port, failure.log_text, self.log_fields(),
+            self._log(
+                logging.INFO,
+                "proxy(%s): Login failed to %s:%d: %s",
+                self.log_user, target.host, target.port, failure.log_text,
             )
         else:
-            self.log.error(
-                "proxy(%s): Login failed to %s:%d: %s: %s",
-                self.log_user, target.host, target.port, failure.log_text, self.log_fields(),
+            self._log(
+                logging.ERROR,
+                "proxy(%s): Login failed to %s:%d: %s",
+                self.log_user, target.host, target.port, failure.log_text,
             )
         if failure.client_reply is not None:
             self.last_failure = ClientFailure.PROXY_UNAVAILABLE
@@ -726,6 +785,7 @@ class LoginSession:
             backend_ip=backend.ip,
             backend_port=proxied.target.port,
             log_fields=self.log_fields(),
+            log_format=self.ctx.settings.login_log_format,
             log=self.log,
             state=self.proxy_state,
             record=backend.record,

@@ -30,7 +30,7 @@ from typing import Final
 
 import trio
 
-from proxyd.log import MAX_LOGIN_USER_LEN, sanitize
+from proxyd.log import DEFAULT_LOGIN_FORMAT, MAX_LOGIN_USER_LEN, login_line, sanitize
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 from proxyd.proxied.relay import relay
 
@@ -59,6 +59,8 @@ class ProxiedConnection:
     connected_at: float = field(default_factory=time.time)
     #: the backend as the passdb named it (``host``), for ``kick --host`` by name
     backend_host: str = ""
+    #: login_log_format of the session (``%$``: the message, ``%s``: ``log_fields``)
+    log_format: str = DEFAULT_LOGIN_FORMAT
     #: handed to the relay process: from here on kicks and ``who`` are its business
     moved: bool = False
     _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -116,9 +118,9 @@ class ProxiedConnection:
                 # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
                 # unless the backend had gone already and the delay is running
                 delay = 0.0 if self._delay_taken else self._disconnect_delay()
-                self.log.info(
-                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s: %s",
-                    self.log_user, self.remote_ip, self._kick_reason, _delay_text(delay), self.log_fields,
+                self._log(
+                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s",
+                    self.log_user, self.remote_ip, self._kick_reason, _delay_text(delay),
                 )
                 await self._linger(delay)
         finally:
@@ -142,12 +144,15 @@ class ProxiedConnection:
         self._delay_taken = True
         idle = math.floor(trio.current_time() - stats.last_activity)
         error = f": {stats.error}" if stats.error else ""
-        self.log.info(
-            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s: %s",
+        self._log(
+            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s",
             self.log_user, self.remote_ip, stats.closed_by, error, idle,
-            stats.client_to_server, stats.server_to_client, _delay_text(delay), self.log_fields,
+            stats.client_to_server, stats.server_to_client, _delay_text(delay),
         )
         await self._linger(delay)
+
+    def _log(self, fmt: str, *args: object) -> None:
+        self.log.info("%s", login_line(self.log_format, fmt % args, self.log_fields))
 
     def _disconnect_delay(self) -> float:
         """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""

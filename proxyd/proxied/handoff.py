@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import trio
 
+from proxyd.log import DEFAULT_LOGIN_FORMAT
 from proxyd.proxied.connection import ProxiedConnection
 
 RELAY_SOCKET_NAME: Final = "relay"
@@ -68,6 +69,7 @@ class HandoffRecord:
     client_pending: bytes
     backend_pending: bytes
     backend_host: str = ""
+    log_format: str = DEFAULT_LOGIN_FORMAT
 
     def encode(self) -> bytes:
         fields: dict[str, Any] = asdict(self)
@@ -91,6 +93,7 @@ class HandoffRecord:
                 client_pending=base64.b64decode(fields["client_pending"], validate=True),
                 backend_pending=base64.b64decode(fields["backend_pending"], validate=True),
                 backend_host=_text(fields.get("backend_host", "")),
+                log_format=_text(fields.get("log_format", DEFAULT_LOGIN_FORMAT)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise HandoffError(f"invalid hand-off record: {exc}") from None
@@ -109,6 +112,7 @@ class HandoffRecord:
             client_pending=conn.client_pending,
             backend_pending=conn.backend_pending,
             backend_host=conn.backend_host,
+            log_format=conn.log_format,
         )
 
 

@@ -182,6 +182,7 @@ class RelayHost:
             backend_ip=record.backend_ip,
             backend_port=record.backend_port,
             log_fields=record.log_fields,
+            log_format=record.log_format,
             log=logging.getLogger(record.service),
             state=self.state,
             record=entry,

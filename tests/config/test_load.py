@@ -305,6 +305,10 @@ def test_variable_with_roadmap_default(load: Load) -> None:
     [
         ("foo = bar\n", "Unknown setting: foo"),
         (
+            "login_log_format = %$ %u\n",
+            "login_log_format: unknown variable %u (only %$, %s and %%)",
+        ),
+        (
             "mail_max_userip_connections = 3\n",
             "setting 'mail_max_userip_connections' is not supported yet",
         ),

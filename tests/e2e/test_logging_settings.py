@@ -11,8 +11,8 @@ import imaplib
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -68,18 +68,39 @@ def test_info_debug_and_error_lines_go_to_their_files(
     assert all(": Info: " not in line and ": Debug: " not in line for line in lines("errors.log"))
 
 
+class SyslogStandIn:
+    """A datagram socket at /dev/log read by a thread, as a syslog daemon reads it
+    (a sender blocks once a few unread datagrams are queued)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("/dev/log")
+        self.sock.settimeout(0.2)
+        self.received: list[bytes] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.received.append(self.sock.recv(65536))
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.sock.close()
+
+
 @pytest.fixture
-def syslog_socket() -> Iterator[socket.socket]:
-    """A datagram socket at /dev/log standing in for the system's syslog daemon."""
+def syslog() -> Iterator[SyslogStandIn]:
     if os.path.lexists("/dev/log"):
         pytest.skip("/dev/log belongs to a syslog daemon here")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("/dev/log")
-    sock.settimeout(0.2)
+    stand_in = SyslogStandIn()
     try:
-        yield sock
+        yield stand_in
     finally:
-        sock.close()
+        stand_in.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink("/dev/log")
 
@@ -88,22 +109,38 @@ def test_log_path_syslog_with_the_facility(
     proxyd: ProxydRunner,
     passwd_file: PasswdWriter,
     backend_a: DovecotBackend,
-    syslog_socket: socket.socket,
-    tmp_path: Path,
+    syslog: SyslogStandIn,
 ) -> None:
     running = proxyd.start(
         proxyd.config(passwd_file(()), log_path="syslog", syslog_facility="local3")
     )
     _login(running.address(), running.port())
-    received: list[bytes] = []
 
     def login_logged() -> bool:
-        with contextlib.suppress(TimeoutError):
-            while True:
-                received.append(syslog_socket.recv(65536))
-        return any(b"imap-login: Info: Login: user=<alice>" in message for message in received)
+        return any(b"imap-login: Info: Login: user=<alice>" in m for m in list(syslog.received))
 
     wait_until(login_logged, timeout=10, what="the login in syslog")
-    line = next(m for m in received if b"Login: user=<alice>" in m)
+    line = next(m for m in list(syslog.received) if b"Login: user=<alice>" in m)
     # <PRI> = local3 (19) * 8 + info (6); the ident, then Dovecot's prefix and level
     assert line.startswith(b"<158>proxyd: imap-login: Info: Login: user=<alice>")
+
+
+def test_login_log_format_and_elements(
+    proxyd: ProxydRunner, passwd_file: PasswdWriter, backend_a: DovecotBackend
+) -> None:
+    """Dovecot's settings reshape every client line, the relay process's disconnect line too."""
+    config = proxyd.config(
+        passwd_file(()),
+        login_log_format_elements='"user=<%u> proto=%s mech=%m port=%{lport} empty=%e"',
+        login_log_format='"%s | %$"',
+    )
+    running = proxyd.start(config)
+    _login(running.address(), running.port())
+    port = running.port()
+    lines = running.wait_for_log(r"imap-login: Info: user=<alice>, .*\| Login$")
+    assert lines[0].endswith(f"imap-login: Info: user=<alice>, proto=imap, mech=PLAIN, port={port} | Login")
+    # the session went to the relay process at login; its end is logged there, same shape
+    running.wait_for_log(
+        rf"imap-login: Info: user=<alice>, proto=imap, mech=PLAIN, port={port} \| "
+        r"proxy\(alice\): disconnecting 127\.0\.0\.1 \(Disconnected by (client|server)"
+    )
