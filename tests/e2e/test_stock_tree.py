@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from proxyd.protocols import registry
 from tests.e2e.stock_tree import StockPorts, stock_tree
 from tests.fixtures.dovecot import DovecotBackend, dovecot_hash
 from tests.fixtures.net import PROXYD_ADDRESS, free_ports
@@ -129,3 +130,28 @@ def test_stock_tree_loads_and_proxies_imap_and_pop3(
     pop3s.pass_("alicepw")
     pop3s.quit()
     running.wait_for_log(r"pop3-login: Info: .*user=<alice>")
+
+
+ALL_PROTOCOL_FILES = ["imapd", "lmtpd", "managesieved", "pop3d", "submissiond"]
+
+
+def test_stock_tree_with_every_protocol_package(
+    proxyd: ProxydRunner, tree_dir: Path, proxyd_tls: TlsFiles, backend_a: DovecotBackend
+) -> None:
+    """All of Debian's protocol packages installed: ``protocols`` is judged on its final value.
+
+    Protocols proxyd does not serve yet are refused there, at the line that made
+    the final value (the last protocols.d file), never at an intermediate step.
+    """
+    conf, _ = _start(proxyd, tree_dir, proxyd_tls, backend_a, ALL_PROTOCOL_FILES)
+    checked = proxyd.run("-c", str(conf), "-n")
+    final = ["imap", "lmtp", "sieve", "pop3", "submission"]  # protocols.d files in name order
+    missing = [name for name in final if name not in registry.BY_NAME]
+    if not missing:
+        assert checked.returncode == 0, checked.stderr
+        assert f"protocols = {' '.join(final)}\n" in checked.stdout
+        return
+    assert checked.returncode == 2
+    assert checked.stderr == (
+        f"{tree_dir}/protocols.d/submissiond.protocol:1: protocol '{missing[0]}' is not supported yet\n"
+    )
