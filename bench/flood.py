@@ -37,6 +37,8 @@ from tests.soak.load import FloodStats, IdleSessions, LoginSeries, flood, real_u
 from tests.soak.stack import PASSWORD, USER, proxy_stack
 
 IDLE = 100
+#: the flood comes from 127.0.1.1-100 (see tests/soak/load.py flood(): TIME_WAIT on loopback)
+FLOOD_SOURCES = tuple(f"127.0.1.{n}" for n in range(1, 101))
 
 
 def _ms(seconds: float) -> str:
@@ -90,7 +92,8 @@ async def run(address: str, port: int, target: str, rates: list[float], duration
             with trio.fail_after(duration + 120):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(partial(
-                        flood, address, port, rate=rate, duration=duration, stats=stats, hold=duration + 5
+                        flood, address, port, rate=rate, duration=duration, stats=stats,
+                        hold=duration + 5, sources=FLOOD_SOURCES,
                     ))
                     await real_user(
                         address, port, USER, PASSWORD, interval=1.0, count=int(duration), series=series

@@ -61,6 +61,10 @@ class Counter(enum.IntEnum):
     AUTH_CACHE_HITS = 2
     AUTH_CACHE_MISSES = 3
     PENALTIES = 4
+    #: pre-login clients destroyed to make room in a full service ("Connection queue full")
+    QUEUE_FULL = 5
+    #: connections refused by proxyd_prelogin_per_ip_limit
+    PRELOGIN_PER_IP_REFUSED = 6
 
 
 _LOGINS: Final = 0

@@ -22,6 +22,7 @@ from typing import Final, assert_never
 
 import trio
 
+from proxyd import counters
 from proxyd.auth.client import AuthClient
 from proxyd.config.settings import EffectiveService
 from proxyd.ipc.channel import Channel, ControlError
@@ -220,6 +221,7 @@ class LoginWorker:
 
     async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
         """A connection from an address at proxyd_prelogin_per_ip_limit: a goodbye, no session."""
+        counters.add(counters.Counter.PRELOGIN_PER_IP_REFUSED)
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         if not bound.listener.ssl and self.spec.login is not None:
             with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
@@ -353,6 +355,7 @@ class LoginWorker:
         if prelogin:
             victim = min(idle or prelogin, key=lambda s: s.connected_at)
             victim.destroy("Connection queue full", "Connection queue full")
+            counters.add(counters.Counter.QUEUE_FULL)
 
     def _matching(self, masks: Sequence[str], host: str | None = None) -> list[LoginSession]:
         return [

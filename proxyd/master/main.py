@@ -304,12 +304,16 @@ class Master:
                 # one client per process: a burst waiting in the accept queue gets its
                 # processes forked at once, not one after the other as each is taken
                 want += sum(waiting_connections(b.sock) for b in self.bound if b.service == svc.name)
-            while available < want and len(self._pool(svc.name)) < svc.process_limit:
+            # processes of an older configuration that are finishing their sessions do not
+            # count (Dovecot's old services neither): after a reload with every slot held by
+            # proxied sessions, nobody could log in until they ended
+            while available < want and len(pool) < svc.process_limit:
                 if await self.spawn("login", svc.name) is None:
                     await trio.sleep(1)
                     break
                 available += 1
-            full = available == 0 and len(self._pool(svc.name)) >= svc.process_limit
+                pool = [c for c in self._pool(svc.name) if not c.stopping]
+            full = available == 0 and len(pool) >= svc.process_limit
             await self._tell_full(svc.name, full and svc.service_count == 0, pool)
             if full:
                 if svc.name not in self._limit_logged:
@@ -356,7 +360,7 @@ class Master:
         while not self.shutting_down:
             svc = effective_service(self.settings, bound.service)
             pool = [c for c in self._pool(bound.service) if not c.stopping]
-            full = len(self._pool(bound.service)) >= svc.process_limit and not any(c.accepting for c in pool)
+            full = len(pool) >= svc.process_limit and not any(c.accepting for c in pool)
             if not full or svc.service_count == 0:
                 evicted.clear()
                 await self.changed.wait()

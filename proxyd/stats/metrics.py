@@ -94,6 +94,16 @@ class _SnapshotCollector(Collector):
             "proxyd_auth_penalties", "Auth requests delayed by the client IP's auth penalty",
             value=totals.counter(counters.Counter.PENALTIES),
         )
+        yield CounterMetricFamily(
+            "proxyd_connection_queue_full",
+            "Pre-login clients destroyed to make room in a full service (Connection queue full)",
+            value=totals.counter(counters.Counter.QUEUE_FULL),
+        )
+        yield CounterMetricFamily(
+            "proxyd_prelogin_per_ip_refused",
+            "Connections refused because their address had proxyd_prelogin_per_ip_limit pre-login connections",
+            value=totals.counter(counters.Counter.PRELOGIN_PER_IP_REFUSED),
+        )
 
 
 def _histogram(totals: counters.Totals, which: counters.Histogram, name: str, documentation: str) -> Metric:

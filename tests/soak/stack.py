@@ -10,7 +10,10 @@ tests/fixtures/proxyd.py).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +22,8 @@ from pathlib import Path
 
 import trustme
 
-from tests.fixtures.dovecot import DovecotBackend, DovecotFactory
-from tests.fixtures.net import BACKEND_A_ADDRESS
+from tests.fixtures.dovecot import DOVECOT, DovecotBackend, DovecotFactory
+from tests.fixtures.net import BACKEND_A_ADDRESS, read_banner, wait_until
 from tests.fixtures.proxyd import ProxydConfig, ProxydProcess, ProxydRunner
 from tests.fixtures.tls import issue_tls_files
 
@@ -42,6 +45,30 @@ class Stack:
     @property
     def port(self) -> int:
         return self.proxy.port("imap")
+
+
+def kill_backend(backend: DovecotBackend) -> None:
+    """SIGKILL the whole Dovecot backend (master and its processes: one process group)."""
+    os.killpg(backend.process.pid, signal.SIGKILL)
+    backend.process.wait(timeout=10)
+
+
+def restart_backend(backend: DovecotBackend) -> None:
+    """Start the backend again with its own configuration (same address and ports)."""
+    with (backend.root / "stderr.log").open("ab") as stderr:
+        backend.process = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(backend.config_path)],
+            stdin=subprocess.DEVNULL, stdout=stderr, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready() -> bool:
+        try:
+            return read_banner(backend.address, backend.imap_port).startswith(b"* OK")
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=30, what=f"Dovecot {backend.name} restarted", process=backend.process)
 
 
 def service_block(service_count: int, client_limit: int, process_limit: int, **extra: str) -> str:
@@ -70,11 +97,16 @@ def proxy_stack(
     workdir = Path(tempfile.mkdtemp(prefix="proxyd-soak-"))
     workdir.chmod(0o755)
     try:
-        backend = factory.start("soak-backend", BACKEND_A_ADDRESS)
+        # thousands of sessions of one user from one address (the proxy forwards 127.0.0.1)
+        backend = factory.start(
+            "soak-backend", BACKEND_A_ADDRESS,
+            extra_config="mail_max_userip_connections = 0\ndefault_client_limit = 20000\n"
+            "default_process_limit = 20000\n",
+        )
         runner = ProxydRunner(workdir, issue_tls_files(ca, workdir / "tls", "127.0.0.1", "localhost"))
         try:
+            # imaps=False: the imaps listener is there with port 0 (not bound)
             config: ProxydConfig = runner.config(imaps=False, **(settings or {}))
-            config.listeners = [lst for lst in config.listeners if lst.name == "imap"]
             config.passdbs = [{
                 "driver": "static",
                 "args": f"nopassword=y proxy=y host={backend.address} port={backend.imap_port}",
