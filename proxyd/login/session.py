@@ -383,10 +383,7 @@ class LoginSession:
             await self._run()
         if self._scope.cancelled_caught and self._destroy_reason:
             if self._destroy_text is not None:
-                with trio.move_on_after(1, shield=True), contextlib.suppress(
-                    trio.BrokenResourceError, trio.ClosedResourceError
-                ):
-                    await self.stream.send_all(self.hooks.goodbye(self._destroy_text))
+                await self._goodbye(self._destroy_text)
             if self._kicked_while_pending:
                 self._log_close(f"Disconnected by proxy: {self._destroy_reason}")
             else:
@@ -446,15 +443,21 @@ class LoginSession:
                 tls.version(), cipher[0] if cipher else "",
             )
 
+    async def _goodbye(self, text: str) -> None:
+        """The engine's goodbye (``* BYE``, ``-ERR``), sent within a second even when cancelled."""
+        self.engine.close(text)
+        with trio.move_on_after(1, shield=True), contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            await self._flush()
+
     async def _goodbye_inactive(self) -> None:
         text = (
             "Disconnected for inactivity during authentication."
             if self.engine.state is State.AUTHENTICATING
             else "Disconnected for inactivity."
         )
-        with trio.move_on_after(1, shield=True):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.stream.send_all(self.hooks.goodbye(text))
+        await self._goodbye(text)
         self._log(logging.INFO, "Disconnected: Inactivity (%s)", self._attempts_suffix())
 
     async def _pre_login(self) -> _Proxied | None:
