@@ -215,13 +215,13 @@ class _Target:
     config: Any  # passdb_drivers.sql.config.SqlConfig
 
 
-def _sql_passdbs(settings: Settings) -> list[_Target]:
+def sql_passdbs(settings: Settings) -> list[_Target]:
     from passdb_drivers.sql.config import read_sql_config
 
     return [_Target(p, read_sql_config(p)) for p in settings.passdbs if p.driver == "sql"]
 
 
-def _request(user: str) -> AuthRequest:
+def request_for(user: str) -> AuthRequest:
     conn = ConnectionInfo(
         service="imap", local_ip="", local_port=0, remote_ip="", remote_port=0,
         real_local_ip="", real_local_port=0, real_remote_ip="", real_remote_port=0,
@@ -230,7 +230,7 @@ def _request(user: str) -> AuthRequest:
     return AuthRequest(conn=conn, mech="", user=user, password=None)
 
 
-def _dialect(driver: str) -> Any:
+def dialect(driver: str) -> Any:
     from passdb_drivers.sql import query
 
     return {"pgsql": query.PGSQL, "mysql": query.MYSQL, "sqlite": query.SQLITE}[driver]
@@ -241,7 +241,7 @@ async def _run_sql(
 ) -> list[dict[str, str | None]]:
     """Run one statement; rows as dicts (empty for an UPDATE)."""
     if config.driver == "sqlite":
-        return await trio.to_thread.run_sync(_sqlite, config.database_path, sql, params, write)
+        return await trio.to_thread.run_sync(sqlite_statement, config.database_path, sql, params, write)
     from passdb_drivers._pool import sql_query
 
     if config.driver == "pgsql":
@@ -253,7 +253,7 @@ async def _run_sql(
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
 
-def _sqlite(
+def sqlite_statement(
     path: str, sql: str, params: tuple[str, ...], write: bool
 ) -> list[dict[str, str | None]]:
     with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
@@ -274,8 +274,8 @@ def _sqlite(
 async def _lookup(target: _Target, user: str) -> list[dict[str, str | None]]:
     from passdb_drivers.sql.query import compile_query
 
-    compiled = compile_query(target.config.password_query, _dialect(target.config.driver))
-    params = compiled.bind(request_variables(_request(user)))
+    compiled = compile_query(target.config.password_query, dialect(target.config.driver))
+    params = compiled.bind(request_variables(request_for(user)))
     return await _run_sql(target.config, compiled.sql, params, write=False)
 
 
@@ -285,9 +285,9 @@ async def _update(
     """Run the update; the number of rows changed where the driver tells (SQLite)."""
     from passdb_drivers.sql.query import compile_query
 
-    compiled = compile_query(plan.template(), _dialect(target.config.driver))
+    compiled = compile_query(plan.template(), dialect(target.config.driver))
     variables = request_variables(
-        _request(user),
+        request_for(user),
         passdb_fields={"proxyd_move_host": host, "proxyd_move_delay_until": delay_until},
     )
     rows = await _run_sql(target.config, compiled.sql, compiled.bind(variables), write=True)
@@ -304,8 +304,8 @@ def add_parser(commands: Any) -> None:
     move = commands.add_parser(
         "move", help="move a user to another backend (SQL passdb: delay_until + host, then kick)"
     )
-    move.add_argument("user")
-    move.add_argument("host", help="the new backend host (IP address or name)")
+    move.add_argument("user", nargs="?", help="the user to move (or --from HOST to drain a backend)")
+    move.add_argument("host", nargs="?", help="the new backend host (IP address or name)")
     move.add_argument(
         "--delay", type=int, default=DEFAULT_DELAY, metavar="S",
         help="hold new logins for S seconds (default %(default)s, at most 300)",
@@ -318,6 +318,9 @@ def add_parser(commands: Any) -> None:
         "--wait", type=float, default=0, metavar="SECONDS",
         help="watch for the user's first session on the new host for up to SECONDS",
     )  # fmt: skip
+    from proxyd.cli import drain
+
+    drain.add_arguments(move)
 
 
 def manual_steps(config_path: str, user: str, host: str, stamp: int, spread: int) -> str:
@@ -334,6 +337,16 @@ def manual_steps(config_path: str, user: str, host: str, stamp: int, spread: int
 
 def run(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
     """``proxyctl move``; returns the exit code."""
+    if args.source is not None or args.target is not None:
+        if args.source is None or args.target is None or args.user is not None:
+            print("proxyctl: move --from HOST --to HOST drains a backend (no USER then)", file=stderr)
+            return EXIT_USAGE
+        from proxyd.cli import drain
+
+        return drain.run(args, settings, stdout, stderr)
+    if args.user is None or args.host is None:
+        print("proxyctl: move USER HOST, or move --from HOST --to HOST", file=stderr)
+        return EXIT_USAGE
     if not 0 <= args.delay <= MAX_DELAY:
         print(f"proxyctl: --delay must be 0..{MAX_DELAY} seconds", file=stderr)
         return EXIT_USAGE
@@ -370,7 +383,7 @@ def run(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: Te
 
 
 async def _move(settings: Settings, user: str, host: str, delay_until: str, stdout: TextIO) -> bool:
-    targets = _sql_passdbs(settings)
+    targets = sql_passdbs(settings)
     if not targets:
         raise MoveImpossible("no passdb uses the sql driver")
     for target in targets:
