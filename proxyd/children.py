@@ -16,8 +16,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from typing import NoReturn, assert_never
 
@@ -28,7 +29,13 @@ from proxyd.auth.client import AuthClient
 from proxyd.auth.protocol import AUTH_SOCKET_NAME
 from proxyd.auth.server import serve_auth_connections
 from proxyd.config.filters import FilterResolver
-from proxyd.config.settings import EffectiveService, Settings, effective_service
+from proxyd.config.settings import (
+    EffectiveService,
+    InetListener,
+    Settings,
+    UnixListener,
+    effective_service,
+)
 from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.ipc.messages import (
@@ -46,6 +53,8 @@ from proxyd.ipc.messages import (
     Who,
     read_command,
 )
+from proxyd.lmtp.session import LmtpContext
+from proxyd.lmtp.worker import LMTP_SERVICE, LmtpWorker
 from proxyd.login.session import LoginContext
 from proxyd.login.tls import TlsContexts
 from proxyd.login.worker import LoginWorker
@@ -102,6 +111,8 @@ def _child_main(
             _tcpwrap_process(settings, control, inherited)
         elif kind == "relay":
             _relay_process(settings, control, inherited)
+        elif registry.by_service(service).login is None:  # LMTP: not a login service
+            _lmtp_process(settings, control, inherited, tls)
         else:
             _login_process(settings, service, control, inherited, tls)
     except BaseException:
@@ -189,6 +200,59 @@ async def _login_main(
         await nursery.start(auth.run)
         auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
         worker = LoginWorker(ctx, spec, eff, listeners, control, auth, access_dir, on_finished=_exit_now)
+        await worker.run()
+        nursery.cancel_scope.cancel()
+
+
+def _lmtp_process(settings: Settings, control: socket.socket, inherited: InheritedSockets, tls: TlsContexts) -> None:
+    """An lmtp process: like a login process, but it may never hold a password (see proxyd.lmtp)."""
+    eff = effective_service(settings, LMTP_SERVICE)
+    privileges.set_title(LMTP_SERVICE)
+    svc = settings.service(LMTP_SERVICE)
+    # the master's index runs over both kinds
+    configured: list[InetListener | UnixListener] = [*svc.listeners, *svc.unix_listeners]
+    mine = [(sock, configured[index]) for sock, index, _address in inherited.listeners.get(LMTP_SERVICE, [])]
+    _close_all_but(inherited, {sock.fileno() for sock, _ in mine})
+    privileges.limit_memory(eff.vsz_limit)
+    privileges.raise_fd_limit(eff.client_limit)
+    # the auth socket's directory is the login processes' only: connect before the drop
+    path = auth_socket_path(settings)
+    auth_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    auth_sock.connect(path)
+    identity = None
+    if os.geteuid() == 0:
+        identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
+    privileges.drop(identity)
+    ctx = LmtpContext(
+        hostname=settings.hostname or socket.gethostname(),
+        greeting=settings.login_greeting,
+        recipient_delimiter=settings.recipient_delimiter,
+        auth=AuthClient(path),
+        server_tls=tls.server,
+        backend_tls=tls.backend,
+    )
+    trio.run(_lmtp_main, ctx, settings, eff, mine, control, auth_sock, tls.server_by_key)
+
+
+async def _lmtp_main(
+    ctx: LmtpContext,
+    settings: Settings,
+    eff: EffectiveService,
+    listeners: list[tuple[socket.socket, InetListener | UnixListener]],
+    control_sock: socket.socket,
+    auth_sock: socket.socket,
+    tls_by_key: Mapping[str, ssl.SSLContext],
+) -> None:
+    auth = ctx.auth
+    assert isinstance(auth, AuthClient)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(auth.run)
+        auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
+        worker = LmtpWorker(
+            ctx, settings, eff, listeners, _control(control_sock), on_finished=_exit_now,
+            resolver=FilterResolver(settings) if settings.filters else None,
+            server_tls_by_key=tls_by_key,
+        )
         await worker.run()
         nursery.cancel_scope.cancel()
 

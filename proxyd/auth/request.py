@@ -7,6 +7,7 @@ step can later move into a separate auth process without changing either side.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,3 +140,11 @@ _SECRET_FIELDS = frozenset({"pass", "password", "password_noscheme", "token"})
 def is_secret_field(name: str) -> bool:
     """True for extra fields whose values must never be printed or logged."""
     return name.lower() in _SECRET_FIELDS
+
+
+def without_secrets(reply: AuthReply) -> AuthReply:
+    """``reply`` without any password field (what a process that routes, not logs in, gets)."""
+    if not any(is_secret_field(name) for name in reply.fields):
+        return reply
+    fields = {k: v for k, v in reply.fields.items() if not is_secret_field(k)}
+    return dataclasses.replace(reply, fields=fields)

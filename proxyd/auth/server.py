@@ -31,7 +31,7 @@ from proxyd.auth.protocol import (
     SaslContinue,
     read_call,
 )
-from proxyd.auth.request import AuthReply, AuthStatus, FailCode
+from proxyd.auth.request import AuthReply, AuthStatus, FailCode, without_secrets
 from proxyd.ipc.channel import Channel, ControlError
 
 log = logging.getLogger("proxyd.auth")
@@ -130,7 +130,8 @@ async def _answer(channel: _LoginChannel, call: Authenticate | Lookup | BadCall,
     try:
         match call:
             case Lookup():
-                reply = await auth.lookup(call.request)
+                # a lookup serves routing (LMTP): no password of any kind leaves this process
+                reply = without_secrets(await auth.lookup(call.request))
             case Authenticate():
                 reply = await auth.authenticate(call.request)
             case BadCall():

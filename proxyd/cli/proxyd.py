@@ -23,7 +23,13 @@ from proxyd.auth.registry import check_drivers
 from proxyd.auth.username import check_username_settings
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings
-from proxyd.config.settings import Settings, UnixListener, effective_service, unix_listener
+from proxyd.config.settings import (
+    InetListener,
+    Settings,
+    UnixListener,
+    effective_service,
+    unix_listener,
+)
 from proxyd.errors import ConfigError
 from proxyd.log import setup_logging
 from proxyd.login.logformat import check_elements
@@ -106,6 +112,16 @@ def _check_socket_owners(settings: Settings) -> None:
         prefix = f"service/{service}/unix_listener/{name}"
         checks.append(("user", listener.user, settings.explicit.get(f"{prefix}/user") or listener.location))
         checks.append(("group", listener.group, settings.explicit.get(f"{prefix}/group") or listener.location))
+    from proxyd.config.schema import FREE_UNIX_LISTENERS
+    from proxyd.master.listeners import enabled_services
+
+    for service in enabled_services(settings):
+        if service not in FREE_UNIX_LISTENERS:
+            continue
+        for listener in settings.service(service).unix_listeners:  # the lmtp service's MTA sockets
+            prefix = f"service/{service}/unix_listener/{listener.name}"
+            checks.append(("user", listener.user, settings.explicit.get(f"{prefix}/user") or listener.location))
+            checks.append(("group", listener.group, settings.explicit.get(f"{prefix}/group") or listener.location))
     for kind, name, where in checks:
         if not name:
             continue
@@ -164,7 +180,13 @@ def _run(settings: Settings) -> int:
     child_main = ChildEntry(settings)
     inherited = InheritedSockets(listeners={}, auth=auth_sock, tcpwrap=tcpwrap_sock, relay=relay_sock)
     for item in bound:
-        index = settings.service(item.service).listeners.index(item.listener)
+        service = settings.service(item.service)
+        # an inet listener by its index; a unix listener after them
+        index = (
+            service.listeners.index(item.listener)
+            if isinstance(item.listener, InetListener)
+            else len(service.listeners) + service.unix_listeners.index(item.listener)
+        )
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
     become_subreaper()
     # shared counters for /metrics: a slot per process the zygote will fork

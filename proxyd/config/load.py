@@ -230,6 +230,12 @@ class _Loader:
             schema.check_protocols(protocols)
         except InvalidValue as error:
             raise ConfigError(self.explicit.get("protocols"), str(error)) from None
+        if "lmtp" in protocols and not self.values.get("lmtp_proxy"):
+            # Dovecot would deliver to its own mail storage; proxyd has none
+            raise ConfigError(
+                self.explicit.get("lmtp_proxy") or self.explicit.get("protocols"),
+                "protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself",
+            )
 
     def _check_filters(self) -> None:
         """Login processes get a TLS context ready for each combination of TLS blocks."""
@@ -300,6 +306,8 @@ class _Loader:
                     self._unused_section(item, f"service {name}")
                 elif item.name == "inet_listener":
                     self._listener(name, item)
+                elif item.name == "unix_listener" and name in schema.FREE_UNIX_LISTENERS:
+                    self._free_unix_listener(name, item)
                 elif item.name in schema.DOVECOT_SERVICE_SECTIONS:
                     raise ConfigError(item.location, f"section '{item.name}' is not supported yet")
                 else:
@@ -490,6 +498,27 @@ class _Loader:
         table[name] = dataclasses.replace(
             current, location=current.location or section.location, **changes
         )
+
+    def _free_unix_listener(self, service: str, section: RawSection) -> None:
+        """An MTA-facing socket (LMTP): any path, absolute or under ``base_dir``; ``path`` renames it."""
+        name = section.label
+        if not name:
+            raise ConfigError(section.location, "unix_listener is missing path")
+        table = self.unix_listeners.setdefault(service, {})
+        current = table.get(name) or UnixListener(name, 0o666)
+        changes: dict[str, Any] = {}
+        for item in section.items:
+            if isinstance(item, RawSection):
+                raise ConfigError(
+                    item.location, f"Unknown section: service {{ unix_listener {{ {item.name}"
+                )
+            spec = schema.UNIX_LISTENER.get(item.key)
+            if spec is None:
+                raise ConfigError(item.location, _unknown("service { unix_listener { ", item.key))
+            value = _parse(spec, item)
+            changes["name" if item.key == "path" else item.key] = value
+            self.explicit[f"service/{service}/unix_listener/{name}/{item.key}"] = item.location
+        table[name] = dataclasses.replace(current, location=current.location or section.location, **changes)
 
     # --- passdb / userdb -----------------------------------------------------------
 

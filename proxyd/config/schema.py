@@ -341,6 +341,10 @@ _TOP_SPECS: Final = (
     ),
     _spec("login_log_format", _T, parse_login_log_format, _same, "%$: %s"),
     _str("imap_capability", _T),
+    # the name in SMTP-style greetings and LHLO replies ("" = the system's host name)
+    _str("hostname", _T),
+    _bool("lmtp_proxy", _T, "no"),
+    _str("recipient_delimiter", _T, "+"),
     _bool("imap_id_retain", _T, "no"),
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
     _spec(
@@ -456,6 +460,9 @@ UNIX_LISTENER: Final[Mapping[str, SettingSpec]] = {
 }
 #: the one socket each service proxyd runs creates (Dovecot's names, under base_dir)
 OWN_UNIX_LISTENERS: Final[Mapping[str, str]] = {"auth": "login/login", "tcpwrap": "login/tcpwrap"}
+#: services whose client-facing sockets are whatever the configuration names (``unix_listener
+#: PATH``): those of the protocols that are not login services (LMTP's MTA sockets)
+FREE_UNIX_LISTENERS: Final = frozenset(p.service for p in registry.PROTOCOLS if p.login is None)
 
 #: services with an implementation
 IMPLEMENTED_SERVICES: Final = frozenset(
@@ -505,7 +512,7 @@ DOVECOT_TOP: Final = _names(
     director_username_hash dotlock_use_excl doveadm_allowed_commands
     doveadm_http_rawlog_dir doveadm_port doveadm_socket_path doveadm_ssl
     doveadm_username doveadm_worker_count dsync_alt_char dsync_commit_msgs_interval
-    dsync_features dsync_hashed_headers dsync_remote_cmd hostname
+    dsync_features dsync_hashed_headers dsync_remote_cmd
     imap_client_workarounds imap_fetch_failure imap_hibernate_timeout imap_id_log imap_id_send
     imap_idle_notify_interval imap_literal_minus imap_logout_format imap_max_line_length
     imap_metadata imap_urlauth_host imap_urlauth_logout_format imap_urlauth_port
@@ -514,7 +521,7 @@ DOVECOT_TOP: Final = _names(
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
     imapc_ssl imapc_ssl_verify imapc_user import_environment instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
-    lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address lmtp_proxy
+    lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
     login_plugin_dir login_plugins
@@ -540,7 +547,7 @@ DOVECOT_TOP: Final = _names(
     pop3_reuse_xuidl pop3_save_uidl pop3_uidl_duplicates pop3_uidl_format pop3c_features
     pop3c_host pop3c_master_user pop3c_password pop3c_port pop3c_quick_received_date
     pop3c_rawlog_dir pop3c_ssl pop3c_ssl_verify pop3c_user postmaster_address
-    process_shutdown_filter quota_full_tempfail rawlog_dir recipient_delimiter
+    process_shutdown_filter quota_full_tempfail rawlog_dir
     rejection_reason rejection_subject replication_dsync_parameters
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
     sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key

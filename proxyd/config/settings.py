@@ -61,6 +61,15 @@ class UnixListener:
     group: str = ""
     location: Location | None = None
 
+    # what the accept loops ask of any listener: a UNIX socket is never TLS nor behind HAProxy
+    @property
+    def ssl(self) -> bool:
+        return False
+
+    @property
+    def haproxy(self) -> bool:
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
@@ -173,6 +182,11 @@ def _default_services() -> dict[str, ServiceSettings]:
         p.service: ServiceSettings(
             name=p.service,
             listeners=tuple(InetListener(name=d.name, port=d.port, ssl=d.ssl) for d in p.listeners),
+            unix_listeners=tuple(UnixListener(name, 0o666) for name in p.defaults.unix_listeners),
+            service_count=p.defaults.service_count,
+            client_limit=p.defaults.client_limit,
+            user=p.defaults.user,
+            chroot=p.defaults.chroot,
         )
         for p in registry.PROTOCOLS
     }
@@ -300,6 +314,10 @@ class Settings:
     proxyd_prelogin_per_ip_limit: int = 0
     imap_capability: str = ""
     imap_id_retain: bool = False
+    #: LHLO/greeting name ("" = the system's host name, see ``my_hostname()``)
+    hostname: str = ""
+    lmtp_proxy: bool = False
+    recipient_delimiter: str = "+"
 
     # process model (Dovecot's master settings)
     default_login_user: str = "dovenull"

@@ -12,7 +12,7 @@ from typing import Final
 
 import trio
 
-from proxyd.config.settings import InetListener
+from proxyd.config.settings import InetListener, UnixListener
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
@@ -20,11 +20,11 @@ log = logging.getLogger("proxyd")
 
 @dataclass(frozen=True, slots=True)
 class BoundSocket:
-    """One listening socket: which service and which ``inet_listener`` it belongs to."""
+    """One listening socket: which service and which ``inet_listener``/``unix_listener`` it belongs to."""
 
     service: str
-    listener: InetListener
-    address: str
+    listener: InetListener | UnixListener
+    address: str  # the IP address, or the UNIX socket's path
     sock: socket.socket
 
 

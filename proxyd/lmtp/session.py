@@ -36,13 +36,14 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, assert_never
 
 import trio
 
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo
 from proxyd.lmtp.backend import BackendConnection, BackendError
-from proxyd.protocols.events import NEED_DATA
+from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
+from proxyd.protocols.events import _NeedData
 from proxyd.protocols.lmtp.address import (
     Address,
     AddressError,
@@ -66,6 +67,7 @@ from proxyd.protocols.lmtp.server import (
     RcptTo,
     StartTLS,
     TransactionReset,
+    XclientApplied,
 )
 
 #: Dovecot's LMTP_PROXY_DEFAULT_TTL
@@ -99,11 +101,6 @@ def new_session_id() -> str:
     return base64.b64encode(raw).decode("ascii").rstrip("=")
 
 
-def _printable(text: str) -> str:
-    """Backend or MTA text safe for one log line."""
-    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in text)
-
-
 @dataclass(slots=True)
 class _Recipient:
     address: Address  # as the MTA sent it
@@ -129,6 +126,7 @@ class LmtpSession:
         ctx: LmtpContext,
         stream: trio.abc.Stream,
         info: ConnectionInfo,
+        conn_seq: int = 1,
     ) -> None:
         self.ctx = ctx
         self.stream = stream
@@ -144,10 +142,21 @@ class LmtpSession:
         self._transactions = 0
         self._trans: _Transaction | None = None
         self.connected_at = time.time()
+        #: lib-smtp's per-process connection counter, for the recipients' log prefix
+        self.conn_seq = conn_seq
+
+    @property
+    def _remote(self) -> str:
+        return self.info.remote_ip or "local"
+
+    def _rcpt_prefix(self, address: Address, session_id: str) -> str:
+        """Dovecot's log prefix of a recipient's event: ``lmtp-server: conn IP:PORT [N]: rcpt ADDR: <SESSION>: ``."""
+        conn = f"{self.info.remote_ip}:{self.info.remote_port}" if self.info.remote_ip else "local"
+        return f"lmtp-server: conn {conn} [{self.conn_seq}]: rcpt {sanitize(address.encode())}: <{session_id}>: "
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        log.info("Connect from %s", self.info.remote_ip)
+        log.info("Connect from %s", self._remote)
         reason = "Connection closed"
         try:
             reason = await self._serve()
@@ -159,36 +168,45 @@ class LmtpSession:
             with trio.CancelScope(shield=True):
                 await self._reset()
                 await trio.aclose_forcefully(self.stream)
-            log.info("Disconnect from %s: %s (state=%s)", self.info.remote_ip, reason, self.engine.state.name)
+            log.info("Disconnect from %s: %s (state=%s)", self._remote, reason, self.engine.dovecot_state)
 
     async def _serve(self) -> str:
         engine = self.engine
         while True:
             event = engine.next_event()
             await self._flush()
-            if event is NEED_DATA:
-                with trio.fail_after(IDLE_TIMEOUT):
-                    data = await self.stream.receive_some(_READ_SIZE)
-                engine.receive_data(data)
-            elif isinstance(event, RcptTo):
-                reply, accepted = await self._rcpt(event)
-                engine.rcpt_reply(reply, accepted=accepted)
-            elif isinstance(event, MessageData):
-                engine.data_replies(await self._data(event.data))
-                await self._reset()
-            elif isinstance(event, TransactionReset):
-                await self._reset()
-            elif isinstance(event, StartTLS):
-                await self._flush()
-                assert self.ctx.server_tls is not None
-                tls = trio.SSLStream(self.stream, self.ctx.server_tls, server_side=True)
-                await tls.do_handshake()
-                self.stream = tls
-                self.info = dataclasses.replace(self.info, tls=True, secured=True)
-                engine.tls_started()
-            elif isinstance(event, Closed):
-                await self._flush()
-                return event.reason
+            match event:
+                case _NeedData():
+                    with trio.fail_after(IDLE_TIMEOUT):
+                        data = await self.stream.receive_some(_READ_SIZE)
+                    engine.receive_data(data)
+                case RcptTo():
+                    reply, accepted = await self._rcpt(event)
+                    engine.rcpt_reply(reply, accepted=accepted)
+                case MessageData():
+                    engine.data_replies(await self._data(event.data))
+                    await self._reset()
+                case TransactionReset():
+                    await self._reset()
+                case XclientApplied():
+                    # the MTA behind a trusted proxy: what the passdb sees and what goes on in XCLIENT
+                    proxy = engine.proxy_data
+                    self.info = dataclasses.replace(
+                        self.info,
+                        remote_ip=proxy.addr or self.info.remote_ip,
+                        remote_port=proxy.port or self.info.remote_port,
+                    )
+                case StartTLS():
+                    assert self.ctx.server_tls is not None
+                    tls = trio.SSLStream(self.stream, self.ctx.server_tls, server_side=True)
+                    await tls.do_handshake()
+                    self.stream = tls
+                    self.info = dataclasses.replace(self.info, tls=True, secured=True)
+                    engine.tls_started()
+                case Closed():
+                    return event.reason
+                case _:
+                    assert_never(event)
 
     async def _flush(self) -> None:
         out = self.engine.data_to_send()
@@ -220,19 +238,19 @@ class LmtpSession:
         conn = dataclasses.replace(self.info, session_id=rcpt_session)
         reply = await self.ctx.auth.lookup(AuthRequest(conn=conn, mech="", user=username, password=None))
         if reply.status is AuthStatus.TEMPFAIL:
-            return recipient_reply(address, 451, "4.3.0", reply.reason or TEMP_LOOKUP_FAILURE), False
+            return recipient_reply(address, 451, "4.3.0", TEMP_LOOKUP_FAILURE), False
         if reply.status is not AuthStatus.OK:
             return recipient_reply(address, 550, "5.1.1", f"User doesn't exist: {username}"), False
-        prefix = f"<{rcpt_session}>: "
+        prefix = self._rcpt_prefix(address, rcpt_session)
         try:
             route, new_user = parse_route(reply.fields, self.info.local_port)
         except RouteError as exc:
-            log.error("%sproxy: %s", prefix, _printable(str(exc)))
+            log.error("%sproxy: %s", prefix, sanitize(str(exc)))
             return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
         if route is None:
             # Dovecot delivers such a user locally; proxyd keeps no mail
             log.error("%s%s: passdb gave no proxy field and proxyd delivers no mail locally",
-                      prefix, _printable(username))
+                      prefix, sanitize(username))
             return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
         backend_address = address
         if new_user is not None and new_user != username:
@@ -240,14 +258,14 @@ class LmtpSession:
                 user = parse_mailbox(new_user)
             except AddressError:
                 log.error("%s%s: Username `%s' returned by passdb lookup is not a valid SMTP address",
-                          prefix, _printable(username), _printable(new_user))
+                          prefix, sanitize(username), sanitize(new_user))
                 return recipient_reply(address, 550, "5.3.5", "Internal user lookup failure"), False
             backend_address = user if not detail else user.with_localpart(f"{user.localpart}{delim}{detail}")
         elif is_ourself(route, self.info.local_ip, self.info.local_port):
-            log.error("%sProxying to <%s> loops to itself", prefix, _printable(username))
+            log.error("%sProxying to <%s> loops to itself", prefix, sanitize(username))
             return recipient_reply(address, 554, "5.4.6", "Proxying loops to itself"), False
         if self.engine.proxy_data.ttl_plus_1 == 1:
-            log.error("%sProxying to <%s> appears to be looping (TTL=0)", prefix, _printable(username))
+            log.error("%sProxying to <%s> appears to be looping (TTL=0)", prefix, sanitize(username))
             return recipient_reply(address, 554, "5.4.6", "Proxying appears to be looping (TTL=0)"), False
         try:
             backend = await self._backend(trans, route)
@@ -328,7 +346,7 @@ class LmtpSession:
         elapsed = int((time.monotonic() - backend.started) * 1000)
         where = f"<{rcpt.backend_address.encode()}> at {backend.address}"
         count = f"({index + 1}/{total} at {elapsed} ms)"
-        prefix = f"<{rcpt.session_id}>: "
+        prefix = self._rcpt_prefix(rcpt.address, rcpt.session_id)
         if isinstance(result, BackendError):
             if result.reply is not None:
                 result = result.reply
@@ -336,9 +354,9 @@ class LmtpSession:
                 log.error("%sFailed to send message to %s: %s %s", prefix, where, result.kind, count)
                 return format_reply(451, "4.4.0", f"Proxy failed ({result.kind}, session={rcpt.session_id})")
         if result.success:
-            log.info("%sSent message to %s: %s %s", prefix, where, _printable(result.log()), count)
+            log.info("%sSent message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
             own = SmtpReply(result.code, result.enhanced or "2.0.0", (f"{rcpt.session_id} Saved",))
             return forwarded_reply(rcpt.address, own, rcpt=False, default_enhanced="2.0.0")
         # the backend refused: it logs why; for the proxy this is only an info event
-        log.info("%sFailed to send message to %s: %s %s", prefix, where, _printable(result.log()), count)
+        log.info("%sFailed to send message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
         return forwarded_reply(rcpt.address, result, rcpt=False, default_enhanced=f"{result.code // 100}.0.0")

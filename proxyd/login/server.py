@@ -27,7 +27,7 @@ def _plain_ip(ip: str) -> str:
     return str(addr)
 
 
-def _in_networks(ip: str, networks: Sequence[IPNetwork]) -> bool:
+def in_networks(ip: str, networks: Sequence[IPNetwork]) -> bool:
     if not networks:
         return False
     addr = ipaddress.ip_address(ip)
@@ -40,7 +40,7 @@ def connection_info(sock_stream: trio.SocketStream, service: str, settings: Sett
     remote = sock_stream.socket.getpeername()
     lip, lport = _plain_ip(local[0]), int(local[1])
     rip, rport = _plain_ip(remote[0]), int(remote[1])
-    trusted = _in_networks(rip, settings.login_trusted_networks)
+    trusted = in_networks(rip, settings.login_trusted_networks)
     return ConnectionInfo(
         service=service,
         local_ip=lip,
@@ -66,7 +66,7 @@ def apply_proxy_header(info: ConnectionInfo, header: ProxyHeader, settings: Sett
     the same-host rule does not apply behind a proxy.
     """
     remote_ip = _plain_ip(header.remote_ip)
-    trusted = _in_networks(remote_ip, settings.login_trusted_networks)
+    trusted = in_networks(remote_ip, settings.login_trusted_networks)
     return dataclasses.replace(
         info,
         remote_ip=remote_ip,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import grp
 import logging
 import os
+import pwd
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxyd.config.schema import MASTER_HTTP_SERVICES
-from proxyd.config.settings import Settings, effective_service
+from proxyd.config.schema import FREE_UNIX_LISTENERS, MASTER_HTTP_SERVICES
+from proxyd.config.settings import Settings, UnixListener, effective_service
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.protocols import registry
 
@@ -50,7 +54,11 @@ def handoff_services(settings: Settings) -> frozenset[str]:
     """The high-security login services whose plaintext sessions go to the relay process."""
     if not settings.proxyd_plaintext_handoff:
         return frozenset()
-    return frozenset(s for s in enabled_services(settings) if effective_service(settings, s).service_count == 1)
+    return frozenset(
+        s
+        for s in enabled_services(settings)
+        if registry.by_service(s).login is not None and effective_service(settings, s).service_count == 1
+    )
 
 
 def bind_all(settings: Settings) -> list[BoundSocket]:
@@ -65,6 +73,12 @@ def bind_all(settings: Settings) -> list[BoundSocket]:
                 sock = _bind(service, listener.port, address)
                 if sock is not None:
                     bound.append(BoundSocket(service, listener, address, sock))
+        if service in FREE_UNIX_LISTENERS:  # e.g. the MTA-facing sockets of the lmtp service
+            for unix in settings.service(service).unix_listeners:
+                if unix.mode == 0:
+                    continue  # mode = 0: not created, as for the other sockets
+                path = os.path.join(settings.base_dir, unix.name)
+                bound.append(BoundSocket(service, unix, path, _bind_unix(service, unix, path)))
     return bound
 
 
@@ -82,6 +96,31 @@ def bind_master_http(settings: Settings) -> list[BoundSocket]:
                     sock.set_inheritable(False)
                     bound.append(BoundSocket(service, listener, address, sock))
     return bound
+
+
+def _bind_unix(service: str, listener: UnixListener, path: str) -> socket.socket:
+    """A service's UNIX socket with its ``mode``, ``user`` and ``group`` (Dovecot's unix_listener)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a stale socket of an earlier run
+        sock.bind(path)
+        if os.geteuid() == 0 and (listener.user or listener.group):
+            uid = pwd.getpwnam(listener.user).pw_uid if listener.user else -1
+            gid = grp.getgrnam(listener.group).gr_gid if listener.group else -1
+            os.chown(path, uid, gid)
+        os.chmod(path, listener.mode)
+        sock.listen(512)
+        sock.setblocking(False)
+    except KeyError as exc:
+        sock.close()
+        raise ListenError(errno.EINVAL, f"service({service}): unix_listener {path}: unknown user or group {exc}") from None
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc.errno, f"service({service}): net_listen_unix({path}) failed: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def _bind(service: str, port: int, address: str) -> socket.socket | None:

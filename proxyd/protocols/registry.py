@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from typing import Final
 
 from proxyd.protocols.imap.plugin import IMAP
+from proxyd.protocols.lmtp.plugin import LMTP
 from proxyd.protocols.pop3.plugin import POP3
 from proxyd.protocols.spec import ProtocolSpec
 
 PROTOCOLS: Final[tuple[ProtocolSpec, ...]] = (
     IMAP,
     POP3,
+    LMTP,
 )
 
 #: Dovecot 2.3's other protocol names: accepted words in ``protocols`` that proxyd

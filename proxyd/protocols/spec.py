@@ -116,6 +116,21 @@ class DefaultListener:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceDefaults:
+    """How a protocol's service runs when its ``service`` block says nothing (Dovecot's defaults).
+
+    Login services keep the class defaults; the LMTP service has its own.
+    """
+
+    service_count: int = 1
+    client_limit: int = 0  # 0: default_client_limit
+    user: str = "$default_login_user"
+    chroot: str = "login"
+    #: ``unix_listener`` names under ``base_dir`` (mode 0666) the service has unconfigured
+    unix_listeners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolSpec:
     """One protocol: its name in ``protocols``, its service and how it is served."""
 
@@ -126,3 +141,4 @@ class ProtocolSpec:
     listeners: tuple[DefaultListener, ...]
     #: the login-service hooks; None for a protocol that is not a login service
     login: LoginHooks | None
+    defaults: ServiceDefaults = ServiceDefaults()

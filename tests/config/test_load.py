@@ -237,7 +237,7 @@ def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("lmtp", "protocol 'lmtp' is not supported yet"),
+        ("lmtp", "protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself"),
         ("submission", "protocol 'submission' is not supported yet"),
         ("sieve", "protocol 'sieve' is not supported yet"),
         ("imap foo", "protocols: Unknown protocol: foo"),
@@ -248,13 +248,18 @@ def test_protocols_errors(load: Load, value: str, message: str) -> None:
     assert load_error(load, f"{NO_SSL}protocols = {value}\n") == (2, message)
 
 
+def test_lmtp_with_lmtp_proxy(load: Load) -> None:
+    settings = load(f"{NO_SSL}protocols = imap lmtp\nlmtp_proxy = yes\nhostname = mx.test\n")
+    assert (settings.protocols, settings.lmtp_proxy, settings.hostname) == (("imap", "lmtp"), True, "mx.test")
+
+
 def test_protocols_judged_on_the_final_value(load: Load) -> None:
     """Debian's protocols.d: a protocol still to come may pass through ``$protocols``."""
-    text = "protocols = $protocols imap lmtp\nprotocols = imap pop3\n"
+    text = "protocols = $protocols imap sieve\nprotocols = imap pop3\n"
     assert load(NO_SSL + text).protocols == ("imap", "pop3")
-    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols lmtp\n") == (
+    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols sieve\n") == (
         3,
-        "protocol 'lmtp' is not supported yet",
+        "protocol 'sieve' is not supported yet",
     )
 
 
@@ -378,7 +383,8 @@ def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> Non
         + "local 127.0.0.1 {\n}\n"
         + "remote 10.0.0.0/8 {\n}\n"
     )
-    assert settings.explicit.keys() == {"ssl", "service/auth"}
+    # proxyd runs the lmtp service (the LMTP proxy): its block applies
+    assert settings.explicit.keys() == {"ssl", "service/auth", "service/lmtp"}
     assert settings.filters == ()
     assert [(item.location.line, item.what) for item in settings.unused] == [
         (2, "mail_location"),
@@ -388,7 +394,6 @@ def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> Non
         (11, "plugin { }"),
         (14, "dict { }"),
         (16, "service imap { }"),
-        (19, "service lmtp { }"),
         (23, "service submission-login { }"),
         (26, "service auth { unix_listener auth-userdb { } }"),
         (30, "protocol lda { }"),
@@ -757,3 +762,17 @@ def test_cluster_peers_any_text(text: str) -> None:
     except InvalidValue:
         return
     assert all(":" in peer for peer in peers)
+
+
+def test_lmtp_unix_listener(load: Load) -> None:
+    settings = load(
+        NO_SSL
+        + "service lmtp {\n  unix_listener /var/spool/postfix/private/dovecot-lmtp {\n"
+        + "    mode = 0600\n    user = postfix\n    group = postfix\n  }\n  client_limit = 4\n}\n"
+    )
+    service = settings.services["lmtp"]
+    assert service.client_limit == 4
+    listeners = {u.name: (u.mode, u.user, u.group) for u in service.unix_listeners}
+    assert listeners == {"lmtp": (0o666, "", ""), "/var/spool/postfix/private/dovecot-lmtp": (0o600, "postfix", "postfix")}
+    assert load_error(load, NO_SSL + "service lmtp {\n  unix_listener lmtp {\n    mode = 9\n  }\n}\n") == (
+        4, "Invalid number 9: Not a valid octal number")

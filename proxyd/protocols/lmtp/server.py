@@ -15,6 +15,7 @@ RSET, NOOP, VRFY, QUIT, XCLIENT, sequencing and syntax errors) and surfaces:
   RCPT order (LMTP's rule);
 * ``TransactionReset``: the transaction the driver built (backend
   connections, recipients) is gone (RSET, LHLO, XCLIENT, QUIT, EOF);
+* ``XclientApplied``: a trusted peer said who the MTA really is (``proxy_data``);
 * ``StartTLS``: the 220 is queued; the driver flushes it, wraps the stream and
   calls ``tls_started()``; bytes pipelined after STARTTLS are dropped, never
   executed in the clear-text session;
@@ -31,7 +32,7 @@ import enum
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Final, cast
 
 from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.lmtp import replies as r
@@ -76,8 +77,17 @@ class StartTLS(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class XclientApplied(Event):
+    """A trusted peer's XCLIENT was taken: ``proxy_data`` now names the real MTA."""
+
+
+@dataclass(frozen=True, slots=True)
 class Closed(Event):
     reason: str
+
+
+#: what the driver gets from ``next_event()``
+LmtpEvent = RcptTo | MessageData | TransactionReset | StartTLS | XclientApplied | Closed
 
 
 @dataclass(slots=True)
@@ -132,6 +142,8 @@ class LmtpServer:
         self.tls_active = tls_active
         self.max_message_size = max_message_size
         self.state = State.READY
+        #: Dovecot's name for where the session is (for "Disconnect from ...: (state=...)")
+        self.dovecot_state = "GREETING"
         #: the LHLO domain ("" before LHLO)
         self.helo = ""
         self.proxy_data = ProxyData()
@@ -139,7 +151,7 @@ class LmtpServer:
         self._in = bytearray()
         self._out = bytearray()
         self._eof = False
-        self._events: list[Event] = []
+        self._events: list[LmtpEvent] = []
         self._skip_line = False
         #: DATA: how far the end marker was searched for; whether an oversized message was dropped
         self._scanned = 0
@@ -159,7 +171,7 @@ class LmtpServer:
         self._out.clear()
         return out
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> LmtpEvent | _NeedData:
         while not self._events:
             event: Event | None = None
             if self.state is State.DATA:
@@ -170,8 +182,8 @@ class LmtpServer:
                 if not self._eof or self.state is State.CLOSED or self._waiting():
                     return NEED_DATA
                 event = self._close("Connection closed")
-            if event is not _NOTHING:
-                self._events.append(event)
+            if not isinstance(event, _Nothing):
+                self._events.append(cast("LmtpEvent", event))
         return self._events.pop(0)
 
     def _waiting(self) -> bool:
@@ -206,10 +218,21 @@ class LmtpServer:
         self.state = State.READY
 
     # ------------------------------------------------------------------ parsing
+    def _track_state(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self.transaction is not None:
+            self.dovecot_state = "RCPT TO" if self.transaction.accepted else "MAIL FROM"
+            if self.state in (State.DATA, State.DATA_WAIT):
+                self.dovecot_state = "DATA"
+        elif self.helo:
+            self.dovecot_state = "READY"
+
     def _reply(self, reply: tuple[int, str, str]) -> None:
         self._out += r.format_reply(*reply)
 
     def _close(self, reason: str) -> Event:
+        self._track_state()
         if self.transaction is not None:
             self._events.append(TransactionReset())
         self.transaction = None
@@ -412,7 +435,7 @@ class LmtpServer:
             self._reply(r.TLS_NOT_ENABLED)
         else:
             self._reply(r.TLS_BEGIN)
-            if (event := self._reset_transaction()) is not _NOTHING:
+            if isinstance(event := self._reset_transaction(), TransactionReset):
                 self._events.append(event)
             self.state = State.TLS_WAIT
             self._in.clear()  # nothing pipelined after STARTTLS runs in the clear
@@ -446,7 +469,7 @@ class LmtpServer:
         self.proxy_data = data
         self.helo = ""
         self._out += r.format_reply(220, None, f"{self.hostname} {self.greeting}")
-        return _NOTHING
+        return XclientApplied()
 
 
 class _Nothing(Event):

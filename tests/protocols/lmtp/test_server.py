@@ -14,6 +14,7 @@ from proxyd.protocols.lmtp.server import (
     RcptTo,
     StartTLS,
     TransactionReset,
+    XclientApplied,
 )
 
 
@@ -188,7 +189,8 @@ def test_eof_closes_and_resets() -> None:
 
 def test_xclient_from_a_trusted_peer() -> None:
     server = new_server()
-    _events, out = feed(server, b"XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=3 SESSION=abc HELO=mx+2Ex\r\n")
+    events, out = feed(server, b"XCLIENT ADDR=192.0.2.7 PORT=4711 TTL=3 SESSION=abc HELO=mx+2Ex\r\n")
+    assert events == [XclientApplied()]
     assert out == b"220 proxy.test Dovecot ready.\r\n"
     data = server.proxy_data
     assert (data.addr, data.port, data.ttl_plus_1, data.session, data.helo) == ("192.0.2.7", 4711, 4, "abc", "mx.x")

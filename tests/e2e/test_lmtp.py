@@ -1,0 +1,287 @@
+"""The LMTP proxy end to end: ``proxyd -c FILE`` between smtplib.LMTP (the MTA) and real Dovecot LMTP backends.
+
+Recipients in proxyd's passwd-file (no passwords: LMTP looks users up, never
+logs them in):
+
+=====================  =============================================
+recipient              routed to
+=====================  =============================================
+alice@example.org      lmtp-a (127.0.0.2), its user ``alice``
+bob@example.org        lmtp-b (127.0.0.3), its user ``bob``
+carol@example.org      lmtp-a as ``destuser=dave@example.org``
+lost@example.org       127.0.0.9, where nothing listens
+=====================  =============================================
+
+The backends strip the domain (``auth_username_format = %Ln``) and deliver
+to Maildirs the tests read.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.dovecot import LmtpBackend
+from tests.fixtures.net import (
+    PROXYD_ADDRESS,
+    client_address,
+    free_port,
+    port_accepts,
+    read_banner,
+    wait_until,
+)
+from tests.fixtures.proxyd import (
+    Listener,
+    PasswdEntry,
+    ProxydProcess,
+    ProxydRunner,
+    proxy_fields,
+    write_passwd_file,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
+
+MTA_ADDRESS = client_address(1)
+
+
+@dataclass
+class LmtpProxy:
+    proxyd: ProxydProcess
+    port: int
+    socket_path: Path
+    a: LmtpBackend
+    b: LmtpBackend
+
+
+def recipients(a: LmtpBackend, b: LmtpBackend) -> list[PasswdEntry]:
+    down = free_port("127.0.0.9")
+    return [
+        PasswdEntry("alice@example.org", "", proxy_fields(a.address, a.lmtp_port)),
+        PasswdEntry("bob@example.org", "", proxy_fields(b.address, b.lmtp_port)),
+        PasswdEntry("carol@example.org", "", proxy_fields(a.address, a.lmtp_port, destuser="dave@example.org")),
+        PasswdEntry("lost@example.org", "", proxy_fields("127.0.0.9", down)),
+        PasswdEntry("smtp@example.org", "", proxy_fields(a.address, a.lmtp_port, protocol="smtp")),
+        PasswdEntry("tls@example.org", "", proxy_fields(b.address, b.lmtp_port, starttls="any-cert",
+                                                        destuser="bob@example.org")),
+        PasswdEntry("maybe@example.org", "", {"proxy_maybe": None, "host": b.address, "port": str(b.lmtp_port),
+                                              "destuser": "bob@example.org"}),
+        PasswdEntry("verify@example.org", "", proxy_fields(b.address, b.lmtp_port, starttls="yes",
+                                                           destuser="bob@example.org")),
+    ]
+
+
+def start_lmtp_proxy(proxyd: ProxydRunner, a: LmtpBackend, b: LmtpBackend, **settings: str) -> LmtpProxy:
+    users = write_passwd_file(proxyd.workdir / "lmtp-users", recipients(a, b))
+    config = proxyd.config(users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test",
+                           login_trusted_networks="127.0.0.0/8", **settings)
+    port = free_port(PROXYD_ADDRESS)
+    config.listeners.append(Listener("lmtp", "lmtp", PROXYD_ADDRESS, port))
+    config.extra = (
+        "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}\n"
+        # Dovecot's filters apply to LMTP connections too
+        "protocol lmtp {\n  login_greeting = LMTP proxy ready.\n}\n"
+        "remote 127.0.0.9 {\n  login_greeting = never used\n}\n"
+    )
+    process = proxyd.start(config)
+    base_dir = Path(str(config.settings["base_dir"]))
+    return LmtpProxy(process, port, base_dir / "lmtp", a, b)
+
+
+@pytest.fixture
+def lmtp_proxy(proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend) -> Iterator[LmtpProxy]:
+    return start_lmtp_proxy(proxyd, lmtp_backend_a, lmtp_backend_b)
+
+
+def deliver(host: str, port: int, rcpts: list[str], body: bytes) -> tuple[dict[str, tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """One LMTP transaction; (refused recipients, the replies after DATA, one per accepted recipient)."""
+    if host.startswith("/"):
+        client = smtplib.LMTP(host, timeout=30)
+    else:
+        client = smtplib.LMTP(host, port, source_address=(MTA_ADDRESS, 0), timeout=30)
+    with client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("mta@example.net")
+        refused = {}
+        for rcpt in rcpts:
+            code, text = client.rcpt(rcpt)
+            if code != 250:
+                refused[rcpt] = (code, text)
+        if len(refused) == len(rcpts):
+            return refused, []
+        code, _ = client.docmd("DATA")
+        assert code == 354
+        client.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        replies = [client.getreply() for _ in range(len(rcpts) - len(refused))]
+        client.quit()
+    return refused, replies
+
+
+def body(subject: str) -> bytes:
+    return f"From: mta@example.net\r\nTo: list@example.org\r\nSubject: {subject}\r\n\r\n.dot line\r\nbye\r\n".encode()
+
+
+def delivered(backend: LmtpBackend, user: str, subject: str) -> list[bytes]:
+    return [m for m in backend.messages(user) if f"Subject: {subject}".encode() in m]
+
+
+def test_one_message_two_backends_unknown_and_down_recipients(lmtp_proxy: LmtpProxy) -> None:
+    a, b = lmtp_proxy.a, lmtp_proxy.b
+    subject = "two backends"
+    refused, replies = deliver(
+        PROXYD_ADDRESS, lmtp_proxy.port,
+        ["alice@example.org", "nobody@example.org", "bob+lists@example.org", "lost@example.org", "carol@example.org"],
+        body(subject),
+    )
+    assert refused["nobody@example.org"] == (550, b"5.1.1 <nobody@example.org> User doesn't exist: nobody@example.org")
+    code, text = refused["lost@example.org"]
+    assert code == 451
+    assert re.fullmatch(rb"4\.4\.0 Proxy failed \(connect, session=[A-Za-z0-9+/]+:R4\)", text), text
+    assert [code for code, _ in replies] == [250, 250, 250]
+    for (_, text), rcpt in zip(replies, ["alice@example.org", "bob+lists@example.org", "carol@example.org"], strict=True):
+        assert re.fullmatch(rb"2\.0\.0 <" + re.escape(rcpt.encode()) + rb"> [A-Za-z0-9+/:R]+ Saved", text), text
+    (message,) = delivered(a, "alice", subject)
+    assert b"\n.dot line" in message.replace(b"\r\n", b"\n")
+    assert len(delivered(b, "bob", subject)) == 1
+    assert len(delivered(a, "dave", subject)) == 1
+    assert delivered(a, "bob", subject) == []
+    assert delivered(b, "alice", subject) == []
+    # Dovecot's log lines for proxied deliveries
+    log = lmtp_proxy.proxyd.wait_for_log(
+        r"lmtp\(\d+\): Info: lmtp-server: conn 127\.0\.0\.21:\d+ \[\d+\]: rcpt bob\+lists@example\.org: "
+        r"<[^>]+>: Sent message to <bob\+lists@example\.org> at 127\.0\.0\.3:"
+    )
+    assert re.search(r": 250 2\.0\.0 .* Saved \(2/3 at \d+ ms\)$", log[0]), log
+    lmtp_proxy.proxyd.wait_for_log(rf"lmtp\(\d+\): Info: Connect from {re.escape(MTA_ADDRESS)}$")
+    lmtp_proxy.proxyd.wait_for_log(
+        rf"lmtp\(\d+\): Info: Disconnect from {re.escape(MTA_ADDRESS)}: Logged out \(state=READY\)$")
+    # XCLIENT: the backends saw the MTA's address, not the proxy's
+    a.dovecot.wait_for_log(rf"lmtp\(\d+\): Info: Disconnect from {re.escape(MTA_ADDRESS)}: ")
+    b.dovecot.wait_for_log(rf"lmtp\(\d+\): Info: Disconnect from {re.escape(MTA_ADDRESS)}: ")
+
+
+def test_starttls_to_the_backend(lmtp_proxy: LmtpProxy) -> None:
+    refused, replies = deliver(PROXYD_ADDRESS, lmtp_proxy.port, ["tls@example.org"], body("over tls"))
+    assert refused == {}
+    assert replies[0][0] == 250
+    assert len(delivered(lmtp_proxy.b, "bob", "over tls")) == 1
+    # starttls=yes checks the backend's certificate: no CA configured here knows the test CA
+    refused, _ = deliver(PROXYD_ADDRESS, lmtp_proxy.port, ["verify@example.org"], body("verified"))
+    code, text = refused["verify@example.org"]
+    assert code == 451
+    assert text.startswith(b"4.4.0 Proxy failed (connect, session=")
+
+
+def test_unix_socket_and_smtp_backend(lmtp_proxy: LmtpProxy) -> None:
+    refused, replies = deliver(str(lmtp_proxy.socket_path), 0, ["alice@example.org", "maybe@example.org"],
+                               body("over the socket"))
+    assert refused == {}
+    assert [code for code, _ in replies] == [250, 250]
+    assert len(delivered(lmtp_proxy.a, "alice", "over the socket")) == 1
+    # proxy_maybe to another host is proxied like proxy
+    assert len(delivered(lmtp_proxy.b, "bob", "over the socket")) == 1
+    # protocol=smtp: EHLO to an LMTP backend, which refuses it; Dovecot forwards that reply
+    refused, _ = deliver(PROXYD_ADDRESS, lmtp_proxy.port, ["smtp@example.org"], body("smtp"))
+    # (Dovecot's words exactly: the EHLO reply came before ENHANCEDSTATUSCODES was known)
+    assert refused["smtp@example.org"] == (500, b"5.0.0 <smtp@example.org> 5.5.1 Unknown command")
+
+
+def test_ttl_runs_out(lmtp_proxy: LmtpProxy) -> None:
+    # the greeting comes from protocol lmtp { login_greeting }
+    assert read_banner(PROXYD_ADDRESS, lmtp_proxy.port).rstrip() == b"220 proxy.test LMTP proxy ready."
+    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, timeout=30) as client:
+        client.ehlo_or_helo_if_needed()
+        assert client.docmd("XCLIENT TTL=0")[0] == 220
+        client.ehlo("mta.test")
+        client.mail("")
+        assert client.rcpt("alice@example.org") == (
+            554, b"5.4.6 <alice@example.org> Proxying appears to be looping (TTL=0)")
+    lmtp_proxy.proxyd.wait_for_log(r"Proxying to <alice@example\.org> appears to be looping \(TTL=0\)")
+    # a proxy in front (trusted) names the real MTA: it goes on to the backend, TTL one less
+    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, timeout=30) as client:
+        client.ehlo_or_helo_if_needed()
+        assert client.docmd("XCLIENT ADDR=192.0.2.44 PORT=2525 TTL=3")[0] == 220
+        client.ehlo("mta.test")
+        assert client.sendmail("mta@example.net", ["alice@example.org"], body("via xclient")) == {}
+    lmtp_proxy.a.dovecot.wait_for_log(r"lmtp\(\d+\): Info: Disconnect from 192\.0\.2\.44: ")
+
+
+def test_process_title_and_parent(lmtp_proxy: LmtpProxy) -> None:
+    def lmtp_rows() -> list[list[str]]:
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True)
+        rows = [line.split(None, 2) for line in ps.stdout.splitlines()[1:]]
+        return [row for row in rows if len(row) == 3 and row[2].strip() == "proxyd: lmtp"]
+
+    wait_until(lambda: bool(lmtp_rows()), timeout=10, what="a 'proxyd: lmtp' process")
+    # a child of the master's zygote (which forks every child), or of the master itself
+    parents = {row[1] for row in lmtp_rows()}
+    zygote = subprocess.run(["ps", "-o", "pid=", "--ppid", str(lmtp_proxy.proxyd.pid)],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert parents <= {*zygote, str(lmtp_proxy.proxyd.pid)}
+
+
+class _TlsLMTP(smtplib.LMTP):
+    """LMTP over implicit TLS (smtplib has no LMTP_SSL)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context.wrap_socket(sock)
+
+
+class _HaproxyLMTP(smtplib.LMTP):
+    """LMTP behind a HAProxy that says the MTA is 192.0.2.9."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)
+        sock.sendall(f"PROXY TCP4 192.0.2.9 {host} 4711 {port}\r\n".encode())
+        return sock
+
+
+def test_implicit_tls_and_haproxy_listeners(
+    proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend
+) -> None:
+    users = write_passwd_file(proxyd.workdir / "lmtp-users", recipients(lmtp_backend_a, lmtp_backend_b))
+    config = proxyd.config(users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test",
+                           haproxy_trusted_networks="127.0.0.0/8")
+    tls_port, haproxy_port = free_port(PROXYD_ADDRESS), free_port(PROXYD_ADDRESS)
+    config.listeners.append(Listener("lmtp", "lmtps", PROXYD_ADDRESS, tls_port, ssl=True))
+    config.extra = (
+        "service lmtp {\n  inet_listener lmtp-haproxy {\n"
+        f"    address = {PROXYD_ADDRESS}\n    port = {haproxy_port}\n    haproxy = yes\n  }}\n}}\n"
+    )
+    process = proxyd.start(config)
+    wait_until(lambda: port_accepts(PROXYD_ADDRESS, haproxy_port), timeout=10, what="the haproxy listener")
+    for client_class, port, subject in ((_TlsLMTP, tls_port, "implicit tls"), (_HaproxyLMTP, haproxy_port, "haproxy")):
+        with client_class(PROXYD_ADDRESS, port, timeout=30) as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.sendmail("mta@example.net", ["alice@example.org"], body(subject)) == {}
+        assert len(delivered(lmtp_backend_a, "alice", subject)) == 1
+    # the address HAProxy gave went on to the backend in XCLIENT
+    process.wait_for_log(r"lmtp\(\d+\): Info: Connect from 192\.0\.2\.9$")
+    lmtp_backend_a.dovecot.wait_for_log(r"lmtp\(\d+\): Info: Disconnect from 192\.0\.2\.9: ")
+
+
+def test_configuration_errors(proxyd: ProxydRunner) -> None:
+    """proxyd -n refuses, with FILE:LINE, what the LMTP service cannot do."""
+    config = proxyd.config(protocols="imap lmtp")
+    path = proxyd.write_config(config)
+    result = proxyd.run("-c", str(path), "-n")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself")
+    config = proxyd.config(protocols="imap lmtp", lmtp_proxy="yes")
+    config.extra = "service lmtp {\n  unix_listener lmtp {\n    user = no-such-user-lmtp\n  }\n}\n"
+    path = proxyd.write_config(config)
+    result = proxyd.run("-c", str(path), "-n")
+    assert result.returncode == 2
+    line = path.read_text().splitlines().index("    user = no-such-user-lmtp") + 1
+    assert result.stderr.strip() == f"{path}:{line}: user doesn't exist: no-such-user-lmtp"
