@@ -289,6 +289,7 @@ _TOP_SPECS: Final = (
     _spec("listen", _T, parse_listen, v.format_addresses, "*, ::"),
     _spec("base_dir", _T, parse_base_dir, _same, "/var/run/proxyd"),
     _str("log_path", _T),
+    _bool("shutdown_clients", _T, "yes"),
     _str("info_log_path", _T),
     _str("debug_log_path", _T),
     _str("log_timestamp", _T, "%b %d %H:%M:%S "),
@@ -550,7 +551,7 @@ DOVECOT_TOP: Final = _names(
     process_shutdown_filter quota_full_tempfail rawlog_dir
     rejection_reason rejection_subject replication_dsync_parameters
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
-    sendmail_path shutdown_clients ssl_alt_cert ssl_alt_key
+    sendmail_path ssl_alt_cert ssl_alt_key
     ssl_client_require_valid_cert ssl_crypto_device
     ssl_key_password
     state_dir stats_http_rawlog_dir stats_writer_socket_path
@@ -573,7 +574,7 @@ HONOURED_TOP: Final = _names(
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug
     log_core_filter process_shutdown_filter import_environment
-    stats_writer_socket_path config_cache_size version_ignore shutdown_clients
+    stats_writer_socket_path config_cache_size version_ignore
     ssl_crypto_device ssl_client_require_valid_cert
     ssl_alt_cert ssl_alt_key ssl_key_password
     auth_realms auth_cache_verify_password_with_worker

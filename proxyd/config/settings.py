@@ -223,6 +223,8 @@ class Settings:
     listen: tuple[str, ...] = ("*", "::")
     base_dir: str = "/var/run/proxyd"
     log_path: str = ""  # "" = stderr
+    #: on stop, end the proxied sessions too (no: they live on until their clients leave)
+    shutdown_clients: bool = True
     #: informational / debug lines elsewhere ("" = with the others)
     info_log_path: str = ""
     debug_log_path: str = ""

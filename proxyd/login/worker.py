@@ -214,10 +214,11 @@ class LoginWorker:
             self.starting += 1
             nursery.start_soon(self._serve, bound, conn, ip, nursery)
 
-        await accept_forever(
-            bound.sock, take, name=self.spec.service,
-            accepting=lambda: self.accepting() or self._can_displace(), changed=self._changed,
-        )
+        with contextlib.suppress(trio.ClosedResourceError):  # closed when the master is gone
+            await accept_forever(
+                bound.sock, take, name=self.spec.service,
+                accepting=lambda: self.accepting() or self._can_displace(), changed=self._changed,
+            )
 
     async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
         """A connection from an address at proxyd_prelogin_per_ip_limit: a goodbye, no session."""
@@ -310,8 +311,13 @@ class LoginWorker:
                 await self._command(message)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        # the master is gone: finish what we have, take nothing new
+        # the master is gone: finish what we have, take nothing new; our copies of the
+        # listening sockets go too, so that once every process has let go a connect is
+        # refused instead of waiting in a queue nobody reads (shutdown_clients = no)
         self.stopping = True
+        for bound in self.listeners:
+            trio.lowlevel.notify_closing(bound.sock)
+            bound.sock.close()
         self._changed.notify()
 
     async def _command(self, message: Command) -> None:

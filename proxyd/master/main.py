@@ -434,8 +434,17 @@ class Master:
         return "reloaded"
 
     async def shutdown(self) -> None:
+        """Stop every child; with ``shutdown_clients = no`` the login and relay processes
+        only stop accepting and live on, unwatched, until their clients have gone (Dovecot's
+        upgrade without dropping connections)."""
         self.shutting_down = True
         for child in list(self.children.values()):
+            if not self.settings.shutdown_clients and child.kind in ("login", "relay"):
+                child.stopping, child.accepting = True, False
+                await self.tell(child, Stop())
+                # left to finish on their own: they notice the master is gone and take nothing new
+                del self.children[child.pid]
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
         with trio.move_on_after(_STOP_TIMEOUT):
