@@ -227,6 +227,7 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         hostname=settings.hostname or socket.gethostname(),
         greeting=settings.login_greeting,
         recipient_delimiter=settings.recipient_delimiter,
+        add_received_header=settings.lmtp_add_received_header,
         auth=AuthClient(path),
         server_tls=tls.server,
         backend_tls=tls.backend,

@@ -345,6 +345,7 @@ _TOP_SPECS: Final = (
     # the name in SMTP-style greetings and LHLO replies ("" = the system's host name)
     _str("hostname", _T),
     _bool("lmtp_proxy", _T, "no"),
+    _bool("lmtp_add_received_header", _T, "yes"),
     _str("recipient_delimiter", _T, "+"),
     _bool("imap_id_retain", _T, "no"),
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
@@ -522,7 +523,7 @@ DOVECOT_TOP: Final = _names(
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
     imapc_ssl imapc_ssl_verify imapc_user import_environment instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
-    lmtp_add_received_header lmtp_client_workarounds lmtp_hdr_delivery_address
+    lmtp_client_workarounds lmtp_hdr_delivery_address
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
     login_plugin_dir login_plugins

@@ -319,6 +319,7 @@ class Settings:
     #: LHLO/greeting name ("" = the system's host name, see ``my_hostname()``)
     hostname: str = ""
     lmtp_proxy: bool = False
+    lmtp_add_received_header: bool = True
     recipient_delimiter: str = "+"
 
     # process model (Dovecot's master settings)

@@ -69,6 +69,7 @@ from proxyd.protocols.lmtp.server import (
     TransactionReset,
     XclientApplied,
 )
+from proxyd.protocols.lmtp.trace import received_header
 
 #: Dovecot's LMTP_PROXY_DEFAULT_TTL
 DEFAULT_TTL: Final = 5
@@ -90,6 +91,8 @@ class LmtpContext:
     hostname: str
     greeting: str
     recipient_delimiter: str
+    #: lmtp_add_received_header
+    add_received_header: bool
     auth: AuthLookup
     server_tls: ssl.SSLContext | None
     backend_tls: Callable[[bool], ssl.SSLContext]
@@ -281,6 +284,24 @@ class LmtpSession:
         return forwarded_reply(address, answer, rcpt=True,
                                default_enhanced="2.1.0" if answer.success else f"{answer.code // 100}.0.0"), answer.success
 
+    def _received(self, trans: _Transaction) -> bytes:
+        tls = None
+        if isinstance(self.stream, trio.SSLStream):
+            cipher = self.stream.cipher()
+            if cipher is not None:
+                tls = f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)"
+        assert self.engine.transaction is not None
+        return received_header(
+            helo=self.engine.helo or self.engine.proxy_data.helo,
+            remote_ip=self.info.remote_ip,
+            tls=tls,
+            hostname=self.ctx.hostname,
+            transaction_id=trans.id,
+            sender=self.engine.transaction.sender,
+            recipients=[rcpt.address for rcpt in trans.recipients],
+            timestamp=time.time(),
+        )
+
     def _backend_failure(self, address: Address, rcpt_session: str, exc: BackendError) -> bytes:
         if exc.kind == "remote" and exc.reply is not None:
             reply = exc.reply
@@ -321,6 +342,8 @@ class LmtpSession:
     # ------------------------------------------------------------------ DATA
     async def _data(self, message: bytes) -> list[bytes]:
         trans = self._transaction()
+        if self.ctx.add_received_header:
+            message = self._received(trans) + message
         results: dict[int, SmtpReply | BackendError] = {}
         timeout = max((b.route.timeout for b in trans.backends.values()), default=125.0)
 

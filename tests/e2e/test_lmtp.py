@@ -149,6 +149,10 @@ def test_one_message_two_backends_unknown_and_down_recipients(lmtp_proxy: LmtpPr
         assert re.fullmatch(rb"2\.0\.0 <" + re.escape(rcpt.encode()) + rb"> [A-Za-z0-9+/:R]+ Saved", text), text
     (message,) = delivered(a, "alice", subject)
     assert b"\n.dot line" in message.replace(b"\r\n", b"\n")
+    # Dovecot's trace header (lmtp_add_received_header = yes), without "for": several recipients
+    text = message.replace(b"\r\n", b"\n").decode()
+    assert re.search(rf"Received: from \S+ \(\[{re.escape(MTA_ADDRESS)}\]\)\n\tby proxy\.test with LMTP\n"
+                     r"\tid [A-Za-z0-9+/]+\n\t\(envelope-from <mta@example\.net>\); ", text), text
     assert len(delivered(b, "bob", subject)) == 1
     assert len(delivered(a, "dave", subject)) == 1
     assert delivered(a, "bob", subject) == []

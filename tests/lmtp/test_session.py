@@ -55,7 +55,7 @@ async def serve(auth: MapAuth, trusted: bool = False,
 
     port = free_port(PROXYD_ADDRESS)
     listeners = await trio.open_tcp_listeners(port, host=PROXYD_ADDRESS)
-    ctx = LmtpContext(hostname="proxy.test", greeting="Dovecot ready.", recipient_delimiter="+",
+    ctx = LmtpContext(hostname="proxy.test", greeting="Dovecot ready.", recipient_delimiter="+", add_received_header=True,
                       auth=auth, server_tls=None, backend_tls=_no_tls)
     settings = Settings()
 

@@ -74,3 +74,17 @@ def test_paths() -> None:
     assert split_detail(Address("alice+box", "example.org"), "+") == ("alice@example.org", "box", "+")
     assert split_detail(Address("alice", None), "+") == ("alice", "", "")
     assert xtext_decode(xtext_encode("a=b+c d")) == "a=b+c d"
+
+
+def test_received_header() -> None:
+    from proxyd.protocols.lmtp.trace import received_header
+
+    header = received_header(
+        helo="mx.test", remote_ip="192.0.2.7", tls="TLSv1.3 with cipher X (256/256 bits)", hostname="proxy.test",
+        transaction_id="abc", sender=Address("s", "x.test"), recipients=[Address("a", "b.test")], timestamp=0,
+    ).decode()
+    assert header.startswith(
+        "Received: from mx.test ([192.0.2.7])\r\n\t(using TLSv1.3 with cipher X (256/256 bits))\r\n"
+        "\tby proxy.test with LMTPS\r\n\tid abc\r\n\t(envelope-from <s@x.test>)\r\n\tfor <a@b.test>; "
+    )
+    assert header.endswith("\r\n")
