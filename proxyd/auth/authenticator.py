@@ -49,7 +49,13 @@ from proxyd.auth.username import RulesByProtocol
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.log import MAX_LOG_USERNAME_LEN, MAX_MECH_NAME_LEN, sanitize
-from proxyd.protocols.sasl import Challenge, Credentials, SaslFailed
+from proxyd.protocols.sasl import (
+    OAUTH2_MECHANISMS,
+    Challenge,
+    Credentials,
+    SaslFailed,
+    oauth2_failure_challenge,
+)
 from proxyd.secret import Secret
 
 log = logging.getLogger("proxyd.auth")
@@ -198,6 +204,11 @@ class Authenticator:
             elif isinstance(step, SaslFailed):
                 if self._verbose:
                     log.info("%s: %s", _mech_prefix(request, result), step.reason)
+                if (
+                    start.mech in OAUTH2_MECHANISMS
+                    and await io.challenge(oauth2_failure_challenge(start.mech)) is None
+                ):
+                    return _ABORTED
                 failed = AuthReply(
                     status=AuthStatus.FAIL,
                     user=result.reply.user if result is not None else request.user,
@@ -206,7 +217,34 @@ class Authenticator:
                 return await self._finish(request, ChainResult(failed), ident, last_penalty)
             else:
                 assert isinstance(step, Credentials)
-                return await self._external(request, step, ident, last_penalty)
+                if start.mech == "EXTERNAL":
+                    return await self._external(request, step, ident, last_penalty)
+                return await self._plaintext(request, step, io, ident, last_penalty)
+
+    async def _plaintext(
+        self, request: AuthRequest, step: Credentials, io: SaslIO, ident: str | None, last_penalty: int
+    ) -> AuthReply:
+        """PLAIN, LOGIN, XOAUTH2, OAUTHBEARER: the passdbs verify the typed password."""
+        request = split_master_user(
+            dataclasses.replace(
+                request,
+                user=step.authcid,
+                password=Secret(step.password),
+                login_user=step.authzid if step.authzid != step.authcid else "",
+            ),
+            self._separator,
+        )
+        request = self._with_cert_user(request)
+        result = await self._chain.authenticate(request)
+        reply = result.reply
+        if (
+            request.mech in OAUTH2_MECHANISMS
+            and reply.status is not AuthStatus.OK
+            and reply.fail_code is not FailCode.LOGIN_DISABLED
+            and await io.challenge(oauth2_failure_challenge(request.mech)) is None
+        ):
+            return _ABORTED
+        return await self._finish(request, result, ident, last_penalty)
 
     async def _anonymous(
         self, request: AuthRequest, step: AnonymousLogin, ident: str | None, last_penalty: int

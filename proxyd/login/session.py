@@ -5,12 +5,10 @@ Theory of operation
 ``LoginSession.run()`` owns the client stream.  It feeds the protocol's sans-IO
 engine, writes what the engine queues, and acts on the engine's events:
 
-* ``AuthBegin``/``AuthContinue`` run a SASL exchange (``proxyd.protocols.sasl``);
-  the resulting credentials go to the auth step (``Authenticator``); the
-  mechanisms that need the stored credentials (CRAM-MD5, DIGEST-MD5, SCRAM) run
-  in the auth process instead, the session only relaying challenges and
-  answers (``_ClientSaslIO``).  The reply
-  either fails the attempt (the engine renders Dovecot's text) or names a proxy
+* ``AuthBegin`` starts a SASL exchange, which runs in the auth process
+  (``AuthService.sasl``, Dovecot's AUTH/CONT lines): the session only relays its
+  challenges and the client's answers (``_ClientSaslIO``).  The reply either
+  fails the attempt (the engine renders Dovecot's text) or names a proxy
   destination;
 * for a proxy destination ``proxyd.login.backend.proxy_login()`` connects and logs
   in; only then is anything the client sent after its login command forwarded, so
@@ -18,7 +16,8 @@ engine, writes what the engine queues, and acts on the engine's events:
 * a ``nologin`` reply that names a ``host`` is a referral (IMAP
   ``[REFERRAL imap://...]``), Dovecot's ``client_auth_handle_reply()``;
 * a failed XOAUTH2/OAUTHBEARER login first gets Dovecot's JSON error as a
-  final challenge; the failure reply follows the client's answer;
+  final challenge (sent by the auth process); the failure reply follows the
+  client's answer;
 * ``StartTLS`` wraps the stream; the bytes already read behind the command are fed
   to TLS, never to the command parser.
 
@@ -48,10 +47,8 @@ import trio
 
 from proxyd import counters
 from proxyd.auth.expand import Variables
-from proxyd.auth.mechanisms import AUTH_MECHANISMS
 from proxyd.auth.request import (
     AuthReply,
-    AuthRequest,
     AuthStatus,
     ConnectionInfo,
     FailCode,
@@ -88,15 +85,6 @@ from proxyd.protocols.events import (
     TrustedClientInfo,
     _NeedData,
 )
-from proxyd.protocols.sasl import (
-    OAUTH2_MECHANISMS,
-    Challenge,
-    Credentials,
-    SaslFailed,
-    SaslServer,
-    UnsupportedMechanism,
-    oauth2_failure_challenge,
-)
 from proxyd.protocols.spec import BackendLogin, LoginHooks, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.connection import ProxiedConnection, close_gracefully
 from proxyd.proxied.proxystate import ProxyState
@@ -131,9 +119,7 @@ _LOG_REASONS: Final = {
 
 
 class AuthService(Protocol):
-    """The auth step as the login side sees it (in-process now, a socket later)."""
-
-    async def authenticate(self, request: AuthRequest) -> AuthReply: ...
+    """The auth process as the login side sees it: one SASL exchange per login attempt."""
 
     async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply: ...
 
@@ -555,41 +541,8 @@ class LoginSession:
 
     # ------------------------------------------------------------------ auth
     async def _authenticate(self, begin: AuthBegin) -> _Proxied | None:
+        """Relay the exchange, which runs in the auth process, then act on its reply."""
         self.mech = begin.mech
-        if begin.mech in AUTH_MECHANISMS:
-            return await self._authenticate_in_auth(begin)
-        try:
-            sasl = SaslServer.create(begin.mech)
-        except UnsupportedMechanism:
-            # configured in auth_mechanisms but without a server implementation
-            self._log(
-                logging.ERROR,
-                "Unsupported authentication mechanism %s",
-                sanitize(begin.mech, MAX_MECH_NAME_LEN),
-            )
-            self._fail(ClientFailure.TEMPFAIL)
-            return None
-        step = sasl.start(begin.initial_response)
-        while isinstance(step, Challenge):
-            self.engine.sasl_challenge(step.data)
-            event = await self._next_event()
-            response = self._exchange_answer(event)
-            if response is None:
-                if isinstance(event, AuthAborted):
-                    self.last_failure = None
-                return None
-            step = sasl.step(response)
-        if isinstance(step, SaslFailed):
-            self._log(logging.INFO, "%s", step.reason)
-            if begin.mech in OAUTH2_MECHANISMS and not await self._oauth2_failure(begin.mech):
-                return None
-            self._fail(ClientFailure.AUTH_FAILED)
-            return None
-        assert isinstance(step, Credentials)
-        return await self._check_credentials(begin, step)
-
-    async def _authenticate_in_auth(self, begin: AuthBegin) -> _Proxied | None:
-        """Relay an exchange that runs in the auth process, then act on its reply."""
         self._take_client_id()
         io = _ClientSaslIO(self)
         start = SaslStart(conn=self.conn, mech=begin.mech, initial_response=begin.initial_response)
@@ -607,21 +560,6 @@ class LoginSession:
         if client_id:
             self.conn = dataclasses.replace(self.conn, client_id=client_id)
 
-    async def _check_credentials(self, begin: AuthBegin, step: Credentials) -> _Proxied | None:
-        self.user = step.authzid or step.authcid
-        self._take_client_id()
-        request = AuthRequest(
-            conn=self.conn,
-            mech=begin.mech,
-            user=step.authcid,
-            password=Secret(step.password),
-            login_user=step.authzid if step.authzid != step.authcid else "",
-        )
-        started = time.monotonic()
-        reply = await self.ctx.auth.authenticate(request)
-        counters.observe(counters.Histogram.AUTH, time.monotonic() - started)
-        return await self._handle_reply(begin, reply)
-
     async def _handle_reply(self, begin: AuthBegin, reply: AuthReply) -> _Proxied | None:
         if reply.status is AuthStatus.OK:
             self.user = reply.user or self.user
@@ -638,12 +576,6 @@ class LoginSession:
             return await self._proxy(reply)
         if reply.fail_code is FailCode.LOGIN_DISABLED and self._referral(reply):
             counters.login(self.spec.name, counters.LoginResult.REFERRAL)
-            return None
-        if (
-            begin.mech in OAUTH2_MECHANISMS
-            and reply.fail_code is not FailCode.LOGIN_DISABLED
-            and not await self._oauth2_failure(begin.mech)
-        ):
             return None
         tempfail = reply.status is AuthStatus.TEMPFAIL
         counters.login(
@@ -667,15 +599,6 @@ class LoginSession:
         self.last_failure = ClientFailure.LOGIN_DISABLED
         self.engine.auth_backend_reply(self.hooks.referral(self.engine, referral, self.mech))
         return True
-
-    async def _oauth2_failure(self, mech: str) -> bool:
-        """Send Dovecot's JSON error as a last challenge and read the client's answer.
-
-        Returns False when the client aborted meanwhile (the engine has
-        answered already).
-        """
-        self.engine.sasl_challenge(oauth2_failure_challenge(mech))
-        return self._exchange_answer(await self._next_event()) is not None
 
     def _fail(self, failure: ClientFailure, reason: str | None = None) -> None:
         self.last_failure = failure

@@ -15,11 +15,20 @@ import pytest
 import trio
 import trio.testing
 
-from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, FailCode
+from proxyd.auth.request import (
+    AuthReply,
+    AuthRequest,
+    AuthStatus,
+    ConnectionInfo,
+    FailCode,
+    SaslIO,
+    SaslStart,
+)
 from proxyd.config.settings import Settings
 from proxyd.login import tls
 from proxyd.login.session import LoginContext, LoginSession
 from proxyd.protocols.imap.plugin import IMAP
+from tests.helpers.fake_auth import run_exchange
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -35,6 +44,9 @@ class FakeAuth:
         self.requests.append(request)
         await trio.lowlevel.checkpoint()
         return self.reply
+
+    async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply:
+        return await run_exchange(start, io, self.authenticate)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A mechanism is a sans-IO state machine for one exchange.  The auth process
-(``proxyd.auth.exchange``) drives it::
+(``Authenticator.sasl``) drives it::
 
     step = mech.start(initial_response)
     loop:
@@ -14,9 +14,11 @@ A mechanism is a sans-IO state machine for one exchange.  The auth process
         Success(final)   -> done; ``final`` (SCRAM's server signature, DIGEST-MD5's
                             rspauth) goes to the client as a last challenge first,
                             since IMAP and POP3 have no final-response field
+        AnonymousLogin   -> the anonymous user, routed by its passdb entry
         SaslFailed       -> done; the reason is logged
 
-Password hashes stay here: a login process only relays base64 lines.
+Every mechanism runs here, PLAIN and LOGIN too: a login process only relays
+base64 lines, and password hashes never leave the auth process.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from proxyd.auth.mechanisms.base import AnonymousLogin, Mechanism, NeedCredentia
 from proxyd.auth.mechanisms.cram_md5 import CramMD5
 from proxyd.auth.mechanisms.digest_md5 import DigestMD5
 from proxyd.auth.mechanisms.external import External
+from proxyd.auth.mechanisms.plaintext import Plaintext
 from proxyd.auth.mechanisms.scram import ScramSHA1, ScramSHA256
+from proxyd.protocols.sasl import SERVER_MECHANISMS
 
 __all__ = [
     "AUTH_MECHANISMS", "AnonymousLogin", "Mechanism", "NeedCredentials", "Step", "Success", "create",
@@ -44,10 +48,14 @@ _MECHANISMS: Final[dict[str, type[Mechanism]]] = {
     "SCRAM-SHA-1": ScramSHA1,
     "SCRAM-SHA-256": ScramSHA256,
 }
-#: mechanisms whose exchange runs in the auth process
-AUTH_MECHANISMS: Final = frozenset(_MECHANISMS)
+#: the mechanisms that verify a typed password (or bearer token) through the passdbs
+PLAINTEXT: Final = frozenset(SERVER_MECHANISMS)
+#: every mechanism the auth process runs
+AUTH_MECHANISMS: Final = frozenset(_MECHANISMS) | PLAINTEXT
 
 
 def create(name: str) -> Mechanism:
     """A fresh exchange of mechanism ``name`` (upper case); KeyError when unknown."""
+    if name in PLAINTEXT:
+        return Plaintext(name)
     return _MECHANISMS[name]()
