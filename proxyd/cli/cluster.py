@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import httpx
 
+from proxyd import errtext
 from proxyd.config.settings import Settings
 from proxyd.doveadm.server import API_PATH, api_key_header
 
@@ -98,10 +99,9 @@ def _describe(exc: httpx.HTTPError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
-            reason = (cause.reason or "").lower().replace("_", " ")
-            return f"SSL error: {reason or cause.strerror or 'handshake failed'}"
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
+            return f"SSL error: {errtext.ssl_error(cause)}"
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            return errtext.os_error(cause)
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.TimeoutException):
         return f"Timed out after {_TIMEOUT:g} secs"

@@ -299,9 +299,9 @@ async def _update(
 # -- the command --------------------------------------------------------------------------------------
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register ``move`` with proxyctl's sub-command parser."""
-    move = commands.add_parser(
+    move: argparse.ArgumentParser = commands.add_parser(
         "move", help="move a user to another backend (SQL passdb: delay_until + host, then kick)"
     )
     move.add_argument("user", nargs="?", help="the user to move (or --from HOST to drain a backend)")
@@ -318,9 +318,7 @@ def add_parser(commands: Any) -> None:
         "--wait", type=float, default=0, metavar="SECONDS",
         help="watch for the user's first session on the new host for up to SECONDS",
     )  # fmt: skip
-    from proxyd.cli import drain
-
-    drain.add_arguments(move)
+    return move
 
 
 def manual_steps(config_path: str, user: str, host: str, stamp: int, spread: int) -> str:
@@ -337,13 +335,6 @@ def manual_steps(config_path: str, user: str, host: str, stamp: int, spread: int
 
 def run(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
     """``proxyctl move``; returns the exit code."""
-    if args.source is not None or args.target is not None:
-        if args.source is None or args.target is None or args.user is not None:
-            print("proxyctl: move --from HOST --to HOST drains a backend (no USER then)", file=stderr)
-            return EXIT_USAGE
-        from proxyd.cli import drain
-
-        return drain.run(args, settings, stdout, stderr)
     if args.user is None or args.host is None:
         print("proxyctl: move USER HOST, or move --from HOST --to HOST", file=stderr)
         return EXIT_USAGE

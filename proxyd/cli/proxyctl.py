@@ -33,7 +33,7 @@ import trio
 
 from proxyd.auth import schemes
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo, is_secret_field
-from proxyd.cli import move
+from proxyd.cli import drain, move
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.secret import Secret
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     kick.add_argument(
         "--cluster", action="store_true", help="on every node of proxyd_cluster_peers; prints the total"
     )
-    move.add_parser(commands)
+    drain.add_arguments(move.add_parser(commands))
     commands.add_parser("reload", help="reload the configuration (like SIGHUP)")
     commands.add_parser("stop", help="stop proxyd (like SIGTERM)")
     return parser
@@ -128,7 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "move":
             from proxyd.config.load import load_settings
 
-            return move.run(args, load_settings(args.config), sys.stdout, sys.stderr)
+            settings = load_settings(args.config)
+            if args.source is not None or args.target is not None:
+                if args.source is None or args.target is None or args.user is not None:
+                    raise _UsageError("move --from HOST --to HOST drains a backend (no USER then)")
+                return drain.run(args, settings, sys.stdout, sys.stderr)
+            return move.run(args, settings, sys.stdout, sys.stderr)
         return _admin(args, sys.stdout)
     except _UsageError as exc:
         print(f"proxyctl: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ from typing import assert_never
 import trio
 
 from proxyd.auth.request import ConnectionInfo
+from proxyd.errtext import cause_text, os_error
 from proxyd.login.proxyfields import ProxyTarget
 from proxyd.protocols.backend_events import (
     RETRYABLE_FAILURES,
@@ -191,7 +192,7 @@ async def _attempt(
     except _TLSFailure as exc:
         return BackendFailed(ProxyFailure.INTERNAL, f"TLS handshake with {ip}:{target.port} failed: {exc}")
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        text = os_error(exc) if isinstance(exc, OSError) else cause_text(exc, str(exc) or "Connection lost")
         if not connected:
             return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
         return BackendFailed(
@@ -215,8 +216,7 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        raise _TLSFailure(str(cause) if cause else "connection lost") from exc
+        raise _TLSFailure(f"SSL_connect() failed: {cause_text(exc, 'Connection lost')}") from exc
     return tls
 
 

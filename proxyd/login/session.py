@@ -57,6 +57,7 @@ from proxyd.auth.request import (
 )
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
+from proxyd.errtext import cause_text
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, login_line, sanitize
 from proxyd.login import logformat
 from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
@@ -402,11 +403,10 @@ class LoginSession:
         try:
             await self.stream.do_handshake()
         except trio.BrokenResourceError as exc:
-            cause = exc.__cause__
             self._log(
                 logging.INFO,
-                "Disconnected: TLS handshaking: %s (%s)",
-                cause or "connection lost", self._attempts_suffix(),
+                "Disconnected: TLS handshaking: SSL_accept() failed: %s (%s)",
+                cause_text(exc, "Connection closed"), self._attempts_suffix(),
             )
             return False
         self._log_tls(self.stream)
@@ -508,11 +508,10 @@ class LoginSession:
         try:
             await tls.do_handshake()
         except trio.BrokenResourceError as exc:
-            cause = exc.__cause__
             self._log(
                 logging.INFO,
-                "Disconnected: TLS handshaking: %s (%s)",
-                cause or "connection lost", self._attempts_suffix(),
+                "Disconnected: TLS handshaking: SSL_accept() failed: %s (%s)",
+                cause_text(exc, "Connection closed"), self._attempts_suffix(),
             )
             raise _SessionEnded from exc
         self._log_tls(tls)

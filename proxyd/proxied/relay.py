@@ -18,6 +18,7 @@ from typing import Final
 import trio
 
 from proxyd import counters
+from proxyd.errtext import cause_text, os_error
 
 _CHUNK: Final = 256 * 1024
 _PIPE_SIZE: Final = 256 * 1024
@@ -84,9 +85,9 @@ async def relay(
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    return cause_text(exc, str(exc) or type(exc).__name__)
 
 
 def _count(stats: RelayStats, name: str, n: int) -> None:
