@@ -34,7 +34,9 @@ REPLY_LINE = re.compile(rb"(\+OK( [^\r\n]*)?|-ERR [^\r\n]*|\+ [A-Za-z0-9+/=]*|[A
 
 policies = st.builds(
     LoginPolicy,
-    mechanisms=st.sampled_from([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()]),
+    mechanisms=st.sampled_from(
+        [("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), (), ("PLAIN", "APOP"), ("APOP",)]
+    ),
     ssl=st.sampled_from(["no", "yes", "required"]),
     tls_available=st.booleans(),
     tls_active=st.booleans(),
@@ -58,6 +60,8 @@ pop3_pieces = st.sampled_from(
         b"APOP ",
         b"XCLIENT ",
         b"XOIP ",
+        b"APOP bob 0123456789abcdef0123456789abcdef",
+        b"APOP bob 0123456789abcdef0123456789abcdeZ",
         b"ADDR=1.2.3.4 ",
         b"PORT=99 ",
         b"TTL=x ",
