@@ -515,16 +515,23 @@ async def _wait_exit(pid: int, on_exit: Callable[[int], None]) -> None:
     except ProcessLookupError:
         on_exit(0)
         return
+    exited = False
     try:
         while True:
             try:
                 waited, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
             except ChildProcessError:
-                on_exit(0)
-                return
+                # Not ours (yet): the zygote's end reaches us through its socket before the
+                # kernel hands its children to us, the subreaper.  Taking that for an exit
+                # left live login processes out of the shutdown, relaying on as orphans.
+                if exited:
+                    on_exit(0)  # it has exited and someone else reaped it
+                    return
+                waited = 0
             if waited == pid:
                 on_exit(status)
                 return
-            await trio.lowlevel.wait_readable(fd)
+            await trio.lowlevel.wait_readable(fd)  # readable once the process has exited
+            exited = True
     finally:
         os.close(fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -68,8 +69,17 @@ class IdleSessions:
 
     streams: list[trio.SocketStream] = field(default_factory=list)
 
-    async def open(self, address: str, port: int, count: int, *, login: tuple[str, str] | None = None) -> None:
-        """Open ``count`` more; with ``login`` each logs in (a proxied idle session)."""
+    async def open(
+        self, address: str, port: int, count: int, *, login: tuple[str, str] | None = None, parallel: int = 1
+    ) -> None:
+        """Open ``count`` more, ``parallel`` at a time; with ``login`` each logs in (a proxied
+        idle session)."""
+        if parallel > 1:
+            async with trio.open_nursery() as nursery:
+                for share in range(parallel):
+                    n = count // parallel + (1 if share < count % parallel else 0)
+                    nursery.start_soon(partial(self.open, address, port, n, login=login))
+            return
         for _ in range(count):
             stream = await trio.open_tcp_stream(address, port)
             buf = bytearray()

@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,8 @@ def proxy_stack(
     process_limit: int = 2,
     settings: dict[str, str | None] | None = None,
     service_extra: dict[str, str] | None = None,
+    backend_extra: str = "",
+    passdb: Callable[[ProxydRunner, DovecotBackend], dict[str, str]] | None = None,
 ) -> Iterator[Stack]:
     """A backend and a proxy with these limits; both stopped (and their files removed) on exit."""
     ca = trustme.CA()
@@ -101,16 +103,18 @@ def proxy_stack(
         backend = factory.start(
             "soak-backend", BACKEND_A_ADDRESS,
             extra_config="mail_max_userip_connections = 0\ndefault_client_limit = 20000\n"
-            "default_process_limit = 20000\n",
+            "default_process_limit = 20000\n" + backend_extra,
         )
         runner = ProxydRunner(workdir, issue_tls_files(ca, workdir / "tls", "127.0.0.1", "localhost"))
         try:
             # imaps=False: the imaps listener is there with port 0 (not bound)
             config: ProxydConfig = runner.config(imaps=False, **(settings or {}))
-            config.passdbs = [{
-                "driver": "static",
-                "args": f"nopassword=y proxy=y host={backend.address} port={backend.imap_port}",
-            }]
+            config.passdbs = [
+                passdb(runner, backend) if passdb is not None else {
+                    "driver": "static",
+                    "args": f"nopassword=y proxy=y host={backend.address} port={backend.imap_port}",
+                }
+            ]
             config.extra = service_block(
                 service_count, client_limit, process_limit, **(service_extra or {})
             )
