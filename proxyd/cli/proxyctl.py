@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     pw.add_argument("-u", dest="user", default="", help="user name (DIGEST-MD5 needs it)")
     pw.add_argument("-r", dest="rounds", type=int, default=0, help="rounds (0 = scheme default)")
     pw.add_argument("-l", dest="list", action="store_true", help="list the known schemes")
+    pw.add_argument(
+        "--allow-empty", action="store_true", help="hash an empty password (refused otherwise)"
+    )
 
     auth = commands.add_parser("auth", help="passdb tests")
     auth_commands = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
@@ -257,13 +260,21 @@ def _join_host_port(host: str, port: str) -> str:
 
 
 def _read_password(stdin: TextIO) -> str:
+    """From the terminal (twice, not echoed) or one line of a pipe; Ctrl-D or an empty
+    pipe is no password at all."""
     if stdin.isatty():
-        first = getpass.getpass("Enter new password: ")
-        second = getpass.getpass("Retype new password: ")
+        try:
+            first = getpass.getpass("Enter new password: ")
+            second = getpass.getpass("Retype new password: ")
+        except EOFError:
+            print(file=sys.stderr)
+            raise _UsageError("no password given") from None
         if first != second:
             raise _UsageError("Passwords don't match!")
         return first
     line = stdin.readline()
+    if not line:
+        raise _UsageError("no password given")
     return line.removesuffix("\n").removesuffix("\r")
 
 
@@ -277,7 +288,13 @@ def _pw(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
         raise _UsageError(f"Unknown scheme: {scheme}")
     if args.rounds < 0:
         raise _UsageError("rounds must not be negative")
-    password = args.password if args.password is not None else _read_password(stdin)
+    try:
+        password = args.password if args.password is not None else _read_password(stdin)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_FAILED
+    if not password and not args.allow_empty:
+        raise _UsageError("the password is empty (--allow-empty hashes it anyway)")
     try:
         hashed = schemes.hash_password(password, scheme, user=args.user, rounds=args.rounds)
     except schemes.SchemeError as exc:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from proxyd import counters
+from proxyd import __version__, counters
 from proxyd.auth.registry import check_drivers
 from proxyd.auth.username import check_username_settings
 from proxyd.config.dump import dump_non_default
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-n", "--dump", action="store_true", help="print the non-default settings and exit (like doveconf -n)"
     )
+    parser.add_argument(
+        "-P", dest="show_secrets", action="store_true", help="with -n: show passwords and keys (like doveconf -P)"
+    )
+    parser.add_argument("--version", action="version", version=f"proxyd {__version__}")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.dump:
-        sys.stdout.write(dump_non_default(settings))
+        sys.stdout.write(dump_non_default(settings, show_secrets=args.show_secrets))
         return 0
     try:
         setup_logging(

@@ -20,6 +20,7 @@ from typing import Any, Final
 from proxyd import __version__
 from proxyd.config import schema
 from proxyd.config.settings import InetListener, PassdbSettings, Settings
+from proxyd.secret import Secret
 
 HIDDEN: Final = "# hidden, use -P to show it"
 _SECRET_FIELD = re.compile(r"(?:^|(?<=[ \t]))((?:password|pass|dnpass)=)(?!%)\S*")
@@ -43,9 +44,11 @@ def mask_secret_fields(text: str) -> str:
     return _SECRET_FIELD.sub(r"\1<hidden>", text)
 
 
-def _top_value(settings: Settings, spec: schema.SettingSpec, value: Any) -> str:
-    if spec.secret:
+def _top_value(settings: Settings, spec: schema.SettingSpec, value: Any, show_secrets: bool) -> str:
+    if spec.secret and not show_secrets:
         return HIDDEN
+    if spec.secret and not spec.pem:
+        return quote(value.reveal() if isinstance(value, Secret) else str(value))
     if spec.pem:
         path: str = getattr(settings, f"{spec.name}_path")
         return f"<{path}" if path else "# inline PEM, not shown"
@@ -67,14 +70,14 @@ def _listener_lines(listener: InetListener, default: InetListener) -> list[str]:
     return lines
 
 
-def _passdb_lines(passdb: PassdbSettings) -> list[str]:
+def _passdb_lines(passdb: PassdbSettings, show_secrets: bool = False) -> list[str]:
     default = PassdbSettings(driver="")
     lines: list[str] = []
     for name in _PASSDB_FIELDS:
         value: str = getattr(passdb, name)
         if value == getattr(default, name) and name != "driver":
             continue
-        if name in _MASKED_PASSDB_FIELDS:
+        if name in _MASKED_PASSDB_FIELDS and not show_secrets:
             value = mask_secret_fields(value)
         lines.append(f"{name} = {quote(value)}")
     if passdb.master:
@@ -84,14 +87,15 @@ def _passdb_lines(passdb: PassdbSettings) -> list[str]:
     return lines
 
 
-def dump_non_default(settings: Settings) -> str:
-    """The non-default settings as Dovecot configuration text (ends with a newline)."""
+def dump_non_default(settings: Settings, show_secrets: bool = False) -> str:
+    """The non-default settings as Dovecot configuration text (ends with a newline);
+    passwords and keys only with ``show_secrets`` (``proxyd -n -P``, as ``doveconf -P``)."""
     defaults = Settings()
     entries: list[tuple[str, list[str]]] = []
     for name, spec in schema.TOP.items():
         value = getattr(settings, spec.attribute)
         if value != getattr(defaults, spec.attribute):
-            entries.append((name, [f"{name} = {_top_value(settings, spec, value)}"]))
+            entries.append((name, [f"{name} = {_top_value(settings, spec, value, show_secrets)}"]))
 
     for service_name in sorted(settings.services):
         service = settings.services[service_name]
@@ -129,7 +133,7 @@ def dump_non_default(settings: Settings) -> str:
             entries.append(("service", _block(f"service {service_name}", body)))
 
     entries.extend(
-        ("passdb", _block("passdb", _passdb_lines(passdb))) for passdb in settings.passdbs
+        ("passdb", _block("passdb", _passdb_lines(passdb, show_secrets))) for passdb in settings.passdbs
     )
 
     entries.sort(key=lambda entry: entry[0])  # stable: passdbs keep their order

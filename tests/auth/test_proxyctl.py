@@ -71,6 +71,52 @@ def test_pw_reads_one_line_from_stdin(
     assert capsys.readouterr().out == "{PLAIN}from stdin\n"
 
 
+def test_pw_refuses_an_empty_password_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pw", "-s", "PLAIN", "-p", ""]) == 2
+    assert "the password is empty (--allow-empty hashes it anyway)" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert main(["pw", "-s", "PLAIN"]) == 2
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # Ctrl-D / an empty pipe
+    assert main(["pw", "-s", "PLAIN"]) == 2
+    assert "no password given" in capsys.readouterr().err
+    assert main(["pw", "-s", "PLAIN", "-p", "", "--allow-empty"]) == 0
+    assert capsys.readouterr().out == "{PLAIN}\n"
+
+
+def test_pw_ctrl_c_at_the_prompt_prints_no_traceback() -> None:
+    """Ctrl-C on a terminal: the prompt ends, exit 1, no Python traceback."""
+    import os
+    import pty
+    import signal
+    import time
+
+    from tests.fixtures.proxyd import command_line
+
+    argv, env = command_line("proxyctl")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [*argv, "pw"], stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 20
+    while b"Enter new password:" not in output and time.monotonic() < deadline:
+        output += os.read(controller, 1024)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 1
+    try:
+        while chunk := os.read(controller, 1024):
+            output += chunk
+    except OSError:  # EIO: the terminal's other side is closed
+        pass
+    os.close(controller)
+    assert b"Enter new password:" in output
+    assert b"Traceback" not in output
+    assert b"KeyboardInterrupt" not in output
+
+
 def test_pw_digest_md5_needs_user(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pw", "-s", "DIGEST-MD5", "-u", "alice@example.com", "-p", "x"]) == 0
     hashed = capsys.readouterr().out.strip()
