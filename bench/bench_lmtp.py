@@ -43,8 +43,8 @@ RECIPIENTS = ("alice@example.org", "bob@example.org")
 BODY = b"From: bench@example.net\r\nSubject: bench\r\n\r\n" + b"x" * 70 + b"\r\n" * 40
 
 
-def tree_cpu(root: int) -> float:
-    """User+system seconds of ``root`` and all its descendants still alive."""
+def tree_cpu(root: int) -> dict[str, float]:
+    """User+system seconds of ``root`` and its live descendants, by process title."""
     ticks = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
@@ -59,23 +59,38 @@ def tree_cpu(root: int) -> float:
         pid = int(entry)
         stats[pid] = fields
         children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0.0, [root]
+    totals: dict[str, float] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            total += (int(stats[pid][11]) + int(stats[pid][12])) / ticks
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                title = "?"
+            title = title.split(" -c ")[0].rsplit("/", 1)[-1]
+            totals[title] = totals.get(title, 0.0) + (int(stats[pid][11]) + int(stats[pid][12])) / ticks
         todo.extend(children.get(pid, []))
-    return total
+    return totals
 
 
 def deliver(port: int, address: str, count: int, errors: list[str]) -> None:
+    """``count`` messages, one connection each; LMTP answers DATA once per recipient."""
+    stuffed = BODY.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     for _ in range(count):
         try:
             with smtplib.LMTP(address, port, timeout=30) as client:
                 client.ehlo_or_helo_if_needed()
-                refused = client.sendmail("bench@example.net", list(RECIPIENTS), BODY)
-                if refused:
-                    errors.append(repr(refused))
+                client.mail("bench@example.net")
+                errors.extend(f"RCPT {rcpt} refused" for rcpt in RECIPIENTS if client.rcpt(rcpt)[0] != 250)
+                if client.docmd("DATA")[0] != 354:
+                    errors.append("DATA refused")
+                    continue
+                client.send(stuffed)
+                for rcpt in RECIPIENTS:
+                    code, text = client.getreply()
+                    if code != 250:
+                        errors.append(f"{rcpt}: {code} {text!r}")
         except (OSError, smtplib.SMTPException) as exc:
             errors.append(repr(exc))
 
@@ -90,8 +105,12 @@ def run(name: str, address: str, port: int, root_pid: int) -> dict[str, float]:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed, cpu = time.monotonic() - t0, tree_cpu(root_pid) - cpu0
+    elapsed, cpu1 = time.monotonic() - t0, tree_cpu(root_pid)
     deliveries = (MESSAGES // CLIENTS) * CLIENTS * len(RECIPIENTS)
+    by_title = {t: (cpu1[t] - cpu0.get(t, 0.0)) * 1000 / deliveries for t in cpu1}
+    cpu = sum(cpu1.values()) - sum(cpu0.values())
+    print(f"{name}: CPU ms per delivery by process: "
+          + ", ".join(f"{t} {v:.2f}" for t, v in sorted(by_title.items(), key=lambda kv: -kv[1]) if v >= 0.01))
     if errors:
         print(f"{name}: {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
     return {"deliveries/s": deliveries / elapsed, "cpu_ms/delivery": 1000 * cpu / deliveries,

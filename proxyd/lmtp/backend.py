@@ -57,6 +57,8 @@ class BackendConnection:
         self.accepted: list[int] = []
         #: a failure that ends this connection for the rest of the transaction
         self.failure: BackendError | None = None
+        #: MAIL is queued to go out with the first RCPT (PIPELINING)
+        self._mail_pending = False
 
     @property
     def address(self) -> str:
@@ -76,6 +78,10 @@ class BackendConnection:
                         self.engine.tls_started()
                         await self._flush()
                 self.engine.mail(sender, mail_params)
+                if "PIPELINING" in self.engine.capabilities:
+                    # MAIL goes out with the first RCPT (one packet, one round trip less)
+                    self._mail_pending = True
+                    return
                 await self._flush()
                 reply = await self._reply("MAIL")
         except trio.TooSlowError:
@@ -92,6 +98,12 @@ class BackendConnection:
         try:
             with trio.fail_after(self.route.timeout):
                 await self._flush()
+                if self._mail_pending:
+                    self._mail_pending = False
+                    mail = await self._reply("MAIL")
+                    if not mail.success:
+                        await self._reply("RCPT")  # the RCPT's answer to a refused MAIL
+                        raise self._failed("remote", mail)
                 return await self._reply("RCPT")
         except trio.TooSlowError:
             raise self._failed("timed out") from None
