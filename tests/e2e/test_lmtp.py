@@ -289,3 +289,22 @@ def test_configuration_errors(proxyd: ProxydRunner) -> None:
     assert result.returncode == 2
     line = path.read_text().splitlines().index("    user = no-such-user-lmtp") + 1
     assert result.stderr.strip() == f"{path}:{line}: user doesn't exist: no-such-user-lmtp"
+
+
+def test_large_message_within_vsz_limit_and_oversized_refused(lmtp_proxy: LmtpProxy) -> None:
+    """A 40 MB message goes through an lmtp process at the default vsz_limit (256 MB);
+    one above the 50 MiB limit is read to its end and refused, and the session goes on."""
+    line = b"x" * 998 + b"\r\n"
+    big = body("big") + line * (40 * 1024 * 1024 // len(line))
+    refused, replies = deliver(PROXYD_ADDRESS, lmtp_proxy.port, ["alice@example.org"], big)
+    assert refused == {}
+    assert replies[0][0] == 250
+    too_big = line * (51 * 1024 * 1024 // len(line) + 1)
+    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, timeout=60) as client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("mta@example.net")
+        assert client.rcpt("alice@example.org")[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        client.send(too_big + b".\r\n")
+        assert client.getreply() == (552, b"5.2.3 Message size exceeds administrative limit")
+        assert client.noop() == (250, b"2.0.0 OK")

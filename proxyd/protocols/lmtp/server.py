@@ -41,8 +41,9 @@ from proxyd.protocols.lmtp.address import Address, AddressError, parse_path, xte
 #: the longest command line taken (Dovecot's SMTP_SERVER_DEFAULT_MAX_COMMAND_LINE is 4 KiB)
 MAX_LINE: Final = 4096
 #: a message larger than this is refused after it is read (Dovecot has no limit for LMTP;
-#: proxyd keeps the message in memory while it delivers it, so it needs one)
-MAX_MESSAGE_SIZE: Final = 128 * 1024 * 1024
+#: proxyd keeps the message in memory while it delivers it, in a few copies at once, so it
+#: needs one that fits the service's default vsz_limit of 256 MB)
+MAX_MESSAGE_SIZE: Final = 50 * 1024 * 1024
 #: the XCLIENT attributes a trusted peer may send (Dovecot's list)
 XCLIENT_ATTRIBUTES: Final = ("ADDR", "PORT", "PROTO", "HELO", "LOGIN", "SESSION", "TTL", "TIMEOUT")
 
