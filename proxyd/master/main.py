@@ -8,9 +8,10 @@ Trio, ``Master`` keeps Dovecot's accounting for each login service:
 
 * a child reports ``status`` messages (clients, accepting, the oldest pre-login
   client) over its control socketpair;
-* the pool keeps ``max(process_min_avail, 1)`` processes *available* (still
-  accepting) while under ``process_limit`` — one spare is always forked ahead so
-  a new connection never waits for a fork; with ``service_count = 1`` that is
+* the pool keeps ``process_min_avail`` processes *available* (still accepting)
+  while under ``process_limit``; when none is, the master watches the listeners
+  itself and forks one for a waiting connection (``process_min_avail = 0``, the
+  default, leaves no idle login process); with ``service_count = 1`` that is
   Dovecot's high-security mode, with ``service_count = 0`` and ``client_limit``
   its high-performance mode;
 * at ``process_limit`` with nobody accepting, a waiting connection makes the
@@ -92,6 +93,8 @@ _REPLY_TIMEOUT = 15
 #: how long an evicted client's process is given to make room before another is evicted for
 #: the same waiting connection (high-security mode: it exits and a new process is forked)
 _EVICTION_GRACE = 1.0
+#: how long the listener watch waits for a process forked for a waiting client to report
+_DEMAND_SETTLE = 0.1
 
 
 @dataclass(slots=True)
@@ -299,11 +302,14 @@ class Master:
         for svc in self.services():
             pool = [c for c in self._pool(svc.name) if not c.stopping]
             available = sum(1 for c in pool if c.accepting)
-            want = max(svc.process_min_avail, 1)
+            want = svc.process_min_avail
+            waiting = sum(waiting_connections(b.sock) for b in self.bound if b.service == svc.name)
             if svc.service_count == 1:
                 # one client per process: a burst waiting in the accept queue gets its
                 # processes forked at once, not one after the other as each is taken
-                want += sum(waiting_connections(b.sock) for b in self.bound if b.service == svc.name)
+                want += waiting
+            if waiting and available == 0:
+                want = max(want, 1)  # a client waits and nobody accepts
             # processes of an older configuration that are finishing their sessions do not
             # count (Dovecot's old services neither): after a reload with every slot held by
             # proxied sessions, nobody could log in until they ended
@@ -332,7 +338,7 @@ class Master:
         idle = [c for c in pool if c.clients == 0 and c.accepting]
         now = time.monotonic()
         for child in sorted(idle, key=lambda c: c.idle_since)[: max(0, len(pool) - svc.process_min_avail)]:
-            if len(idle) <= max(svc.process_min_avail, 1):
+            if len(idle) <= svc.process_min_avail:
                 break
             if now - child.idle_since >= svc.idle_kill:
                 child.stopping = True
@@ -350,18 +356,32 @@ class Master:
             await self.tell(child, ServiceFull(full))
 
     async def queue_full_watch(self, bound: BoundSocket) -> None:
-        """``service_count`` != 0 at process_limit with nobody accepting: each waiting client
-        evicts the oldest pre-login one (its process then exits or accepts again).
+        """A listener nobody accepts on.  Below process_limit a waiting client gets a
+        process forked for it (``process_min_avail = 0`` keeps none idle: the master watches
+        the socket itself, as Dovecot's does).  At process_limit with ``service_count`` != 0
+        each waiting client evicts the oldest pre-login one (its process then exits or
+        accepts again).  One task per socket: only one may wait for it to become readable.
 
-        High-performance processes do it themselves (``ServiceFull``); here the master
+        High-performance processes evict by themselves (``ServiceFull``); here the master
         chooses, since each of these processes holds only a few clients.
         """
         evicted: dict[int, float] = {}  # pid -> when its client was evicted
         while not self.shutting_down:
             svc = effective_service(self.settings, bound.service)
             pool = [c for c in self._pool(bound.service) if not c.stopping]
-            full = len(pool) >= svc.process_limit and not any(c.accepting for c in pool)
-            if not full or svc.service_count == 0:
+            if any(c.accepting for c in pool):
+                evicted.clear()
+                await self.changed.wait()
+                continue
+            if len(pool) < svc.process_limit:
+                evicted.clear()
+                with trio.move_on_after(1):
+                    await trio.lowlevel.wait_readable(bound.sock)
+                    self.changed.notify()  # maintain() counts the waiting connections
+                    with trio.move_on_after(_DEMAND_SETTLE):
+                        await self.changed.wait()  # the new process is up (or failed)
+                continue
+            if svc.service_count == 0:
                 evicted.clear()
                 await self.changed.wait()
                 continue

@@ -88,8 +88,9 @@ def test_high_security_mode_one_process_per_connection_with_privileges_dropped(
     proxyd: ProxydRunner, backend_a: DovecotBackend
 ) -> None:
     """service_count = 1 (the default): each client gets its own login process, which runs
-    as the login user, chrooted, with vsz_limit; auth runs as default_internal_user."""
-    config = static_config(proxyd, backend_a, vsz_limit="200M")
+    as the login user, chrooted, with vsz_limit; auth runs as default_internal_user.
+    process_min_avail = 1 keeps one spare forked ahead."""
+    config = static_config(proxyd, backend_a, vsz_limit="200M", process_min_avail="1")
     master = proxyd.start(config)
     [spare] = wait_count(master, "proxyd: imap-login", 1)
     dovecot_uid = pwd.getpwnam("dovecot").pw_uid
@@ -256,7 +257,7 @@ def test_high_security_plaintext_sessions_move_to_the_relay_process(
     """Once proxied, a plaintext session leaves its login process for the relay process
     (unprivileged, chrooted), which relays it, lists and kicks it; so proxied sessions do
     not hold process_limit's slots. A STARTTLS session keeps its login process."""
-    config = static_config(proxyd, backend_a, process_limit="2")
+    config = static_config(proxyd, backend_a, process_limit="2", process_min_avail="1")
     master = proxyd.start(config)
     relays = wait_count(master, "proxyd: relay", RELAY_PROCESSES)
     assert {r.uid for r in relays} == {pwd.getpwnam("dovenull").pw_uid}
@@ -321,7 +322,7 @@ def test_the_zygote_forks_and_reaps_and_its_death_stops_the_master(
 ) -> None:
     """Children are forked once, by the zygote, which reports their exits; without a
     zygote nothing can be started, so the master stops (and says why)."""
-    master = proxyd.start(static_config(proxyd, backend_a))
+    master = proxyd.start(static_config(proxyd, backend_a, process_min_avail="1"))
     [spare] = wait_count(master, "proxyd: imap-login", 1)
     [zygote] = _processes(master.pid, "proxyd: zygote")
     assert {p.pid for p in _processes(zygote.pid, "proxyd: imap-login")} == {spare.pid}

@@ -3,15 +3,16 @@ listeners that must not be bound, and service settings checked by ``proxyd -n``.
 
 from __future__ import annotations
 
+import poplib
 import time
 
 import pytest
 
 from tests.fixtures.dovecot import DovecotBackend
-from tests.fixtures.net import port_accepts
-from tests.fixtures.proxyd import ProxydRunner
+from tests.fixtures.net import client_address, free_ports, port_accepts
+from tests.fixtures.proxyd import Listener, ProxydRunner
 from tests.helpers.clients import RawImapClient
-from tests.master.test_process_model import static_config
+from tests.master.test_process_model import static_config, wait_count
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
 
@@ -42,3 +43,33 @@ def test_ssl_no_leaves_the_ssl_listeners_unbound(proxyd: ProxydRunner, backend_a
     assert not port_accepts(running.address("imaps"), running.port("imaps"))
     with RawImapClient(running.address(), running.port()) as client:
         assert client.command("LOGIN alice alicepw").status == "OK"
+
+
+def test_process_min_avail_0_leaves_no_idle_login_process(
+    proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend
+) -> None:
+    """``service_count = 1`` with ``process_min_avail = 0`` (Dovecot's defaults): a login
+    process is forked for each client that connects, none is kept waiting, and once every
+    client has gone no imap-login or pop3-login process is left."""
+    config = static_config(proxyd, backend_a, process_min_avail="0", service_count="1")
+    pop3_port = free_ports(config.listeners[0].address, 1)[0]
+    config.set(protocols="imap pop3")
+    config.listeners.append(Listener("pop3-login", "pop3", config.listeners[0].address, pop3_port))
+    master = proxyd.start(config)
+    titles = ("proxyd: imap-login", "proxyd: pop3-login")
+    for title in titles:  # the fixture's own probe connections are gone, and their processes
+        wait_count(master, title, 0)
+    imap = [RawImapClient(master.address(), master.port(), source_ip=client_address(60 + i)) for i in range(2)]
+    pop3 = poplib.POP3(master.address("pop3"), master.port("pop3"), timeout=10)
+    try:
+        assert all(client.greeting.startswith("* OK ") for client in imap)
+        assert pop3.getwelcome().startswith(b"+OK")
+        wait_count(master, "proxyd: imap-login", 2)  # one per pre-login client, no spare
+        wait_count(master, "proxyd: pop3-login", 1)
+        assert imap[0].command("LOGIN alice alicepw").status == "OK"
+    finally:
+        for client in imap:
+            client.close()
+        pop3.close()
+    for title in titles:
+        wait_count(master, title, 0)
