@@ -30,7 +30,7 @@ from proxyd.config.settings import (
     effective_service,
     unix_listener,
 )
-from proxyd.errors import ConfigError
+from proxyd.errors import ConfigError, Location
 from proxyd.log import setup_logging
 from proxyd.login.logformat import check_elements
 
@@ -83,22 +83,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_users(settings: Settings) -> None:
-    """Privilege separation needs real users; a missing one is a config error (only as root)."""
-    if os.geteuid() != 0:
-        return
+    """Privilege separation needs real users and groups (checked only as root, where they
+    are used) and existing chroot directories: each is a config error at its ``FILE:LINE``."""
     from proxyd.master.listeners import enabled_services
     from proxyd.master.privileges import PrivilegeError, resolve_identity
 
-    checks = [(settings.default_internal_user, "", "default_internal_user")]
-    for name in enabled_services(settings):
+    def where(name: str, key: str, default_setting: str = "") -> Location | None:
+        found = settings.explicit.get(f"service/{name}/{key}")
+        return found or settings.explicit.get(default_setting) or settings.explicit.get(f"service/{name}")
+
+    services = list(enabled_services(settings))
+    if "tcpwrap" in settings.login_access_sockets:
+        services.append("tcpwrap")
+    for name in services:
         svc = effective_service(settings, name)
-        checks.append((svc.user, svc.group, f"service {name} user"))
-    for user, group, what in checks:
+        # proxyd creates base_dir/login (Dovecot's default login chroot) itself
+        if svc.chroot and svc.chroot != os.path.join(settings.base_dir, "login") and not os.path.isdir(svc.chroot):
+            raise ConfigError(where(name, "chroot"), f"service({name}): chroot directory {svc.chroot} doesn't exist")
+    if os.geteuid() != 0:
+        return
+    try:
+        resolve_identity(settings.default_internal_user, "", "")
+    except PrivilegeError as exc:
+        raise ConfigError(settings.explicit.get("default_internal_user"), f"default_internal_user: {exc}") from None
+    for name in services:
+        svc = effective_service(settings, name)
+        default_user = {"$default_login_user": "default_login_user", "$default_internal_user": "default_internal_user"}
         try:
-            resolve_identity(user, group, "")
+            resolve_identity(svc.user, "", "")
         except PrivilegeError as exc:
-            where = settings.explicit.get(what.split()[0]) if what.startswith("default") else None
-            raise ConfigError(where, f"{what}: {exc}") from None
+            raw = settings.service(name).user
+            raise ConfigError(where(name, "user", default_user.get(raw, "")), f"service {name} user: {exc}") from None
+        try:
+            resolve_identity(svc.user, svc.group, "")
+        except PrivilegeError as exc:
+            raise ConfigError(where(name, "group"), f"service {name} group: {exc}") from None
 
 
 def _check_socket_owners(settings: Settings) -> None:

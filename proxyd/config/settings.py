@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Final
 
 from proxyd.errors import Location
 from proxyd.protocols import registry
 from proxyd.secret import Secret
+
+#: Dovecot's (uoff_t)-1: the largest size, which for a service's vsz_limit means "the default"
+UOFF_MAX: Final = 2**64 - 1
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -405,8 +409,9 @@ def effective_service(settings: Settings, name: str) -> EffectiveService:
         client_limit=client_limit,
         process_limit=svc.process_limit or settings.default_process_limit,
         process_min_avail=svc.process_min_avail,
-        vsz_limit=settings.default_vsz_limit if svc.vsz_limit is None else svc.vsz_limit,
-        idle_kill=settings.default_idle_kill if svc.idle_kill is None else svc.idle_kill,
+        # Dovecot: vsz_limit (uoff_t)-1 and idle_kill 0 mean "the default_* setting"
+        vsz_limit=settings.default_vsz_limit if svc.vsz_limit in (None, UOFF_MAX) else svc.vsz_limit,
+        idle_kill=svc.idle_kill or settings.default_idle_kill,
         user=user,
         group=svc.group,
         chroot=chroot,

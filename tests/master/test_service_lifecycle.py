@@ -73,3 +73,43 @@ def test_process_min_avail_0_leaves_no_idle_login_process(
         pop3.close()
     for title in titles:
         wait_count(master, title, 0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("user = nosuchuser", "service imap-login user: User doesn't exist: nosuchuser"),
+        ("group = nosuchgroup", "service imap-login group: Group doesn't exist: nosuchgroup"),
+        ("chroot = /nonexistent/proxyd-chroot", "service(imap-login): chroot directory /nonexistent/proxyd-chroot"),
+    ],
+)
+def test_service_user_group_and_chroot_are_checked_by_dash_n(
+    proxyd: ProxydRunner, setting: str, message: str
+) -> None:
+    """``proxyd -n`` (as root) reports an unknown service user or group and a chroot
+    directory that does not exist at the line that set them, before anything runs."""
+    config = proxyd.config(None)
+    config.extra = f"service imap-login {{\n  {setting}\n}}\n"
+    path = proxyd.write_config(config)
+    line = path.read_text().splitlines().index(f"  {setting}") + 1
+    result = proxyd.run("-c", str(path), "-n")
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"{path}:{line}: {message}"), result.stderr
+
+
+def test_idle_kill_0_and_the_largest_vsz_limit_mean_the_defaults(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """As in Dovecot, ``idle_kill = 0`` is ``default_idle_kill`` (not "never") and a
+    ``vsz_limit`` of 2^64-1 is ``default_vsz_limit`` (not 16 EiB): an idle
+    high-performance process goes after default_idle_kill, with default_vsz_limit."""
+    config = static_config(
+        proxyd, backend_a, service_count="0", idle_kill="0", vsz_limit="18446744073709551615"
+    )
+    config.set(default_idle_kill="1 secs", default_vsz_limit="300M")
+    master = proxyd.start(config)
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(66)) as client:
+        assert client.command("LOGIN alice alicepw").status == "OK"
+        [process] = wait_count(master, "proxyd: imap-login", 1)
+        assert "Max address space         314572800" in process.limits()
+    wait_count(master, "proxyd: imap-login", 0)  # idle for default_idle_kill, then stopped
