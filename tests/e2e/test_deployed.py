@@ -15,11 +15,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import trustme
 
 from proxyd.auth.schemes import generatable_schemes, hash_password
 from tests.fixtures.dovecot import DovecotBackend
 from tests.fixtures.mariadb import MariadbServer
-from tests.fixtures.net import client_address
+from tests.fixtures.net import client_address, free_ports
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.proxyd import (
     PasswdEntry,
@@ -29,7 +30,8 @@ from tests.fixtures.proxyd import (
     readable_by_auth,
     write_passwd_file,
 )
-from tests.fixtures.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, SlapdServer
+from tests.fixtures.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, SlapdFactory, SlapdServer
+from tests.fixtures.tls import issue_tls_files
 from tests.helpers.clients import IMAP4, RawImapClient, fetch_subjects
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
@@ -187,3 +189,57 @@ def test_ldap_passdb(proxyd: ProxydRunner, slapd: SlapdServer, backend_a: Doveco
     )
     running = start_with_passdb(proxyd, "ldap", str(root_only(conf)))
     check_driver(running, "d_ldap", backend_a)
+
+
+# -- TLS and failure paths -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ldaps"])
+def test_ldap_passdb_over_tls(
+    proxyd: ProxydRunner,
+    slapd_factory: SlapdFactory,
+    tls_ca: trustme.CA,
+    backend_a: DovecotBackend,
+    mode: str,
+) -> None:
+    """StartTLS and ldaps:// from the unprivileged auth process: the TLS code runs (and
+    the CA file is read) after the drop; the CA file is world-readable, as in /etc/ssl."""
+    files = issue_tls_files(tls_ca, proxyd.workdir / "slapd-tls", "127.0.0.1")
+    server = slapd_factory.create(tls=files)
+    server.add_user("d_ldaptls", "alicepw", host=backend_a.address, port=backend_a.imap_port)
+    conf = proxyd.workdir / "dovecot-ldap.conf.ext"
+    conf.write_text(
+        f"uris = {server.uri if mode == 'starttls' else server.ldaps_uri}\n"
+        + ("tls = yes\n" if mode == "starttls" else "")
+        + f"tls_ca_cert_file = {files.ca_pem}\ntls_require_cert = demand\n"
+        f"dn = {SERVICE_DN}\ndnpass = {SERVICE_PASSWORD}\nbase = {PEOPLE}\n"
+        "pass_filter = (&(objectClass=inetOrgPerson)(uid=%u))\n"
+        "pass_attrs = uid=user, userPassword=password, =proxy=y, =destuser=alice, "
+        "=host=%{ldap:proxyMailHost}, proxyMailPort=port\n"
+    )
+    running = start_with_passdb(proxyd, "ldap", str(root_only(conf)))
+    check_driver(running, "d_ldaptls", backend_a)
+
+
+def test_unreachable_databases_are_temporary_failures(proxyd: ProxydRunner) -> None:
+    """The error paths of every network driver, after the drop: nothing listens where the
+    database should be, and the client gets Dovecot's temporary failure."""
+    closed = free_ports("127.0.0.1", 3)
+    ldap_conf = proxyd.workdir / "dovecot-ldap.conf.ext"
+    ldap_conf.write_text(
+        f"uris = ldap://127.0.0.1:{closed[2]}\ndn = {SERVICE_DN}\ndnpass = {SERVICE_PASSWORD}\n"
+        f"base = {PEOPLE}\npass_filter = (&(objectClass=inetOrgPerson)(uid=%u))\n"
+    )
+    config = proxyd.config(None)
+    config.passdbs += [
+        {"driver": "sql", "args": str(sql_conf(proxyd, "pgsql", f"host=127.0.0.1 port={closed[0]} dbname=mail"))},
+        {"driver": "sql", "args": str(sql_conf(proxyd, "mysql", f"host=127.0.0.1 port={closed[1]} dbname=mail"))},
+        {"driver": "ldap", "args": str(root_only(ldap_conf))},
+    ]
+    running = proxyd.start(config)
+    with RawImapClient(running.address(), running.port(), source_ip=client_address(170)) as client:
+        reply = client.command("LOGIN d_gone somepw")
+        assert reply.tagged.startswith("NO [UNAVAILABLE] Temporary authentication failure."), reply
+    log = running.log_text()
+    for port in closed:  # each passdb was asked in turn, and failed at its connect
+        assert f"127.0.0.1:{port}" in log, log
