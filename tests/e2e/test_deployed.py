@@ -21,7 +21,7 @@ from proxyd.auth.schemes import generatable_schemes, hash_password
 from tests.fixtures.dovecot import DovecotBackend
 from tests.fixtures.mariadb import MariadbServer
 from tests.fixtures.net import client_address, free_ports
-from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.postgres import PostgresFactory, PostgresServer
 from tests.fixtures.proxyd import (
     PasswdEntry,
     ProxydProcess,
@@ -219,6 +219,30 @@ def test_ldap_passdb_over_tls(
     )
     running = start_with_passdb(proxyd, "ldap", str(root_only(conf)))
     check_driver(running, "d_ldaptls", backend_a)
+
+
+def test_pgsql_passdb_over_tls(
+    proxyd: ProxydRunner,
+    postgres_factory: PostgresFactory,
+    tls_ca: trustme.CA,
+    backend_a: DovecotBackend,
+) -> None:
+    """A PostgreSQL server with ``ssl = on`` (Debian's default): with the seed's connect
+    string (sslmode prefer) the unprivileged auth process talks TLS to it, and with
+    ``sslmode=verify-full sslrootcert=CA`` it verifies the server as well."""
+    files = issue_tls_files(tls_ca, proxyd.workdir / "pg-tls", "127.0.0.1")
+    server = postgres_factory.create(tls=files)
+    server.sql(account_row("d_pgtls", hash_password("alicepw", "SHA512-CRYPT"), backend_a))
+    ssl_sessions = (
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+        "WHERE ssl AND usename = 'dovecot'"
+    )
+    for extra in ({}, {"sslmode": "verify-full", "sslrootcert": str(files.ca_pem)}):
+        conf = sql_conf(proxyd, "pgsql", server.connect_string(**extra))
+        running = start_with_passdb(proxyd, "sql", str(conf))
+        check_driver(running, "d_pgtls", backend_a)
+        assert int(server.sql(ssl_sessions).strip()) >= 1  # the pool keeps its connection
+        assert running.stop() == 0
 
 
 def test_unreachable_databases_are_temporary_failures(proxyd: ProxydRunner) -> None:
