@@ -33,6 +33,7 @@ from proxyd.config.settings import (
 from proxyd.errors import ConfigError, Location
 from proxyd.log import setup_logging
 from proxyd.login.logformat import check_elements
+from proxyd.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from proxyd.master.listeners import SocketOwner
@@ -212,6 +213,8 @@ def _run(settings: Settings) -> int:
         )
         inherited.listeners.setdefault(item.service, []).append((item.sock, index, item.address))
     become_subreaper()
+    # systemd's NOTIFY_SOCKET is the master's alone: taken out of the environment before any fork
+    notifier = Notifier.take_socket()
     # shared counters for /metrics: a slot per process the zygote will fork
     counters.create(_counter_slots(settings))
     counters.set_slot(0)
@@ -224,6 +227,7 @@ def _run(settings: Settings) -> int:
             return 1
         master = Master(settings, zygote, bound)
         master.http_bound = http_bound
+        master.notifier = notifier
         master.http_tls = child_main.tls.server
         master.tcpwrap_bound = tcpwrap_sock is not None
         master.relay_bound = relay_sock is not None

@@ -78,6 +78,7 @@ from proxyd.master.listeners import (
 )
 from proxyd.master.perip import LimitChange, PreloginPerIp
 from proxyd.master.zygote import ZygoteHandle
+from proxyd.sdnotify import Notifier
 from proxyd.stats.metrics import Snapshot
 from proxyd.wakeup import Wakeup
 
@@ -90,6 +91,8 @@ RELAY_PROCESSES = min(4, os.cpu_count() or 1)
 _SESSION_HOLDERS = ("login", "relay")
 #: how long an admin command waits for a child (proxyctl itself waits 30 s)
 _REPLY_TIMEOUT = 15
+#: how long start-up waits for a process per service before READY=1 anyway
+_READY_TIMEOUT = 30
 #: how long an evicted client's process is given to make room before another is evicted for
 #: the same waiting connection (high-security mode: it exits and a new process is forked)
 _EVICTION_GRACE = 1.0
@@ -138,6 +141,8 @@ class Master:
         self.http_bound: list[BoundSocket] = []
         #: their TLS context (ssl_cert/ssl_key, as the login processes'), from start-up
         self.http_tls: ssl.SSLContext | None = None
+        #: systemd's readiness protocol (proxyd.cli.proxyd takes $NOTIFY_SOCKET before any fork)
+        self.notifier = Notifier(None)
         self.relay_bound = False
         #: stopped because of an error (the exit status says so)
         self.failed = False
@@ -433,6 +438,13 @@ class Master:
 
     async def reload(self) -> str:
         """SIGHUP: new settings for new logins; proxied sessions keep running."""
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            return await self._reload()
+        finally:
+            self.notifier.notify("READY=1")
+
+    async def _reload(self) -> str:
         try:
             settings = load_settings(self.settings.config_path)
             await self.zygote.reload()
@@ -500,12 +512,30 @@ class Master:
                     log.info("proxyd starting up (%d listeners)", len(self.bound))
                     async with trio.open_nursery() as waiters:
                         waiters.start_soon(self._signals, signals, waiters)
+                        waiters.start_soon(self._announce_ready)
                         await self.stop_requested.wait()
                         waiters.cancel_scope.cancel()
+                    self.notifier.notify("STOPPING=1")
                     log.info("Shutting down")
                     services.cancel_scope.cancel()
                 await self.shutdown()
                 nursery.cancel_scope.cancel()
+
+    def _serving(self) -> bool:
+        """Every login service has a process to take its listeners' connections, and the
+        auth process has said it is up: a client that connects now is served."""
+        auth_up = any(c.kind == "auth" and c.accepting for c in self.children.values())
+        return auth_up and all(self._pool(svc.name) for svc in self.services())
+
+    async def _announce_ready(self) -> None:
+        """``READY=1`` for systemd (``Type=notify``) once every listener is served; the
+        listeners themselves accept from the moment they are bound, before Trio ran."""
+        with trio.move_on_after(_READY_TIMEOUT):
+            while not self._serving():
+                await self.changed.wait()
+        if not self._serving():
+            log.warning("not every service has a process after %d secs; telling systemd we are ready anyway", _READY_TIMEOUT)
+        self.notifier.notify("READY=1", f"STATUS=serving {len(self.bound)} listeners", f"MAINPID={os.getpid()}")
 
     async def _watch_zygote(self) -> None:
         """Without the zygote no process can be started: stop, as Dovecot's master would."""

@@ -61,10 +61,11 @@ def call(
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        with exc:  # an HTTPError holds the response open
+            return exc.code, dict(exc.headers), exc.read()
 
 
 def test_authentication(proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend) -> None:

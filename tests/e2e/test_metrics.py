@@ -125,4 +125,5 @@ def test_metrics_before_and_after_logins(proxyd: ProxydRunner, backend_a: Doveco
 
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://{running.address('http')}:{running.port('http')}/other", timeout=10)
-    assert info.value.code == 404
+    with info.value:  # an HTTPError holds the response open
+        assert info.value.code == 404
