@@ -11,9 +11,10 @@ password except the auth socket's requests, which never go through a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import trio
@@ -94,6 +95,13 @@ class Channel(Generic[Out, In]):
                 return None
             self._pending.extend(self._decoder.feed(bytes(data)))
         return self._read(self._pending.popleft())
+
+    async def each(self, handle: Callable[[In], Awaitable[None]]) -> None:
+        """Hand every record to ``handle`` until the peer is gone: EOF, a broken
+        stream, or a line that is no ``In`` record."""
+        with contextlib.suppress(ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+            while (message := await self.receive()) is not None:
+                await handle(message)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

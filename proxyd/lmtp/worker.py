@@ -25,7 +25,7 @@ import trio
 from proxyd.auth.request import ConnectionInfo
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import EffectiveService, InetListener, Settings, UnixListener
-from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import accept_forever
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -207,11 +207,7 @@ class LmtpWorker:
         return connection_info(stream, "lmtp", self.settings, tls=False)
 
     async def _control_loop(self) -> None:
-        try:
-            while (message := await self.control.receive()) is not None:
-                await self._command(message)
-        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await self.control.each(self._command)
         self.stopping = True
         self._changed.notify()
 

@@ -25,7 +25,7 @@ import trio
 from proxyd import counters
 from proxyd.auth.client import AuthClient
 from proxyd.config.settings import EffectiveService
-from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import BoundSocket, accept_forever
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -306,11 +306,7 @@ class LoginWorker:
 
     # ------------------------------------------------------------------ commands
     async def _control_loop(self) -> None:
-        try:
-            while (message := await self.control.receive()) is not None:
-                await self._command(message)
-        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await self.control.each(self._command)
         # the master is gone: finish what we have, take nothing new; our copies of the
         # listening sockets go too, so that once every process has let go a connect is
         # refused instead of waiting in a queue nobody reads (shutdown_clients = no)

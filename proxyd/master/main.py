@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ from proxyd import counters
 from proxyd.config.load import load_settings
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
-from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -217,27 +218,26 @@ class Master:
         self.changed.notify()
 
     async def _read_reports(self, child: Child) -> None:
-        try:
-            while (message := await child.control.receive()) is not None:
-                match message:
-                    case Status(clients=clients, accepting=accepting):
-                        child.clients = clients
-                        child.accepting = accepting and not child.stopping
-                        if child.clients:
-                            child.idle_since = time.monotonic()
-                        self.changed.notify()
-                    case PreloginCount(ip=ip, delta=delta) if child.pid in self.children:
-                        await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
-                    case PreloginCount():
-                        pass  # read after its process was reaped: child_gone() counted it out
-                    case WhoReply() | CountReply() | OldestPreloginReply():
-                        waiter = child.replies.pop(message.id, None)
-                        if waiter is not None:
-                            waiter.send_nowait(message)
-                    case _:
-                        assert_never(message)
-        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await child.control.each(functools.partial(self._on_report, child))
+
+    async def _on_report(self, child: Child, message: Report) -> None:
+        match message:
+            case Status(clients=clients, accepting=accepting):
+                child.clients = clients
+                child.accepting = accepting and not child.stopping
+                if child.clients:
+                    child.idle_since = time.monotonic()
+                self.changed.notify()
+            case PreloginCount(ip=ip, delta=delta) if child.pid in self.children:
+                await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
+            case PreloginCount():
+                pass  # read after its process was reaped: child_gone() counted it out
+            case WhoReply() | CountReply() | OldestPreloginReply():
+                waiter = child.replies.pop(message.id, None)
+                if waiter is not None:
+                    waiter.send_nowait(message)
+            case _:
+                assert_never(message)
 
     async def _tell_ip_limits(self, changes: list[LimitChange]) -> None:
         """proxyd_prelogin_per_ip_limit: an address reached it (or is below it again)."""

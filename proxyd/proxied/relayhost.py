@@ -31,7 +31,7 @@ from typing import Final, assert_never
 import trio
 
 from proxyd.config.settings import Settings
-from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.channel import Channel
 from proxyd.ipc.inherited import accept_forever
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -207,11 +207,7 @@ class RelayHost:
 
     # ------------------------------------------------------------------ commands
     async def _control_loop(self) -> None:
-        try:
-            while (message := await self.control.receive()) is not None:
-                await self._command(message)
-        except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await self.control.each(self._command)
         self._stop()  # the master is gone: finish what we have
 
     async def _command(self, message: Command) -> None:
