@@ -1,8 +1,8 @@
-"""``proxyctl move USER HOST``: the seed's user-move procedure in one step.
+"""``proxyctl move USER HOST``: Dovecot's user-move procedure in one step.
 
 Theory of operation
 -------------------
-The procedure (seed "Moving users between backends/clusters"): set
+The procedure (Dovecot's "Moving users between backends/clusters"): set
 ``delay_until`` a little into the future and the new ``host``, in one atomic
 update; kick the user's sessions; new logins wait in the proxy until the
 delay is over and then go to the new host, while the old backend's processes
@@ -57,7 +57,7 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 
-#: the seed: "A bit over 30 seconds is likely a good value"
+#: Dovecot's documentation: "A bit over 30 seconds is likely a good value"
 DEFAULT_DELAY: Final = 31
 #: Dovecot refuses logins whose delay_until is further away (AUTH_REQUEST_MAX_DELAY_SECS)
 MAX_DELAY: Final = 300
@@ -324,7 +324,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 def manual_steps(config_path: str, user: str, host: str, stamp: int, spread: int) -> str:
     delay_until = f"{stamp}+{spread}" if spread else str(stamp)
     return (
-        "Move the user by hand (seed: Moving users between backends/clusters):\n"
+        "Move the user by hand (Dovecot's procedure for moving users between backends):\n"
         f"  1. in the passdb, set for {user} in one atomic update: host={host} delay_until={delay_until}\n"
         f"     ({time.strftime('%H:%M:%S', time.localtime(stamp))}; a little over 30 s from now is usual)\n"
         f"  2. proxyctl -c {config_path} kick {user}\n"
