@@ -210,3 +210,17 @@ def test_shared_config_loads_with_the_compose_environment(
     assert f"login_greeting = {node} ready." in result.stdout
     assert "driver = sql" in result.stdout
     assert ("haproxy = yes" in result.stdout) == (node == "proxyd-b")
+
+
+def test_loads_in_debian_12_docker_compose_1_29_too(compose: dict[str, Any]) -> None:
+    """docker-compose 1.29 (Debian 12) validates against the v3 schema, which has no
+    top-level ``name``; the project name comes from ``.env`` for both versions."""
+    assert "name" not in compose
+    env = (REPO_ROOT / ".env").read_text()
+    assert "COMPOSE_PROJECT_NAME=proxyd-demo" in env.splitlines()
+    if shutil.which("docker-compose"):
+        result = subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
