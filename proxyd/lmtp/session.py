@@ -59,7 +59,13 @@ from proxyd.protocols.lmtp.replies import (
     forwarded_reply,
     recipient_reply,
 )
-from proxyd.protocols.lmtp.route import Route, RouteError, is_ourself, parse_route
+from proxyd.protocols.lmtp.route import (
+    Route,
+    RouteError,
+    is_ourself,
+    parse_route,
+    rcpt_forward_param,
+)
 from proxyd.protocols.lmtp.server import (
     Closed,
     LmtpServer,
@@ -275,6 +281,10 @@ class LmtpSession:
             params = event.params
             if backend_address != address and not any(p.upper().startswith("ORCPT=") for p in params):
                 params = (*params, f"ORCPT=rfc822;{xtext_encode(address.encode())}")
+            # the passdb's forward_* fields, to a backend that takes them (Dovecot's XRCPTFORWARD)
+            forward = {k[8:]: v for k, v in reply.fields.items() if k.lower().startswith("forward_")}
+            if forward and "XRCPTFORWARD" in backend.engine.capabilities:
+                params = (*params, rcpt_forward_param(forward))
             answer = await backend.rcpt(backend_address.path(), params)
         except BackendError as exc:
             return self._backend_failure(address, rcpt_session, exc), False

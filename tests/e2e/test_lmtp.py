@@ -308,3 +308,28 @@ def test_large_message_within_vsz_limit_and_oversized_refused(lmtp_proxy: LmtpPr
         client.send(too_big + b".\r\n")
         assert client.getreply() == (552, b"5.2.3 Message size exceeds administrative limit")
         assert client.noop() == (250, b"2.0.0 OK")
+
+
+def test_service_limits_apply(proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend) -> None:
+    """client_limit = 1 and process_limit = 1: a second MTA waits (in the listen queue) for the first."""
+    users = write_passwd_file(proxyd.workdir / "lmtp-users", recipients(lmtp_backend_a, lmtp_backend_b))
+    config = proxyd.config(users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test")
+    port = free_port(PROXYD_ADDRESS)
+    config.listeners.append(Listener("lmtp", "lmtp", PROXYD_ADDRESS, port))
+    config.extra = "service lmtp {\n  client_limit = 1\n  process_limit = 1\n}\n"
+    proxyd.start(config)
+    first = socket.create_connection((PROXYD_ADDRESS, port), timeout=10)
+    try:
+        assert first.recv(512).startswith(b"220 proxy.test ")
+        second = socket.create_connection((PROXYD_ADDRESS, port), timeout=1.5)
+        try:
+            with pytest.raises(TimeoutError):
+                second.recv(512)  # no process may take it while the first MTA is served
+            first.sendall(b"QUIT\r\n")
+            assert first.recv(512) == b"221 2.0.0 Bye\r\n"
+            second.settimeout(10)
+            assert second.recv(512).startswith(b"220 proxy.test ")
+        finally:
+            second.close()
+    finally:
+        first.close()

@@ -23,8 +23,15 @@ import trio
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
 from proxyd.lmtp.session import LmtpContext, LmtpSession
 from proxyd.login.server import connection_info
-from tests.fixtures.dovecot import LmtpBackend
-from tests.fixtures.net import PROXYD_ADDRESS, free_port
+from tests.fixtures.dovecot import DovecotFactory, LmtpBackend, lmtp_config
+from tests.fixtures.net import (
+    BACKEND_A_ADDRESS,
+    PROXYD_ADDRESS,
+    free_port,
+    free_ports,
+    port_accepts,
+    wait_until,
+)
 
 MESSAGE = b"From: mta@example.net\r\nSubject: lmtp test %d\r\n\r\n.a line with a dot\r\nbye\r\n"
 
@@ -158,3 +165,20 @@ async def test_ttl_zero_is_a_loop(lmtp_backend_a: LmtpBackend, ttl: int) -> None
         reply = await trio.to_thread.run_sync(talk, port)
         nursery.cancel_scope.cancel()
     assert reply == (554, b"5.4.6 <alice@example.org> Proxying appears to be looping (TTL=0)")
+
+
+async def test_forward_fields_go_to_the_backend_in_xrcptforward(dovecot_factory: DovecotFactory) -> None:
+    """The passdb's forward_* fields reach the backend's auth lookup (Dovecot's XRCPTFORWARD)."""
+    (port,) = free_ports(BACKEND_A_ADDRESS, 1)
+    dovecot = dovecot_factory.start(
+        "lmtp-forward", BACKEND_A_ADDRESS, extra_config=lmtp_config(BACKEND_A_ADDRESS, port) + "auth_debug = yes\n"
+    )
+    wait_until(lambda: port_accepts(BACKEND_A_ADDRESS, port), timeout=30, what="the LMTP backend")
+    auth = MapAuth({"alice@example.org": {**fields(LmtpBackend(dovecot, port)), "forward_origin": "mx 1"}})
+    async with trio.open_nursery() as nursery:
+        proxy_port = await nursery.start(serve, auth)
+        refused, replies = await trio.to_thread.run_sync(partial(send, proxy_port, ["alice@example.org"], MESSAGE % 2))
+        nursery.cancel_scope.cancel()
+    assert refused == {}
+    assert replies[0][0] == 250
+    dovecot.wait_for_log(r"auth: Debug: master in: USER\t\d+\talice@example\.org\t.*\tforward_fields=origin=mx 1")

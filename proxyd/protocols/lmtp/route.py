@@ -16,6 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from proxyd.protocols.lmtp.address import xtext_encode
+
+# Dovecot's tab escaping, as POP3's XCLIENT FORWARD= uses it
+from proxyd.protocols.pop3.xclient import tab_escape
+
 #: LMTP_PROXY_DEFAULT_TIMEOUT_MSECS
 DEFAULT_TIMEOUT: Final = 125.0
 
@@ -135,3 +140,11 @@ def is_ourself(route: Route, local_ip: str, local_port: int) -> bool:
     if route.port != local_port:
         return False
     return _ip(route.connect_ip) == _ip(local_ip)
+
+
+def rcpt_forward_param(fields: Mapping[str, str]) -> str:
+    """``XRCPTFORWARD=``: the passdb's ``forward_*`` fields (names without the prefix) for a
+    backend that offers XRCPTFORWARD, tab-escaped, TAB-joined and xtext-encoded as Dovecot's
+    ``lmtp_proxy_rcpt()`` and ``smtp_params_add_encoded()`` write them."""
+    joined = "\t".join(tab_escape(f"{key}={value}") for key, value in fields.items())
+    return f"XRCPTFORWARD={xtext_encode(joined)}"

@@ -88,3 +88,10 @@ def test_received_header() -> None:
         "\tby proxy.test with LMTPS\r\n\tid abc\r\n\t(envelope-from <s@x.test>)\r\n\tfor <a@b.test>; "
     )
     assert header.endswith("\r\n")
+
+
+def test_rcpt_forward_param() -> None:
+    from proxyd.protocols.lmtp.route import rcpt_forward_param
+
+    # tab-escaped key=value pairs, TAB-joined, xtext ("=" and TAB are +XX)
+    assert rcpt_forward_param({"origin": "mx 1", "t": "a\tb"}) == "XRCPTFORWARD=origin+3Dmx+201+09t+3Da+01tb"
