@@ -228,6 +228,8 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         greeting=settings.login_greeting,
         recipient_delimiter=settings.recipient_delimiter,
         add_received_header=settings.lmtp_add_received_header,
+        hdr_delivery_address=settings.lmtp_hdr_delivery_address,
+        workarounds=frozenset(settings.lmtp_client_workarounds),
         auth=AuthClient(path),
         server_tls=tls.server,
         backend_tls=tls.backend,

@@ -120,6 +120,18 @@ def parse_protocols(value: str) -> tuple[str, ...]:
     return tuple(result)
 
 
+LMTP_WORKAROUNDS: Final = ("whitespace-before-path", "mailbox-for-path")
+
+
+def parse_lmtp_workarounds(value: str) -> tuple[str, ...]:
+    """``lmtp_client_workarounds``: Dovecot's names, space or comma separated."""
+    names = tuple(v.split_list(value))
+    for name in names:
+        if name not in LMTP_WORKAROUNDS:
+            raise v.InvalidValue(f"lmtp_client_workarounds: Unknown workaround: {name}")
+    return names
+
+
 def check_protocols(protocols: tuple[str, ...]) -> None:
     """The final ``protocols`` value names only protocols proxyd serves."""
     for name in protocols:
@@ -346,6 +358,11 @@ _TOP_SPECS: Final = (
     _str("hostname", _T),
     _bool("lmtp_proxy", _T, "no"),
     _bool("lmtp_add_received_header", _T, "yes"),
+    _spec(
+        "lmtp_hdr_delivery_address", _T,
+        partial(v.parse_enum, allowed=("none", "final", "original")), _same, "final",
+    ),
+    _spec("lmtp_client_workarounds", _T, parse_lmtp_workarounds, " ".join, ""),
     _str("recipient_delimiter", _T, "+"),
     _bool("imap_id_retain", _T, "no"),
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
@@ -523,7 +540,6 @@ DOVECOT_TOP: Final = _names(
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
     imapc_ssl imapc_ssl_verify imapc_user import_environment instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
-    lmtp_client_workarounds lmtp_hdr_delivery_address
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
     login_plugin_dir login_plugins
@@ -571,6 +587,7 @@ DOVECOT_TOP: Final = _names(
 #: implement each, so the ones it does not implement yet are errors
 HONOURED_TOP: Final = _names(
     """
+    lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_verbose_replies
     login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug

@@ -324,6 +324,9 @@ class Settings:
     hostname: str = ""
     lmtp_proxy: bool = False
     lmtp_add_received_header: bool = True
+    #: the Received: header's "for": none, final (the RCPT address) or original (its ORCPT)
+    lmtp_hdr_delivery_address: str = "final"
+    lmtp_client_workarounds: tuple[str, ...] = ()
     recipient_delimiter: str = "+"
 
     # process model (Dovecot's master settings)

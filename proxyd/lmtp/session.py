@@ -47,6 +47,7 @@ from proxyd.protocols.events import _NeedData
 from proxyd.protocols.lmtp.address import (
     Address,
     AddressError,
+    original_recipient,
     parse_mailbox,
     split_detail,
     xtext_encode,
@@ -102,6 +103,10 @@ class LmtpContext:
     auth: AuthLookup
     server_tls: ssl.SSLContext | None
     backend_tls: Callable[[bool], ssl.SSLContext]
+    #: lmtp_hdr_delivery_address: "none", "final" or "original"
+    hdr_delivery_address: str = "final"
+    #: lmtp_client_workarounds
+    workarounds: frozenset[str] = frozenset()
 
 
 def new_session_id() -> str:
@@ -113,6 +118,7 @@ def new_session_id() -> str:
 @dataclass(slots=True)
 class _Recipient:
     address: Address  # as the MTA sent it
+    original: Address  # its ORCPT, else the same
     backend_address: Address  # after destuser
     session_id: str
     backend: BackendConnection
@@ -147,6 +153,7 @@ class LmtpSession:
             trusted=info.trusted,
             tls_available=ctx.server_tls is not None and not info.tls,
             tls_active=info.tls,
+            workarounds=ctx.workarounds,
         )
         self._transactions = 0
         self._trans: _Transaction | None = None
@@ -290,7 +297,9 @@ class LmtpSession:
             return self._backend_failure(address, rcpt_session, exc), False
         if answer.success:
             backend.accepted.append(len(trans.recipients))
-            trans.recipients.append(_Recipient(address, backend_address, rcpt_session, backend))
+            trans.recipients.append(
+                _Recipient(address, original_recipient(address, event.params), backend_address, rcpt_session, backend)
+            )
         return forwarded_reply(address, answer, rcpt=True,
                                default_enhanced="2.1.0" if answer.success else f"{answer.code // 100}.0.0"), answer.success
 
@@ -308,9 +317,18 @@ class LmtpSession:
             hostname=self.ctx.hostname,
             transaction_id=trans.id,
             sender=self.engine.transaction.sender,
-            recipients=[rcpt.address for rcpt in trans.recipients],
+            recipients=self._trace_recipients(trans),
             timestamp=time.time(),
         )
+
+    def _trace_recipients(self, trans: _Transaction) -> list[Address]:
+        """Who the Received: header names (only one recipient is ever named there)."""
+        mode = self.ctx.hdr_delivery_address
+        if mode == "none":
+            return []
+        if mode == "original":
+            return [rcpt.original for rcpt in trans.recipients]
+        return [rcpt.address for rcpt in trans.recipients]
 
     def _backend_failure(self, address: Address, rcpt_session: str, exc: BackendError) -> bytes:
         if exc.kind == "remote" and exc.reply is not None:

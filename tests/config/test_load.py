@@ -253,6 +253,21 @@ def test_lmtp_with_lmtp_proxy(load: Load) -> None:
     assert (settings.protocols, settings.lmtp_proxy, settings.hostname) == (("imap", "lmtp"), True, "mx.test")
 
 
+def test_lmtp_settings(load: Load) -> None:
+    settings = load(
+        f"{NO_SSL}lmtp_hdr_delivery_address = original\nlmtp_client_workarounds = whitespace-before-path,mailbox-for-path\n"
+        "lmtp_add_received_header = no\n"
+    )
+    assert settings.lmtp_hdr_delivery_address == "original"
+    assert settings.lmtp_client_workarounds == ("whitespace-before-path", "mailbox-for-path")
+    assert settings.lmtp_add_received_header is False
+    assert load_error(load, f"{NO_SSL}lmtp_client_workarounds = foo\n") == (
+        2, "lmtp_client_workarounds: Unknown workaround: foo")
+    assert load_error(load, f"{NO_SSL}lmtp_hdr_delivery_address = all\n") == (2, "Invalid value: all")
+    assert load_error(load, f"{NO_SSL}lmtp_verbose_replies = yes\n") == (
+        2, "setting 'lmtp_verbose_replies' is not supported yet")
+
+
 def test_protocols_judged_on_the_final_value(load: Load) -> None:
     """Debian's protocols.d: a protocol still to come may pass through ``$protocols``."""
     text = "protocols = $protocols imap sieve\nprotocols = imap pop3\n"

@@ -52,11 +52,15 @@ def _is_dot_string(text: str) -> bool:
     return all(part and all(c in _ATEXT for c in part) for part in text.split("."))
 
 
-def parse_path(text: str, *, allow_null: bool = False) -> tuple[Address, str]:
+def parse_path(text: str, *, allow_null: bool = False, brackets_optional: bool = False) -> tuple[Address, str]:
     """Parse ``<...>`` at the start of ``text``; return the address and what follows it.
 
+    ``brackets_optional`` takes a bare mailbox too (the ``mailbox-for-path`` workaround).
     Raises ``AddressError`` with Dovecot's wording.
     """
+    if brackets_optional and text and not text.startswith("<"):
+        mailbox, sep, rest = text.partition(" ")
+        return parse_mailbox(mailbox), sep + rest
     if not text.startswith("<"):
         raise AddressError("Missing '<' at beginning of path")
     end = _find_path_end(text)
@@ -182,3 +186,18 @@ def xtext_encode(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def original_recipient(address: Address, params: tuple[str, ...]) -> Address:
+    """The ``ORCPT=rfc822;...`` address of a recipient, or the address itself
+    (Dovecot's ``smtp_server_recipient_get_original()``)."""
+    for param in params:
+        keyword, _, value = param.partition("=")
+        if keyword.upper() != "ORCPT":
+            continue
+        _type, _, encoded = value.partition(";")
+        try:
+            return parse_mailbox(xtext_decode(encoded))
+        except ValueError:  # AddressError too
+            return address
+    return address

@@ -135,6 +135,7 @@ class LmtpServer:
         tls_available: bool = False,
         tls_active: bool = False,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        workarounds: frozenset[str] = frozenset(),
     ) -> None:
         self.hostname = hostname
         self.greeting = greeting
@@ -142,6 +143,8 @@ class LmtpServer:
         self.tls_available = tls_available
         self.tls_active = tls_active
         self.max_message_size = max_message_size
+        #: lmtp_client_workarounds: "whitespace-before-path", "mailbox-for-path"
+        self.workarounds = workarounds
         self.state = State.READY
         #: Dovecot's name for where the session is (for "Disconnect from ...: (state=...)")
         self.dovecot_state = "GREETING"
@@ -325,10 +328,12 @@ class LmtpServer:
             return _NOTHING
         rest = args[5:]
         if rest[:1] in (" ", "\t"):
-            self._reply((501, "5.5.4", "Invalid FROM: Unexpected whitespace before path"))
-            return _NOTHING
+            if "whitespace-before-path" not in self.workarounds:
+                self._reply((501, "5.5.4", "Invalid FROM: Unexpected whitespace before path"))
+                return _NOTHING
+            rest = rest.lstrip(" \t")
         try:
-            sender, rest = parse_path(rest, allow_null=True)
+            sender, rest = parse_path(rest, allow_null=True, brackets_optional="mailbox-for-path" in self.workarounds)
         except AddressError as exc:
             self._reply((501, "5.5.4", f"Invalid FROM: {exc}"))
             return _NOTHING
@@ -369,10 +374,12 @@ class LmtpServer:
             return _NOTHING
         rest = args[3:]
         if rest[:1] in (" ", "\t"):
-            self._reply((501, "5.5.4", "Invalid TO: Unexpected whitespace before path"))
-            return _NOTHING
+            if "whitespace-before-path" not in self.workarounds:
+                self._reply((501, "5.5.4", "Invalid TO: Unexpected whitespace before path"))
+                return _NOTHING
+            rest = rest.lstrip(" \t")
         try:
-            address, rest = parse_path(rest)
+            address, rest = parse_path(rest, brackets_optional="mailbox-for-path" in self.workarounds)
         except AddressError as exc:
             self._reply((501, "5.5.4", f"Invalid TO: {exc}"))
             return _NOTHING

@@ -95,3 +95,12 @@ def test_rcpt_forward_param() -> None:
 
     # tab-escaped key=value pairs, TAB-joined, xtext ("=" and TAB are +XX)
     assert rcpt_forward_param({"origin": "mx 1", "t": "a\tb"}) == "XRCPTFORWARD=origin+3Dmx+201+09t+3Da+01tb"
+
+
+def test_original_recipient() -> None:
+    from proxyd.protocols.lmtp.address import original_recipient
+
+    rcpt = Address("dave", "example.org")
+    assert original_recipient(rcpt, ("ORCPT=rfc822;carol+40example.org",)) == Address("carol", "example.org")
+    assert original_recipient(rcpt, ()) == rcpt
+    assert original_recipient(rcpt, ("ORCPT=rfc822;+ZZ",)) == rcpt

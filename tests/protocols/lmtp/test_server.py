@@ -218,3 +218,12 @@ def test_too_long_line() -> None:
     server.receive_data(b"yyy\r\nNOOP\r\n")
     assert server.next_event() is NEED_DATA
     assert server.data_to_send() == b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
+
+
+def test_client_workarounds() -> None:
+    server = new_server(workarounds=frozenset({"whitespace-before-path", "mailbox-for-path"}))
+    events, out = feed(server, b"MAIL FROM: sender@x.test\r\nRCPT TO:  alice@example.org ORCPT=rfc822;a+40b\r\n")
+    assert out == b"250 2.1.0 OK\r\n"
+    assert events == [RcptTo(Address("alice", "example.org"), ("ORCPT=rfc822;a+40b",))]
+    assert server.transaction is not None
+    assert server.transaction.sender == Address("sender", "x.test")
