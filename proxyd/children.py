@@ -44,6 +44,8 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
+    LastLoginReply,
     OldestPrelogin,
     QueueFull,
     Report,
@@ -311,7 +313,14 @@ async def _wait_master(
             case CacheFlush() if authenticator is not None:
                 count = authenticator.flush_cache(list(message.users) or None)
                 await control.send(CountReply(message.id, count))
-            case CacheFlush() | QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | Who() | Kick():
+            case LastLogin() if authenticator is not None:
+                last = authenticator.last_login(message.user)
+                host, at = last if last is not None else (None, None)
+                await control.send(LastLoginReply(message.id, host, at))
+            case (
+                CacheFlush() | LastLogin() | QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin()
+                | Who() | Kick()
+            ):
                 pass  # for other processes
             case _:
                 assert_never(message)

@@ -88,6 +88,7 @@ class Authenticator:
         self._require_cert = require_client_cert
         self._cert_user = username_from_cert
         self._anonymous_user = anonymous_username
+        self._last_logins: dict[str, tuple[str, float]] = {}
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
         """Verify ``request.password``; failures come back after the failure delay."""
@@ -142,6 +143,8 @@ class Authenticator:
                 if wait > 0:
                     await trio.sleep(wait)
             reply = await self._proxy.finish(request, reply)
+            if reply.status is AuthStatus.OK and "host" in reply.fields:
+                self._note_login(reply.user or request.user, reply.fields["host"])
         if reply.status is AuthStatus.OK or reply.fail_code is FailCode.LOGIN_DISABLED:
             if self._penalty is not None:
                 self._penalty.succeeded(ident, last_penalty)
@@ -295,10 +298,26 @@ class Authenticator:
         """The auth cache, if ``auth_cache_size`` enabled one."""
         return self._chain.cache
 
+    def _note_login(self, user: str, host: str) -> None:
+        """Where ``user``'s last successful login was sent (``proxyctl move --wait``): a
+        session may begin and end between two looks at ``who``."""
+        logins = self._last_logins
+        logins.pop(user, None)
+        logins[user] = (host, time.time())
+        if len(logins) > _LAST_LOGINS:
+            del logins[next(iter(logins))]
+
+    def last_login(self, user: str) -> tuple[str, float] | None:
+        """(host, wall-clock time) of ``user``'s last login sent to a backend, if any."""
+        return self._last_logins.get(user)
+
     def flush_cache(self, users: Iterable[str] | None = None) -> int:
         """Empty the auth cache, or drop only ``users``' entries; returns how many went (0: no cache)."""
         return 0 if self.cache is None else self.cache.flush(users)
 
+
+#: users whose last login's host is remembered (the oldest is forgotten first)
+_LAST_LOGINS: Final = 10000
 
 #: what an exchange the client aborted ends with (the login process has answered already)
 _ABORTED: Final = AuthReply(status=AuthStatus.FAIL, user="", fail_code=FailCode.AUTH_FAILED, reason="aborted")

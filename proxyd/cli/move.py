@@ -474,12 +474,23 @@ def _addresses(host: str) -> set[str]:
 def _wait_for_new_host(
     settings: Settings, user: str, host: str, limit: float, stdout: TextIO
 ) -> int:
-    from proxyd.ipc.admin import AdminWho, admin_request
+    """Until ``limit``: a session of ``user`` on ``host`` now, or a login sent there since
+    the move (the auth process remembers where each user's last login went: a session
+    may begin and end between two looks)."""
+    from proxyd.ipc.admin import AdminLastLogin, AdminWho, admin_request
 
-    wanted = _addresses(host)
+    wanted = _addresses(host) | {host}
+    moved_at = time.time()
     started = time.monotonic()
     while time.monotonic() - started < limit:
         with contextlib.suppress(OSError):
+            last = admin_request(settings.base_dir, AdminLastLogin(user))
+            if last.ok and last.message in wanted and last.at >= moved_at - 1:
+                print(
+                    f"{user} logged in on {host} {last.at - moved_at:.0f} s after the move",
+                    file=stdout,
+                )
+                return EXIT_OK
             reply = admin_request(settings.base_dir, AdminWho(glob.escape(user)))
             for row in reply.sessions:
                 address = row.backend.rpartition(":")[0]

@@ -79,6 +79,18 @@ class AdminStop:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminLastLogin:
+    """Where ``user``'s last login went (``proxyctl move --wait``): the reply's ``message``
+    is the host ("" when none is known) and ``at`` its wall-clock time."""
+
+    TAG: ClassVar[str] = "last-login"
+    user: str = ""
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "user": self.user}
+
+
+@dataclass(frozen=True, slots=True)
 class AdminUnknown:
     """A command this master does not know (answered ``ok: false``)."""
 
@@ -88,7 +100,9 @@ class AdminUnknown:
         return {"cmd": self.name}
 
 
-AdminRequest: TypeAlias = AdminWho | AdminKick | AdminCacheFlush | AdminReload | AdminStop | AdminUnknown
+AdminRequest: TypeAlias = (
+    AdminWho | AdminKick | AdminCacheFlush | AdminLastLogin | AdminReload | AdminStop | AdminUnknown
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +113,8 @@ class AdminReply:
     message: str = ""
     count: int = 0
     sessions: tuple[WhoRow, ...] = ()
+    #: a wall-clock time (``AdminLastLogin``)
+    at: float = 0.0
 
     def wire(self) -> Mapping[str, Any]:
         return {
@@ -106,6 +122,7 @@ class AdminReply:
             "message": self.message,
             "count": self.count,
             "sessions": [row.wire() for row in self.sessions],
+            "at": self.at,
         }
 
 
@@ -124,6 +141,8 @@ def read_admin_request(data: dict[str, Any]) -> AdminRequest:
             if not isinstance(users, list):
                 raise ControlError("users: not a list")
             return AdminCacheFlush(tuple(str(user) for user in users))
+        case AdminLastLogin.TAG:
+            return AdminLastLogin(str(data.get("user") or ""))
         case AdminReload.TAG:
             return AdminReload()
         case AdminStop.TAG:
@@ -140,6 +159,7 @@ def read_admin_reply(data: Mapping[str, Any]) -> AdminReply:
             message=str(data.get("message") or ""),
             count=int(data.get("count") or 0),
             sessions=sessions,
+            at=float(data.get("at") or 0.0),
         )
     except (TypeError, ValueError) as exc:
         raise ControlError(f"invalid admin reply: {exc}") from None

@@ -140,11 +140,23 @@ class CacheFlush:
         return {"cmd": self.TAG, "id": self.id, "users": list(self.users)}
 
 
+@dataclass(frozen=True, slots=True)
+class LastLogin:
+    """Where did ``user``'s last login go (``proxyctl move --wait``)? For the auth process."""
+
+    TAG: ClassVar[str] = "last-login"
+    user: str = ""
+    id: int = 0
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"cmd": self.TAG, "id": self.id, "user": self.user}
+
+
 Command: TypeAlias = (
-    Stop | QueueFull | ServiceFull | IpLimit | OldestPrelogin | Who | Kick | CacheFlush
+    Stop | QueueFull | ServiceFull | IpLimit | OldestPrelogin | Who | Kick | CacheFlush | LastLogin
 )
 #: the commands that want a reply
-Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush
+Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush | LastLogin
 
 
 # -- reports (child -> master) ----------------------------------------------------------
@@ -250,7 +262,20 @@ class OldestPreloginReply:
         return {"ev": self.TAG, "id": self.id, "since": self.since}
 
 
-Reply: TypeAlias = WhoReply | CountReply | OldestPreloginReply
+@dataclass(frozen=True, slots=True)
+class LastLoginReply:
+    """The answer to ``LastLogin``: the host and wall-clock time, None when not known."""
+
+    TAG: ClassVar[str] = "last-login"
+    id: int
+    host: str | None
+    at: float | None
+
+    def wire(self) -> Mapping[str, Any]:
+        return {"ev": self.TAG, "id": self.id, "host": self.host, "at": self.at}
+
+
+Reply: TypeAlias = WhoReply | CountReply | OldestPreloginReply | LastLoginReply
 Report: TypeAlias = Status | PreloginCount | Reply
 
 
@@ -310,6 +335,8 @@ def read_command(data: dict[str, Any]) -> Command:
         case CacheFlush.TAG:
             users = tuple(str(user) for user in _list(data, "users"))
             return CacheFlush(users=users, id=_int(data, "id"))
+        case LastLogin.TAG:
+            return LastLogin(user=_str(data, "user"), id=_int(data, "id"))
     raise ControlError(f"unknown command {str(data.get('cmd'))[:40]!r}")
 
 
@@ -336,4 +363,9 @@ def read_report(data: dict[str, Any]) -> Report:
             if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
                 raise ControlError("since: not a number")
             return OldestPreloginReply(id=_int(data, "id"), since=since)
+        case LastLoginReply.TAG:
+            at = data.get("at")
+            if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
+                raise ControlError("at: not a number")
+            return LastLoginReply(id=_int(data, "id"), host=_opt_str(data, "host"), at=at)
     raise ControlError(f"unknown report {str(data.get('ev'))[:40]!r}")

@@ -33,6 +33,7 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
     OldestPrelogin,
     OldestPreloginReply,
     QueueFull,
@@ -216,7 +217,7 @@ class LmtpWorker:
             case Stop():
                 self.stopping = True
                 await self._report()
-            case QueueFull() | ServiceFull() | IpLimit() | CacheFlush():
+            case QueueFull() | ServiceFull() | IpLimit() | CacheFlush() | LastLogin():
                 # an MTA is never a pre-login client to displace (a full lmtp service makes
                 # new MTAs wait in the listen queue, as in Dovecot); the cache is the auth's
                 pass

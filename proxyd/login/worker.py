@@ -33,6 +33,7 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
     OldestPrelogin,
     OldestPreloginReply,
     PreloginCount,
@@ -337,7 +338,7 @@ class LoginWorker:
                 await self.control.send(OldestPreloginReply(message.id, self._oldest_prelogin()))
             case Kick():
                 await self.control.send(CountReply(message.id, self._kick(message.masks, message.host)))
-            case CacheFlush():
+            case CacheFlush() | LastLogin():
                 pass  # the auth process's
             case _:
                 assert_never(message)

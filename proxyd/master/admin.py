@@ -21,6 +21,7 @@ from proxyd.config.settings import Settings
 from proxyd.ipc.admin import (
     AdminCacheFlush,
     AdminKick,
+    AdminLastLogin,
     AdminReload,
     AdminReply,
     AdminRequest,
@@ -43,6 +44,7 @@ class Master(Protocol):
     async def who(self, mask: str) -> list[WhoRow]: ...
     async def kick(self, masks: Sequence[str], host: str | None = None) -> int: ...
     async def flush_cache(self, users: list[str]) -> int: ...
+    async def last_login(self, user: str) -> tuple[str | None, float | None]: ...
     async def reload(self) -> str: ...
 
 log = logging.getLogger("proxyd")
@@ -92,6 +94,9 @@ async def _dispatch(master: Master, request: AdminRequest) -> AdminReply:
             return AdminReply(ok=True, count=count)
         case AdminCacheFlush(users=users):
             return AdminReply(ok=True, count=await master.flush_cache(list(users)))
+        case AdminLastLogin(user=user):
+            host, at = await master.last_login(user)
+            return AdminReply(ok=True, message=host or "", at=at or 0.0)
         case AdminReload():
             text = await master.reload()
             return AdminReply(ok=text == "reloaded", message=text)

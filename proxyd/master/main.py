@@ -55,6 +55,8 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
+    LastLoginReply,
     OldestPrelogin,
     OldestPreloginReply,
     PreloginCount,
@@ -232,7 +234,7 @@ class Master:
                 await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
             case PreloginCount():
                 pass  # read after its process was reaped: child_gone() counted it out
-            case WhoReply() | CountReply() | OldestPreloginReply():
+            case WhoReply() | CountReply() | OldestPreloginReply() | LastLoginReply():
                 waiter = child.replies.pop(message.id, None)
                 if waiter is not None:
                     waiter.send_nowait(message)
@@ -429,6 +431,15 @@ class Master:
         proxied to that backend."""
         answers = await self.ask_all(_SESSION_HOLDERS, Kick(tuple(masks), host))
         return _count(answers)
+
+    async def last_login(self, user: str) -> tuple[str | None, float | None]:
+        """Where ``user``'s last login went, as the auth process remembers it."""
+        answers = await self.ask_all(("auth",), LastLogin(user), live_only=True)
+        latest: tuple[str | None, float | None] = (None, None)
+        for _, reply in answers:
+            if isinstance(reply, LastLoginReply) and reply.at is not None and (latest[1] is None or reply.at > latest[1]):
+                latest = (reply.host, reply.at)
+        return latest
 
     async def flush_cache(self, users: list[str]) -> int:
         """``proxyctl auth cache flush``: the auth process owns the cache."""

@@ -39,6 +39,7 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
     OldestPrelogin,
     QueueFull,
     Report,
@@ -227,7 +228,7 @@ class RelayHost:
                 for session in victims:
                     session.kick("Kicked by admin")
                 await self.control.send(CountReply(message.id, len(victims)))
-            case QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | CacheFlush():
+            case QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | CacheFlush() | LastLogin():
                 pass  # for login and auth processes
             case _:
                 assert_never(message)

@@ -16,6 +16,8 @@ from proxyd.ipc.messages import (
     CountReply,
     IpLimit,
     Kick,
+    LastLogin,
+    LastLoginReply,
     OldestPrelogin,
     OldestPreloginReply,
     PreloginCount,
@@ -44,6 +46,7 @@ COMMANDS: list[Command] = [
     Kick(("a*", "bob"), host="10.0.0.1", id=6),
     CacheFlush(id=7),
     CacheFlush(("alice", "bob"), id=8),
+    LastLogin("alice", id=9),
 ]
 REPORTS: list[Report] = [
     Status(clients=0, accepting=True),
@@ -55,6 +58,8 @@ REPORTS: list[Report] = [
     CountReply(5, 2),
     OldestPreloginReply(3, None),
     OldestPreloginReply(3, 1234.5),
+    LastLoginReply(9, None, None),
+    LastLoginReply(9, "10.0.1.12", 1796649491.25),
 ]
 
 
