@@ -105,6 +105,8 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # before the privilege drop, which sets HOME, USER and LOGNAME for the new user
+    privileges.import_environment(settings.import_environment)
     code = 0
     try:
         if kind == "auth":

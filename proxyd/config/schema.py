@@ -302,6 +302,7 @@ _TOP_SPECS: Final = (
     _spec("base_dir", _T, parse_base_dir, _same, "/var/run/proxyd"),
     _str("log_path", _T),
     _bool("shutdown_clients", _T, "yes"),
+    _str("import_environment", _T, "TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS NOTIFY_SOCKET"),
     _str("info_log_path", _T),
     _str("debug_log_path", _T),
     _str("log_timestamp", _T, "%b %d %H:%M:%S "),
@@ -538,7 +539,7 @@ DOVECOT_TOP: Final = _names(
     imapc_cmd_timeout imapc_connection_retry_count imapc_connection_retry_interval
     imapc_features imapc_host imapc_list_prefix imapc_master_user imapc_max_idle_time
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
-    imapc_ssl imapc_ssl_verify imapc_user import_environment instance_name
+    imapc_ssl imapc_ssl_verify imapc_user instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
     lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
     lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
@@ -591,7 +592,7 @@ HONOURED_TOP: Final = _names(
     login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug
-    log_core_filter process_shutdown_filter import_environment
+    log_core_filter process_shutdown_filter
     stats_writer_socket_path config_cache_size version_ignore
     ssl_crypto_device ssl_client_require_valid_cert
     ssl_alt_cert ssl_alt_key ssl_key_password

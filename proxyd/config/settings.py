@@ -229,6 +229,8 @@ class Settings:
     log_path: str = ""  # "" = stderr
     #: on stop, end the proxied sessions too (no: they live on until their clients leave)
     shutdown_clients: bool = True
+    #: the environment the child processes keep (NAME) or get (NAME=VALUE); the rest is cleared
+    import_environment: str = "TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS NOTIFY_SOCKET"
     #: informational / debug lines elsewhere ("" = with the others)
     info_log_path: str = ""
     debug_log_path: str = ""

@@ -12,6 +12,7 @@ import os
 import pwd
 import resource
 from dataclasses import dataclass
+from typing import Final
 
 from setproctitle import setproctitle
 
@@ -90,3 +91,21 @@ def _become_environment(identity: Identity) -> None:
     A chrooted process's home is the chroot's root."""
     os.environ["HOME"] = "/" if identity.chroot else identity.home
     os.environ["USER"] = os.environ["LOGNAME"] = identity.user
+
+
+#: systemd's variables, always kept (Dovecot does the same when built with libsystemd)
+_SYSTEMD_ENV: Final = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")
+
+
+def import_environment(spec: str) -> None:
+    """Dovecot's ``import_environment`` for a new child process: only the listed variables
+    stay (``NAME``), or are set (``NAME=VALUE``); every other one is removed."""
+    keep = set(_SYSTEMD_ENV)
+    for word in spec.split():
+        name, equals, value = word.partition("=")
+        if equals:
+            os.environ[name] = value
+        keep.add(name)
+    for name in list(os.environ):
+        if name not in keep:
+            del os.environ[name]
