@@ -517,3 +517,25 @@ def test_anonymous_is_routed_by_the_anonymous_users_passdb_entry(
         client.logout()
     running.wait_for_log(r"anonymous\(someone@example.com,[^)]*\): login")
     running.wait_for_log(r"Login: user=<guest>, method=ANONYMOUS")
+
+
+def test_password_forwarding_cannot_serve_a_non_plaintext_login(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """A passdb that leaves the password check to the backend (nopassword) has no password to
+    forward for CRAM-MD5: Dovecot's text, and the backend never sees a login."""
+    config = proxyd.config(None, auth_mechanisms="plain cram-md5", auth_verbose="yes")
+    config.passdbs = [
+        {
+            "driver": "static",
+            "args": f"nopassword=y proxy=y host={backend_a.address} port={backend_a.imap_port}",
+        }
+    ]
+    running = proxyd.start(config)
+    with IMAP4(running.address(), running.port()) as client:
+        with pytest.raises(IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login_cram_md5("alice", "alicepw")
+        # the same passdb forwards a plaintext password as Dovecot does
+        assert client.login("alice", "alicepw")[0] == "OK"
+        client.logout()
+    running.wait_for_log(r"Requested CRAM-MD5 scheme, but we have a NULL password")
