@@ -15,8 +15,9 @@ which writes the extra fields (``USER``, ``HOME`` and the variables named in
 ``EXTRA``) tab-separated to fd 4.  Exit status 0 with fields is a success, 1
 a wrong password, anything else an internal failure.  A lookup without a
 password (non-plaintext mechanisms, ``proxyctl auth test USER``) sets
-``AUTHORIZED=1``: the program then exits 2 with fields (found) or 3 (unknown
-user); a ``password={SCHEME}...`` field serves the mechanism's credentials.
+``AUTHORIZED=1`` (and, for a mechanism's credentials, ``CREDENTIALS_LOOKUP=1``
+and ``SCHEME``): the program then exits 2 with fields (found) or 3 (unknown
+user); a ``password=`` field (``{SCHEME}`` optional there) serves the mechanism.
 
 The environment carries ``PROTO=TCP``, ``SERVICE``, ``TCPLOCALIP``,
 ``TCPREMOTEIP``, ``TCPLOCALPORT``, ``TCPREMOTEPORT`` (and the older
@@ -144,6 +145,9 @@ class CheckpasswordPassdb:
         if not authenticate:
             # a lookup: the program must not check a password (Dovecot's AUTHORIZED)
             env["AUTHORIZED"] = "1"
+            if request.credentials_scheme:
+                env["CREDENTIALS_LOOKUP"] = "1"
+                env["SCHEME"] = request.credentials_scheme
         return env
 
     async def _call(self, request: AuthRequest, password: Secret | None) -> PassdbReply:
@@ -239,8 +243,12 @@ class CheckpasswordPassdb:
         checked: list[tuple[str, str | None]] = []
         for key, value in fields:
             if key == "password" and not (value or "").startswith("{"):
-                log.error("checkpassword(%s): password field returned without {scheme} prefix", user)
-                continue
+                if request.credentials_scheme and not authenticate:
+                    # a credentials lookup: a bare password is in the scheme asked for
+                    value = f"{{{request.credentials_scheme}}}{value}"
+                else:
+                    log.error("checkpassword(%s): password field returned without {scheme} prefix", user)
+                    continue
             checked.append((key, value))
         return PassdbReply(PassdbResult.OK, tuple(checked))
 

@@ -63,6 +63,9 @@ class AuthRequest:
     #: the extra fields set so far (by earlier passdbs of the chain, and the ``forward_*``
     #: fields a trusted proxy in front sent): what ``%{passdb:NAME}`` expands to
     passdb_fields: Mapping[str, str] = field(default_factory=dict)
+    #: set by the chain for a credentials lookup (CRAM-MD5, SCRAM, ...): the scheme the
+    #: mechanism wants, for drivers that can answer in it (checkpassword's ``SCHEME``)
+    credentials_scheme: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from passdb_drivers.checkpassword import CheckpasswordPassdb, create, parse_reply
+from proxyd.auth import schemes
 from proxyd.auth.passdb import PassdbResult, PassdbTempFail
 from proxyd.auth.request import AuthStatus, FailCode
 from proxyd.config.settings import PassdbSettings
@@ -156,3 +157,23 @@ async def test_proxyds_own_reply_helper(tmp_path: Path, monkeypatch: pytest.Monk
     assert (fields["user"], fields["host"], fields["seen_remote_ip"]) == ("alice", "10.0.0.1", "192.0.2.7")
     lookup = await passdb.lookup(make_request("alice"))
     assert lookup.result is PassdbResult.OK
+
+
+async def test_credentials_lookup_for_cram_md5(tmp_path: Path) -> None:
+    """CRAM-MD5 through checkpassword: AUTHORIZED=1, CREDENTIALS_LOOKUP=1 and SCHEME reach the
+    program; its bare password= answer is taken in that scheme."""
+    cram = schemes.hash_password("alicepw", "CRAM-MD5").removeprefix("{CRAM-MD5}")
+    path = tmp_path / "checkpassword"
+    path.write_text(
+        "#!/bin/bash\n"
+        'IFS= read -r -d "" user <&3\n'
+        '[ "$AUTHORIZED$CREDENTIALS_LOOKUP$SCHEME" = 11CRAM-MD5 ] || exit 111\n'
+        f"export USER=$user AUTHORIZED=2 PASSWORD={cram} EXTRA=PASSWORD\n"
+        'exec "$@"\n'
+    )
+    path.chmod(0o755)
+    passdb = CheckpasswordPassdb(str(path))
+    chain = make_chain(passdb)  # type: ignore[arg-type]
+    result = await chain.lookup_credentials(make_request("alice"), "CRAM-MD5", "alice")
+    assert result.reply.status is AuthStatus.OK
+    assert result.credentials == schemes.credentials("{PLAIN}alicepw", "PLAIN", "CRAM-MD5", "")

@@ -321,7 +321,10 @@ class PassdbChain:
 
     async def _query(self, attempt: Attempt, entry: ChainEntry) -> Result:
         request = dataclasses.replace(
-            attempt.request, user=attempt.user, passdb_fields=dict(attempt.fields)
+            attempt.request,
+            user=attempt.user,
+            passdb_fields=dict(attempt.fields),
+            credentials_scheme=attempt.wanted_scheme or "",
         )
         password = attempt.request.password
         passdb = entry.passdb
