@@ -43,7 +43,8 @@ def apply(settings: Settings, blocks: list[FilterBlock]) -> Settings:
 #: settings that make a different TLS server context
 TLS_FIELDS: Final = frozenset(
     {"ssl", "ssl_cert", "ssl_key", "ssl_ca", "ssl_min_protocol", "ssl_dh", "ssl_cipher_list",
-     "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options"}
+     "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
+     "ssl_alt_cert", "ssl_alt_key", "ssl_key_password"}
 )  # fmt: skip
 #: more blocks with TLS settings than this would make too many combinations to prepare
 MAX_TLS_BLOCKS: Final = 12

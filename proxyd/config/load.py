@@ -254,6 +254,9 @@ class _Loader:
         ssl = self.values.get("ssl", "yes")
         if ssl == "no":
             return
+        if bool(self.values.get("ssl_alt_cert")) != bool(self.values.get("ssl_alt_key", Secret(""))):
+            where = self.explicit.get("ssl_alt_cert") or self.explicit.get("ssl_alt_key")
+            raise ConfigError(where, "ssl_alt_cert and ssl_alt_key go together")
         for key in ("ssl_cert", "ssl_key"):
             value = self.values.get(key)
             if value:

@@ -326,6 +326,9 @@ _TOP_SPECS: Final = (
     _bool("auth_ssl_require_client_cert", _T, "no"),
     _bool("auth_ssl_username_from_cert", _T, "no"),
     _str("ssl_dh", _T, pem=True),
+    _str("ssl_alt_cert", _T, pem=True),
+    _str("ssl_alt_key", _T, pem=True, secret=True),
+    _str("ssl_key_password", _T, secret=True),
     _spec("ssl_cipher_list", _T, parse_cipher_list, _same, DOVECOT_CIPHER_LIST),
     _spec("ssl_cipher_suites", _T, parse_cipher_suites, _same, ""),
     _spec("ssl_curve_list", _T, parse_curve_list, _same, ""),
@@ -569,9 +572,8 @@ DOVECOT_TOP: Final = _names(
     process_shutdown_filter quota_full_tempfail rawlog_dir
     rejection_reason rejection_subject replication_dsync_parameters
     replication_full_sync_interval replication_max_conns replicator_host replicator_port
-    sendmail_path ssl_alt_cert ssl_alt_key
+    sendmail_path
     ssl_client_require_valid_cert ssl_crypto_device
-    ssl_key_password
     state_dir stats_http_rawlog_dir stats_writer_socket_path
     submission_client_workarounds submission_host submission_logout_format
     submission_max_mail_size submission_max_recipients submission_relay_command_timeout
@@ -595,7 +597,6 @@ HONOURED_TOP: Final = _names(
     log_core_filter process_shutdown_filter
     stats_writer_socket_path config_cache_size version_ignore
     ssl_crypto_device ssl_client_require_valid_cert
-    ssl_alt_cert ssl_alt_key ssl_key_password
     auth_realms auth_cache_verify_password_with_worker
     auth_krb5_keytab
     auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
@@ -662,6 +663,7 @@ FILTER_LOGIN: Final = frozenset(
     {"login_greeting", "disable_plaintext_auth", "ssl", "ssl_cert", "ssl_key", "ssl_ca",
      "ssl_min_protocol", "login_trusted_networks", "imap_capability", "imap_id_retain",
      "login_proxy_timeout", "login_proxy_max_reconnects", "ssl_dh", "ssl_cipher_list",
+     "ssl_alt_cert", "ssl_alt_key", "ssl_key_password",
      "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
      "verbose_ssl", "login_log_format_elements", "login_log_format"}
 )  # fmt: skip

@@ -254,6 +254,11 @@ class Settings:
     auth_ssl_username_from_cert: bool = False
     #: DH parameters (PEM) for DHE cipher suites
     ssl_dh: str = ""
+    #: a second certificate of another key type (RSA beside ECDSA, say), and its key
+    ssl_alt_cert: str = ""
+    ssl_alt_key: Secret = field(default_factory=lambda: Secret(""))
+    #: the passphrase of an encrypted ssl_key (and ssl_alt_key)
+    ssl_key_password: Secret = field(default_factory=lambda: Secret(""))
     #: OpenSSL cipher list (TLS <= 1.2), TLS 1.3 suites, key exchange groups ("" = OpenSSL's)
     ssl_cipher_list: str = (
         "ALL:!kRSA:!SRP:!kDHd:!DSS:!aNULL:!eNULL:!EXPORT:!DES:!3DES:!MD5:!PSK:!RC4:!ADH:!LOW@STRENGTH"
@@ -270,6 +275,8 @@ class Settings:
     ssl_key_path: str = ""
     ssl_ca_path: str = ""
     ssl_dh_path: str = ""
+    ssl_alt_cert_path: str = ""
+    ssl_alt_key_path: str = ""
 
     # TLS towards backends
     ssl_client_cert: str = ""  # PEM text

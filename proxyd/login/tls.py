@@ -56,6 +56,7 @@ def server_key(settings: Settings) -> str:
         settings.ssl_dh, settings.ssl_cipher_list, settings.ssl_cipher_suites,
         settings.ssl_curve_list, str(settings.ssl_prefer_server_ciphers), " ".join(settings.ssl_options),
         str(settings.ssl_verify_client_cert),
+        settings.ssl_alt_cert, settings.ssl_alt_key.reveal(), settings.ssl_key_password.reveal(),
     )  # fmt: skip
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -82,8 +83,16 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _min_version(settings)
+    password = settings.ssl_key_password.reveal() or None
     with _pem_file(settings.ssl_cert, "ssl_cert") as cert, _pem_file(settings.ssl_key.reveal(), "ssl_key") as key:
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key, password)
+    if settings.ssl_alt_cert:
+        # OpenSSL keeps one certificate per key type and picks one the client supports
+        with (
+            _pem_file(settings.ssl_alt_cert, "ssl_alt_cert") as cert,
+            _pem_file(settings.ssl_alt_key.reveal(), "ssl_alt_key") as key,
+        ):
+            ctx.load_cert_chain(cert, key, password)
     if settings.ssl_dh:
         with _pem_file(settings.ssl_dh, "ssl_dh") as dh:
             ctx.load_dh_params(dh)

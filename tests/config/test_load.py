@@ -791,3 +791,13 @@ def test_lmtp_unix_listener(load: Load) -> None:
     assert listeners == {"lmtp": (0o666, "", ""), "/var/spool/postfix/private/dovecot-lmtp": (0o600, "postfix", "postfix")}
     assert load_error(load, NO_SSL + "service lmtp {\n  unix_listener lmtp {\n    mode = 9\n  }\n}\n") == (
         4, "Invalid number 9: Not a valid octal number")
+
+
+def test_ssl_alt_cert_needs_its_key(load: Load, write: Write) -> None:
+    cert, key = write("cert.pem", CERT_PEM), write("key.pem", KEY_PEM)
+    text = f"ssl_cert = <{cert}\nssl_key = <{key}\nssl_alt_cert = <{cert}\n"
+    assert load_error(load, text) == (3, "ssl_alt_cert and ssl_alt_key go together")
+    settings = load(text + f"ssl_alt_key = <{key}\nssl_key_password = pw\n")
+    assert settings.ssl_alt_key.reveal() == KEY_PEM.rstrip("\n")
+    assert settings.ssl_key_password.reveal() == "pw"
+    assert "ssl_key_password = # hidden, use -P to show it" in dump_non_default(settings)

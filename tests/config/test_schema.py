@@ -77,14 +77,18 @@ def test_variable_defaults_cover_roadmap_and_implemented() -> None:
 
 
 def test_only_the_private_keys_and_the_doveadm_credentials_are_secret() -> None:
-    assert [spec.name for spec in schema.TOP.values() if spec.secret] == [
+    assert {spec.name for spec in schema.TOP.values() if spec.secret} == {
         "ssl_key",
+        "ssl_alt_key",
+        "ssl_key_password",
         "ssl_client_key",
         "doveadm_api_key",
         "doveadm_password",
-    ]
+    }
     assert {spec.name for spec in schema.TOP.values() if spec.pem} == {
         "ssl_dh",
+        "ssl_alt_cert",
+        "ssl_alt_key",
         "ssl_cert",
         "ssl_key",
         "ssl_ca",

@@ -204,3 +204,54 @@ def test_auth_username_format_per_protocol(
         assert backend_a.subject_for("alice").encode() in fetched[1]
         imap.logout()
     running.wait_for_log(r"imap-login: Info: Login: user=<alice>")
+
+
+def test_alt_certificate_and_key_password(
+    proxyd: ProxydRunner, passwd_file: PasswdWriter, tls_ca: trustme.CA, tmp_path: Path
+) -> None:
+    """An RSA certificate beside the ECDSA one (``ssl_alt_cert``), and an encrypted key.
+
+    A TLS 1.2 client that offers only RSA key exchange gets the RSA certificate;
+    one offering only ECDSA gets the main one.  The main key is encrypted with
+    ``ssl_key_password``.
+    """
+    ecdsa = issue_tls_files(tls_ca, tmp_path / "ecdsa", "localhost", "127.0.0.1")
+    rsa_dir = tmp_path / "rsa"
+    rsa_dir.mkdir()
+    rsa = tls_ca.issue_cert("rsa.example", "127.0.0.1", key_type=trustme.KeyType.RSA)
+    rsa.cert_chain_pems[0].write_to_path(str(rsa_dir / "cert.pem"))
+    rsa.private_key_pem.write_to_path(str(rsa_dir / "key.pem"))
+    encrypted = tmp_path / "ecdsa" / "key-encrypted.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(ecdsa.key_pem), "-aes256", "-passout", "pass:s3cret",
+         "-out", str(encrypted)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    running = _start(
+        proxyd,
+        passwd_file(()),
+        "",
+        ssl_cert=f"<{ecdsa.cert_pem}",
+        ssl_key=f"<{encrypted}",
+        ssl_key_password="s3cret",
+        ssl_alt_cert=f"<{rsa_dir / 'cert.pem'}",
+        ssl_alt_key=f"<{rsa_dir / 'key.pem'}",
+    )
+    address, port = running.address("imaps"), running.port("imaps")
+    for ciphers, name in (
+        ("ECDHE-RSA-AES128-GCM-SHA256", "rsa.example"),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "localhost"),
+    ):
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.load_verify_locations(cafile=str(ecdsa.ca_pem))
+        client.check_hostname = False
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(ciphers)
+        with _tls(address, port, client) as tls:
+            names = [value for _, value in tls.getpeercert()["subjectAltName"]]
+            assert name in names
+            assert tls.recv(100).startswith(b"* OK")
+    # -n never shows the passphrase
+    shown = proxyd.run("-c", str(running.config_path), "-n")
+    assert "ssl_key_password = # hidden, use -P to show it" in shown.stdout
+    assert "s3cret" not in shown.stdout
