@@ -102,6 +102,8 @@ def parse_reply(data: bytes) -> list[tuple[str, str | None]]:
         if not item:
             continue
         key, sep, value = item.partition("=")
+        if not key:
+            continue  # a nameless field means nothing
         fields.append((_unescape_tab(key), _unescape_tab(value) if sep else ""))
     return fields
 

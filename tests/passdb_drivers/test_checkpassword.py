@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from passdb_drivers.checkpassword import CheckpasswordPassdb, create, parse_reply
 from proxyd.auth import schemes
@@ -177,3 +179,16 @@ async def test_credentials_lookup_for_cram_md5(tmp_path: Path) -> None:
     result = await chain.lookup_credentials(make_request("alice"), "CRAM-MD5", "alice")
     assert result.reply.status is AuthStatus.OK
     assert result.credentials == schemes.credentials("{PLAIN}alicepw", "PLAIN", "CRAM-MD5", "")
+
+
+@given(st.binary(max_size=300))
+def test_fuzz_reply_parser(data: bytes) -> None:
+    """Any helper output: fields, or Dovecot's NUL/LF refusal, never anything else."""
+    error = ""
+    fields: list[tuple[str, str | None]] = []
+    try:
+        fields = parse_reply(data)
+    except ValueError as exc:
+        error = str(exc)
+    assert error in ("", "NUL characters in checkpassword reply", "LF characters in checkpassword reply")
+    assert all(key and "\t" not in key for key, _value in fields)

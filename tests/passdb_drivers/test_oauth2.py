@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from passdb_drivers.oauth2 import create
+from passdb_drivers.oauth2 import _check_known_fields, _Failed, _flatten, create
 from proxyd.auth.passdb import PassdbResult, PassdbTempFail
 from proxyd.config.settings import PassdbSettings
 from proxyd.errors import ConfigError
@@ -224,3 +226,23 @@ def test_bearer_token_login_checked_by_the_proxy(
         client.authenticate(mech, revoked)
     assert b'"status"' in challenges[-1]
     running.wait_for_log(r"oauth2\(alice,.*\): oauth2 failed: Introspection failed: Provided token is not valid")
+
+
+@given(st.one_of(st.binary(max_size=200), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+).map(lambda value: json.dumps(value).encode())))
+def test_fuzz_response_parser(body: bytes) -> None:
+    """Any answer from the server: its scalar members as strings, or Dovecot's refusal text."""
+    refused: _Failed | None = None
+    fields: dict[str, str] = {}
+    try:
+        fields = _flatten(body)
+        _check_known_fields(fields)
+    except _Failed as failed:
+        refused = failed
+    if refused is not None:
+        assert refused.result is PassdbResult.INTERNAL_FAILURE
+        assert refused.error.startswith(("Invalid response data", "Malformed number", "Expected Bearer"))
+    assert all(isinstance(value, str) for value in fields.values())
