@@ -18,7 +18,7 @@ import pytest
 from proxyd.master.main import RELAY_PROCESSES
 from tests.fixtures.dovecot import DovecotBackend
 from tests.fixtures.net import client_address, wait_until
-from tests.fixtures.proxyd import ProxydConfig, ProxydProcess, ProxydRunner
+from tests.fixtures.proxyd import ProxydConfig, ProxydProcess, ProxydRunner, readable_by_auth
 from tests.helpers.clients import RawImapClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
@@ -61,7 +61,6 @@ def _processes(parent: int, title: str) -> list[Proc]:
 def static_config(proxyd: ProxydRunner, backend: DovecotBackend, **service: str) -> ProxydConfig:
     """Everyone is proxied to ``backend`` with the password they typed (no files to read)."""
     config = proxyd.config(None, imaps=False)
-    config.settings.pop("default_internal_user", None)  # the real drop to Dovecot's "dovecot"
     config.passdbs.append(
         {"driver": "static", "args": f"nopassword=y proxy=y host={backend.address} port={backend.imap_port}"}
     )
@@ -439,7 +438,8 @@ def test_auth_cache_flush_reaches_the_auth_process(proxyd: ProxydRunner, backend
         "password_query = SELECT NULL AS password, 'Y' AS nopassword, host, port, 'Y' AS proxy "
         "FROM proxy WHERE user = '%u'\n"
     )
-    config = proxyd.config(None, imaps=False)  # default_internal_user = root: pytest's tmp is private
+    readable_by_auth(database)  # the auth process (dovecot) opens it after the drop
+    config = proxyd.config(None, imaps=False)
     config.passdbs.append({"driver": "sql", "args": str(sql_conf)})
     config.set(auth_cache_size="1M")
     master = proxyd.start(config)
