@@ -295,6 +295,13 @@ _FAIL_ACTIONS: Final = (
     "continue-fail",
 )
 
+#: Pigeonhole 0.5's extensions (Dovecot fills the setting from the managesieve binary)
+_SIEVE_CAPABILITY: Final = (
+    "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric "
+    "relational regex imap4flags copy include variables body enotify environment mailbox date "
+    "index ihave duplicate mime foreverypart extracttext"
+)
+
 _T = Scope.TOP
 _TOP_SPECS: Final = (
     _spec("protocols", _T, parse_protocols, format_protocols, "imap"),
@@ -369,6 +376,9 @@ _TOP_SPECS: Final = (
     _spec("lmtp_client_workarounds", _T, parse_lmtp_workarounds, " ".join, ""),
     _str("recipient_delimiter", _T, "+"),
     _bool("imap_id_retain", _T, "no"),
+    _str("managesieve_implementation_string", _T, "Dovecot Pigeonhole"),
+    _str("managesieve_sieve_capability", _T, _SIEVE_CAPABILITY),
+    _str("managesieve_notify_capability", _T, "mailto"),
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
     _spec(
         "login_proxy_timeout",

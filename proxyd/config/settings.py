@@ -337,6 +337,13 @@ class Settings:
     lmtp_hdr_delivery_address: str = "final"
     lmtp_client_workarounds: tuple[str, ...] = ()
     recipient_delimiter: str = "+"
+    managesieve_implementation_string: str = "Dovecot Pigeonhole"
+    managesieve_sieve_capability: str = (
+        "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric "
+        "relational regex imap4flags copy include variables body enotify environment mailbox date "
+        "index ihave duplicate mime foreverypart extracttext"
+    )
+    managesieve_notify_capability: str = "mailto"
 
     # process model (Dovecot's master settings)
     default_login_user: str = "dovenull"

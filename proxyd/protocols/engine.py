@@ -200,10 +200,14 @@ class LoginEngineBase(ABC):
         if self._awaiting_response:
             raise EngineUsageError("a challenge is already waiting for its response")
         self._transition(Trigger.CHALLENGE)
-        self._out += b"+ " + encode_base64(challenge) + b"\r\n"
+        self._out += self._challenge_line(encode_base64(challenge))
         self._auth_response.clear()
         self._awaiting_response = True
         self._resume = True
+
+    def _challenge_line(self, challenge_b64: bytes) -> bytes:
+        """How the protocol sends a SASL challenge (IMAP and POP3: ``+ <base64>``)."""
+        return b"+ " + challenge_b64 + b"\r\n"
 
     def _transition(self, trigger: Trigger) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Final
 
 from proxyd.protocols.imap.plugin import IMAP
 from proxyd.protocols.lmtp.plugin import LMTP
+from proxyd.protocols.managesieve.plugin import SIEVE
 from proxyd.protocols.pop3.plugin import POP3
 from proxyd.protocols.spec import ProtocolSpec
 
@@ -21,6 +22,7 @@ PROTOCOLS: Final[tuple[ProtocolSpec, ...]] = (
     IMAP,
     POP3,
     LMTP,
+    SIEVE,
 )
 
 #: Dovecot 2.3's other protocol names: accepted words in ``protocols`` that proxyd

@@ -239,7 +239,6 @@ def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
     [
         ("lmtp", "protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself"),
         ("submission", "protocol 'submission' is not supported yet"),
-        ("sieve", "protocol 'sieve' is not supported yet"),
         ("imap foo", "protocols: Unknown protocol: foo"),
         ("none imap", "protocols: Unknown protocol: none"),
     ],
@@ -270,11 +269,11 @@ def test_lmtp_settings(load: Load) -> None:
 
 def test_protocols_judged_on_the_final_value(load: Load) -> None:
     """Debian's protocols.d: a protocol still to come may pass through ``$protocols``."""
-    text = "protocols = $protocols imap sieve\nprotocols = imap pop3\n"
+    text = "protocols = $protocols imap submission\nprotocols = imap pop3\n"
     assert load(NO_SSL + text).protocols == ("imap", "pop3")
-    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols sieve\n") == (
+    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols submission\n") == (
         3,
-        "protocol 'sieve' is not supported yet",
+        "protocol 'submission' is not supported yet",
     )
 
 

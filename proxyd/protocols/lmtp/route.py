@@ -18,8 +18,8 @@ from typing import Final
 
 from proxyd.protocols.lmtp.address import xtext_encode
 
-# Dovecot's tab escaping, as POP3's XCLIENT FORWARD= uses it
-from proxyd.protocols.pop3.xclient import tab_escape
+# Dovecot's tab escaping, as the XCLIENT FORWARD= of POP3 and ManageSieve uses it
+from proxyd.protocols.xclient import tab_escape
 
 #: LMTP_PROXY_DEFAULT_TIMEOUT_MSECS
 DEFAULT_TIMEOUT: Final = 125.0

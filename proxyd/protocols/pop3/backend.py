@@ -50,7 +50,6 @@ from proxyd.protocols.backend_events import (
 from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
-from proxyd.protocols.pop3.xclient import xclient_command
 from proxyd.protocols.sasl import (
     CLIENT_MECHANISMS,
     SaslClient,
@@ -58,6 +57,7 @@ from proxyd.protocols.sasl import (
     decode_base64,
     encode_base64,
 )
+from proxyd.protocols.xclient import xclient_command
 
 #: bytes that would end or split a POP3 command line
 _LINE_BREAKERS: Final = frozenset("\r\n\0")

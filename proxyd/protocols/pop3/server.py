@@ -68,8 +68,8 @@ from proxyd.protocols.events import (
 )
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
-from proxyd.protocols.pop3.xclient import parse_xclient
 from proxyd.protocols.sasl import decode_base64, is_base64_text
+from proxyd.protocols.xclient import parse_xclient
 
 #: Dovecot's ``LOGIN_MAX_AUTH_BUF_SIZE``.
 MAX_AUTH_LINE: Final = 8192

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxyd.protocols.pop3.xclient import (
+from proxyd.protocols.xclient import (
     XclientArgs,
     decode_forward,
     encode_forward,

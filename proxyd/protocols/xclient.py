@@ -1,12 +1,12 @@
-"""Dovecot's POP3 ``XCLIENT``: the command a proxy sends, and how a trusted peer's one is read.
+"""The ``XCLIENT`` of Dovecot's POP3 and Pigeonhole's ManageSieve proxies: the command, and how a trusted peer's one is read.
 
-Format (``pop3-proxy.c`` ``proxy_send_login()``)::
+Format (``pop3-proxy.c`` ``proxy_send_login()``, ``managesieve-proxy.c`` ``proxy_write_xclient()``)::
 
     XCLIENT ADDR=<ip> PORT=<port> SESSION=<id> TTL=<ttl>[ FORWARD=<base64>]
 
 ``FORWARD`` is base64 of the ``forward_*`` passdb fields without their prefix,
 each ``key=value`` tab-escaped (``str_append_tabescaped()``) and joined by TAB.
-The reader (``cmd_xclient()`` in ``pop3-login/client.c``) takes the keys in
+The readers (``cmd_xclient()`` in ``pop3-login/client.c`` and ``managesieve-login/client.c``) take the keys in
 any case and order, ignores unknown ones, and applies every valid value even
 when another one is invalid (the reply is then ``-ERR Invalid parameters``).
 """
