@@ -16,8 +16,9 @@ export PYTHONPATH=$SRC
 header=--header
 for mode in ${MODES:-hp hs}; do
   for reference in "" dovecot; do
-    PROXYD_E2E_REFERENCE=$reference timeout 900 "$PY" bench/flood.py --mode "$mode" \
-      --rates "$RATES" --duration "$DURATION" $header
+    PROXYD_E2E_REFERENCE=$reference timeout 1200 "$PY" bench/flood.py --mode "$mode" \
+      --rates "$RATES" --duration "$DURATION" $header ||
+      echo "| ${reference:-proxyd} ${mode^^} | (run failed: see stderr) |"
     header=
   done
 done

@@ -20,6 +20,7 @@ documented blast radius says none may be lost.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ def run_scenario(
         ctx = Context(stack, idle)
         try:
             if sessions > SESSIONS:
+                await _wait_for_logins(stack)  # the login processes are up
                 empty = resources(stack.proxy.pid)
                 with trio.fail_after(600):
                     await idle.open(
@@ -385,6 +387,9 @@ def test_passdb_postgresql_stopped_and_started(
 def test_ten_thousand_idle_sessions(soak_reports: list[SoakReport]) -> None:
     """10,000 proxied idle sessions on one machine (high-performance mode, two login
     processes): all alive after a minute, logins as fast as with few sessions."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 30_000 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (30_000, hard))
 
     async def disturb(ctx: Context) -> set[int]:
         await trio.sleep(DURING)
