@@ -17,12 +17,14 @@ from proxyd.protocols.lmtp.plugin import LMTP
 from proxyd.protocols.managesieve.plugin import SIEVE
 from proxyd.protocols.pop3.plugin import POP3
 from proxyd.protocols.spec import ProtocolSpec
+from proxyd.protocols.submission.plugin import SUBMISSION
 
 PROTOCOLS: Final[tuple[ProtocolSpec, ...]] = (
     IMAP,
     POP3,
     LMTP,
     SIEVE,
+    SUBMISSION,
 )
 
 #: Dovecot 2.3's other protocol names: accepted words in ``protocols`` that proxyd

@@ -238,7 +238,6 @@ def test_protocols(load: Load, value: str, expected: tuple[str, ...]) -> None:
     ("value", "message"),
     [
         ("lmtp", "protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself"),
-        ("submission", "protocol 'submission' is not supported yet"),
         ("imap foo", "protocols: Unknown protocol: foo"),
         ("none imap", "protocols: Unknown protocol: none"),
     ],
@@ -268,13 +267,11 @@ def test_lmtp_settings(load: Load) -> None:
 
 
 def test_protocols_judged_on_the_final_value(load: Load) -> None:
-    """Debian's protocols.d: a protocol still to come may pass through ``$protocols``."""
-    text = "protocols = $protocols imap submission\nprotocols = imap pop3\n"
+    """Debian's protocols.d: each file adds one with ``$protocols``; the last value counts."""
+    text = "protocols = imap\nprotocols = $protocols sieve\nprotocols = $protocols submission lmtp\n"
+    assert load(NO_SSL + text + "lmtp_proxy = yes\n").protocols == ("imap", "sieve", "submission", "lmtp")
+    text = "protocols = $protocols imap sieve\nprotocols = imap pop3\n"
     assert load(NO_SSL + text).protocols == ("imap", "pop3")
-    assert load_error(load, NO_SSL + "protocols = imap\nprotocols = $protocols submission\n") == (
-        3,
-        "protocol 'submission' is not supported yet",
-    )
 
 
 @pytest.mark.parametrize(
@@ -389,7 +386,7 @@ def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> Non
         + "dict {\n}\n"
         + "service imap {\n  process_limit = 1024\n}\n"
         + "service lmtp {\n  unix_listener lmtp {\n  }\n}\n"
-        + "service submission-login {\n}\n"
+        + "service submission {\n}\n"
         + "service auth {\n  unix_listener auth-userdb {\n    mode = 0666\n  }\n}\n"
         + "protocol lda {\n  mail_plugins = sieve\n}\n"
         + "protocol !indexer-worker {\n  mail_vsize_bg_after_count = 0\n}\n"
@@ -408,7 +405,7 @@ def test_settings_of_services_a_proxy_does_not_run_are_listed(load: Load) -> Non
         (11, "plugin { }"),
         (14, "dict { }"),
         (16, "service imap { }"),
-        (23, "service submission-login { }"),
+        (23, "service submission { }"),
         (26, "service auth { unix_listener auth-userdb { } }"),
         (30, "protocol lda { }"),
         (34, "protocol !indexer-worker { mail_vsize_bg_after_count }"),

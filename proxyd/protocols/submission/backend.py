@@ -1,0 +1,267 @@
+"""SubmissionBackendLogin: log in to a Submission backend as Dovecot's ``submission-proxy.c`` does.
+
+States (Dovecot's names): ``banner`` (220), ``ehlo`` (``EHLO <hostname>``),
+``starttls`` / ``tls-ehlo`` with ``starttls``, ``xclient`` / ``xclient-ehlo``
+when the backend offers XCLIENT and ``proxy_not_trusted`` is not set (the
+attributes it lists among HELO PROTO TTL PORT ADDR SESSION FORWARD, values
+xtext-encoded, then EHLO again), ``authenticate`` (``AUTH PLAIN <ir>`` as the
+user or the master user; the initial response is withheld when the line would
+pass 512 bytes, and sent after ``334``).  The backend must advertise AUTH.
+The backend's 2xx reply to AUTH goes to the client; 4xx is AUTH_TEMPFAIL
+(retried; the client then gets that reply), 5xx is passed on as it is.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
+from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
+from proxyd.protocols.backend_events import (
+    BackendEvent,
+    BackendLoggedIn,
+    BackendNeedsTLS,
+    ProxyFailure,
+)
+from proxyd.protocols.buffer import InputBuffer
+from proxyd.protocols.sasl import (
+    CLIENT_MECHANISMS,
+    SaslClient,
+    SaslClientError,
+    decode_base64,
+    encode_base64,
+)
+from proxyd.protocols.xclient import encode_forward
+
+#: lib-smtp's ``SMTP_BASE_LINE_LENGTH_LIMIT``
+LINE_LIMIT: Final = 512
+_XCLIENT_ORDER: Final = ("HELO", "PROTO", "TTL", "PORT", "ADDR", "SESSION", "FORWARD")
+
+
+def xtext(text: str) -> str:
+    """RFC 3461 xtext (``smtp_xtext_encode()``)."""
+    return "".join(
+        chr(b) if 0x21 <= b <= 0x7E and chr(b) not in "+=" else f"+{b:02X}" for b in text.encode()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionBackendParams:
+    user: str
+    password: str = field(repr=False)
+    master_user: str = ""
+    mech: str = ""
+    starttls: bool = False
+    not_trusted: bool = False
+    hostname: str = "localhost"  # our EHLO name
+    helo: str | None = None  # the client's EHLO/HELO domain
+    proto: str | None = None  # "ESMTP" / "SMTP"
+    remote_ip: str = ""
+    remote_port: int = 0
+    session_id: str = ""
+    proxy_ttl: int = 4
+    forward_fields: tuple[tuple[str, str], ...] = ()
+
+
+class _State(enum.Enum):
+    BANNER = "banner"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    TLS_EHLO = "tls-ehlo"
+    XCLIENT = "xclient"
+    XCLIENT_EHLO = "xclient-ehlo"
+    AUTHENTICATE = "authenticate"
+
+
+class SubmissionBackendLogin(BackendEngineBase):
+    """The Submission login dialogue with one backend connection."""
+
+    def __init__(self, params: SubmissionBackendParams) -> None:
+        self._params = params
+        self._buf = InputBuffer(MAX_PROXY_INPUT)
+        self._pending = bytearray()
+        self._eof = False
+        self._out = bytearray()
+        self._events: deque[BackendEvent] = deque()
+        self._phase = Phase.RUNNING
+        self._state = _State.BANNER
+        self._caps: set[str] = set()
+        self._xclient: list[str] = []
+        self._reply: list[bytes] = []
+        self._sasl: SaslClient | None = None
+        self._withheld_ir: bytes | None = None
+        self._mech = params.mech.upper() or "PLAIN"
+        if self._mech not in CLIENT_MECHANISMS:
+            self._fail(ProxyFailure.INTERNAL, f"Unsupported SASL mechanism {params.mech}")
+
+    @property
+    def state_name(self) -> str:
+        return self._state.value
+
+    def tls_started(self) -> None:
+        if self._phase is not Phase.TLS_PENDING:
+            raise RuntimeError("tls_started() without BackendNeedsTLS")
+        self._phase = Phase.RUNNING
+        self._buf.take_all()
+        self._pending.clear()
+        self._caps.clear()
+        self._xclient = []
+        self._state = _State.TLS_EHLO
+        self._ehlo()
+
+    def trailing_data(self) -> bytes:
+        data = self._buf.take_all() + bytes(self._pending)
+        self._pending.clear()
+        return data
+
+    # -- internals ---------------------------------------------------------
+
+    def _ehlo(self) -> None:
+        self._out += f"EHLO {self._params.hostname}\r\n".encode()
+
+    def _parse_line(self, line: bytes) -> None:
+        """Dovecot's ``submission_proxy_parse_line()``: one reply line."""
+        code = line[:3]
+        valid = len(line) >= 3 and code.isdigit() and 200 <= int(code) < 560 and line[3:4] in (b" ", b"-", b"")
+        status = int(code) if valid else 0
+        last = line[3:4] != b"-"
+        text = line[4:].decode("utf-8", "replace")
+        state = self._state
+        shown = sanitize(line, MAX_REMOTE_LINE_LEN)
+        if state is _State.BANNER:
+            if not valid or status != 220:
+                self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + shown)
+            elif last:
+                self._state = _State.EHLO
+                self._ehlo()
+        elif state in (_State.EHLO, _State.TLS_EHLO, _State.XCLIENT_EHLO):
+            if not valid or status // 100 != 2:
+                self._fail(ProxyFailure.PROTOCOL, "Invalid EHLO line: " + shown)
+                return
+            self._capability(text)
+            if last:
+                self._ehlo_done()
+        elif state is _State.STARTTLS:
+            if not valid or status != 220:
+                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + shown)
+            elif last:
+                self._phase = Phase.TLS_PENDING
+                self._events.append(BackendNeedsTLS())
+        elif state is _State.XCLIENT:
+            if not valid or status // 100 != 2:
+                self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + shown)
+            elif last:
+                self._caps.clear()
+                self._state = _State.XCLIENT_EHLO
+        else:
+            self._auth_reply(valid, status, last, line, text)
+
+    def _capability(self, text: str) -> None:
+        upper = text.upper()
+        if upper.startswith("XCLIENT "):
+            self._caps.add("XCLIENT")
+            self._xclient = upper[8:].split()
+        elif upper == "STARTTLS":
+            self._caps.add("STARTTLS")
+        elif upper.startswith("AUTH ") and len(upper) > 5:
+            self._caps.add("AUTH")
+
+    def _ehlo_done(self) -> None:
+        """Dovecot's ``proxy_handle_ehlo_reply()``."""
+        params = self._params
+        if self._state is _State.EHLO and params.starttls:
+            if "STARTTLS" not in self._caps:
+                self._fail(ProxyFailure.REMOTE_CONFIG, "STARTTLS not supported")
+                return
+            self._out += b"STARTTLS\r\n"
+            self._state = _State.STARTTLS
+            return
+        if self._state in (_State.EHLO, _State.TLS_EHLO) and "XCLIENT" in self._caps and not params.not_trusted:
+            self._out += self._xclient_command()
+            self._state = _State.XCLIENT
+            self._ehlo()  # pipelined: its reply follows XCLIENT's
+            return
+        self._send_auth()
+
+    def _xclient_command(self) -> bytes:
+        params = self._params
+        values = {
+            "HELO": params.helo or "[UNAVAILABLE]",
+            "PROTO": params.proto or "[UNAVAILABLE]",
+            "TTL": str(params.proxy_ttl),
+            "PORT": str(params.remote_port),
+            "ADDR": params.remote_ip,
+            "SESSION": params.session_id,
+            "FORWARD": encode_forward(params.forward_fields),
+        }
+        parts = [
+            f"{name}={xtext(values[name])}"
+            for name in _XCLIENT_ORDER
+            if name in self._xclient and values[name]
+        ]
+        return ("XCLIENT " + " ".join(parts) + "\r\n").encode()
+
+    def _send_auth(self) -> None:
+        if "AUTH" not in self._caps:
+            # never send credentials to a backend that does not take them (TLS required?)
+            self._fail(
+                ProxyFailure.REMOTE_CONFIG, "Authentication support not advertised (TLS required?)"
+            )
+            return
+        params = self._params
+        self._sasl = SaslClient.create(
+            self._mech,
+            authzid=params.user,
+            authcid=params.master_user or params.user,
+            password=params.password,
+        )
+        initial = encode_base64(self._sasl.output())
+        command = b"AUTH " + self._mech.encode()
+        if not initial:
+            command += b" ="
+        elif 5 + len(self._mech) + 1 + len(initial) > LINE_LIMIT:
+            self._withheld_ir = initial
+        else:
+            command += b" " + initial
+        self._out += command + b"\r\n"
+        self._state = _State.AUTHENTICATE
+
+    def _auth_reply(self, valid: bool, status: int, last: bool, line: bytes, text: str) -> None:
+        if valid and status == 334 and self._sasl is not None:
+            if not last:
+                self._fail(ProxyFailure.PROTOCOL, "Server returned multi-line challenge: " + sanitize(line, 1024))
+            elif self._withheld_ir is not None:
+                self._out += self._withheld_ir + b"\r\n"
+                self._withheld_ir = None
+            else:
+                self._continue_sasl(text)
+            return
+        self._reply.append(line + b"\r\n")
+        if not last:
+            return
+        reply = b"".join(self._reply)
+        self._reply = []
+        if valid and status // 100 == 2:
+            self._phase = Phase.DONE
+            self._events.append(BackendLoggedIn(reply))
+        elif valid and status // 100 == 4:
+            self._fail(ProxyFailure.AUTH_TEMPFAIL, text, reply)
+        else:
+            self._fail(ProxyFailure.AUTH, text if valid else sanitize(line, MAX_REMOTE_LINE_LEN), reply)
+
+    def _continue_sasl(self, text: str) -> None:
+        assert self._sasl is not None
+        challenge = decode_base64(text.encode())
+        if challenge is None:
+            self._fail(ProxyFailure.PROTOCOL, "Invalid base64 data in AUTH response")
+            return
+        try:
+            self._sasl.input(challenge)
+            response = self._sasl.output()
+        except SaslClientError as error:
+            self._fail(ProxyFailure.PROTOCOL, f"Invalid authentication data: {error}")
+            return
+        self._out += encode_base64(response) + b"\r\n"

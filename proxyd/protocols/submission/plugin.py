@@ -1,0 +1,59 @@
+"""Submission's entry in the protocol registry: the ``submission-login`` service (``protocols = submission``)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from proxyd.protocols.events import LoginPolicy
+from proxyd.protocols.spec import (
+    BackendLogin,
+    BackendLoginEngine,
+    DefaultListener,
+    LoginHooks,
+    LoginServerEngine,
+    ProtocolSpec,
+)
+from proxyd.protocols.submission.backend import SubmissionBackendLogin, SubmissionBackendParams
+from proxyd.protocols.submission.replies import SubmissionOptions, reply
+from proxyd.protocols.submission.server import SubmissionLoginServer
+
+
+def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
+    options = SubmissionOptions(hostname=settings.hostname or socket.gethostname())
+    return SubmissionLoginServer(policy, options)
+
+
+def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLoginEngine:
+    assert isinstance(client, SubmissionLoginServer)
+    params = SubmissionBackendParams(
+        user=login.user,
+        password=login.password,
+        master_user=login.master_user,
+        mech=login.mech,
+        starttls=login.starttls,
+        not_trusted=login.not_trusted,
+        hostname=client.hostname_for_backend,
+        helo=client.helo,
+        proto=client.proto,
+        remote_ip=login.remote_ip,
+        remote_port=login.remote_port,
+        session_id=login.session_id,
+        proxy_ttl=login.proxy_ttl,
+        forward_fields=login.forward_fields,
+    )
+    return SubmissionBackendLogin(params)
+
+
+def _goodbye(text: str) -> bytes:
+    return reply(421, "4.3.2", text)
+
+
+SUBMISSION = ProtocolSpec(
+    name="submission",
+    service="submission-login",
+    default_port=587,
+    default_ssl_port=465,
+    listeners=(DefaultListener("submission", 587),),
+    login=LoginHooks(new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye),
+)

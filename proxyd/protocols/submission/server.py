@@ -1,0 +1,239 @@
+"""SubmissionLoginServer: the client-facing pre-login SMTP engine, after Dovecot's submission-login.
+
+Theory of operation
+-------------------
+Sans-IO like the other login engines (``proxyd.protocols.events``).  The
+greeting is ``220 <hostname> <login_greeting>``; commands are lines:
+
+* ``EHLO``/``HELO`` are answered with Dovecot's pre-login capabilities (AUTH
+  with the mechanisms allowed now, STARTTLS while TLS can still start) and
+  remembered: the backend gets them in XCLIENT ``HELO=``/``PROTO=``;
+* ``AUTH <mech> [<initial response>]`` becomes ``AuthBegin``; challenges go
+  out as ``334 <base64>``, the client answers with a base64 line (``*`` aborts);
+* ``NOOP``/``RSET`` (``250 2.0.0 OK``), ``QUIT``, ``STARTTLS``;
+* everything a session does after login (``MAIL``, ``RCPT``, ``DATA``, ``BDAT``,
+  ``VRFY``, ...) is ``530 5.7.0 Authentication required.``, anything else
+  ``500 5.5.1 Unknown command``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from proxyd.log import MAX_MECH_NAME_LEN, sanitize
+from proxyd.protocols.buffer import InputBuffer
+from proxyd.protocols.engine import LoginEngineBase, State, Trigger
+from proxyd.protocols.events import (
+    PLAINTEXT_MECHANISMS,
+    AuthAborted,
+    AuthBegin,
+    AuthContinue,
+    AuthRefused,
+    ClientFailure,
+    Close,
+    LoginPolicy,
+    StartTLS,
+)
+from proxyd.protocols.sasl import decode_base64, is_base64_text
+from proxyd.protocols.submission import replies
+from proxyd.protocols.submission.replies import SubmissionOptions, reply
+from proxyd.protocols.texts import (
+    AUTH_ABORTED_MSG,
+    INVALID_BASE64_CONTINUED_MSG,
+    INVALID_BASE64_INITIAL_MSG,
+    INVALID_BASE64_RESPONSE_MSG,
+    MECH_PLAINTEXT_DISABLED_MSG,
+    SSL_REQUIRED_MSG,
+    UNSUPPORTED_MECH_MSG,
+)
+
+#: lib-smtp's command line limit (``SMTP_BASE_LINE_LENGTH_LIMIT`` plus room for AUTH's response)
+MAX_LINE: Final = 4096
+MAX_AUTH_LINE: Final = 8192
+#: commands of a logged-in session
+_NEED_AUTH: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "BURL", "VRFY", "EXPN", "ETRN"})
+
+
+class SubmissionLoginServer(LoginEngineBase):
+    """The pre-login Submission dialogue with one client (Dovecot's ``submission-login``)."""
+
+    def __init__(
+        self,
+        policy: LoginPolicy,
+        options: SubmissionOptions = SubmissionOptions(),  # noqa: B008 - frozen
+        *,
+        hostname: Callable[[], str] = socket.gethostname,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        super().__init__(
+            policy, max_inbuf=MAX_LINE, max_auth_line=MAX_AUTH_LINE, hostname=hostname, clock=clock
+        )
+        self._buf = InputBuffer(MAX_LINE)
+        self._options = options
+        #: the client's EHLO/HELO domain and which of the two it used (XCLIENT HELO=/PROTO=)
+        self.helo: str | None = None
+        self.proto: str | None = None
+        self._out += replies.greeting(policy, options)
+
+    # -- driver API ------------------------------------------------------
+
+    @property
+    def hostname_for_backend(self) -> str:
+        """Our own name, for the EHLO to the backend (Dovecot's ``hostname``)."""
+        return self._options.hostname
+
+    def auth_failed(self, failure: ClientFailure, reason: str | None = None) -> None:
+        self._end_auth(
+            replies.auth_failure_reply(failure, reason, hostname=self._hostname(), now=self._clock())
+        )
+
+    def auth_backend_reply(self, reply_bytes: bytes) -> None:
+        self._end_auth(reply_bytes)
+
+    def tls_started(self, policy: LoginPolicy) -> None:
+        """After STARTTLS the client starts over with EHLO (RFC 3207)."""
+        self._transition(Trigger.TLS_STARTED)
+        self._policy = policy
+        self._buf.take_all()
+        self._pending.clear()
+        self.helo = self.proto = None
+
+    def close(self, text: str | None = None) -> None:
+        """Driver-initiated disconnect: ``421 4.3.2 <text>`` (if given)."""
+        if self._state is State.CLOSED:
+            return
+        if text is not None:
+            self._out += reply(421, "4.3.2", text)
+        self._transition(Trigger.CLOSE)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _challenge_line(self, challenge_b64: bytes) -> bytes:
+        return b"334 " + challenge_b64 + b"\r\n"
+
+    def _disconnect(self, reason: str, text: str | None = None, /) -> None:
+        if text is not None:
+            self._out += reply(421, "4.7.0", text)
+        self._transition(Trigger.CLOSE)
+        self._events.append(Close(reason))
+
+    def _next_line(self) -> bytes | None:
+        data = self._buf.peek()
+        end = data.find(b"\n")
+        if end < 0:
+            return None
+        self._buf.skip(end + 1)
+        line = data[:end]
+        return line[:-1] if line.endswith(b"\r") else line
+
+    # -- commands ----------------------------------------------------------
+
+    def _handle_input(self) -> bool:
+        line = self._next_line()
+        if line is None:
+            return False
+        verb, _, args = line.partition(b" ")
+        name = verb.decode("latin-1").upper()
+        args = args.strip(b" ")
+        if name in ("EHLO", "HELO"):
+            self._cmd_hello(name, args)
+        elif name == "AUTH":
+            self._cmd_auth(args)
+        elif name in ("NOOP", "RSET"):
+            self._out += replies.OK
+        elif name == "QUIT":
+            self._out += replies.BYE
+            self._disconnect("Aborted login by logging out")
+        elif name == "STARTTLS":
+            self._cmd_starttls(args)
+        elif name in _NEED_AUTH:
+            self._out += replies.AUTH_REQUIRED
+        else:
+            self._out += replies.UNKNOWN_COMMAND
+        return self._state is State.NOT_AUTHENTICATED
+
+    def _cmd_hello(self, name: str, args: bytes) -> None:
+        domain = args.split(b" ", 1)[0]
+        if not domain:
+            self._out += replies.MISSING_HOSTNAME
+            return
+        self.helo = domain.decode("utf-8", "replace")
+        if name == "EHLO":
+            self.proto = "ESMTP"
+            self._out += replies.ehlo_reply(self._policy, self._options)
+        else:
+            self.proto = "SMTP"
+            self._out += f"250 {self._options.hostname}\r\n".encode()
+
+    def _cmd_starttls(self, args: bytes) -> None:
+        if args:
+            self._out += replies.INVALID_PARAMETERS
+        elif self._policy.tls_active or not self._policy.tls_available:
+            self._out += replies.UNKNOWN_COMMAND
+        else:
+            self._out += replies.STARTTLS_BEGIN
+            self._transition(Trigger.STARTTLS)
+            self._events.append(StartTLS())
+
+    def _cmd_auth(self, args: bytes) -> None:
+        mech_raw, _, initial_b64 = args.partition(b" ")
+        if not mech_raw:
+            self._out += replies.MISSING_MECHANISM
+            return
+        policy = self._policy
+        self._auth_attempts += 1
+        if not policy.secured and policy.ssl == "required":
+            self._out += reply(530, "5.7.0", SSL_REQUIRED_MSG)
+            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
+            return
+        wanted = mech_raw.upper()
+        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
+        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
+        if mech is None:
+            self._refuse(reply(504, "5.5.4", UNSUPPORTED_MECH_MSG), UNSUPPORTED_MECH_MSG)
+            return
+        if not policy.secured and policy.disable_plaintext_auth and mech.upper() in PLAINTEXT_MECHANISMS:
+            self._refuse(reply(523, "5.7.10", MECH_PLAINTEXT_DISABLED_MSG), MECH_PLAINTEXT_DISABLED_MSG)
+            return
+        initial: bytes | None = None
+        if initial_b64:
+            initial = b"" if initial_b64 == b"=" else decode_base64(initial_b64)
+            if initial is None:
+                self._refuse(reply(501, "5.5.2", INVALID_BASE64_INITIAL_MSG), INVALID_BASE64_INITIAL_MSG)
+                return
+        self._transition(Trigger.AUTH_BEGIN)
+        self._events.append(AuthBegin(mech.upper(), initial))
+
+    def _refuse(self, line: bytes, text: str) -> None:
+        self._out += line
+        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
+
+    def _auth_parse_response(self) -> None:
+        if self._auth_read_line() <= 0:
+            return
+        line = bytes(self._auth_response)
+        self._auth_response.clear()
+        self._awaiting_response = False
+        if line == b"*":
+            self._end_auth(reply(501, "5.5.2", AUTH_ABORTED_MSG))
+            self._events.append(AuthAborted())
+            return
+        if not is_base64_text(line):
+            self._refuse_response(reply(535, "5.7.8", INVALID_BASE64_RESPONSE_MSG), INVALID_BASE64_RESPONSE_MSG)
+            return
+        decoded = decode_base64(line)
+        if decoded is None:
+            self._refuse_response(
+                reply(501, "5.5.2", INVALID_BASE64_CONTINUED_MSG), INVALID_BASE64_CONTINUED_MSG
+            )
+            return
+        self._events.append(AuthContinue(decoded))
+
+    def _refuse_response(self, line: bytes, text: str) -> None:
+        self._end_auth(line)
+        self._events.append(
+            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
+        )

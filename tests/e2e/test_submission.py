@@ -1,0 +1,177 @@
+"""Submission end to end: ``proxyd -c FILE`` with ``protocols = submission`` in front of real Dovecot.
+
+The client is Python's smtplib; the backends are Dovecot with Debian's
+dovecot-submissiond (tests/fixtures/dovecot.py ``mail_backend_a``/``_b``), each
+relaying what it accepts to an SMTP sink of its own, so a test sees which
+backend took a message.  The backends trust 127.0.0.0/8: proxyd's XCLIENT makes
+them log the client's own address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import smtplib
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import proxy_started
+from tests.fixtures.dovecot import SieveSubmissionBackend
+from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_port, free_ports, wait_until
+from tests.fixtures.proxyd import (
+    Listener,
+    PasswdEntry,
+    ProxydConfig,
+    ProxydProcess,
+    ProxydRunner,
+    proxy_fields,
+    write_passwd_file,
+)
+
+pytestmark = pytest.mark.e2e
+
+HOSTNAME = "proxy.test"
+EHLO_LINES = [
+    HOSTNAME,
+    "8BITMIME",
+    "AUTH PLAIN LOGIN",
+    "BURL imap",
+    "CHUNKING",
+    "ENHANCEDSTATUSCODES",
+    "SIZE",
+    "STARTTLS",
+    "PIPELINING",
+]
+
+
+def _entries(a: SieveSubmissionBackend, b: SieveSubmissionBackend) -> list[PasswdEntry]:
+    return [
+        PasswdEntry("alice", "{PLAIN}alicepw", proxy_fields(a.address, a.submission_port)),
+        PasswdEntry("bob", "{PLAIN}bobpw", proxy_fields(b.address, b.submission_port)),
+        PasswdEntry(
+            "mia",
+            "{PLAIN}miapw",
+            proxy_fields(a.address, a.submission_port, destuser="alice", master="proxymaster", **{"pass": "masterpw"}),
+        ),
+        PasswdEntry("dan", "{PLAIN}danpw", proxy_fields(a.address, free_port(a.address), proxy_timeout="2")),
+    ]
+
+
+def submission_config(proxyd: ProxydRunner, passwd: Path) -> ProxydConfig:
+    config = proxyd.config(
+        passwd, imaps=False, protocols="submission", hostname=HOSTNAME, login_greeting="Dovecot ready."
+    )
+    (port,) = free_ports(PROXYD_ADDRESS, 1)
+    config.listeners = [Listener("submission-login", "submission", PROXYD_ADDRESS, port)]
+    return config
+
+
+@pytest.fixture
+def running(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, mail_backend_b: SieveSubmissionBackend
+) -> ProxydProcess:
+    passwd = write_passwd_file(proxyd.workdir / "submission-users", _entries(mail_backend_a, mail_backend_b))
+    return proxyd.start(submission_config(proxyd, passwd))
+
+
+def connect(running: ProxydProcess, n: int) -> smtplib.SMTP:
+    return smtplib.SMTP(
+        running.address("submission"), running.port("submission"), timeout=20,
+        source_address=(client_address(n), 0),
+    )
+
+
+def message(sender: str, subject: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "someone@example.net"
+    msg["Subject"] = subject
+    msg.set_content("sent through proxyd\n")
+    return msg
+
+
+def test_before_login(running: ProxydProcess) -> None:
+    with connect(running, 31) as client:
+        code, text = client.ehlo("client.example")
+        assert code == 250
+        assert text.decode().split("\n") == EHLO_LINES
+        assert client.mail("a@example.org") == (530, b"5.7.0 Authentication required.")
+        assert client.noop() == (250, b"2.0.0 OK")
+        assert client.docmd("FOO") == (500, b"5.5.1 Unknown command")
+        assert client.docmd("AUTH", "CRAM-MD5") == (504, b"5.5.4 Unsupported authentication mechanism.")
+
+
+def test_greeting(running: ProxydProcess) -> None:
+    import socket
+
+    with socket.create_connection((running.address("submission"), running.port("submission")), 10) as sock:
+        assert sock.makefile("rb").readline() == f"220 {HOSTNAME} Dovecot ready.\r\n".encode()
+
+
+def test_messages_reach_the_users_backend(
+    running: ProxydProcess, mail_backend_a: SieveSubmissionBackend, mail_backend_b: SieveSubmissionBackend
+) -> None:
+    for user, password, home, other, n in (
+        ("alice", "alicepw", mail_backend_a, mail_backend_b, 32),
+        ("bob", "bobpw", mail_backend_b, mail_backend_a, 33),
+    ):
+        subject = f"proxyd-{user}-{os.getpid()}-{time.monotonic_ns()}"
+        with connect(running, n) as client:
+            client.ehlo("client.example")
+            assert client.login(user, password) == (235, b"2.7.0 Logged in.")
+            client.send_message(message(f"{user}@example.org", subject))
+        wait_until(
+            lambda: any(subject.encode() in m.data for m in home.relay.messages),  # noqa: B023
+            timeout=10,
+            what=f"{subject} at {home.address}'s relay",
+        )
+        assert not any(subject.encode() in m.data for m in other.relay.messages)
+        # the backend took proxyd's XCLIENT: it logged the client's own address and EHLO name
+        home.dovecot.wait_for_log(
+            rf"submission-login: Info: Login: user=<{user}>, method=PLAIN, rip={client_address(n)}, "
+        )
+        running.wait_for_log(proxy_started(user, home.address))
+
+
+def test_master_user(running: ProxydProcess, mail_backend_a: SieveSubmissionBackend) -> None:
+    with connect(running, 34) as client:
+        client.ehlo("client.example")
+        assert client.login("mia", "miapw") == (235, b"2.7.0 Logged in.")
+    mail_backend_a.dovecot.wait_for_log(
+        r"submission-login: Info: Login: user=<alice>, method=PLAIN, rip=" + client_address(34)
+    )
+
+
+def test_failures(running: ProxydProcess) -> None:
+    with connect(running, 35) as client:
+        client.ehlo("client.example")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+            client.login("alice", "wrong")
+        assert (failed.value.smtp_code, failed.value.smtp_error) == (535, b"5.7.8 Authentication failed.")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as down:
+            client.login("dan", "danpw")
+        assert (down.value.smtp_code, down.value.smtp_error) == (
+            454,
+            b"4.7.0 Account is temporarily unavailable.",
+        )
+    running.wait_for_log(r"proxy\(dan[,)].*connect\(127\.0\.0\.2, \d+\) failed")
+
+
+@pytest.mark.proxyd_only
+def test_who_and_process_title(running: ProxydProcess, proxyd: ProxydRunner) -> None:
+    with connect(running, 36) as client:
+        client.ehlo("client.example")
+        titles = []
+        for pid in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if pid.isdigit():
+                    titles.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip())
+        assert b"proxyd: submission-login" in titles
+        client.login("alice", "alicepw")
+        who = proxyd.proxyctl("-c", str(running.config_path), "who")
+        assert any(
+            line.split()[:3] == ["alice", "submission", client_address(36)] for line in who.stdout.splitlines()
+        ), who.stdout

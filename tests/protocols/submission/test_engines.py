@@ -1,0 +1,268 @@
+"""Submission engines: Dovecot's submission-login and submission-proxy dialogues, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from datetime import datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxyd.protocols.backend_events import (
+    BackendEvent,
+    BackendFailed,
+    BackendLoggedIn,
+    BackendNeedsTLS,
+    ProxyFailure,
+)
+from proxyd.protocols.events import (
+    NEED_DATA,
+    AuthAborted,
+    AuthBegin,
+    AuthContinue,
+    AuthRefused,
+    ClientFailure,
+    Close,
+    LoginPolicy,
+    StartTLS,
+)
+from proxyd.protocols.submission.backend import SubmissionBackendLogin, SubmissionBackendParams
+from proxyd.protocols.submission.replies import SubmissionOptions
+from proxyd.protocols.submission.server import SubmissionLoginServer
+from tests.protocols import fuzzing
+from tests.protocols.fuzzing import chunked
+from tests.protocols.script import Script
+
+OPEN = LoginPolicy(mechanisms=("PLAIN", "LOGIN"), disable_plaintext_auth=False, tls_available=True)
+OPTIONS = SubmissionOptions(hostname="proxy.test")
+EHLO = (
+    b"250-proxy.test\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250-BURL imap\r\n250-CHUNKING\r\n"
+    b"250-ENHANCEDSTATUSCODES\r\n250-SIZE\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+)
+
+
+def server(policy: LoginPolicy = OPEN) -> SubmissionLoginServer:
+    return SubmissionLoginServer(
+        policy, OPTIONS, hostname=lambda: "proxy1", clock=lambda: datetime(2024, 5, 6, 7, 8, 9)
+    )
+
+
+def test_greeting_and_ehlo() -> None:
+    s = Script(server(), keep_greeting=True)
+    s.expect(b"220 proxy.test Dovecot ready.\r\n")
+    s.recv(b"EHLO client.example\r\n").expect(EHLO)
+    assert (s.engine.helo, s.engine.proto) == ("client.example", "ESMTP")
+    s.recv(b"HELO other\r\n").expect(b"250 proxy.test\r\n")
+    assert (s.engine.helo, s.engine.proto) == ("other", "SMTP")
+    s.recv(b"HELO\r\n").expect(b"501 Missing hostname\r\n")
+
+
+def test_ehlo_without_plaintext_or_tls() -> None:
+    policy = LoginPolicy(mechanisms=("PLAIN",), ssl="required", tls_available=True)
+    s = Script(server(policy))
+    s.recv(b"EHLO c\r\n").expect(
+        b"250-proxy.test\r\n250-8BITMIME\r\n250-BURL imap\r\n250-CHUNKING\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250-SIZE\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+    )
+
+
+def test_commands_before_login() -> None:
+    s = Script(server())
+    s.recv(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n").expect(
+        b"530 5.7.0 Authentication required.\r\n" * 3
+    )
+    s.recv(b"NOOP\r\nRSET\r\nFOO\r\n").expect(
+        b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n500 5.5.1 Unknown command\r\n"
+    )
+    s.recv(b"QUIT\r\n").expect(b"221 2.0.0 Bye\r\n", Close("Aborted login by logging out"))
+
+
+def test_starttls() -> None:
+    s = Script(server())
+    s.recv(b"STARTTLS x\r\n").expect(b"501 5.5.4 Invalid parameters\r\n")
+    s.recv(b"STARTTLS\r\n").expect(b"220 2.0.0 Begin TLS negotiation now.\r\n", StartTLS())
+    s.do("tls_started", replace(OPEN, tls_active=True, secured=True)).expect()
+    assert s.engine.helo is None
+
+
+def test_auth_plain_and_login() -> None:
+    ir = b"\0alice\0pw"
+    s = Script(server())
+    s.recv(b"AUTH PLAIN " + base64.b64encode(ir) + b"\r\n").expect(AuthBegin("PLAIN", ir))
+    s.do("auth_failed", ClientFailure.AUTH_FAILED).expect(b"535 5.7.8 Authentication failed.\r\n")
+    s.recv(b"AUTH LOGIN\r\n").expect(AuthBegin("LOGIN", None))
+    s.do("sasl_challenge", b"Username:").expect(b"334 VXNlcm5hbWU6\r\n")
+    s.recv(base64.b64encode(b"alice") + b"\r\n").expect(AuthContinue(b"alice"))
+    s.do("sasl_challenge", b"Password:").expect(b"334 UGFzc3dvcmQ6\r\n")
+    s.recv(b"*\r\n").expect(b"501 5.5.2 Authentication aborted by client.\r\n", AuthAborted())
+    s.recv(b"AUTH PLAIN =\r\n").expect(AuthBegin("PLAIN", b""))
+    s.do("auth_failed", ClientFailure.PROXY_UNAVAILABLE).expect(
+        b"454 4.7.0 Account is temporarily unavailable.\r\n"
+    )
+    s.recv(b"AUTH PLAIN\r\n").expect(AuthBegin("PLAIN", None))
+    s.do("login_succeeded", b"235 2.7.0 Logged in.\r\n").expect(b"235 2.7.0 Logged in.\r\n")
+    assert s.engine.state == "PROXYING"
+
+
+def test_auth_refusals() -> None:
+    s = Script(server())
+    s.recv(b"AUTH\r\n").expect(b"501 5.5.4 Missing SASL mechanism parameter\r\n")
+    s.recv(b"AUTH CRAM-MD5\r\n").expect(
+        b"504 5.5.4 Unsupported authentication mechanism.\r\n",
+        AuthRefused("Authenticate CRAM-MD5 failed: Unsupported authentication mechanism."),
+    )
+    s.recv(b"AUTH PLAIN !!\r\n").expect(
+        b"501 5.5.2 Invalid base64 data in initial response\r\n",
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+    )
+    s = Script(server(LoginPolicy(mechanisms=("PLAIN",), tls_available=True)))
+    s.recv(b"AUTH PLAIN\r\n").expect(
+        b"523 5.7.10 Plaintext authentication disabled.\r\n",
+        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled."),
+    )
+
+
+PARAMS = SubmissionBackendParams(
+    user="alice", password="alicepw", hostname="proxy.test", helo="client.example", proto="ESMTP",
+    remote_ip="192.0.2.7", remote_port=50000, session_id="sess1", proxy_ttl=4,
+)
+BACKEND_EHLO = b"250-backend\r\n250-AUTH PLAIN LOGIN\r\n250-STARTTLS\r\n250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL FORWARD\r\n"
+AUTH = b"AUTH PLAIN " + base64.b64encode(b"alice\0alice\0alicepw") + b"\r\n"
+
+
+def backend(params: SubmissionBackendParams = PARAMS) -> Script:
+    return Script(SubmissionBackendLogin(params))
+
+
+def test_backend_xclient_then_auth() -> None:
+    s = backend()
+    s.recv(b"220 backend ESMTP\r\n").expect(b"EHLO proxy.test\r\n")
+    s.recv(BACKEND_EHLO).expect(
+        b"XCLIENT HELO=client.example PROTO=ESMTP TTL=4 PORT=50000 ADDR=192.0.2.7 SESSION=sess1\r\n"
+        b"EHLO proxy.test\r\n"
+    )
+    s.recv(b"220 backend ESMTP\r\n").expect()
+    s.recv(b"250-backend\r\n250 AUTH PLAIN LOGIN\r\n").expect(AUTH)
+    s.recv(b"235 2.7.0 Logged in.\r\n").expect(BackendLoggedIn(b"235 2.7.0 Logged in.\r\n"))
+
+
+def test_backend_without_xclient_and_with_starttls() -> None:
+    s = backend(replace(PARAMS, starttls=True))
+    s.recv(b"220 b\r\n").expect(b"EHLO proxy.test\r\n")
+    s.recv(b"250-b\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n").expect(b"STARTTLS\r\n")
+    s.recv(b"220 2.0.0 Begin TLS negotiation now.\r\n").expect(BackendNeedsTLS())
+    s.do("tls_started").expect(b"EHLO proxy.test\r\n")
+    s.recv(b"250-b\r\n250 AUTH PLAIN\r\n").expect(AUTH)
+
+
+def test_backend_failures() -> None:
+    s = backend()
+    s.recv(b"220 b\r\n250-b\r\n250 SIZE\r\n").expect(
+        b"EHLO proxy.test\r\n",
+        BackendFailed(ProxyFailure.REMOTE_CONFIG, "Authentication support not advertised (TLS required?)"),
+    )
+    s = backend(replace(PARAMS, not_trusted=True))
+    s.recv(b"220 b\r\n", BACKEND_EHLO).take()
+    s.recv(b"535 5.7.8 Authentication failed.\r\n").expect(
+        BackendFailed(ProxyFailure.AUTH, "5.7.8 Authentication failed.", b"535 5.7.8 Authentication failed.\r\n")
+    )
+    s = backend(replace(PARAMS, not_trusted=True))
+    s.recv(b"220 b\r\n", BACKEND_EHLO).take()
+    s.recv(b"454 4.7.0 Busy\r\n").expect(
+        BackendFailed(ProxyFailure.AUTH_TEMPFAIL, "4.7.0 Busy", b"454 4.7.0 Busy\r\n")
+    )
+    backend().recv(b"554 go away\r\n").expect(BackendFailed(ProxyFailure.PROTOCOL, "Invalid banner: 554 go away"))
+
+
+def test_backend_master_user() -> None:
+    s = backend(replace(PARAMS, master_user="proxymaster", password="masterpw", not_trusted=True))
+    s.recv(b"220 b\r\n").take()
+    s.recv(BACKEND_EHLO).expect(b"AUTH PLAIN " + base64.b64encode(b"alice\0proxymaster\0masterpw") + b"\r\n")
+
+
+# -- fuzzing -------------------------------------------------------------------------------
+
+policies = st.builds(
+    LoginPolicy,
+    mechanisms=st.sampled_from([("PLAIN", "LOGIN"), ("PLAIN",), ()]),
+    ssl=st.sampled_from(["no", "yes", "required"]),
+    tls_available=st.booleans(),
+    tls_active=st.booleans(),
+    secured=st.booleans(),
+    disable_plaintext_auth=st.booleans(),
+)
+pieces = st.sampled_from(
+    [b"EHLO ", b"HELO ", b"AUTH ", b"PLAIN", b"LOGIN", b"MAIL FROM:<a>", b"STARTTLS", b"QUIT", b"*",
+     b"=", b"AGJvYgBzZWNyZXQ=", b"\r\n", b"\n", b" ", b"\0", b"\xff"]
+)
+noisy = st.lists(st.one_of(pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
+
+
+def drive(engine: SubmissionLoginServer, chunks: list[bytes], answers: list[int], eof: bool):
+    def answer(pick: int) -> None:
+        if pick % 4 == 0:
+            engine.sasl_challenge(b"ch")
+        elif pick % 4 == 1:
+            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
+        elif pick % 4 == 2:
+            engine.auth_backend_reply(b"535 5.7.8 Authentication failed.\r\n")
+        else:
+            engine.login_succeeded(b"235 2.7.0 Logged in.\r\n")
+
+    return fuzzing.drive_server(engine, chunks, answers, eof, answer)
+
+
+@given(policies, noisy, st.lists(st.integers(0, 10_000), max_size=8), st.lists(st.integers(0, 99), min_size=1), st.booleans())
+def test_server_survives_anything(policy, data, cuts, answers, eof):
+    engine = SubmissionLoginServer(policy, OPTIONS, hostname=lambda: "h")
+    output, events = drive(engine, chunked(data, cuts), answers, eof)
+    for line in output.split(b"\r\n")[:-1]:
+        assert line[:3].isdigit(), line
+        assert line[3:4] in (b" ", b"-"), line
+    closes = [event for event in events if isinstance(event, Close)]
+    assert len(closes) <= 1
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=20), noisy, st.lists(st.integers(0, 10_000), max_size=8))
+def test_password_never_reaches_the_client(password, after, cuts):
+    secret = ("Pw" + password).encode()
+    encoded = base64.b64encode(b"\0bob\0" + secret)
+    data = b"EHLO x\r\nAUTH PLAIN " + encoded + b"\r\n" + after
+    output, events = drive(server(), chunked(data, cuts), [0, 1], True)
+    assert secret not in output
+    assert encoded not in output
+    assert all(secret not in repr(event).encode() for event in events)
+
+
+backend_pieces = st.sampled_from(
+    [b"220 b\r\n", b"250-b\r\n", b"250 AUTH PLAIN\r\n", b"250 STARTTLS\r\n", b"250 XCLIENT ADDR HELO\r\n",
+     b"334 \r\n", b"334 VXNlcm5hbWU6\r\n", b"235 ok\r\n", b"454 x\r\n", b"535 x\r\n", b"\r\n"]
+)
+
+
+@given(
+    st.builds(
+        SubmissionBackendParams, user=st.just("bob"), password=st.just("Pw-hunter2"),
+        master_user=st.sampled_from(["", "m"]), mech=st.sampled_from(["", "LOGIN"]),
+        starttls=st.booleans(), not_trusted=st.booleans(),
+    ),
+    st.lists(st.one_of(backend_pieces, st.binary(max_size=30)), max_size=30).map(b"".join),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.booleans(),
+)
+def test_backend_survives_anything(params, data, cuts, eof):
+    engine = SubmissionBackendLogin(params)
+    finished = False
+    for chunk in chunked(data, cuts) + ([b""] if eof else []):
+        engine.receive_data(chunk)
+        while (event := engine.next_event()) is not NEED_DATA:
+            assert isinstance(event, BackendEvent)
+            assert not finished
+            if isinstance(event, BackendNeedsTLS):
+                engine.trailing_data()
+                engine.tls_started()
+            if isinstance(event, (BackendLoggedIn, BackendFailed)):
+                finished = True
+                assert b"Pw-hunter2" not in (getattr(event, "client_reply", None) or b"")
+        engine.data_to_send()
