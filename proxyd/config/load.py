@@ -37,7 +37,7 @@ import logging
 import os
 from typing import Any, Final
 
-from proxyd.config import filters, schema
+from proxyd.config import filters, hosts, schema
 from proxyd.config.parser import (
     ParseOptions,
     RawSection,
@@ -464,14 +464,23 @@ class _Loader:
 
     @staticmethod
     def _filter_net(value: str, where: Location) -> IPNetwork:
-        """``IP[/bits]`` (Dovecot also resolves host names here; proxyd does not yet)."""
+        """``IP[/bits]`` or ``NAME[/bits]`` (Dovecot's config_parse_net: a name's first address)."""
         try:
             return ipaddress.ip_network(value, strict=False)
         except ValueError:
             pass
-        if "/" in value:
-            raise ConfigError(where, f"Invalid network mask: {value.split('/', 1)[1]}")
-        raise ConfigError(where, f"{value}: host names in filters are not supported yet")
+        name, slash, bits = value.partition("/")
+        try:
+            address = hosts.resolve_name(name)[0]
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(where, f"gethostbyname({name}) failed: {reason}") from None
+        if not slash:
+            return ipaddress.ip_network(address)
+        try:
+            return ipaddress.ip_network(f"{address}/{bits}", strict=False)
+        except ValueError:
+            raise ConfigError(where, f"Invalid network mask: {bits}") from None
 
     def _listener(self, service: str, section: RawSection) -> None:
         name = section.label

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from proxyd.config.filters import FilterResolver, tls_candidates
+from proxyd.config.hosts import resolve_name
 from proxyd.errors import ConfigError
 from tests.config.conftest import Load
 
@@ -178,3 +181,18 @@ def test_disjoint_local_blocks_are_never_combined(load: Load) -> None:
         + "local 127.0.0.5 {\n  ssl_cipher_list = HIGH\n}\n"
     )
     assert len(tls_candidates(settings)) == 3
+
+
+def test_host_names_give_their_first_address(load: Load) -> None:
+    """Dovecot's config_parse_net: a name is resolved when the file is read."""
+    first = ipaddress.ip_address(resolve_name("localhost")[0])
+    settings = load(
+        NO_SSL
+        + "local localhost {\n  login_greeting = by name\n}\n"
+        + "remote localhost/8 {\n  disable_plaintext_auth = no\n}\n"
+    )
+    local, remote = settings.filters
+    assert local.local == ipaddress.ip_network(first)
+    assert remote.remote == ipaddress.ip_network(f"{first}/8", strict=False)
+    assert FilterResolver(settings).lookup("imap", str(first)).login_greeting == "by name"
+
