@@ -28,8 +28,10 @@ import mmap
 from collections.abc import Sequence
 from typing import Final
 
-#: protocols and login results the counters distinguish (label values)
-PROTOCOLS: Final = ("imap", "pop3", "submission", "sieve", "lmtp")
+from proxyd.protocols import registry
+
+#: protocols the counters distinguish (label values): the registry's
+PROTOCOLS: Final = tuple(spec.name for spec in registry.PROTOCOLS)
 
 
 class LoginResult(enum.IntEnum):

@@ -25,7 +25,7 @@ class ConnectionInfo:
     socket's own addresses.
     """
 
-    service: str  # "imap" or "pop3"
+    service: str  # the protocol's name in ``protocols`` ("imap", "sieve", ...), Dovecot's %s
     local_ip: str
     local_port: int
     remote_ip: str
