@@ -64,6 +64,7 @@ def _start(
     proxyd_tls: TlsFiles,
     backend: DovecotBackend,
     protocols: list[str],
+    extra: dict[str, str] | None = None,
 ) -> tuple[Path, StockPorts]:
     ports = StockPorts(*free_ports(PROXYD_ADDRESS, 4))
     conf = stock_tree(
@@ -75,6 +76,7 @@ def _start(
         key=proxyd_tls.key_pem,
         users=_users(tree_dir, backend),
         base_dir=tree_dir / "run",
+        extra=extra,
     )
     return conf, ports
 
@@ -143,7 +145,9 @@ def test_stock_tree_with_every_protocol_package(
     Protocols proxyd does not serve yet are refused there, at the line that made
     the final value (the last protocols.d file), never at an intermediate step.
     """
-    conf, _ = _start(proxyd, tree_dir, proxyd_tls, backend_a, ALL_PROTOCOL_FILES)
+    # LMTP is proxied only with lmtp_proxy = yes, in Dovecot too: an administrator's edit
+    extra = {"99-proxy.conf": "lmtp_proxy = yes\n"}
+    conf, _ = _start(proxyd, tree_dir, proxyd_tls, backend_a, ALL_PROTOCOL_FILES, extra)
     checked = proxyd.run("-c", str(conf), "-n")
     final = ["imap", "lmtp", "sieve", "pop3", "submission"]  # protocols.d files in name order
     missing = [name for name in final if name not in registry.BY_NAME]
