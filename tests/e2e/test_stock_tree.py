@@ -106,7 +106,21 @@ def test_stock_tree_loads_and_proxies_imap_and_pop3(
     assert any(line.endswith("service auth { unix_listener auth-userdb { } }") for line in unused)
     assert any(line.endswith("protocol lda { }") for line in unused)
 
-    config = ProxydConfig(settings={}, listeners=_listeners(ports), passdbs=[])
+    _proxy_imap_and_pop3(proxyd, conf, ports, proxyd_tls, backend_a)
+
+
+def _proxy_imap_and_pop3(
+    proxyd: ProxydRunner,
+    conf: Path,
+    ports: StockPorts,
+    proxyd_tls: TlsFiles,
+    backend_a: DovecotBackend,
+    extra_listeners: list[Listener] | None = None,
+) -> None:
+    """Start proxyd on the tree; IMAP (STARTTLS, IMAPS) and POP3 (STLS, POP3S) logins reach the backend."""
+    config = ProxydConfig(
+        settings={}, listeners=[*_listeners(ports), *(extra_listeners or [])], passdbs=[]
+    )
     running = proxyd.start_file(conf, config)
     subject = backend_a.subject_for("alice")
     tls = proxyd_tls.client_context()
@@ -143,17 +157,29 @@ def test_stock_tree_with_every_protocol_package(
     """All of Debian's protocol packages installed: ``protocols`` is judged on its final value.
 
     Protocols proxyd does not serve yet are refused there, at the line that made
-    the final value (the last protocols.d file), never at an intermediate step.
+    the final value (the last protocols.d file), never at an intermediate step;
+    once all are served, the tree runs and IMAP and POP3 are proxied as before.
     """
     # LMTP is proxied only with lmtp_proxy = yes, in Dovecot too: an administrator's edit
     extra = {"99-proxy.conf": "lmtp_proxy = yes\n"}
-    conf, _ = _start(proxyd, tree_dir, proxyd_tls, backend_a, ALL_PROTOCOL_FILES, extra)
+    conf, ports = _start(proxyd, tree_dir, proxyd_tls, backend_a, ALL_PROTOCOL_FILES, extra)
     checked = proxyd.run("-c", str(conf), "-n")
     final = ["imap", "lmtp", "sieve", "pop3", "submission"]  # protocols.d files in name order
     missing = [name for name in final if name not in registry.BY_NAME]
     if not missing:
         assert checked.returncode == 0, checked.stderr
         assert f"protocols = {' '.join(final)}\n" in checked.stdout
+        # the ports of the other login services, as an administrator moves them
+        submission, sieve = free_ports(PROXYD_ADDRESS, 2)
+        (tree_dir / "dovecot/conf.d/98-ports.conf").write_text(
+            f"service submission-login {{\n  inet_listener submission {{\n    port = {submission}\n  }}\n}}\n"
+            f"service managesieve-login {{\n  inet_listener sieve {{\n    port = {sieve}\n  }}\n}}\n"
+        )
+        others = [
+            Listener("submission-login", "submission", PROXYD_ADDRESS, submission),
+            Listener("managesieve-login", "sieve", PROXYD_ADDRESS, sieve),
+        ]
+        _proxy_imap_and_pop3(proxyd, conf, ports, proxyd_tls, backend_a, others)
         return
     assert checked.returncode == 2
     assert checked.stderr == (
