@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from proxyd import __version__
 from proxyd.config import schema
-from proxyd.config.settings import InetListener, PassdbSettings, Settings
+from proxyd.config.settings import FilterBlock, InetListener, PassdbSettings, Settings
 from proxyd.secret import Secret
 
 HIDDEN: Final = "# hidden, use -P to show it"
@@ -140,8 +140,39 @@ def dump_non_default(settings: Settings, show_secrets: bool = False) -> str:
     out = [f"# proxyd {__version__}: {settings.config_path}"]
     for _, lines in entries:
         out.extend(lines)
+    for block in settings.filters:
+        out.extend(_filter_lines(block, show_secrets))
     out.extend(_unused_lines(settings))
     return "\n".join(out) + "\n"
+
+
+def _filter_lines(block: FilterBlock, show_secrets: bool) -> list[str]:
+    """One ``local``/``remote``/``protocol`` block, nested as it was written, in file order."""
+    values = dict(block.values)
+    lines: list[str] = []
+    for name, _where in block.keys:
+        spec = schema.TOP[name]
+        value = values[spec.attribute]
+        if spec.secret and not show_secrets:
+            text = HIDDEN
+        elif spec.pem:
+            path = values.get(f"{name}_path", "")
+            text = f"<{path}" if path else "# inline PEM, not shown"
+        elif spec.secret:
+            text = quote(value.reveal() if isinstance(value, Secret) else str(value))
+        else:
+            text = quote(spec.format(value))
+        lines.append(f"{name} = {text}")
+    headers = []
+    if block.local is not None:
+        headers.append(f"local {block.local_text}")
+    if block.remote is not None:
+        headers.append(f"remote {block.remote_text}")
+    if block.protocol:
+        headers.append(f"protocol {block.protocol}")
+    for header in reversed(headers):
+        lines = _block(header, lines)
+    return lines
 
 
 def _unused_lines(settings: Settings) -> list[str]:

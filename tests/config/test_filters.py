@@ -196,3 +196,24 @@ def test_host_names_give_their_first_address(load: Load) -> None:
     assert remote.remote == ipaddress.ip_network(f"{first}/8", strict=False)
     assert FilterResolver(settings).lookup("imap", str(first)).login_greeting == "by name"
 
+
+
+def test_proxyd_n_shows_the_blocks_and_they_load_again(load: Load) -> None:
+    from proxyd.config.dump import dump_non_default
+    from proxyd.config.load import load_settings_text
+
+    settings = load(NO_SSL + FILTERS)
+    dumped = dump_non_default(settings)
+    assert "local 127.0.0.0/8 {\n  protocol pop3 {\n    disable_plaintext_auth = no\n  }\n}\n" in dumped
+    assert "remote 10.0.0.0/8 {\n  remote 10.1.0.0/16 {\n" not in dumped  # nested: the inner net only
+    assert "remote 10.1.0.0/16 {\n  login_greeting = remote16\n}\n" in dumped
+    assert "protocol !imap {\n  auth_mechanisms = plain login\n}\n" in dumped
+    again = load_settings_text(dumped, settings.config_path)
+    for case in (("imap", "127.0.0.5", "10.1.2.3"), ("pop3", "127.0.0.1", "192.0.2.1")):
+        first = FilterResolver(settings).lookup(*case)
+        second = FilterResolver(again).lookup(*case)
+        assert (first.login_greeting, first.disable_plaintext_auth, first.auth_mechanisms) == (
+            second.login_greeting,
+            second.disable_plaintext_auth,
+            second.auth_mechanisms,
+        )
