@@ -142,7 +142,7 @@ def test_move_kicks_on_every_node(
     conf.chmod(0o644)
     down = f"127.0.1.9:{free_port('127.0.1.9')}"
     nodes, _ = start_nodes(proxyd, [], down=down, extra=f"passdb {{\n  driver = sql\n  args = {conf}\n}}\n")
-    clients = [RawImapClient(n.address(), n.port(), source_ip=client_address(154 + i)) for i, n in enumerate(nodes)]
+    clients = [RawImapClient(n.address(), n.port(), source_ip=client_address(190 + i)) for i, n in enumerate(nodes)]
     try:
         for client in clients:
             assert client.command("LOGIN alice alicepw").status == "OK"
