@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import smtplib
+import ssl
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.fixtures.proxyd import (
     proxy_fields,
     write_passwd_file,
 )
+from tests.fixtures.tls import TlsFiles
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +177,16 @@ def test_who_and_process_title(running: ProxydProcess, proxyd: ProxydRunner) -> 
         assert any(
             line.split()[:3] == ["alice", "submission", client_address(36)] for line in who.stdout.splitlines()
         ), who.stdout
+
+
+def test_starttls_then_login(running: ProxydProcess, proxyd_tls: TlsFiles) -> None:
+    context = ssl.create_default_context(cafile=str(proxyd_tls.ca_pem))
+    with connect(running, 37) as client:
+        client._host = "localhost"  # the name the certificate is for
+        client.ehlo("client.example")
+        assert client.starttls(context=context) == (220, b"2.0.0 Begin TLS negotiation now.")
+        code, text = client.ehlo("client.example")
+        assert code == 250
+        assert "STARTTLS" not in text.decode().split("\n")
+        assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
+    running.wait_for_log(r"submission-login: Info: .*user=<alice>, method=PLAIN, .*TLS")
