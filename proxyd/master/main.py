@@ -94,6 +94,8 @@ RELAY_PROCESSES = min(4, os.cpu_count() or 1)
 _SESSION_HOLDERS = ("login", "relay")
 #: how long an admin command waits for a child (proxyctl itself waits 30 s)
 _REPLY_TIMEOUT = 15
+#: how long a /metrics scrape waits for the processes' session lists
+_SCRAPE_TIMEOUT = 3.0
 #: how long start-up waits for a process per service before READY=1 anyway
 _READY_TIMEOUT = 30
 #: how long an evicted client's process is given to make room before another is evicted for
@@ -258,16 +260,18 @@ class Master:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await child.control.send(message)
 
-    async def ask(self, child: Child, message: Question) -> Reply | None:
+    async def ask(self, child: Child, message: Question, within: float = _REPLY_TIMEOUT) -> Reply | None:
         """Send a command and wait (bounded) for the child's reply; None if none came."""
         self._request_id += 1
         request_id = self._request_id
         send, receive = trio.open_memory_channel[Reply | None](1)
         child.replies[request_id] = send
         await self.tell(child, dataclasses.replace(message, id=request_id))
-        with trio.move_on_after(_REPLY_TIMEOUT):
+        with trio.move_on_after(within):
             return await receive.receive()
         child.replies.pop(request_id, None)
+        if within < _REPLY_TIMEOUT:
+            return None  # the caller wanted an answer soon rather than complete
         log.warning(
             "service(%s): child %d did not answer %r within %d secs",
             child.service or child.kind, child.pid, message.TAG, _REPLY_TIMEOUT,
@@ -275,14 +279,15 @@ class Master:
         return None
 
     async def ask_all(
-        self, kinds: tuple[str, ...], message: Question, *, live_only: bool = False
+        self, kinds: tuple[str, ...], message: Question, *, live_only: bool = False,
+        within: float = _REPLY_TIMEOUT,
     ) -> list[tuple[Child, Reply]]:
         """``ask`` every child of one of ``kinds`` at once: one slow child must not
         make the others' answers wait (or miss the admin client's deadline)."""
         answers: list[tuple[Child, Reply]] = []
 
         async def one(child: Child) -> None:
-            if (reply := await self.ask(child, message)) is not None:
+            if (reply := await self.ask(child, message, within)) is not None:
                 answers.append((child, reply))
 
         async with trio.open_nursery() as nursery:
@@ -416,13 +421,15 @@ class Master:
         return [child for _, child in sorted(waiting, key=lambda pair: pair[0])[:count]]
 
     # ------------------------------------------------------------------ admin
-    async def who(self, mask: str) -> list[WhoRow]:
-        answers = await self.ask_all(_SESSION_HOLDERS, Who(mask))
+    async def who(self, mask: str, within: float = _REPLY_TIMEOUT) -> list[WhoRow]:
+        answers = await self.ask_all(_SESSION_HOLDERS, Who(mask), within=within)
         return [row for _, reply in answers if isinstance(reply, WhoReply) for row in reply.sessions]
 
     async def metrics_snapshot(self) -> Snapshot:
         """What ``/metrics`` shows: the shared counters, the sessions, the login processes."""
-        sessions = await self.who("*")
+        # a scrape answers in time: a process too busy (or still starting) to answer
+        # within a few seconds is left out of this scrape's session gauge
+        sessions = await self.who("*", within=_SCRAPE_TIMEOUT)
         processes = {svc.name: len(self._pool(svc.name)) for svc in self.services()}
         return Snapshot(totals=counters.totals(), sessions=sessions, login_processes=processes)
 

@@ -67,10 +67,10 @@ def test_who_and_kick_on_every_node(
     nodes, peers = start_nodes(proxyd, entries, keys=(KEY, KEY, "other-key"))
     a, b, c = nodes
     clients = [
-        RawImapClient(a.address(), a.port(), source_ip=client_address(150)),
-        RawImapClient(b.address(), b.port(), source_ip=client_address(151)),
-        RawImapClient(b.address(), b.port(), source_ip=client_address(152)),
-        RawImapClient(c.address(), c.port(), source_ip=client_address(153)),
+        RawImapClient(a.address(), a.port(), source_ip=client_address(18)),
+        RawImapClient(b.address(), b.port(), source_ip=client_address(19)),
+        RawImapClient(b.address(), b.port(), source_ip=client_address(20)),
+        RawImapClient(c.address(), c.port(), source_ip=client_address(21)),
     ]
     try:
         for client, user in zip(clients, ("alice", "alice", "bob", "alice"), strict=True):
@@ -84,9 +84,9 @@ def test_who_and_kick_on_every_node(
         assert lines[0].split() == ["node", "username", "proto", "client", "backend"]
         rows = sorted(tuple(line.split()) for line in lines[1:])
         assert rows == sorted([
-            (peers[0], "alice", "imap", client_address(150), f"{backend_a.address}:{backend_a.imap_port}"),
-            (peers[1], "alice", "imap", client_address(151), f"{backend_a.address}:{backend_a.imap_port}"),
-            (peers[1], "bob", "imap", client_address(152), f"{backend_b.address}:{backend_b.imap_port}"),
+            (peers[0], "alice", "imap", client_address(18), f"{backend_a.address}:{backend_a.imap_port}"),
+            (peers[1], "alice", "imap", client_address(19), f"{backend_a.address}:{backend_a.imap_port}"),
+            (peers[1], "bob", "imap", client_address(20), f"{backend_b.address}:{backend_b.imap_port}"),
         ])  # fmt: skip
         assert "bob" not in proxyd.proxyctl("-c", config, "who", "--cluster", "a*").stdout
 
@@ -142,7 +142,7 @@ def test_move_kicks_on_every_node(
     conf.chmod(0o644)
     down = f"127.0.1.9:{free_port('127.0.1.9')}"
     nodes, _ = start_nodes(proxyd, [], down=down, extra=f"passdb {{\n  driver = sql\n  args = {conf}\n}}\n")
-    clients = [RawImapClient(n.address(), n.port(), source_ip=client_address(190 + i)) for i, n in enumerate(nodes)]
+    clients = [RawImapClient(n.address(), n.port(), source_ip=client_address(22 + i)) for i, n in enumerate(nodes)]
     try:
         for client in clients:
             assert client.command("LOGIN alice alicepw").status == "OK"
@@ -176,7 +176,7 @@ def test_peers_over_tls(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None
         )  # fmt: skip
         cfg.listeners.append(Listener("doveadm", "http", address, port, ssl=tls))
         nodes.append(proxyd.start(cfg))
-    with RawImapClient(nodes[0].address(), nodes[0].port(), source_ip=client_address(158)) as alice:
+    with RawImapClient(nodes[0].address(), nodes[0].port(), source_ip=client_address(25)) as alice:
         assert alice.command("LOGIN alice alicepw").status == "OK"
         who = proxyd.proxyctl("-c", str(nodes[0].config_path), "who", "--cluster")
         assert who.returncode == 1

@@ -117,7 +117,7 @@ def test_the_api_describes_its_commands(
 
 def test_proxy_list_and_kick(proxyd: ProxydRunner, backend_a: DovecotBackend, backend_b: DovecotBackend) -> None:
     running = start(proxyd, backend_a, backend_b)
-    alice_ip, bob_ip = client_address(60), client_address(61)
+    alice_ip, bob_ip = client_address(12), client_address(13)
     with (
         RawImapClient(running.address(), running.port(), source_ip=alice_ip) as alice,
         RawImapClient(running.address(), running.port(), source_ip=bob_ip) as bob,

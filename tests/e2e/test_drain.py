@@ -46,7 +46,7 @@ def test_drain_200_users_over_10_seconds_with_a_resume(
     nodes, _ = start_nodes(proxyd, [], extra=f"passdb {{\n  driver = sql\n  args = {conf}\n}}\n")
     nodes[2].stop()  # two nodes of three up: the third is named and the drain goes on
     sessions = [
-        RawImapClient(nodes[i % 2].address(), nodes[i % 2].port(), source_ip=client_address(170 + i))
+        RawImapClient(nodes[i % 2].address(), nodes[i % 2].port(), source_ip=client_address(26 + i))
         for i in range(6)
     ]
     try:

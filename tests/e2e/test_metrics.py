@@ -29,7 +29,7 @@ def scrape(running: ProxydProcess, accept: str | None = None) -> tuple[str, str]
     request = urllib.request.Request(f"http://{running.address('http')}:{running.port('http')}/metrics")
     if accept:
         request.add_header("Accept", accept)
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read().decode(), response.headers["Content-Type"]
 
 
@@ -83,14 +83,14 @@ def test_metrics_before_and_after_logins(proxyd: ProxydRunner, backend_a: Doveco
     assert value(before, "proxyd_logins_total", protocol="imap", result="ok") == 0
     assert not [key for key in before if key[0] == "proxyd_sessions"]
 
-    source = client_address(40)
+    source = client_address(14)
     for _ in range(2):  # the second one is an auth cache hit
         answer = ps.login(running, "imap", "alice", "alicepw", source_ip=source)
         assert answer.ok, answer
     assert ps.login(running, "pop3", "bob", "bobpw", source_ip=source).ok
-    assert not ps.login(running, "imap", "alice", "wrong", source_ip=client_address(41)).ok
-    assert not ps.login(running, "imap", "dave", "carolpw", source_ip=client_address(42)).ok
-    with RawImapClient(running.address(), running.port(), source_ip=client_address(43)) as held:
+    assert not ps.login(running, "imap", "alice", "wrong", source_ip=client_address(15)).ok
+    assert not ps.login(running, "imap", "dave", "carolpw", source_ip=client_address(16)).ok
+    with RawImapClient(running.address(), running.port(), source_ip=client_address(17)) as held:
         assert held.command("LOGIN alice alicepw").status == "OK"
         assert held.command("SELECT INBOX").status == "OK"
         text, content_type = scrape(running)

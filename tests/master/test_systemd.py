@@ -75,7 +75,7 @@ def test_readiness_reload_and_stop_notifications(
         ready = _messages(sock, "READY=1")
         assert f"MAINPID={running.pid}" in ready
         # ready means served: a login goes through at once
-        with RawImapClient(running.address(), running.port(), source_ip=client_address(180)) as client:
+        with RawImapClient(running.address(), running.port(), source_ip=client_address(32)) as client:
             assert client.command("LOGIN alice alicepw").status == "OK"
         assert len(_descendants(running.pid)) >= 3  # zygote, auth, login processes
 
