@@ -162,18 +162,28 @@ class DovecotFormatter(logging.Formatter):
         if timestamp is not None:
             self.before_usecs, _, self.after_usecs = timestamp.partition("%{usecs}")
             self.usecs = "%{usecs}" in timestamp
+        #: the second last formatted and its two strftime() parts: every line of a
+        #: busy second shares them (localtime() and strftime() once, not per line)
+        self._stamp_second: int | None = None
+        self._stamp_parts = ("", "")
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, record.levelname.title())
         # a value some caller forgot to sanitize still cannot start a line of its own
         line = f"{_process(record)}: {level}: {one_line(record.getMessage())}"
         if self.before_usecs is not None:
-            when = time.localtime(record.created)
-            stamp = time.strftime(self.before_usecs, when)
+            second = int(record.created)
+            if second != self._stamp_second:
+                when = time.localtime(second)
+                after = time.strftime(self.after_usecs, when) if self.usecs else ""
+                self._stamp_parts = (time.strftime(self.before_usecs, when), after)
+                self._stamp_second = second
+            before, after = self._stamp_parts
             if self.usecs:
                 micros = int((record.created % 1) * 1_000_000)
-                stamp += f"{micros:06d}" + time.strftime(self.after_usecs, when)
-            line = stamp + line
+                line = f"{before}{micros:06d}{after}{line}"
+            else:
+                line = before + line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -105,7 +105,11 @@ class AuthClient:
             return None
         request_id = self._next_id
         self._next_id += 1
-        send, receive = trio.open_memory_channel[AuthReply | bytes](room)
+        # not open_memory_channel[...](): calling the subscripted alias costs more than
+        # the channel (typing's __orig_class__ handling), once per login
+        pair: tuple[trio.MemorySendChannel[AuthReply | bytes], trio.MemoryReceiveChannel[AuthReply | bytes]]
+        pair = trio.open_memory_channel(room)
+        send, receive = pair
         self._waiting[request_id] = send
         return channel, request_id, receive
 

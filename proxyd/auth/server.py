@@ -43,6 +43,7 @@ EXCHANGE_TIMEOUT: Final = 180.0
 _LoginChannel = Channel[Answer, Call]
 #: the exchanges in progress on one connection: id -> where the client's answers go
 _Exchanges = dict[int, trio.MemorySendChannel[bytes | None]]
+_AnswerChannels = tuple[trio.MemorySendChannel[bytes | None], trio.MemoryReceiveChannel[bytes | None]]
 
 
 async def serve_auth_connections(
@@ -61,7 +62,9 @@ async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketSt
             while (call := await channel.receive()) is not None:
                 match call:
                     case SaslBegin():
-                        send, receive = trio.open_memory_channel[bytes | None](1)
+                        # unsubscripted: the typing alias's call costs more than the channel
+                        pair: _AnswerChannels = trio.open_memory_channel(1)
+                        send, receive = pair
                         exchanges[call.id] = send
                         nursery.start_soon(_exchange, channel, call, current(), receive, exchanges)
                     case SaslContinue() | SaslAbort():
