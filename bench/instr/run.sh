@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# bench/instr/run.sh - instructions per login (callgrind), repeatable on a loaded machine.
+#
+#   bench/instr/run.sh TREE [TREE...]      # e.g. /work/main and a detached worktree of an older commit
+#
+# For each proxyd checkout: two runs of the whole process tree under
+# `valgrind --tool=callgrind --trace-children=yes` (HP mode: service_count = 0,
+# process_min_avail = 2, static passdb naming only the host, as the rig's config),
+# one with N1 and one with N2 IMAP + POP3 logins (2 clients at a time, the rig's
+# users and Dovecot backend in a private network namespace).  Instructions per login
+# = (run N2 - run N1) / (2 * (N2 - N1)), per role (master+zygote, auth, login
+# processes): start-up costs cancel out.  PYTHONHASHSEED=0; ~5 min per run.
+# Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+N1=${N1:-20} N2=${N2:-220}
+OUT=${OUT:-/tmp/proxyd-instr}
+PY=${PY:-/work/main/.venv/bin/python}
+if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
+  for tree in "$@"; do
+    for n in "$N1" "$N2"; do
+      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" unshare -n -- "$0" &
+    done
+    wait
+  done
+  "$PY" "$HERE/summary.py" "$OUT" "$N1" "$N2" "$@"
+  exit 0
+fi
+ip link set lo up
+o=$OUT/$(basename "$TREE")-$N
+rm -rf "$o"; mkdir -p "$o/base" "$o/backend"; chmod 1777 "$o"
+sed -e "s#/tmp/bench-run/backend/run#$o/backend/run#; s#/tmp/bench-run/backend/state#$o/backend/state#; s#/tmp/bench-run/logs/backend.log#$o/backend/backend.log#" \
+  /tmp/bench-run/conf/backend.conf > "$o/backend.conf"
+dovecot -c "$o/backend.conf"
+cat > "$o/proxyd.conf" <<CONF
+base_dir = $o/base
+listen = 127.0.0.1
+protocols = imap pop3
+ssl = no
+disable_plaintext_auth = no
+passdb {
+  driver = static
+  args = nopassword=y proxy=y host=127.0.0.2
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = 20071
+  }
+  service_count = 0
+  chroot =
+  process_min_avail = 2
+  client_limit = 8000
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = 20072
+  }
+  service_count = 0
+  chroot =
+  process_min_avail = 2
+  client_limit = 8000
+}
+CONF
+PYTHONHASHSEED=0 PYTHONPATH=$TREE valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$o/cg.%p.out" \
+  "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
+m=$!
+for _ in $(seq 1 1200); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break; sleep 0.5; done
+sleep 2
+"$PY" "$HERE/login_client.py" imap 20071 "$N" 2 0
+"$PY" "$HERE/login_client.py" pop3 20072 "$N" 2 0
+kill -TERM "$m"; wait "$m" || true
+kill "$(cat "$o/backend/run/master.pid")"
