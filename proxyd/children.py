@@ -291,7 +291,12 @@ async def _auth_main(
         # from here on the process runs as default_internal_user
         privileges.drop(identity)
         nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
-        await control.send(Status(clients=0, accepting=True))
+        try:
+            await control.send(Status(clients=0, accepting=True))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # the master stopped while we started (it closed our channel): nothing to serve
+            nursery.cancel_scope.cancel()
+            return
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as inner:
                 inner.start_soon(_wait_signal, signals, nursery)

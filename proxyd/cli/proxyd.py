@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -233,11 +234,26 @@ def _run(settings: Settings) -> int:
         master.relay_bound = relay_sock is not None
         trio.run(master.run, early_signals)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(zygote.pid, 15)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(zygote.pid, 0)
+        _end_zygote(zygote.pid)
     return 1 if master.failed else 0
+
+
+def _end_zygote(pid: int, grace: float = 2.0) -> None:
+    """SIGTERM the zygote and reap it; SIGKILL if it has not gone within ``grace``
+    seconds (it holds nothing worth a clean exit, and the master must not hang on it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.01)
+    except ChildProcessError:
+        pass
 
 
 def _owner(listener: UnixListener) -> SocketOwner:

@@ -88,6 +88,8 @@ from proxyd.wakeup import Wakeup
 log = logging.getLogger("proxyd")
 
 _STOP_TIMEOUT = 5.0
+#: how long a fork request to the zygote may take before the spawn counts as failed
+_SPAWN_TIMEOUT = 10.0
 #: relay processes in high-security mode (see ``support_services``)
 RELAY_PROCESSES = min(4, os.cpu_count() or 1)
 #: the children that hold proxied sessions (``proxyctl who`` / ``kick``)
@@ -175,14 +177,22 @@ class Master:
     # ------------------------------------------------------------------ spawning
     async def spawn(self, kind: str, service: str) -> Child | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            pid = await self.zygote.spawn(kind, service, theirs.fileno())
-        except OSError as exc:
-            log.error("service(%s): fork() failed: %s", service or kind, exc)
+        # shielded (the zygote answers at once): a child the zygote forked is always
+        # registered below, so a stop that lands mid-spawn still finds and ends it
+        pid: int | None = None
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _SPAWN_TIMEOUT):
+            try:
+                pid = await self.zygote.spawn(kind, service, theirs.fileno())
+            except OSError as exc:
+                log.error("service(%s): fork() failed: %s", service or kind, exc)
+                pid = None
+            finally:
+                theirs.close()
+        if pid is None:
+            if not self.shutting_down:
+                log.error("service(%s): fork() failed: the zygote did not answer", service or kind)
             ours.close()
             return None
-        finally:
-            theirs.close()
         control = Channel[Command, Report](
             trio.SocketStream(trio.socket.from_stdlib_socket(ours)), read_report
         )

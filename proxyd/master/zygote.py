@@ -165,6 +165,10 @@ class ZygoteHandle:
             raise ConfigError(None, reply.error)
 
 
+#: blocked in the master across the zygote's fork (see start_zygote)
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def start_zygote(
     settings: Settings,
     inherited: InheritedSockets,
@@ -173,13 +177,26 @@ def start_zygote(
 ) -> ZygoteHandle:
     """Fork the zygote (call before ``trio.run``); ``on_reload`` rebuilds derived state there."""
     master_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
+    # the stop signals stay blocked across the fork until the zygote has its own
+    # dispositions: the master's start-up handler (which only records a stop) must never
+    # swallow the SIGTERM that ends the zygote
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        raise
     if pid == 0:  # the zygote
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         master_end.close()
         try:
             _zygote_loop(settings, inherited, zygote_end, child_main, on_reload)
         finally:
             os._exit(0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     zygote_end.close()
     return ZygoteHandle(master_end, pid)
 
@@ -191,9 +208,6 @@ def _zygote_loop(
     child_main: ChildMain,
     on_reload: Callable[[Settings], None] | None,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from setproctitle import setproctitle
 
     setproctitle("proxyd: zygote")
