@@ -24,12 +24,18 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.mariadb import MariadbFactory
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DEMO_SH = REPO_ROOT / "scripts" / "demo.sh"
 PROXYD_CONF = REPO_ROOT / "demo" / "proxyd.conf"
 NODES = ("proxyd-a", "proxyd-b")
-LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES, "haproxy")
+#: the third node of profile "mariadb", its passdb on MariaDB
+MARIADB_NODE = "proxyd-m"
+LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES, "haproxy", "mariadb", MARIADB_NODE)
+ENTRYPOINT = REPO_ROOT / "docker" / "proxyd" / "entrypoint.sh"
+MARIADB_INIT = REPO_ROOT / "docker" / "mariadb" / "init-demo.sh"
 
 
 def _bin(name: str) -> str:
@@ -136,7 +142,7 @@ def test_every_env_variable_of_the_shared_config_is_set_in_both_forms(
     wanted = set(re.findall(r"\$ENV:([A-Z_]+)", settings))
     assert wanted == {"PROXYD_NODE", "PROXYD_LISTEN", "PROXYD_BASE_DIR"}
     script = DEMO_SH.read_text()
-    for node in NODES:
+    for node in (*NODES, MARIADB_NODE):
         environment = _service(compose, node)["environment"]
         assert wanted <= set(environment)
         assert environment["PROXYD_NODE"] == node
@@ -152,6 +158,7 @@ def test_no_passwords_in_the_file(compose: dict[str, Any]) -> None:
     for secret in compose["secrets"].values():
         assert set(secret) == {"file"}
     assert "password=" not in (REPO_ROOT / "demo/docker/pgsql-connect.conf.ext").read_text()
+    assert "password=" not in (REPO_ROOT / "demo/docker/dovecot-sql-mysql.conf.ext").read_text()
 
 
 def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
@@ -179,15 +186,16 @@ def test_haproxy_feeds_the_haproxy_listeners_of_proxyd_b(compose: dict[str, Any]
     assert set(_service(compose, "proxyd-a")["volumes"]) < set(node_b["volumes"])
 
 
-@pytest.mark.parametrize("node", NODES)
-def test_shared_config_loads_with_the_compose_environment(
+def _container_etc(
     compose: dict[str, Any], tmp_path: Path, node: str
-) -> None:
-    """/etc/proxyd as the containers see it, checked by ``proxyd -n``."""
+) -> tuple[Path, dict[str, str]]:
+    """/etc/proxyd as the node's container sees it, after the image's entry point ran
+    with the compose environment; returns it and that environment (secrets: made up)."""
+    service = _service(compose, node)
     etc = tmp_path / "etc"
     (etc / "tls").mkdir(parents=True)
     (etc / "conf.d").mkdir()
-    for target, source in _bind_mounts(_service(compose, node)).items():
+    for target, source in _bind_mounts(service).items():
         if target.startswith("/etc/proxyd/"):
             shutil.copy(REPO_ROOT / source, etc / target.removeprefix("/etc/proxyd/"))
     subprocess.run(
@@ -196,11 +204,27 @@ def test_shared_config_loads_with_the_compose_environment(
          "-out", str(etc / "tls/cert.pem")],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
     environment = dict(os.environ)
-    environment.update(
-        {key: str(value) for key, value in _service(compose, node)["environment"].items()}
-    )
+    for key, value in service["environment"].items():
+        environment[key] = str(value)
+        if key.endswith("_FILE") and str(value).startswith("/run/secrets/"):
+            secret = secrets / str(value).removeprefix("/run/secrets/")
+            secret.write_text("made-up-secret\n")
+            environment[key] = str(secret)
     environment["PROXYD_BASE_DIR"] = str(tmp_path / "run")
+    environment["PROXYD_ETC"] = str(etc)
+    subprocess.run(["sh", str(ENTRYPOINT), "true"], check=True, env=environment, timeout=60)
+    return etc, environment
+
+
+@pytest.mark.parametrize("node", [*NODES, MARIADB_NODE])
+def test_shared_config_loads_with_the_compose_environment(
+    compose: dict[str, Any], tmp_path: Path, node: str
+) -> None:
+    """/etc/proxyd as the containers see it, checked by ``proxyd -n``."""
+    etc, environment = _container_etc(compose, tmp_path, node)
     result = subprocess.run(
         [_bin("proxyd"), "-c", str(etc / "proxyd.conf"), "-n"],
         capture_output=True, text=True, timeout=60, env=environment,
@@ -210,6 +234,106 @@ def test_shared_config_loads_with_the_compose_environment(
     assert f"login_greeting = {node} ready." in result.stdout
     assert "driver = sql" in result.stdout
     assert ("haproxy = yes" in result.stdout) == (node == "proxyd-b")
+    # the entry point wrote the mysql connect line for proxyd-m only
+    assert (etc / "mysql-connect.conf.ext").exists() == (node == MARIADB_NODE)
+
+
+def test_mariadb_profile_is_a_third_node_on_the_same_table(compose: dict[str, Any]) -> None:
+    mariadb = _service(compose, "mariadb")
+    node = _service(compose, MARIADB_NODE)
+    assert mariadb["profiles"] == node["profiles"] == ["mariadb"]
+    assert node["depends_on"]["mariadb"]["condition"] == "service_healthy"
+    assert "postgres" not in node["depends_on"]
+    mounts = _bind_mounts(node)
+    assert mounts["/etc/proxyd/proxyd.conf"] == "demo/proxyd.conf"
+    ext = (REPO_ROOT / mounts["/etc/proxyd/dovecot-sql.conf.ext"]).read_text()
+    assert "driver = mysql" in ext.splitlines()
+    assert "!include mysql-connect.conf.ext" in ext.splitlines()
+    assert "password" not in node["environment"]["SQL_CONNECT"]
+    assert node["environment"]["SQL_CONNECT"].startswith("host=mariadb ")
+    # the same password_query as the pgsql nodes
+    shared = (REPO_ROOT / "demo/dovecot-sql.conf.ext").read_text()
+    assert ext[ext.index("password_query") :] == shared[shared.index("password_query") :]
+    for letter in ("a", "b"):
+        backend = _service(compose, f"backend-{letter}")
+        address = backend["networks"]["mail"]["ipv4_address"]
+        assert mariadb["environment"][f"DEMO_BACKEND_{letter.upper()}"] == address
+    assert _bind_mounts(mariadb)["/sql"] == "sql"
+    assert _bind_mounts(mariadb)["/docker-entrypoint-initdb.d/10-proxyd-demo.sh"] == (
+        "docker/mariadb/init-demo.sh"
+    )
+    # executed, not sourced, by the image's entry point
+    assert os.access(MARIADB_INIT, os.X_OK)
+    published = {str(item).split(":")[0] for item in node["ports"]}
+    others = {
+        str(item).split(":")[0] for name in NODES for item in _service(compose, name)["ports"]
+    }
+    assert published == {"127.0.0.8"}
+    assert not published & others
+
+
+def test_mariadb_init_and_passdb_against_a_real_server(
+    compose: dict[str, Any], tmp_path: Path, mariadb_factory: MariadbFactory
+) -> None:
+    """docker/mariadb/init-demo.sh loads a private MariaDB as the image would; the
+    proxyd-m configuration (entry point included) then finds alice and bob there."""
+    server = mariadb_factory.create()
+    # a new server's database as the image makes it: empty
+    server.sql("DROP DATABASE mail; CREATE DATABASE mail;", database="mysql")
+    secrets = tmp_path / "init-secrets"
+    secrets.mkdir()
+    (secrets / "mariadb_root_password").write_text("")  # the fixture's root has none
+    (secrets / "mysql_proxyd_password").write_text("5e1f0c2a9b7d4e36\n")
+    mariadb = _service(compose, "mariadb")
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "PROXYD_DEMO_SECRETS_DIR": str(secrets),
+            "PROXYD_DEMO_SQL_DIR": str(REPO_ROOT / "sql"),
+            "PROXYD_DEMO_SOCKET": str(server.socket),
+            "DEMO_BACKEND_A": "127.0.0.2",
+            "DEMO_BACKEND_B": "127.0.0.3",
+        }
+    )
+    assert set(mariadb["environment"]) >= {"DEMO_BACKEND_A", "DEMO_BACKEND_B"}
+    result = subprocess.run(
+        ["sh", str(MARIADB_INIT)], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.sql("SELECT username, host FROM cluster_accounts ORDER BY username") == (
+        "alice\t127.0.0.2\nbob\t127.0.0.3\n"
+    )
+
+    node = dict(_service(compose, MARIADB_NODE))
+    node["environment"] = dict(node["environment"])
+    node["environment"]["SQL_CONNECT"] = node["environment"]["SQL_CONNECT"].replace(
+        "host=mariadb port=3306", f"host={server.address} port={server.port}"
+    )
+    etc, node_environment = _container_etc(
+        {"services": {MARIADB_NODE: node}}, tmp_path, MARIADB_NODE
+    )
+    # the proxyd user's password, as the secret holds it
+    shutil.copy(secrets / "mysql_proxyd_password", node_environment["SQL_PASSWORD_FILE"])
+    subprocess.run(["sh", str(ENTRYPOINT), "true"], check=True, env=node_environment, timeout=60)
+    for user, password, host, port, service in (
+        ("alice", "alicepw", "127.0.0.2", "10143", "imap"),
+        ("bob", "bobpw", "127.0.0.3", "10110", "pop3"),
+    ):
+        result = subprocess.run(
+            [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test",
+             "-x", f"service={service}", user, password],
+            capture_output=True, text=True, timeout=60, env=node_environment,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == f"passdb: {user} auth succeeded"
+        assert {f"host={host}", f"port={port}", "proxy="} <= set(lines), lines
+    wrong = subprocess.run(
+        [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test", "alice", "bobpw"],
+        capture_output=True, text=True, timeout=60, env=node_environment,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert wrong.stdout.startswith("passdb: alice auth failed")
 
 
 def test_loads_in_debian_12_docker_compose_1_29_too(compose: dict[str, Any]) -> None:

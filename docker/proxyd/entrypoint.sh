@@ -3,9 +3,23 @@
 # compose secret), then the command.  The sql passdb's connect line has no
 # password=, so the driver takes PGPASSWORD from the environment.  Also for
 # one-off commands: docker compose exec proxyd-a proxyd-entrypoint proxyctl ...
+#
+# The mysql driver has no such variable: with SQL_CONNECT and SQL_PASSWORD_FILE
+# set (profile "mariadb"), the connect line with the secret's password is
+# written to mysql-connect.conf.ext in PROXYD_ETC (default /etc/proxyd), which
+# the mounted dovecot-sql.conf.ext includes (inside the container only, like
+# the secret file itself).
 set -eu
 if [ -z "${PGPASSWORD:-}" ] && [ -n "${PGPASSWORD_FILE:-}" ]; then
     PGPASSWORD="$(cat "$PGPASSWORD_FILE")"
     export PGPASSWORD
+fi
+if [ -n "${SQL_CONNECT:-}" ] && [ -n "${SQL_PASSWORD_FILE:-}" ]; then
+    password="$(cat "$SQL_PASSWORD_FILE")"
+    case "$password" in
+        *[[:space:]]*|"") echo "$SQL_PASSWORD_FILE: the password must be one word" >&2; exit 1 ;;
+    esac
+    file="${PROXYD_ETC:-/etc/proxyd}/mysql-connect.conf.ext"
+    (umask 022 && printf 'connect = %s password=%s\n' "$SQL_CONNECT" "$password" >"$file")
 fi
 exec "$@"
