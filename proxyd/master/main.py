@@ -237,11 +237,18 @@ class Master:
     async def _on_report(self, child: Child, message: Report) -> None:
         match message:
             case Status(clients=clients, accepting=accepting):
+                accepting = accepting and not child.stopping
+                # the waiters look at whether processes take clients; the client count
+                # matters to idle_kill alone, which maintain() checks every second anyway
+                # (at light load a login reports twice: waking every loop for it cost
+                # more master CPU per login than reading the reports)
+                wake = accepting != child.accepting
                 child.clients = clients
-                child.accepting = accepting and not child.stopping
-                if child.clients:
+                child.accepting = accepting
+                if clients:
                     child.idle_since = time.monotonic()
-                self.changed.notify()
+                if wake:
+                    self.changed.notify()
             case PreloginCount(ip=ip, delta=delta) if child.pid in self.children:
                 await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
             case PreloginCount():
