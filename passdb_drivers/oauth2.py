@@ -31,9 +31,15 @@ checked at the authorization server:
 The HTTP client is httpx, which runs under Trio (through anyio) in the auth
 process; ``timeout_msecs`` (0: none), ``max_parallel_connections``,
 ``max_idle_time_msecs``, the ``tls_*`` settings and ``send_auth_headers``
-(``X-Dovecot-Auth-*``) apply.  Not supported yet (an error with ``FILE:LINE``):
-local JWT validation (``introspection_mode = local``,
-``local_validation_key_dict``, ``issuers``), the password grant
+(``X-Dovecot-Auth-*``) apply.
+
+With ``introspection_mode = local`` the token is instead a JWT validated in the
+auth process (``passdb_drivers.oauth2_jwt``) against the keys of
+``local_validation_key_dict`` (``fs:posix:prefix=DIR``) and ``issuers``; no
+request is made, and a refusal is logged as "Local validation failed: ...".
+Then step 3 applies to the token's claims.
+
+Not supported yet (an error with ``FILE:LINE``): the password grant
 (``grant_url``, ``use_grant_password``), ``openid_configuration_url`` and
 ``rawlog_dir``.
 """
@@ -52,6 +58,8 @@ from typing import Any, Final
 import httpx
 
 from passdb_drivers._conffile import read_args_file
+from passdb_drivers.oauth2_jwt import JwtChecks, JwtError, KeyCache, parse, verify_signature
+from passdb_drivers.oauth2_keydict import FsKeyDict
 from proxyd.auth.expand import ExpandError, Variables, expand, request_variables
 from proxyd.auth.fields import Template
 from proxyd.auth.passdb import Passdb, PassdbReply, PassdbResult, PassdbTempFail
@@ -66,14 +74,13 @@ log = logging.getLogger("proxyd.auth")
 _USER_AGENT: Final = "dovecot-oauth2-passdb/proxyd"
 _MODES: Final = ("auth", "get", "post")
 _NOT_YET: Final = frozenset(
-    {"grant_url", "use_grant_password", "local_validation_key_dict", "issuers",
-     "openid_configuration_url", "rawlog_dir"}
+    {"grant_url", "use_grant_password", "openid_configuration_url", "rawlog_dir"}
 )  # fmt: skip
 _STRINGS: Final = (
     "tokeninfo_url", "introspection_url", "scope", "introspection_mode", "username_format",
     "username_attribute", "active_attribute", "active_value", "client_id", "client_secret",
     "pass_attrs", "tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert_file", "tls_key_file",
-    "tls_cipher_suite",
+    "tls_cipher_suite", "local_validation_key_dict", "issuers",
 )  # fmt: skip
 _BOOLS: Final = ("force_introspection", "send_auth_headers", "tls_allow_invalid_cert", "debug")
 _INTS: Final = ("timeout_msecs", "max_idle_time_msecs", "max_parallel_connections", "max_pipelined_requests")
@@ -94,6 +101,8 @@ class OAuth2Settings:
     client_id: str = ""
     client_secret: str = field(default="", repr=False)
     pass_attrs: str = ""
+    local_validation_key_dict: str = ""
+    issuers: str = ""
     tls_ca_cert_file: str = ""
     tls_ca_cert_dir: str = ""
     tls_cert_file: str = ""
@@ -138,14 +147,18 @@ def read_settings(path: str, where: Location | None) -> OAuth2Settings:
             setattr(settings, key, int(item.value))
         else:
             raise ConfigError(item.location, f"Unknown setting: {key}")
-        if key == "introspection_mode" and item.value == "local":
-            raise ConfigError(item.location, "oauth2: introspection_mode = local is not supported yet")
-        if key == "introspection_mode" and item.value not in ("", *_MODES):
+        if key == "introspection_mode" and item.value not in ("", "local", *_MODES):
             raise ConfigError(
                 item.location,
                 f"oauth2: Invalid value '{item.value}' for introspection mode, must be on auth, get, post or local",
             )
-    if not settings.tokeninfo_url and not settings.introspection_url:
+    if settings.introspection_mode == "local":
+        if not settings.local_validation_key_dict:
+            raise ConfigError(last, "oauth2: local_validation_key_dict is required for local introspection.")
+    elif settings.local_validation_key_dict or settings.issuers:
+        # Dovecot reads them only with introspection_mode = local; proxyd ignores no setting silently
+        raise ConfigError(last, "oauth2: local_validation_key_dict and issuers need introspection_mode = local")
+    if not settings.tokeninfo_url and not settings.introspection_url and not settings.local_validation_key_dict:
         raise ConfigError(
             last,
             "oauth2: Password grant, tokeninfo, introspection URL or validation key dictionary must be given",
@@ -203,10 +216,16 @@ class OAuth2Passdb:
 
     default_pass_scheme: str = "PLAIN"  # noqa: S105 - a scheme name
 
-    def __init__(self, settings: OAuth2Settings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: OAuth2Settings, client: httpx.AsyncClient, keys: FsKeyDict | None = None
+    ) -> None:
         self._set = settings
         self._client = client
         self._template = Template.parse(settings.pass_attrs)
+        self._keys = KeyCache(keys.lookup) if keys is not None else None
+        self._checks = JwtChecks(
+            issuers=tuple(settings.issuers.split()), client_id=settings.client_id, scope=settings.scope
+        )
 
     async def lookup(self, request: AuthRequest) -> PassdbReply:
         """Without a token there is nothing to check (``proxyctl auth test USER``)."""
@@ -231,9 +250,11 @@ class OAuth2Passdb:
             parts.append(conn.remote_ip)
         if conn.session_id:
             parts.append(f"<{conn.session_id}>")
-        log.log(level, "oauth2(%s): %s", ",".join(parts), message)
+        log.log(level, "oauth2(%s): %s", ",".join(parts), sanitize(message))
 
     async def _validate(self, request: AuthRequest, token: str) -> list[tuple[str, str | None]]:
+        if self._keys is not None:
+            return await self._validate_locally(request, token, self._keys)
         fields: dict[str, str] = {}
         if self._set.tokeninfo_url:
             prefix = "Token validation failed: "
@@ -250,6 +271,18 @@ class OAuth2Passdb:
             return self._process(request, fields, prefix)
         fields = await self._introspect(request, token)
         return self._process(request, fields, "Introspection failed: ")
+
+    async def _validate_locally(
+        self, request: AuthRequest, token: str, keys: KeyCache
+    ) -> list[tuple[str, str | None]]:
+        """``db_oauth2_local_validation()``: a bad token is a password mismatch."""
+        prefix = "Local validation failed: "
+        try:
+            jwt = parse(token, self._checks)
+            await verify_signature(jwt, keys)
+        except JwtError as exc:
+            raise _Failed(PassdbResult.PASSWORD_MISMATCH, prefix + str(exc)) from None
+        return self._process(request, jwt.fields, prefix)
 
     async def _introspect(self, request: AuthRequest, token: str) -> dict[str, str]:
         prefix = "Introspection failed: "
@@ -413,6 +446,12 @@ def create(settings: PassdbSettings) -> AbstractAsyncContextManager[Passdb]:
         tls = _tls_context(oauth2)
     except (ValueError, OSError, ssl.SSLError) as exc:
         raise ConfigError(settings.location, f"oauth2 {path}: {exc}") from None
+    keys: FsKeyDict | None = None
+    if oauth2.introspection_mode == "local":
+        try:
+            keys = FsKeyDict.from_uri(oauth2.local_validation_key_dict)
+        except ValueError as exc:
+            raise ConfigError(settings.location, f"oauth2 {path}: Cannot initialize key dict: {exc}") from None
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[Passdb]:
@@ -422,6 +461,6 @@ def create(settings: PassdbSettings) -> AbstractAsyncContextManager[Passdb]:
             keepalive_expiry=oauth2.max_idle_time_msecs / 1000,
         )
         async with httpx.AsyncClient(verify=tls, timeout=timeout, limits=limits) as client:
-            yield OAuth2Passdb(oauth2, client)
+            yield OAuth2Passdb(oauth2, client, keys)
 
     return opened()

@@ -178,7 +178,7 @@ async def test_tokeninfo_then_introspection(tmp_path: Path, oauth_server: str) -
     ("text", "message"),
     [
         ("scope = x\n", "Password grant, tokeninfo, introspection URL or validation key dictionary must be given"),
-        ("introspection_url = http://x/\nintrospection_mode = local\n", "introspection_mode = local is not supported yet"),
+        ("introspection_url = http://x/\nintrospection_mode = local\n", "local_validation_key_dict is required for local introspection."),
         ("introspection_url = http://x/\nintrospection_mode = bogus\n", "Invalid value 'bogus' for introspection mode"),
         ("introspection_url = http://x/\ngrant_url = http://x/\n", "setting 'grant_url' is not supported yet"),
         ("introspection_url = http://x/\nbogus = 1\n", "Unknown setting: bogus"),
