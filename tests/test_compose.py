@@ -19,12 +19,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures.mariadb import MariadbFactory
+from tests.fixtures.net import PROXYD_ADDRESS, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -33,9 +35,15 @@ PROXYD_CONF = REPO_ROOT / "demo" / "proxyd.conf"
 NODES = ("proxyd-a", "proxyd-b")
 #: the third node of profile "mariadb", its passdb on MariaDB
 MARIADB_NODE = "proxyd-m"
-LONG_RUNNING = ("postgres", "backend-a", "backend-b", *NODES, "haproxy", "mariadb", MARIADB_NODE)
+#: the third node of profile "openldap", its passdb in LDAP
+LDAP_NODE = "proxyd-l"
+LONG_RUNNING = (
+    *("postgres", "backend-a", "backend-b", *NODES, "haproxy"),
+    *("mariadb", MARIADB_NODE, "openldap", LDAP_NODE),
+)
 ENTRYPOINT = REPO_ROOT / "docker" / "proxyd" / "entrypoint.sh"
 MARIADB_INIT = REPO_ROOT / "docker" / "mariadb" / "init-demo.sh"
+SLAPD_START = REPO_ROOT / "docker" / "openldap" / "start.sh"
 
 
 def _bin(name: str) -> str:
@@ -142,7 +150,7 @@ def test_every_env_variable_of_the_shared_config_is_set_in_both_forms(
     wanted = set(re.findall(r"\$ENV:([A-Z_]+)", settings))
     assert wanted == {"PROXYD_NODE", "PROXYD_LISTEN", "PROXYD_BASE_DIR"}
     script = DEMO_SH.read_text()
-    for node in (*NODES, MARIADB_NODE):
+    for node in (*NODES, MARIADB_NODE, LDAP_NODE):
         environment = _service(compose, node)["environment"]
         assert wanted <= set(environment)
         assert environment["PROXYD_NODE"] == node
@@ -159,6 +167,8 @@ def test_no_passwords_in_the_file(compose: dict[str, Any]) -> None:
         assert set(secret) == {"file"}
     assert "password=" not in (REPO_ROOT / "demo/docker/pgsql-connect.conf.ext").read_text()
     assert "password=" not in (REPO_ROOT / "demo/docker/dovecot-sql-mysql.conf.ext").read_text()
+    ldap_ext = (REPO_ROOT / "demo/docker/dovecot-ldap.conf.ext").read_text().splitlines()
+    assert not [line for line in ldap_ext if line.startswith("dnpass")]
 
 
 def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
@@ -219,7 +229,7 @@ def _container_etc(
     return etc, environment
 
 
-@pytest.mark.parametrize("node", [*NODES, MARIADB_NODE])
+@pytest.mark.parametrize("node", [*NODES, MARIADB_NODE, LDAP_NODE])
 def test_shared_config_loads_with_the_compose_environment(
     compose: dict[str, Any], tmp_path: Path, node: str
 ) -> None:
@@ -232,10 +242,11 @@ def test_shared_config_loads_with_the_compose_environment(
     assert result.returncode == 0, result.stderr
     assert "listen = *" in result.stdout
     assert f"login_greeting = {node} ready." in result.stdout
-    assert "driver = sql" in result.stdout
+    assert ("driver = ldap" if node == LDAP_NODE else "driver = sql") in result.stdout
     assert ("haproxy = yes" in result.stdout) == (node == "proxyd-b")
-    # the entry point wrote the mysql connect line for proxyd-m only
+    # the entry point wrote the mysql connect line for proxyd-m only, dnpass for proxyd-l
     assert (etc / "mysql-connect.conf.ext").exists() == (node == MARIADB_NODE)
+    assert (etc / "ldap-dnpass.conf.ext").exists() == (node == LDAP_NODE)
 
 
 def test_mariadb_profile_is_a_third_node_on_the_same_table(compose: dict[str, Any]) -> None:
@@ -334,6 +345,141 @@ def test_mariadb_init_and_passdb_against_a_real_server(
     )  # fmt: skip
     assert wrong.returncode == 1
     assert wrong.stdout.startswith("passdb: alice auth failed")
+
+
+def _settings_without_comments(text: str) -> list[str]:
+    return [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_openldap_profile_is_a_third_node_with_the_shared_settings(
+    compose: dict[str, Any],
+) -> None:
+    openldap = _service(compose, "openldap")
+    node = _service(compose, LDAP_NODE)
+    assert openldap["profiles"] == node["profiles"] == ["openldap"]
+    assert node["depends_on"]["openldap"]["condition"] == "service_healthy"
+    assert "postgres" not in node["depends_on"]
+    mounts = _bind_mounts(node)
+    # demo/proxyd.conf but for the passdb and the protocols
+    ldap_conf = _settings_without_comments(
+        (REPO_ROOT / mounts["/etc/proxyd/proxyd.conf"]).read_text()
+    )
+    shared = _settings_without_comments(PROXYD_CONF.read_text())
+    assert [line for line in shared if line not in ldap_conf] == [
+        "protocols = imap pop3", "  driver = sql", "  args = dovecot-sql.conf.ext",
+    ]  # fmt: skip
+    assert [line for line in ldap_conf if line not in shared] == [
+        "protocols = imap", "  driver = ldap", "  args = dovecot-ldap.conf.ext",
+    ]  # fmt: skip
+    ext = (REPO_ROOT / mounts["/etc/proxyd/dovecot-ldap.conf.ext"]).read_text()
+    assert "!include ldap-dnpass.conf.ext" in ext.splitlines()
+    assert "dnpass" not in "\n".join(_settings_without_comments(ext)).replace(
+        "!include ldap-dnpass.conf.ext", ""
+    )
+    # IMAP only: the listeners of imap-login are published
+    published = [str(item).split(":") for item in node["ports"]]
+    assert {int(container) for _, _, container in published} == {10143, 10993}
+    assert {address for address, _, _ in published} == {"127.0.0.9"}
+    for letter in ("a", "b"):
+        backend = _service(compose, f"backend-{letter}")
+        address = backend["networks"]["mail"]["ipv4_address"]
+        assert openldap["environment"][f"DEMO_BACKEND_{letter.upper()}"] == address
+    assert openldap["environment"]["PROXY_PASSWORD_FILE"].startswith("/run/secrets/")
+    dockerfile = (
+        REPO_ROOT / openldap["build"]["context"] / openldap["build"]["dockerfile"]
+    ).read_text()
+    assert "COPY docker/openldap/start.sh" in dockerfile
+    assert "COPY demo/ldap/ /ldap/" in dockerfile
+    assert os.access(SLAPD_START, os.X_OK)
+
+
+def test_openldap_start_and_passdb_against_a_real_slapd(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """docker/openldap/start.sh loads ldap/demo-cluster.ldif into Debian's slapd (the
+    image's server) and runs it; proxyd-l's configuration then finds alice and bob."""
+    if not Path("/usr/sbin/slapd").exists():
+        pytest.skip("slapd is not installed (apt-get install slapd ldap-utils)")
+    # slapd runs as openldap: its directory must be reachable (pytest's tmp_path is not)
+    base = Path(tempfile.mkdtemp(prefix="proxyd-compose-slapd-"))
+    base.chmod(0o755)
+    secret = base / "ldap_proxyd_password"
+    secret.write_text("3b9e61f0c4d2a875\n")
+    secret.chmod(0o644)
+    port = free_port(PROXYD_ADDRESS)
+    uri = f"ldap://{PROXYD_ADDRESS}:{port}"
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "LDAP_DIR": str(base / "slapd"),
+            "LDAP_SOURCE": str(REPO_ROOT / "demo" / "ldap"),
+            "PROXY_PASSWORD_FILE": str(secret),
+            "LDAP_URLS": f"{uri}/",
+            "DEMO_BACKEND_A": "127.0.0.2",
+            "DEMO_BACKEND_B": "127.0.0.3",
+        }
+    )
+    assert set(_service(compose, "openldap")["environment"]) >= {
+        "DEMO_BACKEND_A", "DEMO_BACKEND_B", "PROXY_PASSWORD_FILE",
+    }  # fmt: skip
+    log = base / "slapd.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["sh", str(SLAPD_START)], env=environment, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until(
+            lambda: subprocess.run(
+                ["ldapsearch", "-x", "-H", uri, "-b", "dc=example,dc=test", "-s", "base"],
+                capture_output=True, check=False, timeout=30,
+            ).returncode == 0,
+            timeout=30, what=f"slapd on {uri}", process=process,  # type: ignore[arg-type]
+            diagnostics=lambda: log.read_text(errors="replace"),
+        )  # fmt: skip
+        node = dict(_service(compose, LDAP_NODE))
+        node["environment"] = dict(node["environment"])
+        etc, node_environment = _container_etc({"services": {LDAP_NODE: node}}, tmp_path, LDAP_NODE)
+        ext = etc / "dovecot-ldap.conf.ext"
+        ext.write_text(ext.read_text().replace("uris = ldap://openldap", f"uris = {uri}"))
+        shutil.copy(secret, node_environment["LDAP_DNPASS_FILE"])
+        subprocess.run(
+            ["sh", str(ENTRYPOINT), "true"], check=True, env=node_environment, timeout=60
+        )
+        for user, password, host in (
+            ("alice", "alicepw", "127.0.0.2"),
+            ("bob", "bobpw", "127.0.0.3"),
+        ):
+            result = subprocess.run(
+                [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test", user, password],
+                capture_output=True, text=True, timeout=60, env=node_environment,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+            lines = result.stdout.splitlines()
+            assert lines[0] == f"passdb: {user} auth succeeded"
+            assert {f"host={host}", "port=10143", "proxy="} <= set(lines), lines
+        wrong = subprocess.run(
+            [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test", "alice", "bobpw"],
+            capture_output=True, text=True, timeout=60, env=node_environment,
+        )  # fmt: skip
+        assert wrong.returncode == 1
+        assert wrong.stdout.startswith("passdb: alice auth failed")
+        # anonymous clients never see a password hash
+        anonymous = subprocess.run(
+            ["ldapsearch", "-x", "-LLL", "-H", uri, "-b", "dc=example,dc=test", "userPassword"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        assert "userPassword" not in anonymous.stdout
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_loads_in_debian_12_docker_compose_1_29_too(compose: dict[str, Any]) -> None:
