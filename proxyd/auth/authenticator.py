@@ -76,6 +76,7 @@ class Authenticator:
         require_client_cert: bool = False,
         username_from_cert: bool = False,
         anonymous_username: str = "anonymous",
+        realms: tuple[str, ...] = (),
     ) -> None:
         self._chain = chain
         self._failure_delay = max(failure_delay, 0.0)
@@ -88,6 +89,7 @@ class Authenticator:
         self._require_cert = require_client_cert
         self._cert_user = username_from_cert
         self._anonymous_user = anonymous_username
+        self._realms = realms  # auth_realms, offered by DIGEST-MD5
         self._last_logins: dict[str, tuple[str, float]] = {}
 
     async def authenticate(self, request: AuthRequest) -> AuthReply:
@@ -167,7 +169,7 @@ class Authenticator:
         """
         request = AuthRequest(conn=start.conn, mech=start.mech, user="", password=None)
         try:
-            mech = mechanisms.create(start.mech)
+            mech = mechanisms.create(start.mech, self._realms)
         except KeyError:
             log.error("Unsupported authentication mechanism %s", sanitize(start.mech, MAX_MECH_NAME_LEN))
             return AuthReply(status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL)
@@ -385,4 +387,5 @@ async def open_authenticator(
             require_client_cert=settings.auth_ssl_require_client_cert,
             username_from_cert=settings.auth_ssl_username_from_cert,
             anonymous_username=settings.auth_anonymous_username,
+            realms=settings.auth_realms,
         )

@@ -170,6 +170,16 @@ def parse_mechanisms(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_realms(value: str) -> tuple[str, ...]:
+    """``auth_realms``: space separated; each goes into DIGEST-MD5's challenge as ``realm="..."``."""
+    realms = tuple(value.split())
+    for realm in realms:
+        if any(char in realm for char in '"\\') or not realm.isprintable():
+            # Dovecot copies the realm into the quoted string as it is; one of these would break it
+            raise v.InvalidValue(f"auth_realms: invalid realm '{realm}'")
+    return realms
+
+
 _SSL_PROTOCOLS: Final = ("ANY", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "LATEST")
 
 
@@ -352,6 +362,7 @@ _TOP_SPECS: Final = (
     _str("auth_username_translation", _T),
     _str("auth_username_format", _T, "%Lu"),
     _str("auth_default_realm", _T),
+    _spec("auth_realms", _T, parse_realms, " ".join, ""),
     _spec("auth_worker_max_count", _T, v.parse_uint, str, "30"),
     _spec("auth_failure_delay", _T, v.parse_time, v.format_time, "2 secs"),
     _spec("auth_cache_size", _T, v.parse_size, v.format_size, "0"),
@@ -534,7 +545,7 @@ DOVECOT_TOP: Final = _names(
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce
     auth_policy_hash_truncate auth_policy_log_only auth_policy_reject_on_fail
     auth_policy_report_after_auth auth_policy_request_attributes auth_policy_server_api_header
-    auth_policy_server_timeout_msecs auth_policy_server_url auth_realms auth_socket_path
+    auth_policy_server_timeout_msecs auth_policy_server_url auth_socket_path
     auth_stats auth_use_winbind
     auth_verbose_passwords
     auth_winbind_helper_path config_cache_size
@@ -607,7 +618,7 @@ HONOURED_TOP: Final = _names(
     log_core_filter process_shutdown_filter
     stats_writer_socket_path config_cache_size version_ignore
     ssl_crypto_device ssl_client_require_valid_cert
-    auth_realms auth_cache_verify_password_with_worker
+    auth_cache_verify_password_with_worker
     auth_krb5_keytab
     auth_gssapi_hostname auth_winbind_helper_path auth_policy_check_after_auth
     auth_policy_check_before_auth auth_policy_hash_mech auth_policy_hash_nonce

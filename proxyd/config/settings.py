@@ -297,6 +297,8 @@ class Settings:
     auth_username_translation: str = ""
     auth_username_format: str = "%Lu"
     auth_default_realm: str = ""
+    #: DIGEST-MD5: the realms its challenge offers (none: one empty realm)
+    auth_realms: tuple[str, ...] = ()
     #: at most this many blocking auth jobs (password hashing) at a time
     auth_worker_max_count: int = 30
     auth_failure_delay: float = 2.0  # seconds

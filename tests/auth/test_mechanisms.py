@@ -237,6 +237,16 @@ def test_digest_md5_wrong_password_and_replay() -> None:
     assert replay.step(response) == SaslFailed("Invalid nonce")
 
 
+def test_digest_md5_challenge_offers_auth_realms() -> None:
+    """``auth_realms``: one ``realm="..."`` each, in order; none: one empty realm (for Cyrus)."""
+    offered = create("DIGEST-MD5", ("example.com", "other.org")).start(None)
+    assert isinstance(offered, Challenge)
+    assert offered.data.startswith(b'realm="example.com",realm="other.org",nonce="')
+    plain = create("DIGEST-MD5").start(None)
+    assert isinstance(plain, Challenge)
+    assert plain.data.startswith(b'realm="",nonce="')
+
+
 def test_digest_md5_realm_joins_the_user() -> None:
     response = b'username="carol",realm="example.com",nonce="N",cnonce="c",nc=00000001,qop=auth,digest-uri="imap/x",response=' + b"0" * 32
     server = create("DIGEST-MD5")

@@ -797,3 +797,10 @@ def test_ssl_alt_cert_needs_its_key(load: Load, write: Write) -> None:
     assert settings.ssl_alt_key.reveal() == KEY_PEM.rstrip("\n")
     assert settings.ssl_key_password.reveal() == "pw"
     assert "ssl_key_password = # hidden, use -P to show it" in dump_non_default(settings)
+
+
+def test_auth_realms(load: Load) -> None:
+    """DIGEST-MD5's offered realms: space separated; a quote or backslash would break the challenge."""
+    assert load(NO_SSL + "auth_realms = example.com  other.org\n").auth_realms == ("example.com", "other.org")
+    assert load(NO_SSL).auth_realms == ()
+    assert load_error(load, NO_SSL + 'auth_realms = a "b"\n') == (2, "auth_realms: invalid realm '\"b\"'")

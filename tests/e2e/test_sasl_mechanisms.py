@@ -238,6 +238,32 @@ def test_digest_md5_imap(
     proxy.wait_for_log(r"digest-md5\(carol,[^)]*\): Password mismatch")
 
 
+def test_digest_md5_auth_realms(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:
+    """``auth_realms = example.com``: the challenge offers it, pure-sasl answers in it, and
+    carol@example.com's hash (``doveadm pw -u carol@example.com``: realm example.com) verifies."""
+    fields = proxy_fields(
+        backend_a.address, backend_a.imap_port, master=MASTER_USER, destuser="dave",
+        **{"pass": MASTER_PASSWORD},
+    )  # fmt: skip
+    entry = PasswdEntry("carol@example.com", _doveadm_hash("carolpw", "DIGEST-MD5", "carol@example.com"), fields)
+    path = write_passwd_file(proxyd.workdir / "realm-users", [entry])
+    running = proxyd.start(proxyd.config(path, auth_mechanisms="plain digest-md5", auth_realms="example.com"))
+    sasl = SASLClient(running.address(), "imap", mechanism="DIGEST-MD5", username="carol", password="carolpw")
+    challenges: list[bytes] = []
+
+    def answer(challenge: bytes) -> bytes:
+        challenges.append(challenge)
+        return sasl.process(challenge) or b""
+
+    with IMAP4(running.address(), running.port()) as client:
+        assert client.authenticate("DIGEST-MD5", answer)[0] == "OK"
+        assert sasl.complete  # rspauth verified
+        assert fetch_subjects(client) == [backend_a.subject_for("dave")]
+        client.logout()
+    assert challenges[0].startswith(b'realm="example.com",nonce=')
+    running.wait_for_log(r"Login: user=<carol@example.com>, method=DIGEST-MD5")
+
+
 def test_digest_md5_pop3(
     both_proxyd: tuple[ProxydProcess, ProxydProcess], backend_a: DovecotBackend
 ) -> None:

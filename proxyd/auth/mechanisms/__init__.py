@@ -54,8 +54,11 @@ PLAINTEXT: Final = frozenset(SERVER_MECHANISMS)
 AUTH_MECHANISMS: Final = frozenset(_MECHANISMS) | PLAINTEXT
 
 
-def create(name: str) -> Mechanism:
-    """A fresh exchange of mechanism ``name`` (upper case); KeyError when unknown."""
+def create(name: str, realms: tuple[str, ...] = ()) -> Mechanism:
+    """A fresh exchange of mechanism ``name`` (upper case); KeyError when unknown.
+    ``realms`` (``auth_realms``) are what DIGEST-MD5's challenge offers."""
     if name in PLAINTEXT:
         return Plaintext(name)
+    if name == DigestMD5.name:
+        return DigestMD5(realms)
     return _MECHANISMS[name]()
