@@ -14,9 +14,12 @@ environment and connect line.
 
 from __future__ import annotations
 
+import imaplib
 import os
+import poplib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +28,9 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.dovecot import DovecotBackend, DovecotFactory
 from tests.fixtures.mariadb import MariadbFactory
-from tests.fixtures.net import PROXYD_ADDRESS, free_port, wait_until
+from tests.fixtures.net import PROXYD_ADDRESS, free_port, port_accepts, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -283,8 +287,86 @@ def test_mariadb_profile_is_a_third_node_on_the_same_table(compose: dict[str, An
     assert not published & others
 
 
+#: where the real-server tests put the demo's backends and the proxyd node: addresses
+#: of their own, since the passdb rows name the demo's fixed ports (10143, 10110)
+DEMO_BACKEND_ADDRESSES = {"a": "127.0.77.2", "b": "127.0.77.3"}
+DEMO_NODE_ADDRESS = "127.0.77.1"
+
+
+@pytest.fixture(scope="module")
+def demo_backends(dovecot_factory: DovecotFactory) -> dict[str, DovecotBackend]:
+    """Two Dovecot backends that also listen on the demo's IMAP and POP3 ports."""
+    backends: dict[str, DovecotBackend] = {}
+    for letter, address in DEMO_BACKEND_ADDRESSES.items():
+        extra = (
+            f"service imap-login {{\n  inet_listener imap_demo {{\n    address = {address}\n"
+            "    port = 10143\n  }\n}\n"
+            f"service pop3-login {{\n  inet_listener pop3_demo {{\n    address = {address}\n"
+            "    port = 10110\n  }\n}\n"
+        )
+        backends[letter] = dovecot_factory.start(f"compose-{letter}", address, extra_config=extra)
+    for address in DEMO_BACKEND_ADDRESSES.values():
+        wait_until(lambda a=address: port_accepts(a, 10143) and port_accepts(a, 10110),
+                   timeout=30, what=f"the demo ports on {address}")  # fmt: skip
+    return backends
+
+
+def _imap_subject(port: int, user: str, password: str) -> str:
+    with imaplib.IMAP4(DEMO_NODE_ADDRESS, port, timeout=30) as imap:
+        imap.login(user, password)
+        imap.select("INBOX", readonly=True)
+        status, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert status == "OK", data
+        first = data[0]
+        assert isinstance(first, tuple)
+        return first[1].decode().strip()
+
+
+def _pop3_subject(port: int, user: str, password: str) -> str:
+    pop = poplib.POP3(DEMO_NODE_ADDRESS, port, timeout=30)
+    try:
+        pop.user(user)
+        pop.pass_(password)
+        _, lines, _ = pop.retr(1)
+    finally:
+        pop.quit()
+    return next(line.decode() for line in lines if line.startswith(b"Subject:"))
+
+
+def _run_node(
+    etc: Path, environment: dict[str, str], protocols: dict[str, int]
+) -> subprocess.Popen[bytes]:
+    """proxyd with the node's /etc/proxyd on DEMO_NODE_ADDRESS, once its ports accept."""
+    log = etc / "proxyd.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [_bin("proxyd"), "-c", str(etc / "proxyd.conf")], env=environment,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    wait_until(
+        lambda: all(port_accepts(DEMO_NODE_ADDRESS, port) for port in protocols.values()),
+        timeout=30, what="proxyd", process=process,  # type: ignore[arg-type]
+        diagnostics=lambda: log.read_text(errors="replace"),
+    )  # fmt: skip
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 def test_mariadb_init_and_passdb_against_a_real_server(
-    compose: dict[str, Any], tmp_path: Path, mariadb_factory: MariadbFactory
+    compose: dict[str, Any],
+    tmp_path: Path,
+    mariadb_factory: MariadbFactory,
+    demo_backends: dict[str, DovecotBackend],
 ) -> None:
     """docker/mariadb/init-demo.sh loads a private MariaDB as the image would; the
     proxyd-m configuration (entry point included) then finds alice and bob there."""
@@ -302,8 +384,8 @@ def test_mariadb_init_and_passdb_against_a_real_server(
             "PROXYD_DEMO_SECRETS_DIR": str(secrets),
             "PROXYD_DEMO_SQL_DIR": str(REPO_ROOT / "sql"),
             "PROXYD_DEMO_SOCKET": str(server.socket),
-            "DEMO_BACKEND_A": "127.0.0.2",
-            "DEMO_BACKEND_B": "127.0.0.3",
+            "DEMO_BACKEND_A": DEMO_BACKEND_ADDRESSES["a"],
+            "DEMO_BACKEND_B": DEMO_BACKEND_ADDRESSES["b"],
         }
     )
     assert set(mariadb["environment"]) >= {"DEMO_BACKEND_A", "DEMO_BACKEND_B"}
@@ -312,7 +394,7 @@ def test_mariadb_init_and_passdb_against_a_real_server(
     )
     assert result.returncode == 0, result.stderr
     assert server.sql("SELECT username, host FROM cluster_accounts ORDER BY username") == (
-        "alice\t127.0.0.2\nbob\t127.0.0.3\n"
+        "alice\t127.0.77.2\nbob\t127.0.77.3\n"
     )
 
     node = dict(_service(compose, MARIADB_NODE))
@@ -327,8 +409,8 @@ def test_mariadb_init_and_passdb_against_a_real_server(
     shutil.copy(secrets / "mysql_proxyd_password", node_environment["SQL_PASSWORD_FILE"])
     subprocess.run(["sh", str(ENTRYPOINT), "true"], check=True, env=node_environment, timeout=60)
     for user, password, host, port, service in (
-        ("alice", "alicepw", "127.0.0.2", "10143", "imap"),
-        ("bob", "bobpw", "127.0.0.3", "10110", "pop3"),
+        ("alice", "alicepw", DEMO_BACKEND_ADDRESSES["a"], "10143", "imap"),
+        ("bob", "bobpw", DEMO_BACKEND_ADDRESSES["b"], "10110", "pop3"),
     ):
         result = subprocess.run(
             [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test",
@@ -345,6 +427,16 @@ def test_mariadb_init_and_passdb_against_a_real_server(
     )  # fmt: skip
     assert wrong.returncode == 1
     assert wrong.stdout.startswith("passdb: alice auth failed")
+    # and logins through proxyd-m's configuration reach the backend the row names
+    node_environment["PROXYD_LISTEN"] = DEMO_NODE_ADDRESS
+    process = _run_node(etc, node_environment, {"imap": 10143, "pop3": 10110})
+    try:
+        assert _imap_subject(10143, "alice", "alicepw").endswith(
+            demo_backends["a"].subject_for("alice")
+        )
+        assert _pop3_subject(10110, "bob", "bobpw").endswith(demo_backends["b"].subject_for("bob"))
+    finally:
+        _stop(process)
 
 
 def _settings_without_comments(text: str) -> list[str]:
@@ -396,7 +488,7 @@ def test_openldap_profile_is_a_third_node_with_the_shared_settings(
 
 
 def test_openldap_start_and_passdb_against_a_real_slapd(
-    compose: dict[str, Any], tmp_path: Path
+    compose: dict[str, Any], tmp_path: Path, demo_backends: dict[str, DovecotBackend]
 ) -> None:
     """docker/openldap/start.sh loads ldap/demo-cluster.ldif into Debian's slapd (the
     image's server) and runs it; proxyd-l's configuration then finds alice and bob."""
@@ -417,8 +509,8 @@ def test_openldap_start_and_passdb_against_a_real_slapd(
             "LDAP_SOURCE": str(REPO_ROOT / "demo" / "ldap"),
             "PROXY_PASSWORD_FILE": str(secret),
             "LDAP_URLS": f"{uri}/",
-            "DEMO_BACKEND_A": "127.0.0.2",
-            "DEMO_BACKEND_B": "127.0.0.3",
+            "DEMO_BACKEND_A": DEMO_BACKEND_ADDRESSES["a"],
+            "DEMO_BACKEND_B": DEMO_BACKEND_ADDRESSES["b"],
         }
     )
     assert set(_service(compose, "openldap")["environment"]) >= {
@@ -449,8 +541,8 @@ def test_openldap_start_and_passdb_against_a_real_slapd(
             ["sh", str(ENTRYPOINT), "true"], check=True, env=node_environment, timeout=60
         )
         for user, password, host in (
-            ("alice", "alicepw", "127.0.0.2"),
-            ("bob", "bobpw", "127.0.0.3"),
+            ("alice", "alicepw", DEMO_BACKEND_ADDRESSES["a"]),
+            ("bob", "bobpw", DEMO_BACKEND_ADDRESSES["b"]),
         ):
             result = subprocess.run(
                 [_bin("proxyctl"), "-c", str(etc / "proxyd.conf"), "auth", "test", user, password],
@@ -472,6 +564,15 @@ def test_openldap_start_and_passdb_against_a_real_slapd(
             capture_output=True, text=True, check=True, timeout=30,
         )  # fmt: skip
         assert "userPassword" not in anonymous.stdout
+        # and an IMAP login through proxyd-l's configuration reaches bob's backend
+        node_environment["PROXYD_LISTEN"] = DEMO_NODE_ADDRESS
+        node = _run_node(etc, node_environment, {"imap": 10143})
+        try:
+            assert _imap_subject(10143, "bob", "bobpw").endswith(
+                demo_backends["b"].subject_for("bob")
+            )
+        finally:
+            _stop(node)
     finally:
         process.terminate()
         try:
