@@ -6,20 +6,20 @@
 # For each proxyd checkout: two runs of the whole process tree under
 # `valgrind --tool=callgrind --trace-children=yes` (HP mode: service_count = 0,
 # process_min_avail = 2, static passdb naming only the host, as the rig's config),
-# one with N1 and one with N2 IMAP + POP3 logins (2 clients at a time, the rig's
+# one with N1 and one with N2 IMAP + POP3 logins (CONC clients at a time, default 2; the rig's
 # users and Dovecot backend in a private network namespace).  Instructions per login
 # = (run N2 - run N1) / (2 * (N2 - N1)), per role (master+zygote, auth, login
 # processes): start-up costs cancel out.  PYTHONHASHSEED=0; ~5 min per run.
 # Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-N1=${N1:-20} N2=${N2:-220}
+N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2}
 OUT=${OUT:-/tmp/proxyd-instr}
 PY=${PY:-/work/main/.venv/bin/python}
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
   for tree in "$@"; do
     for n in "$N1" "$N2"; do
-      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" unshare -n -- "$0" &
+      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" CONC="$CONC" unshare -n -- "$0" &
     done
     wait
   done
@@ -68,7 +68,7 @@ PYTHONHASHSEED=0 PYTHONPATH=$TREE valgrind --tool=callgrind --trace-children=yes
 m=$!
 for _ in $(seq 1 1200); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break; sleep 0.5; done
 sleep 2
-"$PY" "$HERE/login_client.py" imap 20071 "$N" 2 0
-"$PY" "$HERE/login_client.py" pop3 20072 "$N" 2 0
+"$PY" "$HERE/login_client.py" imap 20071 "$N" "$CONC" 0
+"$PY" "$HERE/login_client.py" pop3 20072 "$N" "$CONC" 0
 kill -TERM "$m"; wait "$m" || true
 kill "$(cat "$o/backend/run/master.pid")"
