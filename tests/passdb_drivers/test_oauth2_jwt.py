@@ -74,9 +74,14 @@ def sign(
     return f"{signing_input}.{_b64(signature)}"
 
 
+#: token lifetimes in the parametrize lists are fixed at collection, minutes before the
+#: test runs in a full suite: a day, so no token meant valid expires on the way
+DAY = 86400
+
+
 def claims(**extra: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": "alice", "email": "alice@example.com", "iat": now - 10, "exp": now + 300, **extra}
+    return {"sub": "alice", "email": "alice@example.com", "iat": now - 10, "exp": now + DAY, **extra}
 
 
 def key_dir(root: Path) -> Path:
@@ -148,10 +153,10 @@ async def test_username_attribute_and_issuers(tmp_path: Path, caplog: pytest.Log
     ("token", "message"),
     [
         (sign(claims(exp=int(time.time()) - 5)), "Token has expired"),
-        (sign(claims(nbf=int(time.time()) + 600, exp=int(time.time()) + 900)), "Token is not valid yet"),
-        (sign(claims(iat=int(time.time()) + 600, exp=int(time.time()) + 900)), "Token is issued in future"),
+        (sign(claims(nbf=int(time.time()) + DAY, exp=int(time.time()) + 2 * DAY)), "Token is not valid yet"),
+        (sign(claims(iat=int(time.time()) + DAY, exp=int(time.time()) + 2 * DAY)), "Token is issued in future"),
         (sign(claims(exp="yesterday")), "Malformed 'exp' field"),
-        (sign({"email": "alice@example.com", "exp": int(time.time()) + 60}), "Missing 'sub' field"),
+        (sign({"email": "alice@example.com", "exp": int(time.time()) + DAY}), "Missing 'sub' field"),
         (sign(claims(exp=None)), "Missing 'exp' field"),
         (sign(claims(), key=b"the wrong secret"), "Incorrect JWT signature"),
         (sign(claims(), "RS256", key=OTHER_RSA_KEY), "Bad signature"),
