@@ -73,6 +73,9 @@ def test_metrics_before_and_after_logins(proxyd: ProxydRunner, backend_a: Doveco
     # alice comes from SQLite first: SQL lookups go through the auth cache (passwd-files do not)
     cfg.passdbs.insert(0, {"driver": "sql", "args": str(sqlite_passdb(proxyd, backend_a))})
     cfg.listeners.append(Listener("stats", "http", PROXYD_ADDRESS, free_port()))
+    # a spare imap-login process to count: with Dovecot's default process_min_avail = 0 the
+    # start-up process may be idle-killed before the first scrape
+    cfg.extra = (cfg.extra or "") + "\nservice imap-login {\n  process_min_avail = 1\n}\n"
     running = proxyd.start(cfg)
 
     wait_until(
