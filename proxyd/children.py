@@ -36,7 +36,7 @@ from proxyd.config.settings import (
     UnixListener,
     effective_service,
 )
-from proxyd.ipc.channel import Channel
+from proxyd.ipc.channel import Channel, read_waiting
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -128,8 +128,10 @@ def _child_main(
 
 
 def _control(sock: socket.socket) -> Channel[Report, Command]:
-    """A child's end of its control socketpair with the master."""
-    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), read_command)
+    """A child's end of its control socketpair with the master, with what the master
+    queued in it before the fork (``Channel.received_already``)."""
+    waiting = read_waiting(sock)
+    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), read_command, waiting)
 
 
 def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:

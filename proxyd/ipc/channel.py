@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -76,12 +77,21 @@ class MessageDecoder:
 class Channel(Generic[Out, In]):
     """Records over a stream: ``Out`` records sent, ``In`` records received."""
 
-    def __init__(self, stream: trio.abc.Stream, read: Callable[[dict[str, Any]], In]) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, read: Callable[[dict[str, Any]], In], received: bytes = b""
+    ) -> None:
+        """``received``: bytes already read off the stream's socket (see ``read_waiting``)."""
         self.stream = stream
         self._read = read
         self._decoder = MessageDecoder()
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[dict[str, Any]] = deque(self._decoder.feed(received))
         self._send_lock = trio.Lock()
+
+    def received_already(self) -> list[In]:
+        """The complete records among the bytes already read: no waiting."""
+        records = [self._read(message) for message in self._pending]
+        self._pending.clear()
+        return records
 
     async def send(self, message: Out) -> None:
         async with self._send_lock:
@@ -105,3 +115,17 @@ class Channel(Generic[Out, In]):
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def read_waiting(sock: socket.socket) -> bytes:
+    """What is waiting in ``sock`` now, without blocking (b"" for nothing or EOF)."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)

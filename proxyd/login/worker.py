@@ -154,6 +154,8 @@ class LoginWorker:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
+        for message in self.control.received_already():  # queued before the fork: before any accept
+            await self._command(message)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._control_loop)
             nursery.start_soon(self._signals, nursery)

@@ -47,7 +47,7 @@ from proxyd import counters
 from proxyd.config.load import load_settings
 from proxyd.config.settings import EffectiveService, Settings, effective_service
 from proxyd.errors import ConfigError
-from proxyd.ipc.channel import Channel
+from proxyd.ipc.channel import Channel, encode
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.ipc.messages import (
     CacheFlush,
@@ -88,6 +88,9 @@ from proxyd.wakeup import Wakeup
 log = logging.getLogger("proxyd")
 
 _STOP_TIMEOUT = 5.0
+#: IpLimit messages written to a new login process's control socket before its fork
+#: (~60 bytes each: far below a Unix socket's buffer, so the write never blocks)
+_IP_LIMITS_BEFORE_FORK = 1000
 #: how long a fork request to the zygote may take before the spawn counts as failed
 _SPAWN_TIMEOUT = 10.0
 #: relay processes in high-security mode (see ``support_services``)
@@ -177,6 +180,7 @@ class Master:
     # ------------------------------------------------------------------ spawning
     async def spawn(self, kind: str, service: str) -> Child | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        told = self._tell_before_fork(ours, kind, service)
         # shielded (the zygote answers at once): a child the zygote forked is always
         # registered below, so a stop that lands mid-spawn still finds and ends it
         pid: int | None = None
@@ -202,9 +206,26 @@ class Master:
         self.children[pid] = child
         assert self._nursery is not None
         self._nursery.start_soon(self._watch, child)
-        for ip in self.perip.over_limit(service) if kind == "login" else ():
-            await self.tell(child, IpLimit(ip, over=True))
+        if kind == "login":  # what changed while the fork was under way
+            over = self.perip.over_limit(service)
+            for ip in sorted(over - told):
+                await self.tell(child, IpLimit(ip, over=True))
+            for ip in sorted(told - over):
+                await self.tell(child, IpLimit(ip, over=False))
         return child
+
+    def _tell_before_fork(self, control: socket.socket, kind: str, service: str) -> set[str]:
+        """Queue what a new login process must know before its first accept (the addresses
+        at proxyd_prelogin_per_ip_limit) in its control socket before it exists: it reads
+        them before it accepts, so a connection already waiting is judged by them.  At most
+        what fits in the socket's buffer at once; any others follow after the fork."""
+        told: set[str] = set()
+        if kind != "login":
+            return told
+        for ip in sorted(self.perip.over_limit(service))[:_IP_LIMITS_BEFORE_FORK]:
+            control.sendall(encode(IpLimit(ip, over=True).wire()))
+            told.add(ip)
+        return told
 
     async def _watch(self, child: Child) -> None:
         """Read the child's reports until it exits, then reap it."""
