@@ -38,32 +38,17 @@ driver appends Dovecot's `` (state=<state_name>, duration=<N>s)``.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
-from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendIgnored,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-    BackendUntagged,
-    ProxyFailure,
-)
-from proxyd.protocols.buffer import InputBuffer
+from proxyd.log import sanitize
+from proxyd.protocols.backend_engine import BackendEngineBase, Phase, shown
+from proxyd.protocols.backend_events import BackendIgnored, BackendUntagged, ProxyFailure
 from proxyd.protocols.imap import replies
 from proxyd.protocols.imap.grammar import quote_astring, quote_nstring
 from proxyd.protocols.imap.replies import Status
-from proxyd.protocols.sasl import (
-    CLIENT_MECHANISMS,
-    SaslClient,
-    SaslClientError,
-    decode_base64,
-    encode_base64,
-)
+from proxyd.protocols.sasl import encode_base64
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +116,8 @@ class ImapBackendLogin(BackendEngineBase):
     """The IMAP login dialogue with one backend connection."""
 
     def __init__(self, params: ImapBackendParams) -> None:
+        super().__init__()
         self._params = params
-        self._buf = InputBuffer(MAX_PROXY_INPUT)
-        self._pending = bytearray()
-        self._eof = False
-        self._out = bytearray()
-        self._events: deque[BackendEvent] = deque()
-        self._phase = Phase.RUNNING
         self._sent = _Sent(0)
         self._rcvd = _Rcvd.NONE
         self._seen_banner = False
@@ -145,11 +125,8 @@ class ImapBackendLogin(BackendEngineBase):
         self._sasl_ir = False
         self._logindisabled = False
         self._capability_request_sent = False
-        self._sasl: SaslClient | None = None
         self._tag = params.client_tag.encode("utf-8")
-        self._mech = params.mech.upper() or ("PLAIN" if params.master_user else "")
-        if self._mech and self._mech not in CLIENT_MECHANISMS:
-            self._fail(ProxyFailure.INTERNAL, f"Unsupported SASL mechanism {params.mech}")
+        self._mech = self._mechanism(params.mech, "PLAIN" if params.master_user else "")
 
     # -- public API ------------------------------------------------------
 
@@ -164,23 +141,10 @@ class ImapBackendLogin(BackendEngineBase):
         """The backend capabilities as last seen (banner or ``* CAPABILITY``)."""
         return None if self._caps is None else self._caps.decode("utf-8", "replace")
 
-    def tls_started(self) -> None:
-        """The STARTTLS handshake is done; go on with the login."""
-        if self._phase is not Phase.TLS_PENDING:
-            raise RuntimeError("tls_started() without BackendNeedsTLS")
-        self._phase = Phase.RUNNING
-        # Whatever followed "S OK" in plaintext was handed to TLS.
-        self._buf.take_all()
-        self._pending.clear()
-        self._write(self._login_commands())
-
-    def trailing_data(self) -> bytes:
-        """Return and forget unconsumed backend bytes (after ``L OK``: relay them to the client)."""
-        data = self._buf.take_all() + bytes(self._pending)
-        self._pending.clear()
-        return data
-
     # -- internals ---------------------------------------------------------
+
+    def _tls_ready(self) -> None:
+        self._write(self._login_commands())
 
     def _write(self, commands: Iterable[bytes] | None) -> None:
         if commands is not None and self._phase is not Phase.DONE:
@@ -197,15 +161,13 @@ class ImapBackendLogin(BackendEngineBase):
             self._sent &= ~_Sent.STARTTLS
             self._rcvd = _Rcvd.STARTTLS
             if not line.startswith(b"S OK "):
-                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + sanitize(line[5:], MAX_REMOTE_LINE_LEN))
+                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + shown(line[5:]))
             else:
-                self._phase = Phase.TLS_PENDING
-                self._events.append(BackendNeedsTLS())
+                self._needs_tls()
         elif line.startswith(b"L OK "):
             self._sent &= ~_Sent.LOGIN
             self._rcvd = _Rcvd.LOGIN
-            self._phase = Phase.DONE
-            self._events.append(BackendLoggedIn(self._login_reply(line[5:])))
+            self._logged_in(self._login_reply(line[5:]))
         elif line.startswith(b"L "):
             self._sent &= ~_Sent.LOGIN
             self._rcvd = _Rcvd.LOGIN
@@ -228,12 +190,12 @@ class ImapBackendLogin(BackendEngineBase):
             self._events.append(BackendUntagged(line + b"\r\n"))
         else:
             self._events.append(
-                BackendIgnored("Unexpected input, ignoring: " + sanitize(line, MAX_REMOTE_LINE_LEN))
+                BackendIgnored("Unexpected input, ignoring: " + shown(line))
             )
 
     def _banner(self, line: bytes) -> list[bytes] | None:
         if not line.startswith(b"* OK "):
-            self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + sanitize(line, MAX_REMOTE_LINE_LEN))
+            self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + shown(line))
             return None
         commands: list[bytes] = []
         if line[5:].startswith(b"[CAPABILITY "):
@@ -296,15 +258,10 @@ class ImapBackendLogin(BackendEngineBase):
             )
             self._sent |= _Sent.LOGIN
             return commands
-        self._sasl = SaslClient.create(
-            self._mech,
-            authzid=params.user,
-            authcid=params.master_user or params.user,
-            password=params.password,
-        )
+        sasl = self._start_sasl(self._mech, params)
         command = b"L AUTHENTICATE " + self._mech.encode("ascii")
         if self._sasl_ir:
-            initial = self._sasl.output()
+            initial = sasl.output()
             command += b" " + (encode_base64(initial) if initial else b"=")
         commands.append(command + b"\r\n")
         self._sent |= _Sent.AUTHENTICATE
@@ -315,15 +272,10 @@ class ImapBackendLogin(BackendEngineBase):
             return  # "+ OK" for a LOGIN literal: nothing to do
         self._sent &= ~_Sent.AUTHENTICATE
         self._rcvd = _Rcvd.AUTH_CONTINUE
-        challenge = decode_base64(line[2:]) if line[1:2] == b" " else None
-        if challenge is None:
-            self._fail(ProxyFailure.PROTOCOL, "Invalid base64 data in AUTHENTICATE response")
-            return
-        try:
-            self._sasl.input(challenge)
-            response = self._sasl.output()
-        except SaslClientError as error:
-            self._fail(ProxyFailure.PROTOCOL, f"Invalid authentication data: {error}")
+        response = self._sasl_response(
+            line[2:] if line[1:2] == b" " else None, "Invalid base64 data in AUTHENTICATE response"
+        )
+        if response is None:
             return
         self._sent |= _Sent.AUTH_CONTINUE
         self._out += encode_base64(response) + b"\r\n"

@@ -25,47 +25,20 @@ state names (``none``, ``tls-start``, ``tls-ready``, ``xclient``, ``auth``):
 from __future__ import annotations
 
 import enum
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
-from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-    ProxyFailure,
-)
-from proxyd.protocols.buffer import InputBuffer
+from proxyd.protocols.backend_engine import BackendEngineBase, BackendParams, shown
+from proxyd.protocols.backend_events import ProxyFailure
 from proxyd.protocols.managesieve import replies
 from proxyd.protocols.managesieve.grammar import ArgType, ParseError, parse_line, quote
 from proxyd.protocols.managesieve.replies import Status
-from proxyd.protocols.sasl import (
-    CLIENT_MECHANISMS,
-    SaslClient,
-    SaslClientError,
-    decode_base64,
-    encode_base64,
-)
+from proxyd.protocols.sasl import encode_base64
 from proxyd.protocols.texts import AUTH_FAILED_MSG
-from proxyd.protocols.xclient import xclient_command
 
 
 @dataclass(frozen=True, slots=True)
-class SieveBackendParams:
-    """How to log in to one backend (from the passdb reply and the client session)."""
-
-    user: str
-    password: str = field(repr=False)
-    master_user: str = ""
-    mech: str = ""
-    starttls: bool = False
-    not_trusted: bool = False
-    remote_ip: str = ""
-    remote_port: int = 0
-    session_id: str = ""
-    proxy_ttl: int = 4
-    forward_fields: tuple[tuple[str, str], ...] = ()
+class SieveBackendParams(BackendParams):
+    """How to log in to one ManageSieve backend (see :class:`BackendParams`)."""
 
 
 class _State(enum.Enum):
@@ -86,21 +59,13 @@ class ManageSieveBackendLogin(BackendEngineBase):
     """The ManageSieve login dialogue with one backend connection."""
 
     def __init__(self, params: SieveBackendParams) -> None:
+        super().__init__()
         self._params = params
-        self._buf = InputBuffer(MAX_PROXY_INPUT)
-        self._pending = bytearray()
-        self._eof = False
-        self._out = bytearray()
-        self._events: deque[BackendEvent] = deque()
-        self._phase = Phase.RUNNING
         self._state = _State.NONE
         self._sasl_offered = False
         self._starttls_offered = False
         self._xclient_offered = False
-        self._sasl: SaslClient | None = None
-        self._mech = params.mech.upper() or "PLAIN"
-        if self._mech not in CLIENT_MECHANISMS:
-            self._fail(ProxyFailure.INTERNAL, f"Unsupported SASL mechanism {params.mech}")
+        self._mech = self._mechanism(params.mech, "PLAIN")
 
     @property
     def state_name(self) -> str:
@@ -111,23 +76,12 @@ class ManageSieveBackendLogin(BackendEngineBase):
     def xclient_offered(self) -> bool:
         return self._xclient_offered
 
-    def tls_started(self) -> None:
-        """The STARTTLS handshake is done; the backend sends its capabilities again."""
-        if self._phase is not Phase.TLS_PENDING:
-            raise RuntimeError("tls_started() without BackendNeedsTLS")
-        self._phase = Phase.RUNNING
-        self._buf.take_all()
-        self._pending.clear()
+    # -- internals ---------------------------------------------------------
+
+    def _tls_ready(self) -> None:
+        """The backend sends its capabilities again."""
         self._sasl_offered = self._xclient_offered = False
         self._state = _State.TLS_READY
-
-    def trailing_data(self) -> bytes:
-        """Return and forget unconsumed backend bytes (after the ``OK``: relay them to the client)."""
-        data = self._buf.take_all() + bytes(self._pending)
-        self._pending.clear()
-        return data
-
-    # -- internals ---------------------------------------------------------
 
     def _parse_line(self, line: bytes) -> None:
         """Pigeonhole's ``managesieve_proxy_parse_line()``."""
@@ -143,7 +97,7 @@ class ManageSieveBackendLogin(BackendEngineBase):
                         "Remote sent unexpected NO/BYE instead of capability response",
                     )
                 else:
-                    self._fail(ProxyFailure.REMOTE, "Remote STARTTLS failed: " + sanitize(line, MAX_REMOTE_LINE_LEN))
+                    self._fail(ProxyFailure.REMOTE, "Remote STARTTLS failed: " + shown(line))
                 return
             if state is _State.NONE and self._params.starttls:
                 if not self._starttls_offered:
@@ -159,18 +113,16 @@ class ManageSieveBackendLogin(BackendEngineBase):
             if not _is_ok(line):
                 self._fail(ProxyFailure.REMOTE, "Remote refused STARTTLS command")
                 return
-            self._phase = Phase.TLS_PENDING
-            self._events.append(BackendNeedsTLS())
+            self._needs_tls()
         elif state is _State.XCLIENT:
             if not _is_ok(line):
-                self._fail(ProxyFailure.REMOTE, "Remote XCLIENT failed: " + sanitize(line, MAX_REMOTE_LINE_LEN))
+                self._fail(ProxyFailure.REMOTE, "Remote XCLIENT failed: " + shown(line))
                 return
             self._send_auth()
         elif line.startswith(b'"'):
             self._continue_sasl(line)
         elif _is_ok(line):
-            self._phase = Phase.DONE
-            self._events.append(BackendLoggedIn(line + b"\r\n"))
+            self._logged_in(line + b"\r\n")
         else:
             self._auth_failed(line)
 
@@ -181,14 +133,14 @@ class ManageSieveBackendLogin(BackendEngineBase):
         except ParseError as exc:
             self._fail(
                 ProxyFailure.PROTOCOL,
-                f"Protocol parse error in capability/greeting line: {exc.text} (line=`{sanitize(line, MAX_REMOTE_LINE_LEN)}')",
+                f"Protocol parse error in capability/greeting line: {exc.text} (line=`{shown(line)}')",
             )
             return None
         args = parsed[0] if parsed is not None else []
         if not args:
             self._fail(
                 ProxyFailure.PROTOCOL,
-                "Remote returned with invalid capability/greeting line: " + sanitize(line, MAX_REMOTE_LINE_LEN),
+                "Remote returned with invalid capability/greeting line: " + shown(line),
             )
             return None
         first = args[0]
@@ -198,7 +150,7 @@ class ManageSieveBackendLogin(BackendEngineBase):
                 return True
             if word in (b"NO", b"BYE"):
                 return False
-            self._fail(ProxyFailure.PROTOCOL, "Remote sent invalid response: " + sanitize(line, MAX_REMOTE_LINE_LEN))
+            self._fail(ProxyFailure.PROTOCOL, "Remote sent invalid response: " + shown(line))
             return None
         name = first.value.upper()
         if name == b"SASL":
@@ -213,14 +165,7 @@ class ManageSieveBackendLogin(BackendEngineBase):
         return None
 
     def _send_xclient(self) -> None:
-        params = self._params
-        self._out += xclient_command(
-            remote_ip=params.remote_ip,
-            remote_port=params.remote_port,
-            session_id=params.session_id,
-            proxy_ttl=params.proxy_ttl,
-            forward_fields=params.forward_fields,
-        )
+        self._out += self._params.xclient()
         self._state = _State.XCLIENT
 
     def _send_auth(self) -> None:
@@ -231,14 +176,7 @@ class ManageSieveBackendLogin(BackendEngineBase):
                 ProxyFailure.REMOTE_CONFIG, "Server has disabled authentication (TLS required?)"
             )
             return
-        params = self._params
-        self._sasl = SaslClient.create(
-            self._mech,
-            authzid=params.user,
-            authcid=params.master_user or params.user,
-            password=params.password,
-        )
-        initial = self._sasl.output()
+        initial = self._start_sasl(self._mech, self._params).output()
         self._out += b"AUTHENTICATE " + quote(self._mech)
         if initial:
             self._out += b" " + quote(encode_base64(initial))
@@ -246,34 +184,27 @@ class ManageSieveBackendLogin(BackendEngineBase):
         self._state = _State.AUTH
 
     def _continue_sasl(self, line: bytes) -> None:
-        assert self._sasl is not None
         try:
             parsed = parse_line(line + b"\r\n")
         except ParseError as exc:
             self._fail(
                 ProxyFailure.PROTOCOL,
-                f"Protocol parse error int SASL challenge line: {exc.text} (line=`{sanitize(line, MAX_REMOTE_LINE_LEN)}')",
+                f"Protocol parse error int SASL challenge line: {exc.text} (line=`{shown(line)}')",
             )
             return
         args = parsed[0] if parsed is not None else []
         if not args or args[0].type is not ArgType.STRING:
             self._fail(
-                ProxyFailure.PROTOCOL, "Server sent invalid SASL challenge line: " + sanitize(line, MAX_REMOTE_LINE_LEN)
+                ProxyFailure.PROTOCOL, "Server sent invalid SASL challenge line: " + shown(line)
             )
             return
-        challenge = decode_base64(args[0].value)
-        if challenge is None:
-            self._fail(
-                ProxyFailure.PROTOCOL, "Server sent invalid base64 data in AUTHENTICATE response"
-            )
-            return
-        try:
-            self._sasl.input(challenge)
-            response = self._sasl.output()
-        except SaslClientError as error:
-            self._fail(ProxyFailure.PROTOCOL, f"Server sent invalid authentication data: {error}")
-            return
-        self._out += (quote(encode_base64(response)) if response else b'""') + b"\r\n"
+        response = self._sasl_response(
+            args[0].value,
+            "Server sent invalid base64 data in AUTHENTICATE response",
+            "Server sent invalid authentication data",
+        )
+        if response is not None:
+            self._out += (quote(encode_base64(response)) if response else b'""') + b"\r\n"
 
     def _auth_failed(self, line: bytes) -> None:
         """Pigeonhole hides the backend's reason from the client (no user probing)."""
@@ -292,7 +223,7 @@ def _auth_reply_reason(line: bytes) -> tuple[str, bool]:
     """Pigeonhole's ``managesieve_proxy_parse_auth_reply()``: the reason text and TRYLATER."""
     text = line.decode("utf-8", "replace")
     if text[:3].upper() != "NO ":
-        return sanitize(line, MAX_REMOTE_LINE_LEN), False
+        return shown(line), False
     rest = text[3:]
     trylater = False
     if rest.startswith("("):

@@ -33,20 +33,7 @@ def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
 
 
 def _new_backend(login: BackendLogin, _client: LoginServerEngine) -> BackendLoginEngine:
-    params = SieveBackendParams(
-        user=login.user,
-        password=login.password,
-        master_user=login.master_user,
-        mech=login.mech,
-        starttls=login.starttls,
-        not_trusted=login.not_trusted,
-        remote_ip=login.remote_ip,
-        remote_port=login.remote_port,
-        session_id=login.session_id,
-        proxy_ttl=login.proxy_ttl,
-        forward_fields=login.forward_fields,
-    )
-    return ManageSieveBackendLogin(params)
+    return ManageSieveBackendLogin(SieveBackendParams.from_login(login))
 
 
 def _goodbye(text: str) -> bytes:

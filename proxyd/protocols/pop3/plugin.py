@@ -24,20 +24,7 @@ def _new_server(policy: LoginPolicy, _settings: Any) -> LoginServerEngine:
 
 def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLoginEngine:
     # the client engine has nothing the POP3 backend login needs (no tag, no capabilities)
-    params = Pop3BackendParams(
-        user=login.user,
-        password=login.password,
-        master_user=login.master_user,
-        mech=login.mech,
-        starttls=login.starttls,
-        not_trusted=login.not_trusted,
-        remote_ip=login.remote_ip,
-        remote_port=login.remote_port,
-        session_id=login.session_id,
-        proxy_ttl=login.proxy_ttl,
-        forward_fields=login.forward_fields,
-    )
-    return Pop3BackendLogin(params)
+    return Pop3BackendLogin(Pop3BackendParams.from_login(login))
 
 
 def _goodbye(text: str) -> bytes:

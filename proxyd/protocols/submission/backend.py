@@ -14,26 +14,13 @@ The backend's 2xx reply to AUTH goes to the client; 4xx is AUTH_TEMPFAIL
 from __future__ import annotations
 
 import enum
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
-from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
-from proxyd.protocols.backend_engine import MAX_PROXY_INPUT, BackendEngineBase, Phase
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-    ProxyFailure,
-)
-from proxyd.protocols.buffer import InputBuffer
-from proxyd.protocols.sasl import (
-    CLIENT_MECHANISMS,
-    SaslClient,
-    SaslClientError,
-    decode_base64,
-    encode_base64,
-)
+from proxyd.log import sanitize
+from proxyd.protocols.backend_engine import BackendEngineBase, BackendParams, shown
+from proxyd.protocols.backend_events import ProxyFailure
+from proxyd.protocols.sasl import encode_base64
 from proxyd.protocols.xclient import encode_forward
 
 #: lib-smtp's ``SMTP_BASE_LINE_LENGTH_LIMIT``
@@ -49,21 +36,12 @@ def xtext(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SubmissionBackendParams:
-    user: str
-    password: str = field(repr=False)
-    master_user: str = ""
-    mech: str = ""
-    starttls: bool = False
-    not_trusted: bool = False
+class SubmissionBackendParams(BackendParams):
+    """How to log in to one Submission backend (see :class:`BackendParams`), and the EHLO names."""
+
     hostname: str = "localhost"  # our EHLO name
     helo: str | None = None  # the client's EHLO/HELO domain
     proto: str | None = None  # "ESMTP" / "SMTP"
-    remote_ip: str = ""
-    remote_port: int = 0
-    session_id: str = ""
-    proxy_ttl: int = 4
-    forward_fields: tuple[tuple[str, str], ...] = ()
 
 
 class _State(enum.Enum):
@@ -80,44 +58,26 @@ class SubmissionBackendLogin(BackendEngineBase):
     """The Submission login dialogue with one backend connection."""
 
     def __init__(self, params: SubmissionBackendParams) -> None:
+        super().__init__()
         self._params = params
-        self._buf = InputBuffer(MAX_PROXY_INPUT)
-        self._pending = bytearray()
-        self._eof = False
-        self._out = bytearray()
-        self._events: deque[BackendEvent] = deque()
-        self._phase = Phase.RUNNING
         self._state = _State.BANNER
         self._caps: set[str] = set()
         self._xclient: list[str] = []
         self._reply: list[bytes] = []
-        self._sasl: SaslClient | None = None
         self._withheld_ir: bytes | None = None
-        self._mech = params.mech.upper() or "PLAIN"
-        if self._mech not in CLIENT_MECHANISMS:
-            self._fail(ProxyFailure.INTERNAL, f"Unsupported SASL mechanism {params.mech}")
+        self._mech = self._mechanism(params.mech, "PLAIN")
 
     @property
     def state_name(self) -> str:
         return self._state.value
 
-    def tls_started(self) -> None:
-        if self._phase is not Phase.TLS_PENDING:
-            raise RuntimeError("tls_started() without BackendNeedsTLS")
-        self._phase = Phase.RUNNING
-        self._buf.take_all()
-        self._pending.clear()
+    # -- internals ---------------------------------------------------------
+
+    def _tls_ready(self) -> None:
         self._caps.clear()
         self._xclient = []
         self._state = _State.TLS_EHLO
         self._ehlo()
-
-    def trailing_data(self) -> bytes:
-        data = self._buf.take_all() + bytes(self._pending)
-        self._pending.clear()
-        return data
-
-    # -- internals ---------------------------------------------------------
 
     def _ehlo(self) -> None:
         self._out += f"EHLO {self._params.hostname}\r\n".encode()
@@ -130,29 +90,27 @@ class SubmissionBackendLogin(BackendEngineBase):
         last = line[3:4] != b"-"
         text = line[4:].decode("utf-8", "replace")
         state = self._state
-        shown = sanitize(line, MAX_REMOTE_LINE_LEN)
         if state is _State.BANNER:
             if not valid or status != 220:
-                self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + shown)
+                self._fail(ProxyFailure.PROTOCOL, "Invalid banner: " + shown(line))
             elif last:
                 self._state = _State.EHLO
                 self._ehlo()
         elif state in (_State.EHLO, _State.TLS_EHLO, _State.XCLIENT_EHLO):
             if not valid or status // 100 != 2:
-                self._fail(ProxyFailure.PROTOCOL, "Invalid EHLO line: " + shown)
+                self._fail(ProxyFailure.PROTOCOL, "Invalid EHLO line: " + shown(line))
                 return
             self._capability(text)
             if last:
                 self._ehlo_done()
         elif state is _State.STARTTLS:
             if not valid or status != 220:
-                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + shown)
+                self._fail(ProxyFailure.REMOTE, "STARTTLS failed: " + shown(line))
             elif last:
-                self._phase = Phase.TLS_PENDING
-                self._events.append(BackendNeedsTLS())
+                self._needs_tls()
         elif state is _State.XCLIENT:
             if not valid or status // 100 != 2:
-                self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + shown)
+                self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + shown(line))
             elif last:
                 self._caps.clear()
                 self._state = _State.XCLIENT_EHLO
@@ -211,14 +169,7 @@ class SubmissionBackendLogin(BackendEngineBase):
                 ProxyFailure.REMOTE_CONFIG, "Authentication support not advertised (TLS required?)"
             )
             return
-        params = self._params
-        self._sasl = SaslClient.create(
-            self._mech,
-            authzid=params.user,
-            authcid=params.master_user or params.user,
-            password=params.password,
-        )
-        initial = encode_base64(self._sasl.output())
+        initial = encode_base64(self._start_sasl(self._mech, self._params).output())
         command = b"AUTH " + self._mech.encode()
         if not initial:
             command += b" ="
@@ -245,23 +196,13 @@ class SubmissionBackendLogin(BackendEngineBase):
         reply = b"".join(self._reply)
         self._reply = []
         if valid and status // 100 == 2:
-            self._phase = Phase.DONE
-            self._events.append(BackendLoggedIn(reply))
+            self._logged_in(reply)
         elif valid and status // 100 == 4:
             self._fail(ProxyFailure.AUTH_TEMPFAIL, text, reply)
         else:
-            self._fail(ProxyFailure.AUTH, text if valid else sanitize(line, MAX_REMOTE_LINE_LEN), reply)
+            self._fail(ProxyFailure.AUTH, text if valid else shown(line), reply)
 
     def _continue_sasl(self, text: str) -> None:
-        assert self._sasl is not None
-        challenge = decode_base64(text.encode())
-        if challenge is None:
-            self._fail(ProxyFailure.PROTOCOL, "Invalid base64 data in AUTH response")
-            return
-        try:
-            self._sasl.input(challenge)
-            response = self._sasl.output()
-        except SaslClientError as error:
-            self._fail(ProxyFailure.PROTOCOL, f"Invalid authentication data: {error}")
-            return
-        self._out += encode_base64(response) + b"\r\n"
+        response = self._sasl_response(text.encode(), "Invalid base64 data in AUTH response")
+        if response is not None:
+            self._out += encode_base64(response) + b"\r\n"

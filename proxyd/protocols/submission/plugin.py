@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from typing import Any
 
 from proxyd.protocols.events import LoginPolicy
@@ -26,21 +27,11 @@ def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
 
 def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLoginEngine:
     assert isinstance(client, SubmissionLoginServer)
-    params = SubmissionBackendParams(
-        user=login.user,
-        password=login.password,
-        master_user=login.master_user,
-        mech=login.mech,
-        starttls=login.starttls,
-        not_trusted=login.not_trusted,
+    params = replace(
+        SubmissionBackendParams.from_login(login),
         hostname=client.hostname_for_backend,
         helo=client.helo,
         proto=client.proto,
-        remote_ip=login.remote_ip,
-        remote_port=login.remote_port,
-        session_id=login.session_id,
-        proxy_ttl=login.proxy_ttl,
-        forward_fields=login.forward_fields,
     )
     return SubmissionBackendLogin(params)
 
