@@ -1,21 +1,28 @@
-"""What ManageSieve and Submission share with IMAP and POP3: HAProxy listeners, trusted networks, delay_until.
+"""What ManageSieve and Submission share with IMAP and POP3: HAProxy listeners, trusted
+networks, delay_until, the auth penalty, the auth cache, tcpwrap, who/kick.
 
 One body per behaviour, run for both protocols through ``proxyd -c FILE``
-against the Dovecot backends of tests/fixtures/dovecot.py (``mail_backend_a``).
+against the Dovecot backends of tests/fixtures/dovecot.py (``mail_backend_a``,
+``mail_backend_b``).  Client addresses 180-199 are this file's.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import proxy_started
 from tests.fixtures.dovecot import SieveSubmissionBackend
-from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_ports
+from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_ports, wait_until
 from tests.fixtures.proxyd import (
     Listener,
     PasswdEntry,
@@ -27,7 +34,10 @@ from tests.fixtures.proxyd import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.proxyd_only]
 
-PLAIN_IR = base64.b64encode(b"\0alice\0alicepw").decode()
+
+
+def plain_ir(user: str, password: str) -> str:
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,12 @@ class Protocol:
     name: str
     service: str
     port: Callable[[SieveSubmissionBackend], int]
-    #: reads the greeting, logs alice in; returns the server's final answer
-    login: Callable[[socket.socket], str]
+    #: reads the greeting, logs in as (user, password); returns the server's final answer
+    login: Callable[[socket.socket, str, str], str]
     ok: str
     refused: str
+    #: the answer to a wrong password
+    failed: str
 
 
 def _lines(sock: socket.socket) -> list[str]:
@@ -56,43 +68,56 @@ def _lines(sock: socket.socket) -> list[str]:
     return data.decode().splitlines()
 
 
-def _sieve_login(sock: socket.socket) -> str:
+def _sieve_login(sock: socket.socket, user: str = "alice", password: str = "alicepw") -> str:
     _lines(sock)
-    sock.sendall(f'AUTHENTICATE "PLAIN" "{PLAIN_IR}"\r\n'.encode())
+    sock.sendall(f'AUTHENTICATE "PLAIN" "{plain_ir(user, password)}"\r\n'.encode())
     return _lines(sock)[-1]
 
 
-def _submission_login(sock: socket.socket) -> str:
+def _submission_login(sock: socket.socket, user: str = "alice", password: str = "alicepw") -> str:
     _lines(sock)
     sock.sendall(b"EHLO client.example\r\n")
     _lines(sock)
-    sock.sendall(f"AUTH PLAIN {PLAIN_IR}\r\n".encode())
+    sock.sendall(f"AUTH PLAIN {plain_ir(user, password)}\r\n".encode())
     return _lines(sock)[-1]
 
 
 PROTOCOLS = [
     Protocol(
         "sieve", "managesieve-login", lambda b: b.sieve_port, _sieve_login,
-        'OK "Logged in."', 'NO "Plaintext authentication disabled."',
+        'OK "Logged in."', 'NO "Plaintext authentication disabled."', 'NO "Authentication failed."',
     ),
     Protocol(
         "submission", "submission-login", lambda b: b.submission_port, _submission_login,
         "235 2.7.0 Logged in.", "523 5.7.10 Plaintext authentication disabled.",
+        "535 5.7.8 Authentication failed.",
     ),
 ]
 
 
-def start(
-    proxyd: ProxydRunner, backend: SieveSubmissionBackend, protocol: Protocol, *, haproxy: bool = False,
-    fields: dict[str, str] | None = None, **settings: str,
-) -> ProxydProcess:
+def write_users(
+    path: Path, backend: SieveSubmissionBackend, protocol: Protocol, fields: dict[str, str] | None = None
+) -> Path:
+    """A passwd-file with alice routed to ``backend``'s listener for ``protocol``."""
     entry = PasswdEntry(
         "alice", "{PLAIN}alicepw", {**proxy_fields(backend.address, protocol.port(backend)), **(fields or {})}
     )
-    passwd = write_passwd_file(proxyd.workdir / f"users-{protocol.name}-{time.monotonic_ns()}", [entry])
+    return write_passwd_file(path, [entry])
+
+
+def start(
+    proxyd: ProxydRunner, backend: SieveSubmissionBackend, protocol: Protocol, *, haproxy: bool = False,
+    fields: dict[str, str] | None = None, sql_conf: Path | None = None, extra: str = "", **settings: str,
+) -> ProxydProcess:
+    """proxyd serving only ``protocol``, alice routed to ``backend`` by a passwd-file (or by
+    the SQL passdb ``sql_conf``)."""
+    passwd = write_users(proxyd.workdir / f"users-{protocol.name}-{time.monotonic_ns()}", backend, protocol, fields)
     config = proxyd.config(passwd, imaps=False, protocols=protocol.name, hostname="proxy.test", **settings)
+    if sql_conf is not None:
+        config.passdbs = [{"driver": "sql", "args": str(sql_conf)}]
     (port,) = free_ports(PROXYD_ADDRESS, 1)
     config.listeners = [Listener(protocol.service, protocol.name, PROXYD_ADDRESS, port, haproxy=haproxy)]
+    config.extra = extra
     return proxyd.start(config)
 
 
@@ -110,7 +135,7 @@ def test_haproxy_listener_forwards_the_client_address(
     with connect(running, protocol, 41) as sock:
         port = running.port(protocol.name)
         sock.sendall(f"PROXY TCP4 192.0.2.77 {PROXYD_ADDRESS} 40000 {port}\r\n".encode())
-        assert protocol.login(sock) == protocol.ok
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
     running.wait_for_log(rf"{protocol.service}: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, ")
     # ... and on to the backend through XCLIENT
     mail_backend_a.dovecot.wait_for_log(
@@ -127,9 +152,9 @@ def test_plaintext_only_from_trusted_networks(
         login_trusted_networks=f"{client_address(43)}/32",
     )
     with connect(running, protocol, 42) as sock:
-        assert protocol.login(sock) == protocol.refused
+        assert protocol.login(sock, "alice", "alicepw") == protocol.refused
     with connect(running, protocol, 43) as sock:
-        assert protocol.login(sock) == protocol.ok
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
@@ -139,5 +164,149 @@ def test_delay_until_holds_the_login(
     until = int(time.time()) + 3
     running = start(proxyd, mail_backend_a, protocol, fields={"delay_until": str(until)})
     with connect(running, protocol, 44) as sock:
-        assert protocol.login(sock) == protocol.ok
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
         assert time.time() >= until - 0.5
+
+
+@pytest.mark.parametrize(("protocol", "n"), [(PROTOCOLS[0], 180), (PROTOCOLS[1], 181)], ids=lambda p: getattr(p, "name", ""))
+def test_a_failed_login_slows_down_the_next_one_from_that_ip(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol, n: int
+) -> None:
+    """The auth penalty as for IMAP and POP3 (tests/e2e/test_proxy_throttling.py)."""
+    running = start(proxyd, mail_backend_a, protocol)
+    with connect(running, protocol, n) as sock:
+        started = time.monotonic()
+        assert protocol.login(sock, "alice", "wrong") == protocol.failed
+        assert time.monotonic() - started < 1.5
+    # the right password now waits out the penalty (4 s) ...
+    with connect(running, protocol, n) as sock:
+        started = time.monotonic()
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+        assert 3.5 < time.monotonic() - started < 8
+    # ... which the success reset; another address was never slowed down
+    for source in (n, n + 10):
+        with connect(running, protocol, source) as sock:
+            started = time.monotonic()
+            assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+            assert time.monotonic() - started < 1.5
+
+
+def route_alice(database: Path, backend: SieveSubmissionBackend, protocol: Protocol) -> None:
+    """alice's row in the SQLite passdb ``database`` (made on first use) routes her to ``backend``."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.execute("create table if not exists users (username text primary key, password text, host text, port int)")
+        db.execute(
+            "insert or replace into users values ('alice', '{PLAIN}alicepw', ?, ?)",
+            (backend.address, protocol.port(backend)),
+        )
+        db.commit()
+    database.chmod(0o644)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
+def test_the_auth_cache_answers_until_flushed(
+    proxyd: ProxydRunner,
+    mail_backend_a: SieveSubmissionBackend,
+    mail_backend_b: SieveSubmissionBackend,
+    protocol: Protocol,
+) -> None:
+    """A cached passdb answer keeps routing to the old backend after the passdb changed
+    (as for IMAP in tests/passdb_drivers/test_e2e_sql.py; passwd-files are never cached)."""
+    database = proxyd.workdir / f"cache-{protocol.name}.db"
+    route_alice(database, mail_backend_a, protocol)
+    sql_conf = proxyd.workdir / f"cache-{protocol.name}-sql.conf.ext"
+    sql_conf.write_text(
+        f"driver = sqlite\nconnect = {database}\n"
+        "password_query = SELECT password, host, port, 'y' AS proxy FROM users WHERE username = '%u'\n"
+    )
+    sql_conf.chmod(0o644)
+    running = start(proxyd, mail_backend_a, protocol, sql_conf=sql_conf, auth_cache_size="1M")
+
+    def proxied_to(backend: SieveSubmissionBackend) -> int:
+        return len(re.findall(proxy_started("alice", backend.address), running.log_text(), re.MULTILINE))
+
+    with connect(running, protocol, 182) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+    running.wait_for_log(proxy_started("alice", mail_backend_a.address))
+    route_alice(database, mail_backend_b, protocol)  # alice moved to b
+    with connect(running, protocol, 182) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+    wait_until(lambda: proxied_to(mail_backend_a) == 2, timeout=10, what="the cached route to backend a")
+    assert proxied_to(mail_backend_b) == 0
+    flushed = proxyd.proxyctl("-c", str(running.config_path), "auth", "cache", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    with connect(running, protocol, 182) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+    running.wait_for_log(proxy_started("alice", mail_backend_b.address))
+
+
+def test_a_trusted_managesieve_proxy_forwards_the_client_address(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend
+) -> None:
+    """login_trusted_networks: a ManageSieve proxy in front of proxyd sends XCLIENT (Pigeonhole's
+    ``cmd_xclient``); the address it names is the client's, in proxyd's log and the backend's."""
+    sieve = PROTOCOLS[0]
+    trusted = client_address(183)
+    running = start(proxyd, mail_backend_a, sieve, login_trusted_networks=f"{trusted}/32")
+    with connect(running, sieve, 184) as sock:
+        assert '"XCLIENT"' not in _lines(sock)
+        sock.sendall(b"XCLIENT ADDR=192.0.2.55 PORT=4242\r\n")
+        assert _lines(sock) == ['NO "You are not from trusted IP"']
+    with connect(running, sieve, 183) as sock:
+        assert '"XCLIENT"' in _lines(sock)
+        sock.sendall(b"XCLIENT ADDR=192.0.2.55 PORT=4242\r\n")
+        assert _lines(sock) == ['OK "Updated"']
+        sock.sendall(f'AUTHENTICATE "PLAIN" "{plain_ir("alice", "alicepw")}"\r\n'.encode())
+        assert _lines(sock)[-1] == sieve.ok
+    running.wait_for_log(r"managesieve-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.55, ")
+    mail_backend_a.dovecot.wait_for_log(r"managesieve-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.55, ")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
+def test_tcpwrap_refuses_before_the_greeting(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol, tmp_path: Path
+) -> None:
+    """``login_access_sockets = tcpwrap``: the daemon name in hosts.deny is the protocol
+    (``sieve``, ``submission``: Dovecot's ``login_binary->protocol``), and a refused client
+    gets no text at all, as from Dovecot's ``login_access_callback()``: the socket is closed."""
+    denied, allowed = client_address(185), client_address(186)
+    root = tmp_path / "tcpwrap-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts.allow").write_text("")
+    (root / "etc/hosts.deny").write_text(f"imap: {allowed}\n{protocol.name}: {denied}\n")
+    for path in (tmp_path, root, root / "etc", root / "etc/hosts.allow", root / "etc/hosts.deny"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    running = start(
+        proxyd, mail_backend_a, protocol, login_access_sockets="tcpwrap",
+        extra=f"service tcpwrap {{\n  chroot = {root}\n  user = root\n}}\n",
+    )
+    with connect(running, protocol, 185) as sock:
+        sock.settimeout(20)
+        assert sock.recv(4096) == b""
+    with connect(running, protocol, 186) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+    running.wait_for_log(rf"{protocol.service}: Info: access\(tcpwrap\): Client refused \(rip={denied}\)")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
+def test_who_lists_and_kick_disconnects(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol
+) -> None:
+    running = start(proxyd, mail_backend_a, protocol)
+    conf = str(running.config_path)
+    with connect(running, protocol, 187) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+        who = proxyd.proxyctl("-c", conf, "who", "ali*")
+        assert who.returncode == 0, who.stderr
+        header, row = who.stdout.splitlines()
+        assert header.split() == ["username", "proto", "client", "backend", "age"]
+        assert row.split()[:4] == [
+            "alice", protocol.name, client_address(187), f"{mail_backend_a.address}:{protocol.port(mail_backend_a)}"
+        ]
+        kicked = proxyd.proxyctl("-c", conf, "kick", "alice")
+        assert kicked.returncode == 0, kicked.stderr
+        assert kicked.stdout.split()[0] == "1", kicked.stdout
+        sock.settimeout(20)
+        while sock.recv(4096):  # whatever the backend says last, then a clean close
+            pass
+    assert proxyd.proxyctl("-c", conf, "who").stdout.splitlines() == [header]
