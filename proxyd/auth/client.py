@@ -14,7 +14,6 @@ import trio
 
 from proxyd.auth.protocol import (
     Answer,
-    Authenticate,
     Call,
     Challenge,
     Done,
@@ -113,13 +112,13 @@ class AuthClient:
         self._waiting[request_id] = send
         return channel, request_id, receive
 
-    async def _call(self, lookup: bool, request: AuthRequest) -> AuthReply:
+    async def lookup(self, request: AuthRequest) -> AuthReply:
+        """A user lookup without a password check (LMTP routing)."""
         if (opened := await self._open(1)) is None:
             return _COMMUNICATION_FAILURE
         channel, request_id, receive = opened
         try:
-            call = Lookup(request_id, request) if lookup else Authenticate(request_id, request)
-            await channel.send(call)
+            await channel.send(Lookup(request_id, request))
             reply = await receive.receive()
             return reply if isinstance(reply, AuthReply) else _COMMUNICATION_FAILURE
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -158,12 +157,6 @@ class AuthClient:
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
                     await channel.send(SaslAbort(request_id))
-
-    async def authenticate(self, request: AuthRequest) -> AuthReply:
-        return await self._call(False, request)
-
-    async def lookup(self, request: AuthRequest) -> AuthReply:
-        return await self._call(True, request)
 
 
 _COMMUNICATION_FAILURE: Final = AuthReply(

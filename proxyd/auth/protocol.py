@@ -7,9 +7,8 @@ a login process multiplexes all its sessions over one connection.
 
 Login process → auth process (a ``Call``):
 
-* ``Authenticate`` ``{"id": N, "op": "auth", "req": {...}}`` and
-  ``Lookup`` ``{"id": N, "op": "lookup", "req": {...}}``: one request, one
-  ``Done``;
+* ``Lookup`` ``{"id": N, "op": "lookup", "req": {...}}``: a user lookup
+  without a password check (LMTP routing), one request, one ``Done``;
 * ``SaslBegin`` ``{"id": N, "op": "sasl", "start": {...}}``: a mechanism that
   runs in the auth process (CRAM-MD5, DIGEST-MD5, SCRAM; see
   ``proxyd.auth.mechanisms``), a multi-step exchange as Dovecot's auth-client
@@ -47,17 +46,6 @@ from proxyd.ipc.channel import ControlError
 AUTH_SOCKET_NAME: Final = "login"
 
 # -- calls (login -> auth) ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticate:
-    """Look the user up and verify the password."""
-
-    id: int
-    request: AuthRequest
-
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "op": "auth", "req": request_to_wire(self.request)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +104,7 @@ class BadCall:
         raise TypeError("a BadCall is never sent")
 
 
-Call: TypeAlias = Authenticate | Lookup | SaslBegin | SaslContinue | SaslAbort | BadCall
+Call: TypeAlias = Lookup | SaslBegin | SaslContinue | SaslAbort | BadCall
 
 
 # -- answers (auth -> login) ----------------------------------------------------------------
@@ -179,7 +167,7 @@ def read_call(data: dict[str, Any]) -> Call:
             case "lookup":
                 return Lookup(call_id, request_from_wire(data["req"]))
             case _:
-                return Authenticate(call_id, request_from_wire(data["req"]))
+                raise ValueError(f"unknown op {op!r}")
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return BadCall(call_id, type(exc).__name__)
 

@@ -20,7 +20,6 @@ import trio
 from proxyd.auth.authenticator import Authenticator
 from proxyd.auth.protocol import (
     Answer,
-    Authenticate,
     BadCall,
     Call,
     Challenge,
@@ -69,7 +68,7 @@ async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketSt
                         nursery.start_soon(_exchange, channel, call, current(), receive, exchanges)
                     case SaslContinue() | SaslAbort():
                         _relay_response(call, exchanges)
-                    case Authenticate() | Lookup() | BadCall():
+                    case Lookup() | BadCall():
                         nursery.start_soon(_answer, channel, call, current())
                     case _:
                         assert_never(call)
@@ -129,14 +128,12 @@ async def _exchange(
         exchanges.pop(call.id, None)
 
 
-async def _answer(channel: _LoginChannel, call: Authenticate | Lookup | BadCall, auth: Authenticator) -> None:
+async def _answer(channel: _LoginChannel, call: Lookup | BadCall, auth: Authenticator) -> None:
     try:
         match call:
             case Lookup():
                 # a lookup serves routing (LMTP): no password of any kind leaves this process
                 reply = without_secrets(await auth.lookup(call.request))
-            case Authenticate():
-                reply = await auth.authenticate(call.request)
             case BadCall():
                 raise ValueError(call.error)
             case _:
