@@ -237,7 +237,9 @@ async def _connect(ip: str, port: int, source_ip: str = "") -> trio.SocketStream
     return trio.SocketStream(sock)
 
 
-def backend_login_for(target: ProxyTarget, conn: ConnectionInfo, proxy_ttl: int) -> BackendLogin:
+def backend_login_for(
+    target: ProxyTarget, conn: ConnectionInfo, proxy_ttl: int, *, login_user: str = ""
+) -> BackendLogin:
     """What the backend login engine needs: the passdb's proxy fields and the client's
     connection facts to forward (ID / XCLIENT), with one hop less of ``proxy_ttl``."""
     return BackendLogin(
@@ -257,4 +259,6 @@ def backend_login_for(target: ProxyTarget, conn: ConnectionInfo, proxy_ttl: int)
         proxy_ttl=proxy_ttl - 1,
         forward_fields=target.forward_fields,
         client_id=conn.client_id,
+        noauth=target.noauth,
+        login_user=login_user,
     )

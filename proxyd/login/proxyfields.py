@@ -13,10 +13,11 @@ Values Dovecot only logs about (a bad ``port``, ``proxy_timeout``,
 ``proxy_host_immediate_failure_after``, an unparsable ``source_ip``) are
 collected in :attr:`ProxyTarget.warnings` and the defaults are used.
 
+``proxy_noauth`` is read for every protocol but only Submission acts on it,
+as in Dovecot (no AUTH to the backend; XCLIENT ``LOGIN=`` names the user).
 Fields that reach the login process but do nothing here: ``proxy_maybe`` /
-``proxy_always`` (the auth process has acted on them), ``proxy_noauth``
-(submission only, as in Dovecot), ``proxy_refresh`` (it feeds a director,
-which proxyd does not have).
+``proxy_always`` (the auth process has acted on them), ``proxy_refresh`` (it
+feeds a director, which proxyd does not have).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class ProxyTarget:
     not_trusted: bool
     forward_fields: tuple[tuple[str, str], ...]
     source_ip: str = ""  # passdb source_ip ("" = login_source_ips or the OS's choice)
+    noauth: bool = False  # proxy_noauth (Submission: log in without AUTH)
     host_immediate_failure_after: float = HOST_IMMEDIATE_FAILURE_AFTER
     warnings: tuple[str, ...] = ()
 
@@ -173,6 +175,7 @@ def parse_proxy_target(
         timeout=timeout or None,
         nopipelining="proxy_nopipelining" in fields,
         not_trusted="proxy_not_trusted" in fields,
+        noauth="proxy_noauth" in fields,
         forward_fields=forward,
         source_ip=source_ip,
         host_immediate_failure_after=failure_after,

@@ -627,7 +627,7 @@ class LoginSession:
             self._log(logging.ERROR, "proxy(%s): %s", self.log_user, text)
             self._fail(failure)
             return None
-        login = backend_login_for(target, self.conn, self.proxy_ttl)
+        login = backend_login_for(target, self.conn, self.proxy_ttl, login_user=self.user)
         source_ip = self.proxy_state.next_source_ip(target.source_ip)
         self.backend_host = target.host
         self.backend_address = f"{target.ip}:{target.port}"

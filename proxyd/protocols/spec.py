@@ -86,6 +86,8 @@ class BackendLogin:
     proxy_ttl: int  # the TTL to send on (already decremented)
     forward_fields: tuple[tuple[str, str], ...]
     client_id: str | None  # retained client ID (imap_id_retain)
+    noauth: bool = False  # proxy_noauth: no AUTH to the backend (Submission)
+    login_user: str = ""  # the user the client logged in as (before destuser)
 
     def __repr__(self) -> str:
         return f"BackendLogin(user={self.user!r}, master_user={self.master_user!r}, mech={self.mech!r})"

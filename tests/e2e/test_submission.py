@@ -59,6 +59,13 @@ def _entries(a: SieveSubmissionBackend, b: SieveSubmissionBackend) -> list[Passw
             proxy_fields(a.address, a.submission_port, destuser="alice", master="proxymaster", **{"pass": "masterpw"}),
         ),
         PasswdEntry("dan", "{PLAIN}danpw", proxy_fields(a.address, free_port(a.address), proxy_timeout="2")),
+        # forward_* fields long enough that proxyd's XCLIENT to the backend takes two lines
+        PasswdEntry(
+            "fay",
+            "{PLAIN}faypw",
+            proxy_fields(a.address, a.submission_port, destuser="alice", master="proxymaster",
+                         forward_note="n" * 400, **{"pass": "masterpw"}),
+        ),
     ]
 
 
@@ -190,3 +197,70 @@ def test_starttls_then_login(running: ProxydProcess, proxyd_tls: TlsFiles) -> No
         assert "STARTTLS" not in text.decode().split("\n")
         assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
     running.wait_for_log(r"submission-login: Info: .*user=<alice>, method=PLAIN, .*TLS")
+
+
+# -- XCLIENT from a trusted proxy in front ----------------------------------------------------
+
+FRONT = 38  # the client number of the "proxy in front": in login_trusted_networks
+
+
+@pytest.fixture
+def behind_a_proxy(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, mail_backend_b: SieveSubmissionBackend
+) -> ProxydProcess:
+    passwd = write_passwd_file(proxyd.workdir / "submission-users", _entries(mail_backend_a, mail_backend_b))
+    config = submission_config(proxyd, passwd)
+    config.set(login_trusted_networks=f"{client_address(FRONT)}/32")
+    return proxyd.start(config)
+
+
+def test_xclient_from_a_trusted_proxy(behind_a_proxy: ProxydProcess, mail_backend_a: SieveSubmissionBackend) -> None:
+    with connect(behind_a_proxy, FRONT) as client:
+        _code, text = client.ehlo("front.example")
+        assert text.decode().split("\n")[-1] == "XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT FORWARD"
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.77 PORT=4242 HELO=real.example TTL=3") == (
+            220,
+            f"{HOSTNAME} Dovecot ready.".encode(),
+        )
+        assert client.docmd("XCLIENT", "PORT=0") == (501, b"5.5.4 Invalid PORT parameter")
+        client.ehlo("front.example")
+        assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
+    # proxyd logs the real client, and forwards it (and one hop less of its TTL) to the backend
+    behind_a_proxy.wait_for_log(r"Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, ")
+    mail_backend_a.dovecot.wait_for_log(
+        r"submission-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, "
+    )
+
+
+def test_xclient_from_an_untrusted_client(behind_a_proxy: ProxydProcess) -> None:
+    with connect(behind_a_proxy, FRONT + 1) as client:
+        _code, text = client.ehlo("client.example")
+        assert text.decode().split("\n") == EHLO_LINES
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.78") == (550, b"5.7.14 You are not from trusted IP")
+        assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
+    behind_a_proxy.wait_for_log(rf"Login: user=<alice>, method=PLAIN, rip={client_address(FRONT + 1)}, ")
+
+
+def test_xclient_ttl_runs_out(behind_a_proxy: ProxydProcess) -> None:
+    with connect(behind_a_proxy, FRONT) as client:
+        client.ehlo("front.example")
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.79 TTL=1")[0] == 220
+        client.ehlo("front.example")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as looped:
+            client.login("alice", "alicepw")
+        assert (looped.value.smtp_code, looped.value.smtp_error) == (
+            454,
+            b"4.7.0 Account is temporarily unavailable.",
+        )
+    behind_a_proxy.wait_for_log(r"TTL reached zero - proxies appear to be looping\?")
+
+
+def test_long_xclient_is_split(running: ProxydProcess, mail_backend_a: SieveSubmissionBackend) -> None:
+    # HELO name and forward_note together pass 512 bytes: Dovecot takes the two XCLIENT lines
+    helo = "h" * 200 + ".example"
+    with connect(running, 40) as client:
+        client.ehlo(helo)
+        assert client.login("fay", "faypw") == (235, b"2.7.0 Logged in.")
+    mail_backend_a.dovecot.wait_for_log(
+        r"submission-login: Info: Login: user=<alice>, method=PLAIN, rip=" + client_address(40)
+    )

@@ -2,13 +2,16 @@
 
 States (Dovecot's names): ``banner`` (220), ``ehlo`` (``EHLO <hostname>``),
 ``starttls`` / ``tls-ehlo`` with ``starttls``, ``xclient`` / ``xclient-ehlo``
-when the backend offers XCLIENT and ``proxy_not_trusted`` is not set (the
-attributes it lists among HELO PROTO TTL PORT ADDR SESSION FORWARD, values
-xtext-encoded, then EHLO again), ``authenticate`` (``AUTH PLAIN <ir>`` as the
-user or the master user; the initial response is withheld when the line would
-pass 512 bytes, and sent after ``334``).  The backend must advertise AUTH.
+when the backend offers XCLIENT and ``proxy_not_trusted`` is not set (of HELO
+PROTO LOGIN TTL PORT ADDR SESSION FORWARD the attributes the backend listed,
+xtext-encoded, split into several XCLIENT commands past 512 bytes, one reply
+each; then EHLO again), ``authenticate`` (``AUTH PLAIN <ir>`` as the user or
+the master user; the initial response is withheld when the line would pass
+512 bytes, and sent after ``334``).  The backend must advertise AUTH.
 The backend's 2xx reply to AUTH goes to the client; 4xx is AUTH_TEMPFAIL
 (retried; the client then gets that reply), 5xx is passed on as it is.
+With ``proxy_noauth`` there is no AUTH: XCLIENT ``LOGIN=`` names the user
+(when the backend lists it) and the client gets ``235 2.7.0 Logged in.``.
 """
 
 from __future__ import annotations
@@ -21,18 +24,13 @@ from proxyd.log import sanitize
 from proxyd.protocols.backend_engine import BackendEngineBase, BackendParams, shown
 from proxyd.protocols.backend_events import ProxyFailure
 from proxyd.protocols.sasl import encode_base64
+from proxyd.protocols.submission.xclient import UNAVAILABLE, xclient_commands
 from proxyd.protocols.xclient import encode_forward
 
 #: lib-smtp's ``SMTP_BASE_LINE_LENGTH_LIMIT``
 LINE_LIMIT: Final = 512
-_XCLIENT_ORDER: Final = ("HELO", "PROTO", "TTL", "PORT", "ADDR", "SESSION", "FORWARD")
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext (``smtp_xtext_encode()``)."""
-    return "".join(
-        chr(b) if 0x21 <= b <= 0x7E and chr(b) not in "+=" else f"+{b:02X}" for b in text.encode()
-    )
+#: what the client gets when ``proxy_noauth`` skips the backend's AUTH
+LOGGED_IN: Final = b"235 2.7.0 Logged in.\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +38,11 @@ class SubmissionBackendParams(BackendParams):
     """How to log in to one Submission backend (see :class:`BackendParams`), and the EHLO names."""
 
     hostname: str = "localhost"  # our EHLO name
-    helo: str | None = None  # the client's EHLO/HELO domain
-    proto: str | None = None  # "ESMTP" / "SMTP"
+    helo: str | None = None  # the client's EHLO/HELO domain (or a trusted proxy's XCLIENT HELO=)
+    proto: str | None = None  # "ESMTP" / "SMTP" / "LMTP"
+    #: ``proxy_noauth``: no AUTH; XCLIENT ``LOGIN=`` names the user instead
+    noauth: bool = False
+    login: str = ""  # XCLIENT LOGIN=: a trusted proxy's LOGIN=, else the user who logged in
 
 
 class _State(enum.Enum):
@@ -63,6 +64,7 @@ class SubmissionBackendLogin(BackendEngineBase):
         self._state = _State.BANNER
         self._caps: set[str] = set()
         self._xclient: list[str] = []
+        self._xclient_replies = 0
         self._reply: list[bytes] = []
         self._withheld_ir: bytes | None = None
         self._mech = self._mechanism(params.mech, "PLAIN")
@@ -112,8 +114,11 @@ class SubmissionBackendLogin(BackendEngineBase):
             if not valid or status // 100 != 2:
                 self._fail(ProxyFailure.REMOTE, "XCLIENT failed: " + shown(line))
             elif last:
-                self._caps.clear()
-                self._state = _State.XCLIENT_EHLO
+                # one reply per XCLIENT line; the pipelined EHLO's reply follows the last
+                self._xclient_replies -= 1
+                if self._xclient_replies <= 0:
+                    self._caps.clear()
+                    self._state = _State.XCLIENT_EHLO
         else:
             self._auth_reply(valid, status, last, line, text)
 
@@ -138,29 +143,34 @@ class SubmissionBackendLogin(BackendEngineBase):
             self._state = _State.STARTTLS
             return
         if self._state in (_State.EHLO, _State.TLS_EHLO) and "XCLIENT" in self._caps and not params.not_trusted:
-            self._out += self._xclient_command()
-            self._state = _State.XCLIENT
-            self._ehlo()  # pipelined: its reply follows XCLIENT's
+            lines = xclient_commands(self._xclient_attributes())
+            if lines:
+                self._out += b"".join(lines)
+                self._xclient_replies = len(lines)
+                self._state = _State.XCLIENT
+                self._ehlo()  # pipelined: its reply follows the XCLIENT replies
+                return
+        if params.noauth:
+            # proxy_noauth: the backend trusts us to have checked the password
+            self._logged_in(LOGGED_IN)
             return
         self._send_auth()
 
-    def _xclient_command(self) -> bytes:
+    def _xclient_attributes(self) -> list[tuple[str, str]]:
+        """What ``proxy_send_xclient()`` sends, in its order: only what the backend listed."""
         params = self._params
-        values = {
-            "HELO": params.helo or "[UNAVAILABLE]",
-            "PROTO": params.proto or "[UNAVAILABLE]",
-            "TTL": str(params.proxy_ttl),
-            "PORT": str(params.remote_port),
-            "ADDR": params.remote_ip,
-            "SESSION": params.session_id,
-            "FORWARD": encode_forward(params.forward_fields),
-        }
-        parts = [
-            f"{name}={xtext(values[name])}"
-            for name in _XCLIENT_ORDER
-            if name in self._xclient and values[name]
+        values: list[tuple[str, str | None]] = [
+            ("HELO", params.helo or UNAVAILABLE),
+            ("PROTO", params.proto or UNAVAILABLE),
+            # LOGIN only when the backend is not to see an AUTH
+            ("LOGIN", (params.login or UNAVAILABLE) if params.noauth else None),
+            ("TTL", str(params.proxy_ttl)),
+            ("PORT", str(params.remote_port)),
+            ("ADDR", params.remote_ip),
+            ("SESSION", params.session_id),
+            ("FORWARD", encode_forward(params.forward_fields) or None),
         ]
-        return ("XCLIENT " + " ".join(parts) + "\r\n").encode()
+        return [(name, value) for name, value in values if value is not None and name in self._xclient]
 
     def _send_auth(self) -> None:
         if "AUTH" not in self._caps:

@@ -32,6 +32,9 @@ def _new_backend(login: BackendLogin, client: LoginServerEngine) -> BackendLogin
         hostname=client.hostname_for_backend,
         helo=client.helo,
         proto=client.proto,
+        noauth=login.noauth,
+        # Dovecot: a trusted proxy's XCLIENT LOGIN=, else the user who logged in
+        login=client.proxy_login or login.login_user,
     )
     return SubmissionBackendLogin(params)
 

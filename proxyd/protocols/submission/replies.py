@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Final
 
 from proxyd.protocols.events import ClientFailure, LoginPolicy
+from proxyd.protocols.submission.xclient import OFFERED
 from proxyd.protocols.texts import (
     AUTH_FAILED_MSG,
     AUTHZ_FAILED_MSG,
@@ -23,6 +24,7 @@ INVALID_PARAMETERS: Final = b"501 5.5.4 Invalid parameters\r\n"
 MISSING_HOSTNAME: Final = b"501 Missing hostname\r\n"
 MISSING_MECHANISM: Final = b"501 5.5.4 Missing SASL mechanism parameter\r\n"
 OK: Final = b"250 2.0.0 OK\r\n"
+XCLIENT_UNTRUSTED: Final = b"550 5.7.14 You are not from trusted IP\r\n"
 BYE: Final = b"221 2.0.0 Bye\r\n"
 STARTTLS_BEGIN: Final = b"220 2.0.0 Begin TLS negotiation now.\r\n"
 #: what Dovecot's submission-login assumes of its backends (``submission_backend_capabilities`` unset)
@@ -52,6 +54,8 @@ def ehlo_reply(policy: LoginPolicy, options: SubmissionOptions) -> bytes:
     if policy.tls_available and not policy.tls_active:
         lines.append("STARTTLS")
     lines.append("PIPELINING")
+    if policy.trusted:
+        lines.append(" ".join(("XCLIENT", *OFFERED)))
     out = [f"250-{line}\r\n" for line in lines[:-1]] + [f"250 {lines[-1]}\r\n"]
     return "".join(out).encode()
 

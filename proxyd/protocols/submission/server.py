@@ -11,6 +11,12 @@ greeting is ``220 <hostname> <login_greeting>``; commands are lines:
 * ``AUTH <mech> [<initial response>]`` becomes ``AuthBegin``; challenges go
   out as ``334 <base64>``, the client answers with a base64 line (``*`` aborts);
 * ``NOOP``/``RSET`` (``250 2.0.0 OK``), ``QUIT``, ``STARTTLS``;
+* ``XCLIENT`` from a client in ``login_trusted_networks`` (a proxy in front
+  of us; the EHLO reply offers it only to those) sets the real client's
+  address, port, TTL, session and ``forward_*`` fields
+  (``TrustedClientInfo``) and its HELO name, protocol and login, which go
+  on in our own XCLIENT to the backend; it is answered with a new greeting,
+  as lib-smtp does.  Anyone else gets ``550 5.7.14 You are not from trusted IP``;
 * everything a session does after login (``MAIL``, ``RCPT``, ``DATA``, ``BDAT``,
   ``VRFY``, ...) is ``530 5.7.0 Authentication required.``, anything else
   ``500 5.5.1 Unknown command``.
@@ -36,10 +42,12 @@ from proxyd.protocols.events import (
     Close,
     LoginPolicy,
     StartTLS,
+    TrustedClientInfo,
 )
 from proxyd.protocols.sasl import decode_base64, is_base64_text
 from proxyd.protocols.submission import replies
 from proxyd.protocols.submission.replies import SubmissionOptions, reply
+from proxyd.protocols.submission.xclient import XclientError, parse_xclient
 from proxyd.protocols.texts import (
     AUTH_ABORTED_MSG,
     INVALID_BASE64_CONTINUED_MSG,
@@ -49,6 +57,7 @@ from proxyd.protocols.texts import (
     SSL_REQUIRED_MSG,
     UNSUPPORTED_MECH_MSG,
 )
+from proxyd.protocols.xclient import decode_forward
 
 #: lib-smtp's command line limit (``SMTP_BASE_LINE_LENGTH_LIMIT`` plus room for AUTH's response)
 MAX_LINE: Final = 4096
@@ -73,12 +82,28 @@ class SubmissionLoginServer(LoginEngineBase):
         )
         self._buf = InputBuffer(MAX_LINE)
         self._options = options
-        #: the client's EHLO/HELO domain and which of the two it used (XCLIENT HELO=/PROTO=)
-        self.helo: str | None = None
-        self.proto: str | None = None
+        #: the client's EHLO/HELO domain, and whether it used HELO (RFC 821 SMTP)
+        self._helo: str | None = None
+        self._old_smtp = False
+        #: what a trusted proxy in front of us said in XCLIENT HELO=/PROTO=/LOGIN=
+        self._proxy_helo: str | None = None
+        self._proxy_proto: str | None = None
+        self.proxy_login: str | None = None
         self._out += replies.greeting(policy, options)
 
     # -- driver API ------------------------------------------------------
+
+    @property
+    def helo(self) -> str | None:
+        """The HELO name for the backend's XCLIENT: a trusted proxy's, else the client's own."""
+        return self._proxy_helo or self._helo
+
+    @property
+    def proto(self) -> str:
+        """XCLIENT ``PROTO=`` for the backend (lib-smtp's ``smtp_server_connection_get_proxy_data()``)."""
+        if self._proxy_proto is not None:
+            return self._proxy_proto
+        return "SMTP" if self._old_smtp else "ESMTP"
 
     @property
     def hostname_for_backend(self) -> str:
@@ -99,7 +124,8 @@ class SubmissionLoginServer(LoginEngineBase):
         self._policy = policy
         self._buf.take_all()
         self._pending.clear()
-        self.helo = self.proto = None
+        self._helo = None
+        self._old_smtp = False
 
     def close(self, text: str | None = None) -> None:
         """Driver-initiated disconnect: ``421 4.3.2 <text>`` (if given)."""
@@ -149,6 +175,8 @@ class SubmissionLoginServer(LoginEngineBase):
             self._disconnect("Aborted login by logging out")
         elif name == "STARTTLS":
             self._cmd_starttls(args)
+        elif name == "XCLIENT":
+            self._cmd_xclient(args)
         elif name in _NEED_AUTH:
             self._out += replies.AUTH_REQUIRED
         else:
@@ -160,13 +188,52 @@ class SubmissionLoginServer(LoginEngineBase):
         if not domain:
             self._out += replies.MISSING_HOSTNAME
             return
-        self.helo = domain.decode("utf-8", "replace")
+        self._helo = domain.decode("utf-8", "replace")
+        self._old_smtp = name == "HELO"
         if name == "EHLO":
-            self.proto = "ESMTP"
             self._out += replies.ehlo_reply(self._policy, self._options)
         else:
-            self.proto = "SMTP"
             self._out += f"250 {self._options.hostname}\r\n".encode()
+
+    def _cmd_xclient(self, args: bytes) -> None:
+        """lib-smtp's ``smtp_server_cmd_xclient()`` with submission-login's callback."""
+        if not self._policy.trusted:
+            self._out += replies.XCLIENT_UNTRUSTED
+            return
+        try:
+            data = parse_xclient(args)
+        except XclientError as error:
+            self._out += reply(501, "5.5.4", str(error))
+            return
+        forward: dict[str, str] = {}
+        bad_forward = False
+        if data.forward is not None:
+            decoded = decode_base64(data.forward.encode())
+            if decoded is None:
+                bad_forward = True
+            else:
+                forward = decode_forward(decoded)
+        # submission-login takes the addresses, TTL and session before it looks at FORWARD
+        self._events.append(
+            TrustedClientInfo(
+                remote_ip=data.remote_ip,
+                remote_port=data.remote_port,
+                proxy_ttl=data.ttl,
+                session_id=data.session_id,
+                forward_fields=forward,
+            )
+        )
+        if bad_forward:
+            self._out += reply(501, "5.5.4", "Invalid FORWARD parameter")
+            return
+        # the rest is lib-smtp's, applied on success only
+        if data.helo is not None:
+            self._proxy_helo = data.helo
+        if data.proto is not None:
+            self._proxy_proto = data.proto
+        if data.login is not None:
+            self.proxy_login = data.login
+        self._out += replies.greeting(self._policy, self._options)
 
     def _cmd_starttls(self, args: bytes) -> None:
         if args:

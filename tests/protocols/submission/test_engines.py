@@ -266,3 +266,49 @@ def test_backend_survives_anything(params, data, cuts, eof):
                 finished = True
                 assert b"Pw-hunter2" not in (getattr(event, "client_reply", None) or b"")
         engine.data_to_send()
+
+
+def test_backend_xclient_split_over_lines_waits_for_every_reply() -> None:
+    # a long HELO name and forward_* fields: Dovecot's 512-byte split, one 220 per XCLIENT line
+    params = replace(PARAMS, helo="h" * 300, forward_fields=(("x-long", "v" * 200),))
+    s = backend(params)
+    s.recv(b"220 backend ESMTP\r\n").take()
+    s.recv(BACKEND_EHLO)
+    lines = s.output.split(b"\r\n")[:-1]
+    s.output = b""
+    assert [line.split(b" ")[0] for line in lines] == [b"XCLIENT", b"XCLIENT", b"EHLO"]
+    assert lines[0] == b"XCLIENT HELO=" + b"h" * 300 + b" PROTO=ESMTP TTL=4 PORT=50000 ADDR=192.0.2.7 SESSION=sess1"
+    assert lines[1].startswith(b"XCLIENT FORWARD=")
+    assert len(lines[1]) > 200
+    s.recv(b"220 backend ESMTP\r\n").expect()
+    s.recv(b"220 backend ESMTP\r\n").expect()
+    assert s.engine.state_name == "xclient-ehlo"
+    s.recv(b"250-backend\r\n250 AUTH PLAIN\r\n").expect(AUTH)
+
+
+def test_backend_sends_only_what_it_offers() -> None:
+    s = backend()
+    s.recv(b"220 b\r\n").take()
+    s.recv(b"250-b\r\n250-AUTH PLAIN\r\n250 XCLIENT ADDR NAME\r\n").expect(
+        b"XCLIENT ADDR=192.0.2.7\r\nEHLO proxy.test\r\n"
+    )
+    s = backend()
+    s.recv(b"220 b\r\n").take()
+    # no LOGIN without proxy_noauth, no FORWARD without forward_* fields
+    s.recv(b"250-b\r\n250-AUTH PLAIN\r\n250 XCLIENT LOGIN FORWARD\r\n").expect(AUTH)
+
+
+def test_backend_noauth() -> None:
+    params = replace(PARAMS, noauth=True, login="alice@example.org")
+    s = backend(params)
+    s.recv(b"220 b\r\n").take()
+    s.recv(BACKEND_EHLO).expect(
+        b"XCLIENT HELO=client.example PROTO=ESMTP LOGIN=alice@example.org TTL=4 PORT=50000 "
+        b"ADDR=192.0.2.7 SESSION=sess1\r\nEHLO proxy.test\r\n"
+    )
+    s.recv(b"220 b\r\n").expect()
+    # no AUTH (the backend need not even offer it): the client is logged in
+    s.recv(b"250-b\r\n250 SIZE\r\n").expect(BackendLoggedIn(b"235 2.7.0 Logged in.\r\n"))
+    s = backend(replace(params, not_trusted=True))
+    s.recv(b"220 b\r\n").take()
+    s.recv(b"250 b\r\n").expect(BackendLoggedIn(b"235 2.7.0 Logged in.\r\n"))
