@@ -42,7 +42,7 @@ from proxyd.auth.cache import AuthCache
 from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
 from proxyd.auth.mechanisms import AnonymousLogin, NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
-from proxyd.auth.proxy import ProxyFinisher, split_master_user
+from proxyd.auth.proxy import ProxyFinisher, split_master_user, split_names
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
 from proxyd.auth.schemes import set_worker_limit
 from proxyd.auth.username import RulesByProtocol
@@ -123,6 +123,17 @@ class Authenticator:
             return dataclasses.replace(request, user=request.conn.cert_username)
         return request
 
+    def _identified(
+        self, request: AuthRequest, authcid: str, authzid: str, password: Secret | None = None
+    ) -> AuthRequest:
+        """The request for the names a mechanism read, built once: ``user*master``
+        (``auth_master_user_separator``) split, the certificate's name applied."""
+        login_user = authzid if authzid != authcid else ""
+        user, login_user = split_names(authcid, login_user, self._separator)
+        if self._cert_user and request.conn.cert_username:
+            user = request.conn.cert_username
+        return dataclasses.replace(request, user=user, login_user=login_user, password=password)
+
     async def _penalty_wait(self, request: AuthRequest) -> tuple[str | None, int]:
         """Wait out the client IP's auth penalty; ``(ident, penalty)`` for ``_finish``."""
         ident = penalty_ident(request.conn.remote_ip) if self._penalty is not None else None
@@ -186,15 +197,7 @@ class Authenticator:
                     return _ABORTED
                 step = mech.step(response)
             elif isinstance(step, NeedCredentials):
-                request = split_master_user(
-                    dataclasses.replace(
-                        request,
-                        user=step.authcid,
-                        login_user=step.authzid if step.authzid != step.authcid else "",
-                    ),
-                    self._separator,
-                )
-                request = self._with_cert_user(request)
+                request = self._identified(request, step.authcid, step.authzid)
                 result = await self._chain.lookup_credentials(request, step.scheme, step.scheme_user)
                 if result.credentials is None:
                     return await self._finish(request, result, ident, last_penalty)
@@ -230,16 +233,7 @@ class Authenticator:
         self, request: AuthRequest, step: Credentials, io: SaslIO, ident: str | None, last_penalty: int
     ) -> AuthReply:
         """PLAIN, LOGIN, XOAUTH2, OAUTHBEARER: the passdbs verify the typed password."""
-        request = split_master_user(
-            dataclasses.replace(
-                request,
-                user=step.authcid,
-                password=Secret(step.password),
-                login_user=step.authzid if step.authzid != step.authcid else "",
-            ),
-            self._separator,
-        )
-        request = self._with_cert_user(request)
+        request = self._identified(request, step.authcid, step.authzid, Secret(step.password))
         result = await self._chain.authenticate(request)
         reply = result.reply
         if (

@@ -77,12 +77,20 @@ def _parse_ip(text: str) -> str | None:
         return None
 
 
+def split_names(user: str, login_user: str, separator: str) -> tuple[str, str]:
+    """``(user, login_user)``: ``user<sep>master`` → ``(master, user)`` (Dovecot splits at the first one)."""
+    if not separator or login_user or separator not in user:
+        return user, login_user
+    login_user, _, master = user.partition(separator)
+    return master, login_user
+
+
 def split_master_user(request: AuthRequest, separator: str) -> AuthRequest:
-    """``user<sep>master`` → authenticate as ``master`` for ``user`` (Dovecot splits at the first one)."""
-    if not separator or request.login_user or separator not in request.user:
+    """``user<sep>master`` → authenticate as ``master`` for ``user``."""
+    user, login_user = split_names(request.user, request.login_user, separator)
+    if user == request.user:
         return request
-    login_user, _, master = request.user.partition(separator)
-    return dataclasses.replace(request, user=master, login_user=login_user)
+    return dataclasses.replace(request, user=user, login_user=login_user)
 
 
 @dataclass(frozen=True, slots=True)
