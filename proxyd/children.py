@@ -56,6 +56,7 @@ from proxyd.ipc.messages import (
     read_command,
 )
 from proxyd.lmtp.session import LmtpContext
+from proxyd.lmtp.spool import TempDir
 from proxyd.lmtp.worker import LMTP_SERVICE, LmtpWorker
 from proxyd.login.session import LoginContext
 from proxyd.login.tls import TlsContexts
@@ -228,6 +229,8 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
     identity = None
     if os.geteuid() == 0:
         identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
+    # opened by path while there is no chroot; the files are made in it after the drop
+    temp_dir = TempDir.open(settings.mail_temp_dir)
     privileges.drop(identity)
     ctx = LmtpContext(
         hostname=settings.hostname or socket.gethostname(),
@@ -236,6 +239,7 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         add_received_header=settings.lmtp_add_received_header,
         hdr_delivery_address=settings.lmtp_hdr_delivery_address,
         workarounds=frozenset(settings.lmtp_client_workarounds),
+        temp_dir=temp_dir,
         auth=AuthClient(path),
         server_tls=tls.server,
         backend_tls=tls.backend,

@@ -265,6 +265,16 @@ def _existing_dir(name: str, value: str) -> str:
     return value
 
 
+def _plain_path(name: str, value: str) -> str:
+    """A directory the lmtp process uses: absolute, without the %-variables Dovecot would
+    expand per user (a proxy's LMTP has no user there)."""
+    if "%" in value:
+        raise v.InvalidValue(f"{name}: %-variables are not supported here: {value}")
+    if not value.startswith("/"):
+        raise v.InvalidValue(f"{name}: must be an absolute path: {value}")
+    return value
+
+
 def _parse_str(value: str) -> str:
     return value
 
@@ -386,6 +396,8 @@ _TOP_SPECS: Final = (
     ),
     _spec("lmtp_client_workarounds", _T, parse_lmtp_workarounds, " ".join, ""),
     _str("recipient_delimiter", _T, "+"),
+    # where the lmtp process keeps a message larger than 128 KiB while it delivers it
+    _spec("mail_temp_dir", _T, partial(_plain_path, "mail_temp_dir"), _same, "/tmp"),  # noqa: S108 - Dovecot's default
     _bool("imap_id_retain", _T, "no"),
     _str("managesieve_implementation_string", _T, "Dovecot Pigeonhole"),
     _str("managesieve_sieve_capability", _T, _SIEVE_CAPABILITY),
@@ -575,7 +587,7 @@ DOVECOT_TOP: Final = _names(
     mail_max_keyword_length mail_max_lock_timeout mail_never_cache_fields mail_nfs_index
     mail_nfs_storage mail_plugin_dir mail_plugins mail_prefetch_count mail_save_crlf
     mail_server_admin mail_server_comment mail_shared_explicit_inbox mail_sort_max_read_count
-    mail_temp_dir mail_temp_scan_interval mail_vsize_bg_after_count mailbox_idle_check_interval
+    mail_temp_scan_interval mail_vsize_bg_after_count mailbox_idle_check_interval
     mailbox_list_index mailbox_list_index_include_inbox mailbox_list_index_very_dirty_syncs
     maildir_broken_filename_sizes maildir_copy_with_hardlinks maildir_empty_new
     maildir_stat_dirs maildir_very_dirty_syncs master_user_separator mbox_dirty_syncs

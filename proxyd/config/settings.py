@@ -339,6 +339,8 @@ class Settings:
     lmtp_hdr_delivery_address: str = "final"
     lmtp_client_workarounds: tuple[str, ...] = ()
     recipient_delimiter: str = "+"
+    #: the lmtp process's temporary files (Dovecot's raw mail user's mail_temp_dir)
+    mail_temp_dir: str = "/tmp"  # noqa: S108 - Dovecot's default
     managesieve_implementation_string: str = "Dovecot Pigeonhole"
     managesieve_sieve_capability: str = (
         "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric "

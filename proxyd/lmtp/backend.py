@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import trio
 
+from proxyd.lmtp.spool import Spool
 from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.lmtp.client import (
     ClientEvent,
@@ -27,6 +28,7 @@ from proxyd.protocols.lmtp.client import (
     LmtpClient,
     NeedTLS,
     Ready,
+    SendMessage,
 )
 from proxyd.protocols.lmtp.replies import SmtpReply
 from proxyd.protocols.lmtp.route import Route
@@ -110,21 +112,28 @@ class BackendConnection:
         except (OSError, trio.BrokenResourceError, ssl.SSLError):
             raise self._failed("connection lost") from None
 
-    async def data(self, message: bytes, limit: float) -> list[SmtpReply | BackendError]:
-        """Send the message; one reply (or failure) per accepted recipient, in order."""
+    async def data(self, spool: Spool, prefix: bytes, limit: float) -> list[SmtpReply | BackendError]:
+        """Send ``prefix`` and the spooled message; one reply (or failure) per accepted
+        recipient, in order.  ``limit`` bounds every wait for the backend, not the whole."""
         count = len(self.accepted)
         replies: list[SmtpReply | BackendError] = []
-        self.engine.data(message, count)
+        self.engine.data(len(prefix) + spool.size, count)
         try:
-            with trio.fail_after(limit):
-                await self._flush()
-                while len(replies) < count:
-                    event = await self._next()
-                    if isinstance(event, DataReply):
-                        replies.append(event.reply)
-                    elif isinstance(event, CommandReply):  # DATA itself refused
-                        replies.extend([event.reply] * (count - len(replies)))
+            while not isinstance(event := await self._step(limit), SendMessage):
+                if isinstance(event, CommandReply) and event.command == "DATA":  # DATA refused
+                    return [event.reply] * count
+                raise self._failed("bad reply")
+            async for piece in spool.chunks(prefix):
+                self.engine.message_data(piece)
+                with trio.fail_after(limit):
                     await self._flush()
+            self.engine.message_end()
+            while len(replies) < count:
+                event = await self._step(limit)
+                if isinstance(event, DataReply):
+                    replies.append(event.reply)
+                else:
+                    raise self._failed("bad reply")
         except trio.TooSlowError:
             error = self._failed("timed out")
             replies.extend([error] * (count - len(replies)))
@@ -134,6 +143,11 @@ class BackendConnection:
         except BackendError as exc:
             replies.extend([exc] * (count - len(replies)))
         return replies
+
+    async def _step(self, limit: float) -> ClientEvent:
+        with trio.fail_after(limit):
+            await self._flush()
+            return await self._next()
 
     async def close(self) -> None:
         """QUIT when the connection is still good, then close (never waits long)."""

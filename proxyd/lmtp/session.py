@@ -13,8 +13,10 @@ acts on its three questions:
   STARTTLS, XCLIENT, MAIL.  The RCPT goes to that backend at once and the MTA
   gets the backend's answer, so a recipient is accepted here only when its
   backend accepted it.
-* **DATA**: the message goes to every backend that accepted a recipient, at
-  the same time; the MTA gets one reply per accepted recipient, in RCPT
+* **DATA** or **BDAT**: the message is kept in a ``Spool`` (memory up to
+  128 KiB, then an unlinked file in ``mail_temp_dir``) as it arrives; at its
+  end it goes to every backend that accepted a recipient, at the same time,
+  read from the spool by each; the MTA gets one reply per accepted recipient, in RCPT
   order, each the backend's verdict for that recipient: ``250 2.0.0 <rcpt>
   <session> Saved`` only after the backend said 250 for it.  No message is
   acknowledged for a recipient whose backend did not take it.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
 import os
 import ssl
 import time
@@ -41,7 +42,9 @@ from typing import Final, Protocol, assert_never
 import trio
 
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo
+from proxyd.lmtp import process_log
 from proxyd.lmtp.backend import BackendConnection, BackendError
+from proxyd.lmtp.spool import Spool, TempDir
 from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
 from proxyd.protocols.events import _NeedData
 from proxyd.protocols.lmtp.address import (
@@ -70,7 +73,8 @@ from proxyd.protocols.lmtp.route import (
 from proxyd.protocols.lmtp.server import (
     Closed,
     LmtpServer,
-    MessageData,
+    MessageChunk,
+    MessageEnd,
     RcptTo,
     StartTLS,
     TransactionReset,
@@ -84,7 +88,6 @@ DEFAULT_TTL: Final = 5
 IDLE_TIMEOUT: Final = 300.0
 _READ_SIZE: Final = 65536
 
-log = logging.getLogger(f"lmtp({os.getpid()})")
 
 
 class AuthLookup(Protocol):
@@ -107,6 +110,8 @@ class LmtpContext:
     hdr_delivery_address: str = "final"
     #: lmtp_client_workarounds
     workarounds: frozenset[str] = frozenset()
+    #: mail_temp_dir, opened before the privilege drop (None: messages stay in memory)
+    temp_dir: TempDir | None = None
 
 
 def new_session_id() -> str:
@@ -157,6 +162,8 @@ class LmtpSession:
         )
         self._transactions = 0
         self._trans: _Transaction | None = None
+        #: the message being received (from its first octet until the transaction ends)
+        self._spool: Spool | None = None
         self.connected_at = time.time()
         #: lib-smtp's per-process connection counter, for the recipients' log prefix
         self.conn_seq = conn_seq
@@ -172,7 +179,7 @@ class LmtpSession:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        log.info("Connect from %s", self._remote)
+        process_log().info("Connect from %s", self._remote)
         reason = "Connection closed"
         try:
             reason = await self._serve()
@@ -184,7 +191,7 @@ class LmtpSession:
             with trio.CancelScope(shield=True):
                 await self._reset()
                 await trio.aclose_forcefully(self.stream)
-            log.info("Disconnect from %s: %s (state=%s)", self._remote, reason, self.engine.dovecot_state)
+            process_log().info("Disconnect from %s: %s (state=%s)", self._remote, reason, self.engine.dovecot_state)
 
     async def _serve(self) -> str:
         engine = self.engine
@@ -199,8 +206,12 @@ class LmtpSession:
                 case RcptTo():
                     reply, accepted = await self._rcpt(event)
                     engine.rcpt_reply(reply, accepted=accepted)
-                case MessageData():
-                    engine.data_replies(await self._data(event.data))
+                case MessageChunk():
+                    await self._message_spool().write(event.data)
+                case MessageEnd():
+                    spool = self._message_spool()
+                    await spool.finish()
+                    engine.data_replies(await self._data(spool))
                     await self._reset()
                 case TransactionReset():
                     await self._reset()
@@ -236,7 +247,15 @@ class LmtpSession:
             self._trans = _Transaction(self.session_id + suffix)
         return self._trans
 
+    def _message_spool(self) -> Spool:
+        if self._spool is None:
+            self._spool = Spool(self.ctx.temp_dir)
+        return self._spool
+
     async def _reset(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
         trans, self._trans = self._trans, None
         if trans is None:
             return
@@ -261,11 +280,11 @@ class LmtpSession:
         try:
             route, new_user = parse_route(reply.fields, self.info.local_port)
         except RouteError as exc:
-            log.error("%sproxy: %s", prefix, sanitize(str(exc)))
+            process_log().error("%sproxy: %s", prefix, sanitize(str(exc)))
             return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
         if route is None:
             # Dovecot delivers such a user locally; proxyd keeps no mail
-            log.error("%s%s: passdb gave no proxy field and proxyd delivers no mail locally",
+            process_log().error("%s%s: passdb gave no proxy field and proxyd delivers no mail locally",
                       prefix, sanitize(username))
             return recipient_reply(address, 451, "4.3.0", "Temporary internal error"), False
         backend_address = address
@@ -273,15 +292,15 @@ class LmtpSession:
             try:
                 user = parse_mailbox(new_user)
             except AddressError:
-                log.error("%s%s: Username `%s' returned by passdb lookup is not a valid SMTP address",
+                process_log().error("%s%s: Username `%s' returned by passdb lookup is not a valid SMTP address",
                           prefix, sanitize(username), sanitize(new_user))
                 return recipient_reply(address, 550, "5.3.5", "Internal user lookup failure"), False
             backend_address = user if not detail else user.with_localpart(f"{user.localpart}{delim}{detail}")
         elif is_ourself(route, self.info.local_ip, self.info.local_port):
-            log.error("%sProxying to <%s> loops to itself", prefix, sanitize(username))
+            process_log().error("%sProxying to <%s> loops to itself", prefix, sanitize(username))
             return recipient_reply(address, 554, "5.4.6", "Proxying loops to itself"), False
         if self.engine.proxy_data.ttl_plus_1 == 1:
-            log.error("%sProxying to <%s> appears to be looping (TTL=0)", prefix, sanitize(username))
+            process_log().error("%sProxying to <%s> appears to be looping (TTL=0)", prefix, sanitize(username))
             return recipient_reply(address, 554, "5.4.6", "Proxying appears to be looping (TTL=0)"), False
         try:
             backend = await self._backend(trans, route)
@@ -368,15 +387,14 @@ class LmtpSession:
         return backend
 
     # ------------------------------------------------------------------ DATA
-    async def _data(self, message: bytes) -> list[bytes]:
+    async def _data(self, spool: Spool) -> list[bytes]:
         trans = self._transaction()
-        if self.ctx.add_received_header:
-            message = self._received(trans) + message
+        prefix = self._received(trans) if self.ctx.add_received_header else b""
         results: dict[int, SmtpReply | BackendError] = {}
         timeout = max((b.route.timeout for b in trans.backends.values()), default=125.0)
 
         async def deliver(backend: BackendConnection) -> None:
-            replies = await backend.data(message, timeout)
+            replies = await backend.data(spool, prefix, timeout)
             results.update(zip(backend.accepted, replies, strict=True))
 
         async with trio.open_nursery() as nursery:
@@ -402,12 +420,12 @@ class LmtpSession:
             if result.reply is not None:
                 result = result.reply
             else:
-                log.error("%sFailed to send message to %s: %s %s", prefix, where, result.kind, count)
+                process_log().error("%sFailed to send message to %s: %s %s", prefix, where, result.kind, count)
                 return format_reply(451, "4.4.0", f"Proxy failed ({result.kind}, session={rcpt.session_id})")
         if result.success:
-            log.info("%sSent message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
+            process_log().info("%sSent message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
             own = SmtpReply(result.code, result.enhanced or "2.0.0", (f"{rcpt.session_id} Saved",))
             return forwarded_reply(rcpt.address, own, rcpt=False, default_enhanced="2.0.0")
         # the backend refused: it logs why; for the proxy this is only an info event
-        log.info("%sFailed to send message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
+        process_log().info("%sFailed to send message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
         return forwarded_reply(rcpt.address, result, rcpt=False, default_enhanced=f"{result.code // 100}.0.0")

@@ -293,23 +293,117 @@ def test_configuration_errors(proxyd: ProxydRunner) -> None:
     assert result.stderr.strip() == f"{path}:{line}: user doesn't exist: no-such-user-lmtp"
 
 
-def test_large_message_within_vsz_limit_and_oversized_refused(lmtp_proxy: LmtpProxy) -> None:
-    """A 40 MB message goes through an lmtp process at the default vsz_limit (256 MB);
-    one above the 50 MiB limit is read to its end and refused, and the session goes on."""
-    line = b"x" * 998 + b"\r\n"
-    big = body("big") + line * (40 * 1024 * 1024 // len(line))
-    refused, replies = deliver(PROXYD_ADDRESS, lmtp_proxy.port, ["alice@example.org"], big)
-    assert refused == {}
-    assert replies[0][0] == 250
-    too_big = line * (51 * 1024 * 1024 // len(line) + 1)
-    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, timeout=60) as client:
+def _lmtp_script(host: str, port: int, steps: list[tuple[bytes, int]]) -> list[bytes]:
+    """Send each step's bytes and read the number of replies it gets; the replies, session ids
+    (``<alice@example.org> <id> Saved``) cut out."""
+    with socket.create_connection((host, port), timeout=30) as sock, sock.makefile("rb") as replies:
+        assert replies.readline().startswith(b"220 ")
+        sock.sendall(b"LHLO mta.test\r\n")
+        while replies.readline()[3:4] == b"-":
+            pass
+        out = []
+        for data, count in steps:
+            sock.sendall(data)
+            for _ in range(count):
+                line = replies.readline()
+                out.append(re.sub(rb"> \S+ Saved", b"> ID Saved", line))
+    return out
+
+
+def test_bdat_replies_as_dovecot_lmtp_gives_them(lmtp_proxy: LmtpProxy) -> None:
+    """The same CHUNKING dialogue, once with a Dovecot LMTP server itself, once with proxyd."""
+    steps = [
+        (b"MAIL FROM:<mta@example.net>\r\n", 1),
+        (b"RCPT TO:<alice@example.org>\r\n", 1),
+        (b"BDAT 3 LAST x\r\nabc", 1),
+        (b"BDAT 2\r\nxy", 1),
+        (b"DATA\r\n", 1),
+        (b"RSET\r\n", 1),
+        (b"BDAT 2\r\nxy", 1),
+        (b"BDAT x\r\n", 1),
+        (b"MAIL FROM:<>\r\n", 1),
+        (b"BDAT 0\r\n", 1),
+        (b"RSET\r\nMAIL FROM:<>\r\nBDAT 0\r\n", 3),
+        (b"RSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\n", 3),
+        (b"BDAT 4\r\nab\r\n", 1),
+        (b"DATA\r\n", 1),
+        (b"BDAT 28 LAST\r\nSubject: chunks compared\r\n\r\n", 1),
+        (b"QUIT\r\n", 1),
+    ]
+    dovecot = _lmtp_script(lmtp_proxy.a.address, lmtp_proxy.a.lmtp_port, steps)
+    proxied = _lmtp_script(PROXYD_ADDRESS, lmtp_proxy.port, steps)
+    assert proxied == dovecot
+    assert dovecot[-2:] == [b"250 2.0.0 <alice@example.org> ID Saved\r\n", b"221 2.0.0 Bye\r\n"]
+    assert len(delivered(lmtp_proxy.a, "alice", "chunks compared")) == 2
+
+
+def test_bdat_to_two_backends(lmtp_proxy: LmtpProxy) -> None:
+    """A message in BDAT chunks for recipients on two backends: one reply each after LAST."""
+    message = body("bdat two backends") + b".dot\r\n" * 1000
+    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, source_address=(MTA_ADDRESS, 0), timeout=30) as client:
         client.ehlo_or_helo_if_needed()
+        assert client.has_extn("chunking")
         client.mail("mta@example.net")
         assert client.rcpt("alice@example.org")[0] == 250
-        assert client.docmd("DATA")[0] == 354
-        client.send(too_big + b".\r\n")
-        assert client.getreply() == (552, b"5.2.3 Message size exceeds administrative limit")
-        assert client.noop() == (250, b"2.0.0 OK")
+        assert client.rcpt("nobody@example.org")[0] == 550
+        assert client.rcpt("bob@example.org")[0] == 250
+        half = len(message) // 2
+        client.send(f"BDAT {half}\r\n".encode() + message[:half])
+        assert client.getreply() == (250, f"2.0.0 Added {half} octets".encode())
+        client.send(f"BDAT {len(message) - half} LAST\r\n".encode() + message[half:])
+        replies = [client.getreply() for _ in range(2)]
+    for (code, text), rcpt in zip(replies, [b"alice@example.org", b"bob@example.org"], strict=True):
+        assert code == 250
+        assert text.startswith(b"2.0.0 <" + rcpt + b"> "), text
+    for backend, user in ((lmtp_proxy.a, "alice"), (lmtp_proxy.b, "bob")):
+        (got,) = delivered(backend, user, "bdat two backends")
+        # the backend got the octets as sent (after the Received: header), dots and all
+        assert got.replace(b"\r\n", b"\n").endswith(message.replace(b"\r\n", b"\n"))
+
+
+def _lmtp_pids(proxyd_pid: int) -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    return [int(line.split(None, 1)[0]) for line in ps.stdout.splitlines()[1:]
+            if line.split(None, 1)[1:] == ["proxyd: lmtp"]]
+
+
+def test_large_message_is_spooled_chrooted_and_within_a_small_vsz_limit(
+    proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend
+) -> None:
+    """A 120 MB message goes through an lmtp process whose vsz_limit is smaller than it:
+    the message waits in an unlinked file in mail_temp_dir (opened before the chroot), for
+    both backends at once.  A directory the service's user cannot write to is logged and
+    the message stays in memory, as Dovecot does it."""
+    temp = proxyd.workdir / "lmtp-temp"
+    temp.mkdir()
+    temp.chmod(0o1777)
+    users = write_passwd_file(proxyd.workdir / "lmtp-users", recipients(lmtp_backend_a, lmtp_backend_b))
+    config = proxyd.config(users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test",
+                           mail_temp_dir=str(temp))
+    port = free_port(PROXYD_ADDRESS)
+    config.listeners.append(Listener("lmtp", "lmtp", PROXYD_ADDRESS, port))
+    # the login chroot: mail_temp_dir is outside it
+    config.extra = "service lmtp {\n  chroot = login\n  vsz_limit = 100M\n}\n"
+    process = proxyd.start(config)
+    line = b"x" * 998 + b"\r\n"
+    big = body("big") + line * (120 * 1024 * 1024 // len(line))
+    refused, replies = deliver(PROXYD_ADDRESS, port, ["alice@example.org", "bob@example.org"], big)
+    assert refused == {}
+    assert [code for code, _ in replies] == [250, 250]
+    for backend, user in ((lmtp_backend_a, "alice"), (lmtp_backend_b, "bob")):
+        (got,) = delivered(backend, user, "big")
+        assert got.replace(b"\r\n", b"\n").endswith(big.replace(b"\r\n", b"\n"))
+    assert "safe_mkstemp" not in process.log_text()
+    assert list(temp.iterdir()) == []  # unlinked at once
+
+    # a directory it cannot write to: logged, and the (small) message is delivered from memory
+    temp.chmod(0o755)
+    refused, replies = deliver(PROXYD_ADDRESS, port, ["alice@example.org"], body("kept") + line * 1000)
+    assert refused == {}
+    assert replies[0][0] == 250
+    process.wait_for_log(rf"lmtp\(\d+\): Error: safe_mkstemp\({re.escape(str(temp))}/dovecot\.lmtp\.[^)]+\) "
+                         r"failed: Permission denied$")
+    assert len(delivered(lmtp_backend_a, "alice", "kept")) == 1
 
 
 def test_service_limits_apply(proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend) -> None:

@@ -13,14 +13,16 @@ XCLIENT is sent only to a backend that offers it and that we trust (no
 (HELO PROTO LOGIN SESSION TTL TIMEOUT PORT ADDR), so that the backend logs the
 MTA's address and the proxy TTL stops a loop.  Then the driver adds the
 transaction: ``mail()``, ``rcpt()`` and ``data()``; every reply comes back as
-an event naming its command.  After DATA (or ``BDAT LAST`` to a backend that
-offers CHUNKING, which needs no dot-stuffing) an LMTP backend answers once per
-accepted recipient; an SMTP backend once for all, which the engine repeats
-for each.
+an event naming its command.  The message itself goes out in pieces
+(``message_data()``, ``message_end()``) once the engine says ``SendMessage``:
+at once to a backend that offers CHUNKING (one ``BDAT <size> LAST``, no
+dot-stuffing), else after DATA's 354 (dot-stuffed as it goes).  Then an LMTP
+backend answers once per accepted recipient; an SMTP backend once for all,
+which the engine repeats for each.
 
 Events: ``Ready``, ``NeedTLS`` (driver wraps the stream, calls
-``tls_started()``), ``CommandReply(command, reply)``, ``DataReply(index,
-reply)`` and ``Failed(kind, reply)`` where ``kind`` is Dovecot's detail for
+``tls_started()``), ``SendMessage``, ``CommandReply(command, reply)``,
+``DataReply(index, reply)`` and ``Failed(kind, reply)`` where ``kind`` is Dovecot's detail for
 "Proxy failed (<kind>, session=...)": ``connect`` (handshake refused, with the
 backend's reply when it gave one), ``connection lost``, ``bad reply``.
 """
@@ -74,6 +76,11 @@ class NeedTLS:
 
 
 @dataclass(frozen=True, slots=True)
+class SendMessage:
+    """The backend takes the message now: ``message_data()`` ... ``message_end()``."""
+
+
+@dataclass(frozen=True, slots=True)
 class CommandReply:
     command: str  # "MAIL" | "RCPT" | "DATA" (a refused DATA: no message was taken)
     reply: SmtpReply
@@ -91,7 +98,7 @@ class Failed:
     reply: SmtpReply | None = None
 
 
-ClientEvent = Ready | NeedTLS | CommandReply | DataReply | Failed
+ClientEvent = Ready | NeedTLS | SendMessage | CommandReply | DataReply | Failed
 
 
 class _State(enum.Enum):
@@ -117,7 +124,9 @@ class LmtpClient:
         self._xclient_sent = False
         self._xclient_pending = 0
         self._tls_done = False
-        self._message: bytes = b""
+        #: the message goes out as a BDAT chunk (else dot-stuffed after DATA)
+        self._chunking = False
+        self._stuffer = DotStuffer()
         self._data_index = 0
         self._eof = False
 
@@ -172,16 +181,28 @@ class LmtpClient:
     def rcpt(self, path: str, params: tuple[str, ...] = ()) -> None:
         self._command(f"RCPT TO:{path}", params, "RCPT", 1)
 
-    def data(self, message: bytes, recipients: int) -> None:
-        """Send the message to the ``recipients`` accepted recipients."""
+    def data(self, size: int, recipients: int) -> None:
+        """Start a message of ``size`` octets for the ``recipients`` accepted recipients;
+        its octets follow with ``message_data()`` after ``SendMessage``."""
+        if self._state is not _State.READY:
+            raise RuntimeError("DATA before the backend is ready")
         self._data_index = 0
-        if "CHUNKING" in self.capabilities:
-            self._out += f"BDAT {len(message)} LAST\r\n".encode() + message
+        self._chunking = "CHUNKING" in self.capabilities
+        if self._chunking:
+            self._out += f"BDAT {size} LAST\r\n".encode()
             self._expect.append(("DATA-END", recipients))
+            self._events.append(SendMessage())
         else:
-            self._message = message
+            self._stuffer = DotStuffer()
             self._out += b"DATA\r\n"
             self._expect.append(("DATA", recipients))
+
+    def message_data(self, data: bytes) -> None:
+        self._out += data if self._chunking else self._stuffer.feed(data)
+
+    def message_end(self) -> None:
+        if not self._chunking:
+            self._out += self._stuffer.end()
 
     def quit(self) -> None:
         self._out += b"QUIT\r\n"
@@ -289,11 +310,9 @@ class LmtpClient:
         if command == "DATA":
             self._expect.popleft()
             if reply.code == 354:
-                self._out += _dot_stuff(self._message)
-                self._message = b""
                 self._expect.appendleft(("DATA-END", count))
+                self._events.append(SendMessage())
             else:
-                self._message = b""
                 self._events.append(CommandReply("DATA", reply))
             return
         if command == "DATA-END":
@@ -311,9 +330,22 @@ class LmtpClient:
         self._events.append(CommandReply(command, reply))
 
 
-def _dot_stuff(message: bytes) -> bytes:
-    if message and not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    if message.startswith(b"."):
-        message = b"." + message
-    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+class DotStuffer:
+    """RFC 5321 4.5.2 for a message given in pieces: a dot that opens a line is doubled,
+    and the message ends with CRLF.CRLF (a CRLF is added when its last line has none)."""
+
+    def __init__(self) -> None:
+        #: the last two octets sent; the start of the message counts as the start of a line
+        self._tail = b"\r\n"
+
+    def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        tail = self._tail
+        # the tail cannot hold a whole CRLF-dot, so what is doubled is in ``data``
+        out = (tail + data).replace(b"\r\n.", b"\r\n..")[len(tail) :]
+        self._tail = (tail + data)[-2:]
+        return out
+
+    def end(self) -> bytes:
+        return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"

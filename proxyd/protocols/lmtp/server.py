@@ -10,9 +10,13 @@ RSET, NOOP, VRFY, QUIT, XCLIENT, sequencing and syntax errors) and surfaces:
 
 * ``RcptTo``: the driver looks the recipient up, talks to its backend and
   answers with ``rcpt_reply()`` before asking for the next event;
-* ``MessageData``: the whole message (dot-unstuffed); the driver delivers it
-  and answers with ``data_replies()``, one reply per accepted recipient in
-  RCPT order (LMTP's rule);
+* ``MessageChunk``: a piece of the message, in order (DATA's lines with the
+  dots unstuffed, or BDAT's octets as sent); the driver stores it, so the
+  engine never holds more of a message than one read;
+* ``MessageEnd``: the message is complete (DATA's final dot, or the octets of
+  ``BDAT ... LAST``); the driver delivers it and answers with
+  ``data_replies()``, one reply per accepted recipient in RCPT order (LMTP's
+  rule);
 * ``TransactionReset``: the transaction the driver built (backend
   connections, recipients) is gone (RSET, LHLO, XCLIENT, QUIT, EOF);
 * ``XclientApplied``: a trusted peer said who the MTA really is (``proxy_data``);
@@ -21,9 +25,15 @@ RSET, NOOP, VRFY, QUIT, XCLIENT, sequencing and syntax errors) and surfaces:
   executed in the clear-text session;
 * ``Closed``: QUIT (already answered) or EOF; ``reason`` is Dovecot's word.
 
-Commands are taken one at a time: while an ``RcptTo`` or ``MessageData`` waits
+Commands are taken one at a time: while an ``RcptTo`` or ``MessageEnd`` waits
 for its answer further pipelined input stays buffered, so replies go out in
 command order as PIPELINING requires.
+
+CHUNKING (RFC 3030) is lib-smtp's: every ``BDAT`` counts as a chunk, a chunk
+that failed makes the next ones fail until RSET, the octets of a refused
+chunk are read and thrown away when its size was readable, and ``BDAT n
+LAST`` without any accepted recipient gets no reply at all (RFC 2033 4.3).
+Like Dovecot's LMTP, no message size limit applies.
 """
 
 from __future__ import annotations
@@ -40,10 +50,8 @@ from proxyd.protocols.lmtp.address import Address, AddressError, parse_path, xte
 
 #: the longest command line taken (Dovecot's SMTP_SERVER_DEFAULT_MAX_COMMAND_LINE is 4 KiB)
 MAX_LINE: Final = 4096
-#: a message larger than this is refused after it is read (Dovecot has no limit for LMTP;
-#: proxyd keeps the message in memory while it delivers it, in a few copies at once, so it
-#: needs one that fits the service's default vsz_limit of 256 MB)
-MAX_MESSAGE_SIZE: Final = 50 * 1024 * 1024
+#: lib-smtp's uoff_t: a BDAT size, or the sum of a message's chunks, beyond it is refused
+MAX_DATA_SIZE: Final = 2**64 - 1
 #: the XCLIENT attributes a trusted peer may send (Dovecot's list)
 XCLIENT_ATTRIBUTES: Final = ("ADDR", "PORT", "PROTO", "HELO", "LOGIN", "SESSION", "TTL", "TIMEOUT")
 
@@ -61,10 +69,15 @@ class RcptTo(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageData(Event):
-    """The message after DATA, line ends as sent, dots unstuffed."""
+class MessageChunk(Event):
+    """The next piece of the message: line ends as sent, DATA's dots unstuffed."""
 
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnd(Event):
+    """The message is complete: deliver it and answer with ``data_replies()``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +101,7 @@ class Closed(Event):
 
 
 #: what the driver gets from ``next_event()``
-LmtpEvent = RcptTo | MessageData | TransactionReset | StartTLS | XclientApplied | Closed
+LmtpEvent = RcptTo | MessageChunk | MessageEnd | TransactionReset | StartTLS | XclientApplied | Closed
 
 
 @dataclass(slots=True)
@@ -110,8 +123,9 @@ class State(enum.Enum):
     READY = "READY"  # no transaction
     MAIL = "MAIL FROM"  # a transaction is open
     RCPT_WAIT = "RCPT TO"  # an RcptTo is out, waiting for rcpt_reply()
-    DATA = "DATA"  # reading the message
-    DATA_WAIT = "DATA reply"  # a MessageData is out, waiting for data_replies()
+    DATA = "DATA"  # reading the message up to its final dot
+    CHUNK = "BDAT"  # reading a BDAT chunk's octets
+    DATA_WAIT = "DATA reply"  # a MessageEnd is out, waiting for data_replies()
     TLS_WAIT = "STARTTLS"
     CLOSED = "CLOSED"
 
@@ -134,7 +148,6 @@ class LmtpServer:
         trusted: bool,
         tls_available: bool = False,
         tls_active: bool = False,
-        max_message_size: int = MAX_MESSAGE_SIZE,
         workarounds: frozenset[str] = frozenset(),
     ) -> None:
         self.hostname = hostname
@@ -142,7 +155,6 @@ class LmtpServer:
         self.trusted = trusted
         self.tls_available = tls_available
         self.tls_active = tls_active
-        self.max_message_size = max_message_size
         #: lmtp_client_workarounds: "whitespace-before-path", "mailbox-for-path"
         self.workarounds = workarounds
         self.state = State.READY
@@ -157,9 +169,18 @@ class LmtpServer:
         self._eof = False
         self._events: list[LmtpEvent] = []
         self._skip_line = False
-        #: DATA: how far the end marker was searched for; whether an oversized message was dropped
-        self._scanned = 0
-        self._dropped = False
+        #: DATA: how many bytes of the buffer are the CRLF put in front of the message
+        #: (so that a dot on its first line is unstuffed like any other)
+        self._strip = 0
+        #: CHUNKING: BDAT commands in this transaction, whether one failed, octets announced
+        self._data_chunks = 0
+        self._data_failed = False
+        self._data_size = 0
+        #: the BDAT being read: octets still to come, its size, LAST, kept (False: thrown away)
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_keep = False
         self._out += r.format_reply(220, None, f"{hostname} {greeting}")
 
     # ------------------------------------------------------------------ the h11-style surface
@@ -180,6 +201,8 @@ class LmtpServer:
             event: Event | None = None
             if self.state is State.DATA:
                 event = self._read_message()
+            elif self.state is State.CHUNK:
+                event = self._read_chunk()
             elif self.state in (State.READY, State.MAIL):
                 event = self._read_command()
             if event is None:
@@ -212,6 +235,7 @@ class LmtpServer:
         for reply in replies:
             self._out += reply
         self.transaction = None
+        self._reset_chunking()
         self.state = State.READY
 
     def tls_started(self) -> None:
@@ -227,7 +251,7 @@ class LmtpServer:
             return
         if self.transaction is not None:
             self.dovecot_state = "RCPT TO" if self.transaction.accepted else "MAIL FROM"
-            if self.state in (State.DATA, State.DATA_WAIT):
+            if self.state in (State.DATA, State.CHUNK, State.DATA_WAIT):
                 self.dovecot_state = "DATA"
         elif self.helo:
             self.dovecot_state = "READY"
@@ -240,6 +264,7 @@ class LmtpServer:
         if self.transaction is not None:
             self._events.append(TransactionReset())
         self.transaction = None
+        self._reset_chunking()
         self.state = State.CLOSED
         self._in.clear()
         self._events.append(Closed(reason))
@@ -273,29 +298,75 @@ class LmtpServer:
 
     def _read_message(self) -> Event | None:
         data = self._in
-        if not self._dropped and data.startswith(b".\r\n"):  # an empty message
-            message_end, consumed = 0, 3
+        pos = data.find(b"\r\n.\r\n")
+        if pos >= 0:
+            # the message ends with the CRLF before the dot line
+            cut, consumed, end = pos + 2, pos + 5, True
         else:
-            # the CRLF that ends the DATA line is the first half of an immediate CRLF.CRLF
-            pos = data.find(b"\r\n.\r\n", max(self._scanned - 4, 0))
-            if pos < 0:
-                self._scanned = len(data)
-                if len(data) > self.max_message_size:
-                    # too big: keep reading to the end, holding only the tail
-                    self._dropped = True
-                    del data[:-4]
-                    self._scanned = len(data)
+            # hand out all but what could still be the start of the end marker, and never
+            # cut a CRLF or the dot after one apart (the next piece must see the whole of it)
+            cut = len(data) - 4
+            if cut <= self._strip:
                 return None
-            message_end, consumed = pos + 2, pos + 5
-        message = bytes(data[:message_end])
+            if data[cut - 1 : cut] == b"\r":
+                cut -= 1
+            elif data[cut - 2 : cut] == b"\r\n":
+                cut -= 2
+            if cut <= self._strip:
+                return None
+            consumed, end = cut, False
+        piece = bytes(data[:cut]).replace(b"\r\n.", b"\r\n")[self._strip :]
         del data[:consumed]
-        oversized = self._dropped or len(message) > self.max_message_size
-        self._scanned, self._dropped = 0, False
-        if oversized:
-            self._reply(r.SIZE_EXCEEDED)
-            return self._reset_transaction()
-        self.state = State.DATA_WAIT
-        return MessageData(_unstuff(message))
+        self._strip = 0
+        if piece:
+            self._events.append(MessageChunk(piece))
+        if end:
+            self.state = State.DATA_WAIT
+            self._events.append(MessageEnd())
+        return _NOTHING
+
+    def _read_chunk(self) -> Event | None:
+        if self._chunk_left and not self._in:
+            return None
+        take = min(self._chunk_left, len(self._in))
+        if take:
+            piece = bytes(self._in[:take])
+            del self._in[:take]
+            self._chunk_left -= take
+            if self._chunk_keep:
+                self._events.append(MessageChunk(piece))
+        if self._chunk_left == 0:
+            self._chunk_done()
+        return _NOTHING
+
+    def _chunk_done(self) -> None:
+        """All of a BDAT's octets are read."""
+        if not self._chunk_keep:
+            self.state = State.READY if self.transaction is None else State.MAIL
+        elif self._chunk_last:
+            self.state = State.DATA_WAIT
+            self._events.append(MessageEnd())
+        else:
+            self.state = State.MAIL
+            self._reply((250, "2.0.0", f"Added {self._chunk_size} octets"))
+
+    def _reset_chunking(self) -> None:
+        self._data_chunks = 0
+        self._data_failed = False
+        self._data_size = 0
+
+    def _data_refusal(self, *, size: int = 0, last: bool = True) -> tuple[int, str, str] | _Nothing | None:
+        """lib-smtp's check before DATA or a BDAT chunk: the reply that refuses it, None if it
+        may go on, or _NOTHING for a ``BDAT LAST`` that LMTP answers with no reply at all."""
+        if self._data_chunks > 0 and self._data_failed:
+            return r.PREVIOUS_CHUNK_FAILED
+        if self.transaction is None:
+            return r.MAIL_NEEDED_FIRST
+        if self.transaction.accepted == 0:
+            if size > 0 and last:
+                return _NOTHING
+            return r.NO_VALID_RECIPIENTS
+        return None
 
     # ------------------------------------------------------------------ commands
     def _cmd_lhlo(self, args: str) -> Event:
@@ -304,7 +375,8 @@ class LmtpServer:
             self._out += b"501 Missing hostname\r\n"
             return _NOTHING
         self.helo = domain
-        caps = [self.hostname, "8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"]
+        # lib-smtp lists them in alphabetical order
+        caps = [self.hostname, "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "PIPELINING"]
         if self.tls_available and not self.tls_active:
             caps.append("STARTTLS")
         if self.trusted:
@@ -313,6 +385,7 @@ class LmtpServer:
         return self._reset_transaction()
 
     def _reset_transaction(self) -> Event:
+        self._reset_chunking()
         if self.transaction is None:
             return _NOTHING
         self.transaction = None
@@ -393,21 +466,54 @@ class LmtpServer:
         if args:
             self._reply(r.INVALID_PARAMETERS)
             return _NOTHING
-        if self.transaction is None:
-            self._reply(r.MAIL_NEEDED_FIRST)
+        refusal = self._data_refusal()
+        if isinstance(refusal, tuple):
+            self._reply(refusal)
             return _NOTHING
-        if self.transaction.accepted == 0:
-            self._reply(r.NO_VALID_RECIPIENTS)
+        if self._data_chunks > 0:
+            # classic DATA after BDAT chunks
+            self._reply(r.BAD_SEQUENCE)
             return _NOTHING
         self._out += r.DATA_GO_AHEAD.encode() + b"\r\n"
         self.state = State.DATA
-        self._scanned, self._dropped = 0, False
+        # the CRLF that ended the DATA line: the first line's dot is then like any other's
+        self._in[0:0] = b"\r\n"
+        self._strip = 2
         return _NOTHING
 
     def _cmd_bdat(self, args: str) -> Event:
-        # CHUNKING is not offered: Dovecot's answer to BDAT without the capability
-        self._reply((502, "5.5.1", "Unsupported command"))
-        return _NOTHING
+        # bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF (RFC 3030)
+        self._data_chunks += 1
+        argv = args.split(" ")
+        if not (argv[0].isascii() and argv[0].isdigit()) or int(argv[0]) > MAX_DATA_SIZE:
+            # the size is unknown: what follows is read as commands (lib-smtp does the same)
+            self._reply(r.INVALID_CHUNK_SIZE)
+            self._data_failed = True
+            return _NOTHING
+        size = int(argv[0])
+        last = False
+        refusal: tuple[int, str, str] | _Nothing | None = None
+        if len(argv) > 2:
+            refusal = r.INVALID_PARAMETERS
+        elif len(argv) == 2:
+            if argv[1].upper() != "LAST":
+                refusal = r.INVALID_END_MARKER
+            last = True
+        if refusal is None:
+            refusal = self._data_refusal(size=size, last=last)
+        if refusal is None and self._data_size + size > MAX_DATA_SIZE:
+            refusal = r.SIZE_EXCEEDED
+        if isinstance(refusal, tuple):
+            self._reply(refusal)
+            self._data_failed = True
+        if refusal is None:
+            self._data_size += size
+        # the chunk's octets are read either way: kept, or thrown away after a refusal
+        self.state = State.CHUNK
+        self._chunk_left = self._chunk_size = size
+        self._chunk_last = last
+        self._chunk_keep = refusal is None
+        return self._read_chunk() or _NOTHING
 
     def _cmd_rset(self, args: str) -> Event:
         if args:
@@ -485,13 +591,6 @@ class _Nothing(Event):
 
 
 _NOTHING: Final = _Nothing()
-
-
-def _unstuff(message: bytes) -> bytes:
-    """RFC 5321 4.5.2: the first dot of a line that starts with one is dropped."""
-    if message.startswith(b"."):
-        message = message[1:]
-    return message.replace(b"\r\n.", b"\r\n")
 
 
 def _check_mail_param(param: str) -> str | None:

@@ -7,10 +7,12 @@ from proxyd.protocols.lmtp.client import (
     ClientSettings,
     CommandReply,
     DataReply,
+    DotStuffer,
     Failed,
     LmtpClient,
     NeedTLS,
     Ready,
+    SendMessage,
     XclientData,
 )
 
@@ -96,9 +98,12 @@ def test_transaction_with_data_dot_stuffing_and_per_recipient_replies() -> None:
     got = events(client, b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n550 5.1.1 <dave> User doesn't exist: dave\r\n")
     assert [(e.command, e.reply.code) for e in got if isinstance(e, CommandReply)] == [
         ("MAIL", 250), ("RCPT", 250), ("RCPT", 550)]
-    client.data(b".hidden\r\nbody", 1)
+    client.data(len(b".hidden\r\nbody"), 1)
     assert client.data_to_send() == b"DATA\r\n"
-    assert events(client, b"354 OK\r\n") == []
+    assert events(client, b"354 OK\r\n") == [SendMessage()]
+    client.message_data(b".hidden\r")
+    client.message_data(b"\nbody")
+    client.message_end()
     assert client.data_to_send() == b"..hidden\r\nbody\r\n.\r\n"
     (reply,) = events(client, b"250 2.0.0 <alice@example.org> id Saved\r\n")
     assert isinstance(reply, DataReply)
@@ -111,7 +116,25 @@ def test_chunking_backend_gets_bdat_and_smtp_reply_counts_for_all() -> None:
     client = new_client(trusted=False, lmtp=False)
     events(client, b"220 hi\r\n" + CAPS.replace(b"250-PIPELINING", b"250-CHUNKING"))
     client.data_to_send()
-    client.data(b"a\r\n.b\r\n", 2)
+    client.data(7, 2)
+    assert client.next_event() == SendMessage()
+    client.message_data(b"a\r\n.b\r\n")
+    client.message_end()
     assert client.data_to_send() == b"BDAT 7 LAST\r\na\r\n.b\r\n"
     got = events(client, b"250 2.0.0 Ok: queued\r\n")
     assert [(e.index, e.reply.code) for e in got if isinstance(e, DataReply)] == [(0, 250), (1, 250)]
+
+
+def test_refused_data_is_a_command_reply() -> None:
+    client = new_client(trusted=False)
+    events(client, b"220 hi\r\n" + CAPS)
+    client.data(3, 2)
+    got = events(client, b"554 5.5.0 No thanks\r\n")
+    assert [(e.command, e.reply.code) for e in got if isinstance(e, CommandReply)] == [("DATA", 554)]
+
+
+def test_dot_stuffer_ends_the_last_line() -> None:
+    for message, wire in [(b"", b".\r\n"), (b"a", b"a\r\n.\r\n"), (b".\r\n", b"..\r\n.\r\n"),
+                          (b"a\r\n.", b"a\r\n..\r\n.\r\n")]:
+        stuffer = DotStuffer()
+        assert stuffer.feed(message) + stuffer.end() == wire

@@ -10,7 +10,8 @@ from proxyd.protocols.lmtp.replies import recipient_reply
 from proxyd.protocols.lmtp.server import (
     Closed,
     LmtpServer,
-    MessageData,
+    MessageChunk,
+    MessageEnd,
     RcptTo,
     StartTLS,
     TransactionReset,
@@ -31,7 +32,7 @@ def feed(server: LmtpServer, data: bytes) -> tuple[list[object], bytes]:
     events = []
     while (event := server.next_event()) is not NEED_DATA:
         events.append(event)
-        if isinstance(event, (RcptTo, MessageData, StartTLS, Closed)):
+        if isinstance(event, (RcptTo, MessageEnd, StartTLS, Closed)):
             break
     return events, server.data_to_send()
 
@@ -41,7 +42,7 @@ def test_lhlo_lists_dovecots_capabilities() -> None:
     events, out = feed(server, b"LHLO mta.test\r\n")
     assert events == []
     assert out == (
-        b"250-proxy.test\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
+        b"250-proxy.test\r\n250-8BITMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
         b"250-STARTTLS\r\n250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n"
     )
     assert server.helo == "mta.test"
@@ -64,7 +65,10 @@ def test_lhlo_lists_dovecots_capabilities() -> None:
         (b"RSET", b"250 2.0.0 OK\r\n"),
         (b"STARTTLS", b"502 5.5.1 TLS support is not enabled.\r\n"),
         (b"STARTTLS x", b"501 5.5.4 Invalid parameters\r\n"),
-        (b"BDAT 0 LAST", b"502 5.5.1 Unsupported command\r\n"),
+        (b"BDAT 0 LAST", b"503 5.5.0 MAIL needed first\r\n"),
+        (b"BDAT", b"501 5.5.4 Invalid chunk size parameter\r\n"),
+        (b"BDAT -1", b"501 5.5.4 Invalid chunk size parameter\r\n"),
+        (b"BDAT 18446744073709551616", b"501 5.5.4 Invalid chunk size parameter\r\n"),
         (b"MAIL FROM: <x>", b"501 5.5.4 Invalid FROM: Unexpected whitespace before path\r\n"),
         (b"MAIL FROM:<x> FOO=bar", b"555 5.5.4 Unsupported parameters\r\n"),
         (b"MAIL FROM:x", b"501 5.5.4 Invalid FROM: Missing '<' at beginning of path\r\n"),
@@ -87,6 +91,12 @@ def test_commands_answered_by_the_engine(line: bytes, reply: bytes) -> None:
         (b"RCPT TO:alice", b"501 5.5.4 Invalid TO: Missing '<' at beginning of path\r\n"),
         (b"RCPT TO:<a> NOTIFY=NEVER", b"555 5.5.4 Unsupported parameters\r\n"),
         (b"DATA", b"503 5.5.0 No valid recipients\r\n"),
+        (b"BDAT 0", b"503 5.5.0 No valid recipients\r\n"),
+        (b"BDAT 0 LAST", b"503 5.5.0 No valid recipients\r\n"),
+        # RFC 2033 4.3: BDAT LAST without a recipient gets no reply at all
+        (b"BDAT 3 LAST\r\nx", b""),
+        (b"BDAT 3 LAST x\r\nx", b"501 5.5.4 Invalid parameters\r\n"),
+        (b"BDAT 3 FIRST\r\nx", b"501 5.5.4 Invalid end marker parameter\r\n"),
         (b"MAIL FROM:<y>", b"503 5.5.0 MAIL already given\r\n"),
         (b"XCLIENT ADDR=1.2.3.4", b"503 5.5.0 XCLIENT not permitted during a mail transaction\r\n"),
     ],
@@ -116,15 +126,14 @@ def test_pipelined_transaction_replies_in_order() -> None:
     assert event.address.encode() == "nobody@example.org"
     server.rcpt_reply(recipient_reply(event.address, 550, "5.1.1", "User doesn't exist: nobody@example.org"),
                       accepted=False)
-    event = server.next_event()
-    assert event == MessageData(b"leading dot\r\nbody\r\n.\r\n")
+    assert message_of(server) == b"leading dot\r\nbody\r\n.\r\n"
     assert server.next_event() is NEED_DATA
     with pytest.raises(RuntimeError):
         server.data_replies([])
     server.data_replies([b"250 2.0.0 <alice@example.org> S Saved\r\n"])
     assert server.next_event() == Closed("Logged out")
     assert server.data_to_send() == (
-        b"250-proxy.test\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
+        b"250-proxy.test\r\n250-8BITMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
         b"250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n"
         b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
         b"550 5.1.1 <nobody@example.org> User doesn't exist: nobody@example.org\r\n"
@@ -140,34 +149,96 @@ def test_empty_message_and_message_in_pieces() -> None:
     server.receive_data(b"DATA\r\n.")
     assert server.next_event() is NEED_DATA
     server.receive_data(b"\r\n")
-    assert server.next_event() == MessageData(b"")
+    assert server.next_event() == MessageEnd()
     server.data_replies([b"250 2.0.0 ok\r\n"])
     server.receive_data(b"MAIL FROM:<>\r\nRCPT TO:<a>\r\n")
     assert isinstance(server.next_event(), RcptTo)
     server.rcpt_reply(b"250 2.1.5 OK\r\n", accepted=True)
     message = b"Subject: x\r\n\r\n" + b"line\r\n" * 50
     server.receive_data(b"DATA\r\n")
+    got = b""
     for i in range(0, len(message), 7):
         server.receive_data(message[i : i + 7])
-        assert server.next_event() is NEED_DATA
+        # handed out as it comes, all but what may be the start of the final dot
+        while isinstance(event := server.next_event(), MessageChunk):
+            got += event.data
+        assert event is NEED_DATA
+        assert len(message[: i + 7]) - len(got) <= 6
     server.receive_data(b".\r\n")
-    assert server.next_event() == MessageData(message)
+    assert got + message_of(server) == message
 
 
-def test_oversized_message_is_refused_after_it_is_read() -> None:
-    server = new_server(max_message_size=100)
-    server.receive_data(b"MAIL FROM:<>\r\nRCPT TO:<a>\r\n")
+def message_of(server: LmtpServer) -> bytes:
+    """The message pieces up to MessageEnd."""
+    data = b""
+    while isinstance(event := server.next_event(), MessageChunk):
+        data += event.data
+    assert event == MessageEnd()
+    return data
+
+
+def accepting_server(**kwargs: object) -> LmtpServer:
+    server = new_server(**kwargs)
+    server.receive_data(b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a>\r\n")
     assert isinstance(server.next_event(), RcptTo)
     server.rcpt_reply(b"250 2.1.5 OK\r\n", accepted=True)
     server.data_to_send()
-    server.receive_data(b"DATA\r\n" + b"x" * 5000 + b"\r\n")
+    return server
+
+
+def test_bdat_chunks_then_last() -> None:
+    server = accepting_server()
+    server.receive_data(b"BDAT 4\r\nab\r\n")
+    assert server.next_event() == MessageChunk(b"ab\r\n")
+    assert server.data_to_send() == b"250 2.0.0 Added 4 octets\r\n"
     assert server.next_event() is NEED_DATA
-    server.receive_data(b"y" * 5000 + b"\r\n.\r\nNOOP\r\n")
+    # octets are taken as they are: no dot-stuffing, CRLF.CRLF is no end, bytes split anywhere
+    server.receive_data(b"bdat 8 last\r\n.\r\n.")
+    assert server.next_event() == MessageChunk(b".\r\n.")
+    assert server.next_event() is NEED_DATA
+    server.receive_data(b"\r\nxyNOOP\r\n")
+    assert message_of(server) == b"\r\nxy"
+    assert server.next_event() is NEED_DATA  # NOOP waits for the replies
+    server.data_replies([b"250 2.0.0 <a> S Saved\r\n"])
+    assert server.next_event() is NEED_DATA
+    assert server.data_to_send() == b"250 2.0.0 <a> S Saved\r\n250 2.0.0 OK\r\n"
+
+
+def test_bdat_zero_last_ends_the_message_and_data_after_bdat_is_refused() -> None:
+    server = accepting_server()
+    server.receive_data(b"BDAT 3\r\nabcDATA\r\nBDAT 0 LAST\r\n")
+    assert server.next_event() == MessageChunk(b"abc")
+    assert message_of(server) == b""
+    assert server.data_to_send() == b"250 2.0.0 Added 3 octets\r\n503 5.5.0 Bad sequence of commands\r\n"
+
+
+def test_a_failed_chunk_fails_the_next_until_rset() -> None:
+    server = accepting_server()
+    # the refused chunk's octets are read and thrown away
+    server.receive_data(b"BDAT 3 LAST x\r\nabcBDAT 2\r\nxyDATA\r\nRSET\r\nBDAT 2\r\nxy")
     assert server.next_event() == TransactionReset()
     assert server.next_event() is NEED_DATA
     assert server.data_to_send() == (
-        b"354 OK\r\n552 5.2.3 Message size exceeds administrative limit\r\n250 2.0.0 OK\r\n"
+        b"501 5.5.4 Invalid parameters\r\n"
+        b"503 5.5.0 Previous data chunk failed, issue RSET first\r\n"
+        b"503 5.5.0 Previous data chunk failed, issue RSET first\r\n"
+        b"250 2.0.0 OK\r\n503 5.5.0 MAIL needed first\r\n"
     )
+    # a size that cannot be read leaves what follows to be read as commands (as lib-smtp does)
+    server = accepting_server()
+    server.receive_data(b"BDAT x\r\nNOOP\r\n")
+    assert server.next_event() is NEED_DATA
+    assert server.data_to_send() == b"501 5.5.4 Invalid chunk size parameter\r\n250 2.0.0 OK\r\n"
+
+
+def test_eof_in_a_chunk_closes() -> None:
+    server = accepting_server()
+    server.receive_data(b"BDAT 10 LAST\r\nabc")
+    assert server.next_event() == MessageChunk(b"abc")
+    server.receive_data(b"")
+    assert server.next_event() == TransactionReset()
+    assert server.next_event() == Closed("Connection closed")
+    assert server.dovecot_state == "DATA"
 
 
 def test_rset_and_lhlo_reset_the_transaction() -> None:
