@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from proxyd.ipc.messages import (
     Who,
     WhoReply,
 )
+from proxyd.ipc.serving import serve_until_stopped
 from proxyd.lmtp.session import LmtpContext, LmtpSession
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.server import apply_proxy_header, connection_info, in_networks
@@ -111,25 +111,17 @@ class LmtpWorker:
             await self.control.send(Status(clients=self.clients, accepting=status[0]))
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
+        async with serve_until_stopped(
+            finished=self._finished, changed=self._changed, stop=self._stop, on_finished=self.on_finished
+        ) as nursery:
             nursery.start_soon(self._control_loop)
-            nursery.start_soon(self._signals, nursery)
             for sock, listener in self.listeners:
                 nursery.start_soon(self._accept_loop, sock, listener, nursery)
             await self._report()
-            while not self._finished():
-                await self._changed.wait()
-            if self.on_finished is not None:
-                self.on_finished()
-            nursery.cancel_scope.cancel()
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async for _ in signals:
-                self.stopping = True
-                await self._report()
-                # a delivery in progress gets a short grace period, like Dovecot's
-                nursery.cancel_scope.deadline = trio.current_time() + 2
+    async def _stop(self) -> None:
+        self.stopping = True
+        await self._report()
 
     async def _accept_loop(
         self, sock: socket.socket, listener: InetListener | UnixListener, nursery: trio.Nursery
@@ -215,8 +207,7 @@ class LmtpWorker:
     async def _command(self, message: Command) -> None:
         match message:
             case Stop():
-                self.stopping = True
-                await self._report()
+                await self._stop()
             case QueueFull() | ServiceFull() | IpLimit() | CacheFlush() | LastLogin():
                 # an MTA is never a pre-login client to displace (a full lmtp service makes
                 # new MTAs wait in the listen queue, as in Dovecot); the cache is the auth's

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from proxyd.ipc.messages import (
     WhoReply,
     WhoRow,
 )
+from proxyd.ipc.serving import serve_until_stopped
 from proxyd.login.access import check_access
 from proxyd.login.haproxy import HaproxyRejected, read_proxy_header
 from proxyd.login.server import apply_proxy_header, connection_info
@@ -156,25 +156,18 @@ class LoginWorker:
     async def run(self) -> None:
         for message in self.control.received_already():  # queued before the fork: before any accept
             await self._command(message)
-        async with trio.open_nursery() as nursery:
+        async with serve_until_stopped(
+            finished=self._finished, changed=self._changed, stop=self._stop, on_finished=self.on_finished
+        ) as nursery:
             nursery.start_soon(self._control_loop)
-            nursery.start_soon(self._signals, nursery)
             for bound in self.listeners:
                 nursery.start_soon(self._accept_loop, bound, nursery)
             await self._report()
-            while not self._finished():
-                await self._changed.wait()
-            if self.on_finished is not None:
-                self.on_finished()
-            nursery.cancel_scope.cancel()
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async for _ in signals:
-                self.stopping = True
-                await self._report()  # with no clients left, run() now returns at once
-                # proxied sessions get a short grace period, like Dovecot's 2 s
-                nursery.cancel_scope.deadline = trio.current_time() + 2
+    async def _stop(self) -> None:
+        """Accept no more (SIGTERM, ``Stop``); with no clients left, run() returns at once."""
+        self.stopping = True
+        await self._report()
 
     def _can_displace(self) -> bool:
         """Full service (the master said so): a new client may displace a pre-login one here.
@@ -322,8 +315,7 @@ class LoginWorker:
     async def _command(self, message: Command) -> None:
         match message:
             case Stop():
-                self.stopping = True
-                await self._report()
+                await self._stop()
             case QueueFull():
                 self._destroy_oldest_prelogin()
             case ServiceFull():

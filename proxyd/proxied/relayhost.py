@@ -22,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Sequence
-from typing import Final, assert_never
+from typing import assert_never
 
 import trio
 
@@ -50,6 +49,7 @@ from proxyd.ipc.messages import (
     WhoReply,
     WhoRow,
 )
+from proxyd.ipc.serving import serve_until_stopped
 from proxyd.proxied.connection import ProxiedConnection
 from proxyd.proxied.handoff import (
     ACCEPTED,
@@ -64,8 +64,6 @@ from proxyd.proxied.proxystate import ProxyState
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
-
-_GRACE: Final = 2.0
 
 
 class RelayHost:
@@ -91,14 +89,12 @@ class RelayHost:
             await self._run()
 
     async def _run(self) -> None:
-        async with trio.open_nursery() as nursery:
+        async with serve_until_stopped(
+            finished=lambda: self.stopping and not self.sessions, changed=self._changed, stop=self._on_sigterm
+        ) as nursery:
             nursery.start_soon(self._control_loop)
-            nursery.start_soon(self._signals, nursery)
             nursery.start_soon(self._accept_loop, nursery)
             await self._report()
-            while not (self.stopping and not self.sessions):
-                await self._changed.wait()
-            nursery.cancel_scope.cancel()
 
     async def _report(self) -> None:
         self._changed.notify()
@@ -106,11 +102,8 @@ class RelayHost:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.control.send(message)
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async for _ in signals:
-                self._stop()
-                nursery.cancel_scope.deadline = trio.current_time() + _GRACE
+    async def _on_sigterm(self) -> None:
+        self._stop()
 
     # ------------------------------------------------------------------ hand-offs
     def _stop(self) -> None:
