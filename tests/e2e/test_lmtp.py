@@ -18,7 +18,9 @@ to Maildirs the tests read.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -429,3 +431,52 @@ def test_service_limits_apply(proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend,
             second.close()
     finally:
         first.close()
+
+
+def _backend_process(backend: LmtpBackend, peer: str) -> int:
+    """The pid of the backend's lmtp process that serves the connection from ``peer``."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{backend.lmtp_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    pids = {int(pid) for line in out.splitlines() if f" {peer}:" in line
+            for pid in re.findall(r"pid=(\d+)", line)}
+    assert len(pids) == 1, out
+    return pids.pop()
+
+
+def test_a_backend_dying_mid_data_fails_only_its_recipients(lmtp_proxy: LmtpProxy) -> None:
+    """No message is lost: the backend that dies while the message streams to it gives its
+    recipient Dovecot's 451 4.4.0, the other backend's recipients are delivered and told so."""
+    line = b"y" * 998 + b"\r\n"
+    message = body("mid-data") + line * (30 * 1024 * 1024 // len(line))
+    with smtplib.LMTP(PROXYD_ADDRESS, lmtp_proxy.port, source_address=(MTA_ADDRESS, 0), timeout=60) as client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("mta@example.net")
+        assert client.rcpt("alice@example.org")[0] == 250
+        assert client.rcpt("bob@example.org")[0] == 250
+        victim = _backend_process(lmtp_proxy.b, PROXYD_ADDRESS)
+        # stopped, it reads nothing: proxyd's sending stalls once the socket buffers are full
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            assert client.docmd("DATA")[0] == 354
+            client.send(message.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+
+            def stalled() -> bool:
+                out = subprocess.run(["ss", "-tnH", "state", "established", f"( sport = :{lmtp_proxy.b.lmtp_port} )"],
+                                     capture_output=True, text=True, check=True).stdout
+                return any(int(row.split()[0]) > 0 for row in out.splitlines())
+
+            wait_until(stalled, timeout=30, what="proxyd sending the message to the stopped backend")
+        finally:
+            os.kill(victim, signal.SIGKILL)  # dies while stopped, mid-message
+        replies = [client.getreply() for _ in range(2)]
+        assert client.noop() == (250, b"2.0.0 OK")
+    assert replies[0][0] == 250
+    assert replies[0][1].startswith(b"2.0.0 <alice@example.org> ")
+    code, text = replies[1]
+    assert code == 451
+    assert re.fullmatch(rb"4\.4\.0 Proxy failed \(connection lost, session=[A-Za-z0-9+/]+:R2\)", text), text
+    (got,) = delivered(lmtp_proxy.a, "alice", "mid-data")
+    assert got.replace(b"\r\n", b"\n").endswith(message.replace(b"\r\n", b"\n"))
+    assert delivered(lmtp_proxy.b, "bob", "mid-data") == []
+    lmtp_proxy.proxyd.wait_for_log(r"rcpt bob@example\.org: <[^>]+:R2>: Failed to send message to "
+                                   rf"<bob@example\.org> at {re.escape(lmtp_proxy.b.address)}:\d+: ")
