@@ -32,6 +32,7 @@ asked for them; ``protocols = imap pop3`` enables POP3) and ``base_dir``
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import ssl
 from collections.abc import Callable, Mapping
@@ -44,6 +45,8 @@ from proxyd.config import hosts
 from proxyd.config import values as v
 from proxyd.log import SYSLOG_FACILITIES, check_login_format
 from proxyd.protocols import registry
+
+_log = logging.getLogger("proxyd.config")
 
 
 class Scope(enum.Enum):
@@ -130,6 +133,58 @@ def parse_lmtp_workarounds(value: str) -> tuple[str, ...]:
         if name not in LMTP_WORKAROUNDS:
             raise v.InvalidValue(f"lmtp_client_workarounds: Unknown workaround: {name}")
     return names
+
+
+#: lib-smtp's ``smtp_capability_names``: what ``submission_backend_capabilities`` may name
+SMTP_CAPABILITIES: Final = (
+    "AUTH", "STARTTLS", "PIPELINING", "SIZE", "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING",
+    "BINARYMIME", "BURL", "DSN", "VRFY", "ETRN", "XCLIENT",
+)  # fmt: skip
+
+
+def parse_backend_capabilities(value: str) -> tuple[str, ...]:
+    """``submission_backend_capabilities`` (``client_parse_backend_capabilities()``).
+
+    Dovecot leaves the setting unset by default and then assumes 8BITMIME only,
+    so the default here is ``8BITMIME``: the same capabilities.  An unknown
+    name is skipped with Dovecot's warning; BINARYMIME brings CHUNKING along.
+    """
+    names: list[str] = []
+    for name in v.split_list(value):
+        upper = name.upper()
+        if upper not in SMTP_CAPABILITIES:
+            _log.warning("Unknown SMTP capability in submission_backend_capabilities: %s", name)
+        elif upper not in names:
+            names.append(upper)
+    if "BINARYMIME" in names and "CHUNKING" not in names:
+        names.append("CHUNKING")
+    return tuple(names)
+
+
+SUBMISSION_WORKAROUNDS: Final = (
+    "whitespace-before-path", "mailbox-for-path", "implicit-auth-external", "exotic-backend",
+)  # fmt: skip
+
+
+def parse_submission_workarounds(value: str) -> tuple[str, ...]:
+    """``submission_client_workarounds``: Dovecot's names, any case, space or comma separated.
+
+    The first two concern the submission service after login (submission-login
+    accepts and ignores them, as Dovecot's does); ``implicit-auth-external``
+    (MAIL before AUTH as an EXTERNAL login) is not implemented yet.
+    """
+    names: list[str] = []
+    for name in v.split_list(value):
+        lowered = name.lower()
+        if lowered not in SUBMISSION_WORKAROUNDS:
+            raise v.InvalidValue(f"submission_client_workarounds: Unknown workaround: {name}")
+        if lowered == "implicit-auth-external":
+            raise v.InvalidValue(
+                "submission_client_workarounds: workaround 'implicit-auth-external' is not supported yet"
+            )
+        if lowered not in names:
+            names.append(lowered)
+    return tuple(names)
 
 
 def check_protocols(protocols: tuple[str, ...]) -> None:
@@ -388,6 +443,12 @@ _TOP_SPECS: Final = (
     _str("imap_capability", _T),
     # the name in SMTP-style greetings and LHLO replies ("" = the system's host name)
     _str("hostname", _T),
+    # what submission-login's EHLO reply promises of the backends (their own EHLO comes later)
+    _spec(
+        "submission_backend_capabilities", _T, parse_backend_capabilities, " ".join, "8BITMIME"
+    ),
+    _spec("submission_max_mail_size", _T, v.parse_size, v.format_size, "0"),
+    _spec("submission_client_workarounds", _T, parse_submission_workarounds, " ".join, ""),
     _bool("lmtp_proxy", _T, "no"),
     _bool("lmtp_add_received_header", _T, "yes"),
     _spec(
@@ -608,8 +669,8 @@ DOVECOT_TOP: Final = _names(
     sendmail_path
     ssl_client_require_valid_cert ssl_crypto_device
     state_dir stats_http_rawlog_dir stats_writer_socket_path
-    submission_client_workarounds submission_host submission_logout_format
-    submission_max_mail_size submission_max_recipients submission_relay_command_timeout
+    submission_host submission_logout_format
+    submission_max_recipients submission_relay_command_timeout
     submission_relay_connect_timeout submission_relay_host submission_relay_master_user
     submission_relay_max_idle_time submission_relay_password submission_relay_port
     submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
@@ -698,7 +759,8 @@ FILTER_LOGIN: Final = frozenset(
      "login_proxy_timeout", "login_proxy_max_reconnects", "ssl_dh", "ssl_cipher_list",
      "ssl_alt_cert", "ssl_alt_key", "ssl_key_password",
      "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
-     "verbose_ssl", "login_log_format_elements", "login_log_format"}
+     "verbose_ssl", "login_log_format_elements", "login_log_format",
+     "submission_backend_capabilities", "submission_max_mail_size", "submission_client_workarounds"}
 )  # fmt: skip
 FILTER_AUTH: Final = frozenset(
     {"auth_mechanisms", "auth_username_chars", "auth_username_translation",

@@ -333,6 +333,11 @@ class Settings:
     imap_id_retain: bool = False
     #: LHLO/greeting name ("" = the system's host name, see ``my_hostname()``)
     hostname: str = ""
+    #: submission-login's EHLO: the backends' capabilities it may promise (Dovecot's default
+    #: "unset" means 8BITMIME only), SIZE's value (0: SIZE without one), the workarounds
+    submission_backend_capabilities: tuple[str, ...] = ("8BITMIME",)
+    submission_max_mail_size: int = 0
+    submission_client_workarounds: tuple[str, ...] = ()
     lmtp_proxy: bool = False
     lmtp_add_received_header: bool = True
     #: the Received: header's "for": none, final (the RCPT address) or original (its ORCPT)

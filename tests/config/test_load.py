@@ -266,6 +266,33 @@ def test_lmtp_settings(load: Load) -> None:
         2, "setting 'lmtp_verbose_replies' is not supported yet")
 
 
+def test_submission_settings(load: Load, caplog: pytest.LogCaptureFixture) -> None:
+    settings = load(
+        f"{NO_SSL}protocols = submission\n"
+        "submission_backend_capabilities = 8bitmime, BINARYMIME dsn\n"
+        "submission_max_mail_size = 40M\n"
+        "submission_client_workarounds = exotic-backend,Whitespace-Before-Path\n"
+    )
+    assert settings.submission_backend_capabilities == ("8BITMIME", "BINARYMIME", "DSN", "CHUNKING")
+    assert settings.submission_max_mail_size == 40 * 1024 * 1024
+    assert settings.submission_client_workarounds == ("exotic-backend", "whitespace-before-path")
+    # unset is Dovecot's "8BITMIME only"; empty is no capability at all
+    assert load(NO_SSL).submission_backend_capabilities == ("8BITMIME",)
+    assert load(f"{NO_SSL}submission_backend_capabilities =\n").submission_backend_capabilities == ()
+    with caplog.at_level(logging.WARNING, logger="proxyd.config"):
+        assert load(f"{NO_SSL}submission_backend_capabilities = SMTPUTF8 DSN\n").submission_backend_capabilities == (
+            "DSN",
+        )
+    assert "Unknown SMTP capability in submission_backend_capabilities: SMTPUTF8" in caplog.text
+    assert load_error(load, f"{NO_SSL}submission_client_workarounds = foo\n") == (
+        2, "submission_client_workarounds: Unknown workaround: foo")
+    assert load_error(load, f"{NO_SSL}submission_client_workarounds = implicit-auth-external\n") == (
+        2, "submission_client_workarounds: workaround 'implicit-auth-external' is not supported yet")
+    blocks = load(f"{NO_SSL}protocols = submission\nprotocol submission {{\n  submission_max_mail_size = 1k\n}}\n")
+    assert blocks.submission_max_mail_size == 0
+    assert [block.values for block in blocks.filters] == [(("submission_max_mail_size", 1024),)]
+
+
 def test_protocols_judged_on_the_final_value(load: Load) -> None:
     """Debian's protocols.d: each file adds one with ``$protocols``; the last value counts."""
     text = "protocols = imap\nprotocols = $protocols sieve\nprotocols = $protocols submission lmtp\n"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import smtplib
 import ssl
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from tests.fixtures.proxyd import (
     write_passwd_file,
 )
 from tests.fixtures.tls import TlsFiles
+from tests.helpers.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
 
@@ -264,3 +267,55 @@ def test_long_xclient_is_split(running: ProxydProcess, mail_backend_a: SieveSubm
     mail_backend_a.dovecot.wait_for_log(
         r"submission-login: Info: Login: user=<alice>, method=PLAIN, rip=" + client_address(40)
     )
+
+
+# -- proxy_noauth and what the EHLO reply promises ----------------------------------------------
+
+
+@pytest.fixture
+def noauth_backends(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend
+) -> Iterator[tuple[ProxydProcess, SmtpSink]]:
+    """proxyd in front of Dovecot and of an MTA that takes XCLIENT LOGIN= (as Postfix does)."""
+    with SmtpSink(mail_backend_a.address, extensions=("XCLIENT ADDR PORT HELO PROTO LOGIN",)) as mta:
+        entries = [
+            PasswdEntry("nina", "{PLAIN}ninapw", proxy_fields(mail_backend_a.address, mail_backend_a.submission_port,
+                                                              proxy_noauth=None)),
+            PasswdEntry("otto", "{PLAIN}ottopw", proxy_fields(mta.address, mta.port, proxy_noauth=None)),
+        ]
+        passwd = write_passwd_file(proxyd.workdir / "noauth-users", entries)
+        config = submission_config(proxyd, passwd)
+        config.set(submission_backend_capabilities="8BITMIME DSN", submission_max_mail_size="10M")
+        yield proxyd.start(config), mta
+
+
+def test_proxy_noauth(noauth_backends: tuple[ProxydProcess, SmtpSink], mail_backend_a: SieveSubmissionBackend) -> None:
+    running, mta = noauth_backends
+    with connect(running, 41) as client:
+        client.ehlo("client.example")
+        assert client.login("otto", "ottopw") == (235, b"2.7.0 Logged in.")
+        client.send_message(message("otto@example.org", "noauth"))
+    commands = mta.commands
+    assert not any(line.upper().startswith(b"AUTH") for line in commands), commands
+    (xclient,) = [line for line in commands if line.startswith(b"XCLIENT ")]
+    # only what the MTA offers (no TTL, SESSION), LOGIN= because of proxy_noauth
+    pattern = rf"XCLIENT HELO=client\.example PROTO=ESMTP LOGIN=otto PORT=\d+ ADDR={re.escape(client_address(41))}"
+    assert re.fullmatch(pattern.encode(), xclient), xclient
+    assert any(b"noauth" in m.data for m in mta.messages)
+    # a Dovecot backend takes no XCLIENT LOGIN=: without AUTH it still wants one (as behind Dovecot)
+    with connect(running, 42) as client:
+        client.ehlo("client.example")
+        assert client.login("nina", "ninapw") == (235, b"2.7.0 Logged in.")
+        assert client.mail("nina@example.org") == (530, b"5.7.0 Authentication required.")
+    mail_backend_a.dovecot.wait_for_log(rf"submission-login: Info: Disconnected.*rip={client_address(42)}")
+
+
+def test_ehlo_promises_the_configured_backend_capabilities(noauth_backends: tuple[ProxydProcess, SmtpSink]) -> None:
+    running, _ = noauth_backends
+    with connect(running, 43) as client:
+        code, text = client.ehlo("client.example")
+    assert code == 250
+    assert text.decode().split("\n") == [
+        HOSTNAME, "8BITMIME", "AUTH PLAIN LOGIN", "BURL imap", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES",
+        f"SIZE {10 * 1024 * 1024}", "STARTTLS", "PIPELINING",
+    ]

@@ -1,7 +1,10 @@
 """A tiny SMTP server that accepts every message and keeps it (the relay MTA behind a test backend).
 
 Dovecot's submission service relays what a client submits to ``submission_relay_host``;
-pointing that at a sink on loopback lets a test see which backend relayed what.
+pointing that at a sink on loopback lets a test see which backend relayed what.  With
+``extensions`` (say ``XCLIENT ADDR LOGIN``) it also stands in for an MTA such as
+Postfix behind a proxy: it offers them in its EHLO reply, answers XCLIENT with a
+new greeting, and keeps every command line it was sent (``commands``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class SinkMessage:
 @dataclass
 class _State:
     messages: list[SinkMessage] = field(default_factory=list)
+    commands: list[bytes] = field(default_factory=list)
+    extensions: tuple[str, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -39,9 +44,14 @@ class _Handler(socketserver.StreamRequestHandler):
         self._reply("220 sink.test ESMTP sink")
         mail_from, rcpts = "", []
         while line := self.rfile.readline(65536):
+            with self.server.state.lock:
+                self.server.state.commands.append(line.rstrip(b"\r\n"))
             verb = line.strip().split(b" ", 1)[0].upper()
             if verb in (b"EHLO", b"LHLO"):
-                self._reply("250-sink.test\r\n250-8BITMIME\r\n250 PIPELINING")
+                extra = "".join(f"250-{name}\r\n" for name in self.server.state.extensions)
+                self._reply(f"250-sink.test\r\n{extra}250-8BITMIME\r\n250 PIPELINING")
+            elif verb == b"XCLIENT" and self.server.state.extensions:
+                self._reply("220 sink.test ESMTP sink")
             elif verb == b"HELO":
                 self._reply("250 sink.test")
             elif verb == b"MAIL":
@@ -79,9 +89,9 @@ class _Server(socketserver.ThreadingTCPServer):
 class SmtpSink:
     """``with SmtpSink(address) as sink: ... sink.messages``"""
 
-    def __init__(self, address: str, port: int = 0) -> None:
+    def __init__(self, address: str, port: int = 0, *, extensions: tuple[str, ...] = ()) -> None:
         self._server = _Server((address, port), _Handler)
-        self._server.state = _State()
+        self._server.state = _State(extensions=extensions)
         self.address, self.port = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -90,6 +100,12 @@ class SmtpSink:
     def messages(self) -> list[SinkMessage]:
         with self._server.state.lock:
             return list(self._server.state.messages)
+
+    @property
+    def commands(self) -> list[bytes]:
+        """Every command line received so far, without its line break."""
+        with self._server.state.lock:
+            return list(self._server.state.commands)
 
     def close(self) -> None:
         self._server.shutdown()

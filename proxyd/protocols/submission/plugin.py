@@ -21,7 +21,12 @@ from proxyd.protocols.submission.server import SubmissionLoginServer
 
 
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
-    options = SubmissionOptions(hostname=settings.hostname or socket.gethostname())
+    options = SubmissionOptions(
+        hostname=settings.hostname or socket.gethostname(),
+        backend_capabilities=frozenset(settings.submission_backend_capabilities),
+        max_mail_size=settings.submission_max_mail_size,
+        exotic_backend="exotic-backend" in settings.submission_client_workarounds,
+    )
     return SubmissionLoginServer(policy, options)
 
 

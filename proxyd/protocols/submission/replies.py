@@ -27,8 +27,6 @@ OK: Final = b"250 2.0.0 OK\r\n"
 XCLIENT_UNTRUSTED: Final = b"550 5.7.14 You are not from trusted IP\r\n"
 BYE: Final = b"221 2.0.0 Bye\r\n"
 STARTTLS_BEGIN: Final = b"220 2.0.0 Begin TLS negotiation now.\r\n"
-#: what Dovecot's submission-login assumes of its backends (``submission_backend_capabilities`` unset)
-BACKEND_EXTENSIONS: Final = ("8BITMIME",)
 
 
 def reply(code: int, enhanced: str, text: str) -> bytes:
@@ -38,6 +36,11 @@ def reply(code: int, enhanced: str, text: str) -> bytes:
 @dataclass(frozen=True, slots=True)
 class SubmissionOptions:
     hostname: str = "localhost"  # ``hostname``: the greeting and EHLO name
+    #: ``submission_backend_capabilities`` (Dovecot's default: 8BITMIME only)
+    backend_capabilities: frozenset[str] = frozenset({"8BITMIME"})
+    max_mail_size: int = 0  # ``submission_max_mail_size``: SIZE's value (0: none)
+    #: ``submission_client_workarounds = exotic-backend``: promise only what the backends have
+    exotic_backend: bool = False
 
 
 def greeting(policy: LoginPolicy, options: SubmissionOptions) -> bytes:
@@ -46,14 +49,43 @@ def greeting(policy: LoginPolicy, options: SubmissionOptions) -> bytes:
 
 
 def ehlo_reply(policy: LoginPolicy, options: SubmissionOptions) -> bytes:
-    """Dovecot's ``cmd_helo_reply()`` before login (the default backend capabilities)."""
-    lines = [options.hostname, *BACKEND_EXTENSIONS]
+    """Dovecot's ``cmd_helo_reply()``: what the session will offer once the backend has it.
+
+    The extensions the submission service adds of its own (BURL, CHUNKING,
+    ENHANCEDSTATUSCODES, SIZE, PIPELINING) are promised unless
+    ``exotic-backend`` says to promise only what the backends have.
+    """
+    caps = options.backend_capabilities
+    exotic = options.exotic_backend
+
+    def have(name: str) -> bool:
+        return not exotic or name in caps
+
+    lines = [options.hostname]
+    if "8BITMIME" in caps:
+        lines.append("8BITMIME")
     if policy.secured or policy.ssl != "required":
-        lines.append(" ".join(("AUTH", *policy.advertised_mechanisms())))
-    lines += ["BURL imap", "CHUNKING", "ENHANCEDSTATUSCODES", "SIZE"]
+        lines.append("AUTH " + " ".join(policy.advertised_mechanisms()))
+    if "BINARYMIME" in caps and "CHUNKING" in caps:
+        lines.append("BINARYMIME")
+    if have("BURL"):
+        lines.append("BURL imap")
+    if have("CHUNKING"):
+        lines.append("CHUNKING")
+    if "DSN" in caps:
+        lines.append("DSN")
+    if have("ENHANCEDSTATUSCODES"):
+        lines.append("ENHANCEDSTATUSCODES")
+    if options.max_mail_size > 0:
+        lines.append(f"SIZE {options.max_mail_size}")
+    elif have("SIZE"):
+        lines.append("SIZE")
     if policy.tls_available and not policy.tls_active:
         lines.append("STARTTLS")
-    lines.append("PIPELINING")
+    if have("PIPELINING"):
+        lines.append("PIPELINING")
+    if "VRFY" in caps:
+        lines.append("VRFY")
     if policy.trusted:
         lines.append(" ".join(("XCLIENT", *OFFERED)))
     out = [f"250-{line}\r\n" for line in lines[:-1]] + [f"250 {lines[-1]}\r\n"]

@@ -312,3 +312,25 @@ def test_backend_noauth() -> None:
     s = backend(replace(params, not_trusted=True))
     s.recv(b"220 b\r\n").take()
     s.recv(b"250 b\r\n").expect(BackendLoggedIn(b"235 2.7.0 Logged in.\r\n"))
+
+
+def test_ehlo_follows_backend_capabilities_and_workarounds() -> None:
+    # submission_backend_capabilities: only 8BITMIME/BINARYMIME/DSN/VRFY need the backends' word
+    options = replace(
+        OPTIONS, backend_capabilities=frozenset({"BINARYMIME", "CHUNKING", "DSN", "VRFY"}), max_mail_size=1024
+    )
+    s = Script(SubmissionLoginServer(OPEN, options))
+    s.recv(b"EHLO c\r\n").expect(
+        b"250-proxy.test\r\n250-AUTH PLAIN LOGIN\r\n250-BINARYMIME\r\n250-BURL imap\r\n250-CHUNKING\r\n"
+        b"250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-SIZE 1024\r\n250-STARTTLS\r\n250-PIPELINING\r\n250 VRFY\r\n"
+    )
+    # exotic-backend: nothing the backends were not said to have
+    exotic = replace(OPTIONS, backend_capabilities=frozenset({"SIZE", "PIPELINING"}), exotic_backend=True)
+    s = Script(SubmissionLoginServer(OPEN, exotic))
+    s.recv(b"EHLO c\r\n").expect(
+        b"250-proxy.test\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+    )
+    # no mechanism allowed yet: lib-smtp still writes the keyword and its space
+    s = Script(SubmissionLoginServer(LoginPolicy(mechanisms=("PLAIN",)), OPTIONS))
+    s.recv(b"EHLO c\r\n")
+    assert b"250-AUTH \r\n" in s.output
