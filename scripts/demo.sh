@@ -18,9 +18,10 @@
 #   postgres   127.0.0.4  PostgreSQL 5432, database mail: sql/pgsql.sql and
 #                         sql/pgsql-demo-cluster.sql (table cluster_accounts)
 #
-# Both proxyd nodes run from byte-identical copies of demo/proxyd.conf and
-# demo/dovecot-sql.conf.ext, the files docker-compose.yml mounts; what differs
-# per node comes from the environment (see demo/proxyd.conf).  The database
+# Both proxyd nodes run from byte-identical copies of demo/proxyd.conf,
+# demo/dovecot-sql.conf.ext and demo/passdb-sql.conf (as passdb.conf), the files
+# docker-compose.yml mounts; what differs per node comes from the environment
+# (see demo/proxyd.conf).  The database
 # password is random, made at start, and kept in $PROXYD_DEMO_DIR/secrets.
 #
 # Environment: PROXYD_DEMO_DIR (default /tmp/proxyd-demo) holds all state
@@ -281,12 +282,14 @@ run_node() {
 }
 
 # start_proxyd NODE ADDRESS: the node's etc/ holds unchanged copies of
-# demo/proxyd.conf and demo/dovecot-sql.conf.ext, tls/, and the connect line
+# demo/proxyd.conf, demo/dovecot-sql.conf.ext and (as passdb.conf)
+# demo/passdb-sql.conf, tls/, and the connect line
 # for this form of the demo (docker-compose.yml: demo/docker/pgsql-connect.conf.ext).
 start_proxyd() {
     local name=$1 address=$2 dir="$DEMO_DIR/$1" pid port
     mkdir -p "$dir/etc/tls" "$dir/run"
     cp "$REPO_ROOT/demo/proxyd.conf" "$REPO_ROOT/demo/dovecot-sql.conf.ext" "$dir/etc/"
+    cp "$REPO_ROOT/demo/passdb-sql.conf" "$dir/etc/passdb.conf"
     printf '%s\n' "# scripts/demo.sh: the local twin's database (password: PGPASSWORD)" \
         "connect = host=$PG_ADDRESS port=$PG_PORT dbname=mail user=proxyd connect_timeout=3 sslmode=disable" \
         >"$dir/etc/pgsql-connect.conf.ext"
@@ -393,7 +396,7 @@ Move alice to backend-b (the walkthrough in README.md):
   $demo proxyctl a who; $demo proxyctl b auth test alice alicepw
   $demo stop-backend backend-b; $demo start-backend backend-b
 
-Configuration: $DEMO_DIR/proxyd-{a,b}/etc (copies of demo/proxyd.conf and demo/dovecot-sql.conf.ext)
+Configuration: $DEMO_DIR/proxyd-{a,b}/etc (copies of demo/proxyd.conf, demo/dovecot-sql.conf.ext and demo/passdb-sql.conf)
 Logs:          $DEMO_DIR/proxyd-{a,b}/proxyd.log, $DEMO_DIR/backend-{a,b}/dovecot.log, $PG_DIR/postgres.log
 Stop:          $demo stop
 EOT

@@ -106,9 +106,11 @@ def test_both_nodes_mount_the_files_the_twin_copies(compose: dict[str, Any]) -> 
     script = DEMO_SH.read_text()
     # the twin's copies, byte for byte
     assert 'cp "$REPO_ROOT/demo/proxyd.conf" "$REPO_ROOT/demo/dovecot-sql.conf.ext"' in script
+    assert 'cp "$REPO_ROOT/demo/passdb-sql.conf" "$dir/etc/passdb.conf"' in script
     for node in NODES:
         mounts = _bind_mounts(_service(compose, node))
         assert mounts["/etc/proxyd/proxyd.conf"] == "demo/proxyd.conf"
+        assert mounts["/etc/proxyd/passdb.conf"] == "demo/passdb-sql.conf"
         assert mounts["/etc/proxyd/dovecot-sql.conf.ext"] == "demo/dovecot-sql.conf.ext"
         # the form-specific connect line that dovecot-sql.conf.ext includes
         assert mounts["/etc/proxyd/pgsql-connect.conf.ext"] == "demo/docker/pgsql-connect.conf.ext"
@@ -261,6 +263,7 @@ def test_mariadb_profile_is_a_third_node_on_the_same_table(compose: dict[str, An
     assert "postgres" not in node["depends_on"]
     mounts = _bind_mounts(node)
     assert mounts["/etc/proxyd/proxyd.conf"] == "demo/proxyd.conf"
+    assert mounts["/etc/proxyd/passdb.conf"] == "demo/passdb-sql.conf"
     ext = (REPO_ROOT / mounts["/etc/proxyd/dovecot-sql.conf.ext"]).read_text()
     assert "driver = mysql" in ext.splitlines()
     assert "!include mysql-connect.conf.ext" in ext.splitlines()
@@ -454,16 +457,14 @@ def test_openldap_profile_is_a_third_node_with_the_shared_settings(
     assert node["depends_on"]["openldap"]["condition"] == "service_healthy"
     assert "postgres" not in node["depends_on"]
     mounts = _bind_mounts(node)
-    # demo/proxyd.conf but for the passdb and the protocols
-    ldap_conf = _settings_without_comments(
-        (REPO_ROOT / mounts["/etc/proxyd/proxyd.conf"]).read_text()
+    # demo/proxyd.conf, with a passdb.conf that holds only what differs
+    assert mounts["/etc/proxyd/proxyd.conf"] == "demo/proxyd.conf"
+    assert "!include passdb.conf" in _settings_without_comments(PROXYD_CONF.read_text())
+    ldap_passdb = _settings_without_comments(
+        (REPO_ROOT / mounts["/etc/proxyd/passdb.conf"]).read_text()
     )
-    shared = _settings_without_comments(PROXYD_CONF.read_text())
-    assert [line for line in shared if line not in ldap_conf] == [
-        "protocols = imap pop3", "  driver = sql", "  args = dovecot-sql.conf.ext",
-    ]  # fmt: skip
-    assert [line for line in ldap_conf if line not in shared] == [
-        "protocols = imap", "  driver = ldap", "  args = dovecot-ldap.conf.ext",
+    assert ldap_passdb == [
+        "passdb {", "  driver = ldap", "  args = dovecot-ldap.conf.ext", "}", "protocols = imap",
     ]  # fmt: skip
     ext = (REPO_ROOT / mounts["/etc/proxyd/dovecot-ldap.conf.ext"]).read_text()
     assert "!include ldap-dnpass.conf.ext" in ext.splitlines()
