@@ -319,3 +319,22 @@ def test_ehlo_promises_the_configured_backend_capabilities(noauth_backends: tupl
         HOSTNAME, "8BITMIME", "AUTH PLAIN LOGIN", "BURL imap", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES",
         f"SIZE {10 * 1024 * 1024}", "STARTTLS", "PIPELINING",
     ]
+
+
+def test_too_many_bad_commands(running: ProxydProcess) -> None:
+    with connect(running, 44) as client:
+        client.ehlo("client.example")
+        for _ in range(5):
+            assert client.docmd("FOO") == (500, b"5.5.1 Unknown command")
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.1") == (550, b"5.7.14 You are not from trusted IP")
+        for _ in range(10):
+            assert client.docmd("BAR")[0] == 500
+        # the eleventh in a row: its reply, then the goodbye and the close
+        assert client.docmd("AUTH") == (501, b"5.5.4 Missing SASL mechanism parameter")
+        assert client.getreply() == (421, f"4.7.0 {HOSTNAME} Too many invalid commands.".encode())
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.getreply()
+    running.wait_for_log(
+        r"submission-login: Info: Disconnected: Too many invalid commands\. \(no auth attempts in \d+ secs\): "
+        rf"user=<>, rip={re.escape(client_address(44))}"
+    )

@@ -20,6 +20,7 @@ from proxyd.protocols.texts import (
 
 AUTH_REQUIRED: Final = b"530 5.7.0 Authentication required.\r\n"
 UNKNOWN_COMMAND: Final = b"500 5.5.1 Unknown command\r\n"
+INVALID_SYNTAX: Final = b"500 5.5.2 Invalid command syntax\r\n"
 INVALID_PARAMETERS: Final = b"501 5.5.4 Invalid parameters\r\n"
 MISSING_HOSTNAME: Final = b"501 Missing hostname\r\n"
 MISSING_MECHANISM: Final = b"501 5.5.4 Missing SASL mechanism parameter\r\n"

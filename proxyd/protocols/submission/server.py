@@ -19,7 +19,15 @@ greeting is ``220 <hostname> <login_greeting>``; commands are lines:
   as lib-smtp does.  Anyone else gets ``550 5.7.14 You are not from trusted IP``;
 * everything a session does after login (``MAIL``, ``RCPT``, ``DATA``, ``BDAT``,
   ``VRFY``, ...) is ``530 5.7.0 Authentication required.``, anything else
-  ``500 5.5.1 Unknown command``.
+  ``500 5.5.1 Unknown command``; a line lib-smtp's parser refuses (a name that
+  is not letters, a second space after it, control characters or broken UTF-8
+  in the parameters) ``500 5.5.2 Invalid command syntax``.
+
+Bad commands are counted as lib-smtp counts them: every reply 500, 501 or 503
+(whatever the command) adds one, any other reply starts the count again; the
+reply that takes the count past ten (submission-login's
+``CLIENT_MAX_BAD_COMMANDS``) is followed by ``421 4.7.0 <hostname> Too many
+invalid commands.`` and the end of the session.
 """
 
 from __future__ import annotations
@@ -62,6 +70,18 @@ from proxyd.protocols.xclient import decode_forward
 #: lib-smtp's command line limit (``SMTP_BASE_LINE_LENGTH_LIMIT`` plus room for AUTH's response)
 MAX_LINE: Final = 4096
 MAX_AUTH_LINE: Final = 8192
+#: submission-login's ``CLIENT_MAX_BAD_COMMANDS``: more bad commands in a row end the session
+MAX_BAD_COMMANDS: Final = 10
+#: lib-smtp's ``SMTP_COMMAND_PARSER_MAX_COMMAND_LENGTH``
+MAX_COMMAND_NAME: Final = 32
+#: replies that count as a bad command (``smtp_server_command_submit_reply()``)
+_BAD_REPLIES: Final = (b"500", b"501", b"503")
+#: the ``421`` enhanced code of a driver's goodbye, by its text (``submission_client_notify_disconnect()``)
+_GOODBYE_CODES: Final = {
+    "Disconnected for inactivity.": "4.4.2",
+    "Disconnected for inactivity during authentication.": "4.4.2",
+    "Server shutting down.": "4.3.2",
+}
 #: commands of a logged-in session
 _NEED_AUTH: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "BURL", "VRFY", "EXPN", "ETRN"})
 
@@ -89,6 +109,7 @@ class SubmissionLoginServer(LoginEngineBase):
         self._proxy_helo: str | None = None
         self._proxy_proto: str | None = None
         self.proxy_login: str | None = None
+        self._bad_counter = 0
         self._out += replies.greeting(policy, options)
 
     # -- driver API ------------------------------------------------------
@@ -128,11 +149,13 @@ class SubmissionLoginServer(LoginEngineBase):
         self._old_smtp = False
 
     def close(self, text: str | None = None) -> None:
-        """Driver-initiated disconnect: ``421 4.3.2 <text>`` (if given)."""
+        """Driver-initiated disconnect: ``421 <code> <hostname> <text>`` (if given), as
+        lib-smtp's ``smtp_server_connection_terminate()`` words it."""
         if self._state is State.CLOSED:
             return
         if text is not None:
-            self._out += reply(421, "4.3.2", text)
+            code = _GOODBYE_CODES.get(text, "4.0.0")
+            self._out += reply(421, code, f"{self._options.hostname} {text}")
         self._transition(Trigger.CLOSE)
 
     # -- plumbing ----------------------------------------------------------
@@ -157,13 +180,39 @@ class SubmissionLoginServer(LoginEngineBase):
 
     # -- commands ----------------------------------------------------------
 
+    def _end_auth(self, reply_bytes: bytes) -> None:
+        super()._end_auth(reply_bytes)
+        self._count_reply(reply_bytes)
+
+    def _count_reply(self, reply_bytes: bytes) -> None:
+        """lib-smtp's consecutive bad-command limit, after a command's reply."""
+        if reply_bytes[:3] in _BAD_REPLIES:
+            self._bad_counter += 1
+        else:
+            self._bad_counter = 0
+        if self._bad_counter > MAX_BAD_COMMANDS:
+            text = "Too many invalid commands."
+            self._out += reply(421, "4.7.0", f"{self._options.hostname} {text}")
+            self._transition(Trigger.CLOSE)
+            self._events.append(Close(text))
+
     def _handle_input(self) -> bool:
         line = self._next_line()
         if line is None:
             return False
-        verb, _, args = line.partition(b" ")
-        name = verb.decode("latin-1").upper()
-        args = args.strip(b" ")
+        start = len(self._out)
+        self._execute(line)
+        if self._state is State.NOT_AUTHENTICATED:
+            # an AUTH exchange is counted when it ends (_end_auth)
+            self._count_reply(bytes(self._out[start : start + 3]))
+        return self._state is State.NOT_AUTHENTICATED
+
+    def _execute(self, line: bytes) -> None:
+        command = _parse_command(line)
+        if command is None:
+            self._out += replies.INVALID_SYNTAX
+            return
+        name, args = command
         if name in ("EHLO", "HELO"):
             self._cmd_hello(name, args)
         elif name == "AUTH":
@@ -181,7 +230,6 @@ class SubmissionLoginServer(LoginEngineBase):
             self._out += replies.AUTH_REQUIRED
         else:
             self._out += replies.UNKNOWN_COMMAND
-        return self._state is State.NOT_AUTHENTICATED
 
     def _cmd_hello(self, name: str, args: bytes) -> None:
         domain = args.split(b" ", 1)[0]
@@ -285,8 +333,9 @@ class SubmissionLoginServer(LoginEngineBase):
         self._auth_response.clear()
         self._awaiting_response = False
         if line == b"*":
-            self._end_auth(reply(501, "5.5.2", AUTH_ABORTED_MSG))
+            # the event first: the reply may end the session (too many bad commands)
             self._events.append(AuthAborted())
+            self._end_auth(reply(501, "5.5.2", AUTH_ABORTED_MSG))
             return
         if not is_base64_text(line):
             self._refuse_response(reply(535, "5.7.8", INVALID_BASE64_RESPONSE_MSG), INVALID_BASE64_RESPONSE_MSG)
@@ -300,7 +349,36 @@ class SubmissionLoginServer(LoginEngineBase):
         self._events.append(AuthContinue(decoded))
 
     def _refuse_response(self, line: bytes, text: str) -> None:
-        self._end_auth(line)
         self._events.append(
             AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
         )
+        self._end_auth(line)
+
+
+def _is_textstr(params: bytes) -> bool:
+    """lib-smtp's parameter bytes: HT, SP, printable ASCII and valid UTF-8 beyond it."""
+    try:
+        text = params.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(char == "\t" or " " <= char < "\x7f" or char >= "\x80" for char in text)
+
+
+def _parse_command(line: bytes) -> tuple[str, bytes] | None:
+    """lib-smtp's ``smtp_command_parse_line()``: (upper-case name, parameters), or None
+    when it would answer ``Invalid command syntax``."""
+    end = 0
+    while end < len(line) and (0x41 <= line[end] <= 0x5A or 0x61 <= line[end] <= 0x7A):
+        end += 1
+    if end > MAX_COMMAND_NAME:
+        return None
+    name = line[:end].decode("ascii").upper()
+    rest = line[end:]
+    if not rest:
+        return name, b""
+    if rest[:1] != b" ":
+        return None
+    params = rest[1:].rstrip(b" \t")  # trailing white space is tolerated
+    if params.startswith(b" ") or not _is_textstr(params):
+        return None
+    return name, params

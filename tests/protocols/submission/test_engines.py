@@ -334,3 +334,53 @@ def test_ehlo_follows_backend_capabilities_and_workarounds() -> None:
     s = Script(SubmissionLoginServer(LoginPolicy(mechanisms=("PLAIN",)), OPTIONS))
     s.recv(b"EHLO c\r\n")
     assert b"250-AUTH \r\n" in s.output
+
+
+def test_too_many_bad_commands() -> None:
+    s = Script(server())
+    # 500/501/503 count; any other reply starts the count again
+    s.recv(b"FOO\r\n" * 10 + b"NOOP\r\n")
+    assert s.output.count(b"500 5.5.1 Unknown command\r\n") == 10
+    s.output = b""
+    s.recv(b"FOO\r\nAUTH\r\nHELO\r\n1X\r\nNOOP  x\r\nMAIL\x00\r\nXCLIENT ADDR=1.2.3.4\r\nFOO\r\n")
+    assert b"421" not in s.output  # 550 (not trusted) reset the count
+    s.output = b""
+    s.recv(b"FOO\r\n" * 9)
+    assert s.events == []
+    s.output = b""
+    s.recv(b"BAR\r\nNOOP\r\n").expect(
+        b"500 5.5.1 Unknown command\r\n421 4.7.0 proxy.test Too many invalid commands.\r\n",
+        Close("Too many invalid commands."),
+    )
+    assert s.engine.state == "CLOSED"
+
+
+def test_bad_command_syntax_and_auth_replies_count() -> None:
+    s = Script(server())
+    s.recv(b"1X\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
+    s.recv(b"NOOP  x\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
+    s.recv(b"NOOP x\x01\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
+    s.recv(b"NOOP \xff\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
+    s.recv(b"noop \xc3\xa4 \t\r\n").expect(b"250 2.0.0 OK\r\n")
+    s.recv(b"X" * 33 + b"\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
+    # an aborted AUTH (501) counts when the exchange ends
+    for _ in range(9):
+        s.recv(b"QQQ\r\n")
+    s.output = b""
+    s.recv(b"AUTH LOGIN\r\n").expect(AuthBegin("LOGIN", None))
+    s.do("sasl_challenge", b"Username:").expect(b"334 VXNlcm5hbWU6\r\n")
+    s.recv(b"*\r\n").expect(
+        b"501 5.5.2 Authentication aborted by client.\r\n421 4.7.0 proxy.test Too many invalid commands.\r\n",
+        AuthAborted(),
+        Close("Too many invalid commands."),
+    )
+
+
+def test_goodbye_texts() -> None:
+    for text, code in (
+        ("Disconnected for inactivity.", b"4.4.2"),
+        ("Server shutting down.", b"4.3.2"),
+        ("Connection queue full", b"4.0.0"),
+    ):
+        s = Script(server())
+        s.do("close", text).expect(b"421 " + code + b" proxy.test " + text.encode() + b"\r\n")
