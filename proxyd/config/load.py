@@ -445,8 +445,10 @@ class _Loader:
                 self.unused.append(UnusedItem(item.location, f"{name} {value} {{ {key} }}"))
             elif spec is None:
                 self._top_setting(item)  # raises: not supported yet, or unknown
-            elif key in schema.FILTER_LOGIN or (
-                key in schema.FILTER_AUTH and block.local is None and block.remote is None
+            elif (
+                key in schema.FILTER_LOGIN
+                or (key in schema.FILTER_AUTH and block.local is None and block.remote is None)
+                or block.protocol in schema.FILTER_BY_PROTOCOL.get(key, ())
             ):
                 parsed = _parse(spec, item)
                 if spec.pem:

@@ -762,6 +762,9 @@ FILTER_LOGIN: Final = frozenset(
      "verbose_ssl", "login_log_format_elements", "login_log_format",
      "submission_backend_capabilities", "submission_max_mail_size", "submission_client_workarounds"}
 )  # fmt: skip
+#: settings a filter block may change for one protocol's login service only: ``hostname``
+#: (submission-login resolves it per connection; the LMTP service reads it once)
+FILTER_BY_PROTOCOL: Final[Mapping[str, frozenset[str]]] = {"hostname": frozenset({"submission"})}
 FILTER_AUTH: Final = frozenset(
     {"auth_mechanisms", "auth_username_chars", "auth_username_translation",
      "auth_username_format", "auth_default_realm"}

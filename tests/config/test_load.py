@@ -291,6 +291,11 @@ def test_submission_settings(load: Load, caplog: pytest.LogCaptureFixture) -> No
     blocks = load(f"{NO_SSL}protocols = submission\nprotocol submission {{\n  submission_max_mail_size = 1k\n}}\n")
     assert blocks.submission_max_mail_size == 0
     assert [block.values for block in blocks.filters] == [(("submission_max_mail_size", 1024),)]
+    # hostname: per connection in submission-login only (the LMTP service reads it once)
+    named = load(f"{NO_SSL}protocols = submission lmtp\nlmtp_proxy = yes\nprotocol submission {{\n  hostname = smtp.test\n}}\n")
+    assert [block.values for block in named.filters] == [(("hostname", "smtp.test"),)]
+    assert load_error(load, f"{NO_SSL}protocols = lmtp\nlmtp_proxy = yes\nprotocol lmtp {{\n  hostname = mx.test\n}}\n") == (
+        5, "setting 'hostname' can't be set inside a 'protocol' block")
 
 
 def test_protocols_judged_on_the_final_value(load: Load) -> None:

@@ -285,7 +285,8 @@ def noauth_backends(
         ]
         passwd = write_passwd_file(proxyd.workdir / "noauth-users", entries)
         config = submission_config(proxyd, passwd)
-        config.set(submission_backend_capabilities="8BITMIME DSN", submission_max_mail_size="10M")
+        config.set(submission_backend_capabilities="8BITMIME DSN")
+        config.extra = "protocol submission {\n  submission_max_mail_size = 10M\n}\n"
         yield proxyd.start(config), mta
 
 
