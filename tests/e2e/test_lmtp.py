@@ -222,17 +222,21 @@ def test_ttl_runs_out(lmtp_proxy: LmtpProxy) -> None:
 
 
 def test_process_title_and_parent(lmtp_proxy: LmtpProxy) -> None:
-    def lmtp_rows() -> list[list[str]]:
-        ps = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True)
-        rows = [line.split(None, 2) for line in ps.stdout.splitlines()[1:]]
-        return [row for row in rows if len(row) == 3 and row[2].strip() == "proxyd: lmtp"]
+    """The LMTP process is titled "proxyd: lmtp" and is a child of the master's zygote (which
+    forks every child) or of the master itself (other proxyds on the machine are not looked at)."""
+    master = str(lmtp_proxy.proxyd.pid)
 
-    wait_until(lambda: bool(lmtp_rows()), timeout=10, what="a 'proxyd: lmtp' process")
-    # a child of the master's zygote (which forks every child), or of the master itself
-    parents = {row[1] for row in lmtp_rows()}
-    zygote = subprocess.run(["ps", "-o", "pid=", "--ppid", str(lmtp_proxy.proxyd.pid)],
-                            capture_output=True, text=True, check=True).stdout.split()
-    assert parents <= {*zygote, str(lmtp_proxy.proxyd.pid)}
+    def children_of(parents: set[str]) -> dict[str, str]:
+        ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True)
+        rows = [line.split(None, 2) for line in ps.stdout.splitlines()]
+        return {row[0]: row[2].strip() for row in rows if len(row) == 3 and row[1] in parents}
+
+    def ours() -> dict[str, str]:
+        zygotes = set(children_of({master}))
+        return children_of({master, *zygotes})
+
+    wait_until(lambda: "proxyd: lmtp" in ours().values(), timeout=10,
+               what="a 'proxyd: lmtp' child of the master or its zygote")
 
 
 class _TlsLMTP(smtplib.LMTP):
