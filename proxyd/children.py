@@ -55,6 +55,7 @@ from proxyd.ipc.messages import (
     Who,
     read_command,
 )
+from proxyd.lmtp.rawlog import RawlogDir
 from proxyd.lmtp.session import LmtpContext
 from proxyd.lmtp.spool import TempDir
 from proxyd.lmtp.worker import LMTP_SERVICE, LmtpWorker
@@ -231,6 +232,8 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
     # opened by path while there is no chroot; the files are made in it after the drop
     temp_dir = TempDir.open(settings.mail_temp_dir)
+    rawlog_dir = RawlogDir.open(settings.lmtp_rawlog_dir)
+    proxy_rawlog_dir = RawlogDir.open(settings.lmtp_proxy_rawlog_dir)
     privileges.drop(identity)
     ctx = LmtpContext(
         hostname=settings.hostname or socket.gethostname(),
@@ -240,6 +243,9 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         hdr_delivery_address=settings.lmtp_hdr_delivery_address,
         workarounds=frozenset(settings.lmtp_client_workarounds),
         temp_dir=temp_dir,
+        verbose_replies=settings.lmtp_verbose_replies,
+        rawlog_dir=rawlog_dir,
+        proxy_rawlog_dir=proxy_rawlog_dir,
         auth=AuthClient(path),
         server_tls=tls.server,
         backend_tls=tls.backend,

@@ -330,6 +330,14 @@ def _plain_path(name: str, value: str) -> str:
     return value
 
 
+def _rawlog_dir(name: str, value: str) -> str:
+    """A rawlog directory ("" = none); Dovecot's ``tcp:HOST:PORT`` rawlog target is not
+    implemented."""
+    if value.startswith("tcp:") and "/" not in value:
+        raise v.InvalidValue(f"{name}: rawlogs to tcp: targets are not supported: {value}")
+    return _plain_path(name, value) if value else ""
+
+
 def _parse_str(value: str) -> str:
     return value
 
@@ -451,6 +459,10 @@ _TOP_SPECS: Final = (
     _spec("submission_client_workarounds", _T, parse_submission_workarounds, " ".join, ""),
     _bool("lmtp_proxy", _T, "no"),
     _bool("lmtp_add_received_header", _T, "yes"),
+    _bool("lmtp_verbose_replies", _T, "no"),
+    # the lmtp process's rawlogs: of the MTA connections, of the backend connections
+    _spec("lmtp_rawlog_dir", _T, partial(_rawlog_dir, "lmtp_rawlog_dir"), _same, ""),
+    _spec("lmtp_proxy_rawlog_dir", _T, partial(_rawlog_dir, "lmtp_proxy_rawlog_dir"), _same, ""),
     _spec(
         "lmtp_hdr_delivery_address", _T,
         partial(v.parse_enum, allowed=("none", "final", "original")), _same, "final",
@@ -638,8 +650,8 @@ DOVECOT_TOP: Final = _names(
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
     imapc_ssl imapc_ssl_verify imapc_user instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
-    lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
-    lmtp_user_concurrency_limit lmtp_verbose_replies lock_method log_core_filter log_debug
+    lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
+    lmtp_user_concurrency_limit lock_method log_core_filter log_debug
     login_plugin_dir login_plugins
     login_proxy_notify_path login_proxy_rawlog_dir mail_access_groups mail_always_cache_fields
     mail_attachment_detection_options mail_attachment_dir mail_attachment_fs
@@ -684,7 +696,6 @@ DOVECOT_TOP: Final = _names(
 #: implement each, so the ones it does not implement yet are errors
 HONOURED_TOP: Final = _names(
     """
-    lmtp_proxy_rawlog_dir lmtp_rawlog_dir lmtp_verbose_replies
     login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
     state_dir instance_name log_debug

@@ -340,6 +340,11 @@ class Settings:
     submission_client_workarounds: tuple[str, ...] = ()
     lmtp_proxy: bool = False
     lmtp_add_received_header: bool = True
+    #: lmtp_verbose_replies (Dovecot 2.3.18+): lib-smtp's detailed error in "451 4.4.0 Proxy failed: ..."
+    lmtp_verbose_replies: bool = False
+    #: rawlog directories of the lmtp process ("" = none; used only when they exist)
+    lmtp_rawlog_dir: str = ""
+    lmtp_proxy_rawlog_dir: str = ""
     #: the Received: header's "for": none, final (the RCPT address) or original (its ORCPT)
     lmtp_hdr_delivery_address: str = "final"
     lmtp_client_workarounds: tuple[str, ...] = ()

@@ -44,6 +44,7 @@ import trio
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionInfo
 from proxyd.lmtp import process_log
 from proxyd.lmtp.backend import BackendConnection, BackendError
+from proxyd.lmtp.rawlog import RawlogDir, RawlogStream, unwrapped
 from proxyd.lmtp.spool import Spool, TempDir
 from proxyd.log import MAX_REMOTE_LINE_LEN, sanitize
 from proxyd.protocols.events import _NeedData
@@ -82,6 +83,8 @@ from proxyd.protocols.lmtp.server import (
 )
 from proxyd.protocols.lmtp.trace import received_header
 
+#: the failure kinds Dovecot names in "Proxy failed (<kind>, session=...)"
+_FAILURE_DETAILS: Final = frozenset({"connect", "connection lost", "bad reply", "timed out"})
 #: Dovecot's LMTP_PROXY_DEFAULT_TTL
 DEFAULT_TTL: Final = 5
 #: Dovecot's CLIENT_IDLE_TIMEOUT_MSECS for LMTP clients
@@ -112,6 +115,11 @@ class LmtpContext:
     workarounds: frozenset[str] = frozenset()
     #: mail_temp_dir, opened before the privilege drop (None: messages stay in memory)
     temp_dir: TempDir | None = None
+    #: lmtp_verbose_replies: a failed backend's detailed error goes to the MTA
+    verbose_replies: bool = False
+    #: lmtp_rawlog_dir (MTA connections) and lmtp_proxy_rawlog_dir (backend connections)
+    rawlog_dir: RawlogDir | None = None
+    proxy_rawlog_dir: RawlogDir | None = None
 
 
 def new_session_id() -> str:
@@ -195,6 +203,8 @@ class LmtpSession:
 
     async def _serve(self) -> str:
         engine = self.engine
+        if self.ctx.rawlog_dir is not None:
+            self.stream = await self.ctx.rawlog_dir.wrap(self.stream)
         while True:
             event = engine.next_event()
             await self._flush()
@@ -225,9 +235,12 @@ class LmtpSession:
                     )
                 case StartTLS():
                     assert self.ctx.server_tls is not None
-                    tls = trio.SSLStream(self.stream, self.ctx.server_tls, server_side=True)
-                    await tls.do_handshake()
+                    tls = trio.SSLStream(unwrapped(self.stream), self.ctx.server_tls, server_side=True)
                     self.stream = tls
+                    await tls.do_handshake()
+                    if self.ctx.rawlog_dir is not None:
+                        # a new rawlog, of the protocol inside TLS
+                        self.stream = await self.ctx.rawlog_dir.wrap(tls)
                     self.info = dataclasses.replace(self.info, tls=True, secured=True)
                     engine.tls_started()
                 case Closed():
@@ -324,8 +337,9 @@ class LmtpSession:
 
     def _received(self, trans: _Transaction) -> bytes:
         tls = None
-        if isinstance(self.stream, trio.SSLStream):
-            cipher = self.stream.cipher()
+        stream = self.stream.inner if isinstance(self.stream, RawlogStream) else self.stream
+        if isinstance(stream, trio.SSLStream):
+            cipher = stream.cipher()
             if cipher is not None:
                 tls = f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)"
         assert self.engine.transaction is not None
@@ -353,7 +367,18 @@ class LmtpSession:
         if exc.kind == "remote" and exc.reply is not None:
             reply = exc.reply
             return forwarded_reply(address, reply, rcpt=True, default_enhanced=f"{reply.code // 100}.0.0")
-        return format_reply(451, "4.4.0", f"Proxy failed ({exc.kind}, session={rcpt_session})")
+        if exc.log:
+            process_log().error("%slmtp-client: %s", self._rcpt_prefix(address, rcpt_session), sanitize(exc.log))
+        return self._proxy_failed(exc, rcpt_session)
+
+    def _proxy_failed(self, exc: BackendError, session_id: str) -> bytes:
+        """Dovecot's ``lmtp_proxy_handle_connection_error()``: what the backend's trouble was
+        (with ``lmtp_verbose_replies``: lib-smtp's detailed error, or the backend's 421)."""
+        if self.ctx.verbose_replies:
+            text = exc.reply.log() if exc.reply is not None else exc.text(verbose=True)
+            return format_reply(451, "4.4.0", f"Proxy failed: {sanitize(text)} (session={session_id})")
+        detail = f"{exc.kind}, " if exc.kind in _FAILURE_DETAILS else ""
+        return format_reply(451, "4.4.0", f"Proxy failed ({detail}session={session_id})")
 
     async def _backend(self, trans: _Transaction, route: Route) -> BackendConnection:
         key = route.key()
@@ -379,7 +404,7 @@ class LmtpSession:
                 timeout=data.timeout,
             ),
         )
-        backend = BackendConnection(route, settings, self.ctx.backend_tls)
+        backend = BackendConnection(route, settings, self.ctx.backend_tls, self.ctx.proxy_rawlog_dir)
         trans.backends[key] = backend
         assert self.engine.transaction is not None
         sender = self.engine.transaction.sender.path()
@@ -416,12 +441,16 @@ class LmtpSession:
         where = f"<{rcpt.backend_address.encode()}> at {backend.address}"
         count = f"({index + 1}/{total} at {elapsed} ms)"
         prefix = self._rcpt_prefix(rcpt.address, rcpt.session_id)
+        if isinstance(result, SmtpReply) and result.code == 421:
+            # lib-smtp's CONNECTION_CLOSED: the backend is going away, not refusing the message
+            result = BackendError("remote", result)
         if isinstance(result, BackendError):
-            if result.reply is not None:
+            if result.kind == "remote" and result.reply is not None:
                 result = result.reply
             else:
-                process_log().error("%sFailed to send message to %s: %s %s", prefix, where, result.kind, count)
-                return format_reply(451, "4.4.0", f"Proxy failed ({result.kind}, session={rcpt.session_id})")
+                text = result.reply.log() if result.reply is not None else result.text(self.ctx.verbose_replies)
+                process_log().error("%sFailed to send message to %s: %s %s", prefix, where, sanitize(text), count)
+                return self._proxy_failed(result, rcpt.session_id)
         if result.success:
             process_log().info("%sSent message to %s: %s %s", prefix, where, sanitize(result.log(), MAX_REMOTE_LINE_LEN), count)
             own = SmtpReply(result.code, result.enhanced or "2.0.0", (f"{rcpt.session_id} Saved",))

@@ -262,8 +262,17 @@ def test_lmtp_settings(load: Load) -> None:
     assert load_error(load, f"{NO_SSL}lmtp_client_workarounds = foo\n") == (
         2, "lmtp_client_workarounds: Unknown workaround: foo")
     assert load_error(load, f"{NO_SSL}lmtp_hdr_delivery_address = all\n") == (2, "Invalid value: all")
-    assert load_error(load, f"{NO_SSL}lmtp_verbose_replies = yes\n") == (
-        2, "setting 'lmtp_verbose_replies' is not supported yet")
+    settings = load(f"{NO_SSL}lmtp_verbose_replies = yes\nlmtp_rawlog_dir = /var/log/lmtp\nmail_temp_dir = /var/tmp\n")
+    assert settings.lmtp_verbose_replies is True
+    assert settings.lmtp_rawlog_dir == "/var/log/lmtp"
+    assert settings.lmtp_proxy_rawlog_dir == ""
+    assert settings.mail_temp_dir == "/var/tmp"
+    assert load_error(load, f"{NO_SSL}lmtp_proxy_rawlog_dir = tcp:127.0.0.1:4000\n") == (
+        2, "lmtp_proxy_rawlog_dir: rawlogs to tcp: targets are not supported: tcp:127.0.0.1:4000")
+    assert load_error(load, f"{NO_SSL}lmtp_rawlog_dir = /var/log/%u\n") == (
+        2, "lmtp_rawlog_dir: %-variables are not supported here: /var/log/%u")
+    assert load_error(load, f"{NO_SSL}mail_temp_dir = tmp\n") == (
+        2, "mail_temp_dir: must be an absolute path: tmp")
 
 
 def test_submission_settings(load: Load, caplog: pytest.LogCaptureFixture) -> None:

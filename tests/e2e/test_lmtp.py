@@ -484,3 +484,68 @@ def test_a_backend_dying_mid_data_fails_only_its_recipients(lmtp_proxy: LmtpProx
     assert delivered(lmtp_proxy.b, "bob", "mid-data") == []
     lmtp_proxy.proxyd.wait_for_log(r"rcpt bob@example\.org: <[^>]+:R2>: Failed to send message to "
                                    rf"<bob@example\.org> at {re.escape(lmtp_proxy.b.address)}:\d+: ")
+
+
+def test_verbose_replies_and_rawlogs(
+    proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b: LmtpBackend
+) -> None:
+    """lmtp_verbose_replies = yes puts lib-smtp's own error in the 451; lmtp_rawlog_dir and
+    lmtp_proxy_rawlog_dir record the MTA's and the backends' connections, line by line
+    with timestamps, in files the lmtp process (dropped to its user) creates."""
+    server_log, client_log = proxyd.workdir / "rawlog-mta", proxyd.workdir / "rawlog-backends"
+    for directory in (server_log, client_log):
+        directory.mkdir()
+        directory.chmod(0o1777)
+    proxy = start_lmtp_proxy(proxyd, lmtp_backend_a, lmtp_backend_b, lmtp_verbose_replies="yes",
+                             lmtp_rawlog_dir=str(server_log), lmtp_proxy_rawlog_dir=str(client_log))
+    refused, replies = deliver(PROXYD_ADDRESS, proxy.port, ["alice@example.org", "lost@example.org"],
+                               body("rawlogged"))
+    code, text = refused["lost@example.org"]
+    assert code == 451
+    assert re.fullmatch(rb"4\.4\.0 Proxy failed: Failed to connect to remote server "
+                        rb"\(session=[A-Za-z0-9+/]+:R2\)", text), text
+    proxy.proxyd.wait_for_log(r"rcpt lost@example\.org: <[^>]+>: lmtp-client: connect\(127\.0\.0\.9:\d+\) "
+                              r"failed: Connection refused$")
+    assert [code for code, _ in replies] == [250]
+
+    def files(directory: Path, suffix: str) -> str:
+        found = sorted(directory.glob(f"*.{suffix}"))
+        assert found, f"no *.{suffix} in {directory}"
+        for path in found:
+            assert re.fullmatch(r"\d{8}-\d{6}\.\d+\.\d+\." + suffix, path.name), path.name
+            assert path.stat().st_mode & 0o777 == 0o600
+        return "".join(path.read_text(errors="replace") for path in found)
+
+    def lines(text: str) -> list[str]:
+        # every line opens with the time it was seen
+        stamped = text.splitlines()
+        for line in stamped:
+            assert re.match(r"\d+\.\d{6} ", line), line
+        return [line.split(" ", 1)[1] for line in stamped]
+
+    wait_until(lambda: "221 2.0.0 Bye" in files(server_log, "out"), timeout=10, what="the MTA rawlog")
+    mta_in, mta_out = lines(files(server_log, "in")), lines(files(server_log, "out"))
+    # (smtplib's spelling)
+    assert "mail FROM:<mta@example.net>" in mta_in
+    assert "rcpt TO:<alice@example.org>" in mta_in
+    assert "Subject: rawlogged" in mta_in
+    assert mta_out[0] == "220 proxy.test LMTP proxy ready."
+    assert "354 OK" in mta_out
+    backend_in, backend_out = lines(files(client_log, "in")), lines(files(client_log, "out"))
+    assert "LHLO proxy.test" in backend_out
+    assert any(line.startswith("XCLIENT ") for line in backend_out)
+    assert "RCPT TO:<alice@example.org>" in backend_out
+    assert any(re.fullmatch(r"BDAT \d+ LAST", line) for line in backend_out)
+    assert "Subject: rawlogged" in backend_out
+    assert any(line.startswith("250-CHUNKING") for line in backend_in)
+    # STARTTLS to a backend: the rawlog goes on in new files, in the clear
+    before = set(client_log.glob("*.out"))
+    refused, replies = deliver(PROXYD_ADDRESS, proxy.port, ["tls@example.org"], body("rawlog tls"))
+    assert refused == {}
+    assert [code for code, _ in replies] == [250]
+    new = sorted(set(client_log.glob("*.out")) - before)
+    assert len(new) == 2
+    outs = [lines(path.read_text(errors="replace")) for path in new]
+    plain, inside = (outs[0], outs[1]) if "STARTTLS" in outs[0] else (outs[1], outs[0])
+    assert plain[-1] == "STARTTLS"
+    assert "RCPT TO:<bob@example.org> ORCPT=rfc822;tls@example.org" in inside

@@ -16,12 +16,15 @@ import socket
 import ssl
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode
 from proxyd.lmtp.session import LmtpContext, LmtpSession
+from proxyd.lmtp.spool import TempDir
 from proxyd.login.server import connection_info
 from tests.fixtures.dovecot import DovecotFactory, LmtpBackend, lmtp_config
 from tests.fixtures.net import (
@@ -57,13 +60,13 @@ def _no_tls(verify: bool) -> ssl.SSLContext:
 
 
 async def serve(auth: MapAuth, trusted: bool = False,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED, **options: Any) -> None:
     from proxyd.config.settings import Settings
 
     port = free_port(PROXYD_ADDRESS)
     listeners = await trio.open_tcp_listeners(port, host=PROXYD_ADDRESS)
     ctx = LmtpContext(hostname="proxy.test", greeting="Dovecot ready.", recipient_delimiter="+", add_received_header=True,
-                      auth=auth, server_tls=None, backend_tls=_no_tls)
+                      auth=auth, server_tls=None, backend_tls=_no_tls, **options)
     settings = Settings()
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -182,3 +185,104 @@ async def test_forward_fields_go_to_the_backend_in_xrcptforward(dovecot_factory:
     assert refused == {}
     assert replies[0][0] == 250
     dovecot.wait_for_log(r"auth: Debug: master in: USER\t\d+\talice@example\.org\t.*\tforward_fields=origin=mx 1")
+
+
+def rcpt_only(port: int, rcpt: str) -> tuple[int, bytes]:
+    with smtplib.LMTP(PROXYD_ADDRESS, port, timeout=15) as client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("mta@example.net")
+        return client.rcpt(rcpt)
+
+
+class ScriptedBackend:
+    """A small LMTP server beside the real ones, for what Dovecot backends do not do: it offers
+    no CHUNKING (so the message goes in DATA, dot-stuffed), answers RCPT for ``busy`` with
+    ``421``, and hangs up after DATA when a recipient is ``die``."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def serve(self, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._session, listeners)
+
+    async def _session(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+
+        async def line() -> bytes:
+            while b"\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise EOFError
+                buffer.extend(data)
+            end = buffer.index(b"\r\n")
+            text = bytes(buffer[:end])
+            del buffer[: end + 2]
+            return text
+
+        await stream.send_all(b"220 scripted ready\r\n")
+        rcpts: list[bytes] = []
+        try:
+            while True:
+                command = await line()
+                verb = command[:4].upper()
+                if verb == b"LHLO":
+                    await stream.send_all(b"250-scripted\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n")
+                elif verb == b"MAIL":
+                    await stream.send_all(b"250 2.1.0 OK\r\n")
+                elif verb == b"RCPT":
+                    if b"busy" in command:
+                        await stream.send_all(b"421 4.3.2 Shutting down\r\n")
+                    else:
+                        rcpts.append(command)
+                        await stream.send_all(b"250 2.1.5 OK\r\n")
+                elif verb == b"DATA":
+                    await stream.send_all(b"354 go\r\n")
+                    while not buffer.endswith(b"\r\n.\r\n") and b"\r\n.\r\n" not in buffer:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            raise EOFError
+                        buffer.extend(data)
+                    end = buffer.index(b"\r\n.\r\n") if not buffer.startswith(b".\r\n") else -2
+                    self.messages.append(bytes(buffer[: end + 2]))
+                    del buffer[: end + 5]
+                    if any(b"die" in rcpt for rcpt in rcpts):
+                        return
+                    await stream.send_all(b"250 2.0.0 Saved\r\n" * len(rcpts))
+                elif verb == b"QUIT":
+                    await stream.send_all(b"221 bye\r\n")
+                    return
+        except (EOFError, trio.BrokenResourceError):
+            return
+
+
+async def test_data_to_a_backend_without_chunking_421_and_a_backend_hanging_up(tmp_path: Path) -> None:
+    """A 300 KB message (so it waits in a file) goes dot-stuffed in DATA; a 421 to RCPT is
+    Dovecot's connection-lost failure; with lmtp_verbose_replies the MTA reads why."""
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        backend_port = await nursery.start(backend.serve)
+        route = {"proxy": "", "host": "127.0.0.1", "port": str(backend_port)}
+        auth = MapAuth({"plain@example.org": route, "busy@example.org": route, "die@example.org": route})
+        temp_dir = TempDir.open(str(tmp_path))
+        port = await nursery.start(partial(serve, auth, verbose_replies=True, temp_dir=temp_dir))
+        body = b"Subject: scripted\r\n\r\n" + b".a dotted line\r\n..two\r\nplain\r\n" * 10000
+        refused, replies = await trio.to_thread.run_sync(partial(send, port, ["plain@example.org"], body))
+        assert list(tmp_path.iterdir()) == []  # the spool file was unlinked at once
+        busy = await trio.to_thread.run_sync(rcpt_only, port, "busy@example.org")
+        refused_2, replies_2 = await trio.to_thread.run_sync(partial(send, port, ["die@example.org"], MESSAGE % 3))
+        nursery.cancel_scope.cancel()
+    assert refused == {}
+    assert [code for code, _ in replies] == [250]
+    code, text = busy
+    assert code == 451
+    assert text.startswith(b"4.4.0 Proxy failed: 421 4.3.2 Shutting down (session="), text
+    wire = backend.messages[0]
+    # the backend got the message dot-stuffed, after the Received: header
+    assert wire.endswith(body.replace(b"\r\n.", b"\r\n.."))
+    assert wire.startswith(b"Received: from ")
+    assert refused_2 == {}
+    ((code, text),) = replies_2
+    assert code == 451
+    assert text.startswith(b"4.4.0 Proxy failed: Connection lost: Remote disconnected (session="), text

@@ -96,6 +96,9 @@ class DataReply:
 class Failed:
     kind: str  # "connect" | "connection lost" | "bad reply"
     reply: SmtpReply | None = None
+    #: lib-smtp's texts when there is no reply: the error it logs, the one it tells users
+    error: str = ""
+    user_error: str = ""
 
 
 ClientEvent = Ready | NeedTLS | SendMessage | CommandReply | DataReply | Failed
@@ -156,12 +159,13 @@ class LmtpClient:
                 return NEED_DATA
             try:
                 reply = self._reader.next_reply()
-            except ReplyError:
-                self._fail("bad reply")
+            except ReplyError as exc:
+                self._fail("bad reply", error=f"Invalid command reply: {exc}")
                 continue
             if reply is None:
                 if self._eof:
-                    self._fail("connection lost")
+                    self._fail("connection lost", error="Connection lost: Remote disconnected",
+                               user_error="Lost connection to remote server: Remote closed connection unexpectedly")
                     continue
                 return NEED_DATA
             self._handle(reply)
@@ -214,9 +218,9 @@ class LmtpClient:
         self._expect.append((command, count))
 
     # ------------------------------------------------------------------ replies
-    def _fail(self, kind: str, reply: SmtpReply | None = None) -> None:
+    def _fail(self, kind: str, reply: SmtpReply | None = None, *, error: str = "", user_error: str = "") -> None:
         self._state = _State.FAILED
-        self._events.append(Failed(kind, reply))
+        self._events.append(Failed(kind, reply, error, user_error or error))
 
     def _hello(self) -> None:
         self._state = _State.HELLO
@@ -259,7 +263,8 @@ class LmtpClient:
         self._reader.enhanced = "ENHANCEDSTATUSCODES" in self.capabilities
         if self.settings.starttls and not self._tls_done:
             if "STARTTLS" not in self.capabilities:
-                self._fail("connect")
+                self._fail("connect", error="Requested STARTTLS, but server doesn't support it",
+                           user_error="STARTTLS not supported")
                 return
             self._state = _State.STARTTLS
             self._out += b"STARTTLS\r\n"
@@ -304,7 +309,7 @@ class LmtpClient:
 
     def _handle_transaction(self, reply: SmtpReply) -> None:
         if not self._expect:
-            self._fail("bad reply")
+            self._fail("bad reply", error=f"Unexpected reply: {reply.log()}", user_error="Got unexpected reply")
             return
         command, count = self._expect[0]
         if command == "DATA":

@@ -79,9 +79,14 @@ def test_backend_refusing_is_a_connect_failure_with_its_reply() -> None:
     assert failed.reply.code == 500
     client = new_client()
     assert events(client, b"220 hi\r\n250-x") == []
-    assert events(client, b"") == [Failed("connection lost")]
+    assert events(client, b"") == [Failed(
+        "connection lost", error="Connection lost: Remote disconnected",
+        user_error="Lost connection to remote server: Remote closed connection unexpectedly")]
     client = new_client()
-    assert events(client, b"hello\r\n") == [Failed("bad reply")]
+    (failed,) = events(client, b"hello\r\n")
+    assert isinstance(failed, Failed)
+    assert failed.kind == "bad reply"
+    assert failed.error.startswith("Invalid command reply: ")
 
 
 def test_transaction_with_data_dot_stuffing_and_per_recipient_replies() -> None:
