@@ -339,3 +339,21 @@ def test_too_many_bad_commands(running: ProxydProcess) -> None:
         r"submission-login: Info: Disconnected: Too many invalid commands\. \(no auth attempts in \d+ secs\): "
         rf"user=<>, rip={re.escape(client_address(44))}"
     )
+
+
+def test_tls_required(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, mail_backend_b: SieveSubmissionBackend,
+    proxyd_tls: TlsFiles,
+) -> None:
+    passwd = write_passwd_file(proxyd.workdir / "submission-users", _entries(mail_backend_a, mail_backend_b))
+    running = proxyd.start(submission_config(proxyd, passwd).set(ssl="required"))
+    with connect(running, 45) as client:
+        _code, text = client.ehlo("client.example")
+        assert "AUTH" not in text.decode()
+        assert client.docmd("AUTH", "PLAIN AGFsaWNlAGFsaWNlcHc=") == (530, b"5.7.0 TLS required.")
+        assert client.docmd("HELO", "client.example") == (530, b"5.7.0 TLS required.")
+        client._host = "localhost"  # the name the certificate is for
+        client.starttls(context=ssl.create_default_context(cafile=str(proxyd_tls.ca_pem)))
+        assert client.docmd("STARTTLS") == (502, b"5.5.1 TLS is already active.")
+        client.ehlo("client.example")
+        assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")

@@ -7,7 +7,10 @@ greeting is ``220 <hostname> <login_greeting>``; commands are lines:
 
 * ``EHLO``/``HELO`` are answered with Dovecot's pre-login capabilities (AUTH
   with the mechanisms allowed now, STARTTLS while TLS can still start) and
-  remembered: the backend gets them in XCLIENT ``HELO=``/``PROTO=``;
+  remembered: the backend gets them in XCLIENT ``HELO=`` (when the name
+  parses as lib-smtp parses it) and ``PROTO=``;
+* under ``ssl = required`` before TLS, every command but EHLO, STARTTLS,
+  NOOP and QUIT is ``530 5.7.0 TLS required.`` (lib-smtp's ``tls_required``);
 * ``AUTH <mech> [<initial response>]`` becomes ``AuthBegin``; challenges go
   out as ``334 <base64>``, the client answers with a base64 line (``*`` aborts);
 * ``NOOP``/``RSET`` (``250 2.0.0 OK``), ``QUIT``, ``STARTTLS``;
@@ -55,25 +58,27 @@ from proxyd.protocols.events import (
 from proxyd.protocols.sasl import decode_base64, is_base64_text
 from proxyd.protocols.submission import replies
 from proxyd.protocols.submission.replies import SubmissionOptions, reply
-from proxyd.protocols.submission.xclient import XclientError, parse_xclient
+from proxyd.protocols.submission.xclient import XclientError, is_helo_domain, parse_xclient
 from proxyd.protocols.texts import (
     AUTH_ABORTED_MSG,
     INVALID_BASE64_CONTINUED_MSG,
     INVALID_BASE64_INITIAL_MSG,
     INVALID_BASE64_RESPONSE_MSG,
     MECH_PLAINTEXT_DISABLED_MSG,
-    SSL_REQUIRED_MSG,
     UNSUPPORTED_MECH_MSG,
 )
 from proxyd.protocols.xclient import decode_forward
 
-#: lib-smtp's command line limit (``SMTP_BASE_LINE_LENGTH_LIMIT`` plus room for AUTH's response)
-MAX_LINE: Final = 4096
-MAX_AUTH_LINE: Final = 8192
-#: submission-login's ``CLIENT_MAX_BAD_COMMANDS``: more bad commands in a row end the session
-MAX_BAD_COMMANDS: Final = 10
 #: lib-smtp's ``SMTP_COMMAND_PARSER_MAX_COMMAND_LENGTH``
 MAX_COMMAND_NAME: Final = 32
+#: submission-login's ``command_limits``: parameters (``LOGIN_MAX_INBUF_SIZE``) and an AUTH
+#: response line (``LOGIN_MAX_AUTH_BUF_SIZE``); a longer line is ``500 5.5.2 Line too long``
+MAX_PARAMETERS: Final = 4096
+MAX_AUTH_LINE: Final = 8192
+#: the longest command line held: name, SP, parameters, CRLF
+MAX_LINE: Final = MAX_COMMAND_NAME + 1 + MAX_PARAMETERS + 2
+#: submission-login's ``CLIENT_MAX_BAD_COMMANDS``: more bad commands in a row end the session
+MAX_BAD_COMMANDS: Final = 10
 #: replies that count as a bad command (``smtp_server_command_submit_reply()``)
 _BAD_REPLIES: Final = (b"500", b"501", b"503")
 #: the ``421`` enhanced code of a driver's goodbye, by its text (``submission_client_notify_disconnect()``)
@@ -82,8 +87,12 @@ _GOODBYE_CODES: Final = {
     "Disconnected for inactivity during authentication.": "4.4.2",
     "Server shutting down.": "4.3.2",
 }
-#: commands of a logged-in session
-_NEED_AUTH: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "BURL", "VRFY", "EXPN", "ETRN"})
+#: lib-smtp's commands that need a login (submission-login registers no others: BURL,
+#: EXPN, ETRN are unknown commands before login)
+_NEED_AUTH: Final = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "VRFY"})
+#: every command lib-smtp knows, and those it takes before TLS when TLS is required
+_KNOWN: Final = _NEED_AUTH | {"EHLO", "HELO", "AUTH", "STARTTLS", "RSET", "NOOP", "QUIT", "XCLIENT"}
+_PRETLS: Final = frozenset({"EHLO", "STARTTLS", "NOOP", "QUIT"})
 
 
 class SubmissionLoginServer(LoginEngineBase):
@@ -110,6 +119,8 @@ class SubmissionLoginServer(LoginEngineBase):
         self._proxy_proto: str | None = None
         self.proxy_login: str | None = None
         self._bad_counter = 0
+        #: the rest of a line that was too long is being thrown away
+        self._skipping = False
         self._out += replies.greeting(policy, options)
 
     # -- driver API ------------------------------------------------------
@@ -197,11 +208,22 @@ class SubmissionLoginServer(LoginEngineBase):
             self._events.append(Close(text))
 
     def _handle_input(self) -> bool:
+        if self._skipping:
+            if not self._buf.skip_line():
+                self._buf.take_all()
+                return False
+            self._skipping = False
+        start = len(self._out)
         line = self._next_line()
         if line is None:
-            return False
-        start = len(self._out)
-        self._execute(line)
+            if not self._buf.full:
+                return False
+            # lib-smtp answers and skips to the end of the line; the session goes on
+            self._buf.take_all()
+            self._skipping = True
+            self._out += replies.LINE_TOO_LONG
+        else:
+            self._execute(line)
         if self._state is State.NOT_AUTHENTICATED:
             # an AUTH exchange is counted when it ends (_end_auth)
             self._count_reply(bytes(self._out[start : start + 3]))
@@ -209,11 +231,17 @@ class SubmissionLoginServer(LoginEngineBase):
 
     def _execute(self, line: bytes) -> None:
         command = _parse_command(line)
-        if command is None:
-            self._out += replies.INVALID_SYNTAX
+        if isinstance(command, bytes):
+            self._out += command
             return
         name, args = command
-        if name in ("EHLO", "HELO"):
+        policy = self._policy
+        if name not in _KNOWN:
+            self._out += replies.UNKNOWN_COMMAND
+        elif name not in _PRETLS and policy.ssl == "required" and not policy.secured:
+            # lib-smtp's tls_required: answered before the command itself (AUTH included)
+            self._out += replies.TLS_REQUIRED
+        elif name in ("EHLO", "HELO"):
             self._cmd_hello(name, args)
         elif name == "AUTH":
             self._cmd_auth(args)
@@ -226,18 +254,18 @@ class SubmissionLoginServer(LoginEngineBase):
             self._cmd_starttls(args)
         elif name == "XCLIENT":
             self._cmd_xclient(args)
-        elif name in _NEED_AUTH:
-            self._out += replies.AUTH_REQUIRED
         else:
-            self._out += replies.UNKNOWN_COMMAND
+            self._out += replies.AUTH_REQUIRED
 
     def _cmd_hello(self, name: str, args: bytes) -> None:
-        domain = args.split(b" ", 1)[0]
-        if not domain:
+        if not args:
             self._out += replies.MISSING_HOSTNAME
             return
-        self._helo = domain.decode("utf-8", "replace")
+        # smtp_helo_domain_parse(): a name that does not parse is answered all the same,
+        # but not forwarded in XCLIENT HELO=
+        domain = args.split(b" ", 1)[0].decode("utf-8", "replace")
         self._old_smtp = name == "HELO"
+        self._helo = domain if is_helo_domain(domain, literal=not self._old_smtp) else None
         if name == "EHLO":
             self._out += replies.ehlo_reply(self._policy, self._options)
         else:
@@ -284,10 +312,12 @@ class SubmissionLoginServer(LoginEngineBase):
         self._out += replies.greeting(self._policy, self._options)
 
     def _cmd_starttls(self, args: bytes) -> None:
-        if args:
+        if self._policy.tls_active:
+            self._out += replies.TLS_ACTIVE
+        elif not self._policy.tls_available:
+            self._out += replies.TLS_NOT_ENABLED
+        elif args:
             self._out += replies.INVALID_PARAMETERS
-        elif self._policy.tls_active or not self._policy.tls_available:
-            self._out += replies.UNKNOWN_COMMAND
         else:
             self._out += replies.STARTTLS_BEGIN
             self._transition(Trigger.STARTTLS)
@@ -300,10 +330,6 @@ class SubmissionLoginServer(LoginEngineBase):
             return
         policy = self._policy
         self._auth_attempts += 1
-        if not policy.secured and policy.ssl == "required":
-            self._out += reply(530, "5.7.0", SSL_REQUIRED_MSG)
-            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
-            return
         wanted = mech_raw.upper()
         self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
         mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
@@ -364,21 +390,23 @@ def _is_textstr(params: bytes) -> bool:
     return all(char == "\t" or " " <= char < "\x7f" or char >= "\x80" for char in text)
 
 
-def _parse_command(line: bytes) -> tuple[str, bytes] | None:
-    """lib-smtp's ``smtp_command_parse_line()``: (upper-case name, parameters), or None
-    when it would answer ``Invalid command syntax``."""
+def _parse_command(line: bytes) -> tuple[str, bytes] | bytes:
+    """lib-smtp's ``smtp_command_parse_line()``: (upper-case name, parameters), or the
+    reply to a line it refuses (``Invalid command syntax``, ``Line too long``)."""
     end = 0
     while end < len(line) and (0x41 <= line[end] <= 0x5A or 0x61 <= line[end] <= 0x7A):
         end += 1
     if end > MAX_COMMAND_NAME:
-        return None
+        return replies.INVALID_SYNTAX
     name = line[:end].decode("ascii").upper()
     rest = line[end:]
     if not rest:
         return name, b""
     if rest[:1] != b" ":
-        return None
+        return replies.INVALID_SYNTAX
+    if len(rest) - 1 > MAX_PARAMETERS:
+        return replies.LINE_TOO_LONG
     params = rest[1:].rstrip(b" \t")  # trailing white space is tolerated
     if params.startswith(b" ") or not _is_textstr(params):
-        return None
+        return replies.INVALID_SYNTAX
     return name, params

@@ -86,6 +86,12 @@ class XclientError(ValueError):
     """The 501 text for an XCLIENT that is refused as a whole."""
 
 
+def is_helo_domain(text: str, *, literal: bool) -> bool:
+    """``smtp_helo_domain_parse()``: a domain (lenient) or, for EHLO, an address literal."""
+    match = _DOMAIN.fullmatch(text)
+    return match is not None and (literal or not text.startswith("["))
+
+
 def _uint(text: str, limit: int) -> int | None:
     if not text or not (text.isascii() and text.isdigit()):
         return None
@@ -124,7 +130,7 @@ def parse_xclient(params: bytes) -> XclientData:
                 raise XclientError("Invalid ADDR parameter")
             fields["remote_ip"] = ip
         elif keyword == "HELO":
-            if not unavailable and _DOMAIN.fullmatch(value):
+            if not unavailable and is_helo_domain(value, literal=True):
                 fields["helo"] = value
         elif keyword == "LOGIN":
             if not unavailable:

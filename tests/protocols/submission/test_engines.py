@@ -384,3 +384,41 @@ def test_goodbye_texts() -> None:
     ):
         s = Script(server())
         s.do("close", text).expect(b"421 " + code + b" proxy.test " + text.encode() + b"\r\n")
+
+
+def test_tls_required_and_starttls_refusals() -> None:
+    # ssl = required before TLS: lib-smtp answers every command but EHLO, STARTTLS, NOOP, QUIT
+    s = Script(server(LoginPolicy(mechanisms=("PLAIN",), ssl="required", tls_available=True)))
+    s.recv(b"HELO c\r\nAUTH PLAIN AGEAYg==\r\nMAIL FROM:<a@b>\r\nRSET\r\nXCLIENT ADDR=1.2.3.4\r\n").expect(
+        b"530 5.7.0 TLS required.\r\n" * 5
+    )
+    s.recv(b"FOO\r\nNOOP\r\n").expect(b"500 5.5.1 Unknown command\r\n250 2.0.0 OK\r\n")
+    s = Script(server(LoginPolicy(mechanisms=("PLAIN",), tls_available=False)))
+    s.recv(b"STARTTLS x\r\n").expect(b"502 5.5.1 TLS support is not enabled.\r\n")
+    s = Script(server(replace(OPEN, tls_active=True, secured=True)))
+    s.recv(b"STARTTLS\r\n").expect(b"502 5.5.1 TLS is already active.\r\n")
+    # commands lib-smtp does not register in submission-login
+    s.recv(b"BURL x\r\nEXPN x\r\nETRN x\r\n").expect(b"500 5.5.1 Unknown command\r\n" * 3)
+
+
+def test_helo_name_forwarded_only_when_valid() -> None:
+    s = Script(server())
+    s.recv(b"EHLO [192.0.2.1]\r\n").take()
+    assert s.engine.helo == "[192.0.2.1]"
+    s.recv(b"HELO [192.0.2.1]\r\n").expect(b"250 proxy.test\r\n")
+    assert s.engine.helo is None  # HELO takes no address literal
+    s.recv(b"EHLO bad..name extra\r\n").take()
+    assert s.engine.helo is None
+    s.recv(b"EHLO good_name.example extra\r\n").take()
+    assert s.engine.helo == "good_name.example"
+
+
+def test_line_too_long_is_answered_and_skipped() -> None:
+    s = Script(server())
+    s.recv(b"NOOP " + b"x" * 4096 + b"\r\n").expect(b"250 2.0.0 OK\r\n")
+    s.recv(b"NOOP " + b"x" * 4097 + b"\r\n").expect(b"500 5.5.2 Line too long\r\n")
+    # a line that never ends within the buffer: answered once, the rest thrown away
+    s.recv(b"NOOP " + b"y" * 5000, b"y" * 5000, b"yyy\r\nNOOP\r\n").expect(
+        b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
+    )
+    assert s.engine.state == "NOT_AUTHENTICATED"
