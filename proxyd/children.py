@@ -12,13 +12,14 @@ Everything that needs root or the file system happens here, before
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from typing import NoReturn, assert_never
 
@@ -302,17 +303,26 @@ async def _auth_main(
         # the passdbs are open (args files read, as Dovecot's auth preinit does as root);
         # from here on the process runs as default_internal_user
         privileges.drop(identity)
-        nursery.start_soon(serve_auth_connections, listener, lambda: authenticator)
+        stop_accepting = trio.Event()
         try:
             await control.send(Status(clients=0, accepting=True))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # the master stopped while we started (it closed our channel): nothing to serve
-            nursery.cancel_scope.cancel()
             return
+
+        async def stopped() -> None:
+            # a reload (or the master gone): take no new connection; the master waits for
+            # this answer before it starts login processes that must reach our successor
+            stop_accepting.set()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await control.send(Status(clients=0, accepting=False))
+
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async with trio.open_nursery() as inner:
-                inner.start_soon(_wait_signal, signals, nursery)
-                inner.start_soon(_wait_master, control, nursery, authenticator)
+            nursery.start_soon(_wait_signal, signals, nursery)
+            nursery.start_soon(_wait_master, control, stopped, authenticator)
+            # returns once we stopped accepting and the login processes we serve have gone
+            await serve_auth_connections(listener, lambda: authenticator, stop_accepting)
+            nursery.cancel_scope.cancel()
 
 
 async def _wait_signal(signals: AsyncIterator[int], nursery: trio.Nursery) -> None:
@@ -322,9 +332,12 @@ async def _wait_signal(signals: AsyncIterator[int], nursery: trio.Nursery) -> No
 
 
 async def _wait_master(
-    control: Channel[Report, Command], nursery: trio.Nursery, authenticator: Authenticator | None = None
+    control: Channel[Report, Command],
+    on_stop: Callable[[], Awaitable[None]],
+    authenticator: Authenticator | None = None,
 ) -> None:
-    """Commands from the master: ``Stop``, and for the auth process ``CacheFlush``."""
+    """Commands from the master: ``Stop``, and for the auth process ``CacheFlush`` and
+    ``LastLogin``.  ``on_stop`` runs on ``Stop`` or when the master is gone."""
     while (message := await control.receive()) is not None:
         match message:
             case Stop():
@@ -343,7 +356,7 @@ async def _wait_master(
                 pass  # for other processes
             case _:
                 assert_never(message)
-    nursery.cancel_scope.cancel()
+    await on_stop()
 
 
 def _relay_process(settings: Settings, control: socket.socket, inherited: InheritedSockets) -> None:
@@ -394,4 +407,8 @@ async def _tcpwrap_main(listener: socket.socket, control_sock: socket.socket, fi
         nursery.start_soon(serve_tcpwrap_socket, trio.socket.from_stdlib_socket(listener), *files)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             nursery.start_soon(_wait_signal, signals, nursery)
-            await _wait_master(control, nursery)
+
+            async def stop() -> None:
+                nursery.cancel_scope.cancel()
+
+            await _wait_master(control, stop)

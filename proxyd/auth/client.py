@@ -83,13 +83,29 @@ class AuthClient:
                     case _:
                         assert_never(answer)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.error("auth process connection broke: %s", exc)
+            if self._channel is channel:  # not our own close()
+                log.error("auth process connection broke: %s", exc)
         finally:
             if self._channel is channel:
                 self._channel = None
-            for waiter in self._waiting.values():
-                waiter.send_nowait(_COMMUNICATION_FAILURE)
-            self._waiting.clear()
+            # after our own close() a newer connection may carry requests: not ours to fail
+            if self._channel is None and self._waiting:
+                # Dovecot's words; each of them gets a temporary failure
+                log.warning("Auth connection closed with %d pending requests", len(self._waiting))
+                for waiter in self._waiting.values():
+                    waiter.send_nowait(_COMMUNICATION_FAILURE)
+                self._waiting.clear()
+            await trio.aclose_forcefully(channel.stream)
+
+    async def close(self) -> None:
+        """Let go of the auth process (a stopping login process with nobody left logging
+        in): after a reload the old auth process ends once its login processes have.  A
+        later request connects again."""
+        async with self._connect_lock:
+            if self._waiting:
+                return  # a request still waits for its answer on this connection
+            channel, self._channel = self._channel, None
+        if channel is not None:
             await trio.aclose_forcefully(channel.stream)
 
     async def _open(

@@ -4,6 +4,12 @@ Each login process keeps one connection; every call on it is served in its
 own task, so a slow hash or a failure delay holds up nobody else.  An exchange
 (``SaslBegin``) keeps a task until its ``Done``, fed the client's answers by
 the connection's reader.
+
+On a reload the old auth process stops accepting (the listening socket is
+shared: connections not yet accepted wait there for its successor) and serves
+the connections it has until their login processes close them, as Dovecot's
+auth process does ("auth clients should disconnect soon"): a login racing the
+reload is answered by the process that took its request, never dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from proxyd.auth.protocol import (
 )
 from proxyd.auth.request import AuthReply, AuthStatus, FailCode, without_secrets
 from proxyd.ipc.channel import Channel, ControlError
+from proxyd.ipc.inherited import accept_forever
+from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd.auth")
 
@@ -46,11 +54,27 @@ _AnswerChannels = tuple[trio.MemorySendChannel[bytes | None], trio.MemoryReceive
 
 
 async def serve_auth_connections(
-    listener_sock: socket.socket, current: Callable[[], Authenticator]
+    listener_sock: socket.socket, current: Callable[[], Authenticator], stop_accepting: trio.Event
 ) -> None:
-    """Accept login-process connections forever; ``current()`` gives the Authenticator to use."""
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(listener_sock))
-    await trio.serve_listeners(partial(_serve_one, current), [listener])
+    """Accept login-process connections until ``stop_accepting``, then serve those accepted
+    until each is closed; ``current()`` gives the Authenticator to use."""
+    async with trio.open_nursery() as connections:
+
+        def take(conn: socket.socket) -> None:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            connections.start_soon(_serve_one, current, stream)
+
+        async with trio.open_nursery() as accepting:
+            # checked right before each accept(): once the event is set (and our successor
+            # may be told so) not one more connection is taken, even one already readable
+            accepting.start_soon(partial(
+                accept_forever, listener_sock, take, name="auth",
+                accepting=lambda: not stop_accepting.is_set(), changed=Wakeup(),
+            ))
+            await stop_accepting.wait()
+            accepting.cancel_scope.cancel()
+        # our copy only: the successor (and the master) keep the socket listening
+        listener_sock.close()
 
 
 async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketStream) -> None:
@@ -75,6 +99,7 @@ async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketSt
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.warning("login process connection broke: %s", exc)
         nursery.cancel_scope.cancel()
+    await trio.aclose_forcefully(stream)
 
 
 def _relay_response(call: SaslContinue | SaslAbort, exchanges: _Exchanges) -> None:

@@ -128,6 +128,11 @@ class LoginWorker:
         )
         return exhausted and not self.clients and not self.starting
 
+    def _logging_in(self) -> bool:
+        """A client may still ask the auth process (one that failed to log in to its
+        backend is back in the pre-login state and may try again)."""
+        return bool(self.starting) or any(not s.proxying for s in self.clients.values())
+
     def _status(self) -> tuple[bool, bool]:
         """What the master's accounting needs: accepting?, idle?  (Which process has the
         oldest client still logging in it asks only when a service is full.)"""
@@ -160,9 +165,18 @@ class LoginWorker:
             finished=self._finished, changed=self._changed, stop=self._stop, on_finished=self.on_finished
         ) as nursery:
             nursery.start_soon(self._control_loop)
+            nursery.start_soon(self._let_go_of_auth)
             for bound in self.listeners:
                 nursery.start_soon(self._accept_loop, bound, nursery)
             await self._report()
+
+    async def _let_go_of_auth(self) -> None:
+        """After a reload the old auth process serves us until we let go of it: once we
+        accept no more and nobody here is logging in, close the connection."""
+        while True:
+            if self.stopping and not self._logging_in():
+                await self.auth.close()
+            await self._changed.wait()
 
     async def _stop(self) -> None:
         """Accept no more (SIGTERM, ``Stop``); with no clients left, run() returns at once."""
@@ -280,12 +294,16 @@ class LoginWorker:
         if counted_ip is not None:
             await self._send(PreloginCount(counted_ip, 1))
 
-            def logged_in(ip: str = counted_ip) -> None:
+        def logged_in() -> None:
+            # called once: at the login, or at the end of a session that never logged in
+            session.on_logged_in = None
+            if counted_ip is not None:
                 # a proxied session no longer counts: the limit is for clients logging in
-                session.on_logged_in = None
-                nursery.start_soon(self._send, PreloginCount(ip, -1))
+                nursery.start_soon(self._send, PreloginCount(counted_ip, -1))
+            if self.stopping:
+                self._changed.notify()  # perhaps nobody needs the auth process any more
 
-            session.on_logged_in = logged_in
+        session.on_logged_in = logged_in
         try:
             await session.run()
         except Exception:
@@ -293,7 +311,7 @@ class LoginWorker:
             await trio.aclose_forcefully(client)
         finally:
             del self.clients[client_id]
-            if session.on_logged_in is not None:  # still counted: it never logged in
+            if session.on_logged_in is not None:  # it never logged in
                 session.on_logged_in()
             # a process that is done exits now: its exit tells the master enough
             if (message := self._status_message()) is not None and not self._finished():

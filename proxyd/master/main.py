@@ -22,8 +22,11 @@ Trio, ``Master`` keeps Dovecot's accounting for each login service:
   status) are replaced.
 
 SIGHUP (or ``proxyctl reload``): re-read the config in the master and the
-zygote, start a new auth process and new login processes, tell the old ones to
-stop accepting; their proxied sessions go on.  SIGTERM: stop everything.
+zygote, tell the old processes to stop accepting (their proxied sessions go on),
+start a new auth process, and new login processes once the old auth process has
+said it takes no more connections on the shared auth socket (it answers the
+requests it has and exits when its login processes let go).  SIGTERM: stop
+everything.
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ _READY_TIMEOUT = 30
 _EVICTION_GRACE = 1.0
 #: how long the listener watch waits for a process forked for a waiting client to report
 _DEMAND_SETTLE = 0.1
+#: how long new login processes wait after a reload for the old auth process to say it
+#: accepts no more (it answers at once; a hung one is not waited for longer)
+_AUTH_HANDOVER_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -156,6 +162,9 @@ class Master:
         self.relay_bound = False
         #: stopped because of an error (the exit status says so)
         self.failed = False
+        #: old auth processes told to stop that have not yet said they accept no more,
+        #: and until when they are waited for (see ``_auth_handing_over``)
+        self._auth_releasing: dict[int, float] = {}
 
     # ------------------------------------------------------------------ helpers
     def services(self) -> list[EffectiveService]:
@@ -240,6 +249,7 @@ class Master:
 
     def _reaped(self, child: Child, status: int) -> None:
         self.children.pop(child.pid, None)
+        self._auth_releasing.pop(child.pid, None)
         name = child.service or child.kind
         if os.WIFSIGNALED(status) and not self.shutting_down and os.WTERMSIG(status) != signal.SIGTERM:
             log.error("service(%s): child %d killed with signal %d", name, child.pid, os.WTERMSIG(status))
@@ -258,6 +268,8 @@ class Master:
     async def _on_report(self, child: Child, message: Report) -> None:
         match message:
             case Status(clients=clients, accepting=accepting):
+                if not accepting and self._auth_releasing.pop(child.pid, None) is not None:
+                    self.changed.notify()  # the old auth process let go: new logins may start
                 accepting = accepting and not child.stopping
                 # the waiters look at whether processes take clients; the client count
                 # matters to idle_kill alone, which maintain() checks every second anyway
@@ -349,6 +361,8 @@ class Master:
                 if await self.spawn(kind, "") is None:
                     await trio.sleep(1)
                     break
+        if self._auth_handing_over():
+            return  # maintain() runs again when it has (or at least once a second)
         for svc in self.services():
             pool = [c for c in self._pool(svc.name) if not c.stopping]
             available = sum(1 for c in pool if c.accepting)
@@ -381,6 +395,17 @@ class Master:
             else:
                 self._limit_logged.discard(svc.name)
             await self._idle_kill(svc, pool)
+
+    def _auth_handing_over(self) -> bool:
+        """An old auth process may still accept on the shared auth socket: a login process
+        started now could connect to it (and log its users in with the old configuration
+        for as long as it lives), so none is started until it said it stopped accepting."""
+        now = time.monotonic()
+        for pid, deadline in list(self._auth_releasing.items()):
+            if now >= deadline:
+                log.warning("auth process %d did not stop accepting within %.0f secs after the reload", pid, _AUTH_HANDOVER_TIMEOUT)
+                del self._auth_releasing[pid]
+        return bool(self._auth_releasing)
 
     async def _idle_kill(self, svc: EffectiveService, pool: list[Child]) -> None:
         if svc.idle_kill <= 0:
@@ -512,10 +537,12 @@ class Master:
         self.settings = settings
         await self._tell_ip_limits(self.perip.relimit(settings.proxyd_prelogin_per_ip_limit))
         self.generation += 1
-        old = [c for c in self.children.values() if c.generation < self.generation]
+        old = [c for c in self.children.values() if c.generation < self.generation and not c.stopping]
         for child in old:
             child.stopping = True
             child.accepting = False
+            if child.kind == "auth":
+                self._auth_releasing[child.pid] = time.monotonic() + _AUTH_HANDOVER_TIMEOUT
             await self.tell(child, Stop())
         log.info("SIGHUP received - configuration reloaded")
         self.changed.notify()
