@@ -190,11 +190,13 @@ policies = st.builds(
     tls_available=st.booleans(),
     tls_active=st.booleans(),
     secured=st.booleans(),
+    trusted=st.booleans(),
     disable_plaintext_auth=st.booleans(),
 )
 pieces = st.sampled_from(
     [b"EHLO ", b"HELO ", b"AUTH ", b"PLAIN", b"LOGIN", b"MAIL FROM:<a>", b"STARTTLS", b"QUIT", b"*",
-     b"=", b"AGJvYgBzZWNyZXQ=", b"\r\n", b"\n", b" ", b"\0", b"\xff"]
+     b"=", b"AGJvYgBzZWNyZXQ=", b"\r\n", b"\n", b" ", b"\0", b"\xff", b"XCLIENT ", b"ADDR=192.0.2.1",
+     b"TTL=0", b"FORWARD=eA+3D+3D", b"FOO\r\n" * 11, b"x" * 3000]
 )
 noisy = st.lists(st.one_of(pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
