@@ -284,6 +284,9 @@ class LmtpSession:
         address = event.address
         username, detail, delim = split_detail(address, self.ctx.recipient_delimiter)
         conn = dataclasses.replace(self.info, session_id=rcpt_session)
+        if event.forward:
+            # a trusted peer's XRCPTFORWARD: the passdb sees them as forward_* fields
+            conn = dataclasses.replace(conn, forward_fields=dict(event.forward))
         reply = await self.ctx.auth.lookup(AuthRequest(conn=conn, mech="", user=username, password=None))
         if reply.status is AuthStatus.TEMPFAIL:
             return recipient_reply(address, 451, "4.3.0", TEMP_LOOKUP_FAILURE), False

@@ -286,3 +286,21 @@ async def test_data_to_a_backend_without_chunking_421_and_a_backend_hanging_up(t
     ((code, text),) = replies_2
     assert code == 451
     assert text.startswith(b"4.4.0 Proxy failed: Connection lost: Remote disconnected (session="), text
+
+
+async def test_a_trusted_peers_xrcptforward_reaches_the_passdb_lookup(lmtp_backend_a: LmtpBackend) -> None:
+    auth = MapAuth({"alice@example.org": fields(lmtp_backend_a)})
+
+    def talk(port: int) -> tuple[int, bytes]:
+        with smtplib.LMTP(PROXYD_ADDRESS, port, timeout=15) as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.has_extn("xrcptforward")
+            client.mail("")
+            return client.rcpt("alice@example.org", ["XRCPTFORWARD=origin+3Dmx+201"])
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve, auth, True)
+        reply = await trio.to_thread.run_sync(talk, port)
+        nursery.cancel_scope.cancel()
+    assert reply == (250, b"2.1.5 OK")
+    assert auth.asked[-1].conn.forward_fields == {"origin": "mx 1"}

@@ -47,11 +47,14 @@ from typing import Final, cast
 from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.lmtp import replies as r
 from proxyd.protocols.lmtp.address import Address, AddressError, parse_path, xtext_decode
+from proxyd.protocols.xclient import tab_unescape
 
 #: the longest command line taken (Dovecot's SMTP_SERVER_DEFAULT_MAX_COMMAND_LINE is 4 KiB)
 MAX_LINE: Final = 4096
 #: lib-smtp's uoff_t: a BDAT size, or the sum of a message's chunks, beyond it is refused
 MAX_DATA_SIZE: Final = 2**64 - 1
+#: Dovecot's LMTP_RCPT_FORWARD_CAPABILITY / _PARAMETER: a trusted peer's forward_* fields
+RCPT_FORWARD: Final = "XRCPTFORWARD"
 #: the XCLIENT attributes a trusted peer may send (Dovecot's list)
 XCLIENT_ATTRIBUTES: Final = ("ADDR", "PORT", "PROTO", "HELO", "LOGIN", "SESSION", "TTL", "TIMEOUT")
 
@@ -62,10 +65,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RcptTo(Event):
-    """A recipient to route; ``params`` are its RCPT parameters as received (``ORCPT=...``)."""
+    """A recipient to route; ``params`` are its RCPT parameters as received (``ORCPT=...``),
+    ``forward`` what a trusted peer sent in ``XRCPTFORWARD=`` (for the passdb lookup)."""
 
     address: Address
     params: tuple[str, ...]
+    forward: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +386,7 @@ class LmtpServer:
             caps.append("STARTTLS")
         if self.trusted:
             caps.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
+            caps.append(RCPT_FORWARD)
         self._out += r.format_reply(250, None, "\n".join(caps))
         return self._reset_transaction()
 
@@ -459,8 +465,25 @@ class LmtpServer:
         params = self._params(rest, "TO", _check_rcpt_param)
         if params is None:
             return _NOTHING
+        forward: tuple[tuple[str, str], ...] = ()
+        for param in params:
+            keyword, _, value = param.partition("=")
+            if keyword.upper() != RCPT_FORWARD:
+                continue
+            # Dovecot's cmd_rcpt_handle_forward_fields(): decoded, dropped from the
+            # parameters, and taken only from a peer trusted by its real address
+            try:
+                fields_text = xtext_decode(value)
+            except ValueError as exc:
+                self._reply((501, "5.5.4", f"Invalid {RCPT_FORWARD}= parameter: {exc}"))
+                return _NOTHING
+            if not self.trusted:
+                self._reply((550, "5.7.14", f"Unacceptable {RCPT_FORWARD}= parameter: You are not from trusted IP"))
+                return _NOTHING
+            forward = _forward_fields(fields_text)
+            params = tuple(p for p in params if p.partition("=")[0].upper() != RCPT_FORWARD)
         self.state = State.RCPT_WAIT
-        return RcptTo(address, params)
+        return RcptTo(address, params, forward)
 
     def _cmd_data(self, args: str) -> Event:
         if args:
@@ -602,8 +625,20 @@ def _check_mail_param(param: str) -> str | None:
     return r.UNSUPPORTED_PARAMETERS[2]
 
 
+def _forward_fields(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs, TAB-separated and tab-escaped (Dovecot's forward fields)."""
+    pairs = []
+    for item in text.split("\t"):
+        key, sep, value = tab_unescape(item).partition("=")
+        if key and sep:
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
 def _check_rcpt_param(param: str) -> str | None:
     keyword, _, value = param.partition("=")
+    if keyword.upper() == RCPT_FORWARD:
+        return None  # checked by _cmd_rcpt, which knows whether the peer is trusted
     if keyword.upper() == "ORCPT":
         addr_type, sep, addr = value.partition(";")
         if not sep or addr_type.lower() != "rfc822":

@@ -43,11 +43,12 @@ def test_lhlo_lists_dovecots_capabilities() -> None:
     assert events == []
     assert out == (
         b"250-proxy.test\r\n250-8BITMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
-        b"250-STARTTLS\r\n250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n"
+        b"250-STARTTLS\r\n250-XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n250 XRCPTFORWARD\r\n"
     )
     assert server.helo == "mta.test"
     _, out = feed(new_server(trusted=False), b"LHLO mta.test\r\n")
     assert b"XCLIENT" not in out
+    assert b"XRCPTFORWARD" not in out
     assert b"STARTTLS" not in out
 
 
@@ -134,7 +135,7 @@ def test_pipelined_transaction_replies_in_order() -> None:
     assert server.next_event() == Closed("Logged out")
     assert server.data_to_send() == (
         b"250-proxy.test\r\n250-8BITMIME\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n"
-        b"250 XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n"
+        b"250-XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT\r\n250 XRCPTFORWARD\r\n"
         b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
         b"550 5.1.1 <nobody@example.org> User doesn't exist: nobody@example.org\r\n"
         b"354 OK\r\n250 2.0.0 <alice@example.org> S Saved\r\n221 2.0.0 Bye\r\n"
@@ -298,3 +299,19 @@ def test_client_workarounds() -> None:
     assert events == [RcptTo(Address("alice", "example.org"), ("ORCPT=rfc822;a+40b",))]
     assert server.transaction is not None
     assert server.transaction.sender == Address("sender", "x.test")
+
+
+def test_xrcptforward_from_a_trusted_peer_only() -> None:
+    server = new_server()
+    feed(server, b"LHLO x\r\nMAIL FROM:<>\r\n")
+    # origin=mx 1 and via=a\tb (tab-escaped), TAB-joined, in xtext
+    events, _ = feed(server, b"RCPT TO:<a@b> XRCPTFORWARD=origin+3Dmx+201+09via+3Da+01tb ORCPT=rfc822;a@b\r\n")
+    assert events == [RcptTo(Address("a", "b"), ("ORCPT=rfc822;a@b",), (("origin", "mx 1"), ("via", "a\tb")))]
+    server.rcpt_reply(b"250 2.1.5 OK\r\n", accepted=True)
+    _, out = feed(server, b"RCPT TO:<c@d> XRCPTFORWARD=a+3\r\n")
+    assert out == b"250 2.1.5 OK\r\n501 5.5.4 Invalid XRCPTFORWARD= parameter: Invalid character in xtext\r\n"
+    server = new_server(trusted=False)
+    feed(server, b"LHLO x\r\nMAIL FROM:<>\r\n")
+    events, out = feed(server, b"RCPT TO:<a@b> XRCPTFORWARD=origin+3Dmx\r\n")
+    assert events == []
+    assert out == b"550 5.7.14 Unacceptable XRCPTFORWARD= parameter: You are not from trusted IP\r\n"
