@@ -1,10 +1,13 @@
 """What every client-facing login engine shares: the state table and the driver-facing plumbing.
 
-The IMAP and POP3 engines differ in how they read commands and word replies;
-the way a driver feeds them (``receive_data``/``next_event``/``data_to_send``),
-the pre-login states and the SASL continuation handling are the same, as in
-Dovecot's login-common.  A subclass sets the attributes declared here in its
-``__init__`` and implements ``_handle_input`` (one command) and ``_disconnect``.
+The IMAP, POP3, ManageSieve and Submission engines differ in how they read
+commands and word replies; the way a driver feeds them
+(``receive_data``/``next_event``/``data_to_send``), the pre-login states,
+STARTTLS, login-common's ``client_auth_begin()`` and the SASL continuation
+handling are the same, as in Dovecot's login-common.  A subclass calls
+``super().__init__()`` and implements ``_handle_input`` (one command),
+``_auth_parse_response``, and the protocol's words: ``_goodbye_line``,
+``_refusal_reply`` and ``_tls_ready``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,27 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
+from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.buffer import InputBuffer
-from proxyd.protocols.events import NEED_DATA, Event, LoginPolicy, _NeedData
-from proxyd.protocols.sasl import encode_base64
+from proxyd.protocols.events import (
+    NEED_DATA,
+    PLAINTEXT_MECHANISMS,
+    PRIVATE_MECHANISMS,
+    AuthBegin,
+    AuthRefused,
+    Close,
+    Event,
+    LoginPolicy,
+    StartTLS,
+    _NeedData,
+)
+from proxyd.protocols.sasl import decode_base64, encode_base64
+from proxyd.protocols.texts import (
+    INVALID_BASE64_INITIAL_MSG,
+    MECH_PLAINTEXT_DISABLED_MSG,
+    SSL_REQUIRED_MSG,
+    UNSUPPORTED_MECH_MSG,
+)
 
 #: Dovecot's reply when a client's line does not fit the input buffer
 INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
@@ -62,8 +83,17 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = {
 }
 
 
+class Refusal(enum.Enum):
+    """Why login-common's ``client_auth_begin()`` answers an attempt itself; the value is its text."""
+
+    SSL_REQUIRED = SSL_REQUIRED_MSG
+    UNSUPPORTED_MECH = UNSUPPORTED_MECH_MSG
+    PLAINTEXT_DISABLED = MECH_PLAINTEXT_DISABLED_MSG
+    INVALID_BASE64 = INVALID_BASE64_INITIAL_MSG
+
+
 class LoginEngineBase(ABC):
-    """The shared half of ``ImapLoginServer`` and ``Pop3LoginServer``."""
+    """The shared half of every ``<Protocol>LoginServer``."""
 
     def __init__(
         self,
@@ -104,8 +134,23 @@ class LoginEngineBase(ABC):
         """A SASL continuation line from the client."""
 
     @abstractmethod
+    def _goodbye_line(self, text: str) -> bytes:
+        """The protocol's last line before the engine closes (``* BYE text``, ``-ERR text``...)."""
+
+    @abstractmethod
+    def _tls_ready(self) -> None:
+        """Read afresh after the STARTTLS handshake (the plaintext input is gone by then)."""
+
+    @abstractmethod
+    def _refusal_reply(self, why: Refusal) -> bytes:
+        """The protocol's reply to an attempt refused before the auth process (``why.value``: the text)."""
+
     def _disconnect(self, reason: str, text: str | None = None, /) -> None:
-        """Queue the goodbye (if any) and emit ``Close(reason)``."""
+        """Queue the goodbye ``text`` (if any), close, and emit ``Close(reason)``."""
+        if text is not None:
+            self._out += self._goodbye_line(text)
+        self._transition(Trigger.CLOSE)
+        self._events.append(Close(reason))
 
     def _on_input(self) -> None:
         """One input callback: a read (Dovecot's ``client_read()``), then handle what is buffered."""
@@ -133,6 +178,19 @@ class LoginEngineBase(ABC):
             return
         while self._state is State.NOT_AUTHENTICATED and self._handle_input():
             pass
+
+    def auth_backend_reply(self, reply: bytes) -> None:
+        """Answer the running authentication with a backend-derived line (the protocol's form)."""
+        self._end_auth(reply)
+
+    def tls_started(self, policy: LoginPolicy) -> None:
+        """The STARTTLS handshake succeeded; read commands again under ``policy``."""
+        self._transition(Trigger.TLS_STARTED)
+        self._policy = policy
+        # The plaintext left over was handed to TLS; reading starts afresh.
+        self._buf.take_all()
+        self._pending.clear()
+        self._tls_ready()
 
     def login_succeeded(self, reply: bytes) -> None:
         """Send the final login reply (the backend's, adapted); the session now belongs to the relay."""
@@ -221,6 +279,58 @@ class LoginEngineBase(ABC):
         if self._state is State.NOT_AUTHENTICATED:
             return True
         return self._state is State.AUTHENTICATING and self._awaiting_response
+
+    def _begin_tls(self) -> None:
+        """STARTTLS accepted (its reply is queued): stop reading until ``tls_started()``."""
+        self._transition(Trigger.STARTTLS)
+        self._events.append(StartTLS())
+
+    def _auth_begin(
+        self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
+    ) -> int:
+        """login-common's ``client_auth_begin()`` up to the auth request.
+
+        ``initial_b64`` is the initial response as the client sent it (None: none;
+        ``=`` or empty: an empty one); ``login_response`` is the decoded one of a
+        LOGIN, USER/PASS or APOP command.  Returns 0 when the exchange started
+        (reading stops), 1 when the attempt was answered here.
+        """
+        policy = self._policy
+        self._auth_attempts += 1
+        if not policy.secured and policy.ssl == "required":
+            self._out += self._refusal_reply(Refusal.SSL_REQUIRED)
+            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
+            return 1
+        wanted = mech_raw.split(b"\0", 1)[0].upper()  # the C string Dovecot sees
+        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
+        mech = next((m.upper() for m in policy.mechanisms if m.upper().encode() == wanted), None)
+        if mech is None or (mech in PRIVATE_MECHANISMS and login_response is None):
+            return self._refuse(Refusal.UNSUPPORTED_MECH)
+        if not policy.secured and policy.disable_plaintext_auth and mech in PLAINTEXT_MECHANISMS:
+            return self._refuse(Refusal.PLAINTEXT_DISABLED)
+        initial = login_response
+        if initial is None and initial_b64 is not None:
+            initial = b"" if initial_b64 in (b"", b"=") else decode_base64(initial_b64)
+            if initial is None:
+                return self._refuse(Refusal.INVALID_BASE64)
+        self._transition(Trigger.AUTH_BEGIN)
+        self._events.append(AuthBegin(mech, initial, plaintext_login=login_response is not None))
+        return 0
+
+    def _refuse(self, why: Refusal) -> int:
+        self._out += self._refusal_reply(why)
+        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {why.value}"))
+        return 1
+
+    def _refuse_response(self, reply: bytes, text: str) -> None:
+        """A SASL response refused in the middle of an exchange: ``reply`` ends the attempt.
+
+        The event comes first: the reply may end the session (Submission's bad-command limit).
+        """
+        self._events.append(
+            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
+        )
+        self._end_auth(reply)
 
     def _end_auth(self, reply: bytes) -> None:
         self._transition(Trigger.AUTH_END)

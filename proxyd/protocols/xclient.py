@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxyd.protocols.events import TrustedClientInfo
 from proxyd.protocols.sasl import decode_base64, encode_base64
 from proxyd.protocols.sessionid import MAX_SESSION_ID_LEN
 
@@ -110,6 +111,16 @@ class XclientArgs:
                 self.proxy_ttl,
                 self.forward_fields,
             )
+        )
+
+    def trusted_info(self) -> TrustedClientInfo:
+        """The event that applies what was sent (Dovecot applies each valid value as it reads it)."""
+        return TrustedClientInfo(
+            remote_ip=self.remote_ip,
+            remote_port=self.remote_port,
+            proxy_ttl=self.proxy_ttl,
+            session_id=self.session_id,
+            forward_fields=self.forward_fields or {},
         )
 
 

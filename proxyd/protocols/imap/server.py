@@ -45,20 +45,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.buffer import MAX_INBUF_SIZE
-from proxyd.protocols.engine import LoginEngineBase, State, Trigger
+from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    PLAINTEXT_MECHANISMS,
-    PRIVATE_MECHANISMS,
     AuthAborted,
-    AuthBegin,
     AuthContinue,
     AuthRefused,
     ClientFailure,
-    Close,
     LoginPolicy,
-    StartTLS,
     TrustedClientInfo,
 )
 from proxyd.protocols.imap import replies
@@ -88,6 +82,14 @@ _UNKNOWN: Final = -2  # unknown command
 _BAD: Final = -1  # bad arguments: counts as an invalid command
 _WAIT: Final = 0  # authentication started (or the client is gone): stop reading
 _DONE: Final = 1  # replied; go on with the next command
+
+#: status and resp-code of each refusal before the auth process (Dovecot's imap-login)
+_REFUSALS: Final[dict[Refusal, tuple[Status, str | None]]] = {
+    Refusal.SSL_REQUIRED: (Status.NO, "PRIVACYREQUIRED"),
+    Refusal.UNSUPPORTED_MECH: (Status.NO, "ALERT"),
+    Refusal.PLAINTEXT_DISABLED: (Status.NO, "PRIVACYREQUIRED"),
+    Refusal.INVALID_BASE64: (Status.BAD, None),
+}
 
 
 class _IdState(enum.Enum):
@@ -203,21 +205,11 @@ class ImapLoginServer(LoginEngineBase):
         )
         self._end_auth(reply)
 
-    def auth_backend_reply(self, reply: bytes) -> None:
-        """Answer the running authentication with a backend-derived line (already tagged)."""
-        self._end_auth(reply)
-
     def login_succeeded(self, reply: bytes) -> None:
         super().login_succeeded(reply)
         self._parser.reset()
 
-    def tls_started(self, policy: LoginPolicy) -> None:
-        """The STARTTLS handshake succeeded; read commands again under ``policy``."""
-        self._transition(Trigger.TLS_STARTED)
-        self._policy = policy
-        # The plaintext left over was handed to TLS; the parser starts afresh.
-        self._buf.take_all()
-        self._pending.clear()
+    def _tls_ready(self) -> None:
         self._parser.reset()
         self._skip_line = False
         self._cmd_finished = True
@@ -237,11 +229,12 @@ class ImapLoginServer(LoginEngineBase):
 
     # -- state handling --------------------------------------------------
 
-    def _disconnect(self, reason: str, bye: str | None = None) -> None:
-        if bye is not None:
-            self._out += replies.reply_line(None, Status.BYE, bye)
-        self._transition(Trigger.CLOSE)
-        self._events.append(Close(reason))
+    def _goodbye_line(self, text: str) -> bytes:
+        return replies.reply_line(None, Status.BYE, text)
+
+    def _refusal_reply(self, why: Refusal) -> bytes:
+        status, code = _REFUSALS[why]
+        return replies.reply_line(self._cmd_tag, status, why.value, code)
 
     def _reply(self, status: Status, text: str, code: str | None = None) -> None:
         self._out += replies.reply_line(self._cmd_tag, status, text, code)
@@ -372,8 +365,7 @@ class ImapLoginServer(LoginEngineBase):
             self._reply(Status.BAD, "TLS support isn't enabled.")
         else:
             self._reply(Status.OK, "Begin TLS negotiation now.")
-            self._transition(Trigger.STARTTLS)
-            self._events.append(StartTLS())
+            self._begin_tls()
         return _DONE
 
     def _cmd_login(self, args: tuple[Arg, ...]) -> int:
@@ -424,48 +416,6 @@ class ImapLoginServer(LoginEngineBase):
             initial = line
         return self._auth_begin(self._auth_mech_raw, initial), True
 
-    def _auth_begin(
-        self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
-    ) -> int:
-        """Dovecot's ``client_auth_begin()`` + ``sasl_server_auth_begin()`` up to the auth request."""
-        policy = self._policy
-        if not policy.secured and policy.ssl == "required":
-            self._auth_attempts += 1
-            self._reply(Status.NO, replies.SSL_REQUIRED_MSG, "PRIVACYREQUIRED")
-            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
-            return _DONE
-        self._auth_attempts += 1
-        wanted = mech_raw.split(b"\0", 1)[0].upper()
-        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
-        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None or (mech.upper() in PRIVATE_MECHANISMS and login_response is None):
-            return self._refuse(Status.NO, replies.UNSUPPORTED_MECH_MSG, "ALERT")
-        if (
-            not policy.secured
-            and policy.disable_plaintext_auth
-            and mech.upper() in PLAINTEXT_MECHANISMS
-        ):
-            return self._refuse(Status.NO, replies.MECH_PLAINTEXT_DISABLED_MSG, "PRIVACYREQUIRED")
-        initial: bytes | None
-        if login_response is not None:
-            initial = login_response
-        elif initial_b64 is None or initial_b64 == b"":
-            initial = initial_b64
-        else:
-            initial = decode_base64(initial_b64)
-            if initial is None:
-                return self._refuse(Status.BAD, replies.INVALID_BASE64_INITIAL_MSG)
-        self._transition(Trigger.AUTH_BEGIN)
-        self._events.append(
-            AuthBegin(mech.upper(), initial, plaintext_login=login_response is not None)
-        )
-        return _WAIT
-
-    def _refuse(self, status: Status, text: str, code: str | None = None) -> int:
-        self._reply(status, text, code)
-        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
-        return _DONE
-
     def _auth_parse_response(self) -> None:
         """A continuation line from the client (Dovecot's ``client_auth_parse_response()``)."""
         if self._auth_read_line() <= 0:
@@ -478,19 +428,13 @@ class ImapLoginServer(LoginEngineBase):
             self._events.append(AuthAborted())
             return
         if not is_base64_text(line):
-            self._refuse_response(Status.NO, replies.INVALID_BASE64_RESPONSE_MSG, "ALERT")
+            text, status, code = replies.INVALID_BASE64_RESPONSE_MSG, Status.NO, "ALERT"
+        elif (decoded := decode_base64(line)) is None:
+            text, status, code = replies.INVALID_BASE64_CONTINUED_MSG, Status.BAD, None
+        else:
+            self._events.append(AuthContinue(decoded))
             return
-        decoded = decode_base64(line)
-        if decoded is None:
-            self._refuse_response(Status.BAD, replies.INVALID_BASE64_CONTINUED_MSG)
-            return
-        self._events.append(AuthContinue(decoded))
-
-    def _refuse_response(self, status: Status, text: str, code: str | None = None) -> None:
-        self._end_auth(replies.reply_line(self._cmd_tag, status, text, code))
-        self._events.append(
-            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
-        )
+        self._refuse_response(replies.reply_line(self._cmd_tag, status, text, code), text)
 
     # -- ID ----------------------------------------------------------------
 

@@ -32,19 +32,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-from proxyd.log import MAX_MECH_NAME_LEN, sanitize
-from proxyd.protocols.engine import LoginEngineBase, State, Trigger
+from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    PLAINTEXT_MECHANISMS,
     AuthAborted,
-    AuthBegin,
     AuthContinue,
-    AuthRefused,
     ClientFailure,
-    Close,
     LoginPolicy,
-    StartTLS,
-    TrustedClientInfo,
 )
 from proxyd.protocols.managesieve import replies
 from proxyd.protocols.managesieve.grammar import (
@@ -60,10 +53,6 @@ from proxyd.protocols.managesieve.replies import SieveOptions, Status
 from proxyd.protocols.sasl import decode_base64
 from proxyd.protocols.texts import (
     AUTH_ABORTED_MSG,
-    INVALID_BASE64_INITIAL_MSG,
-    MECH_PLAINTEXT_DISABLED_MSG,
-    SSL_REQUIRED_MSG,
-    UNSUPPORTED_MECH_MSG,
 )
 from proxyd.protocols.xclient import parse_xclient
 
@@ -110,19 +99,11 @@ class ManageSieveLoginServer(LoginEngineBase):
             replies.auth_failure_reply(failure, reason, hostname=self._hostname(), now=self._clock())
         )
 
-    def auth_backend_reply(self, reply: bytes) -> None:
-        """Answer the running authentication with a backend-derived line."""
-        self._end_auth(reply)
-
-    def tls_started(self, policy: LoginPolicy) -> None:
-        """The STARTTLS handshake succeeded: capabilities again, then ``OK "TLS negotiation successful."``."""
-        self._transition(Trigger.TLS_STARTED)
-        self._policy = policy
-        self._buf.take_all()
-        self._pending.clear()
+    def _tls_ready(self) -> None:
+        """Capabilities again, then ``OK "TLS negotiation successful."``."""
         self._cmd = None
         self._skip_line = False
-        self._out += replies.capability_lines(policy, self._options)
+        self._out += replies.capability_lines(self._policy, self._options)
         self._out += replies.reply_line(Status.OK, replies.TLS_DONE_MSG)
 
     def close(self, text: str | None = None, *, trylater: bool = False) -> None:
@@ -138,11 +119,12 @@ class ManageSieveLoginServer(LoginEngineBase):
     def _challenge_line(self, challenge_b64: bytes) -> bytes:
         return b'"' + challenge_b64 + b'"\r\n'
 
-    def _disconnect(self, reason: str, text: str | None = None, /) -> None:
-        if text is not None:
-            self._out += replies.reply_line(Status.BYE, text)
-        self._transition(Trigger.CLOSE)
-        self._events.append(Close(reason))
+    def _goodbye_line(self, text: str) -> bytes:
+        return replies.reply_line(Status.BYE, text)
+
+    def _refusal_reply(self, why: Refusal) -> bytes:
+        code = "ENCRYPT-NEEDED" if why is Refusal.SSL_REQUIRED else None
+        return replies.reply_line(Status.NO, why.value, code)
 
     def _reply(self, status: Status, text: str, code: str | None = None) -> None:
         self._out += replies.reply_line(status, text, code)
@@ -230,8 +212,7 @@ class ManageSieveLoginServer(LoginEngineBase):
             self._reply(Status.NO, "TLS support isn't enabled.")
         else:
             self._reply(Status.OK, replies.STARTTLS_BEGIN_MSG)
-            self._transition(Trigger.STARTTLS)
-            self._events.append(StartTLS())
+            self._begin_tls()
 
     def _cmd_noop(self, args: list[Arg]) -> bool:
         if not args:
@@ -255,15 +236,7 @@ class ManageSieveLoginServer(LoginEngineBase):
         parsed = parse_xclient(b" ".join(arg.value for arg in args))
         if parsed.changed:
             # applied value by value, as Pigeonhole does, even when another is invalid
-            self._events.append(
-                TrustedClientInfo(
-                    remote_ip=parsed.remote_ip,
-                    remote_port=parsed.remote_port,
-                    proxy_ttl=parsed.proxy_ttl,
-                    session_id=parsed.session_id,
-                    forward_fields=parsed.forward_fields or {},
-                )
-            )
+            self._events.append(parsed.trusted_info())
         if not parsed.valid:
             return False
         self._reply(Status.OK, replies.XCLIENT_UPDATED_MSG)
@@ -281,36 +254,6 @@ class ManageSieveLoginServer(LoginEngineBase):
         self._auth_begin(mech_raw, initial)
         return True
 
-    def _auth_begin(self, mech_raw: bytes, initial_b64: bytes | None) -> None:
-        """login-common's ``client_auth_begin()`` up to the auth request."""
-        policy = self._policy
-        self._auth_attempts += 1
-        if not policy.secured and policy.ssl == "required":
-            self._reply(Status.NO, SSL_REQUIRED_MSG, "ENCRYPT-NEEDED")
-            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
-            return
-        wanted = mech_raw.split(b"\0", 1)[0].upper()
-        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
-        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None:
-            self._refuse(UNSUPPORTED_MECH_MSG)
-            return
-        if not policy.secured and policy.disable_plaintext_auth and mech.upper() in PLAINTEXT_MECHANISMS:
-            self._refuse(MECH_PLAINTEXT_DISABLED_MSG)
-            return
-        initial: bytes | None = None
-        if initial_b64 is not None:
-            initial = decode_base64(initial_b64) if initial_b64 not in (b"", b"=") else b""
-            if initial is None:
-                self._refuse(INVALID_BASE64_INITIAL_MSG)
-                return
-        self._transition(Trigger.AUTH_BEGIN)
-        self._events.append(AuthBegin(mech.upper(), initial))
-
-    def _refuse(self, text: str) -> None:
-        self._reply(Status.NO, text)
-        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
-
     def _auth_parse_response(self) -> None:
         """A SASL response line: one string (Pigeonhole's ``managesieve_client_auth_parse_response()``)."""
         # the response is read whole (a literal may span reads): take in what has arrived
@@ -325,7 +268,7 @@ class ManageSieveLoginServer(LoginEngineBase):
                 return
             self._buf.skip(exc.consumed)
             self._skip_line = True
-            self._refuse_response(exc.text)
+            self._refuse_response_text(exc.text)
             return
         if parsed is None:
             if self._buf.full:
@@ -336,10 +279,10 @@ class ManageSieveLoginServer(LoginEngineBase):
         args, used = parsed
         self._buf.skip(used)
         if not args:
-            self._refuse_response(replies.EMPTY_RESPONSE_MSG)
+            self._refuse_response_text(replies.EMPTY_RESPONSE_MSG)
             return
         if len(args) != 1 or args[0].type is not ArgType.STRING:
-            self._refuse_response(replies.INVALID_RESPONSE_MSG)
+            self._refuse_response_text(replies.INVALID_RESPONSE_MSG)
             return
         response = args[0].value
         self._awaiting_response = False
@@ -349,15 +292,12 @@ class ManageSieveLoginServer(LoginEngineBase):
             return
         decoded = decode_base64(response) if response else b""
         if decoded is None:
-            self._refuse_response("Invalid base64 data in continued response")
+            self._refuse_response_text("Invalid base64 data in continued response")
             return
         self._events.append(AuthContinue(decoded))
 
-    def _refuse_response(self, text: str) -> None:
-        self._end_auth(replies.reply_line(Status.NO, text))
-        self._events.append(
-            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
-        )
+    def _refuse_response_text(self, text: str) -> None:
+        self._refuse_response(replies.reply_line(Status.NO, text), text)
 
 
 __all__ = ["MAX_INBUF", "ManageSieveLoginServer", "SieveOptions"]

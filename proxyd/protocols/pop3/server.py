@@ -50,21 +50,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.buffer import MAX_INBUF_SIZE
-from proxyd.protocols.engine import LoginEngineBase, State, Trigger
+from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    PLAINTEXT_MECHANISMS,
-    PRIVATE_MECHANISMS,
     AuthAborted,
-    AuthBegin,
     AuthContinue,
     AuthRefused,
     ClientFailure,
-    Close,
     LoginPolicy,
-    StartTLS,
-    TrustedClientInfo,
 )
 from proxyd.protocols.pop3 import replies
 from proxyd.protocols.pop3.replies import Reply
@@ -156,11 +149,15 @@ class Pop3LoginServer(LoginEngineBase):
 
     # -- state handling --------------------------------------------------
 
-    def _disconnect(self, reason: str, text: str | None = None) -> None:
-        if text is not None:
-            self._out += replies.reply_line(Reply.ERROR, text)
-        self._transition(Trigger.CLOSE)
-        self._events.append(Close(reason))
+    def _goodbye_line(self, text: str) -> bytes:
+        return replies.reply_line(Reply.ERROR, text)
+
+    def _tls_ready(self) -> None:
+        self._current_cmd = None
+        self._auth_mech_parsed = False
+
+    def _refusal_reply(self, why: Refusal) -> bytes:
+        return replies.reply_line(Reply.AUTH_ERROR, why.value)
 
     def _reply(self, kind: Reply, text: str) -> None:
         self._out += replies.reply_line(kind, text)
@@ -251,8 +248,7 @@ class Pop3LoginServer(LoginEngineBase):
             self._reply(Reply.ERROR, "TLS support isn't enabled.")
         else:
             self._reply(Reply.OK, "Begin TLS negotiation now.")
-            self._transition(Trigger.STARTTLS)
-            self._events.append(StartTLS())
+            self._begin_tls()
 
     def _check_plaintext_auth(self) -> bool:
         """Dovecot's ``client_check_plaintext_auth()`` (POP3 has no status notice to add)."""
@@ -315,15 +311,7 @@ class Pop3LoginServer(LoginEngineBase):
         parsed = parse_xclient(args)
         if parsed.changed:
             # Dovecot applies each valid value as it reads it, even when another is invalid.
-            self._events.append(
-                TrustedClientInfo(
-                    remote_ip=parsed.remote_ip,
-                    remote_port=parsed.remote_port,
-                    proxy_ttl=parsed.proxy_ttl,
-                    session_id=parsed.session_id,
-                    forward_fields=parsed.forward_fields or {},
-                )
-            )
+            self._events.append(parsed.trusted_info())
         if parsed.valid:
             self._reply(Reply.OK, replies.XCLIENT_UPDATED_MSG)
         else:
@@ -361,54 +349,6 @@ class Pop3LoginServer(LoginEngineBase):
         self._buf.fill_from(self._pending)
         self._buf.skip_line()
 
-    def _auth_begin(
-        self, mech_raw: bytes, initial_b64: bytes | None, *, login_response: bytes | None = None
-    ) -> int:
-        """Dovecot's ``client_auth_begin()`` + ``sasl_server_auth_begin()`` up to the auth request.
-
-        Returns 0 when an exchange started (reading stops), 1 when the attempt
-        was answered here.
-        """
-        policy = self._policy
-        if not policy.secured and policy.ssl == "required":
-            self._auth_attempts += 1
-            self._reply(Reply.AUTH_ERROR, replies.SSL_REQUIRED_MSG)
-            self._events.append(AuthRefused("Login failed: SSL required for authentication"))
-            return 1
-        self._auth_attempts += 1
-        wanted = _c_string(mech_raw).upper()
-        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
-        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None or (mech.upper() in PRIVATE_MECHANISMS and login_response is None):
-            return self._refuse(replies.UNSUPPORTED_MECH_MSG)
-        if (
-            not policy.secured
-            and policy.disable_plaintext_auth
-            and mech.upper() in PLAINTEXT_MECHANISMS
-        ):
-            return self._refuse(replies.MECH_PLAINTEXT_DISABLED_MSG)
-        initial: bytes | None
-        if login_response is not None:
-            initial = login_response
-        elif initial_b64 is None:
-            initial = None
-        elif initial_b64 == b"=":
-            initial = b""
-        else:
-            initial = decode_base64(initial_b64)
-            if initial is None:
-                return self._refuse(replies.INVALID_BASE64_INITIAL_MSG)
-        self._transition(Trigger.AUTH_BEGIN)
-        self._events.append(
-            AuthBegin(mech.upper(), initial, plaintext_login=login_response is not None)
-        )
-        return 0
-
-    def _refuse(self, text: str) -> int:
-        self._reply(Reply.AUTH_ERROR, text)
-        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
-        return 1
-
     def _auth_parse_response(self) -> None:
         """A continuation line from the client (Dovecot's ``client_auth_parse_response()``)."""
         if self._auth_read_line() <= 0:
@@ -421,16 +361,10 @@ class Pop3LoginServer(LoginEngineBase):
             self._events.append(AuthAborted())
             return
         if not is_base64_text(line):
-            self._refuse_response(replies.INVALID_BASE64_RESPONSE_MSG)
+            text = replies.INVALID_BASE64_RESPONSE_MSG
+        elif (decoded := decode_base64(line)) is None:
+            text = replies.INVALID_BASE64_CONTINUED_MSG
+        else:
+            self._events.append(AuthContinue(decoded))
             return
-        decoded = decode_base64(line)
-        if decoded is None:
-            self._refuse_response(replies.INVALID_BASE64_CONTINUED_MSG)
-            return
-        self._events.append(AuthContinue(decoded))
-
-    def _refuse_response(self, text: str) -> None:
-        self._end_auth(replies.reply_line(Reply.AUTH_ERROR, text))
-        self._events.append(
-            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
-        )
+        self._refuse_response(replies.reply_line(Reply.AUTH_ERROR, text), text)

@@ -40,19 +40,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.buffer import InputBuffer
-from proxyd.protocols.engine import LoginEngineBase, State, Trigger
+from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    PLAINTEXT_MECHANISMS,
     AuthAborted,
-    AuthBegin,
     AuthContinue,
-    AuthRefused,
     ClientFailure,
     Close,
     LoginPolicy,
-    StartTLS,
     TrustedClientInfo,
 )
 from proxyd.protocols.sasl import decode_base64, is_base64_text
@@ -62,10 +57,7 @@ from proxyd.protocols.submission.xclient import XclientError, is_helo_domain, pa
 from proxyd.protocols.texts import (
     AUTH_ABORTED_MSG,
     INVALID_BASE64_CONTINUED_MSG,
-    INVALID_BASE64_INITIAL_MSG,
     INVALID_BASE64_RESPONSE_MSG,
-    MECH_PLAINTEXT_DISABLED_MSG,
-    UNSUPPORTED_MECH_MSG,
 )
 from proxyd.protocols.xclient import decode_forward
 
@@ -86,6 +78,13 @@ _GOODBYE_CODES: Final = {
     "Disconnected for inactivity.": "4.4.2",
     "Disconnected for inactivity during authentication.": "4.4.2",
     "Server shutting down.": "4.3.2",
+}
+#: reply code and enhanced code of each refusal before the auth process (submission-login)
+_REFUSALS: Final[dict[Refusal, tuple[int, str]]] = {
+    Refusal.SSL_REQUIRED: (530, "5.7.0"),
+    Refusal.UNSUPPORTED_MECH: (504, "5.5.4"),
+    Refusal.PLAINTEXT_DISABLED: (523, "5.7.10"),
+    Refusal.INVALID_BASE64: (501, "5.5.2"),
 }
 #: lib-smtp's commands that need a login (submission-login registers no others: BURL,
 #: EXPN, ETRN are unknown commands before login)
@@ -147,15 +146,8 @@ class SubmissionLoginServer(LoginEngineBase):
             replies.auth_failure_reply(failure, reason, hostname=self._hostname(), now=self._clock())
         )
 
-    def auth_backend_reply(self, reply_bytes: bytes) -> None:
-        self._end_auth(reply_bytes)
-
-    def tls_started(self, policy: LoginPolicy) -> None:
+    def _tls_ready(self) -> None:
         """After STARTTLS the client starts over with EHLO (RFC 3207)."""
-        self._transition(Trigger.TLS_STARTED)
-        self._policy = policy
-        self._buf.take_all()
-        self._pending.clear()
         self._helo = None
         self._old_smtp = False
 
@@ -174,11 +166,12 @@ class SubmissionLoginServer(LoginEngineBase):
     def _challenge_line(self, challenge_b64: bytes) -> bytes:
         return b"334 " + challenge_b64 + b"\r\n"
 
-    def _disconnect(self, reason: str, text: str | None = None, /) -> None:
-        if text is not None:
-            self._out += reply(421, "4.7.0", text)
-        self._transition(Trigger.CLOSE)
-        self._events.append(Close(reason))
+    def _goodbye_line(self, text: str) -> bytes:
+        return reply(421, "4.7.0", text)
+
+    def _refusal_reply(self, why: Refusal) -> bytes:
+        code, enhanced = _REFUSALS[why]
+        return reply(code, enhanced, why.value)
 
     def _next_line(self) -> bytes | None:
         data = self._buf.peek()
@@ -320,37 +313,14 @@ class SubmissionLoginServer(LoginEngineBase):
             self._out += replies.INVALID_PARAMETERS
         else:
             self._out += replies.STARTTLS_BEGIN
-            self._transition(Trigger.STARTTLS)
-            self._events.append(StartTLS())
+            self._begin_tls()
 
     def _cmd_auth(self, args: bytes) -> None:
         mech_raw, _, initial_b64 = args.partition(b" ")
         if not mech_raw:
             self._out += replies.MISSING_MECHANISM
             return
-        policy = self._policy
-        self._auth_attempts += 1
-        wanted = mech_raw.upper()
-        self._auth_mech_log = sanitize(wanted, MAX_MECH_NAME_LEN)
-        mech = next((m for m in policy.mechanisms if m.upper().encode() == wanted), None)
-        if mech is None:
-            self._refuse(reply(504, "5.5.4", UNSUPPORTED_MECH_MSG), UNSUPPORTED_MECH_MSG)
-            return
-        if not policy.secured and policy.disable_plaintext_auth and mech.upper() in PLAINTEXT_MECHANISMS:
-            self._refuse(reply(523, "5.7.10", MECH_PLAINTEXT_DISABLED_MSG), MECH_PLAINTEXT_DISABLED_MSG)
-            return
-        initial: bytes | None = None
-        if initial_b64:
-            initial = b"" if initial_b64 == b"=" else decode_base64(initial_b64)
-            if initial is None:
-                self._refuse(reply(501, "5.5.2", INVALID_BASE64_INITIAL_MSG), INVALID_BASE64_INITIAL_MSG)
-                return
-        self._transition(Trigger.AUTH_BEGIN)
-        self._events.append(AuthBegin(mech.upper(), initial))
-
-    def _refuse(self, line: bytes, text: str) -> None:
-        self._out += line
-        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}"))
+        self._auth_begin(mech_raw, initial_b64 or None)
 
     def _auth_parse_response(self) -> None:
         if self._auth_read_line() <= 0:
@@ -365,20 +335,12 @@ class SubmissionLoginServer(LoginEngineBase):
             return
         if not is_base64_text(line):
             self._refuse_response(reply(535, "5.7.8", INVALID_BASE64_RESPONSE_MSG), INVALID_BASE64_RESPONSE_MSG)
-            return
-        decoded = decode_base64(line)
-        if decoded is None:
+        elif (decoded := decode_base64(line)) is None:
             self._refuse_response(
                 reply(501, "5.5.2", INVALID_BASE64_CONTINUED_MSG), INVALID_BASE64_CONTINUED_MSG
             )
-            return
-        self._events.append(AuthContinue(decoded))
-
-    def _refuse_response(self, line: bytes, text: str) -> None:
-        self._events.append(
-            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
-        )
-        self._end_auth(line)
+        else:
+            self._events.append(AuthContinue(decoded))
 
 
 def _is_textstr(params: bytes) -> bool:
