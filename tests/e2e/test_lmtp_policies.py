@@ -1,4 +1,4 @@
-"""What LMTP does not share with the login services: no auth penalty, no pre-login limits.
+"""What LMTP does not share with the login services: no auth penalty, no pre-login limits, no delay_until.
 
 Dovecot's ``lmtp`` looks recipients up in the passdb without a password (an
 auth-master lookup), so a refused recipient raises no per-IP penalty and a
@@ -42,8 +42,13 @@ def test_lmtp_has_no_penalty_and_no_prelogin_limit(
     imap_user = PasswdEntry(
         "alice", "{PLAIN}alicepw", proxy_fields(lmtp_backend_a.address, lmtp_backend_a.dovecot.imap_port)
     )
+    # delay_until holds logins (auth's auth_request_success_continue()), not passdb lookups
+    late = PasswdEntry(
+        "late@example.org", "", proxy_fields(lmtp_backend_a.address, lmtp_backend_a.lmtp_port,
+                                              destuser="alice@example.org", delay_until=str(int(time.time()) + 30))
+    )
     users = write_passwd_file(
-        proxyd.workdir / "lmtp-policy-users", [*recipients(lmtp_backend_a, lmtp_backend_b), imap_user]
+        proxyd.workdir / "lmtp-policy-users", [*recipients(lmtp_backend_a, lmtp_backend_b), imap_user, late]
     )
     config = proxyd.config(
         users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test", proxyd_prelogin_per_ip_limit="2"
@@ -92,5 +97,9 @@ def test_lmtp_has_no_penalty_and_no_prelogin_limit(
         mta.ehlo_or_helo_if_needed()
         mta.mail("mta@example.net")
         assert mta.rcpt("alice@example.org")[0] == 250
-        assert mta.data(b"Subject: penalty\r\n\r\nbody\r\n")[0] == 250
+        assert mta.rcpt("late@example.org")[0] == 250
+        mta.putcmd("DATA")
+        assert mta.getreply()[0] == 354
+        mta.send(b"Subject: penalty\r\n\r\nbody\r\n.\r\n")
+        assert [mta.getreply()[0] for _ in range(2)] == [250, 250]
     assert time.monotonic() - started < 1.5
