@@ -67,6 +67,7 @@ from proxyd.master import privileges
 from proxyd.master.listeners import handoff_services
 from proxyd.master.zygote import InheritedSockets
 from proxyd.protocols import registry
+from proxyd.protocols.lmtp.settings import LmtpSettings
 from proxyd.protocols.spec import ProtocolSpec
 from proxyd.proxied.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.proxied.relayhost import RelayHost
@@ -233,18 +234,19 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
         identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
     # opened by path while there is no chroot; the files are made in it after the drop
     temp_dir = TempDir.open(settings.mail_temp_dir)
-    rawlog_dir = RawlogDir.open(settings.lmtp_rawlog_dir)
-    proxy_rawlog_dir = RawlogDir.open(settings.lmtp_proxy_rawlog_dir)
+    own = settings.of(LmtpSettings)
+    rawlog_dir = RawlogDir.open(own.lmtp_rawlog_dir)
+    proxy_rawlog_dir = RawlogDir.open(own.lmtp_proxy_rawlog_dir)
     privileges.drop(identity)
     ctx = LmtpContext(
         hostname=settings.hostname or socket.gethostname(),
         greeting=settings.login_greeting,
         recipient_delimiter=settings.recipient_delimiter,
-        add_received_header=settings.lmtp_add_received_header,
-        hdr_delivery_address=settings.lmtp_hdr_delivery_address,
-        workarounds=frozenset(settings.lmtp_client_workarounds),
+        add_received_header=own.lmtp_add_received_header,
+        hdr_delivery_address=own.lmtp_hdr_delivery_address,
+        workarounds=frozenset(own.lmtp_client_workarounds),
         temp_dir=temp_dir,
-        verbose_replies=settings.lmtp_verbose_replies,
+        verbose_replies=own.lmtp_verbose_replies,
         rawlog_dir=rawlog_dir,
         proxy_rawlog_dir=proxy_rawlog_dir,
         auth=AuthClient(path),

@@ -93,8 +93,8 @@ def dump_non_default(settings: Settings, show_secrets: bool = False) -> str:
     defaults = Settings()
     entries: list[tuple[str, list[str]]] = []
     for name, spec in schema.TOP.items():
-        value = getattr(settings, spec.attribute)
-        if value != getattr(defaults, spec.attribute):
+        value = settings.value(spec.attribute)
+        if value != defaults.value(spec.attribute):
             entries.append((name, [f"{name} = {_top_value(settings, spec, value, show_secrets)}"]))
 
     for service_name in sorted(settings.services):

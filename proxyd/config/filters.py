@@ -15,7 +15,6 @@ containment checks.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import itertools
 from typing import Any, Final
@@ -37,7 +36,7 @@ def apply(settings: Settings, blocks: list[FilterBlock]) -> Settings:
             changes.setdefault(attribute, value)
     if not changes:
         return settings
-    return dataclasses.replace(settings, **changes)
+    return settings.with_values(changes)
 
 
 #: settings that make a different TLS server context

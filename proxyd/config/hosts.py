@@ -24,8 +24,8 @@ import logging
 import socket
 from typing import Final
 
-from proxyd.config import values as v
 from proxyd.config.settings import HostList, LocalBackend
+from proxyd.setting import values as v
 
 log = logging.getLogger("proxyd.config")
 

@@ -56,9 +56,10 @@ from proxyd.config.settings import (
     UnixListener,
     UnusedItem,
 )
-from proxyd.config.values import InvalidValue
 from proxyd.errors import ConfigError, Location
+from proxyd.protocols import registry
 from proxyd.secret import Secret
+from proxyd.setting.values import InvalidValue
 
 log = logging.getLogger("proxyd.config")
 
@@ -157,8 +158,7 @@ class _Loader:
             filters=tuple(self.filters),
             unused=tuple(self.unused),
             explicit=self.explicit,
-            **self.values,
-        )
+        ).with_values(self.values)
 
     # --- top level ------------------------------------------------------------
 
@@ -230,12 +230,14 @@ class _Loader:
             schema.check_protocols(protocols)
         except InvalidValue as error:
             raise ConfigError(self.explicit.get("protocols"), str(error)) from None
-        if "lmtp" in protocols and not self.values.get("lmtp_proxy"):
-            # Dovecot would deliver to its own mail storage; proxyd has none
-            raise ConfigError(
-                self.explicit.get("lmtp_proxy") or self.explicit.get("protocols"),
-                "protocols = lmtp needs lmtp_proxy = yes: proxyd delivers no mail itself",
-            )
+        # each protocol's own rules (LMTP: lmtp_proxy = yes), on its settings as they stand
+        records = Settings().with_values(self.values).protocol_settings
+        for name in protocols:
+            check = registry.BY_NAME[name].settings.check
+            problem = check(records[name]) if check is not None else None
+            if problem is not None:
+                setting, message = problem
+                raise ConfigError(self.explicit.get(setting) or self.explicit.get("protocols"), message)
 
     def _check_filters(self) -> None:
         """Login processes get a TLS context ready for each combination of TLS blocks."""
@@ -392,7 +394,7 @@ class _Loader:
             if parent.protocol:
                 raise ConfigError(where, "Nested protocol { protocol { .. } } block not allowed")
             if value.lstrip("!") not in schema.IMPLEMENTED_PROTOCOLS and not value.startswith("!"):
-                # a protocol proxyd does not serve (lda, lmtp, doveadm, ...): never matches
+                # a protocol proxyd does not serve (lda, doveadm, imap-urlauth, ...): never matches
                 self._unused_section(section)
                 return
             block = dataclasses.replace(block, protocol=value)

@@ -31,58 +31,21 @@ asked for them; ``protocols = imap pop3`` enables POP3) and ``base_dir``
 
 from __future__ import annotations
 
-import enum
-import logging
+import dataclasses
 import os
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
 from proxyd import openssl_ctx
 from proxyd.config import hosts
-from proxyd.config import values as v
 from proxyd.log import SYSLOG_FACILITIES, check_login_format
 from proxyd.protocols import registry
-
-_log = logging.getLogger("proxyd.config")
-
-
-class Scope(enum.Enum):
-    """Where a setting may appear."""
-
-    TOP = "top level"
-    SERVICE = "service"
-    INET_LISTENER = "inet_listener"
-    UNIX_LISTENER = "unix_listener"
-    PASSDB = "passdb"
-    USERDB = "userdb"
-
-
-@dataclass(frozen=True, slots=True)
-class SettingSpec:
-    """One implemented setting."""
-
-    name: str
-    scope: Scope
-    #: value text -> typed value; raises :class:`~proxyd.config.values.InvalidValue`
-    parse: Callable[[str], Any]
-    #: typed value -> text in ``doveconf`` form (for ``proxyd -n``)
-    format: Callable[[Any], str]
-    #: Dovecot's default in ``doveconf`` form (also what ``$name`` gives when unset)
-    default: str
-    #: never printed or logged in clear
-    secret: bool = False
-    #: the value is PEM text that must come from ``name = <FILE``
-    pem: bool = False
-    #: the dataclass field it fills; ``None`` = same as ``name``
-    field: str | None = None
-
-    @property
-    def attribute(self) -> str:
-        return self.field or self.name
-
+from proxyd.setting import values as v
+from proxyd.setting.spec import Scope as Scope
+from proxyd.setting.spec import SettingSpec as SettingSpec
+from proxyd.setting.spec import setting
 
 # --- value parsers that carry proxyd's "not yet" rules ---------------------
 
@@ -121,70 +84,6 @@ def parse_protocols(value: str) -> tuple[str, ...]:
         if name not in result:  # Debian's "protocols = $protocols imap" can repeat one
             result.append(name)
     return tuple(result)
-
-
-LMTP_WORKAROUNDS: Final = ("whitespace-before-path", "mailbox-for-path")
-
-
-def parse_lmtp_workarounds(value: str) -> tuple[str, ...]:
-    """``lmtp_client_workarounds``: Dovecot's names, space or comma separated."""
-    names = tuple(v.split_list(value))
-    for name in names:
-        if name not in LMTP_WORKAROUNDS:
-            raise v.InvalidValue(f"lmtp_client_workarounds: Unknown workaround: {name}")
-    return names
-
-
-#: lib-smtp's ``smtp_capability_names``: what ``submission_backend_capabilities`` may name
-SMTP_CAPABILITIES: Final = (
-    "AUTH", "STARTTLS", "PIPELINING", "SIZE", "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING",
-    "BINARYMIME", "BURL", "DSN", "VRFY", "ETRN", "XCLIENT",
-)  # fmt: skip
-
-
-def parse_backend_capabilities(value: str) -> tuple[str, ...]:
-    """``submission_backend_capabilities`` (``client_parse_backend_capabilities()``).
-
-    Dovecot leaves the setting unset by default and then assumes 8BITMIME only,
-    so the default here is ``8BITMIME``: the same capabilities.  An unknown
-    name is skipped with Dovecot's warning; BINARYMIME brings CHUNKING along.
-    """
-    names: list[str] = []
-    for name in v.split_list(value):
-        upper = name.upper()
-        if upper not in SMTP_CAPABILITIES:
-            _log.warning("Unknown SMTP capability in submission_backend_capabilities: %s", name)
-        elif upper not in names:
-            names.append(upper)
-    if "BINARYMIME" in names and "CHUNKING" not in names:
-        names.append("CHUNKING")
-    return tuple(names)
-
-
-SUBMISSION_WORKAROUNDS: Final = (
-    "whitespace-before-path", "mailbox-for-path", "implicit-auth-external", "exotic-backend",
-)  # fmt: skip
-
-
-def parse_submission_workarounds(value: str) -> tuple[str, ...]:
-    """``submission_client_workarounds``: Dovecot's names, any case, space or comma separated.
-
-    The first two concern the submission service after login (submission-login
-    accepts and ignores them, as Dovecot's does); ``implicit-auth-external``
-    (MAIL before AUTH as an EXTERNAL login) is not implemented yet.
-    """
-    names: list[str] = []
-    for name in v.split_list(value):
-        lowered = name.lower()
-        if lowered not in SUBMISSION_WORKAROUNDS:
-            raise v.InvalidValue(f"submission_client_workarounds: Unknown workaround: {name}")
-        if lowered == "implicit-auth-external":
-            raise v.InvalidValue(
-                "submission_client_workarounds: workaround 'implicit-auth-external' is not supported yet"
-            )
-        if lowered not in names:
-            names.append(lowered)
-    return tuple(names)
 
 
 def check_protocols(protocols: tuple[str, ...]) -> None:
@@ -320,37 +219,11 @@ def _existing_dir(name: str, value: str) -> str:
     return value
 
 
-def _plain_path(name: str, value: str) -> str:
-    """A directory the lmtp process uses: absolute, without the %-variables Dovecot would
-    expand per user (a proxy's LMTP has no user there)."""
-    if "%" in value:
-        raise v.InvalidValue(f"{name}: %-variables are not supported here: {value}")
-    if not value.startswith("/"):
-        raise v.InvalidValue(f"{name}: must be an absolute path: {value}")
-    return value
-
-
-def _rawlog_dir(name: str, value: str) -> str:
-    """A rawlog directory ("" = none); Dovecot's ``tcp:HOST:PORT`` rawlog target is not
-    implemented."""
-    if value.startswith("tcp:") and "/" not in value:
-        raise v.InvalidValue(f"{name}: rawlogs to tcp: targets are not supported: {value}")
-    return _plain_path(name, value) if value else ""
-
-
 def _parse_str(value: str) -> str:
     return value
 
 
-def _spec(
-    name: str,
-    scope: Scope,
-    parse: Callable[[str], Any],
-    format: Callable[[Any], str],  # noqa: A002 - the spec's field name
-    default: str,
-    **extra: Any,
-) -> SettingSpec:
-    return SettingSpec(name=name, scope=scope, parse=parse, format=format, default=default, **extra)
+_spec = setting
 
 
 def _str(name: str, scope: Scope, default: str = "", **extra: Any) -> SettingSpec:
@@ -376,13 +249,6 @@ _FAIL_ACTIONS: Final = (
     "return-fail",
     "continue-ok",
     "continue-fail",
-)
-
-#: Pigeonhole 0.5's extensions (Dovecot fills the setting from the managesieve binary)
-_SIEVE_CAPABILITY: Final = (
-    "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric "
-    "relational regex imap4flags copy include variables body enotify environment mailbox date "
-    "index ihave duplicate mime foreverypart extracttext"
 )
 
 _T = Scope.TOP
@@ -448,33 +314,11 @@ _TOP_SPECS: Final = (
         "user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}>",
     ),
     _spec("login_log_format", _T, parse_login_log_format, _same, "%$: %s"),
-    _str("imap_capability", _T),
     # the name in SMTP-style greetings and LHLO replies ("" = the system's host name)
     _str("hostname", _T),
-    # what submission-login's EHLO reply promises of the backends (their own EHLO comes later)
-    _spec(
-        "submission_backend_capabilities", _T, parse_backend_capabilities, " ".join, "8BITMIME"
-    ),
-    _spec("submission_max_mail_size", _T, v.parse_size, v.format_size, "0"),
-    _spec("submission_client_workarounds", _T, parse_submission_workarounds, " ".join, ""),
-    _bool("lmtp_proxy", _T, "no"),
-    _bool("lmtp_add_received_header", _T, "yes"),
-    _bool("lmtp_verbose_replies", _T, "no"),
-    # the lmtp process's rawlogs: of the MTA connections, of the backend connections
-    _spec("lmtp_rawlog_dir", _T, partial(_rawlog_dir, "lmtp_rawlog_dir"), _same, ""),
-    _spec("lmtp_proxy_rawlog_dir", _T, partial(_rawlog_dir, "lmtp_proxy_rawlog_dir"), _same, ""),
-    _spec(
-        "lmtp_hdr_delivery_address", _T,
-        partial(v.parse_enum, allowed=("none", "final", "original")), _same, "final",
-    ),
-    _spec("lmtp_client_workarounds", _T, parse_lmtp_workarounds, " ".join, ""),
     _str("recipient_delimiter", _T, "+"),
     # where the lmtp process keeps a message larger than 128 KiB while it delivers it
-    _spec("mail_temp_dir", _T, partial(_plain_path, "mail_temp_dir"), _same, "/tmp"),  # noqa: S108 - Dovecot's default
-    _bool("imap_id_retain", _T, "no"),
-    _str("managesieve_implementation_string", _T, "Dovecot Pigeonhole"),
-    _str("managesieve_sieve_capability", _T, _SIEVE_CAPABILITY),
-    _str("managesieve_notify_capability", _T, "mailto"),
+    _spec("mail_temp_dir", _T, partial(v.parse_plain_path, "mail_temp_dir"), _same, "/tmp"),  # noqa: S108 - Dovecot's default
     _spec("login_trusted_networks", _T, v.parse_networks, v.format_networks, ""),
     _spec(
         "login_proxy_timeout",
@@ -551,7 +395,11 @@ _PASSDB_SPECS: Final = (
     _spec("deny", _P, partial(_only_no, "deny"), v.format_bool, "no"),
 )
 
-TOP: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _TOP_SPECS}
+#: each protocol's own settings (``managesieve_*``, ``lmtp_*``...), from its plugin
+PROTOCOL_SPECS: Final = tuple(
+    dataclasses.replace(spec, protocol=p.name) for p in registry.PROTOCOLS for spec in p.settings.specs
+)
+TOP: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in (*_TOP_SPECS, *PROTOCOL_SPECS)}
 INET_LISTENER: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _LISTENER_SPECS}
 PASSDB: Final[Mapping[str, SettingSpec]] = {spec.name: spec for spec in _PASSDB_SPECS}
 _S = Scope.SERVICE
@@ -623,7 +471,11 @@ _OTHER_DEFAULTS: Final[Mapping[str, str]] = {
     "state_dir": "/var/lib/dovecot",
 }
 
-DOVECOT_TOP: Final = _names(
+_PROTOCOL_NOT_YET: Final = frozenset().union(*(p.settings.not_yet for p in registry.PROTOCOLS))
+_PROTOCOL_UNUSED: Final = frozenset().union(*(p.settings.unused for p in registry.PROTOCOLS))
+
+#: the Dovecot names below and the protocols' own (their plugins name them)
+DOVECOT_TOP: Final = _PROTOCOL_NOT_YET | _PROTOCOL_UNUSED | _names(
     """
     auth_cache_verify_password_with_worker auth_debug_passwords
     auth_gssapi_hostname auth_krb5_keytab auth_policy_check_after_auth
@@ -642,16 +494,13 @@ DOVECOT_TOP: Final = _names(
     doveadm_http_rawlog_dir doveadm_port doveadm_socket_path doveadm_ssl
     doveadm_username doveadm_worker_count dsync_alt_char dsync_commit_msgs_interval
     dsync_features dsync_hashed_headers dsync_remote_cmd
-    imap_client_workarounds imap_fetch_failure imap_hibernate_timeout imap_id_log imap_id_send
-    imap_idle_notify_interval imap_literal_minus imap_logout_format imap_max_line_length
-    imap_metadata imap_urlauth_host imap_urlauth_logout_format imap_urlauth_port
+    imap_urlauth_host imap_urlauth_logout_format imap_urlauth_port
     imapc_cmd_timeout imapc_connection_retry_count imapc_connection_retry_interval
     imapc_features imapc_host imapc_list_prefix imapc_master_user imapc_max_idle_time
     imapc_max_line_length imapc_password imapc_port imapc_rawlog_dir imapc_sasl_mechanisms
     imapc_ssl imapc_ssl_verify imapc_user instance_name
     lda_mailbox_autocreate lda_mailbox_autosubscribe lda_original_recipient_header libexec_dir
-    lmtp_rcpt_check_quota lmtp_save_to_detail_mailbox
-    lmtp_user_concurrency_limit lock_method log_core_filter log_debug
+    lock_method log_core_filter log_debug
     login_plugin_dir login_plugins
     login_proxy_notify_path login_proxy_rawlog_dir mail_access_groups mail_always_cache_fields
     mail_attachment_detection_options mail_attachment_dir mail_attachment_fs
@@ -670,9 +519,7 @@ DOVECOT_TOP: Final = _names(
     old_stats_carbon_interval old_stats_carbon_name old_stats_carbon_server
     old_stats_command_min_time old_stats_domain_min_time old_stats_ip_min_time
     old_stats_memory_limit old_stats_session_min_time old_stats_user_min_time
-    pop3_client_workarounds pop3_delete_type pop3_deleted_flag pop3_enable_last
-    pop3_fast_size_lookups pop3_lock_session pop3_logout_format pop3_no_flag_updates
-    pop3_reuse_xuidl pop3_save_uidl pop3_uidl_duplicates pop3_uidl_format pop3c_features
+    pop3c_features
     pop3c_host pop3c_master_user pop3c_password pop3c_port pop3c_quick_received_date
     pop3c_rawlog_dir pop3c_ssl pop3c_ssl_verify pop3c_user postmaster_address
     process_shutdown_filter quota_full_tempfail rawlog_dir
@@ -681,20 +528,14 @@ DOVECOT_TOP: Final = _names(
     sendmail_path
     ssl_client_require_valid_cert ssl_crypto_device
     state_dir stats_http_rawlog_dir stats_writer_socket_path
-    submission_host submission_logout_format
-    submission_max_recipients submission_relay_command_timeout
-    submission_relay_connect_timeout submission_relay_host submission_relay_master_user
-    submission_relay_max_idle_time submission_relay_password submission_relay_port
-    submission_relay_rawlog_dir submission_relay_ssl submission_relay_ssl_verify
-    submission_relay_trusted submission_relay_user submission_ssl submission_timeout
     valid_chroot_dirs verbose_proctitle version_ignore
     """
 )
 #: Dovecot settings that its login, auth or master processes read (login-settings.c,
 #: master-service-settings.c, master-service-ssl-settings.c, auth-settings.c,
-#: master-settings.c, imap-login-settings.c) and the doveadm server's: proxyd must
+#: master-settings.c, the protocols' login settings) and the doveadm server's: proxyd must
 #: implement each, so the ones it does not implement yet are errors
-HONOURED_TOP: Final = _names(
+HONOURED_TOP: Final = _PROTOCOL_NOT_YET | _names(
     """
     login_proxy_notify_path login_plugin_dir
     login_plugins login_proxy_rawlog_dir director_username_hash verbose_proctitle
@@ -711,7 +552,6 @@ HONOURED_TOP: Final = _names(
     auth_policy_server_timeout_msecs auth_policy_server_url auth_stats auth_debug_passwords
     auth_verbose_passwords auth_use_winbind
     libexec_dir default_internal_group
-    imap_id_send imap_id_log imap_literal_minus
     doveadm_allowed_commands doveadm_http_rawlog_dir
     doveadm_port doveadm_socket_path doveadm_ssl doveadm_username doveadm_worker_count
     """
@@ -764,18 +604,21 @@ FILTER_SECTIONS: Final = frozenset({"protocol", "local", "remote", "local_name"}
 #: resolves per connection, and the auth process per protocol (FILTER_AUTH; Dovecot's
 #: auth process reads its settings per protocol only, so these are refused in
 #: ``local``/``remote`` blocks)
-FILTER_LOGIN: Final = frozenset(
+FILTER_LOGIN: Final = frozenset().union(*(p.settings.per_connection for p in registry.PROTOCOLS)) | frozenset(
     {"login_greeting", "disable_plaintext_auth", "ssl", "ssl_cert", "ssl_key", "ssl_ca",
-     "ssl_min_protocol", "login_trusted_networks", "imap_capability", "imap_id_retain",
+     "ssl_min_protocol", "login_trusted_networks",
      "login_proxy_timeout", "login_proxy_max_reconnects", "ssl_dh", "ssl_cipher_list",
      "ssl_alt_cert", "ssl_alt_key", "ssl_key_password",
      "ssl_cipher_suites", "ssl_curve_list", "ssl_prefer_server_ciphers", "ssl_options",
-     "verbose_ssl", "login_log_format_elements", "login_log_format",
-     "submission_backend_capabilities", "submission_max_mail_size", "submission_client_workarounds"}
+     "verbose_ssl", "login_log_format_elements", "login_log_format"}
 )  # fmt: skip
-#: settings a filter block may change for one protocol's login service only: ``hostname``
-#: (submission-login resolves it per connection; the LMTP service reads it once)
-FILTER_BY_PROTOCOL: Final[Mapping[str, frozenset[str]]] = {"hostname": frozenset({"submission"})}
+#: shared settings a filter block may change for some protocols' services only (``hostname``:
+#: submission-login resolves it per connection, the LMTP service reads it once): setting ->
+#: the protocols whose plugins say so (``ProtocolSettings.shared_per_connection``)
+FILTER_BY_PROTOCOL: Final[Mapping[str, frozenset[str]]] = {
+    name: frozenset(p.name for p in registry.PROTOCOLS if name in p.settings.shared_per_connection)
+    for name in frozenset().union(*(p.settings.shared_per_connection for p in registry.PROTOCOLS))
+}
 FILTER_AUTH: Final = frozenset(
     {"auth_mechanisms", "auth_username_chars", "auth_username_translation",
      "auth_username_format", "auth_default_realm"}

@@ -7,9 +7,11 @@ and swaps it in whole; nothing here is ever mutated.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from proxyd.errors import Location
 from proxyd.protocols import registry
@@ -218,6 +220,13 @@ def _default_services() -> dict[str, ServiceSettings]:
     }
 
 
+def _default_protocol_settings() -> dict[str, Any]:
+    return {p.name: p.settings.record() for p in registry.PROTOCOLS if p.settings.record is not None}
+
+
+_R = TypeVar("_R")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole effective configuration."""
@@ -329,35 +338,14 @@ class Settings:
     #: pre-login connections one client address may have in a service (0 = no limit);
     #: login_trusted_networks and haproxy_trusted_networks are not counted
     proxyd_prelogin_per_ip_limit: int = 0
-    imap_capability: str = ""
-    imap_id_retain: bool = False
     #: LHLO/greeting name ("" = the system's host name, see ``my_hostname()``)
     hostname: str = ""
-    #: submission-login's EHLO: the backends' capabilities it may promise (Dovecot's default
-    #: "unset" means 8BITMIME only), SIZE's value (0: SIZE without one), the workarounds
-    submission_backend_capabilities: tuple[str, ...] = ("8BITMIME",)
-    submission_max_mail_size: int = 0
-    submission_client_workarounds: tuple[str, ...] = ()
-    lmtp_proxy: bool = False
-    lmtp_add_received_header: bool = True
-    #: lmtp_verbose_replies (Dovecot 2.3.18+): lib-smtp's detailed error in "451 4.4.0 Proxy failed: ..."
-    lmtp_verbose_replies: bool = False
-    #: rawlog directories of the lmtp process ("" = none; used only when they exist)
-    lmtp_rawlog_dir: str = ""
-    lmtp_proxy_rawlog_dir: str = ""
-    #: the Received: header's "for": none, final (the RCPT address) or original (its ORCPT)
-    lmtp_hdr_delivery_address: str = "final"
-    lmtp_client_workarounds: tuple[str, ...] = ()
     recipient_delimiter: str = "+"
     #: the lmtp process's temporary files (Dovecot's raw mail user's mail_temp_dir)
     mail_temp_dir: str = "/tmp"  # noqa: S108 - Dovecot's default
-    managesieve_implementation_string: str = "Dovecot Pigeonhole"
-    managesieve_sieve_capability: str = (
-        "fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric "
-        "relational regex imap4flags copy include variables body enotify environment mailbox date "
-        "index ihave duplicate mime foreverypart extracttext"
-    )
-    managesieve_notify_capability: str = "mailto"
+    #: each protocol's own settings (``managesieve_*``, ``lmtp_*``...): protocol name -> the
+    #: record its plugin declares (``proxyd.protocols.spec.ProtocolSettings``); read with :meth:`of`
+    protocol_settings: Mapping[str, Any] = field(default_factory=_default_protocol_settings)
 
     # process model (Dovecot's master settings)
     default_login_user: str = "dovenull"
@@ -390,6 +378,37 @@ class Settings:
 
     def service(self, name: str) -> ServiceSettings:
         return self.services.get(name, ServiceSettings(name=name))
+
+    def of(self, record: type[_R]) -> _R:
+        """A protocol's own settings: ``settings.of(ManageSieveSettings)``."""
+        for value in self.protocol_settings.values():
+            if isinstance(value, record):
+                return value
+        raise KeyError(f"no protocol has settings {record.__name__}")
+
+    def value(self, attribute: str) -> Any:
+        """The value of a setting by its ``SettingSpec.attribute`` (``PROTOCOL.FIELD`` for a protocol's own)."""
+        protocol, dot, name = attribute.partition(".")
+        if dot:
+            return getattr(self.protocol_settings[protocol], name)
+        return getattr(self, attribute)
+
+    def with_values(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with ``changes`` (attribute -> value, as :meth:`value` names them) applied."""
+        own: dict[str, Any] = {}
+        per_protocol: dict[str, dict[str, Any]] = {}
+        for attribute, value in changes.items():
+            protocol, dot, name = attribute.partition(".")
+            if dot:
+                per_protocol.setdefault(protocol, {})[name] = value
+            else:
+                own[attribute] = value
+        if per_protocol:
+            records = dict(self.protocol_settings)
+            for protocol, values in per_protocol.items():
+                records[protocol] = dataclasses.replace(records[protocol], **values)
+            own["protocol_settings"] = records
+        return dataclasses.replace(self, **own)
 
 
 @dataclass(frozen=True, slots=True)

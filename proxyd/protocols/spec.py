@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from proxyd.protocols.backend_events import BackendEvent
 from proxyd.protocols.engine import State
 from proxyd.protocols.events import ClientFailure, Event, LoginPolicy, _NeedData
+from proxyd.setting.spec import SettingSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,36 @@ class ServiceDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolSettings:
+    """A protocol's own top-level settings (``managesieve_*``, ``lmtp_*``): the protocol's
+    part of the settings table, which :mod:`proxyd.config.schema` collects from the registry.
+
+    The implemented ones fill a frozen dataclass of the protocol's (``record``), one field
+    per spec with Dovecot's default; its code reads it with ``Settings.of(record)``.
+    """
+
+    specs: tuple[SettingSpec, ...] = ()
+    #: the dataclass the specs fill (None when there are none)
+    record: type[Any] | None = None
+    #: the specs a ``protocol``/``local``/``remote`` block may change (read per connection,
+    #: as every setting of Dovecot's login processes is)
+    per_connection: frozenset[str] = frozenset()
+    #: top-level settings shared with other protocols that this protocol's service also
+    #: resolves per connection, so a block that can only match it may change them
+    #: (Submission: ``hostname``, which the LMTP service reads once)
+    shared_per_connection: frozenset[str] = frozenset()
+    #: Dovecot names the protocol's login or service process honours that proxyd does not
+    #: implement yet: an error, never ignored
+    not_yet: frozenset[str] = frozenset()
+    #: Dovecot names of the protocol's mail process (no business of a proxy): accepted,
+    #: listed by ``proxyd -n``, never applied
+    unused: frozenset[str] = frozenset()
+    #: a check of the final values when the protocol is in ``protocols``: (the record) ->
+    #: None, or (the setting to blame, the message)
+    check: Callable[[Any], tuple[str, str] | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolSpec:
     """One protocol: its name in ``protocols``, its service and how it is served."""
 
@@ -144,3 +175,4 @@ class ProtocolSpec:
     #: the login-service hooks; None for a protocol that is not a login service
     login: LoginHooks | None
     defaults: ServiceDefaults = ServiceDefaults()
+    settings: ProtocolSettings = ProtocolSettings()

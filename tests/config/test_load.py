@@ -23,9 +23,12 @@ from proxyd.config.settings import (
     effective_service,
     unix_listener,
 )
-from proxyd.config.values import InvalidValue
 from proxyd.errors import ConfigError, Location
+from proxyd.protocols.imap.settings import ImapSettings
+from proxyd.protocols.lmtp.settings import LmtpSettings
+from proxyd.protocols.submission.settings import SubmissionSettings
 from proxyd.secret import Secret
+from proxyd.setting.values import InvalidValue
 from tests.config.conftest import CERT_PEM, KEY_PEM, Load, Write
 
 NO_SSL = "ssl = no\n"
@@ -66,10 +69,10 @@ def test_defaults_are_dovecots(load: Load) -> None:
         "log_path",
         "auth_verbose",
         "auth_debug",
-        "imap_capability",
-        "imap_id_retain",
+        "imap.imap_capability",
+        "imap.imap_id_retain",
     ):
-        assert getattr(settings, name) == getattr(defaults, name)
+        assert settings.value(name) == defaults.value(name)
 
 
 def test_config_path_and_explicit(load: Load, write: Write) -> None:
@@ -122,8 +125,7 @@ def test_all_top_level_settings(load: Load, pems: tuple[Path, Path], write: Writ
     assert settings.auth_mechanisms == ("plain", "login")
     assert settings.auth_failure_delay == 0.0
     assert settings.login_greeting == "Welcome  to proxyd"
-    assert settings.imap_capability == "+XFOO"
-    assert settings.imap_id_retain is True
+    assert settings.of(ImapSettings) == ImapSettings(imap_capability="+XFOO", imap_id_retain=True)
     assert settings.login_trusted_networks == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.168.0.1/32"),
@@ -248,7 +250,8 @@ def test_protocols_errors(load: Load, value: str, message: str) -> None:
 
 def test_lmtp_with_lmtp_proxy(load: Load) -> None:
     settings = load(f"{NO_SSL}protocols = imap lmtp\nlmtp_proxy = yes\nhostname = mx.test\n")
-    assert (settings.protocols, settings.lmtp_proxy, settings.hostname) == (("imap", "lmtp"), True, "mx.test")
+    assert (settings.protocols, settings.of(LmtpSettings).lmtp_proxy, settings.hostname) == (
+        ("imap", "lmtp"), True, "mx.test")
 
 
 def test_lmtp_settings(load: Load) -> None:
@@ -256,16 +259,18 @@ def test_lmtp_settings(load: Load) -> None:
         f"{NO_SSL}lmtp_hdr_delivery_address = original\nlmtp_client_workarounds = whitespace-before-path,mailbox-for-path\n"
         "lmtp_add_received_header = no\n"
     )
-    assert settings.lmtp_hdr_delivery_address == "original"
-    assert settings.lmtp_client_workarounds == ("whitespace-before-path", "mailbox-for-path")
-    assert settings.lmtp_add_received_header is False
+    own = settings.of(LmtpSettings)
+    assert own.lmtp_hdr_delivery_address == "original"
+    assert own.lmtp_client_workarounds == ("whitespace-before-path", "mailbox-for-path")
+    assert own.lmtp_add_received_header is False
     assert load_error(load, f"{NO_SSL}lmtp_client_workarounds = foo\n") == (
         2, "lmtp_client_workarounds: Unknown workaround: foo")
     assert load_error(load, f"{NO_SSL}lmtp_hdr_delivery_address = all\n") == (2, "Invalid value: all")
     settings = load(f"{NO_SSL}lmtp_verbose_replies = yes\nlmtp_rawlog_dir = /var/log/lmtp\nmail_temp_dir = /var/tmp\n")
-    assert settings.lmtp_verbose_replies is True
-    assert settings.lmtp_rawlog_dir == "/var/log/lmtp"
-    assert settings.lmtp_proxy_rawlog_dir == ""
+    own = settings.of(LmtpSettings)
+    assert own.lmtp_verbose_replies is True
+    assert own.lmtp_rawlog_dir == "/var/log/lmtp"
+    assert own.lmtp_proxy_rawlog_dir == ""
     assert settings.mail_temp_dir == "/var/tmp"
     assert load_error(load, f"{NO_SSL}lmtp_proxy_rawlog_dir = tcp:127.0.0.1:4000\n") == (
         2, "lmtp_proxy_rawlog_dir: rawlogs to tcp: targets are not supported: tcp:127.0.0.1:4000")
@@ -282,24 +287,26 @@ def test_submission_settings(load: Load, caplog: pytest.LogCaptureFixture) -> No
         "submission_max_mail_size = 40M\n"
         "submission_client_workarounds = exotic-backend,Whitespace-Before-Path\n"
     )
-    assert settings.submission_backend_capabilities == ("8BITMIME", "BINARYMIME", "DSN", "CHUNKING")
-    assert settings.submission_max_mail_size == 40 * 1024 * 1024
-    assert settings.submission_client_workarounds == ("exotic-backend", "whitespace-before-path")
+    own = settings.of(SubmissionSettings)
+    assert own.submission_backend_capabilities == ("8BITMIME", "BINARYMIME", "DSN", "CHUNKING")
+    assert own.submission_max_mail_size == 40 * 1024 * 1024
+    assert own.submission_client_workarounds == ("exotic-backend", "whitespace-before-path")
     # unset is Dovecot's "8BITMIME only"; empty is no capability at all
-    assert load(NO_SSL).submission_backend_capabilities == ("8BITMIME",)
-    assert load(f"{NO_SSL}submission_backend_capabilities =\n").submission_backend_capabilities == ()
+    def capabilities(text: str) -> tuple[str, ...]:
+        return load(text).of(SubmissionSettings).submission_backend_capabilities
+
+    assert capabilities(NO_SSL) == ("8BITMIME",)
+    assert capabilities(f"{NO_SSL}submission_backend_capabilities =\n") == ()
     with caplog.at_level(logging.WARNING, logger="proxyd.config"):
-        assert load(f"{NO_SSL}submission_backend_capabilities = SMTPUTF8 DSN\n").submission_backend_capabilities == (
-            "DSN",
-        )
+        assert capabilities(f"{NO_SSL}submission_backend_capabilities = SMTPUTF8 DSN\n") == ("DSN",)
     assert "Unknown SMTP capability in submission_backend_capabilities: SMTPUTF8" in caplog.text
     assert load_error(load, f"{NO_SSL}submission_client_workarounds = foo\n") == (
         2, "submission_client_workarounds: Unknown workaround: foo")
     assert load_error(load, f"{NO_SSL}submission_client_workarounds = implicit-auth-external\n") == (
         2, "submission_client_workarounds: workaround 'implicit-auth-external' is not supported yet")
     blocks = load(f"{NO_SSL}protocols = submission\nprotocol submission {{\n  submission_max_mail_size = 1k\n}}\n")
-    assert blocks.submission_max_mail_size == 0
-    assert [block.values for block in blocks.filters] == [(("submission_max_mail_size", 1024),)]
+    assert blocks.of(SubmissionSettings).submission_max_mail_size == 0
+    assert [block.values for block in blocks.filters] == [(("submission.submission_max_mail_size", 1024),)]
     # hostname: per connection in submission-login only (the LMTP service reads it once)
     named = load(f"{NO_SSL}protocols = submission lmtp\nlmtp_proxy = yes\nprotocol submission {{\n  hostname = smtp.test\n}}\n")
     assert [block.values for block in named.filters] == [(("hostname", "smtp.test"),)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -13,7 +14,7 @@ from proxyd.secret import Secret
 
 @pytest.mark.parametrize("spec", list(schema.TOP.values()), ids=lambda spec: spec.name)
 def test_top_default_text_parses_to_settings_default(spec: schema.SettingSpec) -> None:
-    default = getattr(Settings(), spec.attribute)
+    default = Settings().value(spec.attribute)
     parsed = spec.parse(spec.default)
     assert (Secret(parsed) if spec.secret else parsed) == default
     if not spec.pem and not spec.secret:
@@ -42,7 +43,11 @@ def test_listener_defaults(spec: schema.SettingSpec) -> None:
 def test_every_top_spec_has_a_settings_field() -> None:
     fields = {field.name for field in dataclasses.fields(Settings)}
     for spec in schema.TOP.values():
-        assert spec.attribute in fields
+        if spec.protocol:  # in its protocol's record
+            record = type(Settings().protocol_settings[spec.protocol])
+            assert spec.attribute.partition(".")[2] in {field.name for field in dataclasses.fields(record)}
+        else:
+            assert spec.attribute in fields
         if spec.pem:
             assert f"{spec.name}_path" in fields
 
@@ -95,3 +100,52 @@ def test_only_the_private_keys_and_the_doveadm_credentials_are_secret() -> None:
         "ssl_client_cert",
         "ssl_client_key",
     }
+
+
+def test_protocol_settings_come_from_the_plugins() -> None:
+    """Each protocol's own settings are declared in its folder and nowhere in proxyd/config."""
+    from pathlib import Path
+
+    import proxyd.config
+    from proxyd.protocols import registry
+
+    mine = {p.name: {spec.name for spec in p.settings.specs} for p in registry.PROTOCOLS}
+    assert mine["sieve"] == {
+        "managesieve_implementation_string", "managesieve_sieve_capability", "managesieve_notify_capability"
+    }
+    assert {"lmtp_proxy", "lmtp_client_workarounds"} <= mine["lmtp"]
+    for protocol, names in mine.items():
+        for name in names:
+            assert schema.TOP[name].protocol == protocol
+            assert schema.TOP[name].attribute == f"{protocol}.{name}"
+    # no two protocols claim a name, and none claims a core one
+    claimed = [
+        name for p in registry.PROTOCOLS
+        for name in (*mine[p.name], *p.settings.not_yet, *p.settings.unused)
+    ]
+    assert len(claimed) == len(set(claimed))
+    config_dir = Path(proxyd.config.__file__).parent
+    code = "\n".join(  # comments may name them
+        line.split("#", 1)[0] for path in config_dir.glob("*.py") for line in path.read_text().splitlines()
+    )
+    for name in claimed:
+        assert re.search(rf"\b{name}\b", code) is None, name
+
+
+def test_a_protocol_block_sets_a_protocols_own_setting() -> None:
+    from proxyd.config.filters import FilterResolver
+    from proxyd.config.load import load_settings_text
+    from proxyd.protocols.managesieve.settings import ManageSieveSettings
+
+    text = (
+        "ssl = no\nprotocols = imap sieve\nmanagesieve_notify_capability = mailto xmpp\n"
+        "protocol sieve {\n  managesieve_implementation_string = Cluster\n}\n"
+    )
+    settings = load_settings_text(text, "/etc/proxyd/proxyd.conf")
+    resolver = FilterResolver(settings)
+    sieve = resolver.lookup("sieve", "127.0.0.1", "127.0.0.2").of(ManageSieveSettings)
+    assert (sieve.managesieve_implementation_string, sieve.managesieve_notify_capability) == (
+        "Cluster", "mailto xmpp"
+    )
+    imap = resolver.lookup("imap", "127.0.0.1", "127.0.0.2").of(ManageSieveSettings)
+    assert imap.managesieve_implementation_string == "Dovecot Pigeonhole"

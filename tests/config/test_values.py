@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from proxyd.config import values as v
+from proxyd.setting import values as v
 
 
 @pytest.mark.parametrize(

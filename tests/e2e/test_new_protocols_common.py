@@ -310,3 +310,18 @@ def test_who_lists_and_kick_disconnects(
         while sock.recv(4096):  # whatever the backend says last, then a clean close
             pass
     assert proxyd.proxyctl("-c", conf, "who").stdout.splitlines() == [header]
+
+
+def test_a_protocol_sieve_block_sets_the_greeting(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend
+) -> None:
+    """``protocol sieve { managesieve_* }`` (where Debian's 20-managesieve.conf puts them) applies."""
+    sieve = PROTOCOLS[0]
+    running = start(
+        proxyd, mail_backend_a, sieve, managesieve_notify_capability="mailto xmpp",
+        extra="protocol sieve {\n  managesieve_implementation_string = Cluster Sieve\n}\n",
+    )
+    with connect(running, sieve, 188) as sock:
+        greeting = _lines(sock)
+    assert greeting[0] == '"IMPLEMENTATION" "Cluster Sieve"'
+    assert '"NOTIFY" "mailto xmpp"' in greeting

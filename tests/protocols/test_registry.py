@@ -6,10 +6,10 @@ import pytest
 
 from proxyd.config import schema
 from proxyd.config.settings import Settings
-from proxyd.config.values import InvalidValue
 from proxyd.master.listeners import enabled_services
 from proxyd.protocols import registry
 from proxyd.protocols.events import LoginPolicy
+from proxyd.setting.values import InvalidValue
 
 
 def test_names_and_services_are_unique() -> None:

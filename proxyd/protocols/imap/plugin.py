@@ -7,6 +7,7 @@ from typing import Any, Final
 from proxyd.protocols.events import LoginPolicy
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
 from proxyd.protocols.imap.server import ImapLoginServer, ImapOptions
+from proxyd.protocols.imap.settings import SETTINGS, ImapSettings
 from proxyd.protocols.spec import (
     BackendLogin,
     BackendLoginEngine,
@@ -19,7 +20,8 @@ from proxyd.protocols.spec import (
 
 
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
-    options = ImapOptions(capability=settings.imap_capability, id_retain=settings.imap_id_retain)
+    own: ImapSettings = settings.of(ImapSettings)
+    options = ImapOptions(capability=own.imap_capability, id_retain=own.imap_id_retain)
     return ImapLoginServer(policy, options)
 
 
@@ -107,4 +109,5 @@ IMAP = ProtocolSpec(
     login=LoginHooks(
         new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye, referral=_referral
     ),
+    settings=SETTINGS,
 )

@@ -12,6 +12,7 @@ port with ``protocol=lmtp``.
 
 from __future__ import annotations
 
+from proxyd.protocols.lmtp.settings import SETTINGS
 from proxyd.protocols.spec import ProtocolSpec, ServiceDefaults
 
 LMTP = ProtocolSpec(
@@ -28,4 +29,5 @@ LMTP = ProtocolSpec(
         chroot="",
         unix_listeners=("lmtp",),
     ),
+    settings=SETTINGS,
 )

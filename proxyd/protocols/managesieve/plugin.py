@@ -9,6 +9,7 @@ from proxyd.protocols.managesieve import replies
 from proxyd.protocols.managesieve.backend import ManageSieveBackendLogin, SieveBackendParams
 from proxyd.protocols.managesieve.replies import SieveOptions, Status
 from proxyd.protocols.managesieve.server import ManageSieveLoginServer
+from proxyd.protocols.managesieve.settings import SETTINGS, ManageSieveSettings
 from proxyd.protocols.spec import (
     BackendLogin,
     BackendLoginEngine,
@@ -24,10 +25,11 @@ DEFAULT_PORT = 4190
 
 
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
+    own: ManageSieveSettings = settings.of(ManageSieveSettings)
     options = SieveOptions(
-        implementation=settings.managesieve_implementation_string,
-        sieve_capability=settings.managesieve_sieve_capability,
-        notify_capability=settings.managesieve_notify_capability,
+        implementation=own.managesieve_implementation_string,
+        sieve_capability=own.managesieve_sieve_capability,
+        notify_capability=own.managesieve_notify_capability,
     )
     return ManageSieveLoginServer(policy, options)
 
@@ -57,4 +59,5 @@ SIEVE = ProtocolSpec(
     login=LoginHooks(
         new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye, referral=_referral
     ),
+    settings=SETTINGS,
 )

@@ -7,6 +7,7 @@ from typing import Any
 from proxyd.protocols.events import LoginPolicy
 from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
 from proxyd.protocols.pop3.server import Pop3LoginServer
+from proxyd.protocols.pop3.settings import SETTINGS
 from proxyd.protocols.spec import (
     BackendLogin,
     BackendLoginEngine,
@@ -45,4 +46,5 @@ POP3 = ProtocolSpec(
     login=LoginHooks(
         new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye, referral=_referral
     ),
+    settings=SETTINGS,
 )

@@ -18,14 +18,16 @@ from proxyd.protocols.spec import (
 from proxyd.protocols.submission.backend import SubmissionBackendLogin, SubmissionBackendParams
 from proxyd.protocols.submission.replies import SubmissionOptions, reply
 from proxyd.protocols.submission.server import SubmissionLoginServer
+from proxyd.protocols.submission.settings import SETTINGS, SubmissionSettings
 
 
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
+    own: SubmissionSettings = settings.of(SubmissionSettings)
     options = SubmissionOptions(
         hostname=settings.hostname or socket.gethostname(),
-        backend_capabilities=frozenset(settings.submission_backend_capabilities),
-        max_mail_size=settings.submission_max_mail_size,
-        exotic_backend="exotic-backend" in settings.submission_client_workarounds,
+        backend_capabilities=frozenset(own.submission_backend_capabilities),
+        max_mail_size=own.submission_max_mail_size,
+        exotic_backend="exotic-backend" in own.submission_client_workarounds,
     )
     return SubmissionLoginServer(policy, options)
 
@@ -55,4 +57,5 @@ SUBMISSION = ProtocolSpec(
     default_ssl_port=465,
     listeners=(DefaultListener("submission", 587),),
     login=LoginHooks(new_server=_new_server, new_backend=_new_backend, goodbye=_goodbye),
+    settings=SETTINGS,
 )

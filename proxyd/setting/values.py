@@ -18,7 +18,8 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from proxyd.config.settings import IPNetwork
+#: the type of a parsed network (proxyd.config.settings has the same)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _UINT_MAX: Final = 2**32 - 1
 _UOFF_MAX: Final = 2**64 - 1
@@ -194,6 +195,16 @@ def parse_enum(value: str, allowed: Sequence[str]) -> str:
     """One of ``allowed``, compared case-sensitively as Dovecot does."""
     if value not in allowed:
         raise InvalidValue(f"Invalid value: {value}")
+    return value
+
+
+def parse_plain_path(name: str, value: str) -> str:
+    """A directory the lmtp process uses: absolute, without the %-variables Dovecot would
+    expand per user (a proxy's LMTP has no user there)."""
+    if "%" in value:
+        raise InvalidValue(f"{name}: %-variables are not supported here: {value}")
+    if not value.startswith("/"):
+        raise InvalidValue(f"{name}: must be an absolute path: {value}")
     return value
 
 
