@@ -12,20 +12,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendFailed,
-    BackendIgnored,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-    BackendUntagged,
-)
 from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.events import (
-    NEED_DATA,
     AuthBegin,
-    ClientFailure,
-    Close,
     LoginPolicy,
 )
 from proxyd.protocols.imap.backend import ImapBackendLogin, ImapBackendParams
@@ -44,16 +33,7 @@ from tests.protocols.fuzzing import chunked
 
 REPLY_LINE = re.compile(rb"(\*|\+|[^ \r\n]+) [^\r\n]*\Z")
 
-policies = st.builds(
-    LoginPolicy,
-    mechanisms=st.sampled_from([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()]),
-    ssl=st.sampled_from(["no", "yes", "required"]),
-    tls_available=st.booleans(),
-    tls_active=st.booleans(),
-    secured=st.booleans(),
-    trusted=st.booleans(),
-    disable_plaintext_auth=st.booleans(),
-)
+policies = fuzzing.login_policies([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()])
 imap_options = st.builds(
     ImapOptions,
     capability=st.sampled_from(["", "+XFOO", "IMAP4rev1"]),
@@ -61,7 +41,7 @@ imap_options = st.builds(
 )
 
 #: Input that looks enough like IMAP to reach deep states, mixed with raw noise.
-imap_pieces = st.sampled_from(
+noisy = fuzzing.noise(
     [
         b"a ",
         b"LOGIN ",
@@ -95,7 +75,6 @@ imap_pieces = st.sampled_from(
         b"\xff",
     ]
 )
-noisy = st.lists(st.one_of(imap_pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
 
 def drive_server(
@@ -103,14 +82,7 @@ def drive_server(
 ) -> tuple[bytes, list[Any]]:
     """Feed chunks; answer an auth step with a challenge, a failure or a success."""
 
-    def answer(pick: int) -> None:
-        if pick % 3 == 0:
-            engine.sasl_challenge(b"ch")
-        elif pick % 3 == 1:
-            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
-        else:
-            engine.login_succeeded(b"a OK done\r\n")
-
+    answer = fuzzing.auth_answers(engine, logged_in=b"a OK done\r\n")
     return fuzzing.drive_server(engine, chunks, answers, eof, answer)
 
 
@@ -133,13 +105,7 @@ def test_server_survives_anything(policy, options, data, cuts, answers, eof):
         "CLOSED",
     )
     # every reply is a whole line: "* ...", "+ ..." or "<tag> ..."
-    assert output == b"" or output.endswith(b"\r\n")
-    for line in output.split(b"\r\n")[:-1]:
-        assert REPLY_LINE.match(line), line
-    closes = [event for event in events if isinstance(event, Close)]
-    assert len(closes) <= 1
-    if closes:
-        assert events[-1] == closes[0]
+    fuzzing.check_server_output(output, events, REPLY_LINE)
 
 
 @given(st.binary(max_size=3000), st.lists(st.integers(0, 10_000), max_size=6))
@@ -148,7 +114,6 @@ def test_server_survives_raw_bytes(data, cuts):
     drive_server(engine, chunked(data, cuts), [1], eof=True)
 
 
-password_chars = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=20)
 login_forms = st.sampled_from(["atom", "quoted", "literal", "literal+"])
 complete_lines = st.lists(
     st.sampled_from(
@@ -179,7 +144,7 @@ def encode_arg(value: bytes, form: str) -> bytes:
 @given(
     policies,
     imap_options,
-    password_chars,
+    fuzzing.password_chars,
     login_forms,
     complete_lines,
     noisy,
@@ -193,8 +158,7 @@ def test_login_password_never_reaches_the_client(
     data = b"".join(before) + b"a LOGIN bob " + encode_arg(secret, form) + b"\r\n" + after
     engine = ImapLoginServer(policy, options, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), [1], eof)
-    assert secret not in output
-    assert all(secret not in repr(event).encode() for event in events)
+    fuzzing.check_secret_hidden(secret, output, events)
     begins = [event for event in events if isinstance(event, AuthBegin) and event.plaintext_login]
     if begins:
         assert begins[0].initial_response == b"\0bob\0" + secret
@@ -229,7 +193,6 @@ def test_chunking_does_not_change_the_replies(lines, cuts):
 
 # -- backend engine ------------------------------------------------------------------------
 
-BACKEND_EVENTS = (BackendNeedsTLS, BackendUntagged, BackendLoggedIn, BackendFailed, BackendIgnored)
 banners = st.sampled_from(
     [
         b"* OK [CAPABILITY IMAP4rev1 SASL-IR ID STARTTLS LOGINDISABLED AUTH=PLAIN] ready\r\n",
@@ -238,7 +201,7 @@ banners = st.sampled_from(
         b"",
     ]
 )
-backend_pieces = st.sampled_from(
+backend_noise = fuzzing.noise(
     [
         b"L OK ",
         b"L NO ",
@@ -261,10 +224,8 @@ backend_pieces = st.sampled_from(
         b"[CAPABILITY Y] ",
         b"[",
         b"]",
-    ]
-)
-backend_noise = st.lists(st.one_of(backend_pieces, st.binary(max_size=30)), max_size=30).map(
-    b"".join
+    ],
+    max_pieces=30,
 )
 backend_params = st.builds(
     ImapBackendParams,
@@ -290,24 +251,8 @@ backend_params = st.builds(
 )
 def test_backend_survives_anything(params, banner, data, cuts, eof):
     engine = ImapBackendLogin(params)
-    finished = False
-    chunks = chunked(banner + data, cuts) + ([b""] if eof else [])
-    for chunk in chunks:
-        engine.receive_data(chunk)
-        while (event := engine.next_event()) is not NEED_DATA:
-            assert isinstance(event, BackendEvent)
-            assert isinstance(event, BACKEND_EVENTS)
-            assert not finished, "no events after the final one"
-            if isinstance(event, BackendNeedsTLS):
-                engine.trailing_data()
-                engine.tls_started()
-            if isinstance(event, (BackendLoggedIn, BackendFailed)):
-                finished = True
-                reply = getattr(event, "client_reply", None) or b""
-                assert b"hunter2" not in reply
-                assert reply == b"" or reply.endswith(b"\r\n")
-        sent = engine.data_to_send()
-        assert sent.count(b"hunter2") <= 1
+    sent = fuzzing.drive_backend(engine, chunked(banner + data, cuts), eof, b"hunter2")
+    assert all(part.count(b"hunter2") <= 1 for part in sent)
     assert "/" in engine.state_name
 
 

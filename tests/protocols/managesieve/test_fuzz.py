@@ -12,13 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendFailed,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-)
-from proxyd.protocols.events import NEED_DATA, ClientFailure, Close, LoginPolicy
+from proxyd.protocols.events import LoginPolicy
 from proxyd.protocols.managesieve.backend import ManageSieveBackendLogin, SieveBackendParams
 from proxyd.protocols.managesieve.grammar import ArgType, ParseError, parse_line, quote
 from proxyd.protocols.managesieve.server import ManageSieveLoginServer
@@ -28,17 +22,8 @@ from tests.protocols.fuzzing import chunked
 #: a capability line, an OK/NO/BYE reply, or a quoted SASL challenge
 REPLY_LINE = re.compile(rb'("[A-Z]+"( "[^"\r\n]*")?|(OK|NO|BYE)( \([^)\r\n]*\))?( "[^\r\n]*")?|"[A-Za-z0-9+/=]*")\Z')
 
-policies = st.builds(
-    LoginPolicy,
-    mechanisms=st.sampled_from([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()]),
-    ssl=st.sampled_from(["no", "yes", "required"]),
-    tls_available=st.booleans(),
-    tls_active=st.booleans(),
-    secured=st.booleans(),
-    trusted=st.booleans(),
-    disable_plaintext_auth=st.booleans(),
-)
-pieces = st.sampled_from(
+policies = fuzzing.login_policies([("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), ()])
+noisy = fuzzing.noise(
     [
         b"AUTHENTICATE ",
         b'"PLAIN"',
@@ -67,22 +52,14 @@ pieces = st.sampled_from(
         b"\xff",
     ]
 )
-noisy = st.lists(st.one_of(pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
 
 def drive_server(
     engine: ManageSieveLoginServer, chunks: list[bytes], answers: list[int], eof: bool
 ) -> tuple[bytes, list[Any]]:
-    def answer(pick: int) -> None:
-        if pick % 4 == 0:
-            engine.sasl_challenge(b"ch")
-        elif pick % 4 == 1:
-            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
-        elif pick % 4 == 2:
-            engine.auth_backend_reply(b'NO "Authentication failed."\r\n')
-        else:
-            engine.login_succeeded(b'OK "Logged in."\r\n')
-
+    answer = fuzzing.auth_answers(
+        engine, backend_reply=b'NO "Authentication failed."\r\n', logged_in=b'OK "Logged in."\r\n'
+    )
     return fuzzing.drive_server(engine, chunks, answers, eof, answer)
 
 
@@ -96,13 +73,7 @@ def drive_server(
 def test_server_survives_anything(policy, data, cuts, answers, eof):
     engine = ManageSieveLoginServer(policy, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), answers, eof)
-    assert output.endswith(b"\r\n")
-    for line in output.split(b"\r\n")[:-1]:
-        assert REPLY_LINE.match(line), line
-    closes = [event for event in events if isinstance(event, Close)]
-    assert len(closes) <= 1
-    if closes:
-        assert events[-1] == closes[0]
+    fuzzing.check_server_output(output, events, REPLY_LINE)
 
 
 @given(st.binary(max_size=3000), st.lists(st.integers(0, 10_000), max_size=6))
@@ -113,7 +84,7 @@ def test_server_survives_raw_bytes(data, cuts):
 
 @given(
     policies,
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=20),
+    fuzzing.password_chars,
     st.booleans(),
     noisy,
     st.lists(st.integers(0, 10_000), max_size=8),
@@ -126,9 +97,7 @@ def test_password_never_reaches_the_client(policy, password, literal, after, cut
     data = b'NOOP\r\nAUTHENTICATE "PLAIN" ' + arg + b"\r\n" + after
     engine = ManageSieveLoginServer(policy, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), [0, 1], eof)
-    assert secret not in output
-    assert encoded not in output
-    assert all(secret not in repr(event).encode() for event in events)
+    fuzzing.check_secret_hidden(secret, output, events, encoded)
 
 
 @given(st.lists(st.binary(max_size=30), max_size=4))
@@ -173,7 +142,7 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
-backend_pieces = st.sampled_from(
+backend_noise = fuzzing.noise(
     [
         b'"SASL" "PLAIN"\r\n',
         b'"STARTTLS"\r\n',
@@ -186,10 +155,8 @@ backend_pieces = st.sampled_from(
         b'"!!"\r\n',
         b"BYE\r\n",
         b"\r\n",
-    ]
-)
-backend_noise = st.lists(st.one_of(backend_pieces, st.binary(max_size=30)), max_size=30).map(
-    b"".join
+    ],
+    max_pieces=30,
 )
 backend_params = st.builds(
     SieveBackendParams,
@@ -207,18 +174,4 @@ backend_params = st.builds(
 
 @given(backend_params, backend_noise, st.lists(st.integers(0, 10_000), max_size=8), st.booleans())
 def test_backend_survives_anything(params, data, cuts, eof):
-    engine = ManageSieveBackendLogin(params)
-    finished = False
-    for chunk in chunked(data, cuts) + ([b""] if eof else []):
-        engine.receive_data(chunk)
-        while (event := engine.next_event()) is not NEED_DATA:
-            assert isinstance(event, BackendEvent)
-            assert not finished, "no events after the final one"
-            if isinstance(event, BackendNeedsTLS):
-                engine.trailing_data()
-                engine.tls_started()
-            if isinstance(event, (BackendLoggedIn, BackendFailed)):
-                finished = True
-                reply = getattr(event, "client_reply", None) or b""
-                assert b"Pw-hunter2" not in reply
-        engine.data_to_send()
+    fuzzing.drive_backend(ManageSieveBackendLogin(params), chunked(data, cuts), eof, b"Pw-hunter2")

@@ -12,16 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxyd.protocols.backend_events import (
-    BackendEvent,
-    BackendFailed,
-    BackendLoggedIn,
-    BackendNeedsTLS,
-)
 from proxyd.protocols.events import (
-    NEED_DATA,
-    ClientFailure,
-    Close,
     LoginPolicy,
 )
 from proxyd.protocols.pop3.backend import Pop3BackendLogin, Pop3BackendParams
@@ -32,21 +23,12 @@ from tests.protocols.fuzzing import chunked
 #: "+OK ...", "-ERR ...", "+ <base64>", or one line of a multi-line CAPA / AUTH list
 REPLY_LINE = re.compile(rb"(\+OK( [^\r\n]*)?|-ERR [^\r\n]*|\+ [A-Za-z0-9+/=]*|[A-Z0-9 /-]*|\.)\Z")
 
-policies = st.builds(
-    LoginPolicy,
-    mechanisms=st.sampled_from(
-        [("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), (), ("PLAIN", "APOP"), ("APOP",)]
-    ),
-    ssl=st.sampled_from(["no", "yes", "required"]),
-    tls_available=st.booleans(),
-    tls_active=st.booleans(),
-    secured=st.booleans(),
-    trusted=st.booleans(),
-    disable_plaintext_auth=st.booleans(),
+policies = fuzzing.login_policies(
+    [("PLAIN", "LOGIN"), ("PLAIN",), ("LOGIN", "CRAM-MD5"), (), ("PLAIN", "APOP"), ("APOP",)]
 )
 
 #: input that looks enough like POP3 to reach deep states, mixed with raw noise
-pop3_pieces = st.sampled_from(
+noisy = fuzzing.noise(
     [
         b"USER ",
         b"PASS ",
@@ -80,24 +62,15 @@ pop3_pieces = st.sampled_from(
         b"\xff",
     ]
 )
-noisy = st.lists(st.one_of(pop3_pieces, st.binary(max_size=40)), max_size=40).map(b"".join)
 
 
 def drive_server(
     engine: Pop3LoginServer, chunks: list[bytes], answers: list[int], eof: bool
 ) -> tuple[bytes, list[Any]]:
     """Feed chunks; answer an auth step with a challenge, a failure, a backend's -ERR or a success."""
-
-    def answer(pick: int) -> None:
-        if pick % 4 == 0:
-            engine.sasl_challenge(b"ch")
-        elif pick % 4 == 1:
-            engine.auth_failed(list(ClientFailure)[pick % len(ClientFailure)])
-        elif pick % 4 == 2:
-            engine.auth_backend_reply(b"-ERR [IN-USE] locked\r\n")
-        else:
-            engine.login_succeeded(b"+OK Logged in.\r\n")
-
+    answer = fuzzing.auth_answers(
+        engine, backend_reply=b"-ERR [IN-USE] locked\r\n", logged_in=b"+OK Logged in.\r\n"
+    )
     return fuzzing.drive_server(engine, chunks, answers, eof, answer)
 
 
@@ -118,13 +91,7 @@ def test_server_survives_anything(policy, data, cuts, answers, eof):
         "PROXYING",
         "CLOSED",
     )
-    assert output.endswith(b"\r\n")
-    for line in output.split(b"\r\n")[:-1]:
-        assert REPLY_LINE.match(line), line
-    closes = [event for event in events if isinstance(event, Close)]
-    assert len(closes) <= 1
-    if closes:
-        assert events[-1] == closes[0]
+    fuzzing.check_server_output(output, events, REPLY_LINE)
 
 
 @given(st.binary(max_size=3000), st.lists(st.integers(0, 10_000), max_size=6))
@@ -133,7 +100,6 @@ def test_server_survives_raw_bytes(data, cuts):
     drive_server(engine, chunked(data, cuts), [1], eof=True)
 
 
-password_chars = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=6, max_size=20)
 complete_lines = st.lists(
     st.sampled_from([b"CAPA\r\n", b"NOOP\r\n", b"\r\n", b"AUTH\r\n", b"XCLIENT ADDR=1.2.3.4\r\n"]),
     max_size=2,
@@ -142,7 +108,7 @@ complete_lines = st.lists(
 
 @given(
     policies,
-    password_chars,
+    fuzzing.password_chars,
     st.sampled_from(["userpass", "auth-ir", "auth-continue"]),
     complete_lines,
     noisy,
@@ -161,9 +127,7 @@ def test_password_never_reaches_the_client(policy, password, form, before, after
     data = b"".join(before) + login + after
     engine = Pop3LoginServer(policy, hostname=lambda: "h")
     output, events = drive_server(engine, chunked(data, cuts), [0, 1], eof)
-    assert secret not in output
-    assert encoded not in output
-    assert all(secret not in repr(event).encode() for event in events)
+    fuzzing.check_secret_hidden(secret, output, events, encoded)
 
 
 @given(
@@ -196,7 +160,7 @@ def test_chunking_does_not_change_the_replies(lines, cuts):
 # -- backend engine ------------------------------------------------------------------------
 
 banners = st.sampled_from([b"+OK [XCLIENT] ready\r\n", b"+OK ready\r\n", b"* OK imap\r\n", b""])
-backend_pieces = st.sampled_from(
+backend_pieces = (
     [
         b"+OK",
         b"+OK ",
@@ -212,9 +176,7 @@ backend_pieces = st.sampled_from(
         b"[XCLIENT]",
     ]
 )
-backend_noise = st.lists(st.one_of(backend_pieces, st.binary(max_size=30)), max_size=30).map(
-    b"".join
-)
+backend_noise = fuzzing.noise(backend_pieces, max_pieces=30)
 backend_params = st.builds(
     Pop3BackendParams,
     user=st.just("bob"),
@@ -239,23 +201,7 @@ backend_params = st.builds(
 )
 def test_backend_survives_anything(params, banner, data, cuts, eof):
     engine = Pop3BackendLogin(params)
-    finished = False
-    sent = b""
-    for chunk in chunked(banner + data, cuts) + ([b""] if eof else []):
-        engine.receive_data(chunk)
-        while (event := engine.next_event()) is not NEED_DATA:
-            assert isinstance(event, BackendEvent)
-            assert not finished, "no events after the final one"
-            if isinstance(event, BackendNeedsTLS):
-                engine.trailing_data()
-                engine.tls_started()
-            if isinstance(event, (BackendLoggedIn, BackendFailed)):
-                finished = True
-                reply = getattr(event, "client_reply", None) or b""
-                assert b"hunter2" not in reply
-                assert reply == b"" or reply.endswith(b"\r\n")
-                assert "hunter2" not in getattr(event, "log_text", "")
-        sent += engine.data_to_send()
+    sent = b"".join(fuzzing.drive_backend(engine, chunked(banner + data, cuts), eof, b"hunter2"))
     # the password goes out at most once, and only in PASS (USER/PASS logins)
     assert sent.count(b"hunter2") <= 1
     assert engine.state_name in ("banner", "starttls", "xclient", "login1", "login2")
