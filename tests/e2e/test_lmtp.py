@@ -549,3 +549,19 @@ def test_verbose_replies_and_rawlogs(
     plain, inside = (outs[0], outs[1]) if "STARTTLS" in outs[0] else (outs[1], outs[0])
     assert plain[-1] == "STARTTLS"
     assert "RCPT TO:<bob@example.org> ORCPT=rfc822;tls@example.org" in inside
+
+
+def test_bare_lf_data_as_dovecot_lmtp_takes_it(lmtp_proxy: LmtpProxy) -> None:
+    """An MTA that ends lines with LF alone: Dovecot's DATA reader takes LF.LF as the end and
+    drops a dot that opens a line; so does proxyd."""
+    steps = [
+        (b"MAIL FROM:<mta@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n", 3),
+        (b"Subject: bare lf\n\n..stuffed\nlast\n.\n", 1),
+        (b"QUIT\r\n", 1),
+    ]
+    assert _lmtp_script(PROXYD_ADDRESS, lmtp_proxy.port, steps) == _lmtp_script(
+        lmtp_proxy.a.address, lmtp_proxy.a.lmtp_port, steps)
+    messages = delivered(lmtp_proxy.a, "alice", "bare lf")
+    assert len(messages) == 2
+    for message in messages:
+        assert message.replace(b"\r\n", b"\n").endswith(b"Subject: bare lf\n\n.stuffed\nlast\n")

@@ -336,21 +336,21 @@ class LmtpClient:
 
 
 class DotStuffer:
-    """RFC 5321 4.5.2 for a message given in pieces: a dot that opens a line is doubled,
-    and the message ends with CRLF.CRLF (a CRLF is added when its last line has none)."""
+    """RFC 5321 4.5.2 for a message given in pieces, as Dovecot's ostream-dot writes it: a
+    dot that opens a line (after LF or CRLF) is doubled, and the message ends with
+    CRLF.CRLF (a CRLF is added when its last line has no line end)."""
 
     def __init__(self) -> None:
-        #: the last two octets sent; the start of the message counts as the start of a line
-        self._tail = b"\r\n"
+        #: the last octet sent; the start of the message counts as the start of a line
+        self._last = b"\n"
 
     def feed(self, data: bytes) -> bytes:
         if not data:
             return b""
-        tail = self._tail
-        # the tail cannot hold a whole CRLF-dot, so what is doubled is in ``data``
-        out = (tail + data).replace(b"\r\n.", b"\r\n..")[len(tail) :]
-        self._tail = (tail + data)[-2:]
+        # the last octet cannot be a whole LF-dot, so what is doubled is in ``data``
+        out = (self._last + data).replace(b"\n.", b"\n..")[1:]
+        self._last = data[-1:]
         return out
 
     def end(self) -> bytes:
-        return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
+        return b".\r\n" if self._last == b"\n" else b"\r\n.\r\n"

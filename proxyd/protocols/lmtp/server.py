@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Final, cast
@@ -51,6 +52,8 @@ from proxyd.protocols.xclient import tab_unescape
 
 #: the longest command line taken (Dovecot's SMTP_SERVER_DEFAULT_MAX_COMMAND_LINE is 4 KiB)
 MAX_LINE: Final = 4096
+#: the end of DATA: a line of a lone dot ([CR]LF . [CR]LF)
+_END_OF_DATA: Final = re.compile(rb"\n\.\r?\n")
 #: lib-smtp's uoff_t: a BDAT size, or the sum of a message's chunks, beyond it is refused
 MAX_DATA_SIZE: Final = 2**64 - 1
 #: Dovecot's LMTP_RCPT_FORWARD_CAPABILITY / _PARAMETER: a trusted peer's forward_* fields
@@ -174,7 +177,7 @@ class LmtpServer:
         self._eof = False
         self._events: list[LmtpEvent] = []
         self._skip_line = False
-        #: DATA: how many bytes of the buffer are the CRLF put in front of the message
+        #: DATA: how many bytes of the buffer are the LF put in front of the message
         #: (so that a dot on its first line is unstuffed like any other)
         self._strip = 0
         #: CHUNKING: BDAT commands in this transaction, whether one failed, octets announced
@@ -302,30 +305,30 @@ class LmtpServer:
         return handler(self, args)
 
     def _read_message(self) -> Event | None:
+        # Dovecot's istream-dot: lines may end in LF as well as CRLF; a dot that opens a
+        # line is dropped, and a line of a lone dot ends the message
         data = self._in
-        pos = data.find(b"\r\n.\r\n")
-        if pos >= 0:
-            # the message ends with the CRLF before the dot line
-            cut, consumed, end = pos + 2, pos + 5, True
+        end = _END_OF_DATA.search(data)
+        if end is not None:
+            # the message ends with the line end before the dot line
+            cut, consumed = end.start() + 1, end.end()
         else:
             # hand out all but what could still be the start of the end marker, and never
-            # cut a CRLF or the dot after one apart (the next piece must see the whole of it)
-            cut = len(data) - 4
+            # cut an LF from the dot after it (the next piece must see the pair)
+            cut = len(data) - 3
             if cut <= self._strip:
                 return None
-            if data[cut - 1 : cut] == b"\r":
+            if data[cut - 1] == 0x0A:
                 cut -= 1
-            elif data[cut - 2 : cut] == b"\r\n":
-                cut -= 2
             if cut <= self._strip:
                 return None
-            consumed, end = cut, False
-        piece = bytes(data[:cut]).replace(b"\r\n.", b"\r\n")[self._strip :]
+            consumed = cut
+        piece = bytes(data[:cut]).replace(b"\n.", b"\n")[self._strip :]
         del data[:consumed]
         self._strip = 0
         if piece:
             self._events.append(MessageChunk(piece))
-        if end:
+        if end is not None:
             self.state = State.DATA_WAIT
             self._events.append(MessageEnd())
         return _NOTHING
@@ -499,9 +502,9 @@ class LmtpServer:
             return _NOTHING
         self._out += r.DATA_GO_AHEAD.encode() + b"\r\n"
         self.state = State.DATA
-        # the CRLF that ended the DATA line: the first line's dot is then like any other's
-        self._in[0:0] = b"\r\n"
-        self._strip = 2
+        # the LF that ended the DATA line: the first line's dot is then like any other's
+        self._in[0:0] = b"\n"
+        self._strip = 1
         return _NOTHING
 
     def _cmd_bdat(self, args: str) -> Event:
