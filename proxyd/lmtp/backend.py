@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import trio
 
 from proxyd.lmtp.rawlog import RawlogDir, unwrapped
 from proxyd.lmtp.spool import Spool
+from proxyd.login.backend import connect_tcp
 from proxyd.protocols.events import NEED_DATA, _NeedData
 from proxyd.protocols.lmtp.client import (
     ClientEvent,
@@ -38,7 +38,6 @@ from proxyd.protocols.lmtp.client import (
 from proxyd.protocols.lmtp.replies import SmtpReply
 from proxyd.protocols.lmtp.route import Route
 
-_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _READ_SIZE = 65536
 
 
@@ -119,7 +118,7 @@ class BackendConnection:
         try:
             with trio.fail_after(self.route.timeout):
                 try:
-                    self._stream = await _connect(self.route.connect_ip, self.route.port, self.route.source_ip)
+                    self._stream = await connect_tcp(self.route.connect_ip, self.route.port, self.route.source_ip)
                 except OSError as exc:
                     # lib-smtp logs this, and has no error text beyond the user one
                     raise self._failed("connect", log=f"connect({self.address}) failed: {_reason(exc)}") from None
@@ -286,18 +285,3 @@ class BackendConnection:
             raise self._failed("connect", error=f"SSL handshaking with {self.address} failed: {_reason(exc)}",
                                user_error=_USER_ERRORS["connect"]) from None
         return tls
-
-
-async def _connect(ip: str, port: int, source_ip: str) -> trio.SocketStream:
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if source_ip:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-            await sock.bind((source_ip, 0))
-        await sock.connect((ip, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)

@@ -146,7 +146,7 @@ async def _attempt(
     try:
         with trio.move_on_at(deadline) as scope:
             try:
-                stream = await _connect(ip, target.port, source_ip)
+                stream = await connect_tcp(ip, target.port, source_ip)
             except BaseException:
                 ProxyState.connect_failed(record)
                 raise
@@ -220,8 +220,10 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
     return tls
 
 
-async def _connect(ip: str, port: int, source_ip: str = "") -> trio.SocketStream:
-    """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery."""
+async def connect_tcp(ip: str, port: int, source_ip: str = "") -> trio.SocketStream:
+    """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery.
+
+    ``source_ip`` binds first (``login_source_ips``, the LMTP proxy's ``proxy_source_ip``)."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
