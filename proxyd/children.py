@@ -47,7 +47,6 @@ from proxyd.ipc.messages import (
     Kick,
     LastLogin,
     LastLoginReply,
-    OldestPrelogin,
     QueueFull,
     Report,
     ServiceFull,
@@ -352,7 +351,7 @@ async def _wait_master(
                 host, at = last if last is not None else (None, None)
                 await control.send(LastLoginReply(message.id, host, at))
             case (
-                CacheFlush() | LastLogin() | QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin()
+                CacheFlush() | LastLogin() | QueueFull() | ServiceFull() | IpLimit()
                 | Who() | Kick()
             ):
                 pass  # for other processes

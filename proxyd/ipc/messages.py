@@ -18,7 +18,6 @@ command                       who gets it        report
 ``IpLimit``                   login              none; new connections from the
                                                  address are refused (or no
                                                  longer are)
-``OldestPrelogin``            login              ``OldestPreloginReply``
 ``Who``                       login, relay       ``WhoReply``
 ``Kick``                      login, relay       ``CountReply``
 ``CacheFlush``                auth               ``CountReply``
@@ -92,17 +91,6 @@ class IpLimit:
 
 
 @dataclass(frozen=True, slots=True)
-class OldestPrelogin:
-    """When did the longest-waiting client still logging in here connect?"""
-
-    TAG: ClassVar[str] = "oldest-prelogin"
-    id: int = 0
-
-    def wire(self) -> Mapping[str, Any]:
-        return {"cmd": self.TAG, "id": self.id}
-
-
-@dataclass(frozen=True, slots=True)
 class Who:
     """The proxied sessions of users matching ``mask`` (``proxyctl who``)."""
 
@@ -153,10 +141,10 @@ class LastLogin:
 
 
 Command: TypeAlias = (
-    Stop | QueueFull | ServiceFull | IpLimit | OldestPrelogin | Who | Kick | CacheFlush | LastLogin
+    Stop | QueueFull | ServiceFull | IpLimit | Who | Kick | CacheFlush | LastLogin
 )
 #: the commands that want a reply
-Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush | LastLogin
+Question: TypeAlias = Who | Kick | CacheFlush | LastLogin
 
 
 # -- reports (child -> master) ----------------------------------------------------------
@@ -164,14 +152,24 @@ Question: TypeAlias = OldestPrelogin | Who | Kick | CacheFlush | LastLogin
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """What the master's accounting needs: clients held, and whether it still accepts."""
+    """What the master's accounting needs: clients held, and whether it still accepts.
+
+    ``prelogin_since``: when the longest-waiting client still logging in connected
+    (``time.time()``), None when none is; sent only by processes with a
+    ``service_count``, whose pre-login clients the master displaces itself when the
+    service is full (high-performance processes displace their own).
+    """
 
     TAG: ClassVar[str] = "status"
     clients: int
     accepting: bool
+    prelogin_since: float | None = None
 
     def wire(self) -> Mapping[str, Any]:
-        return {"ev": self.TAG, "clients": self.clients, "accepting": self.accepting}
+        wire: dict[str, Any] = {"ev": self.TAG, "clients": self.clients, "accepting": self.accepting}
+        if self.prelogin_since is not None:
+            wire["prelogin_since"] = self.prelogin_since
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,19 +248,6 @@ class CountReply:
 
 
 @dataclass(frozen=True, slots=True)
-class OldestPreloginReply:
-    """The answer to ``OldestPrelogin``: a ``time.monotonic()`` stamp, None when no client
-    is logging in."""
-
-    TAG: ClassVar[str] = "oldest-prelogin"
-    id: int
-    since: float | None
-
-    def wire(self) -> Mapping[str, Any]:
-        return {"ev": self.TAG, "id": self.id, "since": self.since}
-
-
-@dataclass(frozen=True, slots=True)
 class LastLoginReply:
     """The answer to ``LastLogin``: the host and wall-clock time, None when not known."""
 
@@ -275,7 +260,7 @@ class LastLoginReply:
         return {"ev": self.TAG, "id": self.id, "host": self.host, "at": self.at}
 
 
-Reply: TypeAlias = WhoReply | CountReply | OldestPreloginReply | LastLoginReply
+Reply: TypeAlias = WhoReply | CountReply | LastLoginReply
 Report: TypeAlias = Status | PreloginCount | Reply
 
 
@@ -292,6 +277,13 @@ def _str(data: Mapping[str, Any], key: str) -> str:
 def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return None if value is None else _str(data, key)
+
+
+def _opt_number(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise ControlError(f"{key}: not a number")
+    return value
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:
@@ -325,8 +317,6 @@ def read_command(data: dict[str, Any]) -> Command:
             if not isinstance(over, bool):
                 raise ControlError("over: not a boolean")
             return IpLimit(ip=_str(data, "ip"), over=over)
-        case OldestPrelogin.TAG:
-            return OldestPrelogin(id=_int(data, "id"))
         case Who.TAG:
             return Who(mask=_str(data, "mask"), id=_int(data, "id"))
         case Kick.TAG:
@@ -347,7 +337,10 @@ def read_report(data: dict[str, Any]) -> Report:
             accepting = data.get("accepting")
             if not isinstance(accepting, bool):
                 raise ControlError("accepting: not a boolean")
-            return Status(clients=_int(data, "clients"), accepting=accepting)
+            return Status(
+                clients=_int(data, "clients"), accepting=accepting,
+                prelogin_since=_opt_number(data, "prelogin_since"),
+            )
         case PreloginCount.TAG:
             delta = _int(data, "delta")
             if delta not in (1, -1):
@@ -358,14 +351,6 @@ def read_report(data: dict[str, Any]) -> Report:
             return WhoReply(id=_int(data, "id"), sessions=rows)
         case CountReply.TAG:
             return CountReply(id=_int(data, "id"), count=_int(data, "count"))
-        case OldestPreloginReply.TAG:
-            since = data.get("since")
-            if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
-                raise ControlError("since: not a number")
-            return OldestPreloginReply(id=_int(data, "id"), since=since)
         case LastLoginReply.TAG:
-            at = data.get("at")
-            if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
-                raise ControlError("at: not a number")
-            return LastLoginReply(id=_int(data, "id"), host=_opt_str(data, "host"), at=at)
+            return LastLoginReply(id=_int(data, "id"), host=_opt_str(data, "host"), at=_opt_number(data, "at"))
     raise ControlError(f"unknown report {str(data.get('ev'))[:40]!r}")

@@ -33,8 +33,6 @@ from proxyd.ipc.messages import (
     IpLimit,
     Kick,
     LastLogin,
-    OldestPrelogin,
-    OldestPreloginReply,
     QueueFull,
     Report,
     ServiceFull,
@@ -214,8 +212,6 @@ class LmtpWorker:
                 pass
             case Who():
                 await self.control.send(WhoReply(message.id, ()))
-            case OldestPrelogin():
-                await self.control.send(OldestPreloginReply(message.id, None))
             case Kick():
                 await self.control.send(CountReply(message.id, 0))
             case _:

@@ -33,8 +33,6 @@ from proxyd.ipc.messages import (
     IpLimit,
     Kick,
     LastLogin,
-    OldestPrelogin,
-    OldestPreloginReply,
     PreloginCount,
     QueueFull,
     Report,
@@ -111,7 +109,7 @@ class LoginWorker:
         self._changed = Wakeup()
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
-        self._last_status: tuple[bool, bool] = (True, True)
+        self._last_status: tuple[bool, bool, float | None] = (True, True, None)
 
     # ------------------------------------------------------------------ accounting
     def accepting(self) -> bool:
@@ -133,10 +131,12 @@ class LoginWorker:
         backend is back in the pre-login state and may try again)."""
         return bool(self.starting) or any(not s.proxying for s in self.clients.values())
 
-    def _status(self) -> tuple[bool, bool]:
-        """What the master's accounting needs: accepting?, idle?  (Which process has the
-        oldest client still logging in it asks only when a service is full.)"""
-        return (self.accepting(), not self.clients)
+    def _status(self) -> tuple[bool, bool, float | None]:
+        """What the master's accounting needs: accepting?, idle?, and with a service_count
+        (the master displaces these processes' clients) since when the oldest client
+        still logging in waits."""
+        oldest = self._oldest_prelogin() if self.service.service_count else None
+        return (self.accepting(), not self.clients, oldest)
 
     def _status_message(self) -> Status | None:
         """Wake our own waiters; the status message for the master if its view changed
@@ -146,8 +146,8 @@ class LoginWorker:
         if status == self._last_status:
             return None
         self._last_status = status
-        accepting, idle = status
-        return Status(clients=0 if idle else len(self.clients), accepting=accepting)
+        accepting, idle, oldest = status
+        return Status(clients=0 if idle else len(self.clients), accepting=accepting, prelogin_since=oldest)
 
     async def _report(self) -> None:
         if (message := self._status_message()) is not None:
@@ -300,7 +300,9 @@ class LoginWorker:
             if counted_ip is not None:
                 # a proxied session no longer counts: the limit is for clients logging in
                 nursery.start_soon(self._send, PreloginCount(counted_ip, -1))
-            if self.stopping:
+            if self.service.service_count:
+                nursery.start_soon(self._report)  # no longer one the master may displace
+            elif self.stopping:
                 self._changed.notify()  # perhaps nobody needs the auth process any more
 
         session.on_logged_in = logged_in
@@ -346,8 +348,6 @@ class LoginWorker:
                     self.ips_over_limit.discard(ip)
             case Who():
                 await self.control.send(WhoReply(message.id, self._who(message.mask)))
-            case OldestPrelogin():
-                await self.control.send(OldestPreloginReply(message.id, self._oldest_prelogin()))
             case Kick():
                 await self.control.send(CountReply(message.id, self._kick(message.masks, message.host)))
             case CacheFlush() | LastLogin():

@@ -60,8 +60,6 @@ from proxyd.ipc.messages import (
     Kick,
     LastLogin,
     LastLoginReply,
-    OldestPrelogin,
-    OldestPreloginReply,
     PreloginCount,
     Question,
     QueueFull,
@@ -106,8 +104,9 @@ _REPLY_TIMEOUT = 15
 _SCRAPE_TIMEOUT = 3.0
 #: how long start-up waits for a process per service before READY=1 anyway
 _READY_TIMEOUT = 30
-#: how long an evicted client's process is given to make room before another is evicted for
-#: the same waiting connection (high-security mode: it exits and a new process is forked)
+#: how long a process whose client was displaced (it exits at once) does not count
+#: toward process_limit: its successor is forked without waiting for its exit; one still
+#: alive after this (its client logged in meanwhile) counts again
 _EVICTION_GRACE = 1.0
 #: how long the listener watch waits for a process forked for a waiting client to report
 _DEMAND_SETTLE = 0.1
@@ -130,6 +129,10 @@ class Child:
     stopping: bool = False
     started: float = field(default_factory=time.monotonic)
     idle_since: float = field(default_factory=time.monotonic)
+    #: its longest-waiting pre-login client connected then (``Status``; service_count only)
+    prelogin_since: float | None = None
+    #: when the master displaced its client (``QueueFull``), making room
+    evicted_at: float | None = None
     replies: dict[int, trio.MemorySendChannel[Reply | None]] = field(default_factory=dict)
 
 
@@ -185,6 +188,16 @@ class Master:
 
     def _pool(self, service: str) -> list[Child]:
         return [c for c in self.children.values() if c.kind == "login" and c.service == service]
+
+    def _counted(self, service: str) -> list[Child]:
+        """The processes that hold a slot of the service's process_limit: not those of an
+        older configuration finishing their sessions (Dovecot's old services neither),
+        nor those whose client was just displaced (they are on their way out)."""
+        now = time.monotonic()
+        return [
+            c for c in self._pool(service)
+            if not c.stopping and (c.evicted_at is None or now - c.evicted_at > _EVICTION_GRACE)
+        ]
 
     # ------------------------------------------------------------------ spawning
     async def spawn(self, kind: str, service: str) -> Child | None:
@@ -267,7 +280,8 @@ class Master:
 
     async def _on_report(self, child: Child, message: Report) -> None:
         match message:
-            case Status(clients=clients, accepting=accepting):
+            case Status(clients=clients, accepting=accepting, prelogin_since=prelogin_since):
+                child.prelogin_since = prelogin_since
                 if not accepting and self._auth_releasing.pop(child.pid, None) is not None:
                     self.changed.notify()  # the old auth process let go: new logins may start
                 accepting = accepting and not child.stopping
@@ -286,7 +300,7 @@ class Master:
                 await self._tell_ip_limits(self.perip.report(child.pid, child.service, ip, delta))
             case PreloginCount():
                 pass  # read after its process was reaped: child_gone() counted it out
-            case WhoReply() | CountReply() | OldestPreloginReply() | LastLoginReply():
+            case WhoReply() | CountReply() | LastLoginReply():
                 waiter = child.replies.pop(message.id, None)
                 if waiter is not None:
                     waiter.send_nowait(message)
@@ -364,7 +378,7 @@ class Master:
         if self._auth_handing_over():
             return  # maintain() runs again when it has (or at least once a second)
         for svc in self.services():
-            pool = [c for c in self._pool(svc.name) if not c.stopping]
+            pool = self._counted(svc.name)
             available = sum(1 for c in pool if c.accepting)
             want = svc.process_min_avail
             waiting = sum(waiting_connections(b.sock) for b in self.bound if b.service == svc.name)
@@ -382,7 +396,7 @@ class Master:
                     await trio.sleep(1)
                     break
                 available += 1
-                pool = [c for c in self._pool(svc.name) if not c.stopping]
+                pool = self._counted(svc.name)
             full = available == 0 and len(pool) >= svc.process_limit
             await self._tell_full(svc.name, full and svc.service_count == 0, pool)
             if full:
@@ -434,22 +448,22 @@ class Master:
         """A listener nobody accepts on.  Below process_limit a waiting client gets a
         process forked for it (``process_min_avail = 0`` keeps none idle: the master watches
         the socket itself, as Dovecot's does).  At process_limit with ``service_count`` != 0
-        each waiting client evicts the oldest pre-login one (its process then exits or
-        accepts again).  One task per socket: only one may wait for it to become readable.
+        each waiting client displaces the oldest pre-login one at once: that process is
+        told to destroy it and no longer counts toward the limit, so the waiting client's
+        process is forked right away, without waiting for the other to exit.  One task per
+        socket: only one may wait for it to become readable.
 
         High-performance processes evict by themselves (``ServiceFull``); here the master
-        chooses, since each of these processes holds only a few clients.
+        chooses, since each of these processes holds only a few clients: each reports
+        since when its oldest pre-login client waits (``Status.prelogin_since``).
         """
-        evicted: dict[int, float] = {}  # pid -> when its client was evicted
         while not self.shutting_down:
             svc = effective_service(self.settings, bound.service)
-            pool = [c for c in self._pool(bound.service) if not c.stopping]
+            pool = self._counted(bound.service)
             if any(c.accepting for c in pool):
-                evicted.clear()
                 await self.changed.wait()
                 continue
             if len(pool) < svc.process_limit:
-                evicted.clear()
                 with trio.move_on_after(1):
                     await trio.lowlevel.wait_readable(bound.sock)
                     self.changed.notify()  # maintain() counts the waiting connections
@@ -457,31 +471,25 @@ class Master:
                         await self.changed.wait()  # the new process is up (or failed)
                 continue
             if svc.service_count == 0:
-                evicted.clear()
                 await self.changed.wait()
                 continue
             with trio.move_on_after(_EVICTION_GRACE):
                 await trio.lowlevel.wait_readable(bound.sock)
+                # one displacement per waiting connection
+                victims = self._oldest_prelogin(pool, max(waiting_connections(bound.sock), 1))
                 now = time.monotonic()
-                for pid, when in list(evicted.items()):
-                    if pid not in self.children or now - when > _EVICTION_GRACE:
-                        del evicted[pid]
-                # one eviction per waiting connection, not counting those still making room
-                wanted = max(waiting_connections(bound.sock), 1) - len(evicted)
-                if wanted > 0:
-                    for victim in await self._oldest_prelogin(bound.service, wanted, set(evicted)):
-                        evicted[victim.pid] = now
-                        await self.tell(victim, QueueFull())
+                for victim in victims:
+                    victim.evicted_at = now
+                    await self.tell(victim, QueueFull())
+                if victims:
+                    self.changed.notify()  # maintain() forks their successors now
                 await self.changed.wait()
 
-    async def _oldest_prelogin(self, service: str, count: int, exclude: set[int]) -> list[Child]:
-        """The ``count`` processes whose longest-waiting pre-login clients came first (asked
-        only now: reporting it on every login would cost more than the login itself)."""
-        answers = await self.ask_all(("login",), OldestPrelogin(), live_only=True)
-        waiting = [(reply.since, child) for child, reply in answers
-                   if child.service == service and child.pid not in exclude
-                   and isinstance(reply, OldestPreloginReply) and reply.since is not None]
-        return [child for _, child in sorted(waiting, key=lambda pair: pair[0])[:count]]
+    @staticmethod
+    def _oldest_prelogin(pool: list[Child], count: int) -> list[Child]:
+        """The ``count`` processes whose longest-waiting pre-login clients came first."""
+        waiting = [c for c in pool if c.prelogin_since is not None]
+        return sorted(waiting, key=lambda c: c.prelogin_since or 0.0)[:count]
 
     # ------------------------------------------------------------------ admin
     async def who(self, mask: str, within: float = _REPLY_TIMEOUT) -> list[WhoRow]:

@@ -39,7 +39,6 @@ from proxyd.ipc.messages import (
     IpLimit,
     Kick,
     LastLogin,
-    OldestPrelogin,
     QueueFull,
     Report,
     ServiceFull,
@@ -221,7 +220,7 @@ class RelayHost:
                 for session in victims:
                     session.kick("Kicked by admin")
                 await self.control.send(CountReply(message.id, len(victims)))
-            case QueueFull() | ServiceFull() | IpLimit() | OldestPrelogin() | CacheFlush() | LastLogin():
+            case QueueFull() | ServiceFull() | IpLimit() | CacheFlush() | LastLogin():
                 pass  # for login and auth processes
             case _:
                 assert_never(message)

@@ -198,6 +198,37 @@ def test_high_performance_full_service_displaces_the_oldest_for_every_new_client
     assert master.log_text().count("Disconnected: Connection queue full") >= 14
 
 
+def test_high_security_full_service_displaces_the_oldest_for_every_new_client(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """service_count = 1 at process_limit: each new client displaces the oldest pre-login
+    one (the master knows which from the processes' reports, and forks the newcomer's
+    process without waiting for the displaced one to exit); a proxied session in its
+    login process is never chosen."""
+    config = static_config(proxyd, backend_a, process_limit="4")
+    config.set(proxyd_plaintext_handoff="no")  # the proxied session keeps its process and slot
+    master = proxyd.start(config)
+    source = client_address(65)
+    proxied = RawImapClient(master.address(), master.port(), source_ip=source)
+    assert proxied.command("LOGIN alice alicepw").status == "OK"
+    idle = [RawImapClient(master.address(), master.port(), source_ip=source) for _ in range(3)]
+    burst: list[RawImapClient] = []
+    try:
+        master.wait_for_log("process_limit \\(4\\) reached")
+        for _ in range(6):  # twice the pre-login room, one after the other
+            burst.append(RawImapClient(master.address(), master.port(), source_ip=source, timeout=5))
+            assert burst[-1].greeting.startswith("* OK ")
+        for client in (*idle, *burst[:3]):
+            assert client.read_until_closed() == ["* BYE Connection queue full"]
+        assert proxied.command("NOOP").status == "OK"
+        for client in burst[3:]:
+            assert client.command("NOOP").status == "OK"
+        assert burst[-1].command("LOGIN alice alicepw").status == "OK"
+    finally:
+        for client in (proxied, *idle, *burst):
+            client.close()
+
+
 @pytest.mark.parametrize("mode", ["high-performance", "high-security"])
 def test_prelogin_per_ip_limit_refuses_one_address_beyond_it(
     proxyd: ProxydRunner, backend_a: DovecotBackend, mode: str
