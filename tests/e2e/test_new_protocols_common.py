@@ -172,12 +172,12 @@ def test_delay_until_holds_the_login(
 def test_a_failed_login_slows_down_the_next_one_from_that_ip(
     proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol, n: int
 ) -> None:
-    """The auth penalty as for IMAP and POP3 (tests/e2e/test_proxy_throttling.py)."""
-    running = start(proxyd, mail_backend_a, protocol)
+    """auth_failure_delay, then the auth penalty as for IMAP and POP3 (tests/e2e/test_proxy_throttling.py)."""
+    running = start(proxyd, mail_backend_a, protocol, auth_failure_delay="1s")
     with connect(running, protocol, n) as sock:
         started = time.monotonic()
         assert protocol.login(sock, "alice", "wrong") == protocol.failed
-        assert time.monotonic() - started < 1.5
+        assert 1.0 <= time.monotonic() - started < 2.5
     # the right password now waits out the penalty (4 s) ...
     with connect(running, protocol, n) as sock:
         started = time.monotonic()
