@@ -36,12 +36,15 @@ from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, ConnectionIn
 from proxyd.cli import drain, move
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
+from proxyd.protocols import registry
 from proxyd.secret import Secret
 
 DEFAULT_CONFIG: Final = "/etc/proxyd/proxyd.conf"
 DEFAULT_SCHEME: Final = "SHA512-CRYPT"
 _MASK: Final = "<hidden>"
 _AUTH_INFO_KEYS: Final = ("service", "lip", "rip", "lport", "rport", "session", "secured")
+#: the ``proto`` column of ``who``: as wide as the longest protocol name (``submission``)
+_PROTO: Final = max(len(p.name) for p in registry.PROTOCOLS)
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -199,10 +202,10 @@ def _admin(args: argparse.Namespace, stdout: TextIO) -> int:
         print(f"proxyctl: {reply.message or 'failed'}", file=sys.stderr)
         return EXIT_FAILED
     if args.command == "who":
-        print(f"{'username':<24} {'proto':<5} {'client':<40} {'backend':<40} age", file=stdout)
+        print(f"{'username':<24} {'proto':<{_PROTO}} {'client':<40} {'backend':<40} age", file=stdout)
         for row in sorted(reply.sessions, key=lambda r: (r.user, r.age)):
             print(
-                f"{row.user:<24} {row.protocol:<5} {row.ip:<40} {row.backend:<40} {row.age}s",
+                f"{row.user:<24} {row.protocol:<{_PROTO}} {row.ip:<40} {row.backend:<40} {row.age}s",
                 file=stdout,
             )
     elif args.command == "kick":
@@ -243,10 +246,10 @@ def _cluster(args: argparse.Namespace, settings: Settings, stdout: TextIO) -> in
             print(f"proxyctl: {answer.peer}: {exc}", file=sys.stderr)
             failed = True
     if args.command == "who":
-        print(f"{'node':<22} {'username':<24} {'proto':<5} {'client':<40} backend", file=stdout)
+        print(f"{'node':<22} {'username':<24} {'proto':<{_PROTO}} {'client':<40} backend", file=stdout)
         for node, row in sorted(rows, key=lambda item: (item[1]["username"], item[0])):
             backend = _join_host_port(row["dest-ip"], row["dest-port"])
-            print(f"{node:<22} {row['username']:<24} {row['service']:<5} {row['src-ip']:<40} {backend}", file=stdout)
+            print(f"{node:<22} {row['username']:<24} {row['service']:<{_PROTO}} {row['src-ip']:<40} {backend}", file=stdout)
     else:
         print(f"{total} connections kicked", file=stdout)
     return EXIT_FAILED if failed else EXIT_OK
