@@ -15,12 +15,13 @@ A peer that cannot be reached, refuses the key or answers nonsense is a
 
 from __future__ import annotations
 
+import glob
 import json
 import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import httpx
 
@@ -115,3 +116,29 @@ def payload(entry: Any) -> Any:
     if isinstance(entry, list) and len(entry) == 3 and entry[0] == "error" and isinstance(entry[1], dict):
         raise ValueError(f"the command failed: {entry[1].get('type', 'error')}")
     raise ValueError("the answer is not a doveadm response")
+
+
+def flush_and_kick(
+    settings: Settings, users: Sequence[str], stderr: TextIO
+) -> tuple[int, bool, int]:
+    """Flush ``users`` from every peer's auth cache and kick their sessions there.
+
+    Returns (sessions kicked, whether every peer did both, peers asked); a peer
+    that failed is named on ``stderr``.  Raises ``ClusterConfigError``.
+    """
+    commands: list[list[Any]] = [
+        ["authCacheFlush", {"user": list(users)}, "flush"],
+        ["proxyKick", {"user": [glob.escape(user) for user in users]}, "kick"],
+    ]
+    answers = ask_all(settings, commands)
+    total, ok = 0, True
+    for answer in answers:
+        try:
+            if answer.entries is None:
+                raise ValueError(answer.error)
+            payload(answer.entries[0])
+            total += int(payload(answer.entries[1])[0]["count"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            print(f"proxyctl: {answer.peer}: {exc}", file=stderr)
+            ok = False
+    return total, ok, len(answers)

@@ -177,20 +177,7 @@ def _kick(settings: Settings, users: list[str], stderr: TextIO) -> tuple[int, bo
     if settings.proxyd_cluster_peers:
         from proxyd.cli import cluster
 
-        answers = cluster.ask_all(
-            settings,
-            [["authCacheFlush", {"user": users}, "flush"], ["proxyKick", {"user": masks}, "kick"]],
-        )
-        total, ok = 0, True
-        for answer in answers:
-            try:
-                if answer.entries is None:
-                    raise ValueError(answer.error)
-                cluster.payload(answer.entries[0])
-                total += int(cluster.payload(answer.entries[1])[0]["count"])
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                print(f"proxyctl: {answer.peer}: {exc}", file=stderr)
-                ok = False
+        total, ok, _ = cluster.flush_and_kick(settings, users, stderr)
         return total, ok
     from proxyd.ipc.admin import AdminCacheFlush, AdminKick, admin_request
 

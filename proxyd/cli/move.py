@@ -421,26 +421,12 @@ def _after_update(
 def _after_update_cluster(settings: Settings, user: str, stdout: TextIO, stderr: TextIO) -> bool:
     from proxyd.cli import cluster
 
-    commands: list[list[Any]] = [
-        ["authCacheFlush", {"user": [user]}, "flush"],
-        ["proxyKick", {"user": [glob.escape(user)]}, "kick"],
-    ]
     try:
-        answers = cluster.ask_all(settings, commands)
+        total, ok, nodes = cluster.flush_and_kick(settings, [user], stderr)
     except cluster.ClusterConfigError as exc:
         print(f"proxyctl: {exc}; nothing kicked", file=stderr)
         return False
-    total, ok = 0, True
-    for answer in answers:
-        try:
-            if answer.entries is None:
-                raise ValueError(answer.error)
-            cluster.payload(answer.entries[0])
-            total += int(cluster.payload(answer.entries[1])[0]["count"])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            print(f"proxyctl: {answer.peer}: {exc}", file=stderr)
-            ok = False
-    print(f"{total} connections kicked ({len(answers)} nodes)", file=stdout)
+    print(f"{total} connections kicked ({nodes} nodes)", file=stdout)
     return ok
 
 
