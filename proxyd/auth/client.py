@@ -62,6 +62,8 @@ class AuthClient:
         self._nursery.start_soon(self._reader, self._channel)
 
     async def _ensure(self) -> _AuthChannel:
+        if self._channel is not None:  # connected: no lock (and no checkpoint) needed
+            return self._channel
         async with self._connect_lock:
             if self._channel is None:
                 stream = await trio.open_unix_socket(self.path)

@@ -40,6 +40,7 @@ logs in as ``master`` on behalf of ``user``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import socket
@@ -70,7 +71,10 @@ async def resolve_host(name: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_ip(text: str) -> str | None:
+    """The normal form of an IP address, None for a name (cached: the same few backends
+    and local addresses come with every login)."""
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

@@ -60,7 +60,7 @@ async def serve_auth_connections(
     until each is closed; ``current()`` gives the Authenticator to use."""
     async with trio.open_nursery() as connections:
 
-        def take(conn: socket.socket) -> None:
+        def take(conn: socket.socket, _addr: object) -> None:
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
             connections.start_soon(_serve_one, current, stream)
 

@@ -8,7 +8,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -34,7 +34,7 @@ _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOME
 
 async def accept_forever(
     sock: socket.socket,
-    take: Callable[[socket.socket], None],
+    take: Callable[[socket.socket, Any], None],
     *,
     name: str,
     accepting: Callable[[], bool] = lambda: True,
@@ -42,7 +42,7 @@ async def accept_forever(
 ) -> None:
     """Accept on an inherited listening socket that other processes share, forever.
 
-    ``take`` gets each new connection.  While ``accepting()`` is false the loop
+    ``take`` gets each new connection and its peer's address.  While ``accepting()`` is false the loop
     waits for ``changed``; a connection another process took first is no
     error.  Short-lived resource errors are logged as ``NAME: accept() failed``
     and retried.
@@ -56,7 +56,7 @@ async def accept_forever(
         if not accepting():
             continue
         try:
-            conn, _addr = sock.accept()
+            conn, addr = sock.accept()
         except (BlockingIOError, InterruptedError):
             continue  # another process took it
         except OSError as exc:
@@ -65,4 +65,4 @@ async def accept_forever(
                 await trio.sleep(0.1)
                 continue
             raise
-        take(conn)
+        take(conn, addr)

@@ -124,7 +124,7 @@ class LmtpWorker:
     async def _accept_loop(
         self, sock: socket.socket, listener: InetListener | UnixListener, nursery: trio.Nursery
     ) -> None:
-        def take(conn: socket.socket) -> None:
+        def take(conn: socket.socket, _addr: object) -> None:
             self.served += 1
             self.clients += 1
             nursery.start_soon(self._serve, conn, listener)

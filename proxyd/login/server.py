@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
@@ -36,8 +38,26 @@ def in_networks(ip: str, networks: Sequence[IPNetwork]) -> bool:
 
 def connection_info(sock_stream: trio.SocketStream, service: str, settings: Settings, *, tls: bool) -> ConnectionInfo:
     """Addresses, trust and the session id of a freshly accepted connection (Dovecot's ``client_alloc()``)."""
-    local = sock_stream.socket.getsockname()
-    remote = sock_stream.socket.getpeername()
+    return connection_info_of(
+        sock_stream.socket.getsockname(), sock_stream.socket.getpeername(), service, settings, tls=tls
+    )
+
+
+def fixed_local_address(listener: socket.socket) -> Any:
+    """The local address of every connection a listener accepts, when it is bound to one
+    address (no ``getsockname()`` per connection then); None for a wildcard or UNIX listener."""
+    if listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    address = listener.getsockname()
+    if ipaddress.ip_address(address[0].split("%", 1)[0]).is_unspecified:
+        return None
+    return address
+
+
+def connection_info_of(
+    local: Any, remote: Any, service: str, settings: Settings, *, tls: bool
+) -> ConnectionInfo:
+    """``connection_info`` from the addresses ``getsockname()``/``accept()`` gave."""
     lip, lport = _plain_ip(local[0]), int(local[1])
     rip, rport = _plain_ip(remote[0]), int(remote[1])
     trusted = in_networks(rip, settings.login_trusted_networks)

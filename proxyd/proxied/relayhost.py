@@ -111,7 +111,7 @@ class RelayHost:
         self._changed.notify()
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
-        def take(conn: socket.socket) -> None:
+        def take(conn: socket.socket, _addr: object) -> None:
             nursery.start_soon(self._take, trio.socket.from_stdlib_socket(conn), nursery)
 
         with self._accepting:
