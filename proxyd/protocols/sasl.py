@@ -313,7 +313,7 @@ class _OAuthBearerServer(_OAuth2Server):
             if kind in "ny":
                 continue
             if kind == "a":
-                user = _gs2_unescape(part[2:]) if part[1:2] == "=" else None
+                user = unescape_saslname(part[2:]) if part[1:2] == "=" else None
                 if user is None:
                     return SaslFailed("Invalid username escaping")
                 continue
@@ -326,7 +326,7 @@ class _OAuthBearerServer(_OAuth2Server):
         return Credentials("", user, token)
 
 
-def _gs2_unescape(text: str) -> str | None:
+def unescape_saslname(text: str) -> str | None:
     """RFC 5801 ``saslname``: ``=2C`` is ``,`` and ``=3D`` is ``=``; a bare ``,`` or other ``=`` is invalid."""
     out: list[str] = []
     i = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from proxyd.protocols.sasl import decode_base64
+from proxyd.protocols.sasl import decode_base64, unescape_saslname
 
 
 class ScramParseError(ValueError):
@@ -43,26 +43,6 @@ def _c_string(data: bytes) -> str:
         return data.split(b"\0", 1)[0].decode("utf-8")
     except UnicodeDecodeError:
         raise ScramParseError("Invalid input (not UTF-8)") from None
-
-
-def unescape_saslname(text: str) -> str | None:
-    """``=2C`` is ``,`` and ``=3D`` is ``=``; any other ``=`` makes the name invalid (None)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "=":
-            code = text[i + 1 : i + 3]
-            if code == "2C":
-                out.append(",")
-            elif code == "3D":
-                out.append("=")
-            else:
-                return None
-            i += 3
-            continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
 
 
 def parse_client_first(data: bytes) -> ClientFirst:
