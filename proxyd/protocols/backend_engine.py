@@ -219,13 +219,5 @@ class BackendEngineBase(ABC):
             return None
 
     def _parse_lines(self) -> None:
-        while self._phase is Phase.RUNNING:
-            data = self._buf.peek()
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self._buf.skip(end + 1)
-            line = data[:end]
-            if line.endswith(b"\r"):
-                line = line[:-1]
+        while self._phase is Phase.RUNNING and (line := self._buf.next_line()) is not None:
             self._parse_line(line)

@@ -53,6 +53,17 @@ class InputBuffer:
         self._data.clear()
         return data
 
+    def next_line(self) -> bytes | None:
+        """Consume one buffered line and return it without its LF or CRLF (Dovecot's
+        ``i_stream_next_line()``); None while no whole line is buffered."""
+        index = self._data.find(b"\n")
+        if index < 0:
+            return None
+        end = index - 1 if index and self._data[index - 1] == 0x0D else index
+        line = bytes(self._data[:end])
+        del self._data[: index + 1]
+        return line
+
     def skip_line(self) -> bool:
         """Consume through the next LF if one is buffered (Dovecot's ``client_skip_line()``)."""
         index = self._data.find(b"\n")

@@ -306,3 +306,15 @@ def test_quote_string_roundtrip_through_the_parser(value):
     assert len(args) == 1
     assert args[0].type is ArgType.STRING
     assert args[0].string() == value
+
+
+@given(st.binary(max_size=200))
+def test_next_line_reads_lines_as_splitting_does(data):
+    """``InputBuffer.next_line()``: each LF-ended line once, a CR before the LF dropped."""
+    buffer = InputBuffer(1000)
+    buffer.fill_from(bytearray(data))
+    *whole, rest = data.split(b"\n")
+    for expected in whole:
+        assert buffer.next_line() == expected.removesuffix(b"\r")
+    assert buffer.next_line() is None
+    assert buffer.peek() == rest

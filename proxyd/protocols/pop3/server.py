@@ -177,18 +177,6 @@ class Pop3LoginServer(LoginEngineBase):
             name.append(byte - 0x20 if 0x61 <= byte <= 0x7A else byte)
         return None
 
-    def _next_line(self) -> bytes | None:
-        """Dovecot's ``i_stream_next_line()``: one buffered line without CRLF, or None."""
-        data = self._buf.peek()
-        end = data.find(b"\n")
-        if end < 0:
-            return None
-        self._buf.skip(end + 1)
-        line = data[:end]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        return line
-
     def _handle_input(self) -> bool:
         """Dovecot's ``pop3_client_input_next_cmd()``: True to go on with the next command."""
         if self._current_cmd is None:
@@ -201,7 +189,7 @@ class Pop3LoginServer(LoginEngineBase):
                 return False
             self._current_cmd = None
             return self._state is State.NOT_AUTHENTICATED
-        line = self._next_line()
+        line = self._buf.next_line()
         if line is None:
             return False
         command, self._current_cmd = self._current_cmd, None

@@ -173,15 +173,6 @@ class SubmissionLoginServer(LoginEngineBase):
         code, enhanced = _REFUSALS[why]
         return reply(code, enhanced, why.value)
 
-    def _next_line(self) -> bytes | None:
-        data = self._buf.peek()
-        end = data.find(b"\n")
-        if end < 0:
-            return None
-        self._buf.skip(end + 1)
-        line = data[:end]
-        return line[:-1] if line.endswith(b"\r") else line
-
     # -- commands ----------------------------------------------------------
 
     def _end_auth(self, reply_bytes: bytes) -> None:
@@ -207,7 +198,7 @@ class SubmissionLoginServer(LoginEngineBase):
                 return False
             self._skipping = False
         start = len(self._out)
-        line = self._next_line()
+        line = self._buf.next_line()
         if line is None:
             if not self._buf.full:
                 return False
