@@ -398,34 +398,26 @@ class _Loader:
                 self._unused_section(section)
                 return
             block = dataclasses.replace(block, protocol=value)
-        elif name == "local":
-            if parent.remote is not None:
+        else:  # local or remote
+            if name == "local" and parent.remote is not None:
                 raise ConfigError(
                     where, "remote { local { .. } } not allowed (use local { remote { .. } } instead)"
                 )
             if parent.protocol:
                 raise ConfigError(
                     where,
-                    "protocol { local { .. } } not allowed (use local { protocol { .. } } instead)",
+                    f"protocol {{ {name} {{ .. }} }} not allowed (use {name} {{ protocol {{ .. }} }} instead)",
                 )
             network = self._filter_net(value, where)
-            if parent.local is not None and not _subnet(network, parent.local):
+            outer = parent.local if name == "local" else parent.remote
+            if outer is not None and not _subnet(network, outer):
                 raise ConfigError(
-                    where, "local net1 { local net2 { .. } } requires net2 to be inside net1"
+                    where, f"{name} net1 {{ {name} net2 {{ .. }} }} requires net2 to be inside net1"
                 )
-            block = dataclasses.replace(block, local=network, local_text=value)
-        else:
-            if parent.protocol:
-                raise ConfigError(
-                    where,
-                    "protocol { remote { .. } } not allowed (use remote { protocol { .. } } instead)",
-                )
-            network = self._filter_net(value, where)
-            if parent.remote is not None and not _subnet(network, parent.remote):
-                raise ConfigError(
-                    where, "remote net1 { remote net2 { .. } } requires net2 to be inside net1"
-                )
-            block = dataclasses.replace(block, remote=network, remote_text=value)
+            if name == "local":
+                block = dataclasses.replace(block, local=network, local_text=value)
+            else:
+                block = dataclasses.replace(block, remote=network, remote_text=value)
         values: dict[str, Any] = {}
         keys: dict[str, Location] = {}
         for item in section.items:
