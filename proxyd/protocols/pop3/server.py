@@ -121,20 +121,6 @@ class Pop3LoginServer(LoginEngineBase):
         )
         self._end_auth(reply)
 
-    def auth_backend_reply(self, reply: bytes) -> None:
-        """Answer the running authentication with a backend-derived line (``-ERR ...\\r\\n``)."""
-        self._end_auth(reply)
-
-    def tls_started(self, policy: LoginPolicy) -> None:
-        """The STLS handshake succeeded; read commands again under ``policy``."""
-        self._transition(Trigger.TLS_STARTED)
-        self._policy = policy
-        # The plaintext left over was handed to TLS; reading starts afresh.
-        self._buf.take_all()
-        self._pending.clear()
-        self._current_cmd = None
-        self._auth_mech_parsed = False
-
     def close(self, text: str | None = None, *, internal_error: bool = False) -> None:
         """Driver-initiated disconnect: queue ``-ERR text`` (if given) and close.
 
