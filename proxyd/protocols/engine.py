@@ -25,6 +25,7 @@ from proxyd.protocols.events import (
     NEED_DATA,
     PLAINTEXT_MECHANISMS,
     PRIVATE_MECHANISMS,
+    AuthAborted,
     AuthBegin,
     AuthRefused,
     Close,
@@ -321,6 +322,24 @@ class LoginEngineBase(ABC):
         self._out += self._refusal_reply(why)
         self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {why.value}"))
         return 1
+
+    def _response_line(self) -> bytes | None:
+        """The client's SASL response line, once it is whole (Dovecot's
+        ``client_auth_read_line()``); None: more input needed, or the client is gone."""
+        if self._auth_read_line() <= 0:
+            return None
+        line = bytes(self._auth_response)
+        self._auth_response.clear()
+        self._awaiting_response = False
+        return line
+
+    def _abort_auth(self, reply: bytes) -> None:
+        """The client answered ``*``: ``reply`` ends the exchange.
+
+        The event comes first: the reply may end the session (Submission's bad-command limit).
+        """
+        self._events.append(AuthAborted())
+        self._end_auth(reply)
 
     def _refuse_response(self, reply: bytes, text: str) -> None:
         """A SASL response refused in the middle of an exchange: ``reply`` ends the attempt.

@@ -34,7 +34,6 @@ from typing import Final
 
 from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    AuthAborted,
     AuthContinue,
     ClientFailure,
     LoginPolicy,
@@ -287,8 +286,7 @@ class ManageSieveLoginServer(LoginEngineBase):
         response = args[0].value
         self._awaiting_response = False
         if response == b"*":
-            self._end_auth(replies.reply_line(Status.NO, AUTH_ABORTED_MSG))
-            self._events.append(AuthAborted())
+            self._abort_auth(replies.reply_line(Status.NO, AUTH_ABORTED_MSG))
             return
         decoded = decode_base64(response) if response else b""
         if decoded is None:

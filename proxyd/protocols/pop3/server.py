@@ -53,7 +53,6 @@ from typing import Final
 from proxyd.protocols.buffer import MAX_INBUF_SIZE
 from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    AuthAborted,
     AuthContinue,
     AuthRefused,
     ClientFailure,
@@ -325,14 +324,10 @@ class Pop3LoginServer(LoginEngineBase):
 
     def _auth_parse_response(self) -> None:
         """A continuation line from the client (Dovecot's ``client_auth_parse_response()``)."""
-        if self._auth_read_line() <= 0:
+        if (line := self._response_line()) is None:
             return
-        line = bytes(self._auth_response)
-        self._auth_response.clear()
-        self._awaiting_response = False
         if line == b"*":
-            self._end_auth(replies.reply_line(Reply.ERROR, replies.AUTH_ABORTED_MSG))
-            self._events.append(AuthAborted())
+            self._abort_auth(replies.reply_line(Reply.ERROR, replies.AUTH_ABORTED_MSG))
             return
         if not is_base64_text(line):
             text = replies.INVALID_BASE64_RESPONSE_MSG

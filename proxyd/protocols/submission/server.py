@@ -43,7 +43,6 @@ from typing import Final
 from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.engine import LoginEngineBase, Refusal, State, Trigger
 from proxyd.protocols.events import (
-    AuthAborted,
     AuthContinue,
     ClientFailure,
     Close,
@@ -314,15 +313,10 @@ class SubmissionLoginServer(LoginEngineBase):
         self._auth_begin(mech_raw, initial_b64 or None)
 
     def _auth_parse_response(self) -> None:
-        if self._auth_read_line() <= 0:
+        if (line := self._response_line()) is None:
             return
-        line = bytes(self._auth_response)
-        self._auth_response.clear()
-        self._awaiting_response = False
         if line == b"*":
-            # the event first: the reply may end the session (too many bad commands)
-            self._events.append(AuthAborted())
-            self._end_auth(reply(501, "5.5.2", AUTH_ABORTED_MSG))
+            self._abort_auth(reply(501, "5.5.2", AUTH_ABORTED_MSG))
             return
         if not is_base64_text(line):
             self._refuse_response(reply(535, "5.7.8", INVALID_BASE64_RESPONSE_MSG), INVALID_BASE64_RESPONSE_MSG)
