@@ -228,7 +228,12 @@ class SubmissionLoginServer(LoginEngineBase):
             self._cmd_hello(name, args)
         elif name == "AUTH":
             self._cmd_auth(args)
-        elif name in ("NOOP", "RSET"):
+        elif name == "NOOP":
+            error = _string_error(args)
+            self._out += replies.OK if error is None else reply(501, "5.5.4", f"Invalid string parameter: {error}")
+        elif args and name in ("RSET", "QUIT"):
+            self._out += replies.INVALID_PARAMETERS
+        elif name == "RSET":
             self._out += replies.OK
         elif name == "QUIT":
             self._out += replies.BYE
@@ -357,3 +362,35 @@ def _parse_command(line: bytes) -> tuple[str, bytes] | bytes:
     if params.startswith(b" ") or not _is_textstr(params):
         return replies.INVALID_SYNTAX
     return name, params
+
+
+#: RFC 5322 ``atext`` (lib-smtp's ``smtp_char_is_atext()``)
+_ATEXT: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/=?^_`{|}~"
+)
+
+
+def _string_error(params: bytes) -> str | None:
+    """``smtp_string_parse()``: NOOP's optional ``String`` (an atom or a quoted string)."""
+    if not params:
+        return None
+    i = 0
+    if params[:1] == b'"':
+        i = 1
+        while True:
+            while i < len(params) and (params[i] in (0x20, 0x21) or 0x23 <= params[i] <= 0x7E) and params[i] != 0x5C:
+                i += 1
+            if i >= len(params) or params[i] != 0x5C:
+                break
+            if i + 1 >= len(params) or not 0x20 <= params[i + 1] <= 0x7E:
+                return "Invalid character after '\\' in quoted string"
+            i += 2
+        if i >= len(params):
+            return "Premature end of quoted string"
+        if params[i] != 0x22:
+            return "Invalid character in quoted string"
+        i += 1
+    else:
+        while i < len(params) and params[i] in _ATEXT:
+            i += 1
+    return "Invalid character in string" if i < len(params) else None

@@ -330,7 +330,8 @@ def test_bad_command_syntax_and_auth_replies_count() -> None:
     s.recv(b"NOOP  x\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
     s.recv(b"NOOP x\x01\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
     s.recv(b"NOOP \xff\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
-    s.recv(b"noop \xc3\xa4 \t\r\n").expect(b"250 2.0.0 OK\r\n")
+    s.recv(b"noop ok \t\r\n").expect(b"250 2.0.0 OK\r\n")
+    s.recv(b"MAIL FROM:<\xc3\xa4@example.org>\r\n").expect(b"530 5.7.0 Authentication required.\r\n")
     s.recv(b"X" * 33 + b"\r\n").expect(b"500 5.5.2 Invalid command syntax\r\n")
     # an aborted AUTH (501) counts when the exchange ends
     for _ in range(9):
@@ -391,3 +392,13 @@ def test_line_too_long_is_answered_and_skipped() -> None:
         b"500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
     )
     assert s.engine.state == "NOT_AUTHENTICATED"
+
+
+def test_noop_rset_quit_parameters() -> None:
+    s = Script(server())
+    s.recv(b'NOOP hello\r\nNOOP "a b \\" c"\r\n').expect(b"250 2.0.0 OK\r\n" * 2)
+    s.recv(b"NOOP hello world\r\n").expect(b"501 5.5.4 Invalid string parameter: Invalid character in string\r\n")
+    s.recv(b'NOOP "abc\r\n').expect(b"501 5.5.4 Invalid string parameter: Premature end of quoted string\r\n")
+    s.recv(b'NOOP "a"b\r\n').expect(b"501 5.5.4 Invalid string parameter: Invalid character in string\r\n")
+    s.recv(b"RSET x\r\nQUIT now\r\n").expect(b"501 5.5.4 Invalid parameters\r\n" * 2)
+    s.recv(b"QUIT\r\n").expect(b"221 2.0.0 Bye\r\n", Close("Aborted login by logging out"))
