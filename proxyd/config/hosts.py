@@ -13,12 +13,16 @@ the addresses this host can bind to.  ``auth_proxy_self`` is space separated;
 a name that does not resolve is an error (Dovecot's ``auth_proxy_self_ips``
 check).
 
+The host's own canonical name (:func:`my_hostdomain`, the default of
+``hostname``) is looked up at the same time, for the same reason.
+
 ``proxyd_local_backend = host[:port]`` is parsed here too (the host is resolved
 at login time in the auth process, like a passdb ``host``).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -43,6 +47,22 @@ def resolve_name(name: str) -> tuple[str, ...]:
         pass
     infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@functools.cache
+def my_hostdomain() -> str:
+    """Dovecot's ``my_hostdomain()``: this host's canonical name
+    (``gethostbyname(gethostname())->h_name``), else just its host name.
+
+    What ``hostname`` means when it is not set (submission-login's greeting and
+    EHLO name).  Looked up once per process, while the configuration is loaded:
+    a chrooted login process could not.
+    """
+    name = socket.gethostname()
+    try:
+        return socket.gethostbyname_ex(name)[0] or name
+    except OSError:
+        return name
 
 
 def can_bind(address: str) -> bool:

@@ -157,6 +157,7 @@ class _Loader:
             passdbs=tuple(self.passdbs),
             filters=tuple(self.filters),
             unused=tuple(self.unused),
+            hostdomain=hosts.my_hostdomain(),
             explicit=self.explicit,
         ).with_values(self.values)
 

@@ -373,6 +373,10 @@ class Settings:
     #: settings and sections of services a proxy does not run, in file order
     unused: tuple[UnusedItem, ...] = ()
 
+    #: this host's canonical name (Dovecot's ``my_hostdomain()``): what an unset ``hostname``
+    #: means; filled in when the configuration is loaded (not a setting of its own)
+    hostdomain: str = ""
+
     #: settings given explicitly in the file: name -> where (for ``proxyd -n``)
     explicit: dict[str, Location] = field(default_factory=dict)
 

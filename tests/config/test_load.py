@@ -852,3 +852,23 @@ def test_auth_realms(load: Load) -> None:
     assert load(NO_SSL + "auth_realms = example.com  other.org\n").auth_realms == ("example.com", "other.org")
     assert load(NO_SSL).auth_realms == ()
     assert load_error(load, NO_SSL + 'auth_realms = a "b"\n') == (2, "auth_realms: invalid realm '\"b\"'")
+
+
+def test_hostdomain_is_dovecots_my_hostdomain(load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unset ``hostname`` means the host's canonical name, looked up when the file is loaded."""
+    from proxyd.config import hosts
+
+    monkeypatch.setattr(hosts.socket, "gethostname", lambda: "mail1")
+    monkeypatch.setattr(hosts.socket, "gethostbyname_ex", lambda name: (f"{name}.example.org", [], ["192.0.2.1"]))
+    hosts.my_hostdomain.cache_clear()
+    try:
+        assert load(NO_SSL).hostdomain == "mail1.example.org"
+        hosts.my_hostdomain.cache_clear()
+
+        def unknown(name: str) -> tuple[str, list[str], list[str]]:
+            raise OSError("unknown host")
+
+        monkeypatch.setattr(hosts.socket, "gethostbyname_ex", unknown)
+        assert load(NO_SSL).hostdomain == "mail1"
+    finally:
+        hosts.my_hostdomain.cache_clear()

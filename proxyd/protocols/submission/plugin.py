@@ -24,7 +24,8 @@ from proxyd.protocols.submission.settings import SETTINGS, SubmissionSettings
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
     own: SubmissionSettings = settings.of(SubmissionSettings)
     options = SubmissionOptions(
-        hostname=settings.hostname or socket.gethostname(),
+        # Dovecot: hostname, else my_hostdomain() (looked up before the chroot)
+        hostname=settings.hostname or settings.hostdomain or socket.gethostname(),
         backend_capabilities=frozenset(own.submission_backend_capabilities),
         max_mail_size=own.submission_max_mail_size,
         exotic_backend="exotic-backend" in own.submission_client_workarounds,

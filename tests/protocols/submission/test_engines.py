@@ -402,3 +402,15 @@ def test_noop_rset_quit_parameters() -> None:
     s.recv(b'NOOP "a"b\r\n').expect(b"501 5.5.4 Invalid string parameter: Invalid character in string\r\n")
     s.recv(b"RSET x\r\nQUIT now\r\n").expect(b"501 5.5.4 Invalid parameters\r\n" * 2)
     s.recv(b"QUIT\r\n").expect(b"221 2.0.0 Bye\r\n", Close("Aborted login by logging out"))
+
+
+def test_greeting_name_defaults_to_the_host_domain() -> None:
+    from proxyd.config.settings import Settings
+    from proxyd.protocols.submission.plugin import SUBMISSION
+
+    assert SUBMISSION.login is not None
+    settings = Settings(hostdomain="mail1.example.org")
+    engine = SUBMISSION.login.new_server(OPEN, settings)
+    assert engine.data_to_send() == b"220 mail1.example.org Dovecot ready.\r\n"
+    named = settings.with_values({"hostname": "smtp.example.org"})
+    assert SUBMISSION.login.new_server(OPEN, named).data_to_send() == b"220 smtp.example.org Dovecot ready.\r\n"
