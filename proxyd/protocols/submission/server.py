@@ -311,11 +311,14 @@ class SubmissionLoginServer(LoginEngineBase):
             self._begin_tls()
 
     def _cmd_auth(self, args: bytes) -> None:
-        mech_raw, _, initial_b64 = args.partition(b" ")
-        if not mech_raw:
+        """lib-smtp's ``AUTH <mech> [<initial response>]``: split at single spaces."""
+        words = args.split(b" ") if args else []
+        if not words:
             self._out += replies.MISSING_MECHANISM
-            return
-        self._auth_begin(mech_raw, initial_b64 or None)
+        elif len(words) > 2:
+            self._out += replies.INVALID_PARAMETERS
+        else:
+            self._auth_begin(words[0], words[1] if len(words) == 2 else None)
 
     def _auth_parse_response(self) -> None:
         if (line := self._response_line()) is None:

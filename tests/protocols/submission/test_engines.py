@@ -414,3 +414,9 @@ def test_greeting_name_defaults_to_the_host_domain() -> None:
     assert engine.data_to_send() == b"220 mail1.example.org Dovecot ready.\r\n"
     named = settings.with_values({"hostname": "smtp.example.org"})
     assert SUBMISSION.login.new_server(OPEN, named).data_to_send() == b"220 smtp.example.org Dovecot ready.\r\n"
+
+
+def test_auth_parameters_split_at_single_spaces() -> None:
+    s = Script(server())
+    s.recv(b"AUTH PLAIN  AGEAYg==\r\nAUTH PLAIN a b\r\n").expect(b"501 5.5.4 Invalid parameters\r\n" * 2)
+    s.recv(b"AUTH PLAIN AGEAYg== \r\n").expect(AuthBegin("PLAIN", b"\0a\0b"))
