@@ -9,6 +9,7 @@ them log the client's own address.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -357,3 +358,37 @@ def test_tls_required(
         assert client.docmd("STARTTLS") == (502, b"5.5.1 TLS is already active.")
         client.ehlo("client.example")
         assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
+
+
+@pytest.mark.proxyd_only  # timing: Dovecot's anvil penalty has its own curve
+def test_xclient_address_carries_the_penalty(
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, mail_backend_b: SieveSubmissionBackend
+) -> None:
+    """The auth penalty follows the address a trusted front names, not the front's own."""
+    passwd = write_passwd_file(proxyd.workdir / "submission-users", _entries(mail_backend_a, mail_backend_b))
+    config = submission_config(proxyd, passwd)
+    config.set(login_trusted_networks=f"{client_address(FRONT + 2)}/32", auth_failure_delay="1s")
+    running = proxyd.start(config)
+
+    def login_as(address: str, password: str) -> tuple[float, int]:
+        with connect(running, FRONT + 2) as client:
+            client.ehlo("front.example")
+            assert client.docmd("XCLIENT", f"ADDR={address}")[0] == 220
+            client.ehlo("front.example")
+            started = time.monotonic()
+            # one AUTH (smtplib's login() would try LOGIN after a refused PLAIN)
+            initial = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+            code = client.docmd("AUTH", f"PLAIN {initial}")[0]
+            return time.monotonic() - started, code
+
+    elapsed, code = login_as("192.0.2.90", "wrong")
+    assert code == 535
+    assert 1.0 <= elapsed < 2.5
+    # the same front for another client: not slowed down
+    elapsed, code = login_as("192.0.2.91", "alicepw")
+    assert code == 235
+    assert elapsed < 1.5
+    # the client that failed waits out its penalty
+    elapsed, code = login_as("192.0.2.90", "alicepw")
+    assert code == 235
+    assert 3.5 < elapsed < 8
