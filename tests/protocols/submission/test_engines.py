@@ -420,3 +420,23 @@ def test_auth_parameters_split_at_single_spaces() -> None:
     s = Script(server())
     s.recv(b"AUTH PLAIN  AGEAYg==\r\nAUTH PLAIN a b\r\n").expect(b"501 5.5.4 Invalid parameters\r\n" * 2)
     s.recv(b"AUTH PLAIN AGEAYg== \r\n").expect(AuthBegin("PLAIN", b"\0a\0b"))
+
+
+@given(st.binary(max_size=80) | st.lists(st.sampled_from([b"NOOP", b" ", b"\t", b'"', b"\\", b"a", b"\xc3\xa4", b"\x01"]), max_size=20).map(b"".join))
+def test_command_parser_never_breaks(line: bytes) -> None:
+    from proxyd.protocols.submission import replies
+    from proxyd.protocols.submission.server import _parse_command, _string_error
+
+    parsed = _parse_command(line)
+    if isinstance(parsed, bytes):
+        assert parsed in (replies.INVALID_SYNTAX, replies.LINE_TOO_LONG)
+        return
+    name, params = parsed
+    assert name.isascii()
+    assert (name.isalpha() or not name)
+    assert name == name.upper()
+    assert not params.startswith(b" ")
+    assert not params.endswith((b" ", b"\t"))
+    params.decode("utf-8")  # lib-smtp accepts only valid UTF-8
+    error = _string_error(params)
+    assert error is None or error.startswith(("Invalid character", "Premature end"))
