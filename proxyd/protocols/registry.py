@@ -1,8 +1,9 @@
 """Every protocol proxyd serves: the one list the rest of the code derives from.
 
 ``protocols = ...`` accepts these names, the master binds these services'
-listeners, ``proxyd -n`` knows their default listeners and a login process
-finds its protocol here by service name.  Adding a protocol is a folder
+listeners, ``proxyd -n`` knows their default listeners, the settings table
+takes each protocol's own settings from its spec (``ProtocolSettings``) and a
+login process finds its protocol here by service name.  Adding a protocol is a folder
 ``proxyd/protocols/<name>/`` whose ``plugin`` module exports a
 :class:`~proxyd.protocols.spec.ProtocolSpec`, plus one line below.
 """
