@@ -32,20 +32,20 @@ from tests.helpers.clients import RawImapClient
 PROTOCOLS = ("imap", "pop3")
 
 
-def default_port_address(seed: int) -> str:
-    """A loopback address where ports 143 and 110 are free right now.
+def default_port_address(seed: int, ports: tuple[int, ...] = (143, 110)) -> str:
+    """A loopback address where ``ports`` (default 143 and 110) are free right now.
 
     Backends on the default ports need an address of their own (other test
-    runs on this machine may hold 143/110 on theirs): 127.77.x.y, from ``seed``
+    runs on this machine may hold them on theirs): 127.77.x.y, from ``seed``
     and the process id.
     """
     base = (os.getpid() * 7 + seed * 101) % 60000
     for step in range(200):
         n = (base + step * 13) % 60000
         address = f"127.77.{n // 250}.{n % 250 + 2}"
-        if all(_bindable(address, port) for port in (143, 110)):
+        if all(_bindable(address, port) for port in ports):
             return address
-    raise RuntimeError("no loopback address with ports 143 and 110 free")
+    raise RuntimeError(f"no loopback address with ports {ports} free")
 
 
 def _bindable(address: str, port: int) -> bool:

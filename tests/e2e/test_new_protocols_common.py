@@ -14,14 +14,19 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import proxy_started
-from tests.fixtures.dovecot import SieveSubmissionBackend
+from tests.e2e.proxy_support import default_port_address
+from tests.fixtures.dovecot import (
+    DovecotFactory,
+    SieveSubmissionBackend,
+    start_sieve_submission_backend,
+)
 from tests.fixtures.net import PROXYD_ADDRESS, client_address, free_ports, wait_until
 from tests.fixtures.proxyd import (
     Listener,
@@ -96,22 +101,28 @@ PROTOCOLS = [
 
 
 def write_users(
-    path: Path, backend: SieveSubmissionBackend, protocol: Protocol, fields: dict[str, str] | None = None
+    path: Path, backend: SieveSubmissionBackend, protocol: Protocol, fields: dict[str, str] | None = None,
+    *, port: bool = True,
 ) -> Path:
-    """A passwd-file with alice routed to ``backend``'s listener for ``protocol``."""
-    entry = PasswdEntry(
-        "alice", "{PLAIN}alicepw", {**proxy_fields(backend.address, protocol.port(backend)), **(fields or {})}
-    )
+    """A passwd-file with alice routed to ``backend``'s listener for ``protocol`` (``port=False``:
+    to ``backend`` only, without a ``port`` field)."""
+    route = proxy_fields(backend.address, protocol.port(backend))
+    if not port:
+        del route["port"]
+    entry = PasswdEntry("alice", "{PLAIN}alicepw", {**route, **(fields or {})})
     return write_passwd_file(path, [entry])
 
 
 def start(
     proxyd: ProxydRunner, backend: SieveSubmissionBackend, protocol: Protocol, *, haproxy: bool = False,
-    fields: dict[str, str] | None = None, sql_conf: Path | None = None, extra: str = "", **settings: str,
+    fields: dict[str, str] | None = None, sql_conf: Path | None = None, extra: str = "", port: bool = True,
+    **settings: str,
 ) -> ProxydProcess:
     """proxyd serving only ``protocol``, alice routed to ``backend`` by a passwd-file (or by
     the SQL passdb ``sql_conf``)."""
-    passwd = write_users(proxyd.workdir / f"users-{protocol.name}-{time.monotonic_ns()}", backend, protocol, fields)
+    passwd = write_users(
+        proxyd.workdir / f"users-{protocol.name}-{time.monotonic_ns()}", backend, protocol, fields, port=port
+    )
     config = proxyd.config(passwd, imaps=False, protocols=protocol.name, hostname="proxy.test", **settings)
     if sql_conf is not None:
         config.passdbs = [{"driver": "sql", "args": str(sql_conf)}]
@@ -325,3 +336,25 @@ def test_a_protocol_sieve_block_sets_the_greeting(
         greeting = _lines(sock)
     assert greeting[0] == '"IMPLEMENTATION" "Cluster Sieve"'
     assert '"NOTIFY" "mailto xmpp"' in greeting
+
+
+@pytest.fixture(scope="module")
+def default_port_backend(dovecot_factory: DovecotFactory) -> Iterator[SieveSubmissionBackend]:
+    """A Dovecot with ManageSieve on 4190 and Submission on 587, on an address of its own."""
+    address = default_port_address(3, (4190, 587))
+    backend = start_sieve_submission_backend(dovecot_factory, "mail-default-ports", address, (4190, 587))
+    yield backend
+    backend.relay.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
+def test_without_port_the_backend_is_on_the_protocols_default_port(
+    proxyd: ProxydRunner, default_port_backend: SieveSubmissionBackend, protocol: Protocol
+) -> None:
+    """A passdb row with ``host`` and no ``port`` serves every protocol: ManageSieve goes to
+    4190 (Pigeonhole's default port), Submission to 587."""
+    running = start(proxyd, default_port_backend, protocol, port=False)
+    with connect(running, protocol, 189) as sock:
+        assert protocol.login(sock, "alice", "alicepw") == protocol.ok
+    port = default_port_backend.sieve_port if protocol.name == "sieve" else default_port_backend.submission_port
+    running.wait_for_log(rf"proxy\(alice\): started proxying to {re.escape(default_port_backend.address)}:{port} ")
