@@ -3,7 +3,8 @@ networks, delay_until, the auth penalty, the auth cache, tcpwrap, who/kick.
 
 One body per behaviour, run for both protocols through ``proxyd -c FILE``
 against the Dovecot backends of tests/fixtures/dovecot.py (``mail_backend_a``,
-``mail_backend_b``).  Client addresses 180-199 are this file's.
+``mail_backend_b``).  Client addresses 180-189 and 192-199 are this
+file's (190-191: test_lmtp_policies.py).
 """
 
 from __future__ import annotations
@@ -179,9 +180,12 @@ def test_delay_until_holds_the_login(
         assert time.time() >= until - 0.5
 
 
-@pytest.mark.parametrize(("protocol", "n"), [(PROTOCOLS[0], 180), (PROTOCOLS[1], 181)], ids=lambda p: getattr(p, "name", ""))
+@pytest.mark.parametrize(
+    ("protocol", "n", "other"), [(PROTOCOLS[0], 180, 192), (PROTOCOLS[1], 181, 193)],
+    ids=lambda p: getattr(p, "name", ""),
+)
 def test_a_failed_login_slows_down_the_next_one_from_that_ip(
-    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol, n: int
+    proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol, n: int, other: int
 ) -> None:
     """auth_failure_delay, then the auth penalty as for IMAP and POP3 (tests/e2e/test_proxy_throttling.py)."""
     running = start(proxyd, mail_backend_a, protocol, auth_failure_delay="1s")
@@ -195,7 +199,7 @@ def test_a_failed_login_slows_down_the_next_one_from_that_ip(
         assert protocol.login(sock, "alice", "alicepw") == protocol.ok
         assert 3.5 < time.monotonic() - started < 8
     # ... which the success reset; another address was never slowed down
-    for source in (n, n + 10):
+    for source in (n, other):
         with connect(running, protocol, source) as sock:
             started = time.monotonic()
             assert protocol.login(sock, "alice", "alicepw") == protocol.ok
