@@ -133,6 +133,7 @@ def test_protocol_settings_come_from_the_plugins() -> None:
 
 
 def test_a_protocol_block_sets_a_protocols_own_setting() -> None:
+    from proxyd.config.dump import dump_non_default
     from proxyd.config.filters import FilterResolver
     from proxyd.config.load import load_settings_text
     from proxyd.protocols.managesieve.settings import ManageSieveSettings
@@ -149,3 +150,10 @@ def test_a_protocol_block_sets_a_protocols_own_setting() -> None:
     )
     imap = resolver.lookup("imap", "127.0.0.1", "127.0.0.2").of(ManageSieveSettings)
     assert imap.managesieve_implementation_string == "Dovecot Pigeonhole"
+    # proxyd -n shows both where they were set, and its output loads to the same settings
+    dumped = dump_non_default(settings)
+    assert "managesieve_notify_capability = mailto xmpp\n" in dumped
+    assert "protocol sieve {\n  managesieve_implementation_string = Cluster\n}\n" in dumped
+    again = load_settings_text(dumped, "/etc/proxyd/again.conf")
+    assert again.of(ManageSieveSettings) == settings.of(ManageSieveSettings)
+    assert [block.values for block in again.filters] == [block.values for block in settings.filters]
