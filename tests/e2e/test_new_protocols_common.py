@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import re
 import socket
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +119,7 @@ def write_users(
 def start(
     proxyd: ProxydRunner, backend: SieveSubmissionBackend, protocol: Protocol, *, haproxy: bool = False,
     fields: dict[str, str] | None = None, sql_conf: Path | None = None, extra: str = "", port: bool = True,
-    **settings: str,
+    doveadm_http: bool = False, **settings: str,
 ) -> ProxydProcess:
     """proxyd serving only ``protocol``, alice routed to ``backend`` by a passwd-file (or by
     the SQL passdb ``sql_conf``)."""
@@ -129,6 +131,8 @@ def start(
         config.passdbs = [{"driver": "sql", "args": str(sql_conf)}]
     (port,) = free_ports(PROXYD_ADDRESS, 1)
     config.listeners = [Listener(protocol.service, protocol.name, PROXYD_ADDRESS, port, haproxy=haproxy)]
+    if doveadm_http:
+        config.listeners.append(Listener("doveadm", "http", PROXYD_ADDRESS, free_ports(PROXYD_ADDRESS, 1)[0]))
     config.extra = extra
     return proxyd.start(config)
 
@@ -307,7 +311,9 @@ def test_tcpwrap_refuses_before_the_greeting(
 def test_who_lists_and_kick_disconnects(
     proxyd: ProxydRunner, mail_backend_a: SieveSubmissionBackend, protocol: Protocol
 ) -> None:
-    running = start(proxyd, mail_backend_a, protocol)
+    """proxyctl who/kick, and the doveadm HTTP API's proxyList (whose ``service`` is Dovecot's
+    ``login_binary->protocol``: ``sieve``, ``submission``)."""
+    running = start(proxyd, mail_backend_a, protocol, doveadm_http=True, doveadm_api_key="k3y")
     conf = str(running.config_path)
     with connect(running, protocol, 187) as sock:
         assert protocol.login(sock, "alice", "alicepw") == protocol.ok
@@ -318,6 +324,17 @@ def test_who_lists_and_kick_disconnects(
         assert row.split()[:4] == [
             "alice", protocol.name, client_address(187), f"{mail_backend_a.address}:{protocol.port(mail_backend_a)}"
         ]
+        request = urllib.request.Request(
+            f"http://{running.address('http')}:{running.port('http')}/doveadm/v1",
+            data=json.dumps([["proxyList", {}, "t1"]]).encode(),
+            headers={"Authorization": "X-Dovecot-API " + base64.b64encode(b"k3y").decode()},
+        )
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            listed = json.loads(answer.read())
+        assert listed == [["doveadmResponse", [{
+            "username": "alice", "service": protocol.name, "src-ip": client_address(187),
+            "dest-ip": mail_backend_a.address, "dest-port": str(protocol.port(mail_backend_a)),
+        }], "t1"]]
         kicked = proxyd.proxyctl("-c", conf, "kick", "alice")
         assert kicked.returncode == 0, kicked.stderr
         assert kicked.stdout.split()[0] == "1", kicked.stdout
