@@ -101,10 +101,11 @@ def parse_reply(data: bytes) -> list[tuple[str, str | None]]:
     for item in data.decode("utf-8", "replace").split("\t"):
         if not item:
             continue
-        key, sep, value = item.partition("=")
-        if not key:
-            continue  # a nameless field means nothing
-        fields.append((_unescape_tab(key), _unescape_tab(value) if sep else ""))
+        raw_key, sep, value = item.partition("=")
+        key = _unescape_tab(raw_key)
+        if not key or "\t" in key:
+            continue  # a nameless field (or a lone escape) means nothing; no field name has a tab
+        fields.append((key, _unescape_tab(value) if sep else ""))
     return fields
 
 

@@ -126,6 +126,8 @@ def test_missing_program_is_a_config_error() -> None:
 
 def test_reply_parsing() -> None:
     assert parse_reply(b"user=a\tproxy\thost=h\x01tx\t") == [("user", "a"), ("proxy", ""), ("host", "h\tx")]
+    # a lone escape, or an escaped tab in a name, names no field (hypothesis found b"\x01")
+    assert parse_reply(b"\x01\ta\x01tb=c\tproxy") == [("proxy", "")]
     with pytest.raises(ValueError, match="LF characters in checkpassword reply"):
         parse_reply(b"a=b\n")
     with pytest.raises(ValueError, match="NUL characters in checkpassword reply"):
