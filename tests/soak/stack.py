@@ -92,8 +92,10 @@ def proxy_stack(
     service_extra: dict[str, str] | None = None,
     backend_extra: str = "",
     passdb: Callable[[ProxydRunner, DovecotBackend], dict[str, str]] | None = None,
+    extra: str = "",
 ) -> Iterator[Stack]:
-    """A backend and a proxy with these limits; both stopped (and their files removed) on exit."""
+    """A backend and a proxy with these limits (``extra``: more configuration, e.g. another
+    service block); both stopped (and their files removed) on exit."""
     ca = trustme.CA()
     factory = DovecotFactory(ca)
     workdir = Path(tempfile.mkdtemp(prefix="proxyd-soak-"))
@@ -117,7 +119,7 @@ def proxy_stack(
             ]
             config.extra = service_block(
                 service_count, client_limit, process_limit, **(service_extra or {})
-            )
+            ) + ("\n" + extra if extra else "")
             proxy = runner.start(config)
             yield Stack(backend=backend, proxy=proxy, runner=runner, factory=factory)
         finally:

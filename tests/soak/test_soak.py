@@ -24,14 +24,15 @@ import resource
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trio
 
 from tests.fixtures.dovecot import DovecotBackend
 from tests.fixtures.net import wait_until
-from tests.fixtures.postgres import PostgresFactory
 from tests.fixtures.proxyd import ProxydRunner, readable_by_auth
+from tests.fixtures.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD
 from tests.soak.conftest import LONG
 from tests.soak.load import (
     FloodStats,
@@ -310,6 +311,48 @@ def test_kill_login_process_high_security(hs_stack: Stack, soak_reports: list[So
     assert lost == expected == set()
 
 
+def test_kill_tcpwrap_process(soak_reports: list[SoakReport], tmp_path: Path) -> None:
+    """``login_access_sockets = tcpwrap``: kill -9 of the tcpwrap process costs at most the
+    connections it was checking at that moment (refused, as on any error of the access
+    service); a new one is started at once and refuses what hosts.deny says again."""
+    denied = "127.0.1.9"
+    root = tmp_path / "tcpwrap-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts.allow").write_text("")
+    (root / "etc/hosts.deny").write_text(f"imap: {denied}\n")
+    for path in (tmp_path, root, root / "etc", root / "etc/hosts.allow", root / "etc/hosts.deny"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    killed: list[int] = []
+
+    async def disturb(ctx: Context) -> set[int]:
+        await trio.sleep(DURING / 3)
+        (tcpwrap,) = titled(ctx.stack.proxy.pid, "proxyd: tcpwrap")
+        _kill(tcpwrap.pid)
+        killed.append(tcpwrap.pid)
+        return set()
+
+    with proxy_stack(
+        settings={"login_access_sockets": "tcpwrap"},
+        extra=f"service tcpwrap {{\n  chroot = {root}\n  user = root\n}}",
+    ) as stack:
+        report, expected, lost = run_scenario(stack, "HP: kill -9 the tcpwrap process", disturb, soak_reports)
+
+        async def refused() -> bytes:
+            with trio.socket.socket() as sock:
+                await sock.bind((denied, 0))
+                await sock.connect((stack.address, stack.port))
+                with trio.fail_after(10):
+                    return await sock.recv(100)
+
+        assert trio.run(refused) == b""  # the new tcpwrap process applies hosts.deny
+        (successor,) = titled(stack.proxy.pid, "proxyd: tcpwrap")
+        assert successor.pid not in killed
+    assert lost == expected == set()
+    assert not report.before.failures
+    assert len(report.during.failures) <= 1  # the real user logs in one connection at a time
+    assert not report.after.failures
+
+
 # -- the backend, reloads ---------------------------------------------------------------
 
 
@@ -398,35 +441,87 @@ def test_sighup_storm_loses_no_login(
 long_only = pytest.mark.skipif(not LONG, reason="long form: PROXYD_SOAK=long (scripts/soak.sh long)")
 
 
+@dataclass
+class PassdbEngine:
+    """A passdb engine the soak suite stops and starts: how proxyd is pointed at it."""
+
+    name: str
+    #: writes the driver's args file; returns the passdb block's settings
+    passdb: Callable[[ProxydRunner, DovecotBackend], dict[str, str]]
+    stop: Callable[[], None]
+    start: Callable[[], None]
+
+
+def _sql_args(runner: ProxydRunner, backend: DovecotBackend, driver: str, connect: str) -> dict[str, str]:
+    """sql/{pgsql,mysql}.sql have alice / alicepw (SHA512-CRYPT); every login goes to the stack's backend."""
+    conf = runner.workdir / f"dovecot-sql-{driver}.conf.ext"
+    conf.write_text(
+        f"driver = {driver}\n"
+        f"connect = {connect}\n"
+        "password_query = SELECT username AS user, password, 'Y' AS proxy, \\\n"
+        f"  '{backend.address}' AS host, {backend.imap_port} AS port \\\n"
+        "  FROM proxy_accounts WHERE username = '%u'\n"
+    )
+    return {"driver": "sql", "args": str(readable_by_auth(conf))}
+
+
+def _engine(name: str, request: pytest.FixtureRequest) -> PassdbEngine:
+    if name == "PostgreSQL":
+        pg = request.getfixturevalue("postgres_factory").create()
+        return PassdbEngine(
+            name,
+            lambda runner, backend: _sql_args(runner, backend, "pgsql", pg.connect_string(connect_timeout="1")),
+            lambda: pg.stop("immediate"),
+            pg.start,
+        )
+    if name == "MariaDB":
+        my = request.getfixturevalue("mariadb_factory").create()
+        return PassdbEngine(
+            name,
+            lambda runner, backend: _sql_args(runner, backend, "mysql", my.connect_string()),
+            my.stop,
+            my.start,
+        )
+    ldap = request.getfixturevalue("slapd_factory").create()
+
+    def ldap_passdb(runner: ProxydRunner, backend: DovecotBackend) -> dict[str, str]:
+        ldap.add_user(USER, PASSWORD, host=backend.address, port=backend.imap_port)
+        conf = runner.workdir / "dovecot-ldap.conf.ext"
+        conf.write_text(
+            f"uris = {ldap.uri}\ndn = {SERVICE_DN}\ndnpass = {SERVICE_PASSWORD}\nbase = {PEOPLE}\n"
+            "pass_filter = (&(objectClass=inetOrgPerson)(uid=%u))\n"
+            "pass_attrs = uid=user, userPassword=password, =proxy=y, "
+            "=host=%{ldap:proxyMailHost}, proxyMailPort=port\n"
+            "default_pass_scheme = SSHA\n"
+        )
+        return {"driver": "ldap", "args": str(readable_by_auth(conf))}
+
+    return PassdbEngine(name, ldap_passdb, ldap.stop, ldap.start)
+
+
 @long_only
-def test_passdb_postgresql_stopped_and_started(
-    postgres_factory: PostgresFactory, soak_reports: list[SoakReport]
+@pytest.mark.parametrize("engine", ["PostgreSQL", "MariaDB", "slapd"])
+def test_passdb_engine_stopped_and_started(
+    engine: str, request: pytest.FixtureRequest, soak_reports: list[SoakReport]
 ) -> None:
     """The passdb engine goes away: logins fail with the temporary-failure text, no
     proxied session ends (sessions never touch the passdb), logins work once it is back."""
-    server = postgres_factory.create()  # sql/pgsql.sql has alice / alicepw (SHA512-CRYPT)
-
-    def passdb(runner: ProxydRunner, backend: DovecotBackend) -> dict[str, str]:
-        conf = runner.workdir / "dovecot-sql.conf.ext"
-        conf.write_text(
-            "driver = pgsql\n"
-            f"connect = {server.connect_string(connect_timeout='1')}\n"
-            "password_query = SELECT username AS user, password, 'Y' AS proxy, \\\n"
-            f"  '{backend.address}' AS host, {backend.imap_port} AS port \\\n"
-            "  FROM proxy_accounts WHERE username = '%u'\n"
-        )
-        return {"driver": "sql", "args": str(readable_by_auth(conf))}
+    passdb = _engine(engine, request)
 
     async def disturb(ctx: Context) -> set[int]:
-        await trio.to_thread.run_sync(server.stop, "immediate")
+        await trio.to_thread.run_sync(passdb.stop)
         await trio.sleep(DURING / 2)
-        await trio.to_thread.run_sync(server.start)
+        await trio.to_thread.run_sync(passdb.start)
         return set()
 
-    with proxy_stack(passdb=passdb) as stack:
-        report, expected, lost = run_scenario(stack, "PostgreSQL passdb stopped and started", disturb, soak_reports)
+    with proxy_stack(passdb=passdb.passdb) as stack:
+        report, expected, lost = run_scenario(
+            stack, f"{engine} passdb stopped and started", disturb, soak_reports
+        )
     assert lost == expected == set()
+    assert not report.before.failures
     assert report.during.failures
+    assert all("Temporary authentication failure" in failure for failure in report.during.failures)
     assert not report.after.failures
 
 
