@@ -382,6 +382,7 @@ RELOAD_INTERVAL = 0.3
 
 
 @pytest.mark.parametrize("mode", ["hp", "hs"])
+@pytest.mark.timeout(300)  # HS: every reload starts an auth and the relay processes anew
 def test_sighup_storm_loses_no_login(
     mode: str, hp_stack: Stack, hs_stack: Stack, soak_reports: list[SoakReport]
 ) -> None:
@@ -526,6 +527,7 @@ def test_passdb_engine_stopped_and_started(
 
 
 @long_only
+@pytest.mark.timeout(900)  # opening the 10,000 sessions alone is bounded at 600 s below
 def test_ten_thousand_idle_sessions(soak_reports: list[SoakReport]) -> None:
     """10,000 proxied idle sessions on one machine (high-performance mode, two login
     processes): all alive after a minute, logins as fast as with few sessions."""
