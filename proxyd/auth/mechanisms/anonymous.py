@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-from proxyd.auth.mechanisms.base import AnonymousLogin, Mechanism, Step
-from proxyd.protocols.sasl import SaslFailed
+from proxyd.auth.mechanisms.base import AnonymousLogin, OneResponse, Step
 
 
-class Anonymous(Mechanism):
+class Anonymous(OneResponse):
     name = "ANONYMOUS"
 
-    def __init__(self) -> None:
-        self._done = False
-
-    def step(self, response: bytes) -> Step:
-        if self._done:
-            return SaslFailed("Unexpected continuation")
-        self._done = True
+    def _answer(self, response: bytes) -> Step:
         # NULs are allowed (MECH_SEC_ALLOW_NULS); the trace is only logged
         return AnonymousLogin(response.decode("utf-8", "replace"))

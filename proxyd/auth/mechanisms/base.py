@@ -62,3 +62,20 @@ class Mechanism(ABC):
     def credentials(self, raw: bytes) -> Step:
         """The raw credentials asked for with ``NeedCredentials``."""
         return SaslFailed("invalid credentials length")  # pragma: no cover - only asked by those that ask
+
+
+class OneResponse(Mechanism):
+    """A mechanism the client answers once (ANONYMOUS, EXTERNAL, CRAM-MD5, DIGEST-MD5):
+    a further response fails the exchange."""
+
+    _answered = False
+
+    def step(self, response: bytes) -> Step:
+        if self._answered:
+            return SaslFailed("Unexpected continuation")
+        self._answered = True
+        return self._answer(response)
+
+    @abstractmethod
+    def _answer(self, response: bytes) -> Step:
+        """The one response."""

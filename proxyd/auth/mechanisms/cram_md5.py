@@ -7,7 +7,13 @@ import secrets
 import socket
 import time
 
-from proxyd.auth.mechanisms.base import PASSWORD_MISMATCH, Mechanism, NeedCredentials, Step, Success
+from proxyd.auth.mechanisms.base import (
+    PASSWORD_MISMATCH,
+    NeedCredentials,
+    OneResponse,
+    Step,
+    Success,
+)
 from proxyd.auth.schemes import cram_md5_digest
 from proxyd.protocols.sasl import Challenge, SaslFailed
 
@@ -20,23 +26,19 @@ def new_challenge() -> bytes:
     return f"<{digits}.{int(time.time())}@{socket.gethostname()}>".encode()
 
 
-class CramMD5(Mechanism):
+class CramMD5(OneResponse):
     name = "CRAM-MD5"
 
     def __init__(self) -> None:
         self._challenge = b""
         self._response = b""
-        self._done = False
 
     def start(self, initial_response: bytes | None) -> Step:
         # any initial response is ignored: the server speaks first
         self._challenge = new_challenge()
         return Challenge(self._challenge)
 
-    def step(self, response: bytes) -> Step:
-        if self._done:
-            return SaslFailed("Unexpected continuation")
-        self._done = True
+    def _answer(self, response: bytes) -> Step:
         if b"\0" in response:
             return SaslFailed("NULs in response")
         # the user name may contain spaces: the digest follows the last one

@@ -7,7 +7,13 @@ import hashlib
 import hmac
 import secrets
 
-from proxyd.auth.mechanisms.base import PASSWORD_MISMATCH, Mechanism, NeedCredentials, Step, Success
+from proxyd.auth.mechanisms.base import (
+    PASSWORD_MISMATCH,
+    NeedCredentials,
+    OneResponse,
+    Step,
+    Success,
+)
 from proxyd.protocols.digest_md5 import DigestParseError, DigestResponse, challenge, parse_response
 from proxyd.protocols.sasl import Challenge, SaslFailed
 
@@ -34,23 +40,19 @@ def response_value(
     return _md5_hex(a1_hex, b":", ":".join(fields).encode(), b":", a2_hex)
 
 
-class DigestMD5(Mechanism):
+class DigestMD5(OneResponse):
     name = "DIGEST-MD5"
 
     def __init__(self, realms: tuple[str, ...] = ()) -> None:
         self._realms = realms
         self._nonce = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
         self._reply: DigestResponse | None = None
-        self._done = False
 
     def start(self, initial_response: bytes | None) -> Step:
         # no subsequent authentication: an initial response is ignored
         return Challenge(challenge(self._nonce, self._realms))
 
-    def step(self, response: bytes) -> Step:
-        if self._done:
-            return SaslFailed("Unexpected continuation")
-        self._done = True
+    def _answer(self, response: bytes) -> Step:
         try:
             reply = parse_response(response, self._nonce)
         except DigestParseError as exc:

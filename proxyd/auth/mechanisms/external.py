@@ -5,20 +5,14 @@ have ``nopassword``."""
 
 from __future__ import annotations
 
-from proxyd.auth.mechanisms.base import Mechanism, Step
+from proxyd.auth.mechanisms.base import OneResponse, Step
 from proxyd.protocols.sasl import Credentials, SaslFailed
 
 
-class External(Mechanism):
+class External(OneResponse):
     name = "EXTERNAL"
 
-    def __init__(self) -> None:
-        self._done = False
-
-    def step(self, response: bytes) -> Step:
-        if self._done:
-            return SaslFailed("Unexpected continuation")
-        self._done = True
+    def _answer(self, response: bytes) -> Step:
         try:
             authzid = response.split(b"\0", 1)[0].decode("utf-8")
         except UnicodeDecodeError:
