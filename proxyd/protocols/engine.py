@@ -124,6 +124,8 @@ class LoginEngineBase(ABC):
         self._auth_mech_log = ""
         self._auth_response = bytearray()
         self._awaiting_response = False
+        #: invalid commands in a row (login-common's ``bad_counter``)
+        self._bad_counter = 0
 
     @abstractmethod
     def _handle_input(self) -> bool:
@@ -280,6 +282,15 @@ class LoginEngineBase(ABC):
         if self._state is State.NOT_AUTHENTICATED:
             return True
         return self._state is State.AUTHENTICATING and self._awaiting_response
+
+    def _bad_command(self, reason: str, text: str) -> bool:
+        """One more invalid command in a row: False once that makes ``max_bad_commands``
+        (the session then ends with ``text``, logged as ``reason``)."""
+        self._bad_counter += 1
+        if self._bad_counter >= self._policy.max_bad_commands:
+            self._disconnect(reason, text)
+            return False
+        return True
 
     def _begin_tls(self) -> None:
         """STARTTLS accepted (its reply is queued): stop reading until ``tls_started()``."""

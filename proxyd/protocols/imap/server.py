@@ -164,7 +164,6 @@ class ImapLoginServer(LoginEngineBase):
         self._cmd_name: str | None = None
         self._cmd_finished = False
         self._skip_line = False
-        self._bad_counter = 0
         # misc per-connection flags
         self._starttls_done = False
         self._ignores_capability_resp_code = False
@@ -320,9 +319,7 @@ class ImapLoginServer(LoginEngineBase):
     def _invalid_command(self) -> bool:
         if self._cmd_tag is None:
             self._cmd_tag = "*"
-        self._bad_counter += 1
-        if self._bad_counter >= self._policy.max_bad_commands:
-            self._disconnect("Too many invalid commands", replies.TOO_MANY_BAD_MSG)
+        if not self._bad_command("Too many invalid commands", replies.TOO_MANY_BAD_MSG):
             return False
         self._reply(Status.BAD, replies.BAD_COMMAND_MSG)
         return True

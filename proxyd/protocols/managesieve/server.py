@@ -82,7 +82,6 @@ class ManageSieveLoginServer(LoginEngineBase):
         self._max_line = max_line
         self._cmd: str | None = None
         self._skip_line = False
-        self._bad_counter = 0
         self._out += replies.greeting(policy, options)
 
     # -- public API ------------------------------------------------------
@@ -172,12 +171,10 @@ class ManageSieveLoginServer(LoginEngineBase):
         command, self._cmd = self._cmd, None
         if self._execute(command, args):
             self._bad_counter = 0
-        else:
-            self._bad_counter += 1
-            if self._bad_counter >= self._policy.max_bad_commands:
-                self._disconnect("Too many invalid commands.", replies.TOO_MANY_BAD_MSG)
-                return False
+        elif self._bad_command("Too many invalid commands.", replies.TOO_MANY_BAD_MSG):
             self._reply(Status.NO, replies.BAD_COMMAND_MSG)
+        else:
+            return False
         return self._state is State.NOT_AUTHENTICATED
 
     def _execute(self, name: str, args: list[Arg]) -> bool:

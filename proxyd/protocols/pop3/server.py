@@ -101,7 +101,6 @@ class Pop3LoginServer(LoginEngineBase):
         )
         # pop3_client_input_next_cmd() state
         self._current_cmd: str | None = None
-        self._bad_counter = 0
         self._last_user: bytes | None = None
         #: the APOP challenge of the greeting (None: APOP not enabled)
         self._apop_challenge = self._new_apop_challenge(policy)
@@ -180,11 +179,8 @@ class Pop3LoginServer(LoginEngineBase):
         command, self._current_cmd = self._current_cmd, None
         if self._execute(command, _c_string(line)):
             self._bad_counter = 0
-        else:
-            self._bad_counter += 1
-            if self._bad_counter >= self._policy.max_bad_commands:
-                self._disconnect("Too many bad commands", replies.TOO_MANY_BAD_MSG)
-                return False
+        elif not self._bad_command("Too many bad commands", replies.TOO_MANY_BAD_MSG):
+            return False
         return self._state is State.NOT_AUTHENTICATED
 
     # -- commands ----------------------------------------------------------
