@@ -210,16 +210,19 @@ class BackendConnection:
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        if self.failure is None:
-            self.engine.quit()
-            with trio.move_on_after(1), contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
-                await stream.send_all(self.engine.data_to_send())
-        with trio.move_on_after(1) as scope:
-            scope.shield = True
-            with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
-                await stream.aclose()
-        if scope.cancelled_caught:
-            await trio.aclose_forcefully(stream)
+        try:
+            if self.failure is None:
+                self.engine.quit()
+                with trio.move_on_after(1), contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
+                    await stream.send_all(self.engine.data_to_send())
+        finally:
+            # closed even when the session is cancelled during the QUIT
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
+                    await stream.aclose()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(stream)
 
     # ------------------------------------------------------------------ plumbing
     def _failed(

@@ -102,12 +102,14 @@ def lmtp_proxy(proxyd: ProxydRunner, lmtp_backend_a: LmtpBackend, lmtp_backend_b
     return start_lmtp_proxy(proxyd, lmtp_backend_a, lmtp_backend_b)
 
 
-def deliver(host: str, port: int, rcpts: list[str], body: bytes) -> tuple[dict[str, tuple[int, bytes]], list[tuple[int, bytes]]]:
+def deliver(
+    host: str, port: int, rcpts: list[str], body: bytes, timeout: float = 30
+) -> tuple[dict[str, tuple[int, bytes]], list[tuple[int, bytes]]]:
     """One LMTP transaction; (refused recipients, the replies after DATA, one per accepted recipient)."""
     if host.startswith("/"):
-        client = smtplib.LMTP(host, timeout=30)
+        client = smtplib.LMTP(host, timeout=timeout)
     else:
-        client = smtplib.LMTP(host, port, source_address=(MTA_ADDRESS, 0), timeout=30)
+        client = smtplib.LMTP(host, port, source_address=(MTA_ADDRESS, 0), timeout=timeout)
     with client:
         client.ehlo_or_helo_if_needed()
         client.mail("mta@example.net")
@@ -393,7 +395,8 @@ def test_large_message_is_spooled_chrooted_and_within_a_small_vsz_limit(
     process = proxyd.start(config)
     line = b"x" * 998 + b"\r\n"
     big = body("big") + line * (120 * 1024 * 1024 // len(line))
-    refused, replies = deliver(PROXYD_ADDRESS, port, ["alice@example.org", "bob@example.org"], big)
+    # (the backends write 120 MB each before they answer: slow on a busy machine)
+    refused, replies = deliver(PROXYD_ADDRESS, port, ["alice@example.org", "bob@example.org"], big, timeout=120)
     assert refused == {}
     assert [code for code, _ in replies] == [250, 250]
     for backend, user in ((lmtp_backend_a, "alice"), (lmtp_backend_b, "bob")):
