@@ -230,7 +230,7 @@ def test_xclient_from_a_trusted_proxy(behind_a_proxy: ProxydProcess, mail_backen
         client.ehlo("front.example")
         assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
     # proxyd logs the real client, and forwards it (and one hop less of its TTL) to the backend
-    behind_a_proxy.wait_for_log(r"Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, ")
+    behind_a_proxy.wait_for_log(r"user=<alice>, method=PLAIN, rip=192\.0\.2\.77, ")
     mail_backend_a.dovecot.wait_for_log(
         r"submission-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, "
     )
@@ -242,7 +242,7 @@ def test_xclient_from_an_untrusted_client(behind_a_proxy: ProxydProcess) -> None
         assert text.decode().split("\n") == EHLO_LINES
         assert client.docmd("XCLIENT", "ADDR=192.0.2.78") == (550, b"5.7.14 You are not from trusted IP")
         assert client.login("alice", "alicepw") == (235, b"2.7.0 Logged in.")
-    behind_a_proxy.wait_for_log(rf"Login: user=<alice>, method=PLAIN, rip={client_address(FRONT + 1)}, ")
+    behind_a_proxy.wait_for_log(rf"user=<alice>, method=PLAIN, rip={re.escape(client_address(FRONT + 1))}, ")
 
 
 def test_xclient_ttl_runs_out(behind_a_proxy: ProxydProcess) -> None:
@@ -331,14 +331,13 @@ def test_too_many_bad_commands(running: ProxydProcess) -> None:
         assert client.docmd("XCLIENT", "ADDR=192.0.2.1") == (550, b"5.7.14 You are not from trusted IP")
         for _ in range(10):
             assert client.docmd("BAR")[0] == 500
-        # the eleventh in a row: its reply, then the goodbye and the close
-        assert client.docmd("AUTH") == (501, b"5.5.4 Missing SASL mechanism parameter")
-        assert client.getreply() == (421, f"4.7.0 {HOSTNAME} Too many invalid commands.".encode())
+        # the eleventh in a row (501 Missing SASL mechanism parameter) is answered by the goodbye
+        assert client.docmd("AUTH") == (421, f"4.7.0 {HOSTNAME} Too many invalid commands.".encode())
         with pytest.raises(smtplib.SMTPServerDisconnected):
             client.getreply()
     running.wait_for_log(
-        r"submission-login: Info: Disconnected: Too many invalid commands\. \(no auth attempts in \d+ secs\): "
-        rf"user=<>, rip={re.escape(client_address(44))}"
+        r"submission-login: Info: Disconnected: Too many invalid commands\. \(unfinished AUTH command\) "
+        rf"\(no auth attempts in \d+ secs\): user=<>, rip={re.escape(client_address(44))}"
     )
 
 

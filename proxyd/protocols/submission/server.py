@@ -29,8 +29,10 @@ greeting is ``220 <hostname> <login_greeting>``; commands are lines:
 Bad commands are counted as lib-smtp counts them: every reply 500, 501 or 503
 (whatever the command) adds one, any other reply starts the count again; the
 reply that takes the count past ten (submission-login's
-``CLIENT_MAX_BAD_COMMANDS``) is followed by ``421 4.7.0 <hostname> Too many
-invalid commands.`` and the end of the session.
+``CLIENT_MAX_BAD_COMMANDS``) is replaced by ``421 4.7.0 <hostname> Too many
+invalid commands.`` and the session ends (lib-smtp terminates while the
+command is still queued, so its reply never goes out; checked against
+Dovecot 2.3.19).
 """
 
 from __future__ import annotations
@@ -175,20 +177,28 @@ class SubmissionLoginServer(LoginEngineBase):
     # -- commands ----------------------------------------------------------
 
     def _end_auth(self, reply_bytes: bytes) -> None:
+        start = len(self._out)
         super()._end_auth(reply_bytes)
-        self._count_reply(reply_bytes)
+        self._count_reply(start, "AUTH")
 
-    def _count_reply(self, reply_bytes: bytes) -> None:
-        """lib-smtp's consecutive bad-command limit, after a command's reply."""
-        if reply_bytes[:3] in _BAD_REPLIES:
+    def _count_reply(self, start: int, command: str | None) -> None:
+        """lib-smtp's consecutive bad-command limit, after the reply that begins at ``start``.
+
+        The reply that passes the limit is not sent: lib-smtp ends the session while
+        the command is still queued, so its log reason names a known ``command`` as
+        unfinished (``smtp_server_connection_disconnect()``).
+        """
+        if bytes(self._out[start : start + 3]) in _BAD_REPLIES:
             self._bad_counter += 1
         else:
             self._bad_counter = 0
         if self._bad_counter > MAX_BAD_COMMANDS:
+            del self._out[start:]
             text = "Too many invalid commands."
             self._out += reply(421, "4.7.0", f"{self._options.hostname} {text}")
             self._transition(Trigger.CLOSE)
-            self._events.append(Close(text))
+            unfinished = f" (unfinished {command} command)" if command else ""
+            self._events.append(Close(text + unfinished))
 
     def _handle_input(self) -> bool:
         if self._skipping:
@@ -198,6 +208,7 @@ class SubmissionLoginServer(LoginEngineBase):
             self._skipping = False
         start = len(self._out)
         line = self._buf.next_line()
+        known: str | None = None
         if line is None:
             if not self._buf.full:
                 return False
@@ -206,22 +217,28 @@ class SubmissionLoginServer(LoginEngineBase):
             self._skipping = True
             self._out += replies.LINE_TOO_LONG
         else:
-            self._execute(line)
+            known = self._execute(line)
         if self._state is State.NOT_AUTHENTICATED:
             # an AUTH exchange is counted when it ends (_end_auth)
-            self._count_reply(bytes(self._out[start : start + 3]))
+            self._count_reply(start, known)
         return self._state is State.NOT_AUTHENTICATED
 
-    def _execute(self, line: bytes) -> None:
+    def _execute(self, line: bytes) -> str | None:
+        """Run one command line; the command's name if lib-smtp knows the command."""
         command = _parse_command(line)
         if isinstance(command, bytes):
             self._out += command
-            return
+            return None
         name, args = command
-        policy = self._policy
         if name not in _KNOWN:
             self._out += replies.UNKNOWN_COMMAND
-        elif name not in _PRETLS and policy.ssl == "required" and not policy.secured:
+            return None
+        self._run(name, args)
+        return name
+
+    def _run(self, name: str, args: bytes) -> None:
+        policy = self._policy
+        if name not in _PRETLS and policy.ssl == "required" and not policy.secured:
             # lib-smtp's tls_required: answered before the command itself (AUTH included)
             self._out += replies.TLS_REQUIRED
         elif name in ("EHLO", "HELO"):

@@ -317,11 +317,18 @@ def test_too_many_bad_commands() -> None:
     s.recv(b"FOO\r\n" * 9)
     assert s.events == []
     s.output = b""
+    # the eleventh gets no reply of its own (seen on Dovecot 2.3.19: lib-smtp ends the
+    # session while the command is still queued)
     s.recv(b"BAR\r\nNOOP\r\n").expect(
-        b"500 5.5.1 Unknown command\r\n421 4.7.0 proxy.test Too many invalid commands.\r\n",
+        b"421 4.7.0 proxy.test Too many invalid commands.\r\n",
         Close("Too many invalid commands."),
     )
     assert s.engine.state == "CLOSED"
+    # a command lib-smtp knows is named in the log reason as unfinished
+    s = Script(server())
+    s.recv(b"FOO\r\n" * 10 + b"STARTTLS x\r\n")
+    assert s.output.endswith(b"500 5.5.1 Unknown command\r\n421 4.7.0 proxy.test Too many invalid commands.\r\n")
+    assert s.events == [Close("Too many invalid commands. (unfinished STARTTLS command)")]
 
 
 def test_bad_command_syntax_and_auth_replies_count() -> None:
@@ -340,9 +347,9 @@ def test_bad_command_syntax_and_auth_replies_count() -> None:
     s.recv(b"AUTH LOGIN\r\n").expect(AuthBegin("LOGIN", None))
     s.do("sasl_challenge", b"Username:").expect(b"334 VXNlcm5hbWU6\r\n")
     s.recv(b"*\r\n").expect(
-        b"501 5.5.2 Authentication aborted by client.\r\n421 4.7.0 proxy.test Too many invalid commands.\r\n",
+        b"421 4.7.0 proxy.test Too many invalid commands.\r\n",
         AuthAborted(),
-        Close("Too many invalid commands."),
+        Close("Too many invalid commands. (unfinished AUTH command)"),
     )
 
 
