@@ -232,8 +232,10 @@ def _lmtp_process(settings: Settings, control: socket.socket, inherited: Inherit
     if os.geteuid() == 0:
         identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
     # opened by path while there is no chroot; the files are made in it after the drop
-    temp_dir = TempDir.open(settings.mail_temp_dir)
-    own = settings.of(LmtpSettings)
+    # what the process reads once: the top level with protocol lmtp { } applied
+    process = FilterResolver(settings).lookup(LMTP_SERVICE) if settings.filters else settings
+    temp_dir = TempDir.open(process.mail_temp_dir)
+    own = process.of(LmtpSettings)
     rawlog_dir = RawlogDir.open(own.lmtp_rawlog_dir)
     proxy_rawlog_dir = RawlogDir.open(own.lmtp_proxy_rawlog_dir)
     privileges.drop(identity)

@@ -444,6 +444,11 @@ class _Loader:
                 key in schema.FILTER_LOGIN
                 or (key in schema.FILTER_AUTH and block.local is None and block.remote is None)
                 or block.protocol in schema.FILTER_BY_PROTOCOL.get(key, ())
+                or (
+                    block.protocol in schema.FILTER_PER_PROCESS.get(key, ())
+                    and block.local is None
+                    and block.remote is None
+                )
             ):
                 parsed = _parse(spec, item)
                 if spec.pem:

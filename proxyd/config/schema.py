@@ -619,6 +619,12 @@ FILTER_BY_PROTOCOL: Final[Mapping[str, frozenset[str]]] = {
     name: frozenset(p.name for p in registry.PROTOCOLS if name in p.settings.shared_per_connection)
     for name in frozenset().union(*(p.settings.shared_per_connection for p in registry.PROTOCOLS))
 }
+#: settings a service reads once per process: setting -> the protocols whose top-level
+#: ``protocol`` block may set them (``ProtocolSettings.per_process``)
+FILTER_PER_PROCESS: Final[Mapping[str, frozenset[str]]] = {
+    name: frozenset(p.name for p in registry.PROTOCOLS if name in p.settings.per_process)
+    for name in frozenset().union(*(p.settings.per_process for p in registry.PROTOCOLS))
+}
 FILTER_AUTH: Final = frozenset(
     {"auth_mechanisms", "auth_username_chars", "auth_username_translation",
      "auth_username_format", "auth_default_realm"}

@@ -152,6 +152,10 @@ class ProtocolSettings:
     #: resolves per connection, so a block that can only match it may change them
     #: (Submission: ``hostname``, which the LMTP service reads once)
     shared_per_connection: frozenset[str] = frozenset()
+    #: settings this protocol's service reads once per process: a ``protocol NAME { }``
+    #: block (not inside ``local``/``remote``) may set them, since every connection of
+    #: that service matches it (LMTP: its ``lmtp_*`` settings and ``mail_temp_dir``)
+    per_process: frozenset[str] = frozenset()
     #: Dovecot names the protocol's login or service process honours that proxyd does not
     #: implement yet: an error, never ignored
     not_yet: frozenset[str] = frozenset()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from proxyd.config import hosts
 from proxyd.config.dump import dump_non_default
+from proxyd.config.filters import FilterResolver
 from proxyd.config.load import load_settings, load_settings_text
 from proxyd.config.settings import (
     InetListener,
@@ -278,6 +279,16 @@ def test_lmtp_settings(load: Load) -> None:
         2, "lmtp_rawlog_dir: %-variables are not supported here: /var/log/%u")
     assert load_error(load, f"{NO_SSL}mail_temp_dir = tmp\n") == (
         2, "mail_temp_dir: must be an absolute path: tmp")
+    # read once by the lmtp process: protocol lmtp { } may set them, local/remote may not
+    settings = load(f"{NO_SSL}protocol lmtp {{\n  lmtp_verbose_replies = yes\n  mail_temp_dir = /var/tmp\n}}\n")
+    process = FilterResolver(settings).lookup("lmtp")
+    assert process.of(LmtpSettings).lmtp_verbose_replies is True
+    assert process.mail_temp_dir == "/var/tmp"
+    assert settings.of(LmtpSettings).lmtp_verbose_replies is False
+    assert load_error(load, f"{NO_SSL}remote 10.0.0.0/8 {{\n  protocol lmtp {{\n    lmtp_verbose_replies = yes\n  }}\n}}\n") == (
+        4, "setting 'lmtp_verbose_replies' can't be set inside a 'protocol' block")
+    assert load_error(load, f"{NO_SSL}protocol imap {{\n  mail_temp_dir = /var/tmp\n}}\n") == (
+        3, "setting 'mail_temp_dir' can't be set inside a 'protocol' block")
 
 
 def test_submission_settings(load: Load, caplog: pytest.LogCaptureFixture) -> None:

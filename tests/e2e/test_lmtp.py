@@ -80,7 +80,9 @@ def recipients(a: LmtpBackend, b: LmtpBackend) -> list[PasswdEntry]:
     ]
 
 
-def start_lmtp_proxy(proxyd: ProxydRunner, a: LmtpBackend, b: LmtpBackend, **settings: str) -> LmtpProxy:
+def start_lmtp_proxy(
+    proxyd: ProxydRunner, a: LmtpBackend, b: LmtpBackend, lmtp_block: str = "", **settings: str
+) -> LmtpProxy:
     users = write_passwd_file(proxyd.workdir / "lmtp-users", recipients(a, b))
     config = proxyd.config(users, protocols="imap lmtp", lmtp_proxy="yes", hostname="proxy.test",
                            login_trusted_networks="127.0.0.0/8", **settings)
@@ -89,7 +91,7 @@ def start_lmtp_proxy(proxyd: ProxydRunner, a: LmtpBackend, b: LmtpBackend, **set
     config.extra = (
         "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}\n"
         # Dovecot's filters apply to LMTP connections too
-        "protocol lmtp {\n  login_greeting = LMTP proxy ready.\n}\n"
+        f"protocol lmtp {{\n  login_greeting = LMTP proxy ready.\n{lmtp_block}}}\n"
         "remote 127.0.0.9 {\n  login_greeting = never used\n}\n"
     )
     process = proxyd.start(config)
@@ -499,7 +501,8 @@ def test_verbose_replies_and_rawlogs(
     for directory in (server_log, client_log):
         directory.mkdir()
         directory.chmod(0o1777)
-    proxy = start_lmtp_proxy(proxyd, lmtp_backend_a, lmtp_backend_b, lmtp_verbose_replies="yes",
+    # (where Dovecot configurations often keep lmtp settings: every LMTP connection matches it)
+    proxy = start_lmtp_proxy(proxyd, lmtp_backend_a, lmtp_backend_b, lmtp_block="  lmtp_verbose_replies = yes\n",
                              lmtp_rawlog_dir=str(server_log), lmtp_proxy_rawlog_dir=str(client_log))
     refused, replies = deliver(PROXYD_ADDRESS, proxy.port, ["alice@example.org", "lost@example.org"],
                                body("rawlogged"))

@@ -32,7 +32,7 @@ def parse_rawlog_dir(name: str, value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LmtpSettings:
-    """What the ``lmtp`` service reads (once per process: not in filter blocks)."""
+    """What the ``lmtp`` service reads (once per process: at the top level or in ``protocol lmtp { }``)."""
 
     #: proxyd has no mail storage: ``protocols = lmtp`` needs it
     lmtp_proxy: bool = False
@@ -69,6 +69,12 @@ SETTINGS = ProtocolSettings(
         setting("lmtp_client_workarounds", Scope.TOP, parse_workarounds, " ".join, ""),
     ),
     record=LmtpSettings,
+    # read when the lmtp process starts; Dovecot configurations often keep them in
+    # protocol lmtp { }, which every LMTP connection matches
+    per_process=frozenset({
+        "lmtp_add_received_header", "lmtp_verbose_replies", "lmtp_rawlog_dir", "lmtp_proxy_rawlog_dir",
+        "lmtp_hdr_delivery_address", "lmtp_client_workarounds", "mail_temp_dir",
+    }),
     # the delivering lmtp's (a proxy stores no mail)
     unused=frozenset({"lmtp_rcpt_check_quota", "lmtp_save_to_detail_mailbox", "lmtp_user_concurrency_limit"}),
     check=_check,
