@@ -571,3 +571,20 @@ def test_bare_lf_data_as_dovecot_lmtp_takes_it(lmtp_proxy: LmtpProxy) -> None:
     assert len(messages) == 2
     for message in messages:
         assert message.replace(b"\r\n", b"\n").endswith(b"Subject: bare lf\n\n.stuffed\nlast\n")
+
+
+def test_lhlo_capabilities_as_dovecot_lmtp_lists_them(lmtp_proxy: LmtpProxy) -> None:
+    """Both trust the MTA here (login_trusted_networks): the same list after the host name."""
+
+    def lhlo(host: str, port: int) -> list[bytes]:
+        with socket.create_connection((host, port), timeout=30) as sock, sock.makefile("rb") as replies:
+            assert replies.readline().startswith(b"220 ")
+            sock.sendall(b"LHLO mta.test\r\n")
+            lines = [replies.readline()]
+            while lines[-1][3:4] == b"-":
+                lines.append(replies.readline())
+        return [line.rstrip(b"\r\n")[4:] for line in lines[1:]]
+
+    assert lhlo(PROXYD_ADDRESS, lmtp_proxy.port) == lhlo(lmtp_proxy.a.address, lmtp_proxy.a.lmtp_port) == [
+        b"8BITMIME", b"CHUNKING", b"ENHANCEDSTATUSCODES", b"PIPELINING", b"STARTTLS",
+        b"XCLIENT ADDR PORT PROTO HELO LOGIN SESSION TTL TIMEOUT", b"XRCPTFORWARD"]
