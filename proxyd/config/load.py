@@ -35,6 +35,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any, Final
 
 from proxyd.config import filters, hosts, schema
@@ -100,6 +101,19 @@ def _parse(spec: schema.SettingSpec, item: RawSetting) -> Any:
 
 def _subnet(inner: IPNetwork, outer: IPNetwork) -> bool:
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def _unix_listener_settings(section: RawSection) -> Iterator[tuple[RawSetting, Any]]:
+    """The settings of a ``service { unix_listener { } }`` block, each checked and parsed."""
+    for item in section.items:
+        if isinstance(item, RawSection):
+            raise ConfigError(
+                item.location, f"Unknown section: service {{ unix_listener {{ {item.name}"
+            )
+        spec = schema.UNIX_LISTENER.get(item.key)
+        if spec is None:
+            raise ConfigError(item.location, _unknown("service { unix_listener { ", item.key))
+        yield item, _parse(spec, item)
 
 
 def _unknown(path: str, key: str) -> str:
@@ -365,15 +379,7 @@ class _Loader:
             )
         current = self.unix_listeners[service][own]
         changes: dict[str, Any] = {}
-        for item in section.items:
-            if isinstance(item, RawSection):
-                raise ConfigError(
-                    item.location, f"Unknown section: service {{ unix_listener {{ {item.name}"
-                )
-            spec = schema.UNIX_LISTENER.get(item.key)
-            if spec is None:
-                raise ConfigError(item.location, _unknown("service { unix_listener { ", item.key))
-            value = _parse(spec, item)
+        for item, value in _unix_listener_settings(section):
             if item.key == "path":
                 if value.removeprefix(self.values.get("base_dir", "") + "/") != own:
                     # login processes find it by this name inside their chroot
@@ -521,15 +527,7 @@ class _Loader:
         table = self.unix_listeners.setdefault(service, {})
         current = table.get(name) or UnixListener(name, 0o666)
         changes: dict[str, Any] = {}
-        for item in section.items:
-            if isinstance(item, RawSection):
-                raise ConfigError(
-                    item.location, f"Unknown section: service {{ unix_listener {{ {item.name}"
-                )
-            spec = schema.UNIX_LISTENER.get(item.key)
-            if spec is None:
-                raise ConfigError(item.location, _unknown("service { unix_listener { ", item.key))
-            value = _parse(spec, item)
+        for item, value in _unix_listener_settings(section):
             changes["name" if item.key == "path" else item.key] = value
             self.explicit[f"service/{service}/unix_listener/{name}/{item.key}"] = item.location
         table[name] = dataclasses.replace(current, location=current.location or section.location, **changes)
