@@ -70,6 +70,7 @@ from proxyd.protocols.lmtp.settings import LmtpSettings
 from proxyd.protocols.spec import ProtocolSpec
 from proxyd.proxied.handoff import RELAY_SOCKET_NAME, hand_off
 from proxyd.proxied.relayhost import RelayHost
+from proxyd.sockstream import SockStream
 
 log = logging.getLogger("proxyd")
 
@@ -134,7 +135,7 @@ def _control(sock: socket.socket) -> Channel[Report, Command]:
     """A child's end of its control socketpair with the master, with what the master
     queued in it before the fork (``Channel.received_already``)."""
     waiting = read_waiting(sock)
-    return Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), read_command, waiting)
+    return Channel(SockStream(sock), read_command, waiting)
 
 
 def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
@@ -207,7 +208,7 @@ async def _login_main(
     assert isinstance(auth, AuthClient)
     async with trio.open_nursery() as nursery:
         await nursery.start(auth.run)
-        auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
+        auth.adopt(SockStream(auth_sock))
         worker = LoginWorker(ctx, spec, eff, listeners, control, auth, access_dir, on_finished=_exit_now)
         await worker.run()
         nursery.cancel_scope.cancel()
@@ -270,7 +271,7 @@ async def _lmtp_main(
     assert isinstance(auth, AuthClient)
     async with trio.open_nursery() as nursery:
         await nursery.start(auth.run)
-        auth.adopt(trio.SocketStream(trio.socket.from_stdlib_socket(auth_sock)))
+        auth.adopt(SockStream(auth_sock))
         worker = LmtpWorker(
             ctx, settings, eff, listeners, _control(control_sock), on_finished=_exit_now,
             resolver=FilterResolver(settings) if settings.filters else None,

@@ -17,7 +17,6 @@ reconnect; the client gets a temporary failure).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import socket
@@ -43,6 +42,7 @@ from proxyd.protocols.backend_events import (
 from proxyd.protocols.events import _NeedData
 from proxyd.protocols.spec import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
+from proxyd.sockstream import SockStream, connect_ip
 
 _RECONNECT_DELAY = 1.0
 #: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)
@@ -220,23 +220,11 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
     return tls
 
 
-async def connect_tcp(ip: str, port: int, source_ip: str = "") -> trio.SocketStream:
+async def connect_tcp(ip: str, port: int, source_ip: str = "") -> SockStream:
     """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery.
 
     ``source_ip`` binds first (``login_source_ips``, the LMTP proxy's ``proxy_source_ip``)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if source_ip:
-            # bind-before-connect: the kernel picks the port at connect() time
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-            await sock.bind((source_ip, 0))
-        await sock.connect((ip, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
+    return await connect_ip(ip, port, source_ip, bind_no_port=_IP_BIND_ADDRESS_NO_PORT)
 
 
 def backend_login_for(

@@ -27,6 +27,7 @@ from proxyd.protocols.haproxy import (
     NeedData,
     ProxyHeader,
 )
+from proxyd.sockstream import SockStream
 
 #: Dovecot's ``haproxy_timeout`` default
 DEFAULT_TIMEOUT: Final = 3.0
@@ -115,7 +116,7 @@ async def _read_exact_header(
 
 
 async def read_proxy_header(
-    stream: trio.SocketStream,
+    stream: trio.SocketStream | SockStream,
     peer_ip: str,
     trusted: Sequence[IPNetwork],
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the haproxy_timeout setting

@@ -16,6 +16,7 @@ from proxyd.auth.request import ConnectionInfo
 from proxyd.config.settings import IPNetwork, Settings
 from proxyd.protocols.haproxy import ProxyHeader
 from proxyd.protocols.sessionid import new_session_id
+from proxyd.sockstream import SockStream
 
 log = logging.getLogger("proxyd")
 
@@ -36,7 +37,7 @@ def in_networks(ip: str, networks: Sequence[IPNetwork]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
-def connection_info(sock_stream: trio.SocketStream, service: str, settings: Settings, *, tls: bool) -> ConnectionInfo:
+def connection_info(sock_stream: trio.SocketStream | SockStream, service: str, settings: Settings, *, tls: bool) -> ConnectionInfo:
     """Addresses, trust and the session id of a freshly accepted connection (Dovecot's ``client_alloc()``)."""
     return connection_info_of(
         sock_stream.socket.getsockname(), sock_stream.socket.getpeername(), service, settings, tls=tls

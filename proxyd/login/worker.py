@@ -52,6 +52,7 @@ from proxyd.protocols.engine import State
 from proxyd.protocols.spec import ProtocolSpec
 from proxyd.proxied.connection import session_matches
 from proxyd.proxied.proxystate import ProxyState
+from proxyd.sockstream import SockStream
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
@@ -235,7 +236,7 @@ class LoginWorker:
     async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
         """A connection from an address at proxyd_prelogin_per_ip_limit: a goodbye, no session."""
         counters.add(counters.Counter.PRELOGIN_PER_IP_REFUSED)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        stream = SockStream(conn)
         if not bound.listener.ssl and self.spec.login is not None:
             with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
                 await stream.send_all(self.spec.login.goodbye(TOO_MANY_FROM_IP))
@@ -246,7 +247,7 @@ class LoginWorker:
         nursery: trio.Nursery,
     ) -> None:
         self.starting -= 1
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        stream = SockStream(conn)
         tls = bound.listener.ssl
         ctx = self.ctx
         try:

@@ -18,6 +18,7 @@ from proxyd.config.schema import FREE_UNIX_LISTENERS, MASTER_HTTP_SERVICES
 from proxyd.config.settings import Settings, UnixListener, effective_service
 from proxyd.ipc.inherited import BoundSocket
 from proxyd.protocols import registry
+from proxyd.sockstream import set_tcp_options
 
 log = logging.getLogger("proxyd")
 
@@ -135,6 +136,8 @@ def _bind(service: str, port: int, address: str) -> socket.socket | None:
         raise
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # inherited by every accepted connection: none of them needs a setsockopt of its own
+        set_tcp_options(sock)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))

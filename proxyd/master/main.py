@@ -83,6 +83,7 @@ from proxyd.master.listeners import (
 from proxyd.master.perip import LimitChange, PreloginPerIp
 from proxyd.master.zygote import ZygoteHandle
 from proxyd.sdnotify import Notifier
+from proxyd.sockstream import SockStream
 from proxyd.stats.metrics import Snapshot
 from proxyd.wakeup import Wakeup
 
@@ -220,7 +221,7 @@ class Master:
             ours.close()
             return None
         control = Channel[Command, Report](
-            trio.SocketStream(trio.socket.from_stdlib_socket(ours)), read_report
+            SockStream(ours), read_report
         )
         child = Child(pid=pid, kind=kind, service=service, control=control, generation=self.generation)
         # a fresh login process accepts at once; count it as available until it says otherwise

@@ -33,6 +33,7 @@ import trio
 from proxyd.log import DEFAULT_LOGIN_FORMAT, MAX_LOGIN_USER_LEN, login_line, sanitize
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 from proxyd.proxied.relay import relay
+from proxyd.sockstream import socket_of
 
 _RECV_SIZE: Final = 4096
 
@@ -94,8 +95,9 @@ class ProxiedConnection:
 
     def plain_sockets(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType] | None:
         """Both sides' sockets when neither has TLS (only then can it move to another process)."""
-        if isinstance(self.client, trio.SocketStream) and isinstance(self.backend, trio.SocketStream):
-            return self.client.socket, self.backend.socket
+        client, backend = socket_of(self.client), socket_of(self.backend)
+        if client is not None and backend is not None:
+            return client, backend
         return None
 
     async def release(self) -> None:
@@ -190,8 +192,8 @@ def _delay_text(delay: float) -> str:
 
 async def close_gracefully(stream: trio.abc.Stream) -> None:
     """Close with a TLS close_notify where there is TLS, but never wait long for it."""
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()  # all SocketStream.aclose() does, minus a cancellable checkpoint
+    if (sock := socket_of(stream)) is not None:
+        sock.close()  # all a socket stream's aclose() does, minus a cancellable checkpoint
         return
     with trio.move_on_after(1, shield=True) as scope:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

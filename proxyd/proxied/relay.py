@@ -19,6 +19,7 @@ import trio
 
 from proxyd import counters
 from proxyd.errtext import cause_text, os_error
+from proxyd.sockstream import socket_of
 
 _CHUNK: Final = 256 * 1024
 _PIPE_SIZE: Final = 256 * 1024
@@ -34,12 +35,6 @@ class RelayStats:
     closed_by: str = ""  # "client" | "server"
     error: str = ""
     last_activity: float = field(default_factory=trio.current_time)
-
-
-def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    if isinstance(stream, trio.SocketStream):
-        return stream.socket
-    return None
 
 
 async def relay(
@@ -62,7 +57,7 @@ async def relay(
         await client.send_all(server_pending)
         _count(stats, "server", len(server_pending))
 
-    client_sock, server_sock = _socket_of(client), _socket_of(server)
+    client_sock, server_sock = socket_of(client), socket_of(server)
     async with trio.open_nursery() as nursery:
 
         async def direction(name: str, src: trio.abc.Stream, dst: trio.abc.Stream,

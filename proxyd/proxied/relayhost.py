@@ -60,6 +60,7 @@ from proxyd.proxied.handoff import (
     parse_last_word,
 )
 from proxyd.proxied.proxystate import ProxyState
+from proxyd.sockstream import SockStream
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
@@ -161,7 +162,7 @@ class RelayHost:
         if taken:
             nursery.start_soon(self._serve, session_id)
 
-    def _proxied(self, record: HandoffRecord, client: trio.SocketStream, backend: trio.SocketStream) -> ProxiedConnection:
+    def _proxied(self, record: HandoffRecord, client: SockStream, backend: SockStream) -> ProxiedConnection:
         entry = self.state.record(record.backend_ip, record.backend_port)
         ProxyState.connected(entry)
         return ProxiedConnection(
@@ -239,8 +240,8 @@ def _is_stream_socket(fd: int) -> bool:
     return kind == socket.SOCK_STREAM
 
 
-def _stream(fd: int) -> trio.SocketStream:
-    return trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
+def _stream(fd: int) -> SockStream:
+    return SockStream(socket.socket(fileno=fd))
 
 
 async def _answer(sock: trio.socket.SocketType, answer: bytes) -> None:
