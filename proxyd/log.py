@@ -216,6 +216,16 @@ def _handler(path: str, timestamp: str, facility: int) -> logging.Handler:
     return handler
 
 
+def lean_log_records() -> None:
+    """Log records without what no proxyd line shows: the caller's file and line (a walk
+    up the stack per record), thread, process and task names (the logging HOWTO's
+    "Optimization" knobs).  The daemon's processes only: a test's log capture keeps them."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def setup_logging(
     log_path: str = "",
     debug: bool = False,

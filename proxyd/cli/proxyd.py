@@ -32,7 +32,7 @@ from proxyd.config.settings import (
     unix_listener,
 )
 from proxyd.errors import ConfigError, Location
-from proxyd.log import setup_logging
+from proxyd.log import lean_log_records, setup_logging
 from proxyd.login.logformat import check_elements
 from proxyd.sdnotify import Notifier
 
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"{args.config}: cannot open log_path {settings.log_path}: {exc.strerror}", file=sys.stderr)
         return 2
+    lean_log_records()
     return _run(settings)
 
 

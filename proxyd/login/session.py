@@ -366,36 +366,41 @@ class LoginSession:
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
         """Serve the connection until it closes (or ``destroy()`` is called)."""
+        # one scope for the whole session: Dovecot's login timeout is its deadline until
+        # the backend accepted the login, and destroy() cancels it
+        self._scope.deadline = self.started + LOGIN_TIMEOUT
         with self._scope:
             await self._run()
-        if self._scope.cancelled_caught and self._destroy_reason:
+        if not self._scope.cancel_called or self.proxying:
+            return
+        if self._destroy_reason:
             if self._destroy_text is not None:
                 await self._goodbye(self._destroy_text)
             if self._kicked_while_pending:
                 self._log_close(f"Disconnected by proxy: {self._destroy_reason}")
             else:
                 self._log_close(self._destroy_reason)
-            await close_gracefully(self.stream)
+        else:
+            await self._goodbye_inactive()
+        await close_gracefully(self.stream)
 
     async def _run(self) -> None:
         proxied: _Proxied | None = None
         try:
-            with trio.move_on_after(LOGIN_TIMEOUT) as login_timer:
-                if self.implicit_tls and not await self._handshake():
-                    return
-                proxied = await self._pre_login()
-            if login_timer.cancelled_caught:
-                await self._goodbye_inactive()
+            if self.implicit_tls and not await self._handshake():
                 return
+            proxied = await self._pre_login()
         except _SessionEnded:
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._log_close("Connection closed")
             return
         finally:
-            if proxied is None and not self._destroy_reason:
+            # ended from outside or timed out: run() says goodbye and closes
+            if proxied is None and not self._scope.cancel_called:
                 await close_gracefully(self.stream)
         if proxied is not None:
+            self._scope.deadline = math.inf  # a proxied session has no timeout
             await self._proxy_after_login(proxied)
 
     async def _handshake(self) -> bool:

@@ -57,6 +57,9 @@ from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
 
+#: how long "no clients any more" waits before it is told to the master (seconds)
+IDLE_REPORT_DELAY: Final = 1.0
+
 #: the goodbye to a connection from an address at proxyd_prelogin_per_ip_limit
 TOO_MANY_FROM_IP: Final = "Too many connections from your IP address."
 
@@ -113,6 +116,10 @@ class LoginWorker:
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
         self._last_status: tuple[bool, bool, float | None] = (True, True, None)
+        #: accepting() when the waiters were last woken
+        self._notified_accepting = True
+        self._idle_report_pending = False
+        self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ accounting
     def accepting(self) -> bool:
@@ -142,15 +149,45 @@ class LoginWorker:
         return (self.accepting(), not self.clients, oldest)
 
     def _status_message(self) -> Status | None:
-        """Wake our own waiters; the status message for the master if its view changed
-        (a message for every login would cost more than the login itself)."""
-        self._changed.notify()
+        """Wake our own waiters if what they wait for may have changed; the status message
+        for the master if its view changed (a message for every login would cost more
+        than the login itself)."""
         status = self._status()
+        accepting, idle, _ = status
+        if accepting != self._notified_accepting or self.stopping or self.service_full or self.service.service_count:
+            # the waiters: the accept loops (accepting), serve_until_stopped and the
+            # auth hand-back (only once stopping or exhausted); nobody else needs a wake-up
+            # at every client's start and end
+            self._notified_accepting = accepting
+            self._changed.notify()
         if status == self._last_status:
+            return None
+        if idle and status[0::2] == self._last_status[0::2] and not self._finished():
+            # only "no clients any more": told at most a second later, as Dovecot's
+            # master_status_update() does, so at light load a login costs no report (the
+            # next client usually comes first); "busy" is always told at once, so the master
+            # never takes a process with clients for idle (idle_kill)
+            self._report_idle_later()
             return None
         self._last_status = status
         accepting, idle, oldest = status
         return Status(clients=0 if idle else len(self.clients), accepting=accepting, prelogin_since=oldest)
+
+    def _report_idle_later(self) -> None:
+        if self._idle_report_pending or self._nursery is None:
+            return
+        self._idle_report_pending = True
+
+        async def later() -> None:
+            await trio.sleep(IDLE_REPORT_DELAY)
+            self._idle_report_pending = False
+            if self.clients or self.starting:
+                return  # busy again: nothing to tell
+            self._last_status = status = self._status()
+            accepting, _, oldest = status
+            await self._send(Status(clients=0, accepting=accepting, prelogin_since=oldest))
+
+        self._nursery.start_soon(later)
 
     async def _report(self) -> None:
         if (message := self._status_message()) is not None:
@@ -167,6 +204,7 @@ class LoginWorker:
         async with serve_until_stopped(
             finished=self._finished, changed=self._changed, stop=self._stop, on_finished=self.on_finished
         ) as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._control_loop)
             nursery.start_soon(self._let_go_of_auth)
             for bound in self.listeners:

@@ -104,7 +104,7 @@ class _Rcvd(enum.Enum):
 
 
 def _has_capability(caps: bytes, name: bytes) -> bool:
-    return any(token.lower() == name.lower() for token in caps.split(b" "))
+    return name.lower() in caps.lower().split(b" ")
 
 
 def _cut(data: bytes, stop: bytes) -> bytes:

@@ -468,6 +468,8 @@ class ImapParser:
 _QUOTED_MAX_ESCAPES: Final = 4
 #: bytes a quoted string cannot carry (a literal is sent instead)
 _NOT_QUOTABLE: Final = re.compile(rb"[\r\n\x00\x80-\xff]")
+#: a string that goes between quotes unchanged (nothing to escape, nothing unquotable)
+_PLAIN_QUOTABLE: Final = re.compile(rb'[^\r\n\x00\x80-\xff"\\]*')
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -480,7 +482,9 @@ def quote_string(value: str | bytes) -> bytes:
     A literal is used for CR, LF, NUL, 8-bit bytes, or more than four ``"``/``\\``.
     (Dovecot sends the literal without waiting for the server's ``+``; so do we.)
     """
-    raw = _as_bytes(value)
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if _PLAIN_QUOTABLE.fullmatch(raw):  # the common case: quoted as it is
+        return b'"' + raw + b'"'
     if _NOT_QUOTABLE.search(raw) or raw.count(b'"') + raw.count(b"\\") > _QUOTED_MAX_ESCAPES:
         return _literal(raw)
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
