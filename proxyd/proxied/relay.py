@@ -1,17 +1,17 @@
 """After login: pump bytes both ways until one side closes (Dovecot's ``login_proxy_detach()``).
 
 No per-line work happens here.  When both sides are plain TCP sockets the bytes
-never enter Python: ``os.splice`` moves them socket -> pipe -> socket inside the
-kernel.  With TLS on either side a plain pump with large reads is used.
+never enter Python: the process's splice hub (``proxyd.proxied.splicehub``) moves
+them socket -> pipe -> socket inside the kernel, for every such session of the
+process in one task.  With TLS on either side a plain pump with large reads is used
+(two tasks per session).
 Like Dovecot, the whole proxy ends when either side disconnects.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import socket
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,11 +19,10 @@ import trio
 
 from proxyd import counters
 from proxyd.errtext import cause_text, os_error
+from proxyd.proxied.splicehub import HubRelay, hub, splice_loop
 from proxyd.sockstream import socket_of
 
 _CHUNK: Final = 256 * 1024
-_PIPE_SIZE: Final = 256 * 1024
-_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 @dataclass(slots=True)
@@ -58,25 +57,46 @@ async def relay(
         _count(stats, "server", len(server_pending))
 
     client_sock, server_sock = socket_of(client), socket_of(server)
+    if client_sock is not None and server_sock is not None:
+        # both plain sockets: the process's splice hub moves the bytes, this task waits
+        session = HubRelay(client_sock, server_sock, functools.partial(_count, stats))
+        await hub().relay(session)
+        if not session.bulk:
+            stats.closed_by, stats.error = session.closed_by, session.error
+            return stats
+        # a bulk transfer: a task per direction from here on (see splicehub)
+        to_server, to_client = session.dirs
+        await _both_ways(
+            stats,
+            functools.partial(splice_loop, client_sock, server_sock, to_server, session.on_count),
+            functools.partial(splice_loop, server_sock, client_sock, to_client, session.on_count),
+        )
+        return stats
+    await _both_ways(
+        stats,
+        functools.partial(_pump_loop, client, server, stats, "client"),
+        functools.partial(_pump_loop, server, client, stats, "server"),
+    )
+    return stats
+
+
+async def _both_ways(
+    stats: RelayStats, to_server: Callable[[], Awaitable[None]], to_client: Callable[[], Awaitable[None]]
+) -> None:
+    """Both directions until either ends; the first to end names the side that closed."""
     async with trio.open_nursery() as nursery:
 
-        async def direction(name: str, src: trio.abc.Stream, dst: trio.abc.Stream,
-                            src_sock: trio.socket.SocketType | None,
-                            dst_sock: trio.socket.SocketType | None) -> None:
+        async def direction(name: str, run: Callable[[], Awaitable[None]]) -> None:
             try:
-                if src_sock is not None and dst_sock is not None:
-                    await _splice_loop(src_sock, dst_sock, stats, name)
-                else:
-                    await _pump_loop(src, dst, stats, name)
+                await run()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 stats.error = stats.error or _describe(exc)
             if not stats.closed_by:
                 stats.closed_by = name
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(direction, "client", client, server, client_sock, server_sock)
-        nursery.start_soon(direction, "server", server, client, server_sock, client_sock)
-    return stats
+        nursery.start_soon(direction, "client", to_server)
+        nursery.start_soon(direction, "server", to_client)
 
 
 def _describe(exc: BaseException) -> str:
@@ -102,87 +122,3 @@ async def _pump_loop(src: trio.abc.Stream, dst: trio.abc.Stream, stats: RelaySta
             return
         await dst.send_all(data)
         _count(stats, name, len(data))
-
-
-class _PipePool:
-    """Kernel pipes for splice, borrowed only while bytes are in flight.
-
-    An idle session holds no pipe: Linux caps the pipe memory of an unprivileged
-    user (pipe-user-pages-soft), and thousands of idle proxied sessions must not
-    use it up, or every new pipe shrinks to one page.
-    """
-
-    def __init__(self, keep: int = 32) -> None:
-        self._free: list[tuple[int, int]] = []
-        self._keep = keep
-
-    def take(self) -> tuple[int, int]:
-        if self._free:
-            return self._free.pop()
-        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # EPERM past the per-user limit: keep the default size
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        return read_end, write_end
-
-    def give_back(self, pipe: tuple[int, int], *, empty: bool) -> None:
-        if empty and len(self._free) < self._keep:
-            self._free.append(pipe)
-        else:
-            os.close(pipe[0])
-            os.close(pipe[1])
-
-
-_PIPES = _PipePool()
-
-
-def _splice_in(src_fd: int, write_end: int) -> int | None:
-    """Bytes moved from the socket into the pipe; None when there is nothing to read now."""
-    try:
-        return os.splice(src_fd, write_end, _CHUNK, flags=_SPLICE_FLAGS)
-    except BlockingIOError:
-        return None
-
-
-def _splice_out(read_end: int, dst_fd: int, count: int) -> int:
-    """Bytes moved from the pipe to the socket; 0 when the socket cannot take more now."""
-    try:
-        return os.splice(read_end, dst_fd, count, flags=_SPLICE_FLAGS)
-    except BlockingIOError:
-        return 0
-
-
-async def _splice_loop(
-    src: trio.socket.SocketType, dst: trio.socket.SocketType, stats: RelayStats, name: str
-) -> None:
-    src_fd, dst_fd = src.fileno(), dst.fileno()
-    while True:
-        await trio.lowlevel.wait_readable(src)
-        pipe = _PIPES.take()
-        pending = 0
-        try:
-            # drain what is there; a short read means the socket is empty for now
-            while True:
-                moved = _splice_in(src_fd, pipe[1])
-                if moved is None:
-                    break
-                if moved == 0:
-                    if name == "client":
-                        # pass the client's EOF on; a backend's EOF is not passed to
-                        # the client: the session may keep the client open a while
-                        # longer (login_proxy_max_disconnect_delay) before closing it
-                        with contextlib.suppress(OSError):
-                            dst.shutdown(socket.SHUT_WR)
-                    return
-                _count(stats, name, moved)
-                pending = moved
-                while pending:
-                    sent = _splice_out(pipe[0], dst_fd, pending)
-                    pending -= sent
-                    if pending:
-                        await trio.lowlevel.wait_writable(dst)
-                if moved < _CHUNK:
-                    break
-                # data keeps coming: let other sessions run between chunks
-                await trio.lowlevel.checkpoint()
-        finally:
-            _PIPES.give_back(pipe, empty=pending == 0)
