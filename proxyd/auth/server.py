@@ -39,6 +39,7 @@ from proxyd.auth.protocol import (
 from proxyd.auth.request import AuthReply, AuthStatus, FailCode, without_secrets
 from proxyd.ipc.channel import Channel, ControlError
 from proxyd.ipc.inherited import accept_forever
+from proxyd.sockstream import SockStream
 from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd.auth")
@@ -61,7 +62,7 @@ async def serve_auth_connections(
     async with trio.open_nursery() as connections:
 
         def take(conn: socket.socket, _addr: object) -> None:
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            stream = SockStream(conn)
             connections.start_soon(_serve_one, current, stream)
 
         async with trio.open_nursery() as accepting:
@@ -77,7 +78,7 @@ async def serve_auth_connections(
         listener_sock.close()
 
 
-async def _serve_one(current: Callable[[], Authenticator], stream: trio.SocketStream) -> None:
+async def _serve_one(current: Callable[[], Authenticator], stream: SockStream) -> None:
     channel: _LoginChannel = Channel(stream, read_call)
     exchanges: _Exchanges = {}
     async with trio.open_nursery() as nursery:

@@ -22,6 +22,7 @@ feeds a director, which proxyd does not have).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -90,7 +91,9 @@ def _parse_time(value: str) -> float | None:
     return float(number)
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(text: str) -> bool:
+    """``host`` is an IP address (cached: the same few backends come with every login)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
