@@ -227,6 +227,8 @@ class LoginSession:
         self._scope = trio.CancelScope()
         self._destroy_text: str | None = None
         self._destroy_reason = ""
+        #: the last default log fields and what they were made from (``log_fields``)
+        self._log_fields_cache: tuple[str, str, ConnectionInfo, str] | None = None
         #: called once the backend accepted the login (the worker's pre-login count)
         self.on_logged_in: Callable[[], None] | None = None
 
@@ -281,7 +283,11 @@ class LoginSession:
         elements = self.ctx.settings.login_log_format_elements
         if elements != DEFAULT_ELEMENTS:
             return logformat.compiled(elements).render(self._log_variables())
-        # the default, without the template machinery (one line per login and per close)
+        # the default, without the template machinery, and made again only when the
+        # user, the mechanism or the connection facts changed (a login logs three lines)
+        cached = self._log_fields_cache
+        if cached is not None and cached[0] == self.user and cached[1] == self.mech and cached[2] is self.conn:
+            return cached[3]
         parts = [f"user=<{self.log_user}>"]
         if self.mech:
             parts.append(f"method={sanitize(self.mech, MAX_MECH_NAME_LEN)}")
@@ -291,7 +297,9 @@ class LoginSession:
         elif self.conn.secured:
             parts.append("secured")
         parts.append(f"session=<{sanitize(self.conn.session_id)}>")
-        return ", ".join(parts)
+        fields = ", ".join(parts)
+        self._log_fields_cache = (self.user, self.mech, self.conn, fields)
+        return fields
 
     def _log_variables(self) -> Variables:
         """The client's variables for ``login_log_format_elements`` (get_var_expand_table)."""
