@@ -48,6 +48,13 @@ _RECONNECT_DELAY = 1.0
 #: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _RECONNECT_MIN_REMAINING = 1.1
+#: failures that get proxy_connect_error_append()'s " (after N secs[, N reconnects])"
+_CONNECT_ERRORS = ("connect(", "Login timed out in state=")
+#: login_proxy_failed()'s prefixes of the retried kinds (its debug "- reconnecting" line)
+_RECONNECT_LOG_PREFIX = {
+    ProxyFailure.REMOTE: "Aborting due to remote server: ",
+    ProxyFailure.PROTOCOL: "Remote server sent invalid input: ",
+}
 
 
 @dataclass(slots=True)
@@ -86,7 +93,7 @@ async def proxy_login(
     """Connect and log in, retrying as Dovecot does; never raises for backend trouble.
 
     ``source_ip`` is the address to connect from ("" = the OS's choice);
-    ``log_user`` the user as log lines show it (``proxy(USER): ...``);
+    ``log_user`` the user as log lines show it (``proxy(USER,IP:PORT): ...``);
     ``state`` is the login process's proxy state (a private one if None).
     """
     started = trio.current_time()
@@ -114,11 +121,17 @@ async def proxy_login(
             result.source_ip = source_ip
             return result
         remaining = deadline - trio.current_time()
-        if result.kind not in RETRYABLE_FAILURES or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
+        text = result.log_text
+        if text.startswith(_CONNECT_ERRORS):
+            # proxy_connect_error_append(): only connect errors and timeouts say how long it took
             elapsed = math.floor(trio.current_time() - started)
-            suffix = f" (after {elapsed} secs" + (f", {reconnects} reconnects)" if reconnects else ")")
-            return BackendFailed(result.kind, result.log_text + suffix, result.client_reply)
-        log.debug("%s - reconnecting (attempt %d)", result.log_text, reconnects + 1)
+            text += f" (after {elapsed} secs" + (f", {reconnects} reconnects)" if reconnects else ")")
+        if result.kind not in RETRYABLE_FAILURES or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
+            return BackendFailed(result.kind, text, result.client_reply)
+        log.debug(
+            "proxy(%s,%s:%d): %s%s - reconnecting (attempt #%d)",
+            log_user, ip, target.port, _RECONNECT_LOG_PREFIX.get(result.kind, ""), text, reconnects + 1,
+        )
         reconnects += 1
         await trio.sleep(_RECONNECT_DELAY)
 
@@ -170,7 +183,7 @@ async def _attempt(
                         engine.tls_started()
                     case BackendIgnored():
                         # Dovecot: e_error() on the proxy's event, and the dialogue goes on
-                        log.error("proxy(%s): %s", log_user, event.log_text)
+                        log.error("proxy(%s,%s:%d): %s", log_user, ip, target.port, event.log_text)
                     case BackendLoggedIn():
                         result = BackendConnected(stream, ip, event.client_reply, engine.trailing_data(), 0.0, 0)
                         stream = None  # handed over
@@ -195,8 +208,10 @@ async def _attempt(
         text = os_error(exc) if isinstance(exc, OSError) else cause_text(exc, str(exc) or "Connection lost")
         if not connected:
             return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
+        duration = math.floor(trio.current_time() - started)
         return BackendFailed(
-            ProxyFailure.CONNECT, f"Disconnected by server: {text} (state={engine.state_name})"
+            ProxyFailure.CONNECT,
+            f"Disconnected by server: {text} (state={engine.state_name}, duration={duration}s)",
         )
     finally:
         if connected and not handed_over:

@@ -106,6 +106,17 @@ _FAIL_CODES: Final = {
     FailCode.INVALID_BASE64: ClientFailure.INVALID_BASE64,
     FailCode.LOGIN_DISABLED: ClientFailure.LOGIN_DISABLED,
 }
+#: login_proxy_failed(): what the proxy's error line says before the failure's own text
+_FAILURE_LOG_PREFIX: Final = {
+    ProxyFailure.INTERNAL: "Aborting due to internal error: ",
+    ProxyFailure.INTERNAL_CONFIG: "",
+    ProxyFailure.CONNECT: "",
+    ProxyFailure.REMOTE: "Aborting due to remote server: ",
+    ProxyFailure.REMOTE_CONFIG: "Aborting due to remote server: ",
+    ProxyFailure.PROTOCOL: "Remote server sent invalid input: ",
+    ProxyFailure.AUTH: "",
+    ProxyFailure.AUTH_TEMPFAIL: "",
+}
 _LOG_REASONS: Final = {
     ClientFailure.AUTH_FAILED: "auth failed",
     ClientFailure.TEMPFAIL: "auth service reported temporary failure",
@@ -584,7 +595,8 @@ class LoginSession:
                 self._fail(ClientFailure.PROXY_SERVERBUG)
                 counters.login(self.spec.name, counters.LoginResult.TEMP_FAILED)
                 return None
-            self._log(logging.INFO, "Login")
+            # no "Login" line: the proxy's "Started proxying" is the login's line (Dovecot's
+            # client_destroy_success(client, NULL))
             return await self._proxy(reply)
         if reply.fail_code is FailCode.LOGIN_DISABLED and self._referral(reply):
             counters.login(self.spec.name, counters.LoginResult.REFERRAL)
@@ -626,18 +638,24 @@ class LoginSession:
                 default_ssl_port=self.spec.default_ssl_port,
             )
         except ProxyFieldError as exc:
-            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, exc)
+            self._log(logging.ERROR, "%s%s", self._proxy_prefix(), exc)
             self._fail(ClientFailure.PROXY_UNAVAILABLE)
             return None
         for warning in target.warnings:
-            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, warning)
+            # Dovecot logs these while parsing the reply, before the proxy's own prefix exists
+            self._log(logging.ERROR, "%s", warning)
         refusal = target_refusal(
             target, user=self.user, local_ip=self.conn.local_ip, local_port=self.conn.local_port,
             proxy_ttl=self.proxy_ttl,
         )
         if refusal is not None:
             text, failure = refusal
-            self._log(logging.ERROR, "proxy(%s): %s", self.log_user, text)
+            if failure is ClientFailure.PROXY_SERVERBUG:
+                # the TTL check is login_proxy_connect()'s: REMOTE_CONFIG, target known
+                text = f"{self._proxy_prefix(target)}Aborting due to remote server: {text}"
+            else:
+                text = f"{self._proxy_prefix()}{text}"
+            self._log(logging.ERROR, "%s", text)
             self._fail(failure)
             return None
         login = backend_login_for(target, self.conn, self.proxy_ttl, login_user=self.user)
@@ -650,19 +668,19 @@ class LoginSession:
         finally:
             self.proxy_pending = False
         if isinstance(result, BackendFailed):
-            self._backend_failed(target, result)
+            self._backend_failed(target, result, source_ip)
             return None
         counters.login(self.spec.name, counters.LoginResult.OK)
         counters.observe(counters.Histogram.BACKEND_LOGIN, result.elapsed)
         self.engine.login_succeeded(result.client_reply)
         await self._flush()
-        extra = f" from {source_ip}" if source_ip else ""
-        extra += f" as user {sanitize(target.destuser)}" if target.destuser != self.user else ""
-        extra += f" (master {sanitize(target.master_user)})" if target.master_user else ""
+        host = f" (<{sanitize(target.host)}>)" if target.host != result.ip else ""
+        msecs = math.floor(result.elapsed * 1000)
         self._log(
             logging.INFO,
-            "proxy(%s): started proxying to %s:%d%s (%.3f secs%s)",
-            self.log_user, result.ip, target.port, extra, result.elapsed,
+            "%sStarted proxying to <%s>%s%s (%d.%03d secs%s)",
+            self._proxy_prefix(target), result.ip, host, self._conn_info(target, source_ip),
+            msecs // 1000, msecs % 1000,
             f", {result.reconnects} reconnects" if result.reconnects else "",
         )
         # the session lives on for hours: it keeps where it went, not the password it used
@@ -687,19 +705,33 @@ class LoginSession:
             log_user=self.log_user,
         )
 
-    def _backend_failed(self, target: ProxyTarget, failure: BackendFailed) -> None:
+    def _proxy_prefix(self, target: ProxyTarget | None = None) -> str:
+        """Dovecot's proxy event prefix: ``proxy(USER): ``, with the backend once it is known."""
+        if target is None:
+            return f"proxy({self.log_user}): "
+        return f"proxy({self.log_user},{target.ip}:{target.port}): "
+
+    def _conn_info(self, target: ProxyTarget, source_ip: str) -> str:
+        """``client_proxy_append_conn_info()``: `` from SRC``, `` as user D``, `` (master M)``."""
+        info = f" from {source_ip}" if source_ip else ""
+        info += f" as user {sanitize(target.destuser)}" if target.destuser != self.user else ""
+        info += f" (master {sanitize(target.master_user)})" if target.master_user else ""
+        return info
+
+    def _backend_failed(self, target: ProxyTarget, failure: BackendFailed, source_ip: str) -> None:
         counters.login(self.spec.name, counters.LoginResult.BACKEND_FAILED)
-        if failure.kind is ProxyFailure.AUTH:
-            self._log(
-                logging.INFO,
-                "proxy(%s): Login failed to %s:%d: %s",
-                self.log_user, target.host, target.port, failure.log_text,
-            )
+        prefix = self._proxy_prefix(target)
+        if failure.kind in (ProxyFailure.AUTH, ProxyFailure.AUTH_TEMPFAIL):
+            # login_proxy_failed(): the backend's refusal is the client's business, logged
+            # only with auth_verbose (client_proxy_log_failure())
+            if self.ctx.settings.auth_verbose:
+                self._log(
+                    logging.INFO, "%sLogin failed%s: %s",
+                    prefix, self._conn_info(target, source_ip), failure.log_text,
+                )
         else:
             self._log(
-                logging.ERROR,
-                "proxy(%s): Login failed to %s:%d: %s",
-                self.log_user, target.host, target.port, failure.log_text,
+                logging.ERROR, "%s%s%s", prefix, _FAILURE_LOG_PREFIX[failure.kind], failure.log_text
             )
         if failure.client_reply is not None:
             self.last_failure = ClientFailure.PROXY_UNAVAILABLE

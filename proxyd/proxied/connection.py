@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``ProxiedConnection`` is the post-login half of a session (Dovecot's detached
 ``login_proxy``): it runs the relay (``proxyd.proxied.relay``), writes the
-``proxy(USER): disconnecting ...`` log line, and when the backend side ended
+``proxy(USER,IP:PORT): Disconnected by ...`` log line, and when the backend side ended
 first keeps the client open a while (``login_proxy_max_disconnect_delay``, paced
 by the owning process's ``ProxyState``), dropping what it sends.
 
@@ -120,10 +120,7 @@ class ProxiedConnection:
                 # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
                 # unless the backend had gone already and the delay is running
                 delay = 0.0 if self._delay_taken else self._disconnect_delay()
-                self._log(
-                    "proxy(%s): disconnecting %s (Disconnected by proxy: %s)%s",
-                    self.log_user, self.remote_ip, self._kick_reason, _delay_text(delay),
-                )
+                self._log("Disconnected by proxy: %s%s", self._kick_reason, _delay_text(delay))
                 await self._linger(delay)
         finally:
             await close_gracefully(self.client)
@@ -147,14 +144,16 @@ class ProxiedConnection:
         idle = math.floor(trio.current_time() - stats.last_activity)
         error = f": {stats.error}" if stats.error else ""
         self._log(
-            "proxy(%s): disconnecting %s (Disconnected by %s%s (%ds idle, in=%d, out=%d))%s",
-            self.log_user, self.remote_ip, stats.closed_by, error, idle,
-            stats.client_to_server, stats.server_to_client, _delay_text(delay),
+            "Disconnected by %s%s (%ds idle, in=%d, out=%d)%s",
+            stats.closed_by, error, idle, stats.client_to_server, stats.server_to_client,
+            _delay_text(delay),
         )
         await self._linger(delay)
 
     def _log(self, fmt: str, *args: object) -> None:
-        self.log.info("%s", login_line(self.log_format, fmt % args, self.log_fields))
+        # the detached proxy logs on the proxy's event: its prefix names the backend
+        prefix = f"proxy({self.log_user},{self.backend_ip}:{self.backend_port}): "
+        self.log.info("%s", login_line(self.log_format, prefix + fmt % args, self.log_fields))
 
     def _disconnect_delay(self) -> float:
         """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""

@@ -39,12 +39,11 @@ USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw"}
 def proxy_started(user: str, address: str) -> str:
     """A regex for the log line that says ``user``'s session is being proxied to ``address``.
 
-    Dovecot 2.3.19 writes ``proxy(alice,127.0.0.2:143): Started proxying to
-    <127.0.0.2> (0.014 secs): user=<alice>, ...``; the form
-    ``proxy(alice): started proxying to 127.0.0.2:143`` is accepted too.
+    Dovecot 2.3.19 and proxyd write ``proxy(alice,127.0.0.2:143): Started proxying to
+    <127.0.0.2> (0.014 secs): user=<alice>, ...``.
     """
     ip = re.escape(address)
-    return rf"(?i)proxy\({re.escape(user)}(,{ip}:\d+)?\): started proxying to <?{ip}\b"
+    return rf"proxy\({re.escape(user)},{ip}:\d+\): Started proxying to <{ip}>"
 
 
 def standard_entries(backend_a: DovecotBackend, backend_b: DovecotBackend) -> list[PasswdEntry]:

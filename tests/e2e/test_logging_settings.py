@@ -55,13 +55,16 @@ def test_info_debug_and_error_lines_go_to_their_files(
         return path.read_text().splitlines() if path.exists() else []
 
     wait_until(
-        lambda: any("Login: user=<alice>" in line for line in lines("info.log")),
+        lambda: any("Started proxying to " in line for line in lines("info.log")),
         timeout=10,
         what="the login in info.log",
     )
     info = lines("info.log")
     assert all(re.match(stamp + r"[\w.-]+: Info: ", line) for line in info), info
-    assert any(re.match(stamp + r"imap-login: Info: Login: user=<alice>", line) for line in info)
+    assert any(
+        re.match(stamp + r"imap-login: Info: proxy\(alice,[^)]+\): Started proxying to .*: user=<alice>", line)
+        for line in info
+    )
     debug = lines("debug.log")
     assert debug
     assert all(re.match(stamp + r"[\w.-]+: Debug: ", line) for line in debug), debug
@@ -117,12 +120,12 @@ def test_log_path_syslog_with_the_facility(
     _login(running.address(), running.port())
 
     def login_logged() -> bool:
-        return any(b"imap-login: Info: Login: user=<alice>" in m for m in list(syslog.received))
+        return any(b"imap-login: Info: proxy(alice," in m for m in list(syslog.received))
 
     wait_until(login_logged, timeout=10, what="the login in syslog")
-    line = next(m for m in list(syslog.received) if b"Login: user=<alice>" in m)
+    line = next(m for m in list(syslog.received) if b"Started proxying to " in m)
     # <PRI> = local3 (19) * 8 + info (6); the ident, then Dovecot's prefix and level
-    assert line.startswith(b"<158>proxyd: imap-login: Info: Login: user=<alice>")
+    assert line.startswith(b"<158>proxyd: imap-login: Info: proxy(alice,")
 
 
 def test_login_log_format_and_elements(
@@ -137,10 +140,14 @@ def test_login_log_format_and_elements(
     running = proxyd.start(config)
     _login(running.address(), running.port())
     port = running.port()
-    lines = running.wait_for_log(r"imap-login: Info: user=<alice>, .*\| Login$")
-    assert lines[0].endswith(f"imap-login: Info: user=<alice>, proto=imap, mech=PLAIN, port={port} | Login")
+    lines = running.wait_for_log(r"imap-login: Info: user=<alice>, .*\| proxy\(alice,[^)]+\): Started proxying")
+    assert re.search(
+        rf"imap-login: Info: user=<alice>, proto=imap, mech=PLAIN, port={port} \| "
+        r"proxy\(alice,[\d.]+:\d+\): Started proxying to <[\d.]+> \(\d+\.\d{3} secs\)$",
+        lines[0],
+    )
     # the session went to the relay process at login; its end is logged there, same shape
     running.wait_for_log(
         rf"imap-login: Info: user=<alice>, proto=imap, mech=PLAIN, port={port} \| "
-        r"proxy\(alice\): disconnecting 127\.0\.0\.1 \(Disconnected by (client|server)"
+        r"proxy\(alice,[\d.]+:\d+\): Disconnected by (client|server)"
     )

@@ -152,7 +152,10 @@ def test_haproxy_listener_forwards_the_client_address(
         port = running.port(protocol.name)
         sock.sendall(f"PROXY TCP4 192.0.2.77 {PROXYD_ADDRESS} 40000 {port}\r\n".encode())
         assert protocol.login(sock, "alice", "alicepw") == protocol.ok
-    running.wait_for_log(rf"{protocol.service}: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, ")
+    running.wait_for_log(
+        rf"{protocol.service}: Info: proxy\(alice,[^)]+\): Started proxying to <[^>]+> "
+        r"\([\d.]+ secs\): user=<alice>, method=PLAIN, rip=192\.0\.2\.77, "
+    )
     # ... and on to the backend through XCLIENT
     mail_backend_a.dovecot.wait_for_log(
         rf"{protocol.service}: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.77, "
@@ -277,7 +280,10 @@ def test_a_trusted_managesieve_proxy_forwards_the_client_address(
         assert _lines(sock) == ['OK "Updated"']
         sock.sendall(f'AUTHENTICATE "PLAIN" "{plain_ir("alice", "alicepw")}"\r\n'.encode())
         assert _lines(sock)[-1] == sieve.ok
-    running.wait_for_log(r"managesieve-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.55, ")
+    running.wait_for_log(
+        r"managesieve-login: Info: proxy\(alice,[^)]+\): Started proxying to <[^>]+> "
+        r"\([\d.]+ secs\): user=<alice>, method=PLAIN, rip=192\.0\.2\.55, "
+    )
     mail_backend_a.dovecot.wait_for_log(r"managesieve-login: Info: Login: user=<alice>, method=PLAIN, rip=192\.0\.2\.55, ")
 
 
@@ -378,4 +384,5 @@ def test_without_port_the_backend_is_on_the_protocols_default_port(
     with connect(running, protocol, 189) as sock:
         assert protocol.login(sock, "alice", "alicepw") == protocol.ok
     port = default_port_backend.sieve_port if protocol.name == "sieve" else default_port_backend.submission_port
-    running.wait_for_log(rf"proxy\(alice\): started proxying to {re.escape(default_port_backend.address)}:{port} ")
+    address = re.escape(default_port_backend.address)
+    running.wait_for_log(rf"proxy\(alice,{address}:{port}\): Started proxying to <{address}> ")

@@ -20,14 +20,12 @@ from tests.e2e.test_pop3 import RawPop3Client
 from tests.e2e.test_pop3_backend_wire import Pop3Script, RecordingPop3Backend
 from tests.fixtures.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotBackend
 from tests.fixtures.net import RECORDING_BACKEND_ADDRESS, client_address, free_port
-from tests.fixtures.proxyd import REFERENCE, PasswdEntry, ProxydRunner, proxy_fields
+from tests.fixtures.proxyd import PasswdEntry, ProxydRunner, proxy_fields
 from tests.helpers.clients import RawImapClient
 from tests.helpers.recording_backend import ImapScript, RecordingImapBackend
 
 pytestmark = pytest.mark.e2e
 
-#: not Dovecot's own proxy (PROXYD_E2E_REFERENCE=dovecot): proxyd's log texts can be checked
-PROXYD = REFERENCE != "dovecot"
 
 
 def b64(data: bytes) -> str:
@@ -84,15 +82,15 @@ def test_backend_logins_seen_by_dovecot(
     # bob's backend password is bobpw: only the master login can have worked
     assert ps.login(running, protocol, "bob", "proxy-side-pw", source_ip=source).ok
     a.wait_for_log(rf"{protocol}-login: Info: Login: user=<bob>, method=PLAIN, rip={source},")
-    # proxyd: "proxy(bob): started proxying to IP:PORT (master M)";
-    # Dovecot: "proxy(bob,IP:PORT): Started proxying to <IP> (master M)"
+    # proxyd and Dovecot: "proxy(bob,IP:PORT): Started proxying to <IP> (master M) (N secs): ..."
+    address = re.escape(a.address)
     running.wait_for_log(
-        rf"(?i)proxy\(bob[^)]*\): started proxying to <?{re.escape(a.address)}\b.* \(master {MASTER_USER}\)"
+        rf"proxy\(bob,{address}:\d+\): Started proxying to <{address}> \(master {MASTER_USER}\) \("
     )
     assert ps.login(running, protocol, "carol", "carolpw", source_ip=source).ok
     a.wait_for_log(rf"{protocol}-login: Info: Login: user=<dave>, method=PLAIN, rip={source},")
     running.wait_for_log(
-        rf"(?i)proxy\(carol[^)]*\): started proxying to .* as user dave\*{MASTER_USER}"
+        rf"proxy\(carol,{address}:\d+\): Started proxying to <{address}> as user dave\*{MASTER_USER} \("
     )
 
 
@@ -113,12 +111,13 @@ def test_nopassword_leaves_the_password_check_to_the_backend(
     """Password forwarding: an empty password with ``nopassword``; the backend decides."""
     port = ps.backend_port(backend_b, protocol)
     entries = [PasswdEntry("bob", "", proxy_fields(backend_b.address, port, nopassword="y"))]
-    running = ps.start(proxyd, entries)
+    # the backend's refusal is logged only with auth_verbose (client_proxy_log_failure())
+    running = ps.start(proxyd, entries, auth_verbose="yes")
     assert ps.login(running, protocol, "bob", "bobpw", source_ip=client_address(62)).ok
     answer = ps.login(running, protocol, "bob", "not-bobs", source_ip=client_address(63))
     assert answer.line == ps.auth_failed(protocol)
-    if PROXYD:  # Dovecot logs this only with auth_verbose
-        running.wait_for_log(r"proxy\(bob\): Login failed to ")
+    address = re.escape(backend_b.address)
+    running.wait_for_log(rf"proxy\(bob,{address}:{port}\): Login failed: ")
 
 
 # -- pipelining and reconnects -------------------------------------------------------------------
@@ -192,7 +191,7 @@ def test_refused_connections_are_retried_every_second(proxyd: ProxydRunner, prot
         answer = ps.login(running, protocol, "alice", "alicepw", source_ip=client_address(67))
         assert answer.ok, answer
         assert 1.0 < answer.seconds < 6
-        running.wait_for_log(r"(?i)proxy\(alice[^)]*\): started proxying to .* reconnects\)")
+        running.wait_for_log(r"proxy\(alice,[^)]+\): Started proxying to <[^>]+> \(\d+\.\d{3} secs, \d+ reconnects\)")
     finally:
         thread.join()
         for backend in backends:

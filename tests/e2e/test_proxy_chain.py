@@ -86,10 +86,9 @@ def test_backend_behind_two_proxies_logs_the_original_client(
     # B logged the client too; IMAP's ID also carries the address the client
     # connected to at A, POP3's XCLIENT has no such attribute
     lip = a.listener(protocol).address if protocol == "imap" else b.listener(protocol).address
-    # (proxyd: "proxy(bob): started proxying to IP:PORT ...", Dovecot:
-    # "proxy(bob,IP:PORT): Started proxying to <IP> ...")
+    # (proxyd and Dovecot: "proxy(bob,IP:PORT): Started proxying to <IP> (N secs): user=<bob>, ...")
     second.wait_for_log(
-        rf"(?i)proxy\(bob[^)]*\): started proxying to <?{re.escape(backend_b.address)}\b.*"
+        rf"proxy\(bob,{re.escape(backend_b.address)}:\d+\): Started proxying to <{re.escape(backend_b.address)}> .*"
         rf"rip={re.escape(source)}, lip={re.escape(lip)}"
     )
     # the session id A gave the connection reaches the backend

@@ -106,6 +106,7 @@ def test_proxy_maybe(
         [],
         auth_proxy_self="127.0.0.77 127.0.0.2",
         proxyd_local_backend=backend_local.address,
+        auth_verbose="yes",  # the backends' refusals below are logged only then
     )
     write_maybe(proxyd, maybe_entries, backend_a, protocol)
     running = proxyd.start(cfg)
@@ -116,30 +117,25 @@ def test_proxy_maybe(
     answer = ps.login(running, protocol, "alice", "alicepw", source_ip=source, then=probe)
     assert answer.ok, answer
     default_port = 143 if protocol == "imap" else 110
-    running.wait_for_log(
-        rf"proxy\(alice\): started proxying to {re.escape(backend_local.address)}:{default_port}\b"
-    )
+    local = re.escape(backend_local.address)
+    running.wait_for_log(rf"proxy\(alice,{local}:{default_port}\): Started proxying to <{local}> ")
     backend_local.wait_for_log(
         rf"{protocol}-login: Info: Login: user=<alice>.*rip={re.escape(source)}"
     )
 
     # bob: auth_proxy_self
     assert ps.login(running, protocol, "bob", "bobpw", source_ip=source).ok
-    running.wait_for_log(
-        rf"proxy\(bob\): started proxying to {re.escape(backend_local.address)}:{default_port}\b"
-    )
+    running.wait_for_log(rf"proxy\(bob,{local}:{default_port}\): Started proxying to <{local}> ")
 
     # dave: 127.0.0.2 is in auth_proxy_self, but the passdb port is not ours: proxied
     assert ps.login(running, protocol, "dave", "davepw", source_ip=source).ok is False
     # (dave's password on the backends is carolpw: the backend refused him, so he was proxied)
-    running.wait_for_log(rf"proxy\(dave\): Login failed to {re.escape(backend_a.address)}:")
+    running.wait_for_log(rf"proxy\(dave,{re.escape(backend_a.address)}:\d+\): Login failed: ")
 
     # localuser: host=localhost resolves to 127.0.0.1 in the auth process: self;
     # destuser is dropped with the other proxy fields, so the local login is localuser's
     assert not ps.login(running, protocol, "localuser", "localuserpw", source_ip=source).ok
-    running.wait_for_log(
-        rf"proxy\(localuser\): Login failed to {re.escape(backend_local.address)}:{default_port}"
-    )
+    running.wait_for_log(rf"proxy\(localuser,{local}:{default_port}\): Login failed: ")
 
     # director: proxy_always + self gives a bare "proxy" without host
     answer = ps.login(running, protocol, "director", "directorpw", source_ip=source)
@@ -170,7 +166,7 @@ def test_host_name_is_resolved_in_the_auth_process(proxyd: ProxydRunner) -> None
         assert ps.login(running, "imap", "alice", "alicepw", source_ip=client_address(43)).ok
         [conn] = rec.wait_for_connections(1)
         assert conn.credentials == [("", "alice", "alicepw")]
-        running.wait_for_log(rf"proxy\(alice\): started proxying to 127\.0\.0\.1:{rec.port}\b")
+        running.wait_for_log(rf"proxy\(alice,127\.0\.0\.1:{rec.port}\): Started proxying to <127\.0\.0\.1> \(<localhost>\) ")
         result = proxyd.proxyctl("-c", str(running.config_path), "auth", "test", "alice")
         assert "hostip=127.0.0.1" in result.stdout.splitlines(), result.stdout
 
@@ -190,8 +186,9 @@ def test_hostip_is_used_without_dns(
     ]
     running = ps.start(proxyd, entries)
     assert ps.login(running, protocol, "bob", "bobpw", source_ip=client_address(44)).ok
+    address = re.escape(backend_b.address)
     running.wait_for_log(
-        rf"proxy\(bob\): started proxying to {re.escape(backend_b.address)}:{port}\b"
+        rf"proxy\(bob,{address}:{port}\): Started proxying to <{address}> \(<imap\.nonexistent\.invalid>\) "
     )
     # a name that does not resolve: the auth process fails the login temporarily
     answer = ps.login(running, protocol, "eve", "evepw", source_ip=client_address(45))
@@ -214,7 +211,10 @@ def test_ttl_reached_zero_is_a_serverbug(proxyd: ProxydRunner, backend_a: Doveco
         assert client.command('ID ("x-proxy-ttl" "1")').status == "OK"
         reply = client.command("LOGIN alice alicepw")
         assert reply.tagged == ps.serverbug("imap")
-    running.wait_for_log(r"TTL reached zero - proxies appear to be looping\?")
+    running.wait_for_log(
+        rf"proxy\(alice,{re.escape(backend_a.address)}:{backend_a.imap_port}\): "
+        r"Aborting due to remote server: TTL reached zero - proxies appear to be looping\?"
+    )
     # with a TTL left the same login works
     started = time.monotonic()
     assert ps.login(running, "imap", "alice", "alicepw", source_ip=client_address(47)).ok

@@ -135,7 +135,7 @@ def test_kick_disconnects_without_a_message(
         )
         assert bob.is_closed_by_peer()
     running.wait_for_log(
-        r"proxy\(alice\): disconnecting .*\(Disconnected by proxy: Kicked by admin\)"
+        r"proxy\(alice,[^)]+\): Disconnected by proxy: Kicked by admin"
     )
 
 

@@ -63,7 +63,7 @@ def test_passdb_source_ip(proxyd: ProxydRunner) -> None:
         assert imap_peers(rec) == ["127.0.0.35"]
         assert pop.peers == ["127.0.0.36"]
         running.wait_for_log(
-            r"(?i)proxy\(alice[^)]*\): started proxying to <?127\.0\.0\.4\b\S* from 127\.0\.0\.35 "
+            r"proxy\(alice,127\.0\.0\.4:\d+\): Started proxying to <127\.0\.0\.4> from 127\.0\.0\.35 "
         )
 
 

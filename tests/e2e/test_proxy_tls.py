@@ -89,7 +89,7 @@ def test_unverifiable_backend_certificate_is_a_temporary_failure(
     source = client_address(81)
     answer = ps.login(running, protocol, "alice", "alicepw", source_ip=source)
     assert answer.line == ps.unavailable(protocol)
-    running.wait_for_log(r"proxy\(alice\): Login failed to .*certificate verify failed")
+    running.wait_for_log(r"proxy\(alice,[^)]+\): Aborting due to internal error: .*certificate verify failed")
     assert ps.login(running, protocol, "bob", "bobpw", source_ip=source).ok
     assert ps.login(running, protocol, "dave", "carolpw", source_ip=source).ok
 
@@ -109,7 +109,7 @@ def test_host_name_must_match_the_certificate(
     answer = ps.login(running, "imap", "alice", "alicepw", source_ip=client_address(82))
     assert answer.line == ps.unavailable("imap")
     running.wait_for_log(
-        r"proxy\(alice\): Login failed to .*(Hostname mismatch|certificate verify failed)"
+        r"proxy\(alice,[^)]+\): Aborting due to internal error: .*(Hostname mismatch|certificate verify failed)"
     )
 
 
@@ -205,7 +205,9 @@ def test_crl_in_the_ca_file_is_checked(
     assert ps.login(running, "imap", "alice", "alicepw", source_ip=source).line == ps.unavailable(
         "imap"
     )
-    running.wait_for_log(r"proxy\(alice\): Login failed to .*certificate (verify failed|revoked)")
+    running.wait_for_log(
+        r"proxy\(alice,[^)]+\): Aborting due to internal error: .*certificate (verify failed|revoked)"
+    )
     assert ps.login(running, "imap", "bob", "bobpw", source_ip=source).ok
     relaxed = ps.start(proxyd, entries, ssl_ca=f"<{ca_with_crl}", ssl_require_crl="no")
     assert ps.login(relaxed, "imap", "alice", "alicepw", source_ip=source).ok

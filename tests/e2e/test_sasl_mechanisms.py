@@ -205,7 +205,7 @@ def test_curl_cram_md5(
     result = curl([url, "-u", "erin:erinpw", "--login-options", "AUTH=CRAM-MD5"])
     assert result.returncode == 0, result.stderr
     assert backend_a.subject_for("dave") in result.stdout
-    proxy.wait_for_log(r"Login: user=<erin>, method=CRAM-MD5")
+    proxy.wait_for_log(r"Started proxying to <[^>]+>.*: user=<erin>, method=CRAM-MD5")
     wrong = curl([url, "-u", "erin:wrong", "--login-options", "AUTH=CRAM-MD5"])
     assert wrong.returncode == 67, wrong.stderr  # login denied
 
@@ -261,7 +261,7 @@ def test_digest_md5_auth_realms(proxyd: ProxydRunner, backend_a: DovecotBackend)
         assert fetch_subjects(client) == [backend_a.subject_for("dave")]
         client.logout()
     assert challenges[0].startswith(b'realm="example.com",nonce=')
-    running.wait_for_log(r"Login: user=<carol@example.com>, method=DIGEST-MD5")
+    running.wait_for_log(r"Started proxying to <[^>]+>.*: user=<carol@example.com>, method=DIGEST-MD5")
 
 
 def test_digest_md5_pop3(
@@ -350,7 +350,10 @@ def test_master_user_login_reaches_the_users_backend(
         assert fetch_subjects(client) == [backend_b.subject_for("bob")]
         client.logout()
     master_proxyd.wait_for_log(rf"passwd-file\({MASTER_USER},[^)]*\): Master user logging in as bob")
-    master_proxyd.wait_for_log(rf"started proxying to {backend_b.address}:\d+ \(master {MASTER_USER}\)")
+    master_proxyd.wait_for_log(
+        rf"proxy\(bob,{re.escape(backend_b.address)}:\d+\): Started proxying to <{re.escape(backend_b.address)}> "
+        rf"\(master {MASTER_USER}\)"
+    )
     backend_b.wait_for_log(r"Login: user=<bob>")
 
 
@@ -542,7 +545,7 @@ def test_anonymous_is_routed_by_the_anonymous_users_passdb_entry(
         assert fetch_subjects(client) == [backend_a.subject_for("alice")]
         client.logout()
     running.wait_for_log(r"anonymous\(someone@example.com,[^)]*\): login")
-    running.wait_for_log(r"Login: user=<guest>, method=ANONYMOUS")
+    running.wait_for_log(r"Started proxying to <[^>]+>.*: user=<guest>, method=ANONYMOUS")
 
 
 def test_password_forwarding_cannot_serve_a_non_plaintext_login(

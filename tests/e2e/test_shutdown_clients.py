@@ -53,7 +53,7 @@ def test_sessions_outlive_the_master_with_shutdown_clients_no(
         ssl_context=proxyd_tls.client_context(), timeout=CLIENT_TIMEOUT,
     )  # fmt: skip
     secure.login("alice", "alicepw")
-    running.wait_for_log(r"started proxying.*\n?.*")
+    running.wait_for_log(r"Started proxying.*\n?.*")
     survivors = _children(running.pid)
     assert running.stop(signal.SIGTERM) == 0
     # the listeners close once every process has let go of them

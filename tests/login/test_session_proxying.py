@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 from functools import partial
 
 import pytest
@@ -252,7 +253,7 @@ async def test_kicked_session_closes_without_a_message(
     session.destroy("Kicked by admin")
     with trio.fail_after(5):
         assert await client.receive_some(100) == b""
-    assert "(Disconnected by proxy: Kicked by admin)" in caplog.text
+    assert re.search(r"proxy\(alice,127\.0\.0\.1:\d+\): Disconnected by proxy: Kicked by admin: user=<alice>", caplog.text)
 
 
 async def test_kick_while_logging_in_to_the_backend(
@@ -322,7 +323,7 @@ async def test_an_unexpected_backend_line_is_logged_and_ignored(
     await client.send_all(b"a LOGIN alice pw\r\n")
     assert b"a OK" in await _read_until(client, b"a OK")
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ["proxy(alice): Unexpected input, ignoring: X OK stray"]
+    assert errors == [f"proxy(alice,127.0.0.1:{backend.port}): Unexpected input, ignoring: X OK stray"]
 
 
 @pytest.mark.parametrize("verbose", [True, False])

@@ -325,7 +325,7 @@ def test_high_security_plaintext_sessions_move_to_the_relay_process(
         if tls is not None:
             tls.close()
     master.wait_for_log(
-        r"imap-login: Info: proxy\(alice\): disconnecting 127\.\S+ \(Disconnected by proxy: Kicked by admin\)"
+        r"imap-login: Info: proxy\(alice,127\.[\d.]+:\d+\): Disconnected by proxy: Kicked by admin: user=<alice>"
     )
 
 

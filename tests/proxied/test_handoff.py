@@ -157,7 +157,7 @@ async def test_a_handed_off_session_is_relayed_listed_and_kicked(
         assert await server_end.recv(100) == b""
     user_end.close()
     server_end.close()
-    assert "proxy(alice): disconnecting 192.0.2.7 (Disconnected by proxy: Kicked by admin)" in caplog.text
+    assert "proxy(alice,127.0.0.2:143): Disconnected by proxy: Kicked by admin: user=<alice>" in caplog.text
 
 
 async def test_tls_sessions_and_a_missing_relay_stay_in_the_login_process(relay: Relay) -> None:
@@ -210,7 +210,7 @@ async def test_a_kick_during_the_hand_off_is_carried_out_by_the_relay(
         client_end.close()
         backend_end.close()
         assert await trio.to_thread.run_sync(user_end.recv, 100) == b""  # closed, no message
-    assert "(Disconnected by proxy: Kicked by admin)" in caplog.text
+    assert "): Disconnected by proxy: Kicked by admin: user=<" in caplog.text
     assert relay.host.sessions == {}
 
 

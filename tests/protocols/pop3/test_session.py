@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -169,7 +170,7 @@ async def test_user_pass_is_proxied_with_xclient(
     assert auth.requests[0].user == "alice"
     assert auth.requests[0].conn.service == "pop3"
     assert PASSWORD not in caplog.text
-    assert "proxy(alice): started proxying to 127.0.0.1:" in caplog.text
+    assert re.search(r"proxy\(alice,127\.0\.0\.1:\d+\): Started proxying to <127\.0\.0\.1> as user alice@example\.com \(", caplog.text)
 
 
 async def test_master_user_uses_auth_plain(nursery: trio.Nursery) -> None:
