@@ -203,7 +203,7 @@ def test_auth_username_format_per_protocol(
         assert isinstance(fetched, tuple)
         assert backend_a.subject_for("alice").encode() in fetched[1]
         imap.logout()
-    running.wait_for_log(r"imap-login: Info: Login: user=<alice>")
+    running.wait_for_log(r"imap-login: Info: proxy\(alice,[^)]+\): Started proxying to .*: user=<alice>")
 
 
 def test_alt_certificate_and_key_password(
