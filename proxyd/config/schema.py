@@ -644,7 +644,10 @@ def not_supported(name: str) -> str:
 
 def variable_defaults() -> dict[str, str]:
     """What ``$name`` gives for a top-level setting that the file has not set."""
-    defaults = dict(_OTHER_DEFAULTS)
+    # settings of services a proxy does not run: what they hold is never applied, but
+    # Dovecot trees build on them ("mail_plugins = $mail_plugins sieve" in protocol lmtp)
+    defaults = dict.fromkeys(UNUSED_TOP, "")
+    defaults.update(_OTHER_DEFAULTS)
     defaults.update(ROADMAP_TOP)
     defaults.update({name: spec.default for name, spec in TOP.items()})
     # Debian's default (and what its protocols.d files build on): "$protocols imap"

@@ -367,6 +367,18 @@ def test_value_errors_have_location(load: Load, text: str, message: str) -> None
     assert load_error(load, NO_SSL + text) == (2, message)
 
 
+def test_variable_of_a_setting_a_proxy_does_not_run(load: Load) -> None:
+    # Debian's 20-lmtp.conf and 20-imap.conf, uncommented as admins do
+    settings = load(
+        NO_SSL + "protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\n"
+        "protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n"
+    )
+    assert [(item.location.line, item.what) for item in settings.unused] == [
+        (3, "protocol lmtp { mail_plugins }"),
+        (6, "protocol imap { mail_plugins }"),
+    ]
+
+
 def test_variable_with_roadmap_default(load: Load) -> None:
     settings = load(NO_SSL + "login_greeting = proxy for $default_login_user\n")
     assert settings.login_greeting == "proxy for dovenull"

@@ -79,6 +79,9 @@ def test_variable_defaults_cover_roadmap_and_implemented() -> None:
     assert defaults["login_proxy_timeout"] == "30 secs"
     assert set(schema.TOP) <= set(defaults)
     assert set(schema.ROADMAP_TOP) <= set(defaults)
+    assert set(schema.UNUSED_TOP) <= set(defaults)
+    assert defaults["mail_plugins"] == ""
+    assert defaults["state_dir"] == "/var/lib/dovecot"
 
 
 def test_only_the_private_keys_and_the_doveadm_credentials_are_secret() -> None:
