@@ -139,10 +139,13 @@ def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return None
 
 
-async def connect_ip(ip: str, port: int, source_ip: str = "", *, bind_no_port: int = 0) -> SockStream:
+async def connect_ip(
+    ip: str, port: int, source_ip: str = "", *, bind_no_port: int = 0, local: list[str] | None = None
+) -> SockStream:
     """A plain TCP connect to an IP address (no name resolution, no happy eyeballs), with
     ``set_tcp_options``; ``source_ip`` binds first (``bind_no_port``: the
-    ``IP_BIND_ADDRESS_NO_PORT`` option number, 0 for none)."""
+    ``IP_BIND_ADDRESS_NO_PORT`` option number, 0 for none).  When the connect fails,
+    ``local`` (if given) gets the ``IP:PORT`` it was made from, for the log."""
     family = stdlib_socket.AF_INET6 if ":" in ip else stdlib_socket.AF_INET
     sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM)
     try:
@@ -163,7 +166,21 @@ async def connect_ip(ip: str, port: int, source_ip: str = "", *, bind_no_port: i
         if err:
             raise OSError(err, f"Error connecting to {(ip, port)!r}: {errno.errorcode.get(err, err)}")
     except BaseException:
+        if local is not None:
+            local.append(sockname_text(sock))
         trio.lowlevel.notify_closing(sock)
         sock.close()
         raise
     return SockStream(sock)
+
+
+def sockname_text(sock: stdlib_socket.socket | trio.socket.SocketType) -> str:
+    """The socket's own ``IP:PORT`` ("" when it has none): Dovecot's ``local=`` in a
+    failed proxy connection's log line."""
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return ""
+    if not isinstance(name, tuple) or not name[1]:
+        return ""
+    return f"{name[0]}:{name[1]}"

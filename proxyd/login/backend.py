@@ -42,7 +42,7 @@ from proxyd.protocols.backend_events import (
 from proxyd.protocols.events import _NeedData
 from proxyd.protocols.spec import BackendLogin, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
-from proxyd.sockstream import SockStream, connect_ip
+from proxyd.sockstream import SockStream, connect_ip, sockname_text
 
 _RECONNECT_DELAY = 1.0
 #: Linux IP_BIND_ADDRESS_NO_PORT: don't reserve a port at bind() (avoids port exhaustion)
@@ -89,14 +89,18 @@ async def proxy_login(
     state: ProxyState | None = None,
     source_ip: str = "",
     log_user: str = "",
+    client_since: float | None = None,
 ) -> BackendConnected | BackendFailed:
     """Connect and log in, retrying as Dovecot does; never raises for backend trouble.
 
     ``source_ip`` is the address to connect from ("" = the OS's choice);
     ``log_user`` the user as log lines show it (``proxy(USER,IP:PORT): ...``);
-    ``state`` is the login process's proxy state (a private one if None).
+    ``state`` is the login process's proxy state (a private one if None);
+    ``client_since`` when the client connected (Trio time), for the ``duration=`` of
+    "Disconnected by server" (Dovecot counts from the client's connect).
     """
     started = trio.current_time()
+    client_since = started if client_since is None else client_since
     deadline = started + time_budget
     reconnects = 0
     ip = target.ip
@@ -110,7 +114,7 @@ async def proxy_login(
                 return BackendFailed(ProxyFailure.CONNECT, "Host is down")
             result = await _attempt(
                 spec, target, ip, login, client_engine, tls_context, deadline, send_to_client,
-                record, source_ip, log, log_user,
+                record, source_ip, log, log_user, client_since,
             )
         finally:
             record.num_waiting_connections -= 1
@@ -125,7 +129,9 @@ async def proxy_login(
         if text.startswith(_CONNECT_ERRORS):
             # proxy_connect_error_append(): only connect errors and timeouts say how long it took
             elapsed = math.floor(trio.current_time() - started)
-            text += f" (after {elapsed} secs" + (f", {reconnects} reconnects)" if reconnects else ")")
+            text += f" (after {elapsed} secs"
+            text += f", {reconnects} reconnects" if reconnects else ""
+            text += f", local={result.local})" if result.local else ")"
         if result.kind not in RETRYABLE_FAILURES or reconnects >= max_reconnects or remaining <= _RECONNECT_MIN_REMAINING:
             return BackendFailed(result.kind, text, result.client_reply)
         log.debug(
@@ -149,20 +155,24 @@ async def _attempt(
     source_ip: str,
     log: logging.Logger,
     log_user: str,
+    client_since: float,
 ) -> BackendConnected | BackendFailed:
     stream: trio.abc.Stream | None = None
-    started = trio.current_time()
     assert spec.login is not None
     engine = spec.login.new_backend(login, client_engine)
     connected = False
     handed_over = False
+    # the connection's own address, for Dovecot's ", local=IP:PORT" on connect errors
+    local: list[str] = []
     try:
         with trio.move_on_at(deadline) as scope:
             try:
-                stream = await connect_tcp(ip, target.port, source_ip)
+                sock_stream = await connect_tcp(ip, target.port, source_ip, local)
             except BaseException:
                 ProxyState.connect_failed(record)
                 raise
+            stream = sock_stream
+            local.append(sockname_text(sock_stream.socket))
             connected = True
             ProxyState.connected(record)
             if target.ssl:
@@ -192,23 +202,34 @@ async def _attempt(
                     case BackendFailed():
                         text = event.log_text
                         if text.startswith("Disconnected by server"):
-                            text += f" (state={engine.state_name}, duration={math.floor(trio.current_time() - started)}s)"
+                            duration = math.floor(trio.current_time() - client_since)
+                            text += f" (state={engine.state_name}, duration={duration}s)"
                         return BackendFailed(event.kind, text, event.client_reply)
                     case _:
                         assert_never(event)
         if scope.cancelled_caught:
             if not connected:
                 ProxyState.connect_failed(record)
-                return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: Connection timed out")
-            return BackendFailed(ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}")
+                return BackendFailed(
+                    ProxyFailure.CONNECT,
+                    f"connect({ip}, {target.port}) failed: Connection timed out",
+                    local=_local_text(local, source_ip),
+                )
+            return BackendFailed(
+                ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}",
+                local=_local_text(local, source_ip),
+            )
         raise AssertionError("unreachable")
     except _TLSFailure as exc:
         return BackendFailed(ProxyFailure.INTERNAL, f"TLS handshake with {ip}:{target.port} failed: {exc}")
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         text = os_error(exc) if isinstance(exc, OSError) else cause_text(exc, str(exc) or "Connection lost")
         if not connected:
-            return BackendFailed(ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}")
-        duration = math.floor(trio.current_time() - started)
+            return BackendFailed(
+                ProxyFailure.CONNECT, f"connect({ip}, {target.port}) failed: {text}",
+                local=_local_text(local, source_ip),
+            )
+        duration = math.floor(trio.current_time() - client_since)
         return BackendFailed(
             ProxyFailure.CONNECT,
             f"Disconnected by server: {text} (state={engine.state_name}, duration={duration}s)",
@@ -224,6 +245,11 @@ class _TLSFailure(Exception):
     pass
 
 
+def _local_text(local: list[str], source_ip: str) -> str:
+    """proxy_connect_error_append()'s ``local=``: the socket's IP:PORT, else the source IP."""
+    return next((text for text in local if text), source_ip)
+
+
 async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str) -> trio.SSLStream[trio.abc.Stream]:
     # host is the SNI name and, unless any-cert, what the certificate must match
     # (an IP literal is matched against IP SANs and sent without SNI)
@@ -235,11 +261,12 @@ async def _start_tls(stream: trio.abc.Stream, context: ssl.SSLContext, host: str
     return tls
 
 
-async def connect_tcp(ip: str, port: int, source_ip: str = "") -> SockStream:
+async def connect_tcp(ip: str, port: int, source_ip: str = "", local: list[str] | None = None) -> SockStream:
     """A plain TCP connect to an IP (names were resolved before): no happy-eyeballs machinery.
 
-    ``source_ip`` binds first (``login_source_ips``, the LMTP proxy's ``proxy_source_ip``)."""
-    return await connect_ip(ip, port, source_ip, bind_no_port=_IP_BIND_ADDRESS_NO_PORT)
+    ``source_ip`` binds first (``login_source_ips``, the LMTP proxy's ``proxy_source_ip``);
+    ``local`` gets the failed connection's own ``IP:PORT``."""
+    return await connect_ip(ip, port, source_ip, bind_no_port=_IP_BIND_ADDRESS_NO_PORT, local=local)
 
 
 def backend_login_for(

@@ -703,6 +703,7 @@ class LoginSession:
             state=self.proxy_state,
             source_ip=source_ip,
             log_user=self.log_user,
+            client_since=self.started,
         )
 
     def _proxy_prefix(self, target: ProxyTarget | None = None) -> str:

@@ -73,12 +73,14 @@ class BackendFailed:
     ``log_text`` is Dovecot's log reason.  ``client_reply`` is set for ``AUTH``
     (send it; the client may retry) and ``AUTH_TEMPFAIL`` (send it only when no
     reconnect follows); for every other kind it is None and the driver answers
-    with the generic text for the kind.
+    with the generic text for the kind.  ``local`` is the failed connection's own
+    ``IP:PORT`` (connect errors and timeouts only; Dovecot's ``local=``).
     """
 
     kind: ProxyFailure
     log_text: str
     client_reply: bytes | None = None
+    local: str = ""
 
 
 @dataclass(frozen=True, slots=True)

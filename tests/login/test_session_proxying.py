@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import random
 import re
+import socket
 from functools import partial
 
 import pytest
@@ -347,3 +348,96 @@ async def test_an_attempt_the_engine_refuses_is_logged_with_auth_verbose(
         assert logged[0].startswith("Login failed: Plaintext authentication disabled: user=<")
     else:
         assert logged == []
+
+
+# -- the proxy's log lines (Dovecot 2.3.19's login_proxy_failed() and friends) --------------------
+
+
+def _closed_port() -> int:
+    """A local port nobody listens on (connect: refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_refused_backend_logs_dovecots_connect_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retried as Dovecot does, then one error line with the reconnects and the local address;
+    each retry is a debug line with Dovecot's "- reconnecting (attempt #N)"."""
+    caplog.set_level(logging.DEBUG)
+    port = _closed_port()
+    client, server = trio.testing.memory_stream_pair()
+    ctx = _ctx(FakeAuth(_ok_reply(port)), login_proxy_max_reconnects=2)
+    nursery.start_soon(LoginSession(ctx, IMAP, server, _conn(), implicit_tls=False).run)
+    await _read_until(client, b"\r\n")
+    await client.send_all(b"a LOGIN alice pw\r\n")
+    assert await _read_until(client, b"a NO") == b"a NO [UNAVAILABLE] Account is temporarily unavailable.\r\n"
+    prefix = rf"proxy\(alice,127\.0\.0\.1:{port}\): connect\(127\.0\.0\.1, {port}\) failed: Connection refused"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert re.match(prefix + r" \(after 2 secs, 2 reconnects, local=127\.0\.0\.1:\d+\): user=<alice>", errors[0])
+    retries = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert [re.sub(r"local=[\d.:]+", "local=L", line) for line in retries] == [
+        f"proxy(alice,127.0.0.1:{port}): connect(127.0.0.1, {port}) failed: Connection refused "
+        f"(after 0 secs, local=L) - reconnecting (attempt #1)",
+        f"proxy(alice,127.0.0.1:{port}): connect(127.0.0.1, {port}) failed: Connection refused "
+        f"(after 1 secs, 1 reconnects, local=L) - reconnecting (attempt #2)",
+    ]
+    assert "Login: " not in caplog.text
+    assert "Started proxying" not in caplog.text
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+async def test_a_backend_refusing_the_user_is_logged_only_with_auth_verbose(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, verbose: bool
+) -> None:
+    """client_proxy_log_failure(): ``Login failed[ as user D]: LINE``, an info line, auth_verbose only."""
+    caplog.set_level(logging.INFO)
+    backend = ScriptedBackend(login_reply=b"L NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+    await _start_backend(nursery, backend)
+    client, server = trio.testing.memory_stream_pair()
+    ctx = _ctx(FakeAuth(_ok_reply(backend.port, destuser="bob")), auth_verbose=verbose)
+    nursery.start_soon(LoginSession(ctx, IMAP, server, _conn(), implicit_tls=False).run)
+    await _read_until(client, b"\r\n")
+    await client.send_all(b"a LOGIN alice pw\r\n")
+    assert b"a NO [AUTHENTICATIONFAILED]" in await _read_until(client, b"a NO")
+    expected = (
+        f"proxy(alice,127.0.0.1:{backend.port}): Login failed as user bob: "
+        "[AUTHENTICATIONFAILED] Authentication failed."  # the backend's line after "L NO "
+    )
+    lines = [r.getMessage() for r in caplog.records if "Login failed" in r.getMessage()]
+    if verbose:
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(expected + ": user=<alice>"), lines
+        assert all(r.levelno == logging.INFO for r in caplog.records)
+    else:
+        assert lines == []
+
+
+async def test_a_backend_hanging_up_during_the_login_is_logged_with_state_and_duration(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """proxy_input()'s "Disconnected by server: ... (state=S, duration=Ns)", N counted from the
+    client's connect; no "(after ...)" (that is for connect errors)."""
+
+    async def greets_and_hangs_up(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"* OK [CAPABILITY IMAP4rev1 ID] ready\r\n")
+        await stream.receive_some(65536)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, greets_and_hangs_up, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    client, server = trio.testing.memory_stream_pair()
+    ctx = _ctx(FakeAuth(_ok_reply(port)), login_proxy_max_reconnects=0)
+    nursery.start_soon(LoginSession(ctx, IMAP, server, _conn(), implicit_tls=False).run)
+    await _read_until(client, b"\r\n")
+    await trio.sleep(3)
+    await client.send_all(b"a LOGIN alice pw\r\n")
+    assert await _read_until(client, b"a NO") == b"a NO [UNAVAILABLE] Account is temporarily unavailable.\r\n"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert re.match(
+        rf"proxy\(alice,127\.0\.0\.1:{port}\): Disconnected by server: Connection closed "
+        r"\(state=\S+, duration=3s\): user=<alice>",
+        errors[0],
+    ), errors
