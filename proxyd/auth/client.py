@@ -180,3 +180,8 @@ class AuthClient:
 _COMMUNICATION_FAILURE: Final = AuthReply(
     status=AuthStatus.TEMPFAIL, user="", fail_code=FailCode.TEMP_FAIL, reason="auth process communication failure"
 )
+
+
+def is_communication_failure(reply: AuthReply) -> bool:
+    """The reply stands for a lost or unreachable auth process (Dovecot's ``auth_process_comm_fail``)."""
+    return reply is _COMMUNICATION_FAILURE

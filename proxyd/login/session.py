@@ -46,6 +46,7 @@ from typing import Final, Protocol, assert_never
 import trio
 
 from proxyd import counters
+from proxyd.auth.client import is_communication_failure
 from proxyd.auth.expand import Variables
 from proxyd.auth.request import (
     AuthReply,
@@ -61,6 +62,7 @@ from proxyd.errtext import cause_text
 from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, login_line, sanitize
 from proxyd.login import logformat
 from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
+from proxyd.login.disconnect import AuthFacts, extra_disconnect_reason
 from proxyd.login.logformat import DEFAULT_ELEMENTS
 from proxyd.login.proxyfields import (
     ProxyFieldError,
@@ -116,17 +118,6 @@ _FAILURE_LOG_PREFIX: Final = {
     ProxyFailure.PROTOCOL: "Remote server sent invalid input: ",
     ProxyFailure.AUTH: "",
     ProxyFailure.AUTH_TEMPFAIL: "",
-}
-_LOG_REASONS: Final = {
-    ClientFailure.AUTH_FAILED: "auth failed",
-    ClientFailure.TEMPFAIL: "auth service reported temporary failure",
-    ClientFailure.LOGIN_DISABLED: "login disabled",
-    ClientFailure.AUTHZ_FAILED: "authorization failed",
-    ClientFailure.USER_DISABLED: "user disabled",
-    ClientFailure.PASS_EXPIRED: "password expired",
-    ClientFailure.INVALID_BASE64: "sent invalid base64 in response",
-    ClientFailure.PROXY_UNAVAILABLE: "proxy dest auth failed",
-    ClientFailure.PROXY_SERVERBUG: "proxy dest auth failed",
 }
 
 
@@ -186,7 +177,10 @@ class _ClientSaslIO:
     async def challenge(self, data: bytes) -> bytes | None:
         session = self._session
         session.engine.sasl_challenge(data)
+        session._auth_waiting = True
+        # a client that goes away here leaves it set: "didn't finish SASL auth"
         response = session._exchange_answer(await session._next_event())
+        session._auth_waiting = False
         if response is None:
             self.aborted = True
         return response
@@ -216,7 +210,15 @@ class LoginSession:
         self.mech = ""
         self.proxy_ttl = PROXY_TTL
         self.trusted_info_seen = False
-        self.last_failure: ClientFailure | None = None
+        #: the facts of client_get_extra_disconnect_reason() (``_extra_reason``)
+        self._auth_first_started: float | None = None
+        self._auth_waiting = False
+        self._auth_request = False
+        self._auth_aborted = False
+        self._auth_comm_failed = False
+        self._proxy_auth_failed = False
+        self._auth_successes = 0
+        self._last_fail: FailCode | None = None
         assert spec.login is not None, f"{spec.service} is not a login service"
         self.hooks: LoginHooks = spec.login
         self.engine: LoginServerEngine = self.hooks.new_server(self._policy(), ctx.settings)
@@ -357,12 +359,33 @@ class LoginSession:
     def _elapsed(self) -> int:
         return math.floor(trio.current_time() - self.started)
 
-    def _attempts_suffix(self) -> str:
-        attempts = self.engine.auth_attempts
-        if attempts == 0:
-            return f"no auth attempts in {self._elapsed()} secs"
-        reason = _LOG_REASONS.get(self.last_failure or ClientFailure.AUTH_FAILED, "auth failed")
-        return f"{reason}, {attempts} attempts in {self._elapsed()} secs"
+    def auth_facts(self) -> AuthFacts:
+        """This session's authentication facts, for the disconnect line."""
+        now = trio.current_time()
+        first = self._auth_first_started
+        return AuthFacts(
+            attempts=self.engine.auth_attempts,
+            connected_secs=math.floor(now - self.started),
+            auth_secs=0 if first is None else math.floor(now - first),
+            require_client_cert=self.ctx.settings.auth_ssl_require_client_cert,
+            tls=self.conn.tls,
+            cert_valid=self.conn.valid_client_cert,
+            auth_waiting=self._auth_waiting,
+            auth_request=self._auth_request,
+            # proxyd has no master login after the auth reply: authenticating
+            # is the auth request's span, and the ``auth_request`` text wins
+            authenticating=self._auth_request,
+            aborted=self._auth_aborted,
+            auth_process_failed=self._auth_comm_failed,
+            proxy_auth_failed=self._proxy_auth_failed,
+            successes=self._auth_successes,
+            last_fail=self._last_fail,
+        )
+
+    def _extra_reason(self, reason: str) -> str:
+        """``reason`` with Dovecot's ``(...)`` explanation appended, when there is one."""
+        extra = extra_disconnect_reason(self.auth_facts())
+        return f"{reason} {extra}" if extra else reason
 
     async def _flush(self) -> None:
         out = self.engine.data_to_send()
@@ -429,8 +452,10 @@ class LoginSession:
         except trio.BrokenResourceError as exc:
             self._log(
                 logging.INFO,
-                "Disconnected: TLS handshaking: SSL_accept() failed: %s (%s)",
-                cause_text(exc, "Connection closed"), self._attempts_suffix(),
+                "%s",
+                self._extra_reason(
+                    f"Disconnected: TLS handshaking: SSL_accept() failed: {cause_text(exc, 'Connection closed')}"
+                ),
             )
             return False
         self._log_tls(self.stream)
@@ -468,7 +493,8 @@ class LoginSession:
             else "Disconnected for inactivity."
         )
         await self._goodbye(text)
-        self._log(logging.INFO, "Disconnected: Inactivity (%s)", self._attempts_suffix())
+        reason = "Inactivity during authentication" if self._auth_request else "Inactivity"
+        self._log(logging.INFO, "%s", self._extra_reason(f"Disconnected: {reason}"))
 
     async def _pre_login(self) -> _Proxied | None:
         await self._flush()  # greeting
@@ -505,13 +531,21 @@ class LoginSession:
             case AuthRefused():
                 self._log_refused(event)
                 return None
-            case AuthAborted() | AuthBegin() | StartTLS() | TrustedClientInfo():
-                return None  # only AuthAborted can come in the middle of an exchange
+            case AuthAborted():
+                self._auth_aborted = True
+                return None
+            case AuthBegin() | StartTLS() | TrustedClientInfo():
+                return None  # cannot come in the middle of an exchange
             case _:
                 assert_never(event)
 
     def _log_refused(self, event: AuthRefused) -> None:
         """An attempt the engine refused by itself (Dovecot logs it with auth_verbose)."""
+        if event.fail_code is not None:
+            # refused at Dovecot's SASL layer: an attempt with a code, like an auth reply's
+            if self._auth_first_started is None:
+                self._auth_first_started = trio.current_time()
+            self._last_fail = FailCode(event.fail_code)
         if self.ctx.settings.auth_verbose:
             self._log(logging.INFO, "%s", event.log_text)
 
@@ -519,7 +553,7 @@ class LoginSession:
         # Dovecot 2.3: "Disconnected: Connection closed (...)", but "Aborted login by logging out (...)"
         if not reason.startswith(("Aborted", "Disconnected")):
             reason = f"Disconnected: {reason}"
-        self._log(logging.INFO, "%s (%s)", reason, self._attempts_suffix())
+        self._log(logging.INFO, "%s", self._extra_reason(reason))
 
     # ------------------------------------------------------------------ STARTTLS
     async def _start_tls(self) -> None:
@@ -534,8 +568,10 @@ class LoginSession:
         except trio.BrokenResourceError as exc:
             self._log(
                 logging.INFO,
-                "Disconnected: TLS handshaking: SSL_accept() failed: %s (%s)",
-                cause_text(exc, "Connection closed"), self._attempts_suffix(),
+                "%s",
+                self._extra_reason(
+                    f"Disconnected: TLS handshaking: SSL_accept() failed: {cause_text(exc, 'Connection closed')}"
+                ),
             )
             raise _SessionEnded from exc
         self._log_tls(tls)
@@ -570,11 +606,25 @@ class LoginSession:
         io = _ClientSaslIO(self)
         start = SaslStart(conn=self.conn, mech=begin.mech, initial_response=begin.initial_response)
         started = time.monotonic()
+        if self._auth_first_started is None:
+            self._auth_first_started = trio.current_time()
+        # left set when the session ends meanwhile: "disconnected while authenticating"
+        self._auth_request = True
         reply = await self.ctx.auth.sasl(start, io)
+        self._auth_request = False
         counters.observe(counters.Histogram.AUTH, time.monotonic() - started)
+        # Dovecot's sasl_callback(): each answer replaces the code of the last one
+        self._last_fail = None
         if io.aborted:
-            self.last_failure = None
             return None
+        if is_communication_failure(reply):
+            self._auth_comm_failed = True
+        elif reply.status is AuthStatus.OK:
+            self._auth_successes += 1
+        elif reply.status is AuthStatus.TEMPFAIL:
+            self._last_fail = FailCode.TEMP_FAIL
+        else:
+            self._last_fail = reply.fail_code
         self.user = reply.user or self.user
         return await self._handle_reply(begin, reply)
 
@@ -620,12 +670,10 @@ class LoginSession:
         )
         if referral is None or self.hooks.referral is None:
             return False
-        self.last_failure = ClientFailure.LOGIN_DISABLED
         self.engine.auth_backend_reply(self.hooks.referral(self.engine, referral, self.mech))
         return True
 
     def _fail(self, failure: ClientFailure, reason: str | None = None) -> None:
-        self.last_failure = failure
         self.engine.auth_failed(failure, reason)
 
     # ------------------------------------------------------------------ proxy
@@ -734,8 +782,9 @@ class LoginSession:
             self._log(
                 logging.ERROR, "%s%s%s", prefix, _FAILURE_LOG_PREFIX[failure.kind], failure.log_text
             )
+        if failure.kind in (ProxyFailure.AUTH, ProxyFailure.AUTH_TEMPFAIL):
+            self._proxy_auth_failed = True
         if failure.client_reply is not None:
-            self.last_failure = ClientFailure.PROXY_UNAVAILABLE
             self.engine.auth_backend_reply(failure.client_reply)
         elif failure.kind in (ProxyFailure.REMOTE_CONFIG, ProxyFailure.INTERNAL_CONFIG):
             self._fail(ClientFailure.PROXY_SERVERBUG)

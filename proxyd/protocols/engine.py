@@ -93,6 +93,15 @@ class Refusal(enum.Enum):
     INVALID_BASE64 = INVALID_BASE64_INITIAL_MSG
 
 
+#: the auth failure code each refusal at the SASL layer leaves (Dovecot's ``last_auth_fail``)
+_REFUSAL_CODES: Final = {
+    Refusal.SSL_REQUIRED: None,
+    Refusal.UNSUPPORTED_MECH: "mech_invalid",
+    Refusal.PLAINTEXT_DISABLED: "mech_ssl_required",
+    Refusal.INVALID_BASE64: "invalid_base64",
+}
+
+
 class LoginEngineBase(ABC):
     """The shared half of every ``<Protocol>LoginServer``."""
 
@@ -331,7 +340,9 @@ class LoginEngineBase(ABC):
 
     def _refuse(self, why: Refusal) -> int:
         self._out += self._refusal_reply(why)
-        self._events.append(AuthRefused(f"Authenticate {self._auth_mech_log} failed: {why.value}"))
+        self._events.append(
+            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {why.value}", fail_code=_REFUSAL_CODES[why])
+        )
         return 1
 
     def _response_line(self) -> bytes | None:

@@ -95,6 +95,10 @@ class AuthRefused:
 
     log_text: str
     during_exchange: bool = False
+    #: Dovecot's auth failure code when the refusal happened at its SASL layer
+    #: (``mech_invalid``, ``mech_ssl_required``, ``invalid_base64``); None when
+    #: login-common refused before it (SSL required, LOGIN without TLS)
+    fail_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
