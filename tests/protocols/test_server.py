@@ -419,7 +419,7 @@ def test_login_without_plain_mechanism():
     s = script(replace(OPEN, mechanisms=("LOGIN",)))
     s.recv(b"a LOGIN bob pw\r\n").expect(
         b"a NO [ALERT] Unsupported authentication mechanism.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate PLAIN failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
 
 
@@ -551,7 +551,7 @@ def test_authenticate_initial_response_with_bad_base64():
     s.recv(b"a AUTHENTICATE PLAIN !!!!\r\nb NOOP\r\n").expect(
         b"a BAD Invalid base64 data in initial response\r\n",
         b"b OK NOOP completed.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response", fail_code="invalid_base64"),
     )
     assert s.engine.auth_attempts == 1
 
@@ -567,7 +567,7 @@ def test_authenticate_unknown_mechanism():
     s.recv(b"a AUTHENTICATE FOO\r\nb NOOP\r\n").expect(
         b"a NO [ALERT] Unsupported authentication mechanism.\r\n",
         b"b OK NOOP completed.\r\n",
-        AuthRefused("Authenticate FOO failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate FOO failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
     assert s.engine.auth_attempts == 1
 
@@ -584,7 +584,7 @@ def test_apop_is_private_to_pop3():
     assert b"AUTH=PLAIN" not in out
     s.recv(b"a AUTHENTICATE APOP\r\n").expect(
         b"a NO [ALERT] Unsupported authentication mechanism.\r\n",
-        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
     s.recv(b"b AUTHENTICATE CRAM-MD5\r\n").expect(AuthBegin("CRAM-MD5", None))
 
@@ -599,8 +599,8 @@ def test_authenticate_plaintext_mechanism_disabled():
     s.recv(b"c AUTHENTICATE PLAIN\r\nd AUTHENTICATE LOGIN\r\ne AUTHENTICATE CRAM-MD5\r\n").expect(
         b"c NO [PRIVACYREQUIRED] Plaintext authentication disabled.\r\n",
         b"d NO [PRIVACYREQUIRED] Plaintext authentication disabled.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled."),
-        AuthRefused("Authenticate LOGIN failed: Plaintext authentication disabled."),
+        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled.", fail_code="mech_ssl_required"),
+        AuthRefused("Authenticate LOGIN failed: Plaintext authentication disabled.", fail_code="mech_ssl_required"),
         AuthBegin("CRAM-MD5", None),
     )
 
@@ -619,7 +619,7 @@ def test_authenticate_ssl_required():
 def test_authenticate_initial_response_limit():
     script().recv(b"a AUTHENTICATE PLAIN " + b"A" * 8190 + b"\r\n").expect(
         b"a BAD Invalid base64 data in initial response\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response", fail_code="invalid_base64"),
     )
     script().recv(b"a AUTHENTICATE PLAIN " + b"A" * 8193 + b"\r\n").expect(
         Close("Authentication response too large")

@@ -189,11 +189,11 @@ def test_authenticate_refusals() -> None:
     s = script(LoginPolicy(mechanisms=("PLAIN",), tls_available=True))
     s.recv(b'AUTHENTICATE "PLAIN"\r\n').expect(
         b'NO "Plaintext authentication disabled."\r\n',
-        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled."),
+        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled.", fail_code="mech_ssl_required"),
     )
     s.recv(b'AUTHENTICATE "CRAM-MD5"\r\n').expect(
         b'NO "Unsupported authentication mechanism."\r\n',
-        AuthRefused("Authenticate CRAM-MD5 failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate CRAM-MD5 failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
     s = script(LoginPolicy(ssl="required", tls_available=True))
     s.recv(b'AUTHENTICATE "PLAIN"\r\n').expect(
@@ -203,7 +203,7 @@ def test_authenticate_refusals() -> None:
     s = script()
     s.recv(b'AUTHENTICATE "PLAIN" "!!"\r\n').expect(
         b'NO "Invalid base64 data in initial response"\r\n',
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response", fail_code="invalid_base64"),
     )
     s.recv(b'AUTHENTICATE "PLAIN" "a" "b"\r\n').expect(b'NO "Invalid AUTHENTICATE initial response."\r\n')
     # the mechanism must be a string, not an atom

@@ -308,7 +308,7 @@ def test_user_pass_needs_the_plain_mechanism():
     s = script(replace(OPEN, mechanisms=("LOGIN",))).recv(b"USER a\r\nPASS b\r\n")
     s.expect(
         b"+OK\r\n-ERR [AUTH] Unsupported authentication mechanism.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate PLAIN failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
 
 
@@ -352,7 +352,7 @@ def test_apop_challenge_in_the_greeting_and_the_command():
     assert out.endswith(b"+OK\r\nPLAIN\r\n.\r\n")
     s.recv(b"AUTH APOP\r\n").expect(
         b"-ERR [AUTH] Unsupported authentication mechanism.\r\n",
-        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate APOP failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
     s.recv(b"APOP alice " + digest + b"\r\n").expect(
         AuthBegin("APOP", challenge + b"\0alice\0" + bytes.fromhex(digest.decode()), plaintext_login=True)
@@ -451,7 +451,7 @@ def test_auth_continuation_with_bad_padding():
 def test_auth_initial_response_with_bad_base64():
     script().recv(b"AUTH PLAIN !!!\r\n").expect(
         b"-ERR [AUTH] Invalid base64 data in initial response\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response", fail_code="invalid_base64"),
     )
 
 
@@ -459,13 +459,13 @@ def test_auth_unknown_mechanism():
     s = script().recv(b"AUTH FOO\r\nCAPA\r\n")
     out, events = s.take()
     assert out.startswith(b"-ERR [AUTH] Unsupported authentication mechanism.\r\n+OK\r\nCAPA")
-    assert events == [AuthRefused("Authenticate FOO failed: Unsupported authentication mechanism.")]
+    assert events == [AuthRefused("Authenticate FOO failed: Unsupported authentication mechanism.", fail_code="mech_invalid")]
 
 
 def test_auth_plaintext_mechanism_disabled():
     script(INSECURE).recv(b"AUTH PLAIN\r\n").expect(
         b"-ERR [AUTH] Plaintext authentication disabled.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled."),
+        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled.", fail_code="mech_ssl_required"),
     )
 
 

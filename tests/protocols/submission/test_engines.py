@@ -109,16 +109,16 @@ def test_auth_refusals() -> None:
     s.recv(b"AUTH\r\n").expect(b"501 5.5.4 Missing SASL mechanism parameter\r\n")
     s.recv(b"AUTH CRAM-MD5\r\n").expect(
         b"504 5.5.4 Unsupported authentication mechanism.\r\n",
-        AuthRefused("Authenticate CRAM-MD5 failed: Unsupported authentication mechanism."),
+        AuthRefused("Authenticate CRAM-MD5 failed: Unsupported authentication mechanism.", fail_code="mech_invalid"),
     )
     s.recv(b"AUTH PLAIN !!\r\n").expect(
         b"501 5.5.2 Invalid base64 data in initial response\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response"),
+        AuthRefused("Authenticate PLAIN failed: Invalid base64 data in initial response", fail_code="invalid_base64"),
     )
     s = Script(server(LoginPolicy(mechanisms=("PLAIN",), tls_available=True)))
     s.recv(b"AUTH PLAIN\r\n").expect(
         b"523 5.7.10 Plaintext authentication disabled.\r\n",
-        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled."),
+        AuthRefused("Authenticate PLAIN failed: Plaintext authentication disabled.", fail_code="mech_ssl_required"),
     )
 
 
