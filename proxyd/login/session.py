@@ -178,9 +178,11 @@ class _ClientSaslIO:
         session = self._session
         session.engine.sasl_challenge(data)
         session._auth_waiting = True
-        # a client that goes away here leaves it set: "didn't finish SASL auth"
+        # left set when the client goes away here, and (as in Dovecot, whose '*'
+        # never clears it) when it aborts: "client didn't finish SASL auth"
         response = session._exchange_answer(await session._next_event())
-        session._auth_waiting = False
+        if response is not None:
+            session._auth_waiting = False
         if response is None:
             self.aborted = True
         return response
@@ -529,10 +531,12 @@ class LoginSession:
                 self._log_close(event.reason)
                 raise _SessionEnded
             case AuthRefused():
+                self._auth_waiting = False  # the client did answer: the auth process refused it
                 self._log_refused(event)
                 return None
             case AuthAborted():
                 self._auth_aborted = True
+                self._last_fail = None
                 return None
             case AuthBegin() | StartTLS() | TrustedClientInfo():
                 return None  # cannot come in the middle of an exchange
@@ -613,10 +617,10 @@ class LoginSession:
         reply = await self.ctx.auth.sasl(start, io)
         self._auth_request = False
         counters.observe(counters.Histogram.AUTH, time.monotonic() - started)
+        if io.aborted:
+            return None  # the '*' or the refused answer has set the facts
         # Dovecot's sasl_callback(): each answer replaces the code of the last one
         self._last_fail = None
-        if io.aborted:
-            return None
         if is_communication_failure(reply):
             self._auth_comm_failed = True
         elif reply.status is AuthStatus.OK:

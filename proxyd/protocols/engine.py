@@ -363,13 +363,16 @@ class LoginEngineBase(ABC):
         self._events.append(AuthAborted())
         self._end_auth(reply)
 
-    def _refuse_response(self, reply: bytes, text: str) -> None:
+    def _refuse_response(self, reply: bytes, text: str, fail_code: str | None = "invalid_base64") -> None:
         """A SASL response refused in the middle of an exchange: ``reply`` ends the attempt.
 
         The event comes first: the reply may end the session (Submission's bad-command limit).
         """
         self._events.append(
-            AuthRefused(f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True)
+            # ``fail_code``: the code Dovecot's auth process gives a bad base64 answer
+            AuthRefused(
+                f"Authenticate {self._auth_mech_log} failed: {text}", during_exchange=True, fail_code=fail_code
+            )
         )
         self._end_auth(reply)
 

@@ -528,7 +528,9 @@ def test_authenticate_continuation_with_non_base64_characters():
     s.do("sasl_challenge", b"").expect(b"+ \r\n")
     s.recv(b"AGJvYgBz ZWNyZXQ=\r\n").expect(
         b"a NO [ALERT] Invalid base64 in response\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 in response", during_exchange=True),
+        AuthRefused(
+            "Authenticate PLAIN failed: Invalid base64 in response", during_exchange=True, fail_code="invalid_base64"
+        ),
     )
     assert s.engine.state == "NOT_AUTHENTICATED"
 
@@ -542,6 +544,7 @@ def test_authenticate_continuation_with_bad_padding():
         AuthRefused(
             "Authenticate PLAIN failed: Invalid base64 data in continued response",
             during_exchange=True,
+            fail_code="invalid_base64",
         ),
     )
 
@@ -635,6 +638,7 @@ def test_authenticate_continuation_limit():
         AuthRefused(
             "Authenticate PLAIN failed: Invalid base64 data in continued response",
             during_exchange=True,
+            fail_code="invalid_base64",
         ),
     )
     s = script()

@@ -287,12 +287,13 @@ class ManageSieveLoginServer(LoginEngineBase):
             return
         decoded = decode_base64(response) if response else b""
         if decoded is None:
-            self._refuse_response_text("Invalid base64 data in continued response")
+            self._refuse_response_text("Invalid base64 data in continued response", "invalid_base64")
             return
         self._events.append(AuthContinue(decoded))
 
-    def _refuse_response_text(self, text: str) -> None:
-        self._refuse_response(replies.reply_line(Status.NO, text), text)
+    def _refuse_response_text(self, text: str, fail_code: str | None = None) -> None:
+        # only a bad base64 answer has an auth failure code; string syntax errors have none
+        self._refuse_response(replies.reply_line(Status.NO, text), text, fail_code)
 
 
 __all__ = ["MAX_INBUF", "ManageSieveLoginServer", "SieveOptions"]

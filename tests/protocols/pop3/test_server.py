@@ -431,7 +431,9 @@ def test_auth_continuation_with_non_base64_characters():
     s.do("sasl_challenge", b"").expect(b"+ \r\n")
     s.recv(b"!!!\r\n").expect(
         b"-ERR [AUTH] Invalid base64 in response\r\n",
-        AuthRefused("Authenticate PLAIN failed: Invalid base64 in response", during_exchange=True),
+        AuthRefused(
+            "Authenticate PLAIN failed: Invalid base64 in response", during_exchange=True, fail_code="invalid_base64"
+        ),
     )
     assert s.engine.state == "NOT_AUTHENTICATED"
 
@@ -444,6 +446,7 @@ def test_auth_continuation_with_bad_padding():
         AuthRefused(
             "Authenticate PLAIN failed: Invalid base64 data in continued response",
             during_exchange=True,
+            fail_code="invalid_base64",
         ),
     )
 
