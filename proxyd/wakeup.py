@@ -21,3 +21,9 @@ class Wakeup:
 
     async def wait(self) -> None:
         await self._event.wait()
+
+    def pending(self) -> trio.Event:
+        """The event the next ``notify()`` sets: taken before a loop reads the state it
+        waits on, it cannot miss a notification that comes while the loop is busy (a
+        ``wait()`` after some other ``await`` would)."""
+        return self._event

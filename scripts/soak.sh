@@ -3,9 +3,10 @@
 #
 #     scripts/soak.sh [long] [PYTEST ARGS...]
 #
-# Short form (also part of scripts/test.sh): about a minute.  "long": the benchmark's
-# form (20 s disturbances, 200 connections/s floods, the PostgreSQL passdb stopped and
-# started, the zygote killed, 10,000 proxied idle sessions): about ten minutes.  The
+# Short form (also part of scripts/test.sh): about a minute and a half.  "long": the
+# benchmark's form, one pytest run (20 s disturbances, 200 connections/s floods, the
+# PostgreSQL, MariaDB and slapd passdbs stopped and started, the zygote killed, 10,000
+# proxied idle sessions): ten to fifteen minutes on two cores.  The
 # table of figures is printed at the end and written to PROXYD_SOAK_REPORT (default
 # bench/results/soak-FORM-STAMP.md).  Loopback only; as root, like scripts/test.sh.
 

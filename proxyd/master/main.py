@@ -365,9 +365,14 @@ class Master:
     async def maintain(self) -> None:
         """Keep every pool and the auth process at their targets; runs until shutdown."""
         while not self.shutting_down:
+            # taken first: a report that comes while _maintain_once() awaits (its spawns and
+            # messages) wakes the next round at once instead of after the 1 s tick (in HP
+            # mode a ServiceFull(True) then came a second late, and with nobody accepting
+            # meanwhile new connections waited that second)
+            changed = self.changed.pending()
             await self._maintain_once()
             with trio.move_on_after(1):  # idle_kill is checked at least once a second
-                await self.changed.wait()
+                await changed.wait()
 
     async def _maintain_once(self) -> None:
         for kind, wanted in self.support_services().items():
@@ -459,10 +464,11 @@ class Master:
         since when its oldest pre-login client waits (``Status.prelogin_since``).
         """
         while not self.shutting_down:
+            changed = self.changed.pending()  # before the state is read (see maintain())
             svc = effective_service(self.settings, bound.service)
             pool = self._counted(bound.service)
             if any(c.accepting for c in pool):
-                await self.changed.wait()
+                await changed.wait()
                 continue
             if len(pool) < svc.process_limit:
                 with trio.move_on_after(1):
@@ -472,10 +478,12 @@ class Master:
                         await self.changed.wait()  # the new process is up (or failed)
                 continue
             if svc.service_count == 0:
-                await self.changed.wait()
+                await changed.wait()
                 continue
             with trio.move_on_after(_EVICTION_GRACE):
                 await trio.lowlevel.wait_readable(bound.sock)
+                if changed.is_set():
+                    continue  # a process may have come free meanwhile: look again
                 # one displacement per waiting connection
                 victims = self._oldest_prelogin(pool, max(waiting_connections(bound.sock), 1))
                 now = time.monotonic()
@@ -484,7 +492,7 @@ class Master:
                     await self.tell(victim, QueueFull())
                 if victims:
                     self.changed.notify()  # maintain() forks their successors now
-                await self.changed.wait()
+                await changed.wait()
 
     @staticmethod
     def _oldest_prelogin(pool: list[Child], count: int) -> list[Child]:
