@@ -10,20 +10,22 @@
 # users and Dovecot backend in a private network namespace).  Instructions per login
 # = (run N2 - run N1) / (2 * (N2 - N1)), per role (master+zygote, auth, login
 # processes): start-up costs cancel out.  PYTHONHASHSEED=0; ~5 min per run.
+# MODE=hs: high-security login services (service_count = 1, a process per connection;
+# every forked process counts, the per-login figure includes the fork and Trio's start).
 # Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2}
+N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2} MODE=${MODE:-hp}
 OUT=${OUT:-/tmp/proxyd-instr}
 PY=${PY:-/work/main/.venv/bin/python}
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
   for tree in "$@"; do
     for n in "$N1" "$N2"; do
-      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" CONC="$CONC" unshare -n -- "$0" &
+      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" CONC="$CONC" MODE="$MODE" unshare -n -- "$0" &
     done
     wait
   done
-  "$PY" "$HERE/summary.py" "$OUT" "$N1" "$N2" "$@"
+  MIN_IR=$([ "$MODE" = hs ] && echo 0 || echo 100000000) "$PY" "$HERE/summary.py" "$OUT" "$N1" "$N2" "$@"
   exit 0
 fi
 ip link set lo up
@@ -32,6 +34,17 @@ rm -rf "$o"; mkdir -p "$o/base" "$o/backend"; chmod 1777 "$o"
 sed -e "s#/tmp/bench-run/backend/run#$o/backend/run#; s#/tmp/bench-run/backend/state#$o/backend/state#; s#/tmp/bench-run/logs/backend.log#$o/backend/backend.log#" \
   /tmp/bench-run/conf/backend.conf > "$o/backend.conf"
 dovecot -c "$o/backend.conf"
+ZERO=""
+if [ "$MODE" = hs ]; then  # high-security: a login process per connection (the rig's proxyd_hs)
+  SERVICE="  service_count = 1
+  process_limit = 100"
+  # a forked child's counts start at the fork (callgrind would carry the parent's over)
+  ZERO=--zero-before=PyOS_AfterFork_Child
+else
+  SERVICE="  service_count = 0
+  process_min_avail = 2
+  client_limit = 8000"
+fi
 cat > "$o/proxyd.conf" <<CONF
 base_dir = $o/base
 listen = 127.0.0.1
@@ -47,23 +60,19 @@ service imap-login {
     address = 127.0.0.1
     port = 20071
   }
-  service_count = 0
   chroot =
-  process_min_avail = 2
-  client_limit = 8000
+$SERVICE
 }
 service pop3-login {
   inet_listener pop3 {
     address = 127.0.0.1
     port = 20072
   }
-  service_count = 0
   chroot =
-  process_min_avail = 2
-  client_limit = 8000
+$SERVICE
 }
 CONF
-PYTHONHASHSEED=0 PYTHONPATH=$TREE valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$o/cg.%p.out" \
+PYTHONHASHSEED=0 PYTHONPATH=$TREE valgrind --tool=callgrind --trace-children=yes $ZERO --callgrind-out-file="$o/cg.%p.out" \
   "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
 m=$!
 for _ in $(seq 1 1200); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break; sleep 0.5; done
