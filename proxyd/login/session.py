@@ -83,6 +83,7 @@ from proxyd.protocols.events import (
     ClientFailure,
     Close,
     Event,
+    LogInfo,
     LoginPolicy,
     StartTLS,
     TrustedClientInfo,
@@ -511,6 +512,8 @@ class LoginSession:
                     await self._start_tls()
                 case TrustedClientInfo():
                     self._apply_trusted_info(event)
+                case LogInfo():
+                    self._log(logging.INFO, "%s", event.message)
                 case Close():
                     self._log_close(event.reason)
                     return None
@@ -538,7 +541,7 @@ class LoginSession:
                 self._auth_aborted = True
                 self._last_fail = None
                 return None
-            case AuthBegin() | StartTLS() | TrustedClientInfo():
+            case AuthBegin() | StartTLS() | TrustedClientInfo() | LogInfo():
                 return None  # cannot come in the middle of an exchange
             case _:
                 assert_never(event)

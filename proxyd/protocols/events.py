@@ -22,6 +22,8 @@ mechanisms) and only surfaces what needs the outside world:
   handshake (feeding ``trailing_data()`` to TLS as Dovecot does, so plaintext
   pipelined after STARTTLS is never executed) and calls ``tls_started()``;
 * ``TrustedClientInfo``: a trusted peer forwarded the real client's addresses;
+* ``LogInfo``: a line to log at info level with the session's fields (IMAP's
+  ``ID sent:``); client-supplied parts are already sanitized;
 * ``Close``: the goodbye (if any) is queued; the driver flushes and closes.
 
 Between ``AuthBegin`` and the driver's answer the engine buffers further input
@@ -123,6 +125,13 @@ class TrustedClientInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class LogInfo:
+    """An info line for the session's log (``message``, sanitized); nothing to answer."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """The session must end; ``reason`` is the log text (e.g. ``Aborted login by logging out``)."""
 
@@ -131,7 +140,14 @@ class Close:
 
 #: everything a login engine reports (a ``match`` over it can be exhaustive)
 Event: TypeAlias = (
-    AuthBegin | AuthContinue | AuthAborted | AuthRefused | StartTLS | TrustedClientInfo | Close
+    AuthBegin
+    | AuthContinue
+    | AuthAborted
+    | AuthRefused
+    | StartTLS
+    | TrustedClientInfo
+    | LogInfo
+    | Close
 )
 
 

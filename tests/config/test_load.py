@@ -411,10 +411,10 @@ def test_unknown_and_unsupported(load: Load, text: str, message: str) -> None:
 
 
 def test_error_in_included_file_has_its_location(load: Load, write: Write) -> None:
-    inc = write("conf.d/10-auth.conf", "# auth\n\nauth_mechanisms = plain\nimap_id_log = *\n")
+    inc = write("conf.d/10-auth.conf", "# auth\n\nauth_mechanisms = plain\ninstance_name = x\n")
     with pytest.raises(ConfigError) as info:
         load(NO_SSL + "!include conf.d/*.conf\n")
-    assert str(info.value) == f"{inc}:4: setting 'imap_id_log' is not supported yet"
+    assert str(info.value) == f"{inc}:4: setting 'instance_name' is not supported yet"
 
 
 def test_sockets_of_the_services_proxyd_runs(load: Load) -> None:

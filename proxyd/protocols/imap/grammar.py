@@ -42,6 +42,8 @@ from proxyd.protocols.buffer import InputBuffer
 TAG_MAX_LEN: Final = 126
 #: Dovecot's ``IMAP_LOGIN_MAX_LINE_LENGTH``.
 MAX_LINE_LENGTH: Final = 8192
+#: RFC 7888 LITERAL-: the largest non-synchronizing literal (``imap_literal_minus``)
+LITERAL_MINUS_MAX: Final = 4096
 #: Dovecot's ``IMAP_ID_KEY_MAX_LEN``.
 ID_KEY_MAX_LEN: Final = 30
 
@@ -164,10 +166,13 @@ class ImapParser:
         send_continuation: Callable[[], None],
         *,
         max_line_size: int = MAX_LINE_LENGTH,
+        literal_minus: bool = False,
     ) -> None:
         self._buf = buffer
         self._send_continuation = send_continuation
         self._max_line_size = max_line_size
+        # imap_literal_minus: a non-synchronizing literal may carry at most 4096 bytes
+        self._literal_minus = literal_minus
         self._inside_list = False
         self._stop_at_list = False
         self.reset()
@@ -427,6 +432,10 @@ class ImapParser:
         return False
 
     def _literal_end(self) -> bool:
+        if self._literal_minus and self._literal_nonsync and self._literal_size > LITERAL_MINUS_MAX:
+            return self._fail(
+                "Non-synchronizing literal size too large", ParseErrorKind.LITERAL_TOO_BIG
+            )
         if (
             self._line_size >= self._max_line_size
             or self._literal_size > self._max_line_size - self._line_size

@@ -21,7 +21,13 @@ from proxyd.protocols.spec import (
 
 def _new_server(policy: LoginPolicy, settings: Any) -> LoginServerEngine:
     own: ImapSettings = settings.of(ImapSettings)
-    options = ImapOptions(capability=own.imap_capability, id_retain=own.imap_id_retain)
+    options = ImapOptions(
+        capability=own.imap_capability,
+        id_retain=own.imap_id_retain,
+        id_send=own.imap_id_send,
+        id_log=own.imap_id_log,
+        literal_minus=own.imap_literal_minus,
+    )
     return ImapLoginServer(policy, options)
 
 

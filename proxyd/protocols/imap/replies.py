@@ -42,8 +42,6 @@ FORGOT_TAG_MSG: Final = (
     "Add that before the command, like: a login user pass"
 )
 INVALID_ID_MSG: Final = "Invalid ID parameters"
-#: Reply to ``ID`` with Dovecot's default ``imap_id_send = "name *"``.
-ID_REPLY: Final = '("name" "Dovecot")'
 
 
 class Status(enum.Enum):
@@ -62,10 +60,10 @@ def reply_line(tag: str | None, status: Status, text: str, code: str | None = No
     return f"{prefix} {status.value} {middle}{text}\r\n".encode()
 
 
-def capability_string(policy: LoginPolicy, configured: str = "") -> str:
+def capability_string(policy: LoginPolicy, configured: str = "", literal_minus: bool = False) -> str:
     """Dovecot's ``get_capability()`` for the pre-login CAPABILITY reply and greeting.
 
-    ``configured`` is ``imap_capability``.
+    ``configured`` is ``imap_capability``, ``literal_minus`` ``imap_literal_minus``.
     """
     if configured == "":
         caps = CAPABILITY_BANNER
@@ -74,7 +72,7 @@ def capability_string(policy: LoginPolicy, configured: str = "") -> str:
     else:
         caps = f"{CAPABILITY_BANNER} {configured[1:]}"
     if configured == "" or configured.startswith("+"):
-        caps += " LITERAL+"
+        caps += " LITERAL-" if literal_minus else " LITERAL+"
     if policy.tls_available and not policy.tls_active:
         caps += " STARTTLS"
     if login_command_disabled(policy):
@@ -91,9 +89,10 @@ def login_command_disabled(policy: LoginPolicy) -> bool:
     return policy.disable_plaintext_auth or policy.ssl == "required"
 
 
-def greeting(policy: LoginPolicy, configured: str = "") -> bytes:
+def greeting(policy: LoginPolicy, configured: str = "", literal_minus: bool = False) -> bytes:
     """``* OK [CAPABILITY ...] <login_greeting>``."""
-    return f"* OK [CAPABILITY {capability_string(policy, configured)}] {policy.greeting}\r\n".encode()
+    caps = capability_string(policy, configured, literal_minus)
+    return f"* OK [CAPABILITY {caps}] {policy.greeting}\r\n".encode()
 
 
 def auth_failure_reply(
@@ -143,7 +142,6 @@ __all__ = [
     "BAD_COMMAND_MSG",
     "CAPABILITY_BANNER",
     "FORGOT_TAG_MSG",
-    "ID_REPLY",
     "INVALID_BASE64_CONTINUED_MSG",
     "INVALID_BASE64_INITIAL_MSG",
     "INVALID_BASE64_RESPONSE_MSG",

@@ -51,10 +51,11 @@ from proxyd.protocols.events import (
     AuthContinue,
     AuthRefused,
     ClientFailure,
+    LogInfo,
     LoginPolicy,
     TrustedClientInfo,
 )
-from proxyd.protocols.imap import replies
+from proxyd.protocols.imap import ident, replies
 from proxyd.protocols.imap.grammar import (
     ID_KEY_MAX_LEN,
     MAX_LINE_LENGTH,
@@ -112,6 +113,7 @@ class _IdCommand:
     proxy_ttl: int | None = None
     session_id: str | None = None
     forward: dict[str, str] = field(default_factory=dict)
+    log: ident.IdLog | None = None  # imap_id_log: the fields logged so far
 
     def trusted_info(self) -> TrustedClientInfo:
         return TrustedClientInfo(
@@ -131,6 +133,9 @@ class ImapOptions:
 
     capability: str = ""  # imap_capability ("" = Dovecot's banner, "+X" = banner plus X)
     id_retain: bool = False  # imap_id_retain: keep the client's ID for the backend
+    id_send: str = "name *"  # imap_id_send: what the ID reply says
+    id_log: str = ""  # imap_id_log: the client's ID fields to log ("*" all)
+    literal_minus: bool = False  # imap_literal_minus: LITERAL- instead of LITERAL+
 
 
 class ImapLoginServer(LoginEngineBase):
@@ -157,7 +162,10 @@ class ImapLoginServer(LoginEngineBase):
         self._options = options
         self._max_line = max_line
         self._parser = ImapParser(
-            self._buf, self._send_literal_continuation, max_line_size=max_line
+            self._buf,
+            self._send_literal_continuation,
+            max_line_size=max_line,
+            literal_minus=options.literal_minus,
         )
         # client_handle_input() state
         self._cmd_tag: str | None = None
@@ -170,7 +178,7 @@ class ImapLoginServer(LoginEngineBase):
         self._id: _IdCommand | None = None
         self._id_logged = False
         self._client_id_parts: list[bytes] | None = None
-        self._out += replies.greeting(policy, options.capability)
+        self._out += replies.greeting(policy, options.capability, options.literal_minus)
 
     # -- public API ------------------------------------------------------
 
@@ -332,7 +340,9 @@ class ImapLoginServer(LoginEngineBase):
         if name == "CAPABILITY":
             if not self._starttls_done:
                 self._ignores_capability_resp_code = True
-            caps = replies.capability_string(self._policy, self._options.capability)
+            caps = replies.capability_string(
+                self._policy, self._options.capability, self._options.literal_minus
+            )
             self._out += f"* CAPABILITY {caps}\r\n".encode()
             self._reply(
                 Status.OK, "Pre-login capabilities listed, post-login capabilities have more."
@@ -436,7 +446,10 @@ class ImapLoginServer(LoginEngineBase):
             if self._client_id_parts is not None:
                 self._client_id_parts = []
             parser = ImapParser(
-                self._buf, self._send_literal_continuation, max_line_size=self._max_line
+                self._buf,
+                self._send_literal_continuation,
+                max_line_size=self._max_line,
+                literal_minus=self._options.literal_minus,
             )
             self._id = _IdCommand(parser)
             first = True
@@ -465,10 +478,13 @@ class ImapLoginServer(LoginEngineBase):
                 break  # ID NIL
             command.parser.reset()
             first = False
+        log = command.log if not self._id_logged else None
         self._id_logged = True
-        self._out += f"* ID {replies.ID_REPLY}\r\n".encode()
+        self._out += f"* ID {ident.id_reply(self._options.id_send)}\r\n".encode()
         self._reply(Status.OK, "ID completed.")
-        self._id_done()
+        self._id_done()  # the trusted peer's addresses first: Dovecot's line shows them
+        if log is not None:
+            self._events.append(LogInfo(log.message()))
         return _DONE
 
     def _id_done(self) -> None:
@@ -484,6 +500,8 @@ class ImapLoginServer(LoginEngineBase):
                 return 1
             if arg.type is not ArgType.LIST:
                 return -1
+            if self._options.id_log and not self._id_logged:
+                command.log = ident.IdLog(self._options.id_log)
             command.state = _IdState.KEY
         elif command.state is _IdState.KEY:
             key = arg.string()
@@ -503,6 +521,8 @@ class ImapLoginServer(LoginEngineBase):
         return 0
 
     def _id_pair(self, command: _IdCommand, key: bytes, value: bytes | None) -> None:
+        if command.log is not None:
+            command.log.add(key, value)
         special = _special_id_key(key)
         if special is not None:
             # Applied only for trusted peers, on their first ID, and never for NIL.
