@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from proxyd import __version__
 from proxyd.log import sanitize
 from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.imap.grammar import (
@@ -26,10 +27,11 @@ ID_LOG_VALUE_MAX_LEN: Final = 80
 
 #: the values ``*`` stands for (``imap_id_get_default()``) of the Dovecot we stand in for
 _BUILT_IN: Final = {
+    # the name clients already see from a Dovecot front end (Dovecot's default reply)
     "name": "Dovecot",
-    "version": "2.3.19.1",
-    "support-url": "https://www.dovecot.org/",
-    "support-email": "dovecot@dovecot.org",
+    # proxyd's own: a Dovecot version or Dovecot's support addresses would send users'
+    # questions about this proxy to the Dovecot project (support-url/-email are NIL)
+    "version": __version__,
 }
 
 
