@@ -7,8 +7,8 @@ sieve submission lmtp``, its default high-security login processes and
 its default services, ``lmtp_proxy = yes``) from the same passwd-file.  For
 each protocol the two proxies are measured back to back (``ROUNDS`` rounds,
 the order swapped every round; the median is reported), with the clients of
-bench_logins.py (fresh connection, greeting, AUTH PLAIN, LOGOUT/QUIT) and of
-bench_lmtp.py (a fresh LMTP connection per message, two recipients).  CPU per
+protoclients.py (fresh connection, greeting, AUTH PLAIN, LOGOUT/QUIT; a fresh
+LMTP connection per message, two recipients).  CPU per
 operation is user+system time of each proxy's process tree, reaped children
 included.  Printed: both proxies' figures and the ratios proxyd/Dovecot, which
 compare within one run on a shared machine where absolute numbers do not.
@@ -34,8 +34,7 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_lmtp import RECIPIENTS, deliver
-from bench.bench_logins import sieve_login, submission_login, tree_cpu
+from bench.protoclients import RECIPIENTS, deliver, sieve_login, submission_login, tree_cpu
 from tests.fixtures.dovecot import (
     DovecotFactory,
     start_lmtp_backend,
