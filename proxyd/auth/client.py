@@ -8,27 +8,88 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from typing import Final, assert_never
 
 import trio
 
 from proxyd.auth.protocol import (
     Answer,
-    Call,
     Challenge,
     Done,
     Lookup,
     SaslAbort,
     SaslBegin,
     SaslContinue,
-    read_answer,
+    SentCall,
 )
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
-from proxyd.ipc.channel import Channel, ControlError
+from proxyd.auth.wire import LineReader, encode, read_answer
+from proxyd.ipc.channel import ControlError
 
 log = logging.getLogger("proxyd.auth")
 
-_AuthChannel = Channel[Call, Answer]
+
+class _Connection:
+    """The connection to the auth process: calls out (one send each), answers in."""
+
+    __slots__ = ("_lines", "_pending", "_send_lock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._lines = LineReader()
+        self._pending: deque[bytes] = deque()
+        self._send_lock = trio.Lock()
+
+    async def send(self, call: SentCall) -> None:
+        data = encode(call)
+        # taken without the checkpoint of ``async with``: an uncontended send (nearly every
+        # one) costs no extra trip through the scheduler; ``send_all`` is the checkpoint
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            await self.stream.send_all(data)
+        finally:
+            lock.release()
+
+    async def receive(self) -> Answer | None:
+        """The next answer, None at EOF; raises ``ControlError`` for a line that is none."""
+        while not self._pending:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self._pending.extend(self._lines.feed(data))
+        return read_answer(self._pending.popleft())
+
+
+class _Waiter:
+    """Where one request's answers arrive (challenges, then its reply): the reader
+    appends and wakes the request's task, which waits for one at a time."""
+
+    __slots__ = ("items", "task")
+
+    def __init__(self) -> None:
+        self.items: deque[AuthReply | bytes] = deque()
+        self.task: trio.lowlevel.Task | None = None
+
+    def put(self, item: AuthReply | bytes) -> None:
+        self.items.append(item)
+        if (task := self.task) is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def get(self) -> AuthReply | bytes:
+        if not self.items:
+            self.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return self.items.popleft()
 
 
 class AuthClient:
@@ -41,9 +102,9 @@ class AuthClient:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._channel: _AuthChannel | None = None
+        self._connection: _Connection | None = None
         #: requests waiting for their reply (and, in an exchange, for challenges)
-        self._waiting: dict[int, trio.MemorySendChannel[AuthReply | bytes]] = {}
+        self._waiting: dict[int, _Waiter] = {}
         self._next_id = 1
         self._connect_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
@@ -58,46 +119,46 @@ class AuthClient:
     def adopt(self, stream: trio.abc.Stream) -> None:
         """Use an already connected stream (opened before the chroot)."""
         assert self._nursery is not None
-        self._channel = Channel(stream, read_answer)
-        self._nursery.start_soon(self._reader, self._channel)
+        self._connection = _Connection(stream)
+        self._nursery.start_soon(self._reader, self._connection)
 
-    async def _ensure(self) -> _AuthChannel:
-        if self._channel is not None:  # connected: no lock (and no checkpoint) needed
-            return self._channel
+    async def _ensure(self) -> _Connection:
+        if self._connection is not None:  # connected: no lock (and no checkpoint) needed
+            return self._connection
         async with self._connect_lock:
-            if self._channel is None:
+            if self._connection is None:
                 stream = await trio.open_unix_socket(self.path)
-                self._channel = Channel(stream, read_answer)
+                self._connection = _Connection(stream)
                 assert self._nursery is not None
-                self._nursery.start_soon(self._reader, self._channel)
-            return self._channel
+                self._nursery.start_soon(self._reader, self._connection)
+            return self._connection
 
-    async def _reader(self, channel: _AuthChannel) -> None:
+    async def _reader(self, connection: _Connection) -> None:
         try:
-            while (answer := await channel.receive()) is not None:
+            while (answer := await connection.receive()) is not None:
                 match answer:
                     case Challenge():
                         if (waiter := self._waiting.get(answer.id)) is not None:
-                            waiter.send_nowait(answer.data)
+                            waiter.put(answer.data)
                     case Done():
                         if (waiter := self._waiting.pop(answer.id, None)) is not None:
-                            waiter.send_nowait(answer.reply)
+                            waiter.put(answer.reply)
                     case _:
                         assert_never(answer)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if self._channel is channel:  # not our own close()
+            if self._connection is connection:  # not our own close()
                 log.error("auth process connection broke: %s", exc)
         finally:
-            if self._channel is channel:
-                self._channel = None
+            if self._connection is connection:
+                self._connection = None
             # after our own close() a newer connection may carry requests: not ours to fail
-            if self._channel is None and self._waiting:
+            if self._connection is None and self._waiting:
                 # Dovecot's words; each of them gets a temporary failure
                 log.warning("Auth connection closed with %d pending requests", len(self._waiting))
                 for waiter in self._waiting.values():
-                    waiter.send_nowait(_COMMUNICATION_FAILURE)
+                    waiter.put(_COMMUNICATION_FAILURE)
                 self._waiting.clear()
-            await trio.aclose_forcefully(channel.stream)
+            await trio.aclose_forcefully(connection.stream)
 
     async def close(self) -> None:
         """Let go of the auth process (a stopping login process with nobody left logging
@@ -106,38 +167,31 @@ class AuthClient:
         async with self._connect_lock:
             if self._waiting:
                 return  # a request still waits for its answer on this connection
-            channel, self._channel = self._channel, None
-        if channel is not None:
-            await trio.aclose_forcefully(channel.stream)
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await trio.aclose_forcefully(connection.stream)
 
-    async def _open(
-        self, room: int
-    ) -> tuple[_AuthChannel, int, trio.MemoryReceiveChannel[AuthReply | bytes]] | None:
+    async def _open(self) -> tuple[_Connection, int, _Waiter] | None:
         """The connection, a new request id and where its answers arrive; None (logged)
         when the auth process cannot be reached."""
         try:
-            channel = await self._ensure()
+            connection = await self._ensure()
         except OSError as exc:
             log.error("auth process not reachable at %s: %s", self.path, exc.strerror)
             return None
         request_id = self._next_id
         self._next_id += 1
-        # not open_memory_channel[...](): calling the subscripted alias costs more than
-        # the channel (typing's __orig_class__ handling), once per login
-        pair: tuple[trio.MemorySendChannel[AuthReply | bytes], trio.MemoryReceiveChannel[AuthReply | bytes]]
-        pair = trio.open_memory_channel(room)
-        send, receive = pair
-        self._waiting[request_id] = send
-        return channel, request_id, receive
+        waiter = self._waiting[request_id] = _Waiter()
+        return connection, request_id, waiter
 
     async def lookup(self, request: AuthRequest) -> AuthReply:
         """A user lookup without a password check (LMTP routing)."""
-        if (opened := await self._open(1)) is None:
+        if (opened := await self._open()) is None:
             return _COMMUNICATION_FAILURE
-        channel, request_id, receive = opened
+        connection, request_id, waiter = opened
         try:
-            await channel.send(Lookup(request_id, request))
-            reply = await receive.receive()
+            await connection.send(Lookup.of(request_id, request))
+            reply = await waiter.get()
             return reply if isinstance(reply, AuthReply) else _COMMUNICATION_FAILURE
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return _COMMUNICATION_FAILURE
@@ -146,22 +200,21 @@ class AuthClient:
 
     async def sasl(self, start: SaslStart, io: SaslIO) -> AuthReply:
         """Run an exchange in the auth process, relaying its challenges through ``io``."""
-        # room for a challenge and the failure a broken connection adds
-        if (opened := await self._open(2)) is None:
+        if (opened := await self._open()) is None:
             return _COMMUNICATION_FAILURE
-        channel, request_id, receive = opened
+        connection, request_id, waiter = opened
         finished = False
         try:
-            await channel.send(SaslBegin(request_id, start))
+            await connection.send(SaslBegin(request_id, start))
             while True:
-                item = await receive.receive()
+                item = await waiter.get()
                 if isinstance(item, AuthReply):
                     finished = True
                     return item
                 response = await io.challenge(item)
                 if response is None:
                     return _COMMUNICATION_FAILURE  # aborted: the client has its answer already
-                await channel.send(SaslContinue(request_id, response))
+                await connection.send(SaslContinue(request_id, response))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             finished = True
             return _COMMUNICATION_FAILURE
@@ -174,7 +227,7 @@ class AuthClient:
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
-                    await channel.send(SaslAbort(request_id))
+                    await connection.send(SaslAbort(request_id))
 
 
 _COMMUNICATION_FAILURE: Final = AuthReply(

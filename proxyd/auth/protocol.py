@@ -1,46 +1,38 @@
 """The socket between login processes and the auth process: its messages as records.
 
 Dovecot's login processes never open a passdb: they ask the auth process over
-a UNIX socket.  Here that socket carries one JSON object per line
-(``proxyd.ipc.channel``); each message carries the ``id`` of its request, so
-a login process multiplexes all its sessions over one connection.
+a UNIX socket.  Here that socket carries one message per line, each a typed
+record (``msgspec`` Structs, encoded and checked by ``wire.py``); each message
+carries the ``id`` of its request, so a login process multiplexes all its
+sessions over one connection.
 
 Login process → auth process (a ``Call``):
 
-* ``Lookup`` ``{"id": N, "op": "lookup", "req": {...}}``: a user lookup
-  without a password check (LMTP routing), one request, one ``Done``;
-* ``SaslBegin`` ``{"id": N, "op": "sasl", "start": {...}}``: a mechanism that
-  runs in the auth process (CRAM-MD5, DIGEST-MD5, SCRAM; see
-  ``proxyd.auth.mechanisms``), a multi-step exchange as Dovecot's auth-client
-  protocol has ``AUTH``/``CONT``/``OK``/``FAIL``: each ``Challenge`` is
-  answered by ``SaslContinue`` ``{"id": N, "op": "cont", "response": BASE64}``
-  or ``SaslAbort`` ``{"id": N, "op": "abort"}``, and a ``Done`` ends it.
+* ``Lookup`` ``["lookup", N, CONN, MECH, USER, PASSWORD, LOGIN_USER]``: a user
+  lookup without a password check (LMTP routing), one request, one ``Done``;
+* ``SaslBegin`` ``["sasl", N, {conn, mech, initial_response}]``: an exchange
+  (every mechanism runs in the auth process, see ``proxyd.auth.mechanisms``), as
+  Dovecot's auth-client protocol has ``AUTH``/``CONT``/``OK``/``FAIL``: each
+  ``Challenge`` is answered by ``SaslContinue`` ``["cont", N, BASE64]`` or
+  ``SaslAbort`` ``["abort", N]``, and a ``Done`` ends it.
 
-Auth process → login process (an ``Answer``): ``Challenge`` ``{"id": N,
-"challenge": BASE64}`` and ``Done`` ``{"id": N, "reply": {...}}``.
+Auth process → login process (an ``Answer``): ``Challenge`` ``["challenge", N,
+BASE64]`` and ``Done`` ``["done", N, {status, user, fields, fail_code, reason}]``.
 
-The request, reply and SASL start bodies are encoded by ``wire.py``.  Only
-these lines cross the socket; password hashes never leave the auth process.
+Only these lines cross the socket; password hashes never leave the auth process
+(a ``Done`` carries the reply's extra fields: ``pass`` only as the password to
+forward to a backend, as Dovecot's auth process sends it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
-from proxyd.auth.request import AuthReply, AuthRequest, SaslStart
-from proxyd.auth.wire import (
-    bytes_from_wire,
-    bytes_to_wire,
-    reply_from_wire,
-    reply_to_wire,
-    request_from_wire,
-    request_to_wire,
-    sasl_start_from_wire,
-    sasl_start_to_wire,
-)
-from proxyd.ipc.channel import ControlError
+import msgspec
+
+from proxyd.auth.request import AuthReply, AuthRequest, ConnectionInfo, SaslStart
+from proxyd.secret import Secret
 
 #: the socket's file name inside the login chroot (Dovecot's ``login/login``)
 AUTH_SOCKET_NAME: Final = "login"
@@ -48,136 +40,78 @@ AUTH_SOCKET_NAME: Final = "login"
 # -- calls (login -> auth) ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="lookup"):
     """Look the user up without a password check."""
 
     id: int
-    request: AuthRequest
+    conn: ConnectionInfo
+    mech: str
+    user: str
+    password: str | None
+    login_user: str
 
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "op": "lookup", "req": request_to_wire(self.request)}
+    @classmethod
+    def of(cls, request_id: int, request: AuthRequest) -> Lookup:
+        password = None if request.password is None else request.password.reveal()
+        return cls(request_id, request.conn, request.mech, request.user, password, request.login_user)
+
+    @property
+    def request(self) -> AuthRequest:
+        """The request: only the fields a login process may set (not ``passdb_fields``)."""
+        password = None if self.password is None else Secret(self.password)
+        return AuthRequest(self.conn, self.mech, self.user, password, self.login_user)
 
 
-@dataclass(frozen=True, slots=True)
-class SaslBegin:
-    """Start a mechanism that runs in the auth process."""
+class SaslBegin(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="sasl"):
+    """Start an exchange in the auth process."""
 
     id: int
     start: SaslStart
 
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "op": "sasl", "start": sasl_start_to_wire(self.start)}
 
-
-@dataclass(frozen=True, slots=True)
-class SaslContinue:
+class SaslContinue(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="cont"):
     """The client's answer to a challenge; None: it was not base64."""
 
     id: int
     response: bytes | None
 
-    def wire(self) -> Mapping[str, Any]:
-        response = None if self.response is None else bytes_to_wire(self.response)
-        return {"id": self.id, "op": "cont", "response": response}
 
-
-@dataclass(frozen=True, slots=True)
-class SaslAbort:
+class SaslAbort(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="abort"):
     """The client gave up (or went away) in the middle of an exchange."""
 
     id: int
 
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "op": "abort"}
-
 
 @dataclass(frozen=True, slots=True)
 class BadCall:
-    """A call whose body could not be read; it is answered with a temporary failure."""
+    """A call with an id whose body could not be read; it is answered with a temporary
+    failure.  Never sent: ``wire.read_call`` makes it."""
 
     id: int
-    #: what was wrong (an exception's class name), for the log
+    #: what was wrong (the decoder's exception class name: never the line's values), for the log
     error: str
-
-    def wire(self) -> Mapping[str, Any]:
-        raise TypeError("a BadCall is never sent")
 
 
 Call: TypeAlias = Lookup | SaslBegin | SaslContinue | SaslAbort | BadCall
+#: the calls a login process sends
+SentCall: TypeAlias = Lookup | SaslBegin | SaslContinue | SaslAbort
 
 
 # -- answers (auth -> login) ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
+class Challenge(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="challenge"):
     """A step of an exchange: data for the client."""
 
     id: int
     data: bytes
 
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "challenge": bytes_to_wire(self.data)}
 
-
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="done"):
     """The end of a request or an exchange."""
 
     id: int
     reply: AuthReply
 
-    def wire(self) -> Mapping[str, Any]:
-        return {"id": self.id, "reply": reply_to_wire(self.reply)}
-
 
 Answer: TypeAlias = Challenge | Done
-
-
-# -- reading --------------------------------------------------------------------------------
-
-
-def _id(data: Mapping[str, Any]) -> int:
-    value = data.get("id")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ControlError("auth message without an id")
-    return value
-
-
-def read_call(data: dict[str, Any]) -> Call:
-    """The call a decoded line holds; a body that cannot be read is a ``BadCall``.
-
-    Raises ``ControlError`` only for a line without a usable id (no answer could
-    reach its sender).
-    """
-    call_id = _id(data)
-    op = data.get("op")
-    try:
-        match op:
-            case "sasl":
-                return SaslBegin(call_id, sasl_start_from_wire(data["start"]))
-            case "cont":
-                try:
-                    return SaslContinue(call_id, bytes_from_wire(data.get("response")))
-                except ValueError:
-                    return SaslContinue(call_id, None)
-            case "abort":
-                return SaslAbort(call_id)
-            case "lookup":
-                return Lookup(call_id, request_from_wire(data["req"]))
-            case _:
-                raise ValueError(f"unknown op {op!r}")
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        return BadCall(call_id, type(exc).__name__)
-
-
-def read_answer(data: dict[str, Any]) -> Answer:
-    """The answer a decoded line holds; raises ``ControlError``."""
-    answer_id = _id(data)
-    try:
-        if "challenge" in data:
-            return Challenge(answer_id, bytes_from_wire(data["challenge"]))
-        return Done(answer_id, reply_from_wire(data["reply"]))
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ControlError(f"invalid auth answer: {type(exc).__name__}") from None

@@ -1,0 +1,254 @@
+"""The auth socket end to end in one Trio run: ``serve_auth_connections`` (the auth
+process's side) and ``AuthClient`` (a login process's) over a real UNIX socket, with a
+real authenticator over in-memory passdbs.
+
+A request the passdb answers at once is answered by the connection's reader; one that
+has to wait (a passdb's I/O, the failure delay, a challenge) keeps a task of its own
+while the others go on."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from proxyd.auth.authenticator import Authenticator
+from proxyd.auth.client import AuthClient
+from proxyd.auth.passdb import PassdbReply, PassdbResult
+from proxyd.auth.protocol import Done, SaslBegin
+from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslStart
+from proxyd.auth.server import serve_auth_connections
+from proxyd.auth.wire import MAX_LINE, LineReader, encode, read_answer
+from tests.auth.fakes import FakePassdb, make_chain
+from tests.auth.util import make_conn, make_request
+
+# nopassword, as the rig's static passdb: a stored password is checked in a worker thread
+_USERS = {
+    "alice": [("nopassword", ""), ("proxy", ""), ("host", "127.0.0.2")],
+    "slow": [("nopassword", ""), ("proxy", ""), ("host", "127.0.0.3")],
+    "carol": [("password", "secret"), ("proxy", ""), ("host", "127.0.0.4")],
+}
+
+
+class _Passdb(FakePassdb):
+    """Answers at once (as the static driver or an auth cache hit does), except for
+    users whose name starts with "slow": those wait a second (a database round trip)."""
+
+    async def lookup(self, request: AuthRequest) -> PassdbReply:
+        if request.user.startswith("slow"):
+            await trio.sleep(1)
+        self.calls.append(request.user)
+        if request.user not in self.users:
+            return PassdbReply(PassdbResult.USER_UNKNOWN)
+        return PassdbReply(PassdbResult.OK, tuple(self.users[request.user]))
+
+
+class _NoChallenges:
+    async def challenge(self, data: bytes) -> bytes | None:
+        raise AssertionError("PLAIN with an initial response has no challenge")
+
+
+class _Cram:
+    """A CRAM-MD5 client; ``abort``: it gives up at the challenge instead."""
+
+    def __init__(self, user: str, password: str, *, abort: bool = False) -> None:
+        self.user, self.password, self.abort = user, password, abort
+        self.challenges: list[bytes] = []
+
+    async def challenge(self, data: bytes) -> bytes | None:
+        self.challenges.append(data)
+        if self.abort:
+            return None
+        digest = hmac.new(self.password.encode(), data, hashlib.md5).hexdigest()
+        return f"{self.user} {digest}".encode()
+
+
+def _plain(user: str, password: str) -> SaslStart:
+    return SaslStart(make_conn(), "PLAIN", f"\0{user}\0{password}".encode())
+
+
+@pytest.fixture
+async def auth_path(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[str]:
+    path = str(tmp_path / "login")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    authenticator = Authenticator(make_chain(_Passdb(_USERS)), failure_delay=2.0)
+    stop = trio.Event()
+    nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
+    with listener:
+        yield path
+        stop.set()
+
+
+@pytest.fixture
+async def client(auth_path: str, nursery: trio.Nursery) -> AuthClient:
+    auth = AuthClient(auth_path)
+    await nursery.start(auth.run)
+    return auth
+
+
+async def test_a_login_the_passdb_answers_at_once(client: AuthClient) -> None:
+    reply = await client.sasl(_plain("alice", "secret"), _NoChallenges())
+    assert reply.status is AuthStatus.OK
+    assert reply.user == "alice"
+    assert reply.fields == {"proxy": "", "host": "127.0.0.2", "pass": "secret"}
+
+
+async def test_a_waiting_request_holds_up_nobody(
+    client: AuthClient, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A slow lookup and a failure (2 s delay) wait in their own tasks; logins answered
+    at once are answered meanwhile, on the same connection."""
+    done: dict[str, tuple[AuthReply, float]] = {}
+
+    async def login(name: str, user: str, password: str) -> None:
+        reply = await client.sasl(_plain(user, password), _NoChallenges())
+        done[name] = (reply, trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(login, "slow", "slow", "secret")
+        nursery.start_soon(login, "wrong", "nobody", "wrong")
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(3):
+            nursery.start_soon(login, f"fast{n}", "alice", "secret")
+    assert done["slow"][0].status is AuthStatus.OK
+    assert done["slow"][0].fields["host"] == "127.0.0.3"
+    assert done["slow"][1] == pytest.approx(1.0)
+    assert done["wrong"][0].status is AuthStatus.FAIL
+    assert done["wrong"][0].fail_code is FailCode.AUTH_FAILED
+    assert done["wrong"][1] == pytest.approx(2.0)
+    for n in range(3):
+        assert done[f"fast{n}"][0].status is AuthStatus.OK
+        assert done[f"fast{n}"][1] == 0
+
+
+async def test_an_exchange_with_challenges(
+    client: AuthClient, autojump_clock: trio.testing.MockClock
+) -> None:
+    io = _Cram("carol", "secret")
+    reply = await client.sasl(SaslStart(make_conn(), "CRAM-MD5", None), io)
+    assert reply.status is AuthStatus.OK
+    assert reply.user == "carol"
+    assert reply.fields["host"] == "127.0.0.4"
+    assert len(io.challenges) == 1
+    assert io.challenges[0].startswith(b"<")
+    # and one with the wrong password fails after the failure delay
+    failed = await client.sasl(SaslStart(make_conn(), "CRAM-MD5", None), _Cram("carol", "x"))
+    assert failed.status is AuthStatus.FAIL
+    assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_an_aborted_exchange_is_forgotten(client: AuthClient) -> None:
+    io = _Cram("carol", "secret", abort=True)
+    reply = await client.sasl(SaslStart(make_conn(), "CRAM-MD5", None), io)
+    assert reply.status is AuthStatus.TEMPFAIL  # the login process's own answer stands
+    assert io.challenges
+    # the connection goes on serving
+    assert (await client.sasl(_plain("alice", "secret"), _NoChallenges())).status is AuthStatus.OK
+
+
+async def test_a_lookup_never_carries_a_password(client: AuthClient) -> None:
+    reply = await client.lookup(make_request("alice"))
+    assert reply.status is AuthStatus.OK
+    assert reply.fields == {"proxy": "", "host": "127.0.0.2"}
+
+
+async def _raw(path: str) -> trio.SocketStream:
+    return await trio.open_unix_socket(path)
+
+
+async def _answers(stream: trio.SocketStream, count: int) -> list[Done]:
+    reader, answers = LineReader(), []
+    while len(answers) < count:
+        data = await stream.receive_some()
+        assert data, "the auth process closed the connection"
+        answers += [read_answer(line) for line in reader.feed(data)]
+    assert all(isinstance(answer, Done) for answer in answers)
+    return answers  # type: ignore[return-value]
+
+
+async def _closed(stream: trio.SocketStream) -> bool:
+    """The other side closed (with unread data left: a reset)."""
+    try:
+        return await stream.receive_some() == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+async def test_answers_made_together_go_out_in_one_send(auth_path: str) -> None:
+    stream = await _raw(auth_path)
+    calls = b"".join(encode(SaslBegin(n, _plain("alice", "secret"))) for n in (1, 2, 3))
+    await stream.send_all(calls)
+    data = await stream.receive_some()
+    answers = [read_answer(line) for line in LineReader().feed(data)]
+    assert [answer.id for answer in answers] == [1, 2, 3]
+    assert all(isinstance(a, Done) and a.reply.status is AuthStatus.OK for a in answers)
+    await stream.aclose()
+
+
+async def test_bad_lines_never_take_the_auth_process_down(
+    auth_path: str, client: AuthClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a call with an id whose body cannot be read: a temporary failure for that id
+    stream = await _raw(auth_path)
+    await stream.send_all(b'["sasl",7,{"conn":{},"mech":"PLAIN"}]\n["lookup",8]\n')
+    first, second = await _answers(stream, 2)
+    assert {first.id, second.id} == {7, 8}
+    assert first.reply.status is second.reply.status is AuthStatus.TEMPFAIL
+    assert "invalid auth request from login process: ValidationError" in caplog.text
+    # a line that is no call at all: that connection ends, nothing else
+    with caplog.at_level(logging.WARNING):
+        await stream.send_all(b"\xff\xfe not json\n")
+        assert await stream.receive_some() == b""
+    assert "login process connection broke: invalid auth call" in caplog.text
+    await stream.aclose()
+    # a line too long (the auth process may close while it is still being sent)
+    stream = await _raw(auth_path)
+    with contextlib.suppress(trio.BrokenResourceError):
+        await stream.send_all(b"x" * (MAX_LINE + 65536))
+    assert await _closed(stream)
+    assert "login process connection broke: auth message too long" in caplog.text
+    await stream.aclose()
+    assert (await client.sasl(_plain("alice", "secret"), _NoChallenges())).status is AuthStatus.OK
+
+
+async def test_a_request_with_extra_fields_is_refused(auth_path: str) -> None:
+    """Nothing a login process sends sets what only the auth process sets (``passdb_fields``)."""
+    stream = await _raw(auth_path)
+    line = json.loads(encode(SaslBegin(3, _plain("alice", "secret"))))
+    line.append({"passdb_fields": {"host": "192.0.2.1"}})
+    await stream.send_all(json.dumps(line).encode() + b"\n")
+    (answer,) = await _answers(stream, 1)
+    assert answer.id == 3
+    assert answer.reply.status is AuthStatus.TEMPFAIL
+    await stream.aclose()
+
+
+async def test_answers_to_no_challenge_are_refused(
+    auth_path: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = await _raw(auth_path)
+    await stream.send_all(encode(SaslBegin(5, SaslStart(make_conn(), "CRAM-MD5", None))))
+    (line,) = LineReader().feed(await stream.receive_some())
+    assert read_answer(line).id == 5
+    # an answer to no challenge is refused; a second one before the client's is logged
+    await stream.send_all(b'["cont",9,"eA=="]\n["cont",5,"!!"]\n["cont",5,"eA=="]\n')
+    await trio.testing.wait_all_tasks_blocked()
+    assert "invalid auth continuation from login process" in caplog.text
+    assert "auth continuation from login process without a challenge" in caplog.text
+    # ("!!" was taken as an abort: the exchange ended, nothing more is sent for it)
+    await stream.send_all(encode(SaslBegin(6, _plain("alice", "x"))))
+    (done,) = await _answers(stream, 1)
+    assert done.id == 6
+    assert trio.current_time() == 0
+    await stream.aclose()
