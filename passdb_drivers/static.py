@@ -20,7 +20,7 @@ import contextlib
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
-from proxyd.auth.expand import ExpandError, expand, request_variables
+from proxyd.auth.expand import ExpandError, Variables, expand, request_variables
 from proxyd.auth.fields import Template
 from proxyd.auth.passdb import Passdb, PassdbReply, PassdbResult, PassdbTempFail
 from proxyd.auth.request import AuthRequest
@@ -40,10 +40,21 @@ class StaticPassdb:
     def __init__(self, template: Template, password_template: str | None) -> None:
         self._template = template
         self._password_template = password_template
+        #: the reply when no value has a %-variable (the usual static passdb): made once
+        self._fixed: PassdbReply | None = None
+        values = [value for _key, value in template.items if value is not None]
+        if password_template is not None:
+            values.append(password_template)
+        if not any("%" in value for value in values):
+            self._fixed = self._reply(Variables())
 
     async def lookup(self, request: AuthRequest) -> PassdbReply:
         """The template's fields for ``request``, then the stored password if one is configured."""
-        variables = request_variables(request)
+        if self._fixed is not None:
+            return self._fixed
+        return self._reply(request_variables(request))
+
+    def _reply(self, variables: Variables) -> PassdbReply:
         try:
             fields: list[tuple[str, str | None]] = list(self._template.export(variables))
             password = (

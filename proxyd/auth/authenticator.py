@@ -132,7 +132,7 @@ class Authenticator:
         user, login_user = split_names(authcid, login_user, self._separator)
         if self._cert_user and request.conn.cert_username:
             user = request.conn.cert_username
-        return dataclasses.replace(request, user=user, login_user=login_user, password=password)
+        return request.with_names(user, login_user, password)
 
     async def _penalty_wait(self, request: AuthRequest) -> tuple[str | None, int]:
         """Wait out the client IP's auth penalty; ``(ident, penalty)`` for ``_finish``."""

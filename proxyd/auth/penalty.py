@@ -89,7 +89,7 @@ class AuthPenalty:
 
     def current(self, ident: str | None) -> int:
         """The penalty to wait for now (anvil's PENALTY-GET with the auth side's fading)."""
-        if ident is None:
+        if ident is None or not self._records:  # nobody has a penalty: nothing to expire either
             return 0
         self._expire()
         record = self._records.get(ident)

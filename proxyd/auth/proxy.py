@@ -163,7 +163,7 @@ class ProxyFinisher:
         if "proxy" in fields and "pass" not in fields and request.password is not None:
             # the password the client typed, not the passdb's (Dovecot's auth_str_append_extra_fields)
             fields["pass"] = request.password.reveal()
-        return dataclasses.replace(reply, fields=fields)
+        return reply.with_fields(fields)
 
     async def _finish_maybe(
         self, prefix: str, request: AuthRequest, fields: dict[str, str], host_is_self: bool

@@ -67,6 +67,21 @@ class AuthRequest:
     #: mechanism wants, for drivers that can answer in it (checkpassword's ``SCHEME``)
     credentials_scheme: str = ""
 
+    # The copies every login makes, by the constructor: ``dataclasses.replace`` costs
+    # several times as much (tests/auth/test_request.py checks that they keep every field).
+
+    def with_names(self, user: str, login_user: str, password: Secret | None) -> AuthRequest:
+        """This request for the names (and password) a mechanism read."""
+        return AuthRequest(
+            self.conn, self.mech, user, password, login_user, self.passdb_fields, self.credentials_scheme
+        )
+
+    def for_passdb(self, user: str, passdb_fields: Mapping[str, str], credentials_scheme: str) -> AuthRequest:
+        """This request as the chain hands it to one passdb."""
+        return AuthRequest(
+            self.conn, self.mech, user, self.password, self.login_user, passdb_fields, credentials_scheme
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SaslStart:
@@ -127,6 +142,10 @@ class AuthReply:
     fields: Mapping[str, str] = field(default_factory=dict)
     fail_code: FailCode | None = None
     reason: str | None = None  # passdb reason= or an internal explanation (never a password)
+
+    def with_fields(self, fields: Mapping[str, str]) -> AuthReply:
+        """This reply with other extra fields (by the constructor: see ``AuthRequest``)."""
+        return AuthReply(self.status, self.user, fields, self.fail_code, self.reason)
 
     def __repr__(self) -> str:
         shown = {k: ("<hidden>" if k in _SECRET_FIELDS else v) for k, v in self.fields.items()}

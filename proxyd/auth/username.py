@@ -66,7 +66,7 @@ class UsernameRules:
             name = f"{name}@{self.default_realm}"
         if self._table:
             name = name.translate(self._table)
-        if self.chars:
+        if self.chars and not self._allowed.issuperset(name):
             for char in name:
                 if char not in self._allowed:
                     code = ord(char)
@@ -144,5 +144,5 @@ def normalize_username(
 
 def password_has_illegal_chars(password: str) -> bool:
     """True for passwords Dovecot refuses to look up at all."""
-    return any(char in _ILLEGAL_PASSWORD_CHARS for char in password)
+    return not _ILLEGAL_PASSWORD_CHARS.isdisjoint(password)
 

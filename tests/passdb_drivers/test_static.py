@@ -106,3 +106,11 @@ async def test_passdb_variables_see_earlier_passdbs_and_forwarded_fields() -> No
     assert fields["destuser"] == "eu-bob"
     assert fields["forward_origin"] == "eu"
     assert fields["forward_plan"] == "silver"
+
+
+async def test_a_template_without_variables_gives_the_same_fields_to_everyone() -> None:
+    passdb = await open_static("proxy=y host=10.0.0.1 nopassword")
+    first = await passdb.lookup(make_request("alice"))
+    second = await passdb.lookup(make_request("bob@example.org", remote_ip="192.0.2.99"))
+    assert first == second
+    assert first.fields == (("proxy", "y"), ("host", "10.0.0.1"), ("nopassword", ""))

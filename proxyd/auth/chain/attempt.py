@@ -53,7 +53,13 @@ class Result(enum.Enum):
 
     @classmethod
     def of(cls, result: PassdbResult) -> Result:
-        return cls(result.value)
+        # a dict look-up: an Enum's call by value costs several Python calls, once per passdb
+        return _RESULT_OF.get(result) or cls(result.value)
+
+
+_RESULT_OF: Final = {
+    passdb: result for passdb in PassdbResult for result in Result if result.value == passdb.value
+}
 
 
 @dataclass(slots=True)

@@ -325,15 +325,13 @@ class PassdbChain:
                     return fallback
             else:
                 cache.save(attempt, cache_key, result, before)
-        attempt.debug_log(f"Finished passdb lookup: {result.value}")
+        if attempt.debug:
+            attempt.debug_log(f"Finished passdb lookup: {result.value}")
         return result
 
     async def _query(self, attempt: Attempt, entry: ChainEntry) -> Result:
-        request = dataclasses.replace(
-            attempt.request,
-            user=attempt.user,
-            passdb_fields=dict(attempt.fields),
-            credentials_scheme=attempt.wanted_scheme or "",
+        request = attempt.request.for_passdb(
+            attempt.user, dict(attempt.fields), attempt.wanted_scheme or ""
         )
         password = attempt.request.password
         passdb = entry.passdb
