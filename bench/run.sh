@@ -44,7 +44,15 @@ PROXYD_SRC="$BUILD_SRC" RUN="$RUN" "$RIG/proxyd-venv.sh"
   else
     echo "from HEAD (git archive); uncommitted changes were not installed"
   fi
+  # pip install builds the mypyc-compiled modules (setup.py) when it can, else pure Python
+  compiled=$(find "$RUN/proxyd-venv/lib" -path '*/site-packages/proxyd/*' -name '*.so' | wc -l)
+  if [ "$compiled" -gt 0 ]; then
+    echo "compiled: $compiled modules (mypyc, [tool.proxyd.mypyc] in pyproject.toml)"
+  else
+    echo "compiled: none (pure Python: mypyc or the C compiler was missing at build time)"
+  fi
 } > "$RUN/proxyd-venv/SOURCE.txt"
+grep '^compiled:' "$RUN/proxyd-venv/SOURCE.txt" >&2
 mkdir -p "$WORK/rig"
 for f in "$RIG"/*; do ln -s "$f" "$WORK/rig/$(basename "$f")"; done
 rm -f "$WORK/rig/targets.sh" "$WORK/rig/run-all.sh" "$WORK/rig/results"

@@ -14,7 +14,9 @@ PYTHON="${PYTHON:-python3}"
 # tests start private servers from these binaries (the system services stay off)
 APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
               dovecot-submissiond dovecot-lmtpd curl openssl ca-certificates python3-venv
-              postgresql mariadb-server slapd ldap-utils)
+              postgresql mariadb-server slapd ldap-utils
+              # the mypyc-compiled build (setup.py; tests/test_mypyc_build.py with PROXYD_TEST_MYPYC=1)
+              gcc python3-dev)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

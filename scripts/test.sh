@@ -20,6 +20,14 @@ ensure_venv
 cd "$REPO_ROOT" || exit 1
 
 failed=()
+# a compiled module beside its source is imported instead of it (setup.py builds them
+# out of tree; tests/test_mypyc_build.py checks the same)
+log "no compiled modules in the source tree"
+stray=$(find proxyd passdb_drivers -name '*.so' -print)
+if [ -n "$stray" ]; then
+    printf 'stray extension modules shadow their .py files:\n%s\n' "$stray" >&2
+    failed+=("stray .so")
+fi
 log "ruff check"
 "$VENV/bin/ruff" check . || failed+=("ruff check")
 log "mypy"

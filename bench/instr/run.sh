@@ -12,16 +12,39 @@
 # processes): start-up costs cancel out.  PYTHONHASHSEED=0; ~5 min per run.
 # MODE=hs: high-security login services (service_count = 1, a process per connection;
 # every forked process counts, the per-login figure includes the fork and Trio's start).
+# MYPYC=1: each TREE is measured as its mypyc-compiled build (setup.py): TREE's files are
+# copied to $OUT/build-NAME, a wheel is built there (PROXYD_MYPYC=1, without build isolation:
+# $PY's setuptools and mypyc) and installed with --target into $OUT/build-NAME/site, which
+# goes on PYTHONPATH instead of TREE.  TREE itself may also be such a --target directory.
+# proxyd runs from its output directory: `python -m` puts the current directory first on
+# sys.path, so a run started inside a checkout would measure that checkout, not TREE.
 # Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2} MODE=${MODE:-hp}
 OUT=${OUT:-/tmp/proxyd-instr}
 PY=${PY:-/work/main/.venv/bin/python}
+# build_compiled TREE DIR: TREE's mypyc-compiled wheel, installed into DIR/site
+build_compiled() {
+  local tree=$1 dir=$2 started=$SECONDS
+  rm -rf "$dir"; mkdir -p "$dir/src"
+  cp -r "$tree/pyproject.toml" "$tree/setup.py" "$tree/README.md" "$tree/proxyd" "$tree/passdb_drivers" "$dir/src/"
+  find "$dir/src" -name __pycache__ -prune -exec rm -rf {} +
+  (cd "$dir" && PROXYD_MYPYC=1 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheel" "$dir/src" > "$dir/build.log" 2>&1) ||
+    { tail -20 "$dir/build.log" >&2; exit 1; }
+  "$PY" -m pip install -q --no-deps --target "$dir/site" "$dir"/wheel/proxyd-*.whl
+  echo "$tree: compiled build in $dir/site ($((SECONDS - started)) s)" >&2
+}
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
   for tree in "$@"; do
+    site=$tree
+    if [ "${MYPYC:-0}" = 1 ]; then
+      site=$OUT/build-$(basename "$tree")
+      build_compiled "$tree" "$site"
+      site=$site/site
+    fi
     for n in "$N1" "$N2"; do
-      env BENCH_IN_NETNS=1 TREE="$tree" N="$n" CONC="$CONC" MODE="$MODE" unshare -n -- "$0" &
+      env BENCH_IN_NETNS=1 TREE="$tree" SITE="$site" N="$n" CONC="$CONC" MODE="$MODE" unshare -n -- "$0" &
     done
     wait
   done
@@ -72,7 +95,8 @@ service pop3-login {
 $SERVICE
 }
 CONF
-PYTHONHASHSEED=0 PYTHONPATH=$TREE valgrind --tool=callgrind --trace-children=yes $ZERO --callgrind-out-file="$o/cg.%p.out" \
+cd "$o"
+PYTHONHASHSEED=0 PYTHONPATH=${SITE:-$TREE} valgrind --tool=callgrind --trace-children=yes $ZERO --callgrind-out-file="$o/cg.%p.out" \
   "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
 m=$!
 for _ in $(seq 1 1200); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break; sleep 0.5; done

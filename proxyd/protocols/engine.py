@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from proxyd.log import MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.buffer import InputBuffer
 from proxyd.protocols.events import (
@@ -46,6 +48,8 @@ from proxyd.protocols.texts import (
 INPUT_BUFFER_FULL_MSG: Final = "Input buffer full, aborting"
 
 
+# mypyc compiles no subclass of RuntimeError into a native class
+@mypyc_attr(native_class=False)
 class EngineUsageError(RuntimeError):
     """The driver called an engine method that the current state does not allow."""
 

@@ -164,7 +164,8 @@ class HaproxyParser:
         real_local_ip: str,
         real_local_port: int,
     ) -> None:
-        self._real = (real_remote_ip, real_remote_port, real_local_ip, real_local_port)
+        # not `_real`: mypyc would name the C struct field `__real`, a GCC keyword
+        self._real_addrs = (real_remote_ip, real_remote_port, real_local_ip, real_local_port)
         self._buffer = bytearray()
         self._result: ProxyHeader | HaproxyError | None = None
         self._leftover = bytearray()
@@ -250,7 +251,7 @@ class HaproxyParser:
             return missing("protocol")
         protocol = fields[1]
         if protocol == b"UNKNOWN":
-            rip, rport, lip, lport = self._real
+            rip, rport, lip, lport = self._real_addrs
             return ProxyHeader(1, rip, rport, lip, lport, length=size)
         if protocol == b"TCP4":
             family = socket.AF_INET
@@ -310,7 +311,7 @@ class HaproxyParser:
             )
         if len(buf) < size:
             return NEED_DATA
-        rip, rport, lip, lport = self._real
+        rip, rport, lip, lport = self._real_addrs
         if command == _CMD_LOCAL:
             # the address block and any TLVs are skipped unread, as Dovecot does
             return ProxyHeader(2, rip, rport, lip, lport, local_command=True, length=size)

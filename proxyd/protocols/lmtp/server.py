@@ -474,11 +474,12 @@ class LmtpServer:
             if keyword.upper() != RCPT_FORWARD:
                 continue
             # Dovecot's cmd_rcpt_handle_forward_fields(): decoded, dropped from the
-            # parameters, and taken only from a peer trusted by its real address
+            # parameters, and taken only from a peer trusted by its real address.
+            # Not `exc`: compiled by mypyc, a name keeps the type of its first `except`.
             try:
                 fields_text = xtext_decode(value)
-            except ValueError as exc:
-                self._reply((501, "5.5.4", f"Invalid {RCPT_FORWARD}= parameter: {exc}"))
+            except ValueError as bad:
+                self._reply((501, "5.5.4", f"Invalid {RCPT_FORWARD}= parameter: {bad}"))
                 return _NOTHING
             if not self.trusted:
                 self._reply((550, "5.7.14", f"Unacceptable {RCPT_FORWARD}= parameter: You are not from trusted IP"))
