@@ -10,15 +10,26 @@ names, mechanisms, IDs, reasons a backend sent) goes through :func:`sanitize`,
 Dovecot's ``str_sanitize()``, where it is formatted into a message; and
 :class:`DovecotFormatter` applies the same character rule to the whole message
 as a last net, so one record is always one line.
+
+A client's lines (a login, a disconnect: a few per session) take :func:`emit_line`: the
+same text to the same destinations, without a ``LogRecord`` and a round through the
+handlers, with the line's prefix made once per logger and level and the timestamp once
+per second; where the destinations are not the ones ``setup_logging`` installed (syslog,
+a test's capture) it hands the line to the logger as before.  Each line is one
+``write(2)`` to the descriptor every process inherited (:class:`LineFile`), so lines of
+processes sharing it never mix.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Final
 
 _LEVEL_NAMES: Final = {
@@ -143,8 +154,9 @@ SYSLOG_SOCKET: Final = "/dev/log"
 SYSLOG_IDENT: Final = "proxyd"
 
 
-def _process(record: logging.LogRecord) -> str:
-    process = _PROCESS_NAMES.get(record.name, record.name)
+def _process(name: str) -> str:
+    """The process name a logger's lines show."""
+    process = _PROCESS_NAMES.get(name, name)
     return process.removeprefix("proxyd.") if process.startswith("proxyd.") else process
 
 
@@ -167,26 +179,74 @@ class DovecotFormatter(logging.Formatter):
         self._stamp_second: int | None = None
         self._stamp_parts = ("", "")
 
+    def stamp(self, created: float) -> str:
+        """The ``log_timestamp`` text for the time ``created`` ("" without a timestamp)."""
+        if self.before_usecs is None:
+            return ""
+        second = int(created)
+        if second != self._stamp_second:
+            when = time.localtime(second)
+            after = time.strftime(self.after_usecs, when) if self.usecs else ""
+            self._stamp_parts = (time.strftime(self.before_usecs, when), after)
+            self._stamp_second = second
+        before, after = self._stamp_parts
+        if self.usecs:
+            return f"{before}{int((created % 1) * 1_000_000):06d}{after}"
+        return before
+
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, record.levelname.title())
         # a value some caller forgot to sanitize still cannot start a line of its own
-        line = f"{_process(record)}: {level}: {one_line(record.getMessage())}"
-        if self.before_usecs is not None:
-            second = int(record.created)
-            if second != self._stamp_second:
-                when = time.localtime(second)
-                after = time.strftime(self.after_usecs, when) if self.usecs else ""
-                self._stamp_parts = (time.strftime(self.before_usecs, when), after)
-                self._stamp_second = second
-            before, after = self._stamp_parts
-            if self.usecs:
-                micros = int((record.created % 1) * 1_000_000)
-                line = f"{before}{micros:06d}{after}{line}"
-            else:
-                line = before + line
+        line = f"{self.stamp(record.created)}{_process(record.name)}: {level}: {one_line(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class LineFile(logging.Handler):
+    """A log destination that is a descriptor: stderr, or a file opened for appending
+    (``O_APPEND``, shared by every process forked after it was opened).
+
+    Each line is one ``write(2)``, as with ``StreamHandler``/``FileHandler``; ``add()``
+    takes a line already formatted (the lean path of :func:`emit_line`, no record).
+    """
+
+    def __init__(self, fd: int, *, owned: bool) -> None:
+        super().__init__()
+        self.fd = fd
+        #: closed by close(): a file this handler opened, not stderr
+        self.owned = owned
+
+    @classmethod
+    def open(cls, path: str) -> LineFile:
+        """``path`` opened for appending, created if missing (as ``FileHandler`` opens it)."""
+        return cls(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666), owned=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def add(self, line: str) -> None:
+        """Write ``line`` (without its line end)."""
+        try:
+            self._write(line)
+        except OSError as exc:
+            # what a handler does with a failed write: say so on stderr, go on
+            if logging.raiseExceptions and self.fd != 2:
+                sys.stderr.write(f"--- Logging error ---\nwrite to fd {self.fd} failed: {exc}\n")
+
+    def _write(self, line: str) -> None:
+        view = memoryview((line + "\n").encode("utf-8", "backslashreplace"))
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        if self.owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        super().close()
 
 
 class _Levels(logging.Filter):
@@ -209,9 +269,12 @@ def _handler(path: str, timestamp: str, facility: int) -> logging.Handler:
         handler.setFormatter(DovecotFormatter(None))
         return handler
     if path in ("", "/dev/stderr"):
-        handler = logging.StreamHandler(sys.stderr)
+        try:
+            handler = LineFile(sys.stderr.fileno(), owned=False)
+        except (AttributeError, ValueError, io.UnsupportedOperation):  # a stderr with no descriptor
+            handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = LineFile.open(path)
     handler.setFormatter(DovecotFormatter(timestamp))
     return handler
 
@@ -266,3 +329,67 @@ def setup_logging(
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    global _lean
+    _lean = _LeanPath.of(handlers, ranges)
+
+
+@dataclass(slots=True)
+class _LeanPath:
+    """How :func:`emit_line` writes a line without a ``LogRecord``: the handlers
+    ``setup_logging`` gave the root logger, and for each level the destinations (with
+    their formatters) that take it."""
+
+    handlers: list[logging.Handler]
+    routes: dict[int, tuple[tuple[LineFile, DovecotFormatter], ...]]
+    #: "imap-login: Info: " by (logger name, level)
+    prefixes: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, handlers: list[logging.Handler], ranges: dict[str, list[tuple[int, int]]]) -> _LeanPath | None:
+        """None unless every handler is a LineFile with a DovecotFormatter (syslog and a
+        stderr without a descriptor keep the stdlib path)."""
+        files: list[tuple[LineFile, DovecotFormatter, list[tuple[int, int]]]] = []
+        for handler, levels in zip(handlers, ranges.values(), strict=True):
+            if not isinstance(handler, LineFile) or not isinstance(handler.formatter, DovecotFormatter):
+                return None
+            files.append((handler, handler.formatter, levels))
+        routes = {
+            level: tuple((h, f) for h, f, levels in files if any(low <= level < high for low, high in levels))
+            for level in _LEVEL_NAMES
+        }
+        return cls(list(handlers), routes)
+
+    def prefix(self, name: str, level: int) -> str:
+        text = self.prefixes[(name, level)] = f"{_process(name)}: {_LEVEL_NAMES[level]}: "
+        return text
+
+
+#: set by setup_logging when the lean path can stand for the stdlib one
+_lean: _LeanPath | None = None
+
+
+def emit_line(logger: logging.Logger, level: int, line: str) -> None:
+    """``logger.log(level, "%s", line)`` for a line the caller made (``isEnabledFor``
+    checked): the same text in the same place, without a ``LogRecord``, a handler
+    round and a ``localtime()``, where the process logs through the handlers
+    ``setup_logging`` installed (anything else, a test's capture too, gets the record)."""
+    lean = _lean
+    root = logging.root
+    if (
+        lean is None
+        or lean.handlers != root.handlers
+        or logger.handlers
+        or logger.filters
+        or root.filters
+        or logger.parent is not root
+        or not logger.propagate
+        or (routes := lean.routes.get(level)) is None
+    ):
+        logger.log(level, "%s", line)
+        return
+    prefix = lean.prefixes.get((logger.name, level)) or lean.prefix(logger.name, level)
+    # a value some caller forgot to sanitize still cannot start a line of its own
+    body = prefix + (line if line.isprintable() else _UNSAFE.sub("?", line))
+    now = time.time()
+    for handler, formatter in routes:
+        handler.add(formatter.stamp(now) + body)

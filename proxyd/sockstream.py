@@ -147,9 +147,9 @@ async def connect_ip(
     ``IP_BIND_ADDRESS_NO_PORT`` option number, 0 for none).  When the connect fails,
     ``local`` (if given) gets the ``IP:PORT`` it was made from, for the log."""
     family = stdlib_socket.AF_INET6 if ":" in ip else stdlib_socket.AF_INET
-    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM)
+    # made non-blocking by the kernel: no FIONBIO here (SockStream's Trio socket sets it once)
+    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM | stdlib_socket.SOCK_NONBLOCK)
     try:
-        sock.setblocking(False)
         set_tcp_options(sock)
         if source_ip:
             if bind_no_port:

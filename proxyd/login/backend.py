@@ -164,6 +164,7 @@ async def _attempt(
     handed_over = False
     # the connection's own address, for Dovecot's ", local=IP:PORT" on connect errors
     local: list[str] = []
+    backend_sock: trio.socket.SocketType | None = None
     try:
         with trio.move_on_at(deadline) as scope:
             try:
@@ -172,7 +173,7 @@ async def _attempt(
                 ProxyState.connect_failed(record)
                 raise
             stream = sock_stream
-            local.append(sockname_text(sock_stream.socket))
+            backend_sock = sock_stream.socket  # its address is asked only for a log line
             connected = True
             ProxyState.connected(record)
             if target.ssl:
@@ -215,6 +216,8 @@ async def _attempt(
                     f"connect({ip}, {target.port}) failed: Connection timed out",
                     local=_local_text(local, source_ip),
                 )
+            if backend_sock is not None:
+                local.append(sockname_text(backend_sock))
             return BackendFailed(
                 ProxyFailure.CONNECT, f"Login timed out in state={engine.state_name}",
                 local=_local_text(local, source_ip),

@@ -59,7 +59,7 @@ from proxyd.auth.request import (
 from proxyd.config.filters import FilterResolver
 from proxyd.config.settings import Settings
 from proxyd.errtext import cause_text
-from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, login_line, sanitize
+from proxyd.log import MAX_LOGIN_USER_LEN, MAX_MECH_NAME_LEN, emit_line, login_line, sanitize
 from proxyd.login import logformat
 from proxyd.login.backend import BackendConnected, backend_login_for, proxy_login
 from proxyd.login.disconnect import AuthFacts, extra_disconnect_reason
@@ -292,7 +292,7 @@ class LoginSession:
         if self.log.isEnabledFor(level):
             settings = self.ctx.settings
             line = login_line(settings.login_log_format, fmt % args, self.log_fields())
-            self.log.log(level, "%s", line)
+            emit_line(self.log, level, line)
 
     def log_fields(self) -> str:
         """Dovecot's ``login_log_format_elements`` (``user=<> method= rip= lip= %c session=<>``)."""

@@ -30,7 +30,7 @@ from typing import Final
 
 import trio
 
-from proxyd.log import DEFAULT_LOGIN_FORMAT, MAX_LOGIN_USER_LEN, login_line, sanitize
+from proxyd.log import DEFAULT_LOGIN_FORMAT, MAX_LOGIN_USER_LEN, emit_line, login_line, sanitize
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
 from proxyd.proxied.relay import relay
 from proxyd.sockstream import socket_of
@@ -152,8 +152,9 @@ class ProxiedConnection:
 
     def _log(self, fmt: str, *args: object) -> None:
         # the detached proxy logs on the proxy's event: its prefix names the backend
-        prefix = f"proxy({self.log_user},{self.backend_ip}:{self.backend_port}): "
-        self.log.info("%s", login_line(self.log_format, prefix + fmt % args, self.log_fields))
+        if self.log.isEnabledFor(logging.INFO):
+            prefix = f"proxy({self.log_user},{self.backend_ip}:{self.backend_port}): "
+            emit_line(self.log, logging.INFO, login_line(self.log_format, prefix + fmt % args, self.log_fields))
 
     def _disconnect_delay(self) -> float:
         """How long the client stays after its backend side ended (spec §5.3); 0 = close now."""
