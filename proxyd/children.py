@@ -13,6 +13,7 @@ Everything that needs root or the file system happens here, before
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import NoReturn, assert_never
 
@@ -83,19 +85,98 @@ class ChildEntry:
 
     It holds what the children need that is built before the fork: the TLS
     contexts (reading certificates needs the file system a chrooted child has
-    not).  The zygote calls ``reload`` when it re-reads the configuration.
+    not), and per login service a ``LoginPlan``: everything a login process derives
+    from the configuration, made once in the zygote instead of in every child (in
+    high-security mode that is once per connection; what a child does not compute
+    it pays for neither in instructions nor in the pages its first writes copy).
+    The zygote calls ``prepare`` before each fork and ``reload`` when it re-reads
+    the configuration.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.tls = TlsContexts.build(settings)
+        self._plans: dict[str, LoginPlan] = {}
 
     def reload(self, settings: Settings) -> None:
         self.tls = TlsContexts.build(settings)
+        self._plans.clear()
+
+    def prepare(self, settings: Settings, kind: str, service: str, inherited: InheritedSockets) -> None:
+        """In the zygote, before a fork: a login service's plan, made at its first fork."""
+        if kind != "login" or service in self._plans or registry.by_service(service).login is None:
+            return
+        self._plans[service] = LoginPlan.make(settings, service, inherited, self.tls)
+        gc.freeze()  # made after the zygote froze its heap: no child's collection scans it either
 
     def __call__(
         self, settings: Settings, kind: str, service: str, control: socket.socket, inherited: InheritedSockets
     ) -> NoReturn:
-        _child_main(settings, kind, service, control, inherited, self.tls)
+        _child_main(settings, kind, service, control, inherited, self.tls, self._plans.get(service))
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPlan:
+    """What every login process of one service starts from (see ``ChildEntry``)."""
+
+    eff: EffectiveService
+    spec: ProtocolSpec
+    listeners: list[BoundSocket]
+    #: the inherited descriptors the process keeps (its service's listeners)
+    keep: frozenset[int]
+    #: the auth socket's path before the chroot, and the login directory after it
+    auth_path: str
+    access_dir: str
+    #: whom the process becomes (None: not running as root), or why it cannot
+    identity: privileges.Identity | None
+    identity_error: privileges.PrivilegeError | None
+    #: a fresh process's context (its auth client not yet connected): every child
+    #: gets its own copy with the fork
+    ctx: LoginContext
+
+    @classmethod
+    def make(cls, settings: Settings, service: str, inherited: InheritedSockets, tls: TlsContexts) -> LoginPlan:
+        eff = effective_service(settings, service)
+        mine = inherited.listeners.get(service, [])
+        listeners = [
+            BoundSocket(service, settings.service(service).listeners[index], address, sock)
+            for sock, index, address in mine
+        ]
+        identity: privileges.Identity | None = None
+        identity_error: privileges.PrivilegeError | None = None
+        if os.geteuid() == 0:
+            try:
+                identity = privileges.resolve_identity(eff.user, eff.group, eff.chroot)
+            except privileges.PrivilegeError as exc:
+                identity_error = exc  # each child fails with it, as when it looked the user up itself
+        path = auth_socket_path(settings)
+        login_dir = os.path.join(settings.base_dir, "login")
+        relay_path = os.path.join(login_dir, RELAY_SOCKET_NAME)
+        inside, access_dir = path, login_dir
+        if identity is not None and identity.chroot:
+            inside, access_dir, relay_path = (
+                "/" + os.path.relpath(p, identity.chroot) for p in (path, access_dir, relay_path)
+            )
+        handing_off = inherited.relay is not None and service in handoff_services(settings)
+        ctx = LoginContext(
+            settings=settings,
+            auth=AuthClient(inside),
+            server_tls=tls.server,
+            backend_tls=tls.backend,
+            resolver=FilterResolver(settings) if settings.filters else None,
+            server_tls_by_key=tls.server_by_key,
+            handoff=partial(hand_off, relay_path, service) if handing_off else None,
+        )
+        return cls(
+            eff=eff,
+            spec=registry.by_service(service),
+            listeners=listeners,
+            keep=frozenset(sock.fileno() for sock, _, _ in mine),
+            auth_path=path,
+            access_dir=access_dir,
+            identity=identity,
+            identity_error=identity_error,
+            ctx=ctx,
+        )
 
 
 def _child_main(
@@ -105,12 +186,11 @@ def _child_main(
     control: socket.socket,
     inherited: InheritedSockets,
     tls: TlsContexts,
+    plan: LoginPlan | None = None,
 ) -> NoReturn:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # before the privilege drop, which sets HOME, USER and LOGNAME for the new user
-    privileges.import_environment(settings.import_environment)
+    # the zygote's signal dispositions (SIGINT and SIGHUP ignored, SIGTERM the default)
+    # and its environment (import_environment applied) are already the child's: set once
+    # there, not in every child (see proxyd.master.zygote)
     code = 0
     try:
         if kind == "auth":
@@ -122,7 +202,7 @@ def _child_main(
         elif registry.by_service(service).login is None:  # LMTP: not a login service
             _lmtp_process(settings, control, inherited, tls)
         else:
-            _login_process(settings, service, control, inherited, tls)
+            _login_process(plan or LoginPlan.make(settings, service, inherited, tls), control, inherited)
     except BaseException:
         log.exception("%s process failed", service or kind)
         code = 1
@@ -151,47 +231,19 @@ def _close_all_but(inherited: InheritedSockets, keep: set[int]) -> None:
         inherited.relay.close()
 
 
-def _login_process(
-    settings: Settings, service: str, control: socket.socket, inherited: InheritedSockets, tls: TlsContexts
-) -> None:
-    eff = effective_service(settings, service)
-    privileges.set_title(service)
-    spec = registry.by_service(service)
-    mine = inherited.listeners.get(service, [])
-    _close_all_but(inherited, {sock.fileno() for sock, _, _ in mine})
-    listeners = [
-        BoundSocket(service, settings.service(service).listeners[index], address, sock)
-        for sock, index, address in mine
-    ]
+def _login_process(plan: LoginPlan, control: socket.socket, inherited: InheritedSockets) -> None:
+    eff = plan.eff
+    privileges.set_title(eff.name)
+    _close_all_but(inherited, set(plan.keep))
     privileges.limit_memory(eff.vsz_limit)
     privileges.raise_fd_limit(eff.client_limit)
     # connect to the auth process while its socket path is still reachable
-    path = auth_socket_path(settings)
     auth_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    auth_sock.connect(path)
-    identity = None
-    if os.geteuid() == 0:
-        chroot = eff.chroot
-        identity = privileges.resolve_identity(eff.user, eff.group, chroot)
-    login_dir = os.path.join(settings.base_dir, "login")
-    relay_path = os.path.join(login_dir, RELAY_SOCKET_NAME)
-    inside, access_dir = path, login_dir
-    if identity is not None and identity.chroot:
-        inside, access_dir, relay_path = (
-            "/" + os.path.relpath(p, identity.chroot) for p in (path, access_dir, relay_path)
-        )
-    privileges.drop(identity)
-    handing_off = inherited.relay is not None and service in handoff_services(settings)
-    ctx = LoginContext(
-        settings=settings,
-        auth=AuthClient(inside),
-        server_tls=tls.server,
-        backend_tls=tls.backend,
-        resolver=FilterResolver(settings) if settings.filters else None,
-        server_tls_by_key=tls.server_by_key,
-        handoff=partial(hand_off, relay_path, service) if handing_off else None,
-    )
-    trio.run(_login_main, ctx, spec, eff, listeners, control, auth_sock, access_dir)
+    auth_sock.connect(plan.auth_path)
+    if plan.identity_error is not None:
+        raise plan.identity_error
+    privileges.drop(plan.identity)
+    trio.run(_login_main, plan.ctx, plan.spec, eff, plan.listeners, control, auth_sock, plan.access_dir)
 
 
 async def _login_main(

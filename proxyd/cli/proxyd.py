@@ -220,7 +220,9 @@ def _run(settings: Settings) -> int:
     # shared counters for /metrics: a slot per process the zygote will fork
     counters.create(_counter_slots(settings))
     counters.set_slot(0)
-    zygote: ZygoteHandle = start_zygote(settings, inherited, child_main, on_reload=child_main.reload)
+    zygote: ZygoteHandle = start_zygote(
+        settings, inherited, child_main, on_reload=child_main.reload, before_fork=child_main.prepare
+    )
     try:
         try:
             http_bound = bind_master_http(settings)

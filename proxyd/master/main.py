@@ -137,6 +137,17 @@ class Child:
     replies: dict[int, trio.MemorySendChannel[Reply | None]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """The accounting's view of one configuration (see ``Master._derived``)."""
+
+    settings: Settings
+    services: tuple[EffectiveService, ...]
+    by_name: dict[str, EffectiveService]
+    #: some login service hands its plaintext sessions to the relay processes
+    handoff: bool
+
+
 class Master:
     """All supervision state; one instance per proxyd."""
 
@@ -169,10 +180,29 @@ class Master:
         #: old auth processes told to stop that have not yet said they accept no more,
         #: and until when they are waited for (see ``_auth_handing_over``)
         self._auth_releasing: dict[int, float] = {}
+        self._derived_cache: _Derived | None = None
 
     # ------------------------------------------------------------------ helpers
-    def services(self) -> list[EffectiveService]:
-        return [effective_service(self.settings, name) for name in enabled_services(self.settings)]
+    def _derived(self) -> _Derived:
+        """What every accounting round reads of the settings, worked out once per
+        configuration (in high-security mode the rounds come with every login)."""
+        derived = self._derived_cache
+        if derived is None or derived.settings is not self.settings:
+            services = tuple(effective_service(self.settings, name) for name in enabled_services(self.settings))
+            derived = self._derived_cache = _Derived(
+                settings=self.settings,
+                services=services,
+                by_name={svc.name: svc for svc in services},
+                handoff=bool(handoff_services(self.settings)),
+            )
+        return derived
+
+    def services(self) -> tuple[EffectiveService, ...]:
+        return self._derived().services
+
+    def _service(self, name: str) -> EffectiveService:
+        found = self._derived().by_name.get(name)
+        return found if found is not None else effective_service(self.settings, name)
 
     def support_services(self) -> dict[str, int]:
         """The non-login processes and how many of each: one auth process, one tcpwrap
@@ -183,7 +213,7 @@ class Master:
         kinds = {"auth": 1}
         if "tcpwrap" in self.settings.login_access_sockets and self.tcpwrap_bound:
             kinds["tcpwrap"] = 1
-        if self.relay_bound and handoff_services(self.settings):
+        if self.relay_bound and self._derived().handoff:
             kinds["relay"] = RELAY_PROCESSES
         return kinds
 
@@ -465,7 +495,7 @@ class Master:
         """
         while not self.shutting_down:
             changed = self.changed.pending()  # before the state is read (see maintain())
-            svc = effective_service(self.settings, bound.service)
+            svc = self._service(bound.service)
             pool = self._counted(bound.service)
             if any(c.accepting for c in pool):
                 await changed.wait()

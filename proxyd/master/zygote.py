@@ -50,13 +50,18 @@ from proxyd.ipc.zygote import (
     read_report,
     read_request,
 )
+from proxyd.master import privileges
 
 _PR_SET_CHILD_SUBREAPER: Final = 36
+#: enough for CPython to specialize Trio's start-up and run loop (it does so after 8 calls)
+_TRIO_WARM_RUNS: Final = 10
 
 log = logging.getLogger("proxyd")
 
 #: (settings, kind, service, control socket, inherited sockets) -> never returns
 ChildMain = Callable[[Settings, str, str, socket.socket, "InheritedSockets"], NoReturn]
+#: (settings, kind, service, inherited sockets): run in the zygote before each fork
+BeforeFork = Callable[[Settings, str, str, "InheritedSockets"], None]
 
 
 @dataclass(slots=True)
@@ -174,8 +179,10 @@ def start_zygote(
     inherited: InheritedSockets,
     child_main: ChildMain,
     on_reload: Callable[[Settings], None] | None = None,
+    before_fork: BeforeFork | None = None,
 ) -> ZygoteHandle:
-    """Fork the zygote (call before ``trio.run``); ``on_reload`` rebuilds derived state there."""
+    """Fork the zygote (call before ``trio.run``); ``on_reload`` rebuilds derived state there,
+    ``before_fork`` may prepare (once, and keep) what a kind of child starts from."""
     master_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # the stop signals stay blocked across the fork until the zygote has its own
     # dispositions: the master's start-up handler (which only records a stop) must never
@@ -193,7 +200,7 @@ def start_zygote(
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         master_end.close()
         try:
-            _zygote_loop(settings, inherited, zygote_end, child_main, on_reload)
+            _zygote_loop(settings, inherited, zygote_end, child_main, on_reload, before_fork)
         finally:
             os._exit(0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -207,10 +214,16 @@ def _zygote_loop(
     sock: socket.socket,
     child_main: ChildMain,
     on_reload: Callable[[Settings], None] | None,
+    before_fork: BeforeFork | None = None,
 ) -> None:
     from setproctitle import setproctitle
 
     setproctitle("proxyd: zygote")
+    _warm_trio()
+    # the environment every child starts with (import_environment), made once here; the
+    # master's own is kept for re-reading the configuration, which may name $ENV:NAME
+    master_environment = dict(os.environ)
+    privileges.import_environment(settings.import_environment)
     # SIGCHLD wakes the loop through a pipe; the handler itself does nothing
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -237,6 +250,7 @@ def _zygote_loop(
             case Reload(seq=seq):
                 for fd in fds:
                     os.close(fd)
+                _set_environment(master_environment)
                 try:
                     settings = load_settings(settings.config_path)
                     if on_reload is not None:
@@ -244,8 +258,14 @@ def _zygote_loop(
                 except (ConfigError, OSError, ValueError) as exc:
                     sock.send(encode(ZygoteError(seq, str(exc))))
                     continue
+                finally:
+                    privileges.import_environment(settings.import_environment)
                 sock.send(encode(Reloaded(seq)))
             case Spawn(seq=seq):
+                if before_fork is not None:
+                    # a failure here is the child's own to meet (and log) when it starts
+                    with contextlib.suppress(Exception):
+                        before_fork(settings, request.kind, request.service, inherited)
                 try:
                     pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
                     sock.send(encode(Spawned(seq, pid)))
@@ -256,6 +276,29 @@ def _zygote_loop(
                         os.close(fd)
             case _:
                 assert_never(request)
+
+
+def _set_environment(environment: dict[str, str]) -> None:
+    for name in list(os.environ):
+        if name not in environment:
+            del os.environ[name]
+    os.environ.update(environment)
+
+
+def _warm_trio() -> None:
+    """Run Trio here a few times, each run to its end (no Trio ever runs while we fork).
+
+    What every child's ``trio.run`` goes through is then done once here instead of in
+    each child: CPython's specialization of that code and its caches filled.  A child
+    writes fewer of the pages it shares with us, and each page it writes first is
+    copied (in high-security mode once per connection).
+    """
+
+    async def one_step() -> None:
+        await trio.lowlevel.checkpoint()
+
+    for _ in range(_TRIO_WARM_RUNS):
+        trio.run(one_step)
 
 
 def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:

@@ -31,7 +31,7 @@ import base64
 import contextlib
 import json
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 import trio
@@ -72,9 +72,22 @@ class HandoffRecord:
     log_format: str = DEFAULT_LOGIN_FORMAT
 
     def encode(self) -> bytes:
-        fields: dict[str, Any] = asdict(self)
-        fields["client_pending"] = base64.b64encode(self.client_pending).decode()
-        fields["backend_pending"] = base64.b64encode(self.backend_pending).decode()
+        # spelt out, not dataclasses.asdict() (a deep copy of each field): every proxied
+        # session of a high-security login process comes this way once
+        fields: dict[str, Any] = {
+            "service": self.service,
+            "protocol": self.protocol,
+            "user": self.user,
+            "remote_ip": self.remote_ip,
+            "backend_ip": self.backend_ip,
+            "backend_port": self.backend_port,
+            "log_fields": self.log_fields,
+            "connected_at": self.connected_at,
+            "client_pending": base64.b64encode(self.client_pending).decode(),
+            "backend_pending": base64.b64encode(self.backend_pending).decode(),
+            "backend_host": self.backend_host,
+            "log_format": self.log_format,
+        }
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
