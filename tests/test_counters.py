@@ -67,3 +67,16 @@ def test_without_a_region_nothing_is_counted() -> None:
     counters.login("imap", LoginResult.OK)
     counters.observe(Histogram.BACKEND_LOGIN, 100.0)
     assert counters.totals().logins("imap", LoginResult.OK) == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bucket"),
+    [(0.0, 0), (0.005, 0), (0.0050001, 1), (0.01, 1), (0.3, 6), (10.0, 10), (10.5, 11), (1e9, 11)],
+)
+def test_a_value_counts_in_the_first_bucket_it_fits(seconds: float, bucket: int) -> None:
+    """Prometheus's ``le``: a value on a bound counts in that bound's bucket; past the last, +Inf."""
+    counters.set_slot(1)
+    counters.observe(Histogram.AUTH, seconds)
+    buckets, count, _ = counters.totals().histogram(Histogram.AUTH)
+    assert count == 1
+    assert buckets == [1 if i == bucket else 0 for i in range(len(counters.BUCKETS) + 1)]

@@ -70,8 +70,8 @@ CONF
 # python -m puts the working directory first on sys.path: a checkout there would
 # shadow TREE
 cd "$o"
-if [ "$TOOL" = calls ]; then  # Python calls per function in the login processes (bench/probe.py)
-  PYTHONHASHSEED=0 PYTHONPATH=$TREE "$PY" "$HERE/../probe.py" calls "$o/calls" -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
+if [ "$TOOL" = calls ] || [ "$TOOL" = cprofile ]; then  # Python calls per function in the login processes (bench/probe.py)
+  PYTHONHASHSEED=0 PYTHONPATH=$TREE "$PY" "$HERE/../probe.py" "$TOOL" "$o/calls" -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
   m=$!
 elif [ "$TOOL" = perf ]; then  # the login processes at full speed, counted by perf's tracepoints
   PYTHONHASHSEED=0 PYTHONPATH=$TREE "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &
@@ -85,7 +85,7 @@ for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break
 sleep 2
 tree() { local p; for p in $(pgrep -P "$1"); do echo "$p"; tree "$p"; done; }
 logins() { local p; for p in $(tree "$m"); do [ "$(ps -o user= -p "$p")" = dovenull ] && echo "$p"; done; }
-[ "$TOOL" = calls ] && { kill -USR1 $(logins); sleep 0.5; }
+case $TOOL in calls|cprofile) kill -USR1 $(logins); sleep 0.5 ;; esac
 if [ "$TOOL" = perf ]; then
   perf stat -x, -o "$o/perf.txt" -p "$(logins | paste -sd,)" \
     -e raw_syscalls:sys_enter -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl \
@@ -96,7 +96,7 @@ fi
 port=$([ "$PROTO" = imap ] && echo 20071 || echo 20072)
 "$PY" "$HERE/login_client.py" "$PROTO" "$port" "$N" "$CONC" 0
 sleep 1
-[ "$TOOL" = calls ] && { kill -USR1 $(logins); sleep 1; }
+case $TOOL in calls|cprofile) kill -USR1 $(logins); sleep 1 ;; esac
 [ "$TOOL" = perf ] && { kill -INT "$pf"; wait "$pf" || true; }
 ps -e -o pid=,user= > "$o/users"
 kill -TERM "$m"; [ "$TOOL" = strace ] || { wait "$m" || true; }
