@@ -66,7 +66,7 @@ async def serve_auth_connections(
     async with trio.open_nursery() as connections:
 
         def take(conn: socket.socket, _addr: object) -> None:
-            connections.start_soon(_serve_one, current, SockStream(conn))
+            connections.start_soon(_Connection(current, SockStream(conn), connections).read)
 
         async with trio.open_nursery() as accepting:
             # checked right before each accept(): once the event is set (and our successor
@@ -79,12 +79,6 @@ async def serve_auth_connections(
             accepting.cancel_scope.cancel()
         # our copy only: the successor (and the master) keep the socket listening
         listener_sock.close()
-
-
-async def _serve_one(current: Callable[[], Authenticator], stream: SockStream) -> None:
-    async with trio.open_nursery() as nursery:
-        await _Connection(current, stream, nursery).read()
-    await trio.aclose_forcefully(stream)
 
 
 @types.coroutine
@@ -110,14 +104,22 @@ def _resume(coro: Coroutine[Any, Any, _T], trap: Any) -> Generator[Any, Any, _T]
 
 class _Connection:
     """One login process's connection.  Whichever task reads it runs ``read``; at most
-    one at a time (a reader that blocks on a request hands the reading on first)."""
+    one at a time (a reader that blocks on a request hands the reading on first).
 
-    __slots__ = ("_current", "_exchanges", "_lines", "_nursery", "_out", "_pending", "_send_lock", "stream")
+    Its tasks live in the nursery of all connections, each in a cancel scope of its own
+    (a connection costs no nursery): when the connection ends, the requests still
+    waiting on it are cancelled and the socket is closed at once."""
+
+    __slots__ = (
+        "_current", "_exchanges", "_lines", "_nursery", "_out", "_pending", "_scopes", "_send_lock", "stream",
+    )
 
     def __init__(self, current: Callable[[], Authenticator], stream: SockStream, nursery: trio.Nursery) -> None:
         self._current = current
         self.stream = stream
         self._nursery = nursery
+        #: the cancel scopes of this connection's tasks (its reader, the requests waiting)
+        self._scopes: set[trio.CancelScope] = set()
         self._lines = LineReader()
         #: lines read and not yet served
         self._pending: deque[bytes] = deque()
@@ -129,6 +131,16 @@ class _Connection:
 
     async def read(self) -> None:
         """Serve the calls as they arrive, until EOF or a line that is no call."""
+        # entered before any request's first step runs here: a request that has to wait
+        # goes on in this task, inside this scope
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await self._read()
+            finally:
+                self._scopes.discard(scope)
+
+    async def _read(self) -> None:
         blocked = None
         try:
             while (blocked := self._serve_pending()) is None:
@@ -141,7 +153,7 @@ class _Connection:
         except _BROKEN as exc:
             log.warning("login process connection broke: %s", exc)
         if blocked is None:
-            self._nursery.cancel_scope.cancel()
+            self._close()
             return
         # this task stays with the request that has to wait; another one reads on
         self._nursery.start_soon(self.read)
@@ -150,6 +162,13 @@ class _Connection:
             answer = await _resume(coro, trap)
             if answer is not None:
                 await self.send(encode(answer))
+
+    def _close(self) -> None:
+        """The end of the connection: its waiting requests are cancelled (their answers
+        could go nowhere), the socket closed (no checkpoint: the reader ends here)."""
+        for scope in self._scopes:
+            scope.cancel()
+        self.stream.socket.close()
 
     def _serve_pending(self) -> tuple[Coroutine[Any, Any, Answer | None], Any] | None:
         """Serve the calls read so far as far as they can be answered at once (their answers

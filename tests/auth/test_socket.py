@@ -252,3 +252,31 @@ async def test_answers_to_no_challenge_are_refused(
     assert done.id == 6
     assert trio.current_time() == 0
     await stream.aclose()
+
+
+async def test_a_login_process_that_goes_away_cancels_its_waiting_requests(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its slow lookups and exchanges waiting for an answer end with the connection, and a
+    stopping auth process ends once its connections have (nothing waits for a timeout)."""
+    path = str(tmp_path / "login")
+    passdb = _Passdb(_USERS)
+    authenticator = Authenticator(make_chain(passdb), failure_delay=2.0)
+    stop = trio.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(16)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
+            stream = await _raw(path)
+            await stream.send_all(
+                encode(SaslBegin(1, _plain("slow", "x")))
+                + encode(SaslBegin(2, SaslStart(make_conn(), "CRAM-MD5", None)))
+            )
+            (line,) = LineReader().feed(await stream.receive_some())
+            assert read_answer(line).id == 2  # the challenge; the lookup of "slow" waits
+            stop.set()
+            await stream.aclose()
+        # the nursery ended: serve_auth_connections returned with nothing left waiting
+        assert trio.current_time() < 1
+    assert "slow" not in passdb.calls
