@@ -8,6 +8,7 @@ while the others go on."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxyd.auth.authenticator import Authenticator
 from proxyd.auth.client import AuthClient
@@ -280,3 +283,57 @@ async def test_a_login_process_that_goes_away_cancels_its_waiting_requests(
         # the nursery ended: serve_auth_connections returned with nothing left waiting
         assert trio.current_time() < 1
     assert "slow" not in passdb.calls
+
+
+_calls = st.sampled_from(["lookup", "sasl", "cont", "abort", "challenge", "done", "auth"])
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=5) | st.binary(max_size=5).map(
+        lambda b: base64.b64encode(b).decode()
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["conn", "mech", "initial_response", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+_lines = st.lists(
+    st.one_of(
+        st.tuples(_calls, st.integers(0, 5), st.lists(_values, max_size=3)).map(
+            lambda t: json.dumps([t[0], t[1], *t[2]]).encode()
+        ),
+        st.binary(max_size=30).filter(lambda b: b"\n" not in b),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=_lines)
+def test_any_lines_leave_the_auth_process_serving(tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]) -> None:
+    """Whatever a (broken) login process sends, the auth process answers or drops that
+    connection, and serves the next one."""
+    path = str(tmp_path_factory.mktemp("fuzz") / "login")
+
+    async def main() -> None:
+        authenticator = Authenticator(make_chain(_Passdb(_USERS)), failure_delay=0)
+        stop = trio.Event()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen(16)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
+                stream = await _raw(path)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(b"".join(line + b"\n" for line in lines))
+                    await stream.send_eof()
+                # answered to the end, or dropped: either way the connection ends
+                with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                    while await stream.receive_some():
+                        pass
+                await stream.aclose()
+                client = AuthClient(path)
+                await nursery.start(client.run)
+                reply = await client.sasl(_plain("alice", "x"), _NoChallenges())
+                assert reply.status is AuthStatus.OK
+                await client.close()
+                stop.set()
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
