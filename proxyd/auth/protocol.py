@@ -55,6 +55,9 @@ class Lookup(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields
         password = None if request.password is None else request.password.reveal()
         return cls(request_id, request.conn, request.mech, request.user, password, request.login_user)
 
+    def __repr__(self) -> str:  # never the password (AuthRequest holds it as a Secret)
+        return f"Lookup(id={self.id}, user={self.user!r}, mech={self.mech!r}, password=<hidden>)"
+
     @property
     def request(self) -> AuthRequest:
         """The request: only the fields a login process may set (not ``passdb_fields``)."""
@@ -74,6 +77,9 @@ class SaslContinue(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_
 
     id: int
     response: bytes | None
+
+    def __repr__(self) -> str:  # LOGIN's second response is the password
+        return f"SaslContinue(id={self.id}, response=<hidden>)"
 
 
 class SaslAbort(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, tag="abort"):

@@ -145,3 +145,10 @@ def test_any_bytes_are_lines_of_records_or_control_errors(data: bytes) -> None:
         for read in (read_call, read_answer):
             with contextlib.suppress(ControlError):
                 read(line)
+
+
+def test_no_password_in_a_records_repr() -> None:
+    lookup = Lookup.of(1, make_request("alice", "s3cret"))
+    assert "s3cret" not in repr(lookup)
+    assert "s3cret" not in repr(SaslContinue(2, b"s3cret"))
+    assert "s3cret" not in repr(SaslBegin(3, SaslStart(make_conn(), "PLAIN", b"\0alice\0s3cret")))
