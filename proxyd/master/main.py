@@ -250,9 +250,9 @@ class Master:
                 log.error("service(%s): fork() failed: the zygote did not answer", service or kind)
             ours.close()
             return None
-        control = Channel[Command, Report](
-            SockStream(ours), read_report
-        )
+        # not Channel[...](...): calling the subscripted alias runs typing's machinery (per
+        # fork, so per login in high-security mode)
+        control: Channel[Command, Report] = Channel(SockStream(ours), read_report)
         child = Child(pid=pid, kind=kind, service=service, control=control, generation=self.generation)
         # a fresh login process accepts at once; count it as available until it says otherwise
         child.accepting = kind == "login"

@@ -4,7 +4,8 @@ Trio must not be running in a process that forks (style.md §4.4), and a fresh
 interpreter per login process would cost tens of milliseconds.  So before the
 master starts Trio it forks this zygote, which has every module imported and
 its heap frozen (``gc.freeze()``), and asks it over a socketpair for each new
-child.  The zygote forks once per child and reaps its children itself: each
+child.  (It runs Trio a few times at its start, each run to its end, so that what a
+child's ``trio.run`` goes through is warm; it never forks while Trio runs.)  The zygote forks once per child and reaps its children itself: each
 exit goes to the master as an ``exit`` event with the wait status, so the
 master supervises processes it did not fork (``ps --forest`` shows them under
 the zygote).  Should the zygote die, the master is a child subreaper and
