@@ -126,25 +126,26 @@ class RelayHost:
             except OSError:
                 return
             fds = fds_of(ancdata)
+            # each descriptor becomes a socket object once (it asks the kernel for the
+            # socket's type, family and protocol): from here on the objects own them
+            socks = _stream_sockets(fds) if len(fds) == 2 else None
             try:
                 if len(fds) != 2 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                     raise HandoffError("a hand-off needs one record and two sockets")
-                if not all(_is_stream_socket(fd) for fd in fds):
+                if socks is None:
                     raise HandoffError("a handed-off descriptor is not a stream socket")
                 record = HandoffRecord.decode(data)
                 if record.service not in self.services:
                     raise HandoffError(f"unknown service {record.service!r}")
             except HandoffError as exc:
                 log.error("relay: refused a hand-off: %s", exc)
-                for fd in fds:
-                    os.close(fd)
+                _close(fds, socks)
                 return
             if self.stopping or len(self.sessions) >= self.client_limit:
-                for fd in fds:
-                    os.close(fd)
+                _close(fds, socks)
                 await _answer(sock, REFUSED)
                 return
-            client, backend = (_stream(fd) for fd in fds)
+            client, backend = (SockStream(s) for s in socks)
             self._next_id += 1
             session_id = self._next_id
             session = self.sessions[session_id] = self._proxied(record, client, backend)
@@ -230,18 +231,33 @@ class RelayHost:
         return [s for s in self.sessions.values() if not s.kicked and s.matches(masks, host)]
 
 
-def _is_stream_socket(fd: int) -> bool:
-    try:
-        probe = socket.socket(fileno=fd)
-    except OSError:
-        return False
-    kind = probe.type
-    probe.detach()
-    return kind == socket.SOCK_STREAM
+def _stream_sockets(fds: list[int]) -> list[socket.socket] | None:
+    """Socket objects for handed-off descriptors; None (and the descriptors left as they
+    were) unless every one is a stream socket."""
+    socks: list[socket.socket] = []
+    for fd in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            break
+        socks.append(sock)
+        if sock.type != socket.SOCK_STREAM:
+            break
+    else:
+        return socks
+    for sock in socks:
+        sock.detach()
+    return None
 
 
-def _stream(fd: int) -> SockStream:
-    return SockStream(socket.socket(fileno=fd))
+def _close(fds: list[int], socks: list[socket.socket] | None) -> None:
+    """Close handed-off descriptors, through their socket objects where there are any."""
+    if socks is None:
+        for fd in fds:
+            os.close(fd)
+    else:
+        for sock in socks:
+            sock.close()
 
 
 async def _answer(sock: trio.socket.SocketType, answer: bytes) -> None:

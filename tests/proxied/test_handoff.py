@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -183,6 +184,42 @@ async def test_garbage_is_refused_and_the_relay_goes_on(relay: Relay, caplog: py
     with user_end, client_end, server_end, backend_end:
         assert await hand_off(relay.path, "imap-login", _proxied(client_end, backend_end))
         assert len(relay.host.sessions) == 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("kind", ["pipe", "bad record"])
+async def test_refused_descriptors_are_closed_once(
+    relay: Relay, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """A hand-off whose descriptors are not two stream sockets, or whose record is no
+    record, is refused; the relay's copies of the descriptors are closed, each once."""
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    fds = [a.fileno(), r] if kind == "pipe" else [a.fileno(), b.fileno()]
+    data = b"not a record" if kind == "bad record" else RECORD.encode()
+    before = _open_fds()
+    try:
+        with trio.fail_after(5):
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            with sock:
+                await sock.connect(relay.path)
+                await sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+                assert await sock.recv(16) == b""  # no answer, just the close
+            while _open_fds() > before:  # the relay's copies (same process here) go
+                await trio.sleep(0.01)
+        reason = "not a stream socket" if kind == "pipe" else "invalid hand-off record"
+        assert reason in caplog.text
+        # ours are untouched: a double close in the relay would have closed one of them
+        a.getsockname()
+        os.fstat(r)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
 
 
 async def test_a_full_relay_answers_no(relay: Relay) -> None:
