@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -268,31 +269,8 @@ async def _drain(args: argparse.Namespace, settings: Settings, stdout: TextIO, s
             )
         progress = _Progress(stdout, len(journal.users))
         began = time.monotonic()
-        every_node = True
-        if journal.kicked < journal.updated:  # interrupted between an update and its kick
-            kicked, ok = await trio.to_thread.run_sync(
-                _kick, settings, journal.users[journal.kicked : journal.updated], stderr
-            )
-            journal.sessions_kicked += kicked
-            every_node &= ok
-            journal.kicked = journal.updated
-            _save(path, journal)
-        while journal.updated < len(journal.users):
-            wait = journal.batch_time(journal.updated) - time.time()
-            if wait > 0:
-                await trio.sleep(wait)
-            batch = journal.users[journal.updated : journal.updated + journal.batch]
-            stamp = int(max(journal.batch_time(journal.updated), time.time())) + journal.delay
-            for user in batch:
-                await _update(db, plan, user, journal.target, str(stamp))
-            journal.updated += len(batch)
-            _save(path, journal)
-            kicked, ok = await trio.to_thread.run_sync(_kick, settings, batch, stderr)
-            journal.sessions_kicked += kicked
-            every_node &= ok
-            journal.kicked = journal.updated
-            _save(path, journal)
-            progress.show(journal)
+        async with _interrupts() as interrupted:
+            every_node = await _steps(db, plan, settings, journal, path, progress, interrupted, stderr)
     if progress.tty:
         progress.show(journal, final=True)
     nodes = len(settings.proxyd_cluster_peers) or 1
@@ -306,6 +284,57 @@ async def _drain(args: argparse.Namespace, settings: Settings, stdout: TextIO, s
     )
     os.unlink(path)
     return move.EXIT_OK if every_node else move.EXIT_FAILED
+
+
+@contextlib.asynccontextmanager
+async def _interrupts() -> AsyncIterator[trio.Event]:
+    """SIGINT as an event: a step in flight (update, kick, journal) is finished first, so a
+    kick that reached the nodes is always counted in the journal."""
+    interrupted = trio.Event()
+
+    async def watch(signals: AsyncIterator[int]) -> None:
+        async for _ in signals:
+            interrupted.set()
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, signals)
+            yield interrupted
+            nursery.cancel_scope.cancel()
+
+
+async def _steps(
+    db: _Database, plan: move.UpdatePlan, settings: Settings, journal: Journal, path: str,
+    progress: _Progress, interrupted: trio.Event, stderr: TextIO,
+) -> bool:  # fmt: skip
+    """The drain's batches from where the journal stands; True when every node answered."""
+    every_node = True
+    if journal.kicked < journal.updated:  # interrupted between an update and its kick
+        kicked, ok = await trio.to_thread.run_sync(_kick, settings, journal.users[journal.kicked : journal.updated], stderr)
+        journal.sessions_kicked += kicked
+        every_node &= ok
+        journal.kicked = journal.updated
+        _save(path, journal)
+    while journal.updated < len(journal.users):
+        wait = journal.batch_time(journal.updated) - time.time()
+        if wait > 0:
+            with trio.move_on_after(wait):
+                await interrupted.wait()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        batch = journal.users[journal.updated : journal.updated + journal.batch]
+        stamp = int(max(journal.batch_time(journal.updated), time.time())) + journal.delay
+        for user in batch:
+            await _update(db, plan, user, journal.target, str(stamp))
+        journal.updated += len(batch)
+        _save(path, journal)
+        kicked, ok = await trio.to_thread.run_sync(_kick, settings, batch, stderr)
+        journal.sessions_kicked += kicked
+        every_node &= ok
+        journal.kicked = journal.updated
+        _save(path, journal)
+        progress.show(journal)
+    return every_node
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
