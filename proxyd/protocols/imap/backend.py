@@ -74,13 +74,16 @@ class ImapBackendParams:
     client_id: str = ""
 
 
-class _Sent(enum.IntFlag):
-    ID = 0x01
-    STARTTLS = 0x02
-    CAPABILITY = 0x04
-    AUTHENTICATE = 0x08
-    AUTH_CONTINUE = 0x10
-    LOGIN = 0x20
+class _Sent:
+    """Commands sent and not answered yet: bits of an ``int``.  Not an ``IntFlag``: its
+    ``|``, ``&`` and ``~`` are Python calls into ``enum``, compiled (mypyc) or not."""
+
+    ID: Final = 0x01
+    STARTTLS: Final = 0x02
+    CAPABILITY: Final = 0x04
+    AUTHENTICATE: Final = 0x08
+    AUTH_CONTINUE: Final = 0x10
+    LOGIN: Final = 0x20
 
 
 _SENT_NAMES: Final = (
@@ -118,7 +121,7 @@ class ImapBackendLogin(BackendEngineBase):
     def __init__(self, params: ImapBackendParams) -> None:
         super().__init__()
         self._params = params
-        self._sent = _Sent(0)
+        self._sent = 0  # _Sent bits
         self._rcvd = _Rcvd.NONE
         self._seen_banner = False
         self._caps: bytes | None = None
