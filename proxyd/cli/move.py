@@ -473,7 +473,7 @@ def _wait_for_new_host(
             last = admin_request(settings.base_dir, AdminLastLogin(user))
             if last.ok and last.message in wanted and last.at >= moved_at - 1:
                 print(
-                    f"{user} logged in on {host} {last.at - moved_at:.0f} s after the move",
+                    f"{user} logged in on {host} {max(0.0, last.at - moved_at):.0f} s after the move",
                     file=stdout,
                 )
                 return EXIT_OK
