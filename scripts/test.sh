@@ -34,6 +34,9 @@ log "mypy"
 "$VENV/bin/mypy" || failed+=(mypy)
 log "lint-imports"
 "$VENV/bin/lint-imports" || failed+=(lint-imports)
+# the rig and deployments run the compiled build (pip install .): its modules' tests run
+# against it too (tests/test_mypyc_build.py; about a minute of C compile on two cores)
+export PROXYD_TEST_MYPYC="${PROXYD_TEST_MYPYC:-1}"
 log "pytest $*"
 "$VENV/bin/python" -m pytest "$@" || failed+=(pytest)
 
