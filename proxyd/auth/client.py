@@ -25,7 +25,7 @@ from proxyd.auth.protocol import (
 )
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
 from proxyd.auth.wire import LineReader, encode, read_answer
-from proxyd.ipc.channel import ControlError
+from proxyd.ipc.channel import ControlError, send_in_turn
 
 log = logging.getLogger("proxyd.auth")
 
@@ -42,18 +42,7 @@ class _Connection:
         self._send_lock = trio.Lock()
 
     async def send(self, call: SentCall) -> None:
-        data = encode(call)
-        # taken without the checkpoint of ``async with``: an uncontended send (nearly every
-        # one) costs no extra trip through the scheduler; ``send_all`` is the checkpoint
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
-            await self.stream.send_all(data)
-        finally:
-            lock.release()
+        await send_in_turn(self._send_lock, self.stream, encode(call))
 
     async def receive(self) -> Answer | None:
         """The next answer, None at EOF; raises ``ControlError`` for a line that is none."""

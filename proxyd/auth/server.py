@@ -43,7 +43,7 @@ from proxyd.auth.protocol import (
 )
 from proxyd.auth.request import AuthReply, AuthStatus, FailCode, without_secrets
 from proxyd.auth.wire import LineReader, encode, encode_into, read_call
-from proxyd.ipc.channel import ControlError
+from proxyd.ipc.channel import ControlError, send_in_turn
 from proxyd.ipc.inherited import accept_forever
 from proxyd.sockstream import SockStream
 from proxyd.wakeup import Wakeup
@@ -206,17 +206,7 @@ class _Connection:
         await self.send(data)
 
     async def send(self, data: bytes) -> None:
-        # taken without the checkpoint of ``async with``: an uncontended send (nearly every
-        # one) costs no extra trip through the scheduler; ``send_all`` is the checkpoint
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
-            await self.stream.send_all(data)
-        finally:
-            lock.release()
+        await send_in_turn(self._send_lock, self.stream, data)
 
     def _relay_response(self, call: SaslContinue | SaslAbort) -> None:
         waiting = self._exchanges.get(call.id)

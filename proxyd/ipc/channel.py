@@ -23,6 +23,22 @@ import trio
 MAX_MESSAGE: Final = 1 << 20
 
 
+async def send_in_turn(lock: trio.Lock, stream: trio.abc.SendStream, data: bytes) -> None:
+    """``stream.send_all(data)`` after any send already under way on ``lock`` has ended.
+
+    The lock is taken without the checkpoint of ``async with``: an uncontended send (nearly
+    every one) costs no extra trip through the scheduler; ``send_all`` is the checkpoint.
+    """
+    if lock.locked():
+        await lock.acquire()
+    else:
+        lock.acquire_nowait()
+    try:
+        await stream.send_all(data)
+    finally:
+        lock.release()
+
+
 class ControlError(Exception):
     """The peer sent something that is not a message."""
 
@@ -94,18 +110,7 @@ class Channel(Generic[Out, In]):
         return records
 
     async def send(self, message: Out) -> None:
-        data = encode(message.wire())
-        # taken without the checkpoint of ``async with``: an uncontended send (nearly every
-        # one) costs no extra trip through the scheduler; ``send_all`` is the checkpoint
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
-            await self.stream.send_all(data)
-        finally:
-            lock.release()
+        await send_in_turn(self._send_lock, self.stream, encode(message.wire()))
 
     async def receive(self) -> In | None:
         """The next record, None at EOF; raises ``ControlError`` for one that is not an ``In``."""
