@@ -12,6 +12,8 @@
 # invocation, REPEAT times alternating (default 2).  Needs root and the rig's setup.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/instr/lib.sh
+source "$HERE/lib.sh"
 N1=${N1:-50} N2=${N2:-250} CONC=${CONC:-1} MODE=${MODE:-hs} REPEAT=${REPEAT:-2}
 OUT=${OUT:-/tmp/proxyd-cpu}
 PY=${PY:-/work/main/.venv/bin/python}
@@ -41,37 +43,9 @@ fi
 ip link set lo up
 name=$(basename "$TREE")
 o=$OUT/run-$name-$N
-rm -rf "$o"; mkdir -p "$o/base" "$o/backend"; chmod 1777 "$o"
-sed -e "s#/tmp/bench-run/backend/run#$o/backend/run#; s#/tmp/bench-run/backend/state#$o/backend/state#; s#/tmp/bench-run/logs/backend.log#$o/backend/backend.log#" \
-  /tmp/bench-run/conf/backend.conf > "$o/backend.conf"
-dovecot -c "$o/backend.conf"
-if [ "$MODE" = hs ]; then
-  SERVICE="  service_count = 1
-  process_limit = 100"
-else
-  SERVICE="  service_count = 0
-  process_min_avail = 2
-  client_limit = 8000"
-fi
+instr_backend "$o"
 # the deployed shape: login processes chrooted (Dovecot's default chroot = login)
-cat > "$o/proxyd.conf" <<CONF
-base_dir = $o/base
-listen = 127.0.0.1
-protocols = imap
-ssl = no
-disable_plaintext_auth = no
-passdb {
-  driver = static
-  args = nopassword=y proxy=y host=127.0.0.2
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = 20071
-  }
-$SERVICE
-}
-CONF
+instr_proxyd_conf "$o" "$MODE" imap chrooted
 cg=proxyd-cpu-$$
 for c in cpuacct memory; do mkdir "/sys/fs/cgroup/$c/$cg"; done
 ( for c in cpuacct memory; do echo "$BASHPID" > "/sys/fs/cgroup/$c/$cg/cgroup.procs"; done

@@ -21,6 +21,8 @@
 # Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/instr/lib.sh
+source "$HERE/lib.sh"
 N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2} MODE=${MODE:-hp}
 OUT=${OUT:-/tmp/proxyd-instr}
 PY=${PY:-/work/main/.venv/bin/python}
@@ -53,48 +55,11 @@ if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
 fi
 ip link set lo up
 o=$OUT/$(basename "$TREE")-$N
-rm -rf "$o"; mkdir -p "$o/base" "$o/backend"; chmod 1777 "$o"
-sed -e "s#/tmp/bench-run/backend/run#$o/backend/run#; s#/tmp/bench-run/backend/state#$o/backend/state#; s#/tmp/bench-run/logs/backend.log#$o/backend/backend.log#" \
-  /tmp/bench-run/conf/backend.conf > "$o/backend.conf"
-dovecot -c "$o/backend.conf"
+instr_backend "$o"
 ZERO=""
-if [ "$MODE" = hs ]; then  # high-security: a login process per connection (the rig's proxyd_hs)
-  SERVICE="  service_count = 1
-  process_limit = 100"
-  # a forked child's counts start at the fork (callgrind would carry the parent's over)
-  ZERO=--zero-before=PyOS_AfterFork_Child
-else
-  SERVICE="  service_count = 0
-  process_min_avail = 2
-  client_limit = 8000"
-fi
-cat > "$o/proxyd.conf" <<CONF
-base_dir = $o/base
-listen = 127.0.0.1
-protocols = imap pop3
-ssl = no
-disable_plaintext_auth = no
-passdb {
-  driver = static
-  args = nopassword=y proxy=y host=127.0.0.2
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = 20071
-  }
-  chroot =
-$SERVICE
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = 20072
-  }
-  chroot =
-$SERVICE
-}
-CONF
+# high-security: a forked child's counts start at the fork (callgrind would carry the parent's over)
+if [ "$MODE" = hs ]; then ZERO=--zero-before=PyOS_AfterFork_Child; fi
+instr_proxyd_conf "$o" "$MODE" "imap pop3" unchrooted
 cd "$o"
 PYTHONHASHSEED=0 PYTHONPATH=${SITE:-$TREE} valgrind --tool=callgrind --trace-children=yes $ZERO --callgrind-out-file="$o/cg.%p.out" \
   "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1 &

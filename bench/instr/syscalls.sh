@@ -17,6 +17,8 @@
 # epoll_ctl, write, accept4 and the accept4 calls that found nothing (EAGAIN).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/instr/lib.sh
+source "$HERE/lib.sh"
 N1=${N1:-20} N2=${N2:-120} CONC=${CONC:-2} PROTO=${PROTO:-imap} TOOL=${TOOL:-strace}
 OUT=${OUT:-/tmp/proxyd-syscalls}
 PY=${PY:-/work/main/.venv/bin/python}
@@ -32,41 +34,8 @@ if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
 fi
 ip link set lo up
 o=$OUT/$(basename "$TREE")-$N
-rm -rf "$o"; mkdir -p "$o/base" "$o/backend"; chmod 1777 "$o"
-sed -e "s#/tmp/bench-run/backend/run#$o/backend/run#; s#/tmp/bench-run/backend/state#$o/backend/state#; s#/tmp/bench-run/logs/backend.log#$o/backend/backend.log#" \
-  /tmp/bench-run/conf/backend.conf > "$o/backend.conf"
-dovecot -c "$o/backend.conf"
-cat > "$o/proxyd.conf" <<CONF
-base_dir = $o/base
-listen = 127.0.0.1
-protocols = imap pop3
-ssl = no
-disable_plaintext_auth = no
-passdb {
-  driver = static
-  args = nopassword=y proxy=y host=127.0.0.2
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = 20071
-  }
-  chroot =
-  service_count = 0
-  process_min_avail = 2
-  client_limit = 8000
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = 20072
-  }
-  chroot =
-  service_count = 0
-  process_min_avail = 2
-  client_limit = 8000
-}
-CONF
+instr_backend "$o"
+instr_proxyd_conf "$o" hp "imap pop3" unchrooted
 # python -m puts the working directory first on sys.path: a checkout there would
 # shadow TREE
 cd "$o"
