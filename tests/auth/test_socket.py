@@ -79,6 +79,19 @@ def _plain(user: str, password: str) -> SaslStart:
     return SaslStart(make_conn(), "PLAIN", f"\0{user}\0{password}".encode())
 
 
+@contextlib.asynccontextmanager
+async def _auth_server(path: str, authenticator: Authenticator) -> AsyncIterator[tuple[trio.Nursery, trio.Event]]:
+    """The auth process's accept loop on ``path``, in a nursery of its own; setting the
+    event stops it accepting (the nursery then ends with its last connection)."""
+    stop = trio.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(16)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
+            yield nursery, stop
+
+
 @pytest.fixture
 async def auth_path(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[str]:
     path = str(tmp_path / "login")
@@ -265,23 +278,18 @@ async def test_a_login_process_that_goes_away_cancels_its_waiting_requests(
     path = str(tmp_path / "login")
     passdb = _Passdb(_USERS)
     authenticator = Authenticator(make_chain(passdb), failure_delay=2.0)
-    stop = trio.Event()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(path)
-        listener.listen(16)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
-            stream = await _raw(path)
-            await stream.send_all(
-                encode(SaslBegin(1, _plain("slow", "x")))
-                + encode(SaslBegin(2, SaslStart(make_conn(), "CRAM-MD5", None)))
-            )
-            (line,) = LineReader().feed(await stream.receive_some())
-            assert read_answer(line).id == 2  # the challenge; the lookup of "slow" waits
-            stop.set()
-            await stream.aclose()
-        # the nursery ended: serve_auth_connections returned with nothing left waiting
-        assert trio.current_time() < 1
+    async with _auth_server(path, authenticator) as (_, stop):
+        stream = await _raw(path)
+        await stream.send_all(
+            encode(SaslBegin(1, _plain("slow", "x")))
+            + encode(SaslBegin(2, SaslStart(make_conn(), "CRAM-MD5", None)))
+        )
+        (line,) = LineReader().feed(await stream.receive_some())
+        assert read_answer(line).id == 2  # the challenge; the lookup of "slow" waits
+        stop.set()
+        await stream.aclose()
+    # the nursery ended: serve_auth_connections returned with nothing left waiting
+    assert trio.current_time() < 1
     assert "slow" not in passdb.calls
 
 
@@ -313,27 +321,22 @@ def test_any_lines_leave_the_auth_process_serving(tmp_path_factory: pytest.TempP
 
     async def main() -> None:
         authenticator = Authenticator(make_chain(_Passdb(_USERS)), failure_delay=0)
-        stop = trio.Event()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(path)
-            listener.listen(16)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(serve_auth_connections, listener, lambda: authenticator, stop)
-                stream = await _raw(path)
-                with contextlib.suppress(trio.BrokenResourceError):
-                    await stream.send_all(b"".join(line + b"\n" for line in lines))
-                    await stream.send_eof()
-                # answered to the end, or dropped: either way the connection ends
-                with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
-                    while await stream.receive_some():
-                        pass
-                await stream.aclose()
-                client = AuthClient(path)
-                await nursery.start(client.run)
-                reply = await client.sasl(_plain("alice", "x"), _NoChallenges())
-                assert reply.status is AuthStatus.OK
-                await client.close()
-                stop.set()
-                nursery.cancel_scope.cancel()
+        async with _auth_server(path, authenticator) as (nursery, stop):
+            stream = await _raw(path)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(b"".join(line + b"\n" for line in lines))
+                await stream.send_eof()
+            # answered to the end, or dropped: either way the connection ends
+            with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                while await stream.receive_some():
+                    pass
+            await stream.aclose()
+            client = AuthClient(path)
+            await nursery.start(client.run)
+            reply = await client.sasl(_plain("alice", "x"), _NoChallenges())
+            assert reply.status is AuthStatus.OK
+            await client.close()
+            stop.set()
+            nursery.cancel_scope.cancel()
 
     trio.run(main)
