@@ -80,6 +80,10 @@ def keep_evidence_of_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     if backend_log.exists():
         shutil.copy(backend_log, target / "backend.log")
     (target / "processes.txt").write_text(_snapshot(stack.proxy.pid))
+    who = stack.runner.proxyctl("-c", str(stack.proxy.config_path), "who")
+    sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, timeout=30, check=False)
+    (target / "who.txt").write_text(who.stdout + who.stderr)
+    (target / "sockets.txt").write_text(sockets.stdout)
     print(f"--- kept in {target}; the proxy's log ends with ---\n{stack.proxy.log_text()[-6000:]}")
 
 
