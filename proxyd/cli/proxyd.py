@@ -158,7 +158,10 @@ def _check_socket_owners(settings: Settings) -> None:
 
 
 def _run(settings: Settings) -> int:
-    # everything the children need is imported here, before the zygote forks
+    # everything the children need is imported here, before the zygote forks; what only
+    # the master runs (its accounting, the doveadm and metrics HTTP servers with h11 and
+    # prometheus_client: ~2.5 MB) after it: every fork copies the zygote's page tables and
+    # every exit tears them down, in high-security mode once per connection
     from proxyd.children import ChildEntry, auth_socket_path
     from proxyd.master.listeners import (
         ListenError,
@@ -167,7 +170,6 @@ def _run(settings: Settings) -> int:
         bind_master_http,
         handoff_services,
     )
-    from proxyd.master.main import Master
     from proxyd.master.zygote import InheritedSockets, ZygoteHandle, become_subreaper, start_zygote
     from proxyd.proxied.handoff import RELAY_SOCKET_NAME
 
@@ -229,6 +231,8 @@ def _run(settings: Settings) -> int:
         except (ListenError, OSError) as exc:
             print(f"Fatal: {exc.strerror if isinstance(exc, ListenError) else exc}", file=sys.stderr)
             return 1
+        from proxyd.master.main import Master
+
         master = Master(settings, zygote, bound)
         master.http_bound = http_bound
         master.notifier = notifier
