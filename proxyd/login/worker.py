@@ -116,8 +116,8 @@ class LoginWorker:
         self._next_id = 0
         #: what the master assumes of a new process: accepting, no clients
         self._last_status: tuple[bool, bool, float | None] = (True, True, None)
-        #: accepting() when the waiters were last woken
-        self._notified_accepting = True
+        #: False once an accept loop saw the process full and no status woke it since
+        self._seen_accepting = True
         self._idle_report_pending = False
         self._nursery: trio.Nursery | None = None
 
@@ -154,11 +154,11 @@ class LoginWorker:
         than the login itself)."""
         status = self._status()
         accepting, idle, _ = status
-        if accepting != self._notified_accepting or self.stopping or self.service_full or self.service.service_count:
+        if accepting != self._seen_accepting or self.stopping or self.service_full or self.service.service_count:
             # the waiters: the accept loops (accepting), serve_until_stopped and the
             # auth hand-back (only once stopping or exhausted); nobody else needs a wake-up
             # at every client's start and end
-            self._notified_accepting = accepting
+            self._seen_accepting = accepting
             self._changed.notify()
         if status == self._last_status:
             return None
@@ -224,6 +224,22 @@ class LoginWorker:
         self.stopping = True
         await self._report()
 
+    def _may_accept(self) -> bool:
+        """The accept loops' condition; it records when a loop saw "full", so that the next
+        status that finds room wakes it.
+
+        Recorded by the loop, not inferred from the last notification: a connection the
+        loop takes fills the last slot without a status, and a session that ended before
+        the new one registered freed it again.  Compared with the last notification
+        nothing had changed, and the loop, which had seen "full", waited for good (the
+        soak suite's flood at capacity: no new connection was taken until a flood client
+        left, and then only by the other process).
+        """
+        accepting = self.accepting()
+        if not accepting:
+            self._seen_accepting = False
+        return accepting or self._can_displace()
+
     def _can_displace(self) -> bool:
         """Full service (the master said so): a new client may displace a pre-login one here.
 
@@ -268,7 +284,7 @@ class LoginWorker:
         with contextlib.suppress(trio.ClosedResourceError):  # closed when the master is gone
             await accept_forever(
                 bound.sock, take, name=self.spec.service,
-                accepting=lambda: self.accepting() or self._can_displace(), changed=self._changed,
+                accepting=self._may_accept, changed=self._changed,
             )
 
     async def _refuse(self, bound: BoundSocket, conn: socket.socket) -> None:
