@@ -281,15 +281,18 @@ class Master:
         return told
 
     async def _watch(self, child: Child) -> None:
-        """Read the child's reports until it exits, then reap it."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_reports, child)
-            status = await self.zygote.wait_exit(child.pid)
-            if status is None:  # the zygote died first: its orphans are ours (subreaper)
-                await _wait_exit(child.pid, lambda status: self._reaped(child, status))
-            else:
-                self._reaped(child, status)
-            nursery.cancel_scope.cancel()
+        """Read the child's reports until it exits, then reap it.
+
+        One task per child, not a reader beside a waiter: the zygote's exit report
+        cancels the reading (in high-security mode this runs for every login)."""
+        with trio.CancelScope() as reading:
+            self.zygote.when_exited(child.pid, reading.cancel)
+            await child.control.each(functools.partial(self._on_report, child))
+        status = await self.zygote.wait_exit(child.pid)
+        if status is None:  # the zygote died first: its orphans are ours (subreaper)
+            await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+        else:
+            self._reaped(child, status)
 
     def _reaped(self, child: Child, status: int) -> None:
         self.children.pop(child.pid, None)
@@ -305,9 +308,6 @@ class Master:
             assert self._nursery is not None
             self._nursery.start_soon(self._tell_ip_limits, changes)
         self.changed.notify()
-
-    async def _read_reports(self, child: Child) -> None:
-        await child.control.each(functools.partial(self._on_report, child))
 
     async def _on_report(self, child: Child, message: Report) -> None:
         match message:

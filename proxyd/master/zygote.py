@@ -98,9 +98,9 @@ class ZygoteHandle:
         self._lock = trio.Lock()
         self._seq = 0
         self._replies_in, self._replies = trio.open_memory_channel[ZygoteReply](1)
-        #: exit statuses not yet collected, and the waiters for them
+        #: exit statuses not yet collected, and what wakes the waiter for each
         self._statuses: dict[int, int] = {}
-        self._exit_waiters: dict[int, trio.Event] = {}
+        self._exit_waiters: dict[int, Callable[[], None]] = {}
         self.dead = trio.Event()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -111,8 +111,8 @@ class ZygoteHandle:
                 match report:
                     case Exited(pid=pid, status=status):
                         self._statuses[pid] = status
-                        if (waiter := self._exit_waiters.pop(pid, None)) is not None:
-                            waiter.set()
+                        if (wake := self._exit_waiters.pop(pid, None)) is not None:
+                            wake()
                     case Spawned() | Reloaded() | ZygoteError():
                         await self._replies_in.send(report)
                     case _:
@@ -120,19 +120,30 @@ class ZygoteHandle:
         except (OSError, ControlError):
             pass
         finally:
+            # the waiters learn it before this task's last checkpoint
             self.dead.set()
+            for wake in self._exit_waiters.values():
+                wake()
+            self._exit_waiters.clear()
             await self._replies_in.aclose()
-            for waiter in self._exit_waiters.values():
-                waiter.set()
 
     def close(self) -> None:
         self._sock.close()
 
+    def when_exited(self, pid: int, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (from ``run``'s task) once child ``pid`` has exited or the zygote
+        died; at once if that is already so.  One waker per child: a later one replaces it."""
+        if pid in self._statuses or self.dead.is_set():
+            wake()
+        else:
+            self._exit_waiters[pid] = wake
+
     async def wait_exit(self, pid: int) -> int | None:
         """The wait status of child ``pid`` once it has exited; None if the zygote died first."""
         if pid not in self._statuses and not self.dead.is_set():
-            waiter = self._exit_waiters.setdefault(pid, trio.Event())
-            await waiter.wait()
+            exited = trio.Event()
+            self._exit_waiters[pid] = exited.set
+            await exited.wait()
         return self._statuses.pop(pid, None)
 
     async def _request(self, request: Callable[[int], ZygoteRequest], fds: list[int]) -> ZygoteReply:

@@ -65,3 +65,28 @@ async def test_exit_events_reach_their_waiters_in_any_order() -> None:
                 await handle.dead.wait()
                 assert await handle.wait_exit(43) is None
             nursery.cancel_scope.cancel()
+
+
+async def test_when_exited_wakes_once_the_exit_is_reported_or_the_zygote_dies() -> None:
+    """The master's one task per child reads its reports until this cancels the reading."""
+    with _pair() as (handle, zygote):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(handle.run)
+            woken: list[int] = []
+            handle.when_exited(51, lambda: woken.append(51))
+            handle.when_exited(52, lambda: woken.append(52))
+            await zygote.send(json.dumps({"ev": "exit", "pid": 51, "status": 0}).encode())
+            with trio.fail_after(5):
+                while not woken:
+                    await trio.sleep(0.01)
+            assert woken == [51]
+            handle.when_exited(51, lambda: woken.append(-51))  # already exited: at once
+            assert woken == [51, -51]
+            assert await handle.wait_exit(51) == 0  # the status is still there to collect
+            zygote.close()  # the zygote dies: every waker is called, later ones at once
+            with trio.fail_after(5):
+                await handle.dead.wait()
+            assert woken == [51, -51, 52]
+            handle.when_exited(53, lambda: woken.append(53))
+            assert woken[-1] == 53
+            nursery.cancel_scope.cancel()
