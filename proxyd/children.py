@@ -335,8 +335,11 @@ async def _lmtp_main(
 
 def _exit_now() -> NoReturn:
     """A finished login process has nothing left to close or say: end it without
-    unwinding Trio (in high-security mode that teardown is a good part of a login's cost)."""
-    logging.shutdown()
+    unwinding Trio (in high-security mode that teardown is a good part of a login's cost).
+    Nor ``logging.shutdown()``: every handler proxyd installs (``proxyd.log``: a line file,
+    syslog) has written each line as it came, so there is nothing to flush, and each child
+    would copy the pages of the logging machinery it walks only to close descriptors that
+    the exit closes anyway."""
     sys.stderr.flush()
     os._exit(0)
 
