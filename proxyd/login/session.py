@@ -416,7 +416,12 @@ class LoginSession:
         self._scope.deadline = self.started + LOGIN_TIMEOUT
         with self._scope:
             await self._run()
-        if not self._scope.cancel_called or self.proxying:
+        if self.relayed is not None:
+            # a kick ended the relay inside this scope (``run_within``): its log line, its
+            # disconnect delay and the client's close come now
+            await self.relayed.kicked_out()
+            return
+        if not self._scope.cancel_called:
             return
         if self._destroy_reason:
             if self._destroy_text is not None:
@@ -825,4 +830,5 @@ class LoginSession:
         if handoff is not None and await handoff(self.relayed):
             await self.relayed.release()  # the relay process has it now
             return
-        await self.relayed.run()
+        # in the session's own scope (no timeout any more; destroy() kicks the relay)
+        await self.relayed.run_within(self._scope)

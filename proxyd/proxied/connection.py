@@ -64,14 +64,20 @@ class ProxiedConnection:
     log_format: str = DEFAULT_LOGIN_FORMAT
     #: handed to the relay process: from here on kicks and ``who`` are its business
     moved: bool = False
-    _scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: what ``kick()`` cancels: the relay's own scope (``run``) or the login session's
+    #: (``run_within``); None until the relay starts (a kick before that is carried out
+    #: when it does, or passed on by the hand-off)
+    _scope: trio.CancelScope | None = None
     _kick_reason: str = ""
     _delay_taken: bool = False
+    #: ``run_within()`` ended by its scope's cancel: ``kicked_out()`` closes the client
+    _client_left_open: bool = False
 
     def kick(self, reason: str) -> None:
         """End the session from outside (``proxyctl kick``)."""
         self._kick_reason = reason
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     @property
     def backend_address(self) -> str:
@@ -113,17 +119,52 @@ class ProxiedConnection:
 
     async def run(self) -> None:
         """Relay until either side closes, log it, linger if the backend went first."""
+        scope = self._scope = trio.CancelScope()
+        if self._kick_reason:
+            scope.cancel()
         try:
-            with self._scope:
+            with scope:
                 await self._relay()
-            if self._scope.cancelled_caught:
-                # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
-                # unless the backend had gone already and the delay is running
-                delay = 0.0 if self._delay_taken else self._disconnect_delay()
-                self._log("Disconnected by proxy: %s%s", self._kick_reason, _delay_text(delay))
-                await self._linger(delay)
+            if scope.cancelled_caught:
+                await self._kicked()
         finally:
             await close_gracefully(self.client)
+
+    async def run_within(self, scope: trio.CancelScope) -> None:
+        """``run()`` inside a scope the caller has entered already and that nothing but
+        ``kick()`` and the caller's own deadline (none: a proxied session has no timeout)
+        cancels: the login session's, so that a session costs one scope.  When this raises
+        ``Cancelled`` for a kick, the client is still open: the caller, once out of the
+        scope, calls ``kicked_out()``."""
+        self._scope = scope
+        if self._kick_reason:
+            scope.cancel()
+        try:
+            await self._relay()
+        finally:
+            if scope.cancel_called:
+                self._client_left_open = True
+            else:
+                await close_gracefully(self.client)
+
+    async def kicked_out(self) -> None:
+        """After ``run_within()`` ended in its cancelled scope: for a kick what ``run()`` does
+        after its own scope caught one, then (in any case) the client's close."""
+        if not self._client_left_open:
+            return
+        self._client_left_open = False
+        try:
+            if self._kick_reason:
+                await self._kicked()
+        finally:
+            await close_gracefully(self.client)
+
+    async def _kicked(self) -> None:
+        # kicks are delayed like a backend disconnect (LOGIN_PROXY_FREE_FLAG_DELAYED),
+        # unless the backend had gone already and the delay is running
+        delay = 0.0 if self._delay_taken else self._disconnect_delay()
+        self._log("Disconnected by proxy: %s%s", self._kick_reason, _delay_text(delay))
+        await self._linger(delay)
 
     async def _relay(self) -> None:
         try:

@@ -6,6 +6,7 @@ test_session.py on 127.0.0.1.  Timing-sensitive tests use the autojump clock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -255,6 +256,46 @@ async def test_kicked_session_closes_without_a_message(
     with trio.fail_after(5):
         assert await client.receive_some(100) == b""
     assert re.search(r"proxy\(alice,127\.0\.0\.1:\d+\): Disconnected by proxy: Kicked by admin: user=<alice>", caplog.text)
+
+
+async def test_kicks_are_delayed_like_backend_disconnects(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kicked relay (it runs in the session's own scope) logs, holds the client for its
+    disconnect delay, dropping what it sends, then closes it; the backend goes at once."""
+    caplog.set_level(logging.INFO)
+    backend = DroppingBackend()
+    await _start_backend(nursery, backend)
+    auth = FakeAuth(_ok_reply(backend.port))
+    state = ProxyState(max_disconnect_delay=10, rng=random.Random(0))
+    sessions, clients = [], []
+    for n in range(5):
+        client, server = trio.testing.memory_stream_pair()
+        session = LoginSession(_ctx(auth), IMAP, server, _conn(), implicit_tls=False, proxy_state=state)
+        nursery.start_soon(session.run)
+        await _read_until(client, b"\r\n")
+        await client.send_all(f"a{n} LOGIN alice {PASSWORD}\r\n".encode())
+        await _read_until(client, f"a{n} OK".encode())
+        sessions.append(session)
+        clients.append(client)
+    kicked = trio.current_time()
+    for session in sessions:
+        session.destroy("Kicked by admin")
+    closed_at: list[float] = []
+    for client in clients:
+        with trio.fail_after(15):
+            with contextlib.suppress(trio.BrokenResourceError):
+                await client.send_all(b"b NOOP\r\n")  # dropped while held
+            while await client.receive_some(100):
+                raise AssertionError("a kicked client gets nothing")
+        closed_at.append(trio.current_time() - kicked)
+    lines = [line for line in caplog.text.splitlines() if "Disconnected by proxy: Kicked by admin" in line]
+    assert len(lines) == 5
+    held = [line for line in lines if " - disconnecting client in " in line]
+    assert len(held) == 4  # spread over the delay: the first goes at once
+    assert max(closed_at) > 9
+    assert state.record("127.0.0.1", backend.port).num_delayed_client_disconnects == 0
+    assert all(s.relayed is not None and s.relayed.kicked for s in sessions)
 
 
 async def test_kick_while_logging_in_to_the_backend(
