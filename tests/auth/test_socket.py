@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,12 +26,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxyd.auth.authenticator import Authenticator
-from proxyd.auth.client import AuthClient
+from proxyd.auth.client import AuthClient, is_communication_failure
 from proxyd.auth.passdb import PassdbReply, PassdbResult
 from proxyd.auth.protocol import Done, SaslBegin
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslStart
 from proxyd.auth.server import serve_auth_connections
-from proxyd.auth.wire import MAX_LINE, LineReader, encode, read_answer
+from proxyd.auth.wire import MAX_LINE, LineReader, encode, read_answer, read_call
+from proxyd.sockstream import SockStream
 from tests.auth.fakes import FakePassdb, make_chain
 from tests.auth.util import make_conn, make_request
 
@@ -146,6 +148,111 @@ async def test_a_waiting_request_holds_up_nobody(
     for n in range(3):
         assert done[f"fast{n}"][0].status is AuthStatus.OK
         assert done[f"fast{n}"][1] == 0
+
+
+async def test_a_request_cancelled_while_it_reads_leaves_the_reading_to_the_next(
+    client: AuthClient, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Requests read the connection themselves, one at a time: the first one waiting reads
+    for everyone; cancelled meanwhile, it hands the reading on, and nothing is lost."""
+    done: dict[str, tuple[AuthReply, float]] = {}
+
+    async def login(name: str, user: str, password: str) -> None:
+        reply = await client.sasl(_plain(user, password), _NoChallenges())
+        done[name] = (reply, trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as first:
+            nursery.start_soon(login, "wrong", "nobody", "wrong")  # answered after 2 s
+            await trio.testing.wait_all_tasks_blocked()
+            cancelled = trio.CancelScope()
+
+            async def slow() -> None:
+                with cancelled:
+                    await login("slow", "slow", "secret")
+
+            nursery.start_soon(slow)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(0.5)
+            cancelled.cancel()  # one of the two was reading
+            await trio.sleep(0.1)
+            nursery.start_soon(login, "fast", "alice", "secret")
+        assert not first.cancelled_caught
+    assert "slow" not in done
+    assert done["wrong"][0].status is AuthStatus.FAIL
+    assert done["wrong"][1] == pytest.approx(2.0)
+    assert done["fast"][0].status is AuthStatus.OK
+    assert done["fast"][1] == pytest.approx(0.6)
+
+
+async def _one_shot_auth(path: str, answers: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """An auth process that takes one connection, answers its first ``answers`` calls
+    with an OK, reads on without answering, and goes away when its listener is closed
+    (cancelled): its connection ends then."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        task_status.started()
+        await trio.lowlevel.wait_readable(listener)
+        conn, _ = listener.accept()
+        stream = SockStream(conn)
+        reader = LineReader()
+        try:
+            while data := await stream.receive_some():
+                for line in reader.feed(data):
+                    call = read_call(line)
+                    if answers > 0:
+                        answers -= 1
+                        await stream.send_all(encode(Done(call.id, AuthReply(AuthStatus.OK, "alice"))))
+        finally:
+            conn.close()
+            os.unlink(path)
+
+
+async def test_an_auth_process_gone_while_idle_is_reconnected_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody reads while nothing is in flight: the next request notices the end, and its
+    call goes on a new connection (nothing logged, as when a reader task saw the end)."""
+    path = str(tmp_path / "login")
+    client = AuthClient(path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        async with trio.open_nursery() as first:
+            await first.start(_one_shot_auth, path, 1)
+            assert (await client.sasl(_plain("alice", "x"), _NoChallenges())).status is AuthStatus.OK
+            first.cancel_scope.cancel()  # the auth process goes away
+        await nursery.start(_one_shot_auth, path, 1)
+        with caplog.at_level(logging.DEBUG, logger="proxyd.auth"):
+            reply = await client.sasl(_plain("alice", "x"), _NoChallenges())
+        assert reply.status is AuthStatus.OK
+        assert not is_communication_failure(reply)
+        assert not [r for r in caplog.records if r.name == "proxyd.auth"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_auth_process_gone_under_pending_requests_fails_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "login")
+    client = AuthClient(path)
+    replies: list[AuthReply] = []
+
+    async def login() -> None:
+        replies.append(await client.sasl(_plain("alice", "x"), _NoChallenges()))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        async with trio.open_nursery() as logins, trio.open_nursery() as server:
+            await server.start(_one_shot_auth, path, 0)
+            logins.start_soon(login)
+            logins.start_soon(login)
+            await trio.testing.wait_all_tasks_blocked()
+            server.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    assert len(replies) == 2
+    assert all(is_communication_failure(reply) for reply in replies)
+    assert "Auth connection closed with 2 pending requests" in caplog.text
 
 
 async def test_an_exchange_with_challenges(
