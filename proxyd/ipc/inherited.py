@@ -48,6 +48,10 @@ async def accept_forever(
     and retried.
     """
     sock.setblocking(False)
+    # socket.accept() without its two enum conversions per call (family and type of the
+    # listener, asked again for every connection); the listener is non-blocking, so
+    # accept() would not make the new socket blocking either
+    family, kind, proto = int(sock.family), int(sock.type), sock.proto
     while True:
         while not accepting():
             assert changed is not None, "accepting() can only change with a Wakeup"
@@ -56,7 +60,8 @@ async def accept_forever(
         if not accepting():
             continue
         try:
-            conn, addr = sock.accept()
+            fd, addr = sock._accept()  # type: ignore[attr-defined]  # what accept() calls
+            conn = socket.socket(family, kind, proto, fileno=fd)
         except (BlockingIOError, InterruptedError):
             continue  # another process took it
         except OSError as exc:

@@ -92,7 +92,6 @@ from proxyd.protocols.events import (
 from proxyd.protocols.spec import BackendLogin, LoginHooks, LoginServerEngine, ProtocolSpec
 from proxyd.proxied.connection import ProxiedConnection, close_gracefully
 from proxyd.proxied.proxystate import ProxyState
-from proxyd.secret import Secret
 
 #: Dovecot's MASTER_LOGIN_TIMEOUT_SECS: absolute, armed at connect, never reset
 LOGIN_TIMEOUT: Final = 180.0
@@ -163,7 +162,10 @@ class _SessionEnded(Exception):
 @dataclass(slots=True)
 class _Proxied:
     backend: BackendConnected
-    target: ProxyTarget
+    #: the backend's port and ``host`` (not the whole target: a session lives on for
+    #: hours and keeps where it went, not the password it used)
+    port: int
+    host: str
     user: str
 
 
@@ -743,8 +745,7 @@ class LoginSession:
             msecs // 1000, msecs % 1000,
             f", {result.reconnects} reconnects" if result.reconnects else "",
         )
-        # the session lives on for hours: it keeps where it went, not the password it used
-        return _Proxied(result, dataclasses.replace(target, password=Secret("")), self.user)
+        return _Proxied(result, target.port, target.host, self.user)
 
     async def _proxy_login(
         self, target: ProxyTarget, login: BackendLogin, source_ip: str
@@ -805,7 +806,7 @@ class LoginSession:
 
     async def _proxy_after_login(self, proxied: _Proxied) -> None:
         backend = proxied.backend
-        self.backend_address = f"{backend.ip}:{proxied.target.port}"
+        self.backend_address = f"{backend.ip}:{proxied.port}"
         self.relayed = ProxiedConnection(
             client=self.stream,
             backend=backend.stream,
@@ -815,14 +816,14 @@ class LoginSession:
             protocol=self.spec.name,
             remote_ip=self.conn.remote_ip,
             backend_ip=backend.ip,
-            backend_port=proxied.target.port,
+            backend_port=proxied.port,
             log_fields=self.log_fields(),
             log_format=self.ctx.settings.login_log_format,
             log=self.log,
             state=self.proxy_state,
             record=backend.record,
             connected_at=self.connected_at,
-            backend_host=proxied.target.host,
+            backend_host=proxied.host,
         )
         if self.on_logged_in is not None:
             self.on_logged_in()
