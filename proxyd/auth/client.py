@@ -27,6 +27,7 @@ from proxyd.auth.protocol import (
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
 from proxyd.auth.wire import LineReader, encode, read_answer
 from proxyd.ipc.channel import ControlError, send_in_turn
+from proxyd.sockstream import socket_of
 
 log = logging.getLogger("proxyd.auth")
 
@@ -47,9 +48,14 @@ class _Connection:
     async def send(self, call: SentCall) -> None:
         await send_in_turn(self._send_lock, self.stream, encode(call))
 
-    async def receive(self) -> bool:
-        """Wait for answer lines (``next_answer``); False at EOF."""
+    async def receive(self, wait_first: bool = False) -> bool:
+        """Wait for answer lines (``next_answer``); False at EOF.  ``wait_first``: nothing
+        can have come yet (the only request in flight was just sent), so wait for the
+        socket before reading instead of trying a read that would find nothing."""
         while not self._pending:
+            if wait_first and (sock := socket_of(self.stream)) is not None:
+                await trio.lowlevel.wait_readable(sock)
+                wait_first = False
             data = await self.stream.receive_some(65536)
             if not data:
                 return False
@@ -138,13 +144,13 @@ class AuthClient:
                 self._connection = _Connection(stream)
             return self._connection
 
-    async def _read(self, connection: _Connection) -> None:
+    async def _read(self, connection: _Connection, wait_first: bool = False) -> None:
         """Read what has come (at least one answer, or the end) and hand each answer to its
         request; the caller is the connection's reader meanwhile."""
         connection.reading = True
         done = ended = False
         try:
-            if await connection.receive():
+            if await connection.receive(wait_first):
                 while (answer := connection.next_answer()) is not None:
                     match answer:
                         case Challenge():
@@ -193,14 +199,19 @@ class AuthClient:
         await trio.aclose_forcefully(connection.stream)
 
     async def _answer(self, connection: _Connection, waiter: _Waiter) -> AuthReply | bytes:
-        """The request's next answer: read by this task when nobody else reads."""
+        """The request's next answer (its call was just sent): read by this task when
+        nobody else reads."""
+        just_sent = True
         while not waiter.items:
             if self._connection is not connection:
-                return _COMMUNICATION_FAILURE  # let go of (close()) under a request: cannot be
+                return _COMMUNICATION_FAILURE  # dropped under it (its waiter was failed then)
             if connection.reading:
                 await waiter.wait()  # an answer, or the reading is ours now
+                just_sent = False
             else:
-                await self._read(connection)
+                # alone in flight and just sent: its answer cannot be there yet
+                await self._read(connection, wait_first=just_sent and len(self._waiting) == 1)
+                just_sent = False
         self._hand_over()  # this task goes on with its answer: another reads from here
         return waiter.items.popleft()
 
