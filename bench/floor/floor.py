@@ -70,22 +70,24 @@ class Raw:
 
     @classmethod
     async def connect(cls, addr: tuple[str, int]) -> Raw:
-        sock = socket.socket()
-        sock.setblocking(False)
+        conn = cls(socket.socket())
         try:
-            sock.connect(addr)
+            conn.sock.connect(addr)
         except BlockingIOError:
-            await wait_writable(sock)
-            if err := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            await wait_writable(conn.sock)
+            if err := conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 raise OSError(err, os.strerror(err)) from None
-        return cls(sock)
+        return conn
 
     async def recv(self) -> bytes:
+        # waits first: in this dialogue every read waits for the peer's answer, and a
+        # recv that finds nothing (Trio's SocketStream tries first) is a wasted call
         while True:
+            await wait_readable(self.sock)
             try:
                 return self.sock.recv(65536)
             except BlockingIOError:
-                await wait_readable(self.sock)
+                pass
 
     async def send(self, data: bytes) -> None:
         view = memoryview(data)

@@ -5,6 +5,7 @@
 #   bench/floor/run.sh                       # ROUNDS=2 C=32 D=5s, every target below
 #   PROXYD_SITE=DIR bench/floor/run.sh       # proxyd from DIR (a pip --target directory)
 #   TARGETS="dovecot_hp floor-hp-raw" ROUNDS=3 bench/floor/run.sh
+#   STRACE=200 ROUNDS=1 bench/floor/run.sh   # system calls per login instead (strace -f -c)
 #
 # Each (round, target) runs in its own private network namespace with a fresh copy of the
 # rig's Dovecot backend (bench/instr/lib.sh): the target starts in its own cgroup (v1
@@ -82,11 +83,12 @@ case $T in
     sed -e "s#^base_dir = .*#base_dir = $o/proxy/run#; s#^state_dir = .*#state_dir = $o/proxy/state#; s#^log_path = .*#log_path = $o/proxy.log#" \
       "/tmp/bench-run/conf/proxy-${T#dovecot_}.conf" > "$o/proxy.conf"
     in_cgroup dovecot -c "$o/proxy.conf"; wait $!
+    until [ -s "$o/proxy/run/master.pid" ]; do sleep 0.1; done
     root=$(cat "$o/proxy/run/master.pid") ;;
   proxyd_h[ps])
     instr_proxyd_conf "$o" "${T#proxyd_}" "imap pop3" chrooted
     # from $o: `python -m` puts the current directory first on sys.path
-    cd "$o"; PYTHONHASHSEED=0 PYTHONPATH=$PROXYD_SITE in_cgroup "$PY" -m proxyd -c "$o/proxyd.conf"
+    cd "$o"; PYTHONHASHSEED=0 PYTHONPATH=$PROXYD_SITE in_cgroup "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1
     root=$!; cd - > /dev/null ;;
   floor-*)
     IFS=- read -r _ mode io auth <<< "$T"
@@ -102,6 +104,21 @@ read_cg() {
   echo "$(cat /sys/fs/cgroup/cpuacct/$cg/cpuacct.usage_user) $(cat /sys/fs/cgroup/cpuacct/$cg/cpuacct.usage_sys)" \
     "$(awk '$1 == "total_pgfault" {print $2}' /sys/fs/cgroup/memory/$cg/memory.stat)"
 }
+if [ -n "${STRACE:-}" ]; then
+  # system calls per login instead: strace attached to every process of the target's
+  # cgroup (following their forks) over STRACE logins, one client at a time
+  if [ -n "$root" ]; then
+    # shellcheck disable=SC2046
+    strace -f -c -o "$o/strace.txt" $(sed 's/^/-p /' "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs") 2> /dev/null &
+    st=$!; sleep 1
+  fi
+  "$PY" "$HERE/../instr/login_client.py" imap "$port" "$STRACE" 1 0 2> /dev/null
+  sleep 0.5
+  if [ -n "$root" ]; then kill -INT "$st"; wait "$st" || true; fi
+  awk -v t="$T" -v n="$STRACE" '$NF == "total" {c = $4; e = NF == 6 ? $5 : 0}
+    END {printf "label=%s strace_logins=%d syscalls=%.1f failed=%.1f\n", t, n, c / n, e / n}' "$o/strace.txt" 2> /dev/null ||
+    echo "label=$T strace_logins=$STRACE syscalls=0 failed=0"
+else
 # the CPU of processes outside this namespace (other work on the machine), once a second
 "$LG" -mode monitor -d 1s -user $$ -max-wall 120s > "$o/monitor.txt" &
 mon=$!
@@ -112,6 +129,7 @@ read -r u1 s1 f1 <<< "$(read_cg)"
 kill "$mon"; wait "$mon" 2>/dev/null || true
 other=$(awk -F'other_cores=' 'NF > 1 {split($2, a, " "); s += a[1]; n++} END {printf "%.2f", n ? s / n : 0}' "$o/monitor.txt")
 echo "round=$R user_ns=$((u1 - u0)) sys_ns=$((s1 - s0)) pgfault=$((f1 - f0)) other_cores=$other $line"
+fi
 # stop: the root by its pid, then whatever of the target's tree is left in its cgroup
 if [ -n "$root" ]; then kill -TERM "$root" 2>/dev/null || true; fi
 for _ in $(seq 1 50); do [ -s "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs" ] || break; sleep 0.1; done

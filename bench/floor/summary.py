@@ -4,7 +4,8 @@
 
 CPU-ms and page faults per login are the target cgroup's (user + kernel) over the load
 window divided by the logins the load generator counted; "rig" is the load generator's
-own figure (utime + stime of the process tree from /proc, as the rig's tables).
+own figure (utime + stime of the process tree from /proc, as the rig's tables).  With
+STRACE=N, run.sh's lines are system calls per login instead (a table of their own).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict
 def main() -> None:
     rows: dict[str, list[dict[str, float]]] = defaultdict(list)
     loads: list[str] = []
+    calls: dict[str, tuple[float, float]] = {}
     for path in sys.argv[1:]:
         with open(path) as f:
             for line in f:
@@ -24,6 +26,9 @@ def main() -> None:
                     loads.append(line.rsplit("load ", 1)[-1].split()[0])
                     continue
                 fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                if "syscalls" in fields:
+                    calls[fields["label"]] = (float(fields["syscalls"]), float(fields["failed"]))
+                    continue
                 logins = float(fields["logins"])
                 if not logins:
                     continue
@@ -39,6 +44,14 @@ def main() -> None:
                         "other": float(fields.get("other_cores", "nan")),
                     }
                 )
+
+    if calls:
+        print("| target | system calls per login (strace -f -c) | of which failed (EAGAIN...) |")
+        print("|---|---|---|")
+        for name, (total, failed) in calls.items():
+            print(f"| {name} | {total:.1f} | {failed:.1f} |")
+    if not rows:
+        return
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in rows[name])
@@ -61,7 +74,7 @@ def main() -> None:
     others = [r["other"] for runs in rows.values() for r in runs]
     print(
         f"\n{len(next(iter(rows.values()), []))} round(s); load average (1 min) at each start:"
-        f" {min(loads, default='-')}..{max(loads, default='-')}; other work's cores during the"
+        f" {min(loads, key=float)}..{max(loads, key=float)}; other work's cores during the"
         f" windows (the rig's monitor): median {statistics.median(others):.2f}, max {max(others):.2f}"
     )
 
