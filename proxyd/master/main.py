@@ -285,12 +285,16 @@ class Master:
 
         One task per child, not a reader beside a waiter: the zygote's exit report
         cancels the reading (in high-security mode this runs for every login)."""
+        read = functools.partial(child.control.each, functools.partial(self._on_report, child))
         with trio.CancelScope() as reading:
             self.zygote.when_exited(child.pid, reading.cancel)
-            await child.control.each(functools.partial(self._on_report, child))
+            await read()
         status = await self.zygote.wait_exit(child.pid)
         if status is None:  # the zygote died first: its orphans are ours (subreaper)
-            await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)  # its reports are read for as long as it lives
+                await _wait_exit(child.pid, lambda status: self._reaped(child, status))
+                nursery.cancel_scope.cancel()
         else:
             self._reaped(child, status)
 
