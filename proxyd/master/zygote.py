@@ -48,6 +48,8 @@ from proxyd.ipc.zygote import (
     ZygoteReply,
     ZygoteRequest,
     encode,
+    encode_exited,
+    encode_spawned,
     read_report,
     read_request,
 )
@@ -276,11 +278,13 @@ def _zygote_loop(
             case Spawn(seq=seq):
                 if before_fork is not None:
                     # a failure here is the child's own to meet (and log) when it starts
-                    with contextlib.suppress(Exception):
+                    try:  # noqa: SIM105 - not contextlib.suppress: no context manager per fork
                         before_fork(settings, request.kind, request.service, inherited)
+                    except Exception:  # noqa: S110
+                        pass
                 try:
                     pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
-                    sock.send(encode(Spawned(seq, pid)))
+                    sock.send(encode_spawned(seq, pid))
                 except OSError as exc:
                     sock.send(encode(ZygoteError(seq, str(exc))))
                 finally:
@@ -323,7 +327,7 @@ def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:
         if pid == 0:
             return
         slots.release(pid)
-        sock.send(encode(Exited(pid, status)))
+        sock.send(encode_exited(pid, status))
 
 
 def _fork(

@@ -15,6 +15,8 @@ from proxyd.ipc.zygote import (
     ZygoteReport,
     ZygoteRequest,
     encode,
+    encode_exited,
+    encode_spawned,
     read_report,
     read_request,
 )
@@ -36,3 +38,12 @@ def test_a_report_survives_its_encoding(report: ZygoteReport) -> None:
 def test_anything_else_is_a_control_error(data: bytes) -> None:
     with pytest.raises(ControlError):
         read_request(data) if b"op" in data else read_report(data)
+
+
+@pytest.mark.parametrize(("seq", "pid", "status"), [(1, 4242, 0), (2**31, 1, 256), (7, 2**22, 9)])
+def test_the_zygotes_own_datagrams_are_the_records_encodings(seq: int, pid: int, status: int) -> None:
+    """What the zygote sends after each fork without making the records is those records."""
+    assert encode_spawned(seq, pid) == encode(Spawned(seq, pid))
+    assert read_report(encode_spawned(seq, pid)) == Spawned(seq, pid)
+    assert encode_exited(pid, status) == encode(Exited(pid, status))
+    assert read_report(encode_exited(pid, status)) == Exited(pid, status)
