@@ -18,6 +18,8 @@
 # goes on PYTHONPATH instead of TREE.  TREE itself may also be such a --target directory.
 # proxyd runs from its output directory: `python -m` puts the current directory first on
 # sys.path, so a run started inside a checkout would measure that checkout, not TREE.
+# WORK=noop: instead of logins, one IMAP and one POP3 session of N NOOP round trips each
+# (the rig's loadgen): instructions per relayed NOOP round trip (N1=200 N2=2200 is enough).
 # Needs the rig's setup (../shared/bench/setup.sh: backend config and users).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -50,7 +52,7 @@ if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
     done
     wait
   done
-  MIN_IR=$([ "$MODE" = hs ] && echo 0 || echo 100000000) "$PY" "$HERE/summary.py" "$OUT" "$N1" "$N2" "$@"
+  WORK=${WORK:-login} MIN_IR=$([ "$MODE" = hs ] && echo 0 || echo 100000000) "$PY" "$HERE/summary.py" "$OUT" "$N1" "$N2" "$@"
   exit 0
 fi
 ip link set lo up
@@ -66,7 +68,15 @@ PYTHONHASHSEED=0 PYTHONPATH=${SITE:-$TREE} valgrind --tool=callgrind --trace-chi
 m=$!
 for _ in $(seq 1 1200); do (echo > /dev/tcp/127.0.0.1/20072) 2>/dev/null && break; sleep 0.5; done
 sleep 2
-"$PY" "$HERE/login_client.py" imap 20071 "$N" "$CONC" 0
-"$PY" "$HERE/login_client.py" pop3 20072 "$N" "$CONC" 0
+if [ "${WORK:-login}" = noop ]; then
+  # one logged-in session per protocol, N NOOP round trips each (the rig's client)
+  for p in "imap 20071 user0001" "pop3 20072 user0002"; do
+    set -- $p
+    "${LOADGEN:-/tmp/bench-run/bin/loadgen}" -mode noop -proto "$1" -addr "127.0.0.1:$2" -n "$N" -user "$3" -max-wall 900s
+  done
+else
+  "$PY" "$HERE/login_client.py" imap 20071 "$N" "$CONC" 0
+  "$PY" "$HERE/login_client.py" pop3 20072 "$N" "$CONC" 0
+fi
 kill -TERM "$m"; wait "$m" || true
 kill "$(cat "$o/backend/run/master.pid")"

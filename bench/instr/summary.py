@@ -23,10 +23,12 @@ def totals(directory: str) -> dict[str, int]:
 
 
 out, n1, n2, trees = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+#: WORK=noop: NOOP round trips of a logged-in session instead of logins
+what = "NOOP round trip" if os.environ.get("WORK") == "noop" else "login"
 logins = 2 * (n2 - n1)
 for tree in trees:
     name = os.path.basename(tree)
     a, b = totals(f"{out}/{name}-{n1}"), totals(f"{out}/{name}-{n2}")
     per = {role: (b[role] - a.get(role, 0)) / logins / 1000 for role in b}
     parts = ", ".join(f"{role} {value:,.0f}" for role, value in sorted(per.items()))
-    print(f"{tree}: k-instructions per login (IMAP/POP3 average): {parts}; total {sum(per.values()):,.0f}")
+    print(f"{tree}: k-instructions per {what} (IMAP/POP3 average): {parts}; total {sum(per.values()):,.0f}")

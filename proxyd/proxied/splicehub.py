@@ -1,25 +1,30 @@
-"""Every spliced session of a process on one private epoll, served by one task.
+"""Every plain proxied session of a process on one private epoll, served by one task.
 
 A relay between two plain sockets used to be two Trio tasks (one per direction)
 in a nursery: each message woke a task, and each login paid for a nursery, two
 task spawns and their cancellation at the end.  The hub instead registers both
 sockets of each session in one ``epoll`` of its own, waits for that (one fd in
-Trio's poller), and moves whatever is ready with ``splice`` (socket -> pipe ->
-socket, as before: the bytes never enter Python).  The session's task only
-waits for the end of its relay; a kick cancels that wait, which takes the
-session off the hub.
+Trio's poller), and moves whatever is ready.  The session's task only waits for
+the end of its relay; a kick cancels that wait, which takes the session off the
+hub.
 
-Flow control per direction: while bytes of a direction wait in its pipe for the
-destination to take them, the hub watches the destination for ``EPOLLOUT`` and
-stops reading the source, so a slow reader throttles its writer, and the other
-direction keeps flowing meanwhile.
+The hub moves the few bytes of a command or a short reply with one ``read`` into
+the process's buffer and one ``write`` of them: two system calls per message and
+direction, where ``splice`` (socket -> pipe -> socket) took three (the third to
+learn that the socket was empty; the hub's epoll is level-triggered, so a short
+read needs no such check).  A per-command round trip of a proxied session is
+what this path costs.
 
-The hub is for the many small exchanges of IMAP and POP3 sessions (commands,
-short replies, idle sessions).  A read that fills a whole chunk means a bulk
-transfer (a large FETCH or APPEND); there a round through the hub per few dozen
-KiB costs more than a task that waits on its own socket, so the session leaves
-the hub (``HubRelay.bulk``) and ``relay`` goes on with a task per direction,
-starting with what is in the pipes.
+Flow control per direction: bytes the destination did not take wait in the
+direction (``_Direction.out``) while the hub watches the destination for
+``EPOLLOUT`` and stops reading the source, so a slow reader throttles its
+writer, and the other direction keeps flowing meanwhile.
+
+A read that fills the whole buffer means a bulk transfer (a large FETCH or
+APPEND); there a round through the hub per few dozen KiB costs more than a task
+that waits on its own socket, and copying through Python more than ``splice``,
+so the session leaves the hub (``HubRelay.bulk``) and ``relay`` goes on with a
+task per direction (``splice_loop``), starting with what the hub still holds.
 """
 
 from __future__ import annotations
@@ -99,19 +104,34 @@ _GONE: Final = select.EPOLLHUP | select.EPOLLERR
 _OUT_OR_GONE: Final = select.EPOLLOUT | _GONE
 
 
-class _Direction:
-    """One way of a session: bytes from ``src`` to ``dst`` through a borrowed pipe."""
+def _read(src_fd: int, buf: bytearray) -> int | None:
+    """Bytes read into ``buf``; None when there is nothing to read now."""
+    try:
+        return os.readv(src_fd, (buf,))
+    except BlockingIOError:
+        return None
 
-    __slots__ = ("dst", "dst_sock", "name", "pending", "pipe", "src")
+
+def _write(dst_fd: int, data: bytes | memoryview) -> int:
+    """Bytes written; 0 when the socket cannot take more now."""
+    try:
+        return os.write(dst_fd, data)
+    except BlockingIOError:
+        return 0
+
+
+class _Direction:
+    """One way of a session: bytes from ``src`` to ``dst``."""
+
+    __slots__ = ("dst", "dst_sock", "name", "out", "src")
 
     def __init__(self, name: str, src: int, dst: int, dst_sock: trio.socket.SocketType) -> None:
         self.name = name
         self.src = src
         self.dst = dst
         self.dst_sock = dst_sock
-        self.pipe: tuple[int, int] | None = None
-        #: bytes in the pipe that the destination has not taken yet
-        self.pending = 0
+        #: bytes read from ``src`` that ``dst`` has not taken yet
+        self.out = b""
 
 
 class HubRelay:
@@ -148,6 +168,9 @@ class SpliceHub:
         self._epoll: select.epoll | None = None
         #: fd -> its session
         self._relays: dict[int, HubRelay] = {}
+        #: every read lands here and is written on at once (one task: one buffer)
+        self._buf = bytearray(CHUNK)
+        self._view = memoryview(self._buf)
 
     async def relay(self, relay: HubRelay) -> None:
         """Run ``relay`` until either side ends it (``relay.closed_by``); cancellable."""
@@ -176,10 +199,7 @@ class SpliceHub:
     def _remove(self, relay: HubRelay) -> None:
         self._detach(relay)
         for direction in relay.dirs:
-            if direction.pipe is not None:
-                _PIPES.give_back(direction.pipe, empty=direction.pending == 0)
-                direction.pipe = None
-                direction.pending = 0
+            direction.out = b""
 
     def _finish(self, relay: HubRelay, closed_by: str) -> None:
         if not relay.closed_by:
@@ -189,7 +209,7 @@ class SpliceHub:
 
     def _hand_over(self, relay: HubRelay) -> None:
         """A bulk transfer: the session goes on in a task per direction, which is cheaper
-        per byte than a round through the hub; what is in the pipes goes with it."""
+        per byte than a round through the hub; what the hub holds goes with it."""
         relay.bulk = True
         self._detach(relay)
         self._wake(relay)
@@ -217,14 +237,14 @@ class SpliceHub:
         (Kept lean: with bulk transfers this runs for every few dozen KiB.)"""
         a, b = relay.dirs
         reading, writing = (a, b) if fd == a.src else (b, a)
-        before = (a.pending > 0, b.pending > 0)
+        before = (bool(a.out), bool(b.out))
         acted = False
-        if writing.pending and events & _OUT_OR_GONE:
+        if writing.out and events & _OUT_OR_GONE:
             acted = True
             self._move(relay, writing)
             if relay.closed_by or relay.bulk:
                 return
-        if not reading.pending and events & _READ_EVENTS:
+        if not reading.out and events & _READ_EVENTS:
             acted = True
             self._move(relay, reading)
             if relay.closed_by or relay.bulk:
@@ -237,7 +257,7 @@ class SpliceHub:
                     relay.error = relay.error or os.strerror(err)
             self._finish(relay, reading.name)
             return
-        if (a.pending > 0, b.pending > 0) != before:
+        if (bool(a.out), bool(b.out)) != before:
             try:
                 self._update(relay)
             except OSError as exc:
@@ -247,47 +267,42 @@ class SpliceHub:
     def _move(self, relay: HubRelay, d: _Direction) -> None:
         """Move what ``d`` can move now; ends the relay at an EOF or an error."""
         try:
-            if d.pending:
-                assert d.pipe is not None
-                d.pending -= _splice_out(d.pipe[0], d.dst, d.pending)
-                if d.pending:
+            if d.out:
+                sent = _write(d.dst, d.out)
+                if sent < len(d.out):
+                    d.out = d.out[sent:]
                     return
-            while True:
-                if d.pipe is None:
-                    d.pipe = _PIPES.take()
-                moved = _splice_in(d.src, d.pipe[1])
-                if moved is None:
-                    break  # nothing more to read now
-                if moved == 0:
-                    if d.name == "client":
-                        # the client's EOF goes on to the backend; a backend's EOF does not
-                        # go to the client (the session may keep it a while longer)
-                        with contextlib.suppress(OSError):
-                            d.dst_sock.shutdown(socket.SHUT_WR)
-                    self._finish(relay, d.name)
-                    return
-                relay.on_count(d.name, moved)
-                d.pending = moved - _splice_out(d.pipe[0], d.dst, moved)
-                if moved >= CHUNK:
-                    self._hand_over(relay)
-                    return
-                if d.pending:
-                    break
+                d.out = b""
+            # one read: a short one emptied the socket, and if more came since, the
+            # level-triggered epoll says so again
+            moved = _read(d.src, self._buf)
+            if moved is None:
+                return
+            if moved == 0:
+                if d.name == "client":
+                    # the client's EOF goes on to the backend; a backend's EOF does not
+                    # go to the client (the session may keep it a while longer)
+                    with contextlib.suppress(OSError):
+                        d.dst_sock.shutdown(socket.SHUT_WR)
+                self._finish(relay, d.name)
+                return
+            relay.on_count(d.name, moved)
+            sent = _write(d.dst, self._view[:moved])
+            if sent < moved:
+                d.out = bytes(self._view[sent:moved])
+            if moved >= CHUNK:
+                self._hand_over(relay)
         except OSError as exc:
             relay.error = relay.error or os_error(exc)
             self._finish(relay, d.name)
-            return
-        if d.pipe is not None and not d.pending:
-            _PIPES.give_back(d.pipe, empty=True)
-            d.pipe = None
 
     def _update(self, relay: HubRelay) -> None:
-        """Register each fd for what its session waits for on it now: a direction with bytes
-        in its pipe waits for its destination to take them, and reads nothing meanwhile."""
+        """Register each fd for what its session waits for on it now: a direction holding
+        bytes waits for its destination to take them, and reads nothing meanwhile."""
         assert self._epoll is not None
         a, b = relay.dirs
-        client_mask = (0 if a.pending else _IN) | (_OUT if b.pending else 0)
-        server_mask = (0 if b.pending else _IN) | (_OUT if a.pending else 0)
+        client_mask = (0 if a.out else _IN) | (_OUT if b.out else 0)
+        server_mask = (0 if b.out else _IN) | (_OUT if a.out else 0)
         if client_mask != relay.client_mask:
             relay.client_mask = client_mask
             self._epoll.modify(a.src, client_mask)
@@ -303,10 +318,15 @@ async def splice_loop(
     on_count: Callable[[str, int], None],
 ) -> None:
     """One direction of a session in a task of its own (after a bulk transfer began):
-    first what is in its pipe, then socket -> pipe -> socket until the source ends."""
+    first what the hub held of it, then socket -> pipe -> socket until the source ends."""
     src_fd, dst_fd, name = src.fileno(), dst.fileno(), direction.name
-    pipe, pending = direction.pipe, direction.pending
-    direction.pipe, direction.pending = None, 0
+    out, direction.out = direction.out, b""
+    while out:
+        out = out[_write(dst_fd, out) :]
+        if out:
+            await trio.lowlevel.wait_writable(dst)
+    pipe: tuple[int, int] | None = None
+    pending = 0
     try:
         while True:
             if pipe is None:
