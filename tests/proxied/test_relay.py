@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import trio
 import trio.testing
@@ -58,6 +59,62 @@ async def test_splice_relay_moves_bytes_both_ways_and_counts_them() -> None:
     await server_near.aclose()
     assert await client_far.receive_some(10) == b""  # the client sees the close
     await client_far.aclose()
+
+
+async def test_small_messages_both_ways_and_the_eof() -> None:
+    """The many small exchanges of a session (the hub's read-and-write path), in order."""
+    client_far, client_near = await _tcp_pair()
+    server_near, server_far = await _tcp_pair()
+    async with trio.open_nursery() as nursery:
+        stats_box: list[object] = []
+
+        async def run_relay() -> None:
+            stats_box.append(await relay(client_near, server_near))
+
+        nursery.start_soon(run_relay)
+        with trio.fail_after(20):
+            for i in range(200):
+                await client_far.send_all(b"a%d NOOP\r\n" % i)
+                assert await _drain(server_far, len(b"a%d NOOP\r\n" % i)) == b"a%d NOOP\r\n" % i
+                await server_far.send_all(b"a%d OK NOOP completed.\r\n" % i)
+                reply = b"a%d OK NOOP completed.\r\n" % i
+                assert await _drain(client_far, len(reply)) == reply
+            await client_far.send_eof()
+            assert await server_far.receive_some(10) == b""  # the client's EOF goes on
+    stats = stats_box[0]
+    assert stats.closed_by == "client"  # type: ignore[attr-defined]
+    sent = sum(len(b"a%d NOOP\r\n" % i) for i in range(200))
+    assert stats.client_to_server == sent  # type: ignore[attr-defined]
+    for s in (client_far, client_near, server_near, server_far):
+        await s.aclose()
+
+
+async def test_a_slow_reader_throttles_its_writer_and_nothing_is_lost() -> None:
+    """Small socket buffers on the backend side: writes fall short, the relay holds the rest
+    and waits for the reader (also across the hand-over to a task per direction)."""
+    client_far, client_near = await _tcp_pair()
+    server_near, server_far = await _tcp_pair()
+    server_near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    server_far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    upload = os.urandom(1_000_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay, client_near, server_near)
+
+        async def send_in_pieces() -> None:
+            for start in range(0, len(upload), 50_000):
+                await client_far.send_all(upload[start : start + 50_000])
+
+        nursery.start_soon(send_in_pieces)
+        got = bytearray()
+        with trio.fail_after(30):
+            while len(got) < len(upload):
+                got += await server_far.receive_some(65536)
+                if len(got) < 100_000:
+                    await trio.sleep(0.001)  # slower than the writer at first
+        assert bytes(got) == upload
+        await server_far.aclose()
+    for s in (client_far, client_near, server_near):
+        await s.aclose()
 
 
 async def test_pump_relay_for_non_socket_streams() -> None:
