@@ -60,7 +60,13 @@ async def relay(
     if client_sock is not None and server_sock is not None:
         # both plain sockets: the process's splice hub moves the bytes, this task waits
         session = HubRelay(client_sock, server_sock, functools.partial(_count, stats))
-        await hub().relay(session)
+        try:
+            await hub().relay(session)
+        finally:
+            # the hub counted the bytes it moved (and the process's counters) itself
+            stats.client_to_server += session.dirs[0].count
+            stats.server_to_client += session.dirs[1].count
+            stats.last_activity = max(stats.last_activity, session.last_activity)
         if not session.bulk:
             stats.closed_by, stats.error = session.closed_by, session.error
             return stats

@@ -40,6 +40,7 @@ from typing import Final
 
 import trio
 
+from proxyd import counters
 from proxyd.errtext import os_error
 
 log = logging.getLogger("proxyd")
@@ -104,14 +105,6 @@ _GONE: Final = select.EPOLLHUP | select.EPOLLERR
 _OUT_OR_GONE: Final = select.EPOLLOUT | _GONE
 
 
-def _read(src_fd: int, buf: bytearray) -> int | None:
-    """Bytes read into ``buf``; None when there is nothing to read now."""
-    try:
-        return os.readv(src_fd, (buf,))
-    except BlockingIOError:
-        return None
-
-
 def _write(dst_fd: int, data: bytes | memoryview) -> int:
     """Bytes written; 0 when the socket cannot take more now."""
     try:
@@ -123,7 +116,7 @@ def _write(dst_fd: int, data: bytes | memoryview) -> int:
 class _Direction:
     """One way of a session: bytes from ``src`` to ``dst``."""
 
-    __slots__ = ("dst", "dst_sock", "name", "out", "src")
+    __slots__ = ("count", "counter", "dst", "dst_sock", "name", "out", "src")
 
     def __init__(self, name: str, src: int, dst: int, dst_sock: trio.socket.SocketType) -> None:
         self.name = name
@@ -132,12 +125,20 @@ class _Direction:
         self.dst_sock = dst_sock
         #: bytes read from ``src`` that ``dst`` has not taken yet
         self.out = b""
+        #: bytes the hub moved this way (``relay`` adds them to the session's stats)
+        self.count = 0
+        self.counter = (
+            counters.Counter.BYTES_CLIENT_TO_BACKEND if name == "client" else counters.Counter.BYTES_BACKEND_TO_CLIENT
+        )
 
 
 class HubRelay:
-    """One session on the hub; ``stats`` is the relay's ``RelayStats``."""
+    """One session on the hub.  The hub counts bytes in ``dirs`` (and the process's
+    counters) itself; ``on_count`` is for the tasks that go on after a hand-over."""
 
-    __slots__ = ("bulk", "client_mask", "closed_by", "dirs", "error", "on_count", "server_mask", "task")
+    __slots__ = (
+        "bulk", "client_mask", "closed_by", "dirs", "error", "last_activity", "on_count", "server_mask", "task",
+    )
 
     def __init__(
         self,
@@ -155,6 +156,8 @@ class HubRelay:
         self.task: trio.lowlevel.Task | None = None
         #: what each side's fd is registered for
         self.client_mask = self.server_mask = _IN
+        #: Trio's clock when the hub last moved bytes of this session (0: never)
+        self.last_activity = 0.0
 
     @property
     def fds(self) -> tuple[int, int]:
@@ -171,6 +174,9 @@ class SpliceHub:
         #: every read lands here and is written on at once (one task: one buffer)
         self._buf = bytearray(CHUNK)
         self._view = memoryview(self._buf)
+        self._bufs = (self._buf,)
+        #: Trio's clock at this wake-up of the hub
+        self._now = 0.0
 
     async def relay(self, relay: HubRelay) -> None:
         """Run ``relay`` until either side ends it (``relay.closed_by``); cancellable."""
@@ -221,10 +227,13 @@ class SpliceHub:
             trio.lowlevel.reschedule(task)
 
     async def _serve(self, epoll: select.epoll) -> None:
+        # (the hot loop of every proxied session's command and reply: kept lean)
+        wait_readable, poll, relays, fileno = trio.lowlevel.wait_readable, epoll.poll, self._relays, epoll.fileno()
         while True:
-            await trio.lowlevel.wait_readable(epoll.fileno())
-            for fd, events in epoll.poll(0, 256):
-                relay = self._relays.get(fd)
+            await wait_readable(fileno)
+            self._now = trio.current_time()
+            for fd, events in poll(0, 256):
+                relay = relays.get(fd)
                 if relay is not None:
                     try:
                         self._on_events(relay, fd, events)
@@ -233,11 +242,10 @@ class SpliceHub:
                         self._finish(relay, "server")
 
     def _on_events(self, relay: HubRelay, fd: int, events: int) -> None:
-        """One fd's events: first what waits to be written to it, then what it has to read.
-        (Kept lean: with bulk transfers this runs for every few dozen KiB.)"""
+        """One fd's events: first what waits to be written to it, then what it has to read."""
         a, b = relay.dirs
         reading, writing = (a, b) if fd == a.src else (b, a)
-        before = (bool(a.out), bool(b.out))
+        held = bool(a.out or b.out)
         acted = False
         if writing.out and events & _OUT_OR_GONE:
             acted = True
@@ -257,7 +265,7 @@ class SpliceHub:
                     relay.error = relay.error or os.strerror(err)
             self._finish(relay, reading.name)
             return
-        if (bool(a.out), bool(b.out)) != before:
+        if held or a.out or b.out:
             try:
                 self._update(relay)
             except OSError as exc:
@@ -275,8 +283,9 @@ class SpliceHub:
                 d.out = b""
             # one read: a short one emptied the socket, and if more came since, the
             # level-triggered epoll says so again
-            moved = _read(d.src, self._buf)
-            if moved is None:
+            try:
+                moved = os.readv(d.src, self._bufs)
+            except BlockingIOError:
                 return
             if moved == 0:
                 if d.name == "client":
@@ -286,8 +295,13 @@ class SpliceHub:
                         d.dst_sock.shutdown(socket.SHUT_WR)
                 self._finish(relay, d.name)
                 return
-            relay.on_count(d.name, moved)
-            sent = _write(d.dst, self._view[:moved])
+            d.count += moved
+            counters.add(d.counter, moved)
+            relay.last_activity = self._now
+            try:
+                sent = os.write(d.dst, self._view[:moved])
+            except BlockingIOError:
+                sent = 0
             if sent < moved:
                 d.out = bytes(self._view[sent:moved])
             if moved >= CHUNK:
