@@ -72,7 +72,7 @@ if [ "${WORK:-login}" = noop ]; then
   # one logged-in session per protocol, N NOOP round trips each (the rig's client)
   for p in "imap 20071 user0001" "pop3 20072 user0002"; do
     set -- $p
-    "${LOADGEN:-/tmp/bench-run/bin/loadgen}" -mode noop -proto "$1" -addr "127.0.0.1:$2" -n "$N" -user "$3" -max-wall 900s
+    "${LOADGEN:-/tmp/bench-run/bin/loadgen}" -mode noop -proto "$1" -addr "127.0.0.1:$2" -n "$N" -user "$3" -timeout 120s -max-wall 900s
   done
 else
   "$PY" "$HERE/login_client.py" imap 20071 "$N" "$CONC" 0
