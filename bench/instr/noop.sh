@@ -40,7 +40,9 @@ for tree in "$@"; do
   # each proxyd in a cgroup of its own: CPU (user + kernel, ns) of its whole tree per NOOP
   cg=proxyd-noop-$$-$i
   mkdir "/sys/fs/cgroup/cpuacct/$cg"
+  # started from its directory: `python -m` puts the current directory first on sys.path
   ( echo "$BASHPID" > "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs"
+    cd "$d"
     PYTHONHASHSEED=0 PYTHONPATH=$tree exec "$PY" -m proxyd -c "$d/proxyd.conf" > "$d/proxyd.log" 2>&1 ) &
   pids+=("$!") cgs+=("$cg")
   labels+=("t$i:$tree")
