@@ -11,6 +11,8 @@ reads up to the ``L OK`` line, answers the client with the backend's text under 
 client's tag, relays both ways with plain recv/send until one side closes, and closes.
 
 MODE  hp: one long-lived Trio process serves every connection (service_count = 0);
+      hp2: two such processes on the same listener, as process_min_avail = 2 (both wake
+          on every connection, one finds nothing to accept);
       hs: a zygote that imported Trio (and ran it once, heap frozen) forks a child per
           connection; the child runs ``trio.run`` for that one connection and exits with
           ``sys.exit`` (interpreter finalization);
@@ -326,7 +328,9 @@ def main() -> None:
         while not os.path.exists(auth_path):
             time.sleep(0.01)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    if mode == "hp":
+    if mode.startswith("hp"):
+        if mode == "hp2":
+            os.fork()  # two login processes, each with its own auth connection
         trio.run(serve_hp, lsock, port, io, auth_path)
     else:
         serve_hs(lsock, port, io, auth_path, fast_exit=mode == "hs_exit")

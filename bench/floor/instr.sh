@@ -30,7 +30,7 @@ o=$OUT/$T-$N
 instr_backend "$o"
 IFS=- read -r _ mode io auth <<< "$T"
 zero=""
-if [ "$mode" != hp ]; then zero=--zero-before=PyOS_AfterFork_Child; fi
+case $mode in hp*) ;; *) zero=--zero-before=PyOS_AfterFork_Child ;; esac
 valgrind --tool=callgrind --trace-children=yes $zero --callgrind-out-file="$o/cg.%p.out" \
   "$PY" "$HERE/floor.py" "$mode" "$io" "$([ -n "$auth" ] && echo unix || echo none)" 20071 > "$o/floor.log" 2>&1 &
 m=$!
