@@ -70,12 +70,27 @@ instr_backend "$o"
 until (echo > /dev/tcp/127.0.0.1/20143) 2>/dev/null; do sleep 0.1; done
 cg=proxyd-floor-$$
 for c in cpuacct memory; do mkdir "/sys/fs/cgroup/$c/$cg"; done
+port=20071 root=""
+trap stop EXIT
+# stop (also on an error): the root by its pid, then whatever of the target's tree is left
+# in its cgroup, the backend
+stop() {
+  if [ -n "$root" ]; then kill -TERM "$root" 2>/dev/null || true; fi
+  for _ in $(seq 1 50); do [ -s "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs" ] || break; sleep 0.1; done
+  for _ in $(seq 1 20); do
+    pids=$(cat "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs")
+    [ -z "$pids" ] && break
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true; sleep 0.1
+  done
+  kill "$(cat "$o/backend/run/master.pid")" 2>/dev/null || true
+  for c in cpuacct memory; do rmdir "/sys/fs/cgroup/$c/$cg" 2>/dev/null || true; done
+}
 # in_cgroup CMD...: CMD started in the background inside the target's cgroup
 in_cgroup() {
   ( for c in cpuacct memory; do echo "$BASHPID" > "/sys/fs/cgroup/$c/$cg/cgroup.procs"; done
     exec "$@" ) &
 }
-port=20071 root=""
 case $T in
   direct) port=20143 ;;
   dovecot_h[ps])
@@ -130,14 +145,3 @@ kill "$mon"; wait "$mon" 2>/dev/null || true
 other=$(awk -F'other_cores=' 'NF > 1 {split($2, a, " "); s += a[1]; n++} END {printf "%.2f", n ? s / n : 0}' "$o/monitor.txt")
 echo "round=$R user_ns=$((u1 - u0)) sys_ns=$((s1 - s0)) pgfault=$((f1 - f0)) other_cores=$other $line"
 fi
-# stop: the root by its pid, then whatever of the target's tree is left in its cgroup
-if [ -n "$root" ]; then kill -TERM "$root" 2>/dev/null || true; fi
-for _ in $(seq 1 50); do [ -s "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs" ] || break; sleep 0.1; done
-for _ in $(seq 1 20); do
-  pids=$(cat "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs")
-  [ -z "$pids" ] && break
-  # shellcheck disable=SC2086
-  kill -KILL $pids 2>/dev/null || true; sleep 0.1
-done
-kill "$(cat "$o/backend/run/master.pid")"
-for c in cpuacct memory; do rmdir "/sys/fs/cgroup/$c/$cg"; done
