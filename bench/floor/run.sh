@@ -38,14 +38,8 @@ TARGETS=${TARGETS:-"direct dovecot_hp proxyd_hp floor-hp-stream floor-hp-raw flo
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
   mkdir -p "$OUT"
   if [ -z "${PROXYD_SITE:-}" ]; then
-    # the compiled build, as bench/instr/run.sh's build_compiled
     tree=${PROXYD_TREE:-/work/main} dir=$OUT/build
-    rm -rf "$dir"; mkdir -p "$dir/src"
-    cp -r "$tree/pyproject.toml" "$tree/setup.py" "$tree/README.md" "$tree/proxyd" "$tree/passdb_drivers" "$dir/src/"
-    find "$dir/src" -name __pycache__ -prune -exec rm -rf {} +
-    (cd "$dir" && PROXYD_MYPYC=1 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheel" "$dir/src" > "$dir/build.log" 2>&1) ||
-      { tail -20 "$dir/build.log" >&2; exit 1; }
-    "$PY" -m pip install -q --no-deps --target "$dir/site" "$dir"/wheel/proxyd-*.whl
+    build_compiled "$tree" "$dir"
     echo "proxyd: $(git -C "$tree" rev-parse --short HEAD) of $tree, compiled" > "$OUT/source.txt"
     PROXYD_SITE=$dir/site
   fi

@@ -1,6 +1,7 @@
-# bench/instr/lib.sh - sourced by run.sh, cpu.sh and syscalls.sh inside their private
-# network namespace: the rig's Dovecot backend and proxyd's config as the rig's proxyd
-# target has it (a static passdb naming only the host), in one scratch directory.
+# bench/instr/lib.sh - sourced by run.sh, cpu.sh and syscalls.sh (and bench/floor's scripts)
+# inside their private network namespace: the rig's Dovecot backend and proxyd's config as
+# the rig's proxyd target has it (a static passdb naming only the host), in one scratch
+# directory; and the mypyc-compiled build of a checkout.
 
 # instr_backend DIR: a fresh DIR and the rig's backend started with its run, state and
 # log directories under it
@@ -46,4 +47,17 @@ CONF
       printf '%s\n}\n' "$service"
     done
   } > "$o/proxyd.conf"
+}
+
+# build_compiled TREE DIR: TREE's mypyc-compiled wheel, installed into DIR/site (the
+# caller sets PY; run.sh's MYPYC=1, bench/floor's proxyd targets)
+build_compiled() {
+  local tree=$1 dir=$2 started=$SECONDS
+  rm -rf "$dir"; mkdir -p "$dir/src"
+  cp -r "$tree/pyproject.toml" "$tree/setup.py" "$tree/README.md" "$tree/proxyd" "$tree/passdb_drivers" "$dir/src/"
+  find "$dir/src" -name __pycache__ -prune -exec rm -rf {} +
+  (cd "$dir" && PROXYD_MYPYC=1 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheel" "$dir/src" > "$dir/build.log" 2>&1) ||
+    { tail -20 "$dir/build.log" >&2; exit 1; }
+  "$PY" -m pip install -q --no-deps --target "$dir/site" "$dir"/wheel/proxyd-*.whl
+  echo "$tree: compiled build in $dir/site ($((SECONDS - started)) s)" >&2
 }

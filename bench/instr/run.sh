@@ -28,17 +28,6 @@ source "$HERE/lib.sh"
 N1=${N1:-20} N2=${N2:-220} CONC=${CONC:-2} MODE=${MODE:-hp}
 OUT=${OUT:-/tmp/proxyd-instr}
 PY=${PY:-/work/main/.venv/bin/python}
-# build_compiled TREE DIR: TREE's mypyc-compiled wheel, installed into DIR/site
-build_compiled() {
-  local tree=$1 dir=$2 started=$SECONDS
-  rm -rf "$dir"; mkdir -p "$dir/src"
-  cp -r "$tree/pyproject.toml" "$tree/setup.py" "$tree/README.md" "$tree/proxyd" "$tree/passdb_drivers" "$dir/src/"
-  find "$dir/src" -name __pycache__ -prune -exec rm -rf {} +
-  (cd "$dir" && PROXYD_MYPYC=1 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$dir/wheel" "$dir/src" > "$dir/build.log" 2>&1) ||
-    { tail -20 "$dir/build.log" >&2; exit 1; }
-  "$PY" -m pip install -q --no-deps --target "$dir/site" "$dir"/wheel/proxyd-*.whl
-  echo "$tree: compiled build in $dir/site ($((SECONDS - started)) s)" >&2
-}
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then
   for tree in "$@"; do
     site=$tree
