@@ -28,8 +28,9 @@ from typing import NoReturn, assert_never
 import trio
 
 from proxyd import trioinstruments
-from proxyd.auth.authenticator import Authenticator, open_authenticator
+from proxyd.auth.authenticator import Authenticator
 from proxyd.auth.client import AuthClient
+from proxyd.auth.opening import open_authenticator
 from proxyd.auth.protocol import AUTH_SOCKET_NAME
 from proxyd.auth.server import serve_auth_connections
 from proxyd.config.filters import FilterResolver

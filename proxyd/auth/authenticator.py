@@ -2,8 +2,8 @@
 
 ``Authenticator`` takes and returns only the plain records of
 ``proxyd.auth.request``, so it can later move behind a socket into a separate
-auth process without either side changing.  ``open_authenticator`` opens every
-configured passdb (through the driver registry) and closes them on exit.
+auth process without either side changing.  ``proxyd.auth.opening.open_authenticator``
+opens every configured passdb (through the driver registry) and closes them on exit.
 
 Timing, as in Dovecot's auth process:
 
@@ -30,24 +30,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterable
 from typing import Final
 
 import trio
 
 from proxyd import counters
-from proxyd.auth import mechanisms, registry
+from proxyd.auth import mechanisms
 from proxyd.auth.cache import AuthCache
-from proxyd.auth.chain import ChainEntry, ChainResult, PassdbChain
+from proxyd.auth.chain import ChainResult, PassdbChain
 from proxyd.auth.mechanisms import AnonymousLogin, NeedCredentials, Success
 from proxyd.auth.penalty import AuthPenalty, penalty_ident, userpass_checksum
 from proxyd.auth.proxy import ProxyFinisher, split_master_user, split_names
 from proxyd.auth.request import AuthReply, AuthRequest, AuthStatus, FailCode, SaslIO, SaslStart
-from proxyd.auth.schemes import set_worker_limit
-from proxyd.auth.username import RulesByProtocol
-from proxyd.config.settings import Settings
-from proxyd.errors import ConfigError
 from proxyd.log import MAX_LOG_USERNAME_LEN, MAX_MECH_NAME_LEN, sanitize
 from proxyd.protocols.sasl import (
     OAUTH2_MECHANISMS,
@@ -328,58 +323,3 @@ def _mech_prefix(request: AuthRequest, result: ChainResult | None) -> str:
     if request.conn.session_id:
         parts.append(f"<{sanitize(request.conn.session_id)}>")
     return f"{request.mech.lower()}({','.join(parts)})"
-
-
-@asynccontextmanager
-async def open_authenticator(
-    settings: Settings, *, failure_delay: float | None = None, penalty: bool = True
-) -> AsyncIterator[Authenticator]:
-    """Open every passdb of ``settings`` and yield an ``Authenticator`` over them.
-
-    ``failure_delay`` overrides ``settings.auth_failure_delay`` (``proxyctl``
-    uses 0); ``penalty=False`` turns the per-IP auth penalty off (``proxyctl``).
-    Raises ``ConfigError`` for an unknown driver, bad driver args, or
-    no passdb at all.
-    """
-    if not settings.passdbs:
-        raise ConfigError(
-            None, f"{settings.config_path}: No passdbs specified in configuration file"
-        )
-    if "anonymous" in settings.auth_mechanisms and not settings.auth_anonymous_username:
-        raise ConfigError(None, "ANONYMOUS listed in mechanisms, but anonymous_username not set")
-    own = [passdb for passdb in settings.passdbs if not passdb.master]
-    if own and own[-1].pass_:
-        raise ConfigError(own[-1].location, "Last passdb can't have pass=yes")
-    async with AsyncExitStack() as stack:
-        entries: list[ChainEntry] = []
-        for passdb_settings in settings.passdbs:
-            factory = registry.resolve(passdb_settings)
-            passdb = await stack.enter_async_context(factory(passdb_settings))
-            entries.append(ChainEntry.build(passdb_settings, passdb))
-        cache = None
-        if settings.auth_cache_size > 0:
-            cache = AuthCache(
-                settings.auth_cache_size, settings.auth_cache_ttl, settings.auth_cache_negative_ttl
-            )
-        chain = PassdbChain(
-            entries,
-            verbose=settings.auth_verbose,
-            debug=settings.auth_debug,
-            cache=cache,
-            username_rules=RulesByProtocol(settings),
-        )
-        set_worker_limit(settings.auth_worker_max_count)
-        delay = settings.auth_failure_delay if failure_delay is None else failure_delay
-        log.debug("auth: %d passdb(s) opened", len(entries))
-        yield Authenticator(
-            chain,
-            failure_delay=delay,
-            proxy=ProxyFinisher.from_settings(settings),
-            penalty=AuthPenalty() if penalty else None,
-            master_user_separator=settings.auth_master_user_separator,
-            verbose=settings.auth_verbose or settings.auth_debug,
-            require_client_cert=settings.auth_ssl_require_client_cert,
-            username_from_cert=settings.auth_ssl_username_from_cert,
-            anonymous_username=settings.auth_anonymous_username,
-            realms=settings.auth_realms,
-        )

@@ -365,7 +365,7 @@ def _auth_test(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 async def _run_auth_test(settings: Settings, request: AuthRequest) -> AuthReply:
-    from proxyd.auth.authenticator import open_authenticator
+    from proxyd.auth.opening import open_authenticator
 
     async with open_authenticator(settings, failure_delay=0, penalty=False) as authenticator:
         if request.password is None:

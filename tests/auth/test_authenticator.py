@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from proxyd.auth.authenticator import Authenticator, open_authenticator
+from proxyd.auth.authenticator import Authenticator
+from proxyd.auth.opening import open_authenticator
 from proxyd.auth.passdb import PassdbTempFail
 from proxyd.auth.request import AuthStatus, FailCode
 from proxyd.config.settings import PassdbSettings, Settings

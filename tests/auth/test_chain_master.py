@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from proxyd.auth import schemes
-from proxyd.auth.authenticator import open_authenticator
+from proxyd.auth.opening import open_authenticator
 from proxyd.auth.request import AuthStatus, FailCode
 from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from puresasl.client import SASLClient
 
 from proxyd.auth import schemes
-from proxyd.auth.authenticator import open_authenticator
 from proxyd.auth.mechanisms import AnonymousLogin, NeedCredentials, Success, create
 from proxyd.auth.mechanisms.scram import ScramSHA256
+from proxyd.auth.opening import open_authenticator
 from proxyd.config.settings import PassdbSettings, Settings
 from proxyd.errors import ConfigError
 from proxyd.protocols.digest_md5 import DigestParseError, directives, parse_response

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxyd.auth.authenticator import open_authenticator
+from proxyd.auth.opening import open_authenticator
 from proxyd.config.dump import dump_non_default
 from proxyd.config.load import load_settings_text
 from proxyd.errors import ConfigError

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from proxyd.auth.authenticator import Authenticator, open_authenticator
+from proxyd.auth.authenticator import Authenticator
+from proxyd.auth.opening import open_authenticator
 from proxyd.config.settings import PassdbSettings, Settings
 from proxyd.errors import Location
 
