@@ -8,7 +8,7 @@ no configuration, no logging, no limits, no error texts.  It sends proxyd's gree
 reads ``a LOGIN user pass``, connects to the backend (127.0.0.2:143), reads its banner,
 sends the bytes proxyd sends (``I ID (...)`` and ``L LOGIN``, pipelined in one write),
 reads up to the ``L OK`` line, answers the client with the backend's text under the
-client's tag, relays both ways with plain recv/send until one side closes, and closes.
+client's tag, relays both ways until one side closes, and closes.
 
 MODE  hp: one long-lived Trio process serves every connection (service_count = 0);
       hp2: two such processes on the same listener, as process_min_avail = 2 (both wake
@@ -19,7 +19,13 @@ MODE  hp: one long-lived Trio process serves every connection (service_count = 0
       hs_exit: the same, the child leaves with ``os._exit(0)``.
 IO    stream: trio.SocketStream on trio sockets (what proxyd's code is written against);
       raw: non-blocking stdlib sockets and trio.lowlevel.wait_readable / wait_writable,
-          the cheapest I/O Trio allows.
+          the cheapest I/O Trio allows; the relay reads into a 256 KiB buffer per
+          direction (``recv_into``) and writes from it;
+      splice: raw's login, and a relay through a kernel pipe per direction (``splice``
+          socket -> pipe -> socket, 256 KiB at a time, as proxyd's bulk path): no copy
+          through Python.
+      A relay direction waits for its socket, then reads until a read is short (a full
+      read is tried again at once: bulk data keeps coming) and writes what it read.
 AUTH  none: the login process decides itself (no separation);
       unix: a minimal auth hop as Dovecot's separation requires: a second Trio process
           answers ``ID\\tuser\\tpass`` with ``ID\\tOK\\thost=127.0.0.2`` over a UNIX socket
@@ -31,6 +37,7 @@ replies); a short read or an unexpected reply ends the connection.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import signal
@@ -43,6 +50,8 @@ import trio
 from trio.lowlevel import checkpoint, wait_readable, wait_writable
 
 BACKEND_PORT = 143
+CHUNK = 256 * 1024  # a relay read, and the splice pipe's size (proxyd's CHUNK)
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 GREETING = (
     b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN]"
     b" Dovecot ready.\r\n"
@@ -91,7 +100,7 @@ class Raw:
             except BlockingIOError:
                 pass
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -126,7 +135,16 @@ class Stream:
         await self.stream.aclose()
 
 
+class Splice(Raw):
+    """Raw's I/O for the login; the relay goes through a pipe (relay_splice)."""
+
+
 Conn = Raw | Stream
+IO = type[Raw] | type[Stream]
+
+
+def raw_conn(io: IO, sock: socket.socket) -> Raw:
+    return Splice(sock) if io is Splice else Raw(sock)
 
 
 async def read_line(conn: Conn, buf: bytearray) -> bytes:
@@ -168,8 +186,8 @@ class AuthClient:
         self.conn, self.buf, self.lock, self.next_id = conn, bytearray(), trio.Lock(), 0
 
     @classmethod
-    async def connect(cls, path: str, io: type[Raw] | type[Stream]) -> AuthClient:
-        if io is Raw:
+    async def connect(cls, path: str, io: IO) -> AuthClient:
+        if io is not Stream:
             sock = socket.socket(socket.AF_UNIX)
             sock.connect(path)
             return cls(Raw(sock))
@@ -191,10 +209,65 @@ class AuthClient:
 # ---------------------------------------------------------------- one login
 
 
-async def relay(src: Conn, dst: Conn, done: trio.CancelScope) -> None:
+async def relay_stream(src: Stream, dst: Stream, done: trio.CancelScope) -> None:
     while data := await src.recv():
         await dst.send(data)
     done.cancel()
+
+
+async def relay_raw(src: Raw, dst: Raw, done: trio.CancelScope) -> None:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        await wait_readable(src.sock)
+        while True:
+            try:
+                n = src.sock.recv_into(buf)
+            except BlockingIOError:
+                break
+            if not n:
+                done.cancel()
+                return
+            await dst.send(view[:n])
+            if n < CHUNK:
+                break
+
+
+async def relay_splice(src: Raw, dst: Raw, done: trio.CancelScope) -> None:
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, CHUNK)
+    src_fd, dst_fd = src.sock.fileno(), dst.sock.fileno()
+    try:
+        while True:
+            await wait_readable(src.sock)
+            while True:
+                try:
+                    n = os.splice(src_fd, write_end, CHUNK, flags=SPLICE_FLAGS)
+                except BlockingIOError:
+                    break
+                if not n:
+                    done.cancel()
+                    return
+                left = n
+                while left:
+                    try:
+                        left -= os.splice(read_end, dst_fd, left, flags=SPLICE_FLAGS)
+                    except BlockingIOError:
+                        await wait_writable(dst.sock)
+                if n < CHUNK:
+                    break
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def relay(src: Conn, dst: Conn, done: trio.CancelScope) -> None:
+    if isinstance(src, Stream) and isinstance(dst, Stream):
+        await relay_stream(src, dst, done)
+    elif isinstance(src, Splice) and isinstance(dst, Splice):
+        await relay_splice(src, dst, done)
+    elif isinstance(src, Raw) and isinstance(dst, Raw):
+        await relay_raw(src, dst, done)
 
 
 async def session(
@@ -202,7 +275,7 @@ async def session(
     peer: tuple[str, int],
     port: int,
     auth: AuthClient | None,
-    io: type[Raw] | type[Stream],
+    io: IO,
 ) -> None:
     backend: Conn | None = None
     try:
@@ -245,9 +318,7 @@ def listen(port: int) -> socket.socket:
     return sock
 
 
-async def serve_hp(
-    lsock: socket.socket, port: int, io: type[Raw] | type[Stream], auth_path: str | None
-) -> None:
+async def serve_hp(lsock: socket.socket, port: int, io: IO, auth_path: str | None) -> None:
     auth = None if auth_path is None else await AuthClient.connect(auth_path, io)
     async with trio.open_nursery() as nursery:
         if io is Stream:
@@ -262,7 +333,7 @@ async def serve_hp(
             try:
                 while True:  # every connection already queued
                     sock, peer = lsock.accept()
-                    nursery.start_soon(session, Raw(sock), peer, port, auth, io)
+                    nursery.start_soon(session, raw_conn(io, sock), peer, port, auth, io)
             except BlockingIOError:
                 pass
 
@@ -271,12 +342,14 @@ async def child(
     sock: socket.socket,
     peer: tuple[str, int],
     port: int,
-    io: type[Raw] | type[Stream],
+    io: IO,
     auth_path: str | None,
 ) -> None:
     auth = None if auth_path is None else await AuthClient.connect(auth_path, io)
     conn: Conn = (
-        Raw(sock) if io is Raw else Stream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        Stream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        if io is Stream
+        else raw_conn(io, sock)
     )
     await session(conn, peer, port, auth, io)
 
@@ -284,7 +357,7 @@ async def child(
 def serve_hs(
     lsock: socket.socket,
     port: int,
-    io: type[Raw] | type[Stream],
+    io: IO,
     auth_path: str | None,
     fast_exit: bool,
 ) -> None:
@@ -316,7 +389,7 @@ def serve_hs(
 def main() -> None:
     mode, io_name, auth_name, port_text = sys.argv[1:5]
     port = int(port_text)
-    io: type[Raw] | type[Stream] = {"raw": Raw, "stream": Stream}[io_name]
+    io: IO = {"raw": Raw, "splice": Splice, "stream": Stream}[io_name]
     lsock = listen(port)
     auth_path = None
     if auth_name == "unix":
