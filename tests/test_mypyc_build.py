@@ -25,7 +25,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("proxyd", "passdb_drivers")
 #: the tests of the compiled modules (the engines, the login modules, the log, the auth chain
-#: with the static passdb; the other drivers' tests need databases and stay out of this run)
+#: with the static passdb, the relay's hub; the other drivers' tests need databases and stay out
+#: of this run)
 COMPILED_TESTS = (
     "tests/protocols",
     "tests/login",
@@ -33,6 +34,7 @@ COMPILED_TESTS = (
     "tests/test_log_lean.py",
     "tests/test_log_timestamp.py",
     "tests/passdb_drivers/test_static.py",
+    "tests/proxied",
 )
 
 in_a_checkout = pytest.mark.skipif(
