@@ -20,7 +20,7 @@ direction (``_Direction.out``) while the hub watches the destination for
 ``EPOLLOUT`` and stops reading the source, so a slow reader throttles its
 writer, and the other direction keeps flowing meanwhile.
 
-A read that fills the whole buffer means a bulk transfer (a large FETCH or
+A read of ``BULK`` bytes or more means a bulk transfer (a large FETCH or
 APPEND); there a round through the hub per few dozen KiB costs more than a task
 that waits on its own socket, and copying through Python more than ``splice``,
 so the session leaves the hub (``HubRelay.bulk``) and ``relay`` goes on with a
@@ -46,6 +46,9 @@ from proxyd.errtext import os_error
 log = logging.getLogger("proxyd")
 
 CHUNK: Final = 256 * 1024
+#: a read this large is a bulk transfer: commands and replies are far smaller, and a fast
+#: sender over loopback hands the hub 64-192 KiB per read, almost never a whole ``CHUNK``
+BULK: Final = 64 * 1024
 _PIPE_SIZE: Final = 256 * 1024
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
@@ -151,7 +154,7 @@ class HubRelay:
         self.on_count = on_count
         self.closed_by = ""
         self.error = ""
-        #: a full chunk came: the session left the hub for a task per direction (``relay``)
+        #: a bulk read came: the session left the hub for a task per direction (``relay``)
         self.bulk = False
         self.task: trio.lowlevel.Task | None = None
         #: what each side's fd is registered for
@@ -304,7 +307,7 @@ class SpliceHub:
                 sent = 0
             if sent < moved:
                 d.out = bytes(self._view[sent:moved])
-            if moved >= CHUNK:
+            if moved >= BULK:
                 self._hand_over(relay)
         except OSError as exc:
             relay.error = relay.error or os_error(exc)

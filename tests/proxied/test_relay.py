@@ -101,16 +101,19 @@ async def test_a_slow_reader_throttles_its_writer_and_nothing_is_lost() -> None:
         nursery.start_soon(relay, client_near, server_near)
 
         async def send_in_pieces() -> None:
-            for start in range(0, len(upload), 50_000):
-                await client_far.send_all(upload[start : start + 50_000])
+            # small pieces first (the hub's path: reads below BULK, writes that fall short),
+            # then the rest at once (a bulk read: the hand-over, with what the hub holds)
+            for start in range(0, 200_000, 20_000):
+                await client_far.send_all(upload[start : start + 20_000])
+                await trio.sleep(0.002)
+            await client_far.send_all(upload[200_000:])
 
         nursery.start_soon(send_in_pieces)
         got = bytearray()
         with trio.fail_after(30):
+            await trio.sleep(0.05)  # the reader starts late: the buffers fill, writes fall short
             while len(got) < len(upload):
                 got += await server_far.receive_some(65536)
-                if len(got) < 100_000:
-                    await trio.sleep(0.001)  # slower than the writer at first
         assert bytes(got) == upload
         await server_far.aclose()
     for s in (client_far, client_near, server_near):
