@@ -180,17 +180,20 @@ class SlotAllocator:
         self._next = first
         self._free: list[int] = []
         self._by_pid: dict[int, int] = {}
+        #: the shared last slot (the region is mapped before the zygote and never changes);
+        #: kept here, not asked of slots() at every fork and every exit
+        self._last = slots() - 1
 
     def take(self) -> int:
         if self._free:
             return self._free.pop()
         slot = self._next
-        if slot < slots() - 1:
+        if slot < self._last:
             self._next += 1
         return slot
 
     def give_back(self, slot: int) -> None:
-        if slot < slots() - 1:
+        if slot < self._last:
             self._free.append(slot)
 
     def owned(self, pid: int, slot: int) -> None:

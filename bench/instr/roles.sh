@@ -8,7 +8,8 @@
 # checkout or a compiled build's site directory.  After 20 warm-up logins it reads, before
 # and after N logins, the CPU time (/proc/PID/schedstat, user + kernel, ns) of every
 # long-lived process (master, zygote, auth, relay) and the cgroup's total; what is left is
-# the login processes' (forked and reaped within the run).  CPU time depends on the
+# the login processes' (forked and reaped within the run); and the own minor page faults
+# (/proc/PID/stat) of each long-lived process (the zygote's: its loop's writes after each fork).  CPU time depends on the
 # machine's load: compare trees in alternating runs.  Needs root and the rig's setup.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,12 +31,14 @@ for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/20071) 2>/dev/null && break
 sleep 2
 "$PY" "$HERE/login_client.py" imap 20071 20 1 0 > /dev/null
 sleep 1.5
-snapshot() {  # "role ns" lines: the cgroup's total, then each process by its title
-  echo "total $(cat "/sys/fs/cgroup/cpuacct/$cg/cpuacct.usage")"
+snapshot() {  # "role ns faults" lines: the cgroup's total, then each process by its title
+  echo "total $(cat "/sys/fs/cgroup/cpuacct/$cg/cpuacct.usage") 0"
   for p in $(cat "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs"); do
     title=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null) || continue
     case $title in "proxyd: "*) role=${title#proxyd: }; role=${role%% *} ;; *) role=master ;; esac
-    echo "$role $(cut -d' ' -f1 "/proc/$p/schedstat" 2>/dev/null || echo 0)"
+    # its own minor page faults: field 10 of /proc/PID/stat, the 8th after the ")" of its name
+    faults=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f8) || faults=0
+    echo "$role $(cut -d' ' -f1 "/proc/$p/schedstat" 2>/dev/null || echo 0) ${faults:-0}"
   done
 }
 snapshot > "$o/before.txt"
@@ -47,12 +50,13 @@ kill "$(cat "$o/backend/run/master.pid")"
 "$PY" - "$o/before.txt" "$o/after.txt" "$N" "$TREE" <<'PY'
 import collections, sys
 def read(path):
-    found = collections.Counter()
+    found, faults = collections.Counter(), collections.Counter()
     for line in open(path):
-        role, ns = line.split()
+        role, ns, flt = line.split()
         found[role] += int(ns)
-    return found
-before, after, n = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3])
+        faults[role] += int(flt)
+    return found, faults
+(before, fb), (after, fa), n = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3])
 rest = after["total"] - before["total"]
 parts = []
 for role in sorted(after):
@@ -63,5 +67,7 @@ for role in sorted(after):
 parts.append(f"login processes {rest / n / 1e6:.2f}")
 print(f"{sys.argv[4]}: CPU ms per HS IMAP login: " + ", ".join(parts)
       + f"; total {(after['total'] - before['total']) / n / 1e6:.2f}")
+print(f"{sys.argv[4]}: own page faults per HS IMAP login: "
+      + ", ".join(f"{role} {(fa[role] - fb.get(role, 0)) / n:.1f}" for role in sorted(fa) if role != "total"))
 PY
 rmdir "/sys/fs/cgroup/cpuacct/$cg"; rm -rf "$o"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from proxyd.ipc.channel import ControlError, decode_object
 
@@ -97,12 +97,20 @@ def encode(record: ZygoteRequest | ZygoteReport) -> bytes:
 # ``encode(Exited(pid, status))`` (tests/ipc/test_zygote.py).
 
 
+#: ``% (pid, seq)`` and ``% (pid, status)``: the zygote's loop formats them itself
+SPAWNED_WIRE: Final = b'{"pid": %d, "seq": %d}'
+EXITED_WIRE: Final = b'{"ev": "exit", "pid": %d, "status": %d}'
+#: what comes before the seq at the end of every request (``wire()`` puts it last): the
+#: zygote knows a request it has read before by the bytes ahead of it
+SEQ_MARK: Final = b', "seq": '
+
+
 def encode_spawned(seq: int, pid: int) -> bytes:
-    return b'{"pid": %d, "seq": %d}' % (pid, seq)
+    return SPAWNED_WIRE % (pid, seq)
 
 
 def encode_exited(pid: int, status: int) -> bytes:
-    return b'{"ev": "exit", "pid": %d, "status": %d}' % (pid, status)
+    return EXITED_WIRE % (pid, status)
 
 
 def _int(message: Mapping[str, Any], key: str) -> int:

@@ -19,10 +19,10 @@ answered by ``Spawned``, ``Reloaded`` or ``ZygoteError``; ``Exited`` at any time
 from __future__ import annotations
 
 import array
-import contextlib
 import ctypes
 import gc
 import logging
+import operator
 import os
 import select
 import signal
@@ -39,6 +39,9 @@ from proxyd.config.settings import Settings
 from proxyd.errors import ConfigError
 from proxyd.ipc.channel import ControlError
 from proxyd.ipc.zygote import (
+    EXITED_WIRE,
+    SEQ_MARK,
+    SPAWNED_WIRE,
     Exited,
     Reload,
     Reloaded,
@@ -48,8 +51,6 @@ from proxyd.ipc.zygote import (
     ZygoteReply,
     ZygoteRequest,
     encode,
-    encode_exited,
-    encode_spawned,
     read_report,
     read_request,
 )
@@ -222,6 +223,11 @@ def start_zygote(
     return ZygoteHandle(master_end, pid)
 
 
+#: a request is a short JSON object; a few descriptors at most come with it
+_MAX_REQUEST: Final = 4096
+_MAX_FDS: Final = 16
+
+
 def _zygote_loop(
     settings: Settings,
     inherited: InheritedSockets,
@@ -230,6 +236,16 @@ def _zygote_loop(
     on_reload: Callable[[Settings], None] | None,
     before_fork: BeforeFork | None = None,
 ) -> None:
+    """Serve the master's requests, fork, reap, until the master is gone.
+
+    Every ``fork()`` write-protects all of this process's pages, so each page its loop writes
+    afterwards (a reference count, a freelist, a fresh object) faults and is copied, once
+    per fork.  The path of a spawn and of a reaping therefore touches few objects, all made
+    here beforehand: bound methods, a preallocated buffer, the wire formats, and the spawn
+    requests already seen (known by their bytes before the seq, ``SEQ_MARK``), whose
+    ``before_fork`` has already run -- no request record, no JSON, no Python function
+    beyond this one in the parent's path.
+    """
     from setproctitle import setproctitle
 
     setproctitle("proxyd: zygote")
@@ -238,60 +254,129 @@ def _zygote_loop(
     # master's own is kept for re-reading the configuration, which may name $ENV:NAME
     master_environment = dict(os.environ)
     privileges.import_environment(settings.import_environment)
-    # SIGCHLD wakes the loop through a pipe; the handler itself does nothing
+    # SIGCHLD wakes the loop through a pipe; the handler itself does nothing (a C function:
+    # a Python one's call would write its function's and code's pages at every exit)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    signal.signal(signal.SIGCHLD, operator.is_)
     slots = counters.SlotAllocator()
+    take, owned, release, set_slot = slots.take, slots.owned, slots.release, counters.set_slot
+    fork, waitpid, close, readv, wnohang = os.fork, os.waitpid, os.close, os.readv, os.WNOHANG
+    send, recvmsg, fileno = sock.send, sock.recvmsg, sock.fileno()
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    poll = poller.poll
+    drain = [bytearray(512)]
+    ancillary = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+    fds = array.array("i")
+    sol_socket, scm_rights = socket.SOL_SOCKET, socket.SCM_RIGHTS
+    spawned_wire, exited_wire, seq_mark = SPAWNED_WIRE, EXITED_WIRE, SEQ_MARK
+    #: spawn requests by their bytes before the seq -> (kind, service), once ``before_fork``
+    #: has run for them without failing (since the start or the last reload)
+    prepared: dict[bytes, tuple[str, str]] = {}
     gc.collect()
     gc.freeze()  # children share these pages instead of copying them on the first GC
     while True:
-        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
-        if wake_r in readable:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_r, 512)
-            _report_exits(sock, slots)
-        if sock.fileno() not in readable:
-            continue
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 16)
-        except InterruptedError:
-            continue
-        if not data:
-            return  # the master is gone
-        request = read_request(data)
-        match request:
-            case Reload(seq=seq):
+        for ready, _event in poll():
+            if ready == wake_r:
+                try:  # noqa: SIM105 - not contextlib.suppress: no context manager per exit
+                    readv(wake_r, drain)
+                except BlockingIOError:
+                    pass
+                # reap every child that has exited and tell the master (its slot is free again)
+                while True:
+                    try:
+                        pid, status = waitpid(-1, wnohang)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    release(pid)
+                    send(exited_wire % (pid, status))
+                continue
+            try:
+                data, ancdata, _flags, _addr = recvmsg(_MAX_REQUEST, ancillary)
+            except InterruptedError:
+                continue
+            if not data:
+                return  # the master is gone
+            del fds[:]
+            for level, cmsg_type, fd_data in ancdata:
+                if level == sol_socket and cmsg_type == scm_rights:
+                    fds.frombytes(fd_data[: len(fd_data) - len(fd_data) % fds.itemsize])
+            head, _mark, tail = data.rpartition(seq_mark)
+            known = prepared.get(head)
+            if known is None or tail[-1:] != b"}" or not tail[:-1].isdigit():
+                # a request not seen before: read it in full
+                request = read_request(data)
+                match request:
+                    case Reload(seq=seq):
+                        for fd in fds:
+                            close(fd)
+                        prepared.clear()
+                        settings = _reload(settings, seq, master_environment, sock, on_reload)
+                        continue
+                    case Spawn(seq=seq, kind=kind, service=service):
+                        if _prepare(before_fork, settings, kind, service, inherited):
+                            prepared[head] = (kind, service)
+                    case _:
+                        assert_never(request)
+            else:
+                seq = int(tail[:-1])
+                kind, service = known
+            slot = take()
+            set_slot(slot)  # the child inherits its slot number
+            pid = -1
+            try:
+                pid = fork()
+                if pid == 0:
+                    _child(settings, kind, service, fds, inherited, sock, (wake_r, wake_w), child_main)
+                owned(pid, slot)
+                send(spawned_wire % (pid, seq))
+            except OSError as exc:
+                if pid < 0:  # fork() failed: nobody has the slot
+                    slots.give_back(slot)
+                sock.send(encode(ZygoteError(seq, str(exc))))
+            finally:
                 for fd in fds:
-                    os.close(fd)
-                _set_environment(master_environment)
-                try:
-                    settings = load_settings(settings.config_path)
-                    if on_reload is not None:
-                        on_reload(settings)
-                except (ConfigError, OSError, ValueError) as exc:
-                    sock.send(encode(ZygoteError(seq, str(exc))))
-                    continue
-                finally:
-                    privileges.import_environment(settings.import_environment)
-                sock.send(encode(Reloaded(seq)))
-            case Spawn(seq=seq):
-                if before_fork is not None:
-                    # a failure here is the child's own to meet (and log) when it starts
-                    try:  # noqa: SIM105 - not contextlib.suppress: no context manager per fork
-                        before_fork(settings, request.kind, request.service, inherited)
-                    except Exception:  # noqa: S110
-                        pass
-                try:
-                    pid = _fork(settings, request, fds, inherited, sock, (wake_r, wake_w), child_main, slots)
-                    sock.send(encode_spawned(seq, pid))
-                except OSError as exc:
-                    sock.send(encode(ZygoteError(seq, str(exc))))
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-            case _:
-                assert_never(request)
+                    close(fd)
+
+
+def _prepare(
+    before_fork: BeforeFork | None, settings: Settings, kind: str, service: str, inherited: InheritedSockets
+) -> bool:
+    """Run ``before_fork`` (at the first spawn of a kind and service); False if it failed."""
+    if before_fork is not None:
+        # a failure here is the child's own to meet (and log) when it starts; it is tried
+        # again at the next spawn
+        try:
+            before_fork(settings, kind, service, inherited)
+        except Exception:
+            return False
+    return True
+
+
+def _reload(
+    settings: Settings,
+    seq: int,
+    master_environment: dict[str, str],
+    sock: socket.socket,
+    on_reload: Callable[[Settings], None] | None,
+) -> Settings:
+    """Re-read the configuration, answer the master; the settings from now on."""
+    _set_environment(master_environment)
+    try:
+        settings = load_settings(settings.config_path)
+        if on_reload is not None:
+            on_reload(settings)
+    except (ConfigError, OSError, ValueError) as exc:
+        sock.send(encode(ZygoteError(seq, str(exc))))
+        return settings
+    finally:
+        privileges.import_environment(settings.import_environment)
+    sock.send(encode(Reloaded(seq)))
+    return settings
 
 
 def _set_environment(environment: dict[str, str]) -> None:
@@ -317,46 +402,24 @@ def _warm_trio() -> None:
         trio.run(one_step)
 
 
-def _report_exits(sock: socket.socket, slots: counters.SlotAllocator) -> None:
-    """Reap every child that has exited and tell the master (its counter slot is free again)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        slots.release(pid)
-        sock.send(encode_exited(pid, status))
-
-
-def _fork(
+def _child(
     settings: Settings,
-    request: Spawn,
-    fds: list[int],
+    kind: str,
+    service: str,
+    fds: array.array[int],
     inherited: InheritedSockets,
     zygote_sock: socket.socket,
     wake_pipe: tuple[int, int],
     child_main: ChildMain,
-    slots: counters.SlotAllocator,
-) -> int:
-    slot = slots.take()
-    counters.set_slot(slot)  # the child inherits its slot number
+) -> NoReturn:
+    """In a fresh child: leave the zygote's loop behind and become the child asked for."""
     try:
-        pid = os.fork()
-    except OSError:
-        slots.give_back(slot)
-        raise
-    if pid == 0:
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in wake_pipe:
-                os.close(fd)
-            zygote_sock.close()
-            control = socket.socket(fileno=fds[0])
-            child_main(settings, request.kind, request.service, control, inherited)
-        finally:
-            os._exit(1)  # child_main never returns
-    slots.owned(pid, slot)
-    return pid
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wake_pipe:
+            os.close(fd)
+        zygote_sock.close()
+        control = socket.socket(fileno=fds[0])
+        child_main(settings, kind, service, control, inherited)
+    finally:
+        os._exit(1)  # child_main never returns

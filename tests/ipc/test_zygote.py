@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from proxyd.ipc.channel import ControlError
 from proxyd.ipc.zygote import (
+    SEQ_MARK,
     Exited,
     Reload,
     Reloaded,
@@ -47,3 +50,12 @@ def test_the_zygotes_own_datagrams_are_the_records_encodings(seq: int, pid: int,
     assert read_report(encode_spawned(seq, pid)) == Spawned(seq, pid)
     assert encode_exited(pid, status) == encode(Exited(pid, status))
     assert read_report(encode_exited(pid, status)) == Exited(pid, status)
+
+
+@pytest.mark.parametrize("request_", [Spawn(1, "login", "imap-login"), Spawn(2**40, "auth", ""), Reload(3)])
+def test_a_request_ends_in_its_seq(request_: ZygoteRequest) -> None:
+    """The zygote's loop knows a request again by what precedes ``SEQ_MARK``: the rest is the seq."""
+    head, mark, tail = encode(request_).rpartition(SEQ_MARK)
+    assert mark == SEQ_MARK
+    assert tail == b"%d}" % request_.seq
+    assert head == encode(dataclasses.replace(request_, seq=0)).rpartition(SEQ_MARK)[0]
