@@ -23,6 +23,9 @@
 #   fetch1 / fetch8  loadgen -mode relay: 1 or 8 sessions of user bigmsg (the rig's 10 MB
 #          message, read-only) doing FETCH 1 BODY.PEEK[] for RELAY_D; MB/s and the
 #          target's CPU per MB (its cgroup over the call / MB relayed).
+# The backend's tree and the client (loadgen) are in cgroups of their own too: their CPU
+# per MB says how much of the 2 cores a relayed MB leaves them.  The rig's monitor samples
+# the CPU of everything outside the namespace (other work on the machine) every 2 s.
 # Added latency and x direct are taken against direct in the same round; the summary
 # (relay_summary.py) gives medians over rounds.  Results: $OUT/raw.txt, $OUT/table.md.
 # Needs root and the rig's setup (../shared/bench/setup.sh).
@@ -59,8 +62,10 @@ o=$OUT/ns
 instr_backend "$o"
 until (echo > /dev/tcp/127.0.0.1/20143) 2>/dev/null; do sleep 0.1; done
 declare -A port cg root
+mon=""
 cleanup() {
   local t pids
+  if [ -n "$mon" ]; then kill "$mon" 2>/dev/null || true; fi
   for t in "${!root[@]}"; do kill -TERM "${root[$t]}" 2>/dev/null || true; done
   sleep 1
   for t in "${!cg[@]}"; do
@@ -80,6 +85,16 @@ in_cgroup() {
   local t=$1; shift
   ( echo "$BASHPID" > "/sys/fs/cgroup/cpuacct/${cg[$t]}/cgroup.procs"; exec "$@" ) &
 }
+# the backend's tree (its login and imap processes are forked by its master) and the client
+for t in backend client; do
+  cg[$t]=proxyd-floor-relay-$$-$t
+  mkdir "/sys/fs/cgroup/cpuacct/${cg[$t]}"
+done
+for pid in $(cat "$o/backend/run/master.pid") $(ps -o pid= --ppid "$(cat "$o/backend/run/master.pid")"); do
+  echo "$pid" > "/sys/fs/cgroup/cpuacct/${cg[backend]}/cgroup.procs"
+done
+# lg ARGS...: the load generator in the client's cgroup (called in a command substitution)
+lg() { echo "$BASHPID" > "/sys/fs/cgroup/cpuacct/${cg[client]}/cgroup.procs"; exec "$LG" "$@"; }
 n=0
 for t in $TARGETS; do
   n=$((n + 1))
@@ -121,6 +136,8 @@ for t in $TARGETS; do
   "$LG" -mode noop -proto imap -addr "127.0.0.1:${port[$t]}" -n 200 -user user0100 > /dev/null
   "$LG" -mode relay -proto imap -addr "127.0.0.1:${port[$t]}" -c 2 -d 1s -user bigmsg > /dev/null
 done
+"$LG" -mode monitor -d 2s -user $$ -max-wall 900s > "$o/monitor.txt" &
+mon=$!
 read -r -a order <<< "$(echo $TARGETS)"
 for r in $(seq 1 "$ROUNDS"); do
   for s in noop fetch1 fetch8; do
@@ -128,12 +145,16 @@ for r in $(seq 1 "$ROUNDS"); do
       t=${order[$(( (i + r - 1) % ${#order[@]} ))]}
       common=(-proto imap -addr "127.0.0.1:${port[$t]}" -label "$t" -max-wall 120s)
       load=$(cut -d' ' -f1 /proc/loadavg)
-      u0=$(usage "$t")
+      u0=$(usage "$t") b0=$(usage backend) c0=$(usage client)
       case $s in
-        noop) line=$("$LG" -mode noop "${common[@]}" -n "$NOOPS" -user "$(printf user%04d "$r")") ;;
-        fetch*) line=$("$LG" -mode relay "${common[@]}" -c "${s#fetch}" -d "$RELAY_D" -user bigmsg) ;;
+        noop) line=$(lg -mode noop "${common[@]}" -n "$NOOPS" -user "$(printf user%04d "$r")") ;;
+        fetch*) line=$(lg -mode relay "${common[@]}" -c "${s#fetch}" -d "$RELAY_D" -user bigmsg) ;;
       esac
-      echo "round=$r scenario=$s load=$load cg_cpu_ns=$(( $(usage "$t") - u0 )) $line"
+      echo "round=$r scenario=$s load=$load cg_cpu_ns=$(( $(usage "$t") - u0 ))" \
+        "backend_cpu_ns=$(( $(usage backend) - b0 )) client_cpu_ns=$(( $(usage client) - c0 )) $line"
     done
   done
 done
+kill "$mon"; wait "$mon" 2>/dev/null || true; mon=""
+awk -F'other_cores=' 'NF > 1 {split($2, a, " "); print a[1]}' "$o/monitor.txt" | sort -n |
+  awk '{v[NR] = $1} END {if (NR) printf "monitor other_cores_median=%.2f other_cores_max=%.2f samples=%d\n", v[int((NR + 1) / 2)], v[NR], NR}'

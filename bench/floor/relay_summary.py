@@ -24,10 +24,14 @@ def main() -> None:
     direct: dict[tuple[str, str], dict[str, str]] = {}
     order: list[str] = []
     loads: list[float] = []
+    monitor: list[str] = []
     for path in sys.argv[1:]:
         with open(path) as f:
             for line in f:
                 kv = fields(line)
+                if line.startswith("monitor "):
+                    monitor.append(f"{kv['other_cores_median']} (max {kv['other_cores_max']})")
+                    continue
                 if "scenario" not in kv or "label" not in kv:
                     continue
                 kv["round"] = f"{path}:{kv['round']}"  # rounds of several files apart
@@ -68,24 +72,32 @@ def main() -> None:
         print(f"FETCH of the 10 MB message, {sessions} session(s), {scenario}")
         print()
         print(
-            "| target | MB/s | x direct | x direct per round | CPU-ms per MB | proxy cores | errors |"
+            "| target | MB/s | x direct | x direct per round | CPU-ms per MB | proxy cores"
+            " | backend + client CPU-ms per MB | errors |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for label in order:
             rs = runs.get((scenario, label), [])
             if not rs:
                 continue
             mbs = [float(r["mb_per_s"]) for r in rs]
             errors = sum(int(r["errors"]) for r in rs)
+            rest = [
+                (int(r.get("backend_cpu_ns", 0)) + int(r.get("client_cpu_ns", 0)))
+                / 1e6
+                / float(r["mbytes"])
+                for r in rs
+                if float(r["mbytes"])
+            ]
             if label == "direct":
-                print(f"| direct | {med(mbs):.0f} | 1 | - | - | - | {errors} |")
+                print(f"| direct | {med(mbs):.0f} | 1 | - | - | - | {med(rest):.3f} | {errors} |")
                 continue
             ratio = [float(r["mb_per_s"]) / (against(r, "mb_per_s") or float("nan")) for r in rs]
             cpu = [int(r["cg_cpu_ns"]) / 1e6 / float(r["mbytes"]) for r in rs if float(r["mbytes"])]
             cores = [int(r["cg_cpu_ns"]) / 1e9 / float(r["secs"]) for r in rs]
             print(
                 f"| {label} | {med(mbs):.0f} | {med(ratio):.2f} | {', '.join(f'{x:.2f}' for x in ratio)}"
-                f" | {med(cpu):.3f} | {med(cores):.2f} | {errors} |"
+                f" | {med(cpu):.3f} | {med(cores):.2f} | {med(rest):.3f} | {errors} |"
             )
     if loads:
         print()
@@ -93,6 +105,8 @@ def main() -> None:
             f"{len(runs.get(('noop', 'direct'), []))} round(s);"
             f" load average (1 min) at each call: median {med(loads):.1f}, {min(loads):.1f}..{max(loads):.1f}"
         )
+    for m in monitor:
+        print(f"other work on the machine (the rig's monitor, cores): median {m}")
 
 
 if __name__ == "__main__":
