@@ -22,7 +22,8 @@
 #          per NOOP (its cgroup over the call / (NOOPS + 100));
 #   fetch1 / fetch8  loadgen -mode relay: 1 or 8 sessions of user bigmsg (the rig's 10 MB
 #          message, read-only) doing FETCH 1 BODY.PEEK[] for RELAY_D; MB/s and the
-#          target's CPU per MB (its cgroup over the call / MB relayed).
+#          target's CPU per MB (its cgroup over the call / MB relayed; its kernel part
+#          from cpuacct.usage_sys).
 # The backend's tree and the client (loadgen) are in cgroups of their own too: their CPU
 # per MB says how much of the 2 cores a relayed MB leaves them.  The rig's monitor samples
 # the CPU of everything outside the namespace (other work on the machine) every 2 s.
@@ -90,9 +91,11 @@ for t in backend client; do
   cg[$t]=proxyd-floor-relay-$$-$t
   mkdir "/sys/fs/cgroup/cpuacct/${cg[$t]}"
 done
-for pid in $(cat "$o/backend/run/master.pid") $(ps -o pid= --ppid "$(cat "$o/backend/run/master.pid")"); do
-  echo "$pid" > "/sys/fs/cgroup/cpuacct/${cg[backend]}/cgroup.procs"
-done
+# the master first (what it forks from now on follows it), then the children it had
+bm=$(cat "$o/backend/run/master.pid")
+echo "$bm" > "/sys/fs/cgroup/cpuacct/${cg[backend]}/cgroup.procs"
+sleep 0.5
+for pid in $(ps -o pid= --ppid "$bm"); do echo "$pid" > "/sys/fs/cgroup/cpuacct/${cg[backend]}/cgroup.procs"; done
 # lg ARGS...: the load generator in the client's cgroup (called in a command substitution)
 lg() { echo "$BASHPID" > "/sys/fs/cgroup/cpuacct/${cg[client]}/cgroup.procs"; exec "$LG" "$@"; }
 n=0
@@ -129,7 +132,8 @@ for t in $TARGETS; do
   for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/${port[$t]}") 2>/dev/null && break; sleep 0.1; done
 done
 sleep 2
-usage() { if [ "$1" = direct ]; then echo 0; else cat "/sys/fs/cgroup/cpuacct/${cg[$1]}/cpuacct.usage"; fi; }
+# usage T [_sys]: T's CPU (ns) so far, all or its kernel part
+usage() { if [ "$1" = direct ]; then echo 0; else cat "/sys/fs/cgroup/cpuacct/${cg[$1]}/cpuacct.usage${2:-}"; fi; }
 # the message's indexes, once; every target's first sessions (a warm-up the rounds do not count)
 "$LG" -mode relay -proto imap -addr 127.0.0.1:20143 -c 1 -d 1s -user bigmsg > /dev/null
 for t in $TARGETS; do
@@ -145,12 +149,12 @@ for r in $(seq 1 "$ROUNDS"); do
       t=${order[$(( (i + r - 1) % ${#order[@]} ))]}
       common=(-proto imap -addr "127.0.0.1:${port[$t]}" -label "$t" -max-wall 120s)
       load=$(cut -d' ' -f1 /proc/loadavg)
-      u0=$(usage "$t") b0=$(usage backend) c0=$(usage client)
+      u0=$(usage "$t") k0=$(usage "$t" _sys) b0=$(usage backend) c0=$(usage client)
       case $s in
         noop) line=$(lg -mode noop "${common[@]}" -n "$NOOPS" -user "$(printf user%04d "$r")") ;;
         fetch*) line=$(lg -mode relay "${common[@]}" -c "${s#fetch}" -d "$RELAY_D" -user bigmsg) ;;
       esac
-      echo "round=$r scenario=$s load=$load cg_cpu_ns=$(( $(usage "$t") - u0 ))" \
+      echo "round=$r scenario=$s load=$load cg_cpu_ns=$(( $(usage "$t") - u0 )) cg_sys_ns=$(( $(usage "$t" _sys) - k0 ))" \
         "backend_cpu_ns=$(( $(usage backend) - b0 )) client_cpu_ns=$(( $(usage client) - c0 )) $line"
     done
   done

@@ -5,7 +5,8 @@
 NOOP: p50 and p99 round trip, and p50 / p99 added over direct in the same round (median
 over rounds of the per-round difference); the target's CPU per NOOP (its cgroup over the
 call / (NOOPs + 100 warm-up)).  FETCH of the 10 MB message with 1 and 8 sessions: MB/s,
-x direct in the same round, and the target's CPU-ms per relayed MB (its cgroup).
+x direct in the same round, and the target's CPU-ms per relayed MB (its cgroup; the kernel
+part where recorded), beside the backend's and the client's together.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def main() -> None:
         print(f"FETCH of the 10 MB message, {sessions} session(s), {scenario}")
         print()
         print(
-            "| target | MB/s | x direct | x direct per round | CPU-ms per MB | proxy cores"
+            "| target | MB/s | x direct | x direct per round | CPU-ms per MB (kernel) | proxy cores"
             " | backend + client CPU-ms per MB | errors |"
         )
         print("|---|---|---|---|---|---|---|---|")
@@ -94,10 +95,16 @@ def main() -> None:
                 continue
             ratio = [float(r["mb_per_s"]) / (against(r, "mb_per_s") or float("nan")) for r in rs]
             cpu = [int(r["cg_cpu_ns"]) / 1e6 / float(r["mbytes"]) for r in rs if float(r["mbytes"])]
+            kernel = [
+                int(r["cg_sys_ns"]) / 1e6 / float(r["mbytes"])
+                for r in rs
+                if "cg_sys_ns" in r and float(r["mbytes"])
+            ]
+            cpu_text = f"{med(cpu):.3f}" + (f" ({med(kernel):.3f})" if kernel else "")
             cores = [int(r["cg_cpu_ns"]) / 1e9 / float(r["secs"]) for r in rs]
             print(
                 f"| {label} | {med(mbs):.0f} | {med(ratio):.2f} | {', '.join(f'{x:.2f}' for x in ratio)}"
-                f" | {med(cpu):.3f} | {med(cores):.2f} | {med(rest):.3f} | {errors} |"
+                f" | {cpu_text} | {med(cores):.2f} | {med(rest):.3f} | {errors} |"
             )
     if loads:
         print()
