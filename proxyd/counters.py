@@ -173,33 +173,29 @@ def totals() -> Totals:
 
 
 class SlotAllocator:
-    """The zygote's book of which child has which slot."""
+    """The zygote's book of which child has which slot.
+
+    Its state is plain containers, so that the zygote's loop can keep it with their C
+    methods between forks (a Python call there costs page faults): ``free`` the slots to
+    hand out next (from the end), ``by_pid``, and ``last``, the slot the rest share.
+    """
 
     def __init__(self, first: int = 1) -> None:
-        # slot 0 is the master's (and the zygote's, which counts nothing)
-        self._next = first
-        self._free: list[int] = []
-        self._by_pid: dict[int, int] = {}
-        #: the shared last slot (the region is mapped before the zygote and never changes);
-        #: kept here, not asked of slots() at every fork and every exit
-        self._last = slots() - 1
+        # slot 0 is the master's (and the zygote's, which counts nothing); the region is
+        # mapped before the zygote and never changes
+        self.last = max(slots() - 1, first)
+        self.free: list[int] = list(range(self.last - 1, first - 1, -1))
+        self.by_pid: dict[int, int] = {}
 
     def take(self) -> int:
-        if self._free:
-            return self._free.pop()
-        slot = self._next
-        if slot < self._last:
-            self._next += 1
-        return slot
+        return self.free.pop() if self.free else self.last
 
     def give_back(self, slot: int) -> None:
-        if slot < self._last:
-            self._free.append(slot)
+        if slot < self.last:
+            self.free.append(slot)
 
     def owned(self, pid: int, slot: int) -> None:
-        self._by_pid[pid] = slot
+        self.by_pid[pid] = slot
 
     def release(self, pid: int) -> None:
-        slot = self._by_pid.pop(pid, None)
-        if slot is not None:
-            self.give_back(slot)
+        self.give_back(self.by_pid.pop(pid, self.last))

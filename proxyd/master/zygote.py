@@ -260,7 +260,9 @@ def _zygote_loop(
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, operator.is_)
     slots = counters.SlotAllocator()
-    take, owned, release, set_slot = slots.take, slots.owned, slots.release, counters.set_slot
+    # the slot book kept here with its containers' C methods (SlotAllocator's take, owned, release)
+    free, by_pid, last_slot = slots.free, slots.by_pid, slots.last
+    take_free, give_back, slot_of = free.pop, free.append, by_pid.pop
     fork, waitpid, close, readv, wnohang = os.fork, os.waitpid, os.close, os.readv, os.WNOHANG
     send, recvmsg, fileno = sock.send, sock.recvmsg, sock.fileno()
     poller = select.poll()
@@ -292,7 +294,9 @@ def _zygote_loop(
                         break
                     if pid == 0:
                         break
-                    release(pid)
+                    slot = slot_of(pid, last_slot)
+                    if slot < last_slot:
+                        give_back(slot)
                     send(exited_wire % (pid, status))
                 continue
             try:
@@ -325,14 +329,13 @@ def _zygote_loop(
             else:
                 seq = int(tail[:-1])
                 kind, service = known
-            slot = take()
-            set_slot(slot)  # the child inherits its slot number
+            slot = take_free() if free else last_slot
             pid = -1
             try:
                 pid = fork()
                 if pid == 0:
-                    _child(settings, kind, service, fds, inherited, sock, (wake_r, wake_w), child_main)
-                owned(pid, slot)
+                    _child(settings, kind, service, slot, fds, inherited, sock, (wake_r, wake_w), child_main)
+                by_pid[pid] = slot
                 send(spawned_wire % (pid, seq))
             except OSError as exc:
                 if pid < 0:  # fork() failed: nobody has the slot
@@ -406,6 +409,7 @@ def _child(
     settings: Settings,
     kind: str,
     service: str,
+    slot: int,
     fds: array.array[int],
     inherited: InheritedSockets,
     zygote_sock: socket.socket,
@@ -414,6 +418,7 @@ def _child(
 ) -> NoReturn:
     """In a fresh child: leave the zygote's loop behind and become the child asked for."""
     try:
+        counters.set_slot(slot)  # the child counts into its own slot
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in wake_pipe:
