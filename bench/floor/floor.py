@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import mmap
 import os
 import signal
 import socket
@@ -215,22 +216,31 @@ async def relay_stream(src: Stream, dst: Stream, done: trio.CancelScope) -> None
     done.cancel()
 
 
+# relay_raw's read buffers: anonymous mappings (a page is only faulted in when a read first
+# reaches it; a zero-filled bytearray would touch all 64 pages), kept for the next session
+BUFFERS: list[mmap.mmap] = []
+
+
 async def relay_raw(src: Raw, dst: Raw, done: trio.CancelScope) -> None:
-    buf = bytearray(CHUNK)
+    buf = BUFFERS.pop() if BUFFERS else mmap.mmap(-1, CHUNK)
     view = memoryview(buf)
-    while True:
-        await wait_readable(src.sock)
+    try:
         while True:
-            try:
-                n = src.sock.recv_into(buf)
-            except BlockingIOError:
-                break
-            if not n:
-                done.cancel()
-                return
-            await dst.send(view[:n])
-            if n < CHUNK:
-                break
+            await wait_readable(src.sock)
+            while True:
+                try:
+                    n = src.sock.recv_into(view)
+                except BlockingIOError:
+                    break
+                if not n:
+                    done.cancel()
+                    return
+                await dst.send(view[:n])
+                if n < CHUNK:
+                    break
+    finally:
+        view.release()
+        BUFFERS.append(buf)
 
 
 async def relay_splice(src: Raw, dst: Raw, done: trio.CancelScope) -> None:
