@@ -9,7 +9,7 @@ the end of its relay; a kick cancels that wait, which takes the session off the
 hub.
 
 The hub moves the few bytes of a command or a short reply with one ``read`` into
-the process's buffer and one ``write`` of them: two system calls per message and
+the process's 64 KiB buffer and one ``write`` of them: two system calls per message and
 direction, where ``splice`` (socket -> pipe -> socket) took three (the third to
 learn that the socket was empty; the hub's epoll is level-triggered, so a short
 read needs no such check).  A per-command round trip of a proxied session is
@@ -174,8 +174,9 @@ class SpliceHub:
         self._epoll: select.epoll | None = None
         #: fd -> its session
         self._relays: dict[int, HubRelay] = {}
-        #: every read lands here and is written on at once (one task: one buffer)
-        self._buf = bytearray(CHUNK)
+        #: every read lands here and is written on at once (one task: one buffer); a read
+        #: that fills it is a bulk transfer
+        self._buf = bytearray(BULK)
         self._view = memoryview(self._buf)
         self._bufs = (self._buf,)
         #: Trio's clock at this wake-up of the hub
