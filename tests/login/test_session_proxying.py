@@ -202,6 +202,24 @@ async def test_dead_backend_disconnects_are_spread(
     assert caplog.text.count("- disconnecting client in ") == 3
 
 
+async def _logged_in(
+    nursery: trio.Nursery, auth: FakeAuth, state: ProxyState, count: int
+) -> tuple[list[LoginSession], list[trio.abc.Stream]]:
+    """``count`` sessions sharing ``state``, each logged in and proxied; and their clients."""
+    sessions: list[LoginSession] = []
+    clients: list[trio.abc.Stream] = []
+    for n in range(count):
+        client, server = trio.testing.memory_stream_pair()
+        session = LoginSession(_ctx(auth), IMAP, server, _conn(), implicit_tls=False, proxy_state=state)
+        nursery.start_soon(session.run)
+        await _read_until(client, b"\r\n")
+        await client.send_all(f"a{n} LOGIN alice {PASSWORD}\r\n".encode())
+        await _read_until(client, f"a{n} OK".encode())
+        sessions.append(session)
+        clients.append(client)
+    return sessions, clients
+
+
 async def test_kick_during_the_disconnect_delay_closes_at_once(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -210,19 +228,7 @@ async def test_kick_during_the_disconnect_delay_closes_at_once(
     await _start_backend(nursery, backend)
     auth = FakeAuth(_ok_reply(backend.port))
     state = ProxyState(max_disconnect_delay=100, rng=random.Random(0))
-    sessions = []
-    clients = []
-    for n in range(4):
-        client, server = trio.testing.memory_stream_pair()
-        session = LoginSession(
-            _ctx(auth), IMAP, server, _conn(), implicit_tls=False, proxy_state=state
-        )
-        nursery.start_soon(session.run)
-        await _read_until(client, b"\r\n")
-        await client.send_all(f"a{n} LOGIN alice {PASSWORD}\r\n".encode())
-        await _read_until(client, f"a{n} OK".encode())
-        sessions.append(session)
-        clients.append(client)
+    sessions, clients = await _logged_in(nursery, auth, state, 4)
     backend.drop.set()
     await trio.sleep(1)  # the first has gone, the others wait for their slots (up to 100 s)
     held = state.record("127.0.0.1", backend.port).num_delayed_client_disconnects
@@ -268,16 +274,7 @@ async def test_kicks_are_delayed_like_backend_disconnects(
     await _start_backend(nursery, backend)
     auth = FakeAuth(_ok_reply(backend.port))
     state = ProxyState(max_disconnect_delay=10, rng=random.Random(0))
-    sessions, clients = [], []
-    for n in range(5):
-        client, server = trio.testing.memory_stream_pair()
-        session = LoginSession(_ctx(auth), IMAP, server, _conn(), implicit_tls=False, proxy_state=state)
-        nursery.start_soon(session.run)
-        await _read_until(client, b"\r\n")
-        await client.send_all(f"a{n} LOGIN alice {PASSWORD}\r\n".encode())
-        await _read_until(client, f"a{n} OK".encode())
-        sessions.append(session)
-        clients.append(client)
+    sessions, clients = await _logged_in(nursery, auth, state, 5)
     kicked = trio.current_time()
     for session in sessions:
         session.destroy("Kicked by admin")
