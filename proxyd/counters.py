@@ -175,9 +175,8 @@ def totals() -> Totals:
 class SlotAllocator:
     """The zygote's book of which child has which slot.
 
-    Its state is plain containers, so that the zygote's loop can keep it with their C
-    methods between forks (a Python call there costs page faults): ``free`` the slots to
-    hand out next (from the end), ``by_pid``, and ``last``, the slot the rest share.
+    ``free``: the slots to hand out next (from the end); ``by_pid``; ``last``: the slot the
+    rest share.
     """
 
     def __init__(self, first: int = 1) -> None:

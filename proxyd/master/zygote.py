@@ -243,8 +243,9 @@ def _zygote_loop(
     per fork.  The path of a spawn and of a reaping therefore touches few objects, all made
     here beforehand: bound methods, a preallocated buffer, the wire formats, and the spawn
     requests already seen (known by their bytes before the seq, ``SEQ_MARK``), whose
-    ``before_fork`` has already run -- no request record, no JSON, no Python function
-    beyond this one in the parent's path.
+    ``before_fork`` has already run -- no request record and no JSON in the parent's path;
+    the slot book's three small methods are its only Python calls (kept: one tested
+    implementation is worth more than the few faults inlining them saved).
     """
     from setproctitle import setproctitle
 
@@ -260,9 +261,7 @@ def _zygote_loop(
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, operator.is_)
     slots = counters.SlotAllocator()
-    # the slot book kept here with its containers' C methods (SlotAllocator's take, owned, release)
-    free, by_pid, last_slot = slots.free, slots.by_pid, slots.last
-    take_free, give_back, slot_of = free.pop, free.append, by_pid.pop
+    take_slot, own_slot, release_slot = slots.take, slots.owned, slots.release
     fork, waitpid, close, readv, wnohang = os.fork, os.waitpid, os.close, os.readv, os.WNOHANG
     send, recvmsg, fileno = sock.send, sock.recvmsg, sock.fileno()
     poller = select.poll()
@@ -294,9 +293,7 @@ def _zygote_loop(
                         break
                     if pid == 0:
                         break
-                    slot = slot_of(pid, last_slot)
-                    if slot < last_slot:
-                        give_back(slot)
+                    release_slot(pid)
                     send(exited_wire % (pid, status))
                 continue
             try:
@@ -329,13 +326,13 @@ def _zygote_loop(
             else:
                 seq = int(tail[:-1])
                 kind, service = known
-            slot = take_free() if free else last_slot
+            slot = take_slot()
             pid = -1
             try:
                 pid = fork()
                 if pid == 0:
                     _child(settings, kind, service, slot, fds, inherited, sock, (wake_r, wake_w), child_main)
-                by_pid[pid] = slot
+                own_slot(pid, slot)
                 send(spawned_wire % (pid, seq))
             except OSError as exc:
                 if pid < 0:  # fork() failed: nobody has the slot
