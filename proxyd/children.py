@@ -27,7 +27,6 @@ from typing import NoReturn, assert_never
 
 import trio
 
-from proxyd import trioinstruments
 from proxyd.auth.authenticator import Authenticator
 from proxyd.auth.client import AuthClient
 from proxyd.auth.opening import open_authenticator
@@ -257,7 +256,6 @@ async def _login_main(
     auth_sock: socket.socket,
     access_dir: str,
 ) -> None:
-    trioinstruments.lighten()  # a C dict lookup, not a Python call, per task step
     control = _control(control_sock)
     auth = ctx.auth
     assert isinstance(auth, AuthClient)
@@ -322,7 +320,6 @@ async def _lmtp_main(
     auth_sock: socket.socket,
     tls_by_key: Mapping[str, ssl.SSLContext],
 ) -> None:
-    trioinstruments.lighten()  # a C dict lookup, not a Python call, per task step
     auth = ctx.auth
     assert isinstance(auth, AuthClient)
     async with trio.open_nursery() as nursery:
@@ -361,7 +358,6 @@ def _auth_process(settings: Settings, control: socket.socket, inherited: Inherit
 async def _auth_main(
     settings: Settings, listener: socket.socket, control_sock: socket.socket, identity: privileges.Identity | None
 ) -> None:
-    trioinstruments.lighten()  # a C dict lookup, not a Python call, per task step
     control = _control(control_sock)
     async with open_authenticator(settings) as authenticator, trio.open_nursery() as nursery:
         # the passdbs are open (args files read, as Dovecot's auth preinit does as root);
@@ -442,7 +438,6 @@ def _relay_process(settings: Settings, control: socket.socket, inherited: Inheri
 async def _relay_main(
     settings: Settings, listener: socket.socket, control_sock: socket.socket, services: frozenset[str]
 ) -> None:
-    trioinstruments.lighten()  # a C dict lookup, not a Python call, per task step
     control = _control(control_sock)
     await RelayHost(settings, listener, control, services).run()
 
