@@ -2,6 +2,8 @@
 # bench/instr/roles.sh - CPU per high-security login by process role, no valgrind.
 #
 #   N=300 bench/instr/roles.sh TREE
+#   MODE=hp CONC=8 N=3000 bench/instr/roles.sh TREE   # high-performance mode, 8 clients at once
+#   EXTRA="proxyd_plaintext_handoff = no" bench/instr/roles.sh TREE   # lines added to the config
 #
 # cpu.sh's set-up (the rig's backend in a private network namespace, HS IMAP logins one at
 # a time, login processes chrooted, proxyd in its own cgroup v1 cpuacct); TREE may be a
@@ -14,6 +16,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 N=${N:-300}
+MODE=${MODE:-hs}
+CONC=${CONC:-1}
 PY=${PY:-/work/main/.venv/bin/python}
 if [ "${BENCH_IN_NETNS:-}" != 1 ]; then exec env BENCH_IN_NETNS=1 TREE="$1" unshare -n -- "$0"; fi
 # shellcheck source=bench/instr/lib.sh
@@ -21,7 +25,8 @@ source "$HERE/lib.sh"
 ip link set lo up
 o=$(mktemp -d /tmp/proxyd-roles.XXXXXX)
 instr_backend "$o"
-instr_proxyd_conf "$o" hs imap chrooted
+instr_proxyd_conf "$o" "$MODE" imap chrooted
+if [ -n "${EXTRA:-}" ]; then echo "$EXTRA" >> "$o/proxyd.conf"; fi
 cg=proxyd-roles-$$
 mkdir "/sys/fs/cgroup/cpuacct/$cg"
 ( echo "$BASHPID" > "/sys/fs/cgroup/cpuacct/$cg/cgroup.procs"
@@ -42,12 +47,12 @@ snapshot() {  # "role ns faults" lines: the cgroup's total, then each process by
   done
 }
 snapshot > "$o/before.txt"
-"$PY" "$HERE/login_client.py" imap 20071 "$N" 1 0
+"$PY" "$HERE/login_client.py" imap 20071 "$N" "$CONC" 0
 sleep 1.5
 snapshot > "$o/after.txt"
 kill -TERM "$m"; wait "$m" || true
 kill "$(cat "$o/backend/run/master.pid")"
-"$PY" - "$o/before.txt" "$o/after.txt" "$N" "$TREE" <<'PY'
+"$PY" - "$o/before.txt" "$o/after.txt" "$N" "$TREE" "${MODE^^}" <<'PY'
 import collections, sys
 def read(path):
     found, faults = collections.Counter(), collections.Counter()
@@ -65,9 +70,9 @@ for role in sorted(after):
         rest -= ns
         parts.append(f"{role} {ns / n / 1e6:.2f}")
 parts.append(f"login processes {rest / n / 1e6:.2f}")
-print(f"{sys.argv[4]}: CPU ms per HS IMAP login: " + ", ".join(parts)
+print(f"{sys.argv[4]}: CPU ms per {sys.argv[5]} IMAP login: " + ", ".join(parts)
       + f"; total {(after['total'] - before['total']) / n / 1e6:.2f}")
-print(f"{sys.argv[4]}: own page faults per HS IMAP login: "
+print(f"{sys.argv[4]}: own page faults per {sys.argv[5]} IMAP login: "
       + ", ".join(f"{role} {(fa[role] - fb.get(role, 0)) / n:.1f}" for role in sorted(fa) if role != "total"))
 PY
 rmdir "/sys/fs/cgroup/cpuacct/$cg"; rm -rf "$o"
