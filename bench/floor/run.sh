@@ -100,8 +100,10 @@ case $T in
     cd "$o"; PYTHONHASHSEED=0 PYTHONPATH=$PROXYD_SITE in_cgroup "$PY" -m proxyd -c "$o/proxyd.conf" > "$o/proxyd.log" 2>&1
     root=$!; cd - > /dev/null ;;
   floor-*)
-    IFS=- read -r _ mode io auth <<< "$T"
-    in_cgroup "$PY" "$HERE/floor.py" "$mode" "$io" "$([ -n "$auth" ] && echo unix || echo none)" "$port"
+    # floor-MODE-IO[-auth][-heavy]: -heavy imports proxyd's modules first (floor.py FLOOR_HEAVY)
+    heavy=0; t=$T; if [ "${t%-heavy}" != "$t" ]; then heavy=1; t=${t%-heavy}; fi
+    IFS=- read -r _ mode io auth <<< "$t"
+    FLOOR_HEAVY=$heavy PYTHONPATH=$PROXYD_SITE in_cgroup "$PY" "$HERE/floor.py" "$mode" "$io" "$([ -n "$auth" ] && echo unix || echo none)" "$port"
     root=$! ;;
 esac
 for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
