@@ -174,6 +174,8 @@ class Master:
         self.http_tls: ssl.SSLContext | None = None
         #: systemd's readiness protocol (proxyd.cli.proxyd takes $NOTIFY_SOCKET before any fork)
         self.notifier = Notifier(None)
+        #: READY=1 has gone out (until then a new login process may be what it waits for)
+        self.announced_ready = False
         self.relay_bound = False
         #: stopped because of an error (the exit status says so)
         self.failed = False
@@ -257,6 +259,12 @@ class Master:
         # a fresh login process accepts at once; count it as available until it says otherwise
         child.accepting = kind == "login"
         self.children[pid] = child
+        if not self.announced_ready:
+            # _announce_ready() waits for a process in every pool; a fresh one reports no
+            # change of ``accepting``, so only this says so (the auth process's report may
+            # have come before this last pool got its process).  Not after start-up: in
+            # high-security mode that would wake every waiter once per login.
+            self.changed.notify()
         assert self._nursery is not None
         self._nursery.start_soon(self._watch, child)
         if kind == "login":  # what changed while the fork was under way
@@ -669,6 +677,7 @@ class Master:
                 await self.changed.wait()
         if not self._serving():
             log.warning("not every service has a process after %d secs; telling systemd we are ready anyway", _READY_TIMEOUT)
+        self.announced_ready = True
         self.notifier.notify("READY=1", f"STATUS=serving {len(self.bound)} listeners", f"MAINPID={os.getpid()}")
 
     async def _watch_zygote(self) -> None:
