@@ -24,6 +24,8 @@ engine, writes what the engine queues, and acts on the engine's events:
 The whole pre-login phase runs under Dovecot's absolute 180 s timeout.  Once the
 backend has accepted the login the session becomes a relay
 (``proxyd.proxied.relay``), which has no timeout, like Dovecot's detached proxies.
+In high-security mode a plaintext one moves to the relay process once it is quiet
+(``ProxiedConnection.run_within``, ``LoginContext.handoff``).
 
 When the backend side of a relay ends (the backend closed, or an admin kick),
 the client may be kept open a while longer (``login_proxy_max_disconnect_delay``,
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -827,9 +830,10 @@ class LoginSession:
         )
         if self.on_logged_in is not None:
             self.on_logged_in()
-        handoff = self.ctx.handoff
-        if handoff is not None and await handoff(self.relayed):
-            await self.relayed.release()  # the relay process has it now
-            return
+        relayed, handoff = self.relayed, self.ctx.handoff
+        # a plaintext session of a high-security process goes to the relay process once
+        # it is quiet (TLS sessions never move: their state is in this process)
+        offer = functools.partial(handoff, relayed) if handoff is not None and relayed.plain_sockets() else None
         # in the session's own scope (no timeout any more; destroy() kicks the relay)
-        await self.relayed.run_within(self._scope)
+        if await relayed.run_within(self._scope, offer):
+            await relayed.release()  # the relay process has it now

@@ -13,6 +13,14 @@ either side, high-performance mode), and in the relay process, which takes over
 plaintext sessions from high-security login processes (``proxyd.proxied.handoff``)
 so that an idle proxied session does not keep a whole login process alive.
 
+A high-security login process relays a plaintext session itself first, and offers
+it to the relay process only once it has been quiet for ``HANDOFF_QUIET`` (or a
+bulk transfer begins): a session that ends soon after its login (log in, check,
+log out) never pays for the hand-off, and an idle one still leaves its login
+process within a fraction of a second.  What the relay had read and not written
+when it paused goes along in the hand-off record, with the byte counts so far, so
+the relay process's disconnect line tells the whole session.
+
 An admin kick (``kick()``) ends it the same way as a backend disconnect, with
 "Disconnected by proxy: REASON" in the log and no message to the client.
 """
@@ -24,7 +32,7 @@ import fnmatch
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -32,10 +40,21 @@ import trio
 
 from proxyd.log import DEFAULT_LOGIN_FORMAT, MAX_LOGIN_USER_LEN, emit_line, login_line, sanitize
 from proxyd.proxied.proxystate import BackendRecord, ProxyState
-from proxyd.proxied.relay import relay
+from proxyd.proxied.relay import RelayStats, relay
 from proxyd.sockstream import socket_of
 
 _RECV_SIZE: Final = 4096
+#: high-security mode: how long (seconds) a plaintext session must be quiet, no byte
+#: either way, before its login process offers it to the relay process.  Each byte
+#: moved starts it again, so a client's back-to-back commands (a check: SELECT,
+#: FETCH, LOGOUT, each a round trip of well under this apart on a LAN and most WAN
+#: links) stay in the login process, which they leave at their close without a
+#: hand-off; an idle session (IDLE, a client that stays connected) still moves within
+#: it, so it bounds what an idle session costs beyond today's: its login process
+#: lives this much longer (at the ~170 high-security logins/s two cores sustain, ~35
+#: processes more at any time).  Dovecot's login process keeps a proxied session for
+#: its whole life in this mode.
+HANDOFF_QUIET: Final = 0.2
 
 
 @dataclass(slots=True)
@@ -64,6 +83,12 @@ class ProxiedConnection:
     log_format: str = DEFAULT_LOGIN_FORMAT
     #: handed to the relay process: from here on kicks and ``who`` are its business
     moved: bool = False
+    #: what was relayed before a hand-off (bytes from the client, to the client) and how
+    #: long the session had been quiet then: the relay process's disconnect line counts
+    #: the whole session
+    relayed_in: int = 0
+    relayed_out: int = 0
+    quiet_for: float = 0.0
     #: what ``kick()`` cancels: the relay's own scope (``run``) or the login session's
     #: (``run_within``); None until the relay starts (a kick before that is carried out
     #: when it does, or passed on by the hand-off)
@@ -130,22 +155,32 @@ class ProxiedConnection:
         finally:
             await close_gracefully(self.client)
 
-    async def run_within(self, scope: trio.CancelScope) -> None:
+    async def run_within(
+        self, scope: trio.CancelScope, handoff: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
         """``run()`` inside a scope the caller has entered already and that nothing but
         ``kick()`` and the caller's own deadline (none: a proxied session has no timeout)
         cancels: the login session's, so that a session costs one scope.  When this raises
         ``Cancelled`` for a kick, the client is still open: the caller, once out of the
-        scope, calls ``kicked_out()``."""
+        scope, calls ``kicked_out()``.
+
+        With ``handoff`` (plain sockets only) the session is offered to the relay process
+        once quiet (``HANDOFF_QUIET``); True when it took it: the caller then only
+        ``release()``s it.  Refused, the session stays here to its end."""
         self._scope = scope
         if self._kick_reason:
             scope.cancel()
+        moved = False
         try:
-            await self._relay()
+            moved = await self._relay(handoff)
         finally:
-            if scope.cancel_called:
+            if moved:
+                pass  # the relay process has both sides now
+            elif scope.cancel_called:
                 self._client_left_open = True
             else:
                 await close_gracefully(self.client)
+        return moved
 
     async def kicked_out(self) -> None:
         """After ``run_within()`` ended in its cancelled scope: for a kick what ``run()`` does
@@ -166,20 +201,37 @@ class ProxiedConnection:
         self._log("Disconnected by proxy: %s%s", self._kick_reason, _delay_text(delay))
         await self._linger(delay)
 
-    async def _relay(self) -> None:
+    async def _relay(self, handoff: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Relay to the end and log it; with ``handoff``, offer the session once quiet
+        (True: taken, nothing logged or closed here)."""
+        stats = RelayStats(
+            client_to_server=self.relayed_in,
+            server_to_client=self.relayed_out,
+            last_activity=trio.current_time() - self.quiet_for,
+        )
         try:
-            stats = await relay(
-                self.client,
-                self.backend,
-                client_pending=self.client_pending,
-                server_pending=self.backend_pending,
-            )
+            if handoff is not None:
+                await relay(
+                    self.client, self.backend, client_pending=self.client_pending,
+                    server_pending=self.backend_pending, stats=stats, pause_after=HANDOFF_QUIET,
+                )
+                if stats.paused:
+                    # what the relay held goes first, wherever the session goes on
+                    self.client_pending, self.backend_pending = stats.held_to_server, stats.held_to_client
+                    if await self._hand_off(stats, handoff):
+                        return True
+            if handoff is None or stats.paused:
+                await relay(
+                    self.client, self.backend, client_pending=self.client_pending,
+                    server_pending=self.backend_pending, stats=stats,
+                )
         finally:
-            self.client_pending = self.backend_pending = b""
-            # the server side goes at once; the client's may wait (disconnect delay)
-            await close_gracefully(self.backend)
-            if self.record is not None:
-                ProxyState.disconnected(self.record)
+            if not self.moved:
+                self.client_pending = self.backend_pending = b""
+                # the server side goes at once; the client's may wait (disconnect delay)
+                await close_gracefully(self.backend)
+                if self.record is not None:
+                    ProxyState.disconnected(self.record)
         delay = self._disconnect_delay() if stats.closed_by == "server" else 0.0
         self._delay_taken = True
         idle = math.floor(trio.current_time() - stats.last_activity)
@@ -190,6 +242,22 @@ class ProxiedConnection:
             _delay_text(delay),
         )
         await self._linger(delay)
+        return False
+
+    async def _hand_off(self, stats: RelayStats, handoff: Callable[[], Awaitable[bool]]) -> bool:
+        """Offer the paused session (``handoff()``); True when the relay process took it."""
+        self.relayed_in, self.relayed_out = stats.client_to_server, stats.server_to_client
+        self.quiet_for = max(0.0, trio.current_time() - stats.last_activity)
+        # meanwhile a kick is only recorded, as before the relay started: the hand-off's
+        # last word passes it on, or, when the session stays, the cancel below carries it
+        # out here (the hand-off itself is never cut short, see proxyd.proxied.handoff)
+        scope, self._scope = self._scope, None
+        try:
+            return await handoff()
+        finally:
+            self._scope = scope
+            if self._kick_reason and not self.moved and scope is not None:
+                scope.cancel()
 
     def _log(self, fmt: str, *args: object) -> None:
         # the detached proxy logs on the proxy's event: its prefix names the backend

@@ -8,7 +8,9 @@ is splice bytes.  Dovecot's login processes end once a user has logged in
 locally; only TLS sessions keep theirs, for the proxying
 (``login-processes.rst``).  proxyd does the same for proxied sessions: when
 neither side has TLS, the login process hands the two sockets to the relay
-process and exits.  Everything that parses what a client sends (pre-login
+process and exits; not at once, but once the session has been quiet a moment
+(``ProxiedConnection``), so that a session that ends soon after its login ends
+where it began.  Everything that parses what a client sends (pre-login
 commands, SASL, TLS) still happens in a process of its own; the relay process
 only moves bytes, inside the kernel where it can (``os.splice``).
 
@@ -30,6 +32,7 @@ import array
 import base64
 import contextlib
 import json
+import math
 import socket
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,8 +43,9 @@ from proxyd.log import DEFAULT_LOGIN_FORMAT
 from proxyd.proxied.connection import ProxiedConnection
 
 RELAY_SOCKET_NAME: Final = "relay"
-#: the whole record; pending bytes are bounded by the engines' line limits
-MAX_RECORD: Final = 64 * 1024
+#: the whole record: the pending bytes (base64) are bounded by the engines' line limits
+#: and by what the splice hub holds when it pauses (at most a read, 64 KiB, each way)
+MAX_RECORD: Final = 256 * 1024
 ACCEPTED: Final = b"OK"
 REFUSED: Final = b"NO"
 GO: Final = b"GO"
@@ -70,6 +74,12 @@ class HandoffRecord:
     backend_pending: bytes
     backend_host: str = ""
     log_format: str = DEFAULT_LOGIN_FORMAT
+    #: relayed by the login process before it handed the session on (its login process
+    #: relays it until it is quiet: ``proxyd.proxied.connection.HANDOFF_QUIET``), and for
+    #: how long the session had been quiet then
+    bytes_in: int = 0
+    bytes_out: int = 0
+    quiet_for: float = 0.0
 
     def encode(self) -> bytes:
         # spelt out, not dataclasses.asdict() (a deep copy of each field): every proxied
@@ -87,6 +97,9 @@ class HandoffRecord:
             "backend_pending": base64.b64encode(self.backend_pending).decode(),
             "backend_host": self.backend_host,
             "log_format": self.log_format,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "quiet_for": self.quiet_for,
         }
         return json.dumps(fields, separators=(",", ":")).encode()
 
@@ -107,6 +120,9 @@ class HandoffRecord:
                 backend_pending=base64.b64decode(fields["backend_pending"], validate=True),
                 backend_host=_text(fields.get("backend_host", "")),
                 log_format=_text(fields.get("log_format", DEFAULT_LOGIN_FORMAT)),
+                bytes_in=_count(fields.get("bytes_in", 0)),
+                bytes_out=_count(fields.get("bytes_out", 0)),
+                quiet_for=_seconds(fields.get("quiet_for", 0.0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise HandoffError(f"invalid hand-off record: {exc}") from None
@@ -126,6 +142,9 @@ class HandoffRecord:
             backend_pending=conn.backend_pending,
             backend_host=conn.backend_host,
             log_format=conn.log_format,
+            bytes_in=conn.relayed_in,
+            bytes_out=conn.relayed_out,
+            quiet_for=conn.quiet_for,
         )
 
 
@@ -134,6 +153,18 @@ def _text(value: object) -> str:
         raise TypeError("not a string")
     # it goes into log lines: no line breaks
     return value.replace("\r", "?").replace("\n", "?")
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise TypeError("not a byte count")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise TypeError("not a duration")
+    return float(value)
 
 
 def fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

@@ -6,6 +6,12 @@ them socket -> pipe -> socket inside the kernel, for every such session of the
 process in one task.  With TLS on either side a plain pump with large reads is used
 (two tasks per session).
 Like Dovecot, the whole proxy ends when either side disconnects.
+
+``relay(pause_after=...)`` relays only until the session is quiet (no bytes either
+way for that long) or a bulk transfer begins, then stops with the session intact
+(``RelayStats.paused``): what the hub had read and not written yet comes back in
+``RelayStats.held_*``.  A high-security login process relays this way before it
+hands a session to the relay process (``ProxiedConnection``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ class RelayStats:
     closed_by: str = ""  # "client" | "server"
     error: str = ""
     last_activity: float = field(default_factory=trio.current_time)
+    #: ``pause_after``: stopped quiet (or at a bulk transfer's start), both sides open
+    paused: bool = False
+    #: when paused: bytes read and not written yet (not counted: whoever sends them does)
+    held_to_server: bytes = b""
+    held_to_client: bytes = b""
 
 
 async def relay(
@@ -42,13 +53,19 @@ async def relay(
     *,
     client_pending: bytes = b"",
     server_pending: bytes = b"",
+    stats: RelayStats | None = None,
+    pause_after: float = 0.0,
 ) -> RelayStats:
     """Relay until either side closes; return the counters.
 
     ``client_pending`` are bytes the client pipelined after its login command,
     ``server_pending`` bytes the backend sent after its tagged OK; they go out first.
+    ``stats`` goes on counting a session relayed before (paused); with ``pause_after``
+    (seconds, plain sockets only) the relay also ends once the session is quiet (see
+    the module's text).
     """
-    stats = RelayStats()
+    stats = RelayStats() if stats is None else stats
+    stats.paused = False
     if client_pending:
         await server.send_all(client_pending)
         _count(stats, "client", len(client_pending))
@@ -61,12 +78,17 @@ async def relay(
         # both plain sockets: the process's splice hub moves the bytes, this task waits
         session = HubRelay(client_sock, server_sock, functools.partial(_count, stats))
         try:
-            await hub().relay(session)
+            if pause_after > 0:
+                await _until_quiet(session, stats, pause_after)
+            else:
+                await hub().relay(session)
         finally:
             # the hub counted the bytes it moved (and the process's counters) itself
             stats.client_to_server += session.dirs[0].count
             stats.server_to_client += session.dirs[1].count
             stats.last_activity = max(stats.last_activity, session.last_activity)
+        if stats.paused:
+            return stats
         if not session.bulk:
             stats.closed_by, stats.error = session.closed_by, session.error
             return stats
@@ -84,6 +106,27 @@ async def relay(
         functools.partial(_pump_loop, server, client, stats, "server"),
     )
     return stats
+
+
+async def _until_quiet(session: HubRelay, stats: RelayStats, quiet: float) -> None:
+    """The session on the hub until either side ends it, or until ``quiet`` seconds passed
+    without a byte read either way, or a bulk transfer began: then ``stats.paused``, with
+    what the hub held taken off it (and un-counted) into ``stats.held_*``."""
+    relay_hub = hub()
+    while True:
+        last = max(stats.last_activity, session.last_activity)
+        with trio.move_on_at(last + quiet) as waited:
+            await relay_hub.relay(session)
+        if session.bulk or (
+            waited.cancelled_caught
+            and trio.current_time() - max(stats.last_activity, session.last_activity) >= quiet
+        ):
+            break
+        if not waited.cancelled_caught:
+            return  # ended by a side (``session.closed_by``)
+        # bytes moved since the deadline was set: back on the hub until the next one
+    stats.paused = True
+    stats.held_to_server, stats.held_to_client = session.take_held()
 
 
 async def _both_ways(

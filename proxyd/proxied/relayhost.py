@@ -183,6 +183,9 @@ class RelayHost:
             record=entry,
             connected_at=record.connected_at,
             backend_host=record.backend_host,
+            relayed_in=record.bytes_in,
+            relayed_out=record.bytes_out,
+            quiet_for=record.quiet_for,
         )
 
     async def _serve(self, session_id: int) -> None:

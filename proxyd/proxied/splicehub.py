@@ -6,7 +6,9 @@ task spawns and their cancellation at the end.  The hub instead registers both
 sockets of each session in one ``epoll`` of its own, waits for that (one fd in
 Trio's poller), and moves whatever is ready.  The session's task only waits for
 the end of its relay; a kick cancels that wait, which takes the session off the
-hub.
+hub.  So does the deadline of a caller that relays only until the session is quiet
+(``relay(pause_after=...)``): the session leaves with what it holds
+(``_Direction.out``), and may come back or be handed to another process with it.
 
 The hub moves the few bytes of a command or a short reply with one ``read`` into
 the process's 64 KiB buffer and one ``write`` of them: two system calls per message and
@@ -166,6 +168,18 @@ class HubRelay:
     def fds(self) -> tuple[int, int]:
         return self.dirs[0].src, self.dirs[1].src
 
+    def take_held(self) -> tuple[bytes, bytes]:
+        """What a session off the hub had read and not written yet (to the server, to the
+        client), taken out of it and of the counts: whoever sends it counts it."""
+        held = []
+        for direction in self.dirs:
+            out, direction.out = direction.out, b""
+            if out:
+                direction.count -= len(out)
+                counters.add(direction.counter, -len(out))
+            held.append(out)
+        return held[0], held[1]
+
 
 class SpliceHub:
     """The process's hub (``hub()``): started at its first session, runs until Trio ends."""
@@ -188,13 +202,20 @@ class SpliceHub:
             self._epoll = select.epoll()
             trio.lowlevel.spawn_system_task(self._serve, self._epoll, name="splice hub")
         epoll = self._epoll
-        for fd in relay.fds:
-            self._relays[fd] = relay
-            epoll.register(fd, _IN)
+        a, b = relay.dirs
+        # a session back on the hub (``relay`` paused it while quiet and kept it) may
+        # hold bytes: what it waits for on each fd is what ``_update`` would register
+        relay.client_mask = (0 if a.out else _IN) | (_OUT if b.out else 0)
+        relay.server_mask = (0 if b.out else _IN) | (_OUT if a.out else 0)
+        self._relays[a.src] = self._relays[b.src] = relay
+        epoll.register(a.src, relay.client_mask)
+        epoll.register(b.src, relay.server_mask)
         relay.task = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            self._remove(relay)  # a kick: the session leaves the hub at once
+            # a kick or the caller's deadline: the session leaves the hub at once, with
+            # what it holds (``dirs[i].out``: the caller may pass it on)
+            self._detach(relay)
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)

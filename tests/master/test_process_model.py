@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,6 +330,57 @@ def test_high_security_plaintext_sessions_move_to_the_relay_process(
     master.wait_for_log(
         r"imap-login: Info: proxy\(alice,127\.[\d.]+:\d+\): Disconnected by proxy: Kicked by admin: user=<alice>"
     )
+
+
+def test_high_security_a_session_stays_in_its_login_process_while_busy(
+    proxyd: ProxydRunner, backend_a: DovecotBackend
+) -> None:
+    """A plaintext session moves only once quiet: one that logs out at once ends in its
+    login process (the relay processes never hold it), a busy one is listed and kicked
+    there (one disconnect line, Dovecot's), and a quiet one moves and goes on."""
+    master = proxyd.start(static_config(proxyd, backend_a))
+    relay_pids = {r.pid for r in wait_count(master, "proxyd: relay", RELAY_PROCESSES)}
+    config = str(master.config_path)
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(90)) as quick:
+        quick.send_raw(b"a LOGIN alice alicepw\r\nb LOGOUT\r\n")
+        assert quick.read_reply("a").status == "OK"
+        assert quick.read_reply("b").status == "OK"
+        assert quick.read_until_closed() == []
+    busy = RawImapClient(master.address(), master.port(), source_ip=client_address(91))
+    ended: list[str] = []
+
+    def noops() -> None:
+        # commands well within the quiet time, until the kick closes the connection
+        try:
+            for _ in range(3000):
+                assert busy.command("NOOP").status == "OK"
+                time.sleep(0.02)
+        except (EOFError, OSError):
+            ended.append("closed")
+
+    try:
+        assert busy.command("LOGIN alice alicepw").status == "OK"
+        noop_thread = threading.Thread(target=noops)
+        noop_thread.start()
+        time.sleep(0.5)
+        owners = _owners_of_connection(client_address(91), busy._sock.getsockname()[1])
+        assert owners
+        assert not owners & relay_pids  # its login process relays it still
+        kick = proxyd.proxyctl("-c", config, "kick", "alice")
+        assert kick.stdout.strip() == "1 connections kicked"
+        noop_thread.join(timeout=30)
+        assert ended == ["closed"]
+    finally:
+        busy.close()
+    master.wait_for_log(r"proxy\(alice,[\d.]+:\d+\): Disconnected by proxy: Kicked by admin: user=<alice>")
+    log = master.log_text()
+    assert log.count("Disconnected by proxy: Kicked by admin") == 1
+    # the quick one's, once: "Disconnected by server" or "by client"
+    assert len(re.findall(r"Disconnected by (?:server|client) \(", log)) == 1
+    with RawImapClient(master.address(), master.port(), source_ip=client_address(92)) as quiet:
+        assert quiet.command("LOGIN alice alicepw").status == "OK"
+        _wait_relayed_by(relay_pids, quiet, client_address(92))
+        assert quiet.command("NOOP").status == "OK"
 
 
 def test_a_killed_relay_process_is_replaced(proxyd: ProxydRunner, backend_a: DovecotBackend) -> None:

@@ -8,10 +8,11 @@ socketpairs, so what the relay moves between them can be checked byte for byte.
 from __future__ import annotations
 
 import array
+import functools
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from proxyd.ipc.messages import (
 from proxyd.proxied.connection import ProxiedConnection, session_matches
 from proxyd.proxied.handoff import HandoffError, HandoffRecord, fds_of, hand_off, parse_last_word
 from proxyd.proxied.proxystate import ProxyState
+from proxyd.proxied.relay import RelayStats
+from proxyd.proxied.relay import relay as relay_bytes
 from proxyd.proxied.relayhost import RelayHost
 
 RECORD = HandoffRecord(
@@ -304,3 +307,203 @@ def test_kick_selection_by_user_mask_and_backend() -> None:
     assert not match("*", "")
     assert session_matches("alice", "127.0.0.2", "", ["bob", "al*"], None)
     assert session_matches("alice", "127.0.0.2", "", [], None)
+
+
+# -- high-security: the login process relays a session until it is quiet ------------------
+
+
+def _fresh(client: trio.socket.SocketType, backend: trio.socket.SocketType) -> ProxiedConnection:
+    """A just-logged-in session, as the login process has it (nothing pending)."""
+    conn = _proxied(client, backend)
+    conn.client_pending = conn.backend_pending = b""
+    return conn
+
+
+async def _run_in_login_process(conn: ProxiedConnection, relay: Relay) -> bool:
+    """What ``LoginSession`` does after a login: relay in its scope, offer it once quiet."""
+    moved = False
+    with trio.CancelScope() as scope:
+        moved = await conn.run_within(scope, functools.partial(hand_off, relay.path, "imap-login", conn))
+    if moved:
+        await conn.release()
+    else:
+        await conn.kicked_out()
+    return moved
+
+
+async def test_a_session_that_ends_within_the_quiet_time_is_never_handed_off(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LOGIN, OK, LOGOUT, BYE, close: the login process relays it to its end itself; the
+    relay process never hears of it, and the one disconnect line is the login process's."""
+    caplog.set_level(logging.INFO)
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    conn = _fresh(client_end, backend_end)
+    with user_end, server_end, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            moved: list[bool] = []
+            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
+            await user_end.send(b"z LOGOUT\r\n")
+            assert await server_end.recv(100) == b"z LOGOUT\r\n"
+            await server_end.send(b"* BYE Logging out\r\nz OK Logout completed.\r\n")
+            assert await user_end.recv(100) == b"* BYE Logging out\r\nz OK Logout completed.\r\n"
+            server_end.close()  # the backend closes first, as after a LOGOUT
+            assert await user_end.recv(100) == b""
+    assert moved == [False]
+    assert relay.host._next_id == 0  # no hand-off ever reached it
+    assert not conn.moved
+    lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
+    assert len(lines) == 1
+    assert "proxy(alice,127.0.0.2:143): Disconnected by server (0s idle, in=10, out=43)" in lines[0]
+
+
+async def _append(into: list[bool], result: Awaitable[bool]) -> None:
+    into.append(await result)
+
+
+async def test_a_quiet_session_is_handed_off_and_goes_on_in_the_relay_process(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Commands relayed by the login process, then quiet: the relay process takes it,
+    bytes flow both ways there, and its disconnect line counts the whole session."""
+    caplog.set_level(logging.INFO)
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    conn = _fresh(client_end, backend_end)
+    with user_end, server_end, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            moved: list[bool] = []
+            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
+            await user_end.send(b"b SELECT INBOX\r\n")
+            assert await server_end.recv(100) == b"b SELECT INBOX\r\n"
+            await server_end.send(b"b OK selected\r\n")
+            assert await user_end.recv(100) == b"b OK selected\r\n"
+            # quiet from here: moved within HANDOFF_QUIET, the login side lets go
+        assert moved == [True]
+        assert conn.moved
+        assert len(relay.host.sessions) == 1
+        [moved_conn] = relay.host.sessions.values()
+        assert (moved_conn.relayed_in, moved_conn.relayed_out) == (16, 15)
+        await user_end.send(b"c IDLE\r\n")
+        assert await server_end.recv(100) == b"c IDLE\r\n"
+        await server_end.send(b"+ idling\r\n")
+        assert await user_end.recv(100) == b"+ idling\r\n"
+        user_end.shutdown(socket.SHUT_WR)  # the client leaves
+        assert await server_end.recv(100) == b""
+        while relay.host.sessions:
+            await trio.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
+    assert len(lines) == 1
+    assert "Disconnected by client (0s idle, in=24, out=25)" in lines[0]
+
+
+async def test_a_kick_while_the_login_process_relays_ends_it_there(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``kick`` before the session is quiet: the login process ends it with Dovecot's line
+    (no message to the client), and the relay process never sees it."""
+    caplog.set_level(logging.INFO)
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    conn = _fresh(client_end, backend_end)
+    with user_end, server_end, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            moved: list[bool] = []
+            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
+            await user_end.send(b"b NOOP\r\n")
+            assert await server_end.recv(100) == b"b NOOP\r\n"
+            conn.kick("Kicked by admin")
+            assert await user_end.recv(100) == b""  # closed, no message
+            assert await server_end.recv(100) == b""
+    assert moved == [False]
+    assert relay.host._next_id == 0
+    lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
+    assert lines == [
+        "proxy(alice,127.0.0.2:143): Disconnected by proxy: Kicked by admin: " + RECORD.log_fields
+    ]
+
+
+async def test_a_refused_session_stays_and_keeps_what_was_held(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full relay process: the quiet session goes on in the login process, to its end."""
+    caplog.set_level(logging.INFO)
+    relay.host.client_limit = 0
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    conn = _fresh(client_end, backend_end)
+    with user_end, server_end, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            moved: list[bool] = []
+            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
+            await trio.sleep(0.5)  # quiet: offered and refused by now
+            assert relay.host.sessions == {}
+            await user_end.send(b"c NOOP\r\n")
+            assert await server_end.recv(100) == b"c NOOP\r\n"
+            await server_end.send(b"c OK\r\n")
+            assert await user_end.recv(100) == b"c OK\r\n"
+            user_end.shutdown(socket.SHUT_WR)
+            assert await server_end.recv(100) == b""
+    assert moved == [False]
+    lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
+    assert len(lines) == 1
+    assert "Disconnected by client (0s idle, in=8, out=6)" in lines[0]
+
+
+async def test_bytes_the_relay_holds_go_with_the_hand_off(relay: Relay) -> None:
+    """A client that reads nothing for a while: the hub holds what its socket would not
+    take (or meets a bulk read), pauses and hands the session off; what it held goes in
+    the record, and the client gets every byte, in order, from the relay process."""
+    user_end, client_end = socket.socketpair()
+    server_end, backend_end = socket.socketpair()
+    for sock in (user_end, client_end):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    payload = bytes(range(256)) * 1024  # 256 KiB from the backend
+    conn = _fresh(trio.socket.from_stdlib_socket(client_end), trio.socket.from_stdlib_socket(backend_end))
+    received = bytearray()
+    user_end.settimeout(5)
+    server_end.settimeout(5)
+    with user_end, server_end, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            moved: list[bool] = []
+            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
+            # (the backend's write ends once the client has read enough)
+            nursery.start_soon(functools.partial(trio.to_thread.run_sync, server_end.sendall, payload))
+            await trio.sleep(0.6)  # the client reads nothing meanwhile: paused and moved
+            assert moved == [True]
+            [moved_conn] = relay.host.sessions.values()
+            # what the login process had read and not written went in the record, uncounted
+            assert moved_conn.backend_pending
+            assert moved_conn.relayed_out + len(moved_conn.backend_pending) < len(payload)
+            while len(received) < len(payload):
+                chunk = await trio.to_thread.run_sync(user_end.recv, 65536)
+                assert chunk
+                received += chunk
+    assert bytes(received) == payload
+
+
+async def test_relay_pauses_when_quiet_and_gives_back_what_it_held() -> None:
+    """``relay(pause_after=...)``: both sides stay open; counts and held bytes add up."""
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    with user_end, client_end, server_end, backend_end, trio.fail_after(5):
+        stats = RelayStats()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(
+                    relay_bytes, trio.SocketStream(client_end), trio.SocketStream(backend_end),
+                    client_pending=b"a NOOP\r\n", stats=stats, pause_after=0.1,
+                )
+            )
+            assert await server_end.recv(100) == b"a NOOP\r\n"
+            await server_end.send(b"a OK\r\n")
+            assert await user_end.recv(100) == b"a OK\r\n"
+        assert stats.paused
+        assert not stats.closed_by
+        assert (stats.client_to_server, stats.server_to_client) == (8, 6)
+        assert stats.held_to_server == stats.held_to_client == b""
+        # the sockets are untouched: the session goes on from here
+        await user_end.send(b"b NOOP\r\n")
+        assert await client_end.recv(100) == b"b NOOP\r\n"
