@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# throwaway: K idle HS sessions held 3 s; the proxyd tree's login processes and PSS
+# idle.sh TREE K (kept for the record): K idle HS IMAP sessions logged in and held 3 s;
+# the proxyd tree's login processes left and its PSS by process, before and after.  Root, the rig's setup.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/../../instr" && pwd)
 PY=/work/main/.venv/bin/python
