@@ -1,4 +1,7 @@
-import socket, sys, time, os, subprocess
+import socket
+import sys
+import time
+
 port, k = int(sys.argv[1]), int(sys.argv[2])
 conns = []
 for i in range(k):
