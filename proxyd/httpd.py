@@ -24,6 +24,10 @@ MAX_BODY: Final = 1 << 20
 _MAX_HEADERS: Final = 16 << 10
 _DEADLINE: Final = 30.0
 _RECV: Final = 65536
+#: after answering before the request's body was read (413): how long, and how much of
+#: what the client is still sending, is read and dropped before the close
+_LINGER: Final = 5.0
+_LINGER_BYTES: Final = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ async def _serve(stream: trio.abc.Stream, remote_ip: str, handler: Handler) -> N
         return
     except _TooLarge:
         await _send(conn, stream, Response.text(413, "Payload Too Large"))
+        await _linger(stream)
         return
     if request is None:
         return
@@ -89,6 +94,19 @@ async def _serve(stream: trio.abc.Stream, remote_ip: str, handler: Handler) -> N
 
 class _TooLarge(Exception):
     pass
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Read and drop what the client still sends after an early answer, for a while (as
+    nginx's lingering close): closed with unread data, the socket would answer the
+    client's next bytes with a reset, and a client still writing its body (most do before
+    they read) would see a broken connection instead of the answer already sent."""
+    with trio.move_on_after(_LINGER):
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        dropped = 0
+        while dropped < _LINGER_BYTES and (data := await stream.receive_some(_RECV)):
+            dropped += len(data)
 
 
 async def _read_request(conn: h11.Connection, stream: trio.abc.Stream, remote_ip: str) -> Request | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -154,3 +156,44 @@ async def test_http_garbage_is_a_400(raw: bytes) -> None:
 async def test_http_any_bytes_end_in_an_answer_or_a_close(raw: bytes) -> None:
     answer = await _exchange(b"POST / HTTP/1.1\r\nHost: a\r\n" + raw)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
+
+
+def test_a_body_too_large_gets_its_413_while_the_client_is_still_sending() -> None:
+    """The 413 goes out as soon as the declared length is known; the client, still writing
+    its body (urllib does, before it reads), must be able to finish and read the answer,
+    not meet a reset from a socket closed with unread data."""
+    body_size = 3 << 20
+
+    async def handler(request: Request) -> Response:
+        raise AssertionError(f"a body over the limit reaches no handler: {request.path}")
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+
+            async def serve(stream: trio.SocketStream) -> None:
+                await serve_connection(stream, "127.0.0.1", handler)
+
+            nursery.start_soon(trio.serve_listeners, serve, listeners)
+            answer = await trio.to_thread.run_sync(_post_slowly, port, body_size)
+            assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _post_slowly(port: int, body_size: int) -> bytes:
+    """Headers and the first MiB, then wait for the early answer, then the rest; the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /doveadm/v1 HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % body_size)
+        sock.sendall(b" " * (1 << 20))
+        deadline = time.monotonic() + 10
+        while not sock.recv(1, socket.MSG_PEEK):
+            assert time.monotonic() < deadline
+        time.sleep(0.2)  # the server has answered and, before lingering, closed
+        sock.sendall(b" " * (body_size - (1 << 20)))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
