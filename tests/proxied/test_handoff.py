@@ -8,6 +8,7 @@ socketpairs, so what the relay moves between them can be checked byte for byte.
 from __future__ import annotations
 
 import array
+import contextlib
 import functools
 import logging
 import os
@@ -337,22 +338,13 @@ async def test_a_session_that_ends_within_the_quiet_time_is_never_handed_off(
     """LOGIN, OK, LOGOUT, BYE, close: the login process relays it to its end itself; the
     relay process never hears of it, and the one disconnect line is the login process's."""
     caplog.set_level(logging.INFO)
-    user_end, client_end = trio.socket.socketpair()
-    server_end, backend_end = trio.socket.socketpair()
-    conn = _fresh(client_end, backend_end)
-    with user_end, server_end, trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            moved: list[bool] = []
-            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
-            await user_end.send(b"z LOGOUT\r\n")
-            assert await server_end.recv(100) == b"z LOGOUT\r\n"
-            await server_end.send(b"* BYE Logging out\r\nz OK Logout completed.\r\n")
-            assert await user_end.recv(100) == b"* BYE Logging out\r\nz OK Logout completed.\r\n"
-            server_end.close()  # the backend closes first, as after a LOGOUT
-            assert await user_end.recv(100) == b""
-    assert moved == [False]
+    async with _relayed_by_login_process(relay) as s:
+        await _round_trip(s, b"z LOGOUT\r\n", b"* BYE Logging out\r\nz OK Logout completed.\r\n")
+        s.server.close()  # the backend closes first, as after a LOGOUT
+        assert await s.user.recv(100) == b""
+    assert s.moved == [False]
     assert relay.host._next_id == 0  # no hand-off ever reached it
-    assert not conn.moved
+    assert not s.conn.moved
     lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
     assert len(lines) == 1
     assert "proxy(alice,127.0.0.2:143): Disconnected by server (0s idle, in=10, out=43)" in lines[0]
@@ -362,35 +354,57 @@ async def _append(into: list[bool], result: Awaitable[bool]) -> None:
     into.append(await result)
 
 
+@dataclass
+class _Relaying:
+    """A proxied session its login process relays: the user's and the backend's ends."""
+
+    user: trio.socket.SocketType
+    server: trio.socket.SocketType
+    conn: ProxiedConnection
+    #: ``_run_in_login_process``'s answer once it returned: [moved?]
+    moved: list[bool]
+
+
+@contextlib.asynccontextmanager
+async def _relayed_by_login_process(relay: Relay) -> AsyncIterator[_Relaying]:
+    """A fresh session relayed as ``LoginSession`` does after a login; the block's end
+    waits for that relay to end (or to hand the session off)."""
+    user_end, client_end = trio.socket.socketpair()
+    server_end, backend_end = trio.socket.socketpair()
+    session = _Relaying(user_end, server_end, _fresh(client_end, backend_end), [])
+    with user_end, server_end, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _append(session.moved, _run_in_login_process(session.conn, relay)))
+            yield session
+
+
+async def _round_trip(s: _Relaying, command: bytes, reply: bytes) -> None:
+    """The user's command reaches the backend, and the backend's reply the user."""
+    await s.user.send(command)
+    assert await s.server.recv(100) == command
+    await s.server.send(reply)
+    assert await s.user.recv(100) == reply
+
+
 async def test_a_quiet_session_is_handed_off_and_goes_on_in_the_relay_process(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Commands relayed by the login process, then quiet: the relay process takes it,
     bytes flow both ways there, and its disconnect line counts the whole session."""
     caplog.set_level(logging.INFO)
-    user_end, client_end = trio.socket.socketpair()
-    server_end, backend_end = trio.socket.socketpair()
-    conn = _fresh(client_end, backend_end)
-    with user_end, server_end, trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            moved: list[bool] = []
-            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
-            await user_end.send(b"b SELECT INBOX\r\n")
-            assert await server_end.recv(100) == b"b SELECT INBOX\r\n"
-            await server_end.send(b"b OK selected\r\n")
-            assert await user_end.recv(100) == b"b OK selected\r\n"
-            # quiet from here: moved within HANDOFF_QUIET, the login side lets go
-        assert moved == [True]
-        assert conn.moved
+    async with _relayed_by_login_process(relay) as s:
+        await _round_trip(s, b"b SELECT INBOX\r\n", b"b OK selected\r\n")
+        # quiet from here: moved within HANDOFF_QUIET, the login side lets go
+        while not s.moved:
+            await trio.sleep(0.01)
+        assert s.moved == [True]
+        assert s.conn.moved
         assert len(relay.host.sessions) == 1
         [moved_conn] = relay.host.sessions.values()
         assert (moved_conn.relayed_in, moved_conn.relayed_out) == (16, 15)
-        await user_end.send(b"c IDLE\r\n")
-        assert await server_end.recv(100) == b"c IDLE\r\n"
-        await server_end.send(b"+ idling\r\n")
-        assert await user_end.recv(100) == b"+ idling\r\n"
-        user_end.shutdown(socket.SHUT_WR)  # the client leaves
-        assert await server_end.recv(100) == b""
+        await _round_trip(s, b"c IDLE\r\n", b"+ idling\r\n")
+        s.user.shutdown(socket.SHUT_WR)  # the client leaves
+        assert await s.server.recv(100) == b""
         while relay.host.sessions:
             await trio.sleep(0.01)
     lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
@@ -404,19 +418,13 @@ async def test_a_kick_while_the_login_process_relays_ends_it_there(
     """``kick`` before the session is quiet: the login process ends it with Dovecot's line
     (no message to the client), and the relay process never sees it."""
     caplog.set_level(logging.INFO)
-    user_end, client_end = trio.socket.socketpair()
-    server_end, backend_end = trio.socket.socketpair()
-    conn = _fresh(client_end, backend_end)
-    with user_end, server_end, trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            moved: list[bool] = []
-            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
-            await user_end.send(b"b NOOP\r\n")
-            assert await server_end.recv(100) == b"b NOOP\r\n"
-            conn.kick("Kicked by admin")
-            assert await user_end.recv(100) == b""  # closed, no message
-            assert await server_end.recv(100) == b""
-    assert moved == [False]
+    async with _relayed_by_login_process(relay) as s:
+        await s.user.send(b"b NOOP\r\n")
+        assert await s.server.recv(100) == b"b NOOP\r\n"
+        s.conn.kick("Kicked by admin")
+        assert await s.user.recv(100) == b""  # closed, no message
+        assert await s.server.recv(100) == b""
+    assert s.moved == [False]
     assert relay.host._next_id == 0
     lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
     assert lines == [
@@ -430,22 +438,13 @@ async def test_a_refused_session_stays_and_keeps_what_was_held(
     """A full relay process: the quiet session goes on in the login process, to its end."""
     caplog.set_level(logging.INFO)
     relay.host.client_limit = 0
-    user_end, client_end = trio.socket.socketpair()
-    server_end, backend_end = trio.socket.socketpair()
-    conn = _fresh(client_end, backend_end)
-    with user_end, server_end, trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            moved: list[bool] = []
-            nursery.start_soon(lambda: _append(moved, _run_in_login_process(conn, relay)))
-            await trio.sleep(0.5)  # quiet: offered and refused by now
-            assert relay.host.sessions == {}
-            await user_end.send(b"c NOOP\r\n")
-            assert await server_end.recv(100) == b"c NOOP\r\n"
-            await server_end.send(b"c OK\r\n")
-            assert await user_end.recv(100) == b"c OK\r\n"
-            user_end.shutdown(socket.SHUT_WR)
-            assert await server_end.recv(100) == b""
-    assert moved == [False]
+    async with _relayed_by_login_process(relay) as s:
+        await trio.sleep(0.5)  # quiet: offered and refused by now
+        assert relay.host.sessions == {}
+        await _round_trip(s, b"c NOOP\r\n", b"c OK\r\n")
+        s.user.shutdown(socket.SHUT_WR)
+        assert await s.server.recv(100) == b""
+    assert s.moved == [False]
     lines = [r.getMessage() for r in caplog.records if "Disconnected" in r.getMessage()]
     assert len(lines) == 1
     assert "Disconnected by client (0s idle, in=8, out=6)" in lines[0]
