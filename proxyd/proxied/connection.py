@@ -210,21 +210,21 @@ class ProxiedConnection:
             last_activity=trio.current_time() - self.quiet_for,
         )
         try:
-            if handoff is not None:
+            # with an offer to make, the relay pauses once quiet (``stats.paused``)
+            pause_after = HANDOFF_QUIET if handoff is not None else 0.0
+            while True:
                 await relay(
                     self.client, self.backend, client_pending=self.client_pending,
-                    server_pending=self.backend_pending, stats=stats, pause_after=HANDOFF_QUIET,
+                    server_pending=self.backend_pending, stats=stats, pause_after=pause_after,
                 )
-                if stats.paused:
-                    # what the relay held goes first, wherever the session goes on
-                    self.client_pending, self.backend_pending = stats.held_to_server, stats.held_to_client
-                    if await self._hand_off(stats, handoff):
-                        return True
-            if handoff is None or stats.paused:
-                await relay(
-                    self.client, self.backend, client_pending=self.client_pending,
-                    server_pending=self.backend_pending, stats=stats,
-                )
+                if not stats.paused:
+                    break
+                assert handoff is not None
+                # what the relay held goes first, wherever the session goes on
+                self.client_pending, self.backend_pending = stats.held_to_server, stats.held_to_client
+                if await self._hand_off(stats, handoff):
+                    return True
+                pause_after = 0.0  # refused: relayed here to its end
         finally:
             if not self.moved:
                 self.client_pending = self.backend_pending = b""

@@ -108,22 +108,22 @@ async def relay(
     return stats
 
 
+def _last_activity(stats: RelayStats, session: HubRelay) -> float:
+    return max(stats.last_activity, session.last_activity)
+
+
 async def _until_quiet(session: HubRelay, stats: RelayStats, quiet: float) -> None:
     """The session on the hub until either side ends it, or until ``quiet`` seconds passed
     without a byte read either way, or a bulk transfer began: then ``stats.paused``, with
     what the hub held taken off it (and un-counted) into ``stats.held_*``."""
     relay_hub = hub()
     while True:
-        last = max(stats.last_activity, session.last_activity)
-        with trio.move_on_at(last + quiet) as waited:
+        with trio.move_on_at(_last_activity(stats, session) + quiet) as waited:
             await relay_hub.relay(session)
-        if session.bulk or (
-            waited.cancelled_caught
-            and trio.current_time() - max(stats.last_activity, session.last_activity) >= quiet
-        ):
-            break
-        if not waited.cancelled_caught:
+        if not (session.bulk or waited.cancelled_caught):
             return  # ended by a side (``session.closed_by``)
+        if session.bulk or trio.current_time() - _last_activity(stats, session) >= quiet:
+            break
         # bytes moved since the deadline was set: back on the hub until the next one
     stats.paused = True
     stats.held_to_server, stats.held_to_client = session.take_held()
