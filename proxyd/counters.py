@@ -175,26 +175,26 @@ def totals() -> Totals:
 class SlotAllocator:
     """The zygote's book of which child has which slot.
 
-    ``free``: the slots to hand out next (from the end); ``by_pid``; ``last``: the slot the
+    ``_free``: the slots to hand out next (from the end); ``_by_pid``; ``_last``: the slot the
     rest share.
     """
 
     def __init__(self, first: int = 1) -> None:
         # slot 0 is the master's (and the zygote's, which counts nothing); the region is
         # mapped before the zygote and never changes
-        self.last = max(slots() - 1, first)
-        self.free: list[int] = list(range(self.last - 1, first - 1, -1))
-        self.by_pid: dict[int, int] = {}
+        self._last = max(slots() - 1, first)
+        self._free: list[int] = list(range(self._last - 1, first - 1, -1))
+        self._by_pid: dict[int, int] = {}
 
     def take(self) -> int:
-        return self.free.pop() if self.free else self.last
+        return self._free.pop() if self._free else self._last
 
     def give_back(self, slot: int) -> None:
-        if slot < self.last:
-            self.free.append(slot)
+        if slot < self._last:
+            self._free.append(slot)
 
     def owned(self, pid: int, slot: int) -> None:
-        self.by_pid[pid] = slot
+        self._by_pid[pid] = slot
 
     def release(self, pid: int) -> None:
-        self.give_back(self.by_pid.pop(pid, self.last))
+        self.give_back(self._by_pid.pop(pid, self._last))
