@@ -204,9 +204,8 @@ class SpliceHub:
         epoll = self._epoll
         a, b = relay.dirs
         # a session back on the hub (``relay`` paused it while quiet and kept it) may
-        # hold bytes: what it waits for on each fd is what ``_update`` would register
-        relay.client_mask = (0 if a.out else _IN) | (_OUT if b.out else 0)
-        relay.server_mask = (0 if b.out else _IN) | (_OUT if a.out else 0)
+        # hold bytes: each fd waits for what ``_update`` would register
+        relay.client_mask, relay.server_mask = _masks(relay)
         self._relays[a.src] = self._relays[b.src] = relay
         epoll.register(a.src, relay.client_mask)
         epoll.register(b.src, relay.server_mask)
@@ -340,14 +339,20 @@ class SpliceHub:
         bytes waits for its destination to take them, and reads nothing meanwhile."""
         assert self._epoll is not None
         a, b = relay.dirs
-        client_mask = (0 if a.out else _IN) | (_OUT if b.out else 0)
-        server_mask = (0 if b.out else _IN) | (_OUT if a.out else 0)
+        client_mask, server_mask = _masks(relay)
         if client_mask != relay.client_mask:
             relay.client_mask = client_mask
             self._epoll.modify(a.src, client_mask)
         if server_mask != relay.server_mask:
             relay.server_mask = server_mask
             self._epoll.modify(b.src, server_mask)
+
+
+def _masks(relay: HubRelay) -> tuple[int, int]:
+    """What the client's and the server's fd wait for: a direction holding bytes waits
+    for its destination to take them, and reads nothing meanwhile."""
+    a, b = relay.dirs
+    return (0 if a.out else _IN) | (_OUT if b.out else 0), (0 if b.out else _IN) | (_OUT if a.out else 0)
 
 
 async def splice_loop(
