@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import assert_never
+from typing import Final, assert_never
 
 import trio
 
@@ -65,6 +65,9 @@ from proxyd.wakeup import Wakeup
 
 log = logging.getLogger("proxyd")
 
+#: how long ``who``/``kick`` wait for a session's last word (the hand-off's own bound)
+_LAST_WORD_WAIT: Final = 10.0
+
 
 class RelayHost:
     def __init__(
@@ -77,6 +80,10 @@ class RelayHost:
         self.client_limit = settings.default_client_limit
         self.state = ProxyState(max_disconnect_delay=settings.login_proxy_max_disconnect_delay)
         self.sessions: dict[int, ProxiedConnection] = {}
+        #: sessions taken whose login process has not yet said its last word (GO or a
+        #: kick): until then that process answers for them, and ``who``/``kick`` here
+        #: wait for the word instead of counting them in both places
+        self._arriving: dict[int, trio.Event] = {}
         self.stopping = False
         #: the accept loop's scope: a stopping relay process takes no more hand-offs
         #: (its successor after a reload shares the socket and must get them all)
@@ -149,6 +156,7 @@ class RelayHost:
             self._next_id += 1
             session_id = self._next_id
             session = self.sessions[session_id] = self._proxied(record, client, backend)
+            arrived = self._arriving[session_id] = trio.Event()
             try:
                 await _answer(sock, ACCEPTED)
                 # the login process's last word: GO, or a kick that reached it meanwhile
@@ -159,6 +167,9 @@ class RelayHost:
             finally:
                 if not taken:  # the login process kept it (or died), or we are going away
                     del self.sessions[session_id]
+                del self._arriving[session_id]
+                arrived.set()
+                if not taken:
                     await session.release()
         if taken:
             nursery.start_soon(self._serve, session_id)
@@ -214,6 +225,7 @@ class RelayHost:
                 self._stop()
                 await self._report()
             case Who():
+                await self._last_words([message.mask])
                 now = time.time()
                 rows = tuple(
                     WhoRow.of(s.user, s.protocol, s.remote_ip, s.backend_address, s.connected_at, now)
@@ -221,6 +233,7 @@ class RelayHost:
                 )
                 await self.control.send(WhoReply(message.id, rows))
             case Kick():
+                await self._last_words(message.masks, message.host)
                 victims = self._matching(message.masks, message.host)
                 for session in victims:
                     session.kick("Kicked by admin")
@@ -230,8 +243,20 @@ class RelayHost:
             case _:
                 assert_never(message)
 
+    async def _last_words(self, masks: Sequence[str], host: str | None = None) -> None:
+        """Wait for the last word of the matching sessions still arriving: a kick passed on
+        by it was counted by the login process, a GO makes the session ours to count."""
+        with trio.move_on_after(_LAST_WORD_WAIT):
+            for session_id, arrived in list(self._arriving.items()):
+                session = self.sessions.get(session_id)
+                if session is not None and session.matches(masks, host):
+                    await arrived.wait()
+
     def _matching(self, masks: Sequence[str], host: str | None = None) -> list[ProxiedConnection]:
-        return [s for s in self.sessions.values() if not s.kicked and s.matches(masks, host)]
+        return [
+            s for i, s in self.sessions.items()
+            if i not in self._arriving and not s.kicked and s.matches(masks, host)
+        ]
 
 
 def _stream_sockets(fds: list[int]) -> list[socket.socket] | None:
